@@ -1,0 +1,13 @@
+//! Pure logic of Meridian: the topology config, hybrid logical clocks, versions and the merge
+//! rules of every keyspace type. Nothing here does I/O or reads a clock: time comes in as an
+//! argument, so every decision is a deterministic function that tests can replay.
+
+pub mod config;
+pub mod crdt;
+pub mod error;
+pub mod hlc;
+pub mod op;
+pub mod record;
+pub mod version;
+
+pub use error::Error;
