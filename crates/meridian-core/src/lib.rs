@@ -6,8 +6,10 @@ pub mod config;
 pub mod crdt;
 pub mod error;
 pub mod hlc;
+pub mod kind;
 pub mod op;
 pub mod record;
 pub mod version;
 
 pub use error::Error;
+pub use kind::KeyspaceType;
