@@ -1,1 +1,77 @@
-//! Meridian region node.
+//! The region node: Meridian's durable, typed key-value store behind the HTTP data API of
+//! DESIGN §2. It composes the storage engine (`meridian-store`) with the merge rules of
+//! `meridian-core`; every acknowledged write is on disk before the answer leaves.
+
+pub mod api;
+pub mod clock;
+pub mod error;
+pub mod expiry;
+mod feed;
+pub mod input;
+pub mod keys;
+pub mod metrics;
+pub mod render;
+pub mod residency;
+pub mod state;
+pub mod write;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use error::ApiError;
+pub use state::Node;
+
+/// How often the TTL sweeper reclaims expired records.
+pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Why a node could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// `--region` names a region that the topology does not have.
+    #[error("region `{region}` is not in the topology; its regions are: {}", known.join(", "))]
+    UnknownRegion {
+        /// The region asked for.
+        region: String,
+        /// The regions the topology has.
+        known: Vec<String>,
+    },
+    /// The store failed to open or read.
+    #[error(transparent)]
+    Store(#[from] meridian_store::Error),
+    /// The listener could not be bound or failed.
+    #[error("HTTP listener on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+/// Serves the data API of `node` on `listener` until `shutdown` completes, then finishes
+/// in-flight requests. The TTL sweeper runs alongside.
+pub async fn serve(
+    node: Node,
+    listener: tokio::net::TcpListener,
+    admin_token: Option<String>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    metrics::install();
+    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let sweeper = tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL));
+    let app = api::router(node, admin_token);
+    let served = axum::serve(listener, app).with_graceful_shutdown(shutdown).await;
+    sweeper.abort();
+    served.map_err(|source| Error::Listen { addr, source })
+}
+
+/// Opens the store at `data_dir` and builds the node for `region`.
+pub fn open(
+    topology: Arc<meridian_core::config::Topology>,
+    region: &str,
+    data_dir: &std::path::Path,
+) -> Result<Node, Error> {
+    let store = meridian_store::Store::open(data_dir, meridian_store::StoreOptions::default())?;
+    Node::new(topology, region, store, Arc::new(clock::SystemClock))
+}

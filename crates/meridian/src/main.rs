@@ -1,2 +1,209 @@
-//! The meridian binary.
-fn main() {}
+//! The `meridian` binary: argument parsing and wiring only. Exit codes: 0 success, 1 runtime
+//! failure, 2 bad usage or bad config.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use meridian_core::config::Topology;
+
+/// Meridian makes a web application deployed in several regions behave as one global service:
+/// a geo-replicated key-value store per region, a global front door, and a lab that measures
+/// outages. Everything is driven by one topology file (see docs/config.md).
+#[derive(Parser, Debug)]
+#[command(name = "meridian", version, propagate_version = true)]
+struct Cli {
+    /// Log format on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Copy, Clone, Debug, ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Validate a topology file and print the resolved topology.
+    ///
+    /// Every problem is reported with file, line and column, what is wrong and what would be
+    /// right; the exit code is 2 when the file is invalid.
+    ///
+    /// Example: meridian check --config examples/meridian.toml
+    Check {
+        /// The topology file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+    },
+    /// Run one region's data node: the durable key-value store and its HTTP data API.
+    ///
+    /// The node listens on the address of the region's `node` URL in the topology (or
+    /// `--listen`), keeps its data in `--data`, and acknowledges a write only once it is on
+    /// disk. Stop it with Ctrl-C or SIGTERM; in-flight requests finish first.
+    ///
+    /// Example: meridian region --config examples/meridian.toml --region us-east-1
+    Region {
+        /// The topology file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Which region of the topology this node serves.
+        #[arg(long, value_name = "NAME")]
+        region: String,
+        /// Data directory [default: ./data/<region>].
+        #[arg(long, value_name = "DIR")]
+        data: Option<PathBuf>,
+        /// Listen on this address instead of the one in the region's `node` URL.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
+}
+
+/// A failure that means "bad usage or bad config": exit code 2.
+#[derive(Debug)]
+struct BadConfig(String);
+
+impl std::fmt::Display for BadConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BadConfig {}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match run(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.downcast_ref::<BadConfig>().is_some() => {
+            eprintln!("{e}");
+            ExitCode::from(2)
+        }
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Check { config } => {
+            let topology = load_topology(&config)?;
+            print!("{}", topology.render_summary());
+            println!("{}: ok", config.display());
+            Ok(())
+        }
+        Command::Region { config, region, data, listen } => {
+            let topology = Arc::new(load_topology(&config)?);
+            let Some(r) = topology.region(&region) else {
+                let known: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
+                return Err(BadConfig(format!(
+                    "--region {region}: no such region in {}; its regions are: {}",
+                    config.display(),
+                    known.join(", ")
+                ))
+                .into());
+            };
+            let addr = match listen {
+                Some(a) => a.to_string(),
+                None => r.node_addr().to_string(),
+            };
+            let data = data.unwrap_or_else(|| PathBuf::from("data").join(&region));
+            let admin_token = read_secret(&config, &topology)?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve_region(topology, region, data, addr, admin_token))
+        }
+    }
+}
+
+async fn serve_region(
+    topology: Arc<Topology>,
+    region: String,
+    data: PathBuf,
+    addr: String,
+    admin_token: Option<String>,
+) -> anyhow::Result<()> {
+    let node = meridian_node::open(topology, &region, &data)
+        .with_context(|| format!("opening the data directory {}", data.display()))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr} (is another process listening there?)"))?;
+    let bound = listener.local_addr().context("reading the bound address")?;
+    tracing::info!(%region, data = %data.display(), "region node listening on http://{bound}");
+    meridian_node::serve(node, listener, admin_token, shutdown_signal()).await?;
+    tracing::info!(%region, "region node stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+fn load_topology(path: &Path) -> anyhow::Result<Topology> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| BadConfig(format!("{}: cannot read the topology file: {e}", path.display())))?;
+    meridian_core::config::parse(&path.display().to_string(), &text)
+        .map_err(|e| BadConfig(e.to_string()).into())
+}
+
+/// Reads `cluster.secret_file` (relative to the topology file), trimmed.
+fn read_secret(config: &Path, topology: &Topology) -> anyhow::Result<Option<String>> {
+    let Some(file) = &topology.cluster.secret_file else { return Ok(None) };
+    let path = config.parent().unwrap_or(Path::new(".")).join(file);
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        BadConfig(format!(
+            "{}: cluster.secret_file {}: {e}; create it with a long random token, e.g. `openssl rand -hex 32 > {}`",
+            config.display(),
+            path.display(),
+            path.display()
+        ))
+    })?;
+    let secret = text.trim().to_string();
+    if secret.len() < 16 {
+        return Err(BadConfig(format!(
+            "{}: the cluster secret is {} characters; use at least 16 random characters",
+            path.display(),
+            secret.len()
+        ))
+        .into());
+    }
+    Ok(Some(secret))
+}

@@ -1,0 +1,576 @@
+//! The HTTP data API of DESIGN §2: routes, extraction and validation of requests, and the
+//! mapping of outcomes to responses. Every answer, error or not, is JSON unless it is a value.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{MatchedPath, Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use meridian_core::op::Op;
+use meridian_core::record::Record;
+use meridian_store::Table;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::error::ApiError;
+use crate::input::{self, names, WriteHeaders};
+use crate::state::Node;
+use crate::write::{self, Mutation, Outcome};
+use crate::{feed, keys, metrics, render};
+
+/// The OpenAPI document served at `/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Default and largest page size of a scan.
+pub const SCAN_DEFAULT_LIMIT: usize = 100;
+/// Largest page size of a scan.
+pub const SCAN_MAX_LIMIT: usize = 1_000;
+
+/// Builds the node's router. `admin_token`, when set, must be presented as
+/// `Authorization: Bearer <token>` on `/v1/admin/*`.
+pub fn router(node: Node, admin_token: Option<String>) -> Router {
+    Router::new()
+        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
+        .route("/health/ready", get(ready))
+        .route("/metrics", get(metrics::render))
+        .route("/openapi.json", get(|| async { ([("content-type", render::JSON)], OPENAPI) }))
+        .route("/v1/kv/{keyspace}", get(scan))
+        .route(
+            "/v1/kv/{keyspace}/{key}",
+            get(get_key).put(put_key).delete(delete_key).patch(patch_key),
+        )
+        .route("/v1/kv/{keyspace}/{key}/incr", post(incr))
+        .route("/v1/kv/{keyspace}/{key}/add", post(add))
+        .route("/v1/kv/{keyspace}/{key}/remove", post(remove))
+        .route("/v1/watch/{keyspace}", get(feed::watch))
+        .route("/v1/conflicts", get(conflicts))
+        .route(
+            "/v1/admin/status",
+            get(admin_status).layer(middleware::from_fn_with_state(admin_token, admin_auth)),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(node.clone(), observe))
+        .with_state(node)
+}
+
+/// Records every request in the metrics and stamps `Meridian-Region` on every response.
+async fn observe(State(node): State<Node>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let mut resp = next.run(req).await;
+    if let Ok(v) = HeaderValue::from_str(node.region()) {
+        resp.headers_mut().insert(names::REGION, v);
+    }
+    metrics::request(&route, method.as_str(), resp.status().as_u16(), started.elapsed());
+    resp
+}
+
+async fn admin_auth(State(token): State<Option<String>>, req: Request, next: Next) -> Response {
+    if let Some(token) = token {
+        let given = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        if given.and_then(|g| g.strip_prefix("Bearer ")) != Some(token.as_str()) {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "admin calls need the cluster token",
+                "send `Authorization: Bearer <contents of cluster.secret_file>`",
+            )
+            .into_response();
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "no_route",
+        format!("there is no endpoint {method} {}", uri.path()),
+        "see /openapi.json for every endpoint",
+    )
+}
+
+async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {method}", uri.path()),
+        "see /openapi.json for the methods of each endpoint",
+    )
+}
+
+async fn ready(State(node): State<Node>) -> Response {
+    match node.store().get(Table::Meta, keys::META_LAST_SEQ) {
+        Ok(_) => Json(json!({"status": "ready", "region": node.region()})).into_response(),
+        Err(e) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            format!("the store cannot be read: {e}"),
+            "check the node's log and its data directory",
+        )
+        .into_response(),
+    }
+}
+
+/// `{keyspace}/{key}` from the path, with a JSON error for anything the router could not decode.
+fn key_path(path: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
+    let Path((ks, key)) = path.map_err(|e| {
+        ApiError::bad_request(
+            "bad_key",
+            format!("the path could not be decoded: {}", e.body_text()),
+            "keys must be valid UTF-8, percent-encoded in the URL",
+        )
+    })?;
+    Ok((ks, key))
+}
+
+fn query<T>(q: Result<Query<T>, QueryRejection>, expected: &str) -> Result<T, ApiError> {
+    q.map(|Query(t)| t).map_err(|e| {
+        ApiError::bad_request(
+            "bad_query",
+            format!("the query string is not valid: {}", e.body_text()),
+            format!("use {expected}"),
+        )
+    })
+}
+
+async fn read_body(node: &Node, body: Body) -> Result<Bytes, ApiError> {
+    let max = node.topology().limits.max_value_bytes;
+    axum::body::to_bytes(body, max).await.map_err(|_| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "value_too_large",
+            format!("the body is larger than the limit of {max} bytes"),
+            "store large objects elsewhere and keep a reference here, or raise [limits] max_value_bytes",
+        )
+    })
+}
+
+/// What a mutating handler gathered before the writer runs.
+struct Prepared {
+    node: Node,
+    mutation: Mutation,
+}
+
+async fn prepare(
+    node: Node,
+    method: &Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: &HeaderMap,
+    op_name: &str,
+    body: &[u8],
+    op: impl FnOnce(&WriteHeaders, &[u8]) -> Result<Op, ApiError>,
+) -> Result<Prepared, ApiError> {
+    let (ks_name, key) = key_path(path)?;
+    let keyspace = node.keyspace(&ks_name)?.clone();
+    input::check_key(&key, node.topology().limits.max_key_bytes)?;
+    let wh = input::write_headers(headers, node.topology())?;
+    let op = op(&wh, body)?;
+    let header = |n: &str| headers.get(n).map(|v| v.as_bytes()).unwrap_or_default();
+    let fingerprint = write::fingerprint(&[
+        method.as_str().as_bytes(),
+        ks_name.as_bytes(),
+        key.as_bytes(),
+        op_name.as_bytes(),
+        body,
+        header("content-type"),
+        header("if-match"),
+        header("if-none-match"),
+        header(names::TTL),
+        header(names::HOME),
+        header(names::CONTEXT),
+    ]);
+    Ok(Prepared { node, mutation: Mutation { keyspace, key, op, headers: wh, fingerprint } })
+}
+
+async fn run(p: Prepared) -> Response {
+    match write::write(&p.node, p.mutation).await {
+        Ok(w) => outcome_response(w.outcome, w.replayed),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn outcome_response(o: Outcome, replayed: bool) -> Response {
+    let status = StatusCode::from_u16(o.status).unwrap_or(StatusCode::OK);
+    let mut resp = (status, o.body).into_response();
+    let h = resp.headers_mut();
+    let mut set = |name: &'static str, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(name, v);
+        }
+    };
+    if let Some(e) = o.etag {
+        set("etag", format!("\"{e}\""));
+    }
+    if let Some(s) = o.session {
+        set(names::SESSION, s);
+    }
+    if let Some(ct) = o.content_type {
+        set("content-type", ct);
+    }
+    if replayed {
+        set(names::IDEMPOTENT_REPLAYED, "true".into());
+    }
+    resp
+}
+
+macro_rules! try_resp {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return ApiError::into_response(e),
+        }
+    };
+}
+
+async fn put_key(
+    State(node): State<Node>,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = try_resp!(read_body(&node, body).await);
+    let p = try_resp!(
+        prepare(node, &method, path, &headers, "put", &body, |wh, b| {
+            Ok(Op::Put {
+                value: Bytes::copy_from_slice(b),
+                content_type: wh.content_type.clone(),
+                context: wh.context.clone(),
+            })
+        })
+        .await
+    );
+    run(p).await
+}
+
+async fn delete_key(
+    State(node): State<Node>,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let p = try_resp!(
+        prepare(node, &method, path, &headers, "delete", &[], |wh, _| {
+            Ok(Op::Delete { context: wh.context.clone() })
+        })
+        .await
+    );
+    run(p).await
+}
+
+async fn patch_key(
+    State(node): State<Node>,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = try_resp!(read_body(&node, body).await);
+    let p = try_resp!(
+        prepare(node, &method, path, &headers, "patch", &body, |_, b| {
+            let fields = input::json_body(b, r#"{"field": "value", "removed": null}"#)?;
+            Ok(Op::Patch { fields })
+        })
+        .await
+    );
+    run(p).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IncrBody {
+    #[serde(default = "one")]
+    by: i64,
+}
+
+fn one() -> i64 {
+    1
+}
+
+async fn incr(
+    State(node): State<Node>,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = try_resp!(read_body(&node, body).await);
+    let p = try_resp!(
+        prepare(node, &method, path, &headers, "incr", &body, |_, b| {
+            let by = if b.iter().all(u8::is_ascii_whitespace) {
+                1
+            } else {
+                input::json_body::<IncrBody>(b, r#"{"by": 5}"#)?.by
+            };
+            Ok(Op::Incr { by })
+        })
+        .await
+    );
+    run(p).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MembersBody {
+    members: Vec<String>,
+}
+
+fn members(b: &[u8]) -> Result<Vec<String>, ApiError> {
+    let m = input::json_body::<MembersBody>(b, r#"{"members": ["a", "b"]}"#)?.members;
+    if m.is_empty() {
+        return Err(ApiError::bad_request(
+            "invalid_value",
+            "`members` is empty",
+            "name at least one member",
+        ));
+    }
+    Ok(m)
+}
+
+async fn add(
+    State(node): State<Node>,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = try_resp!(read_body(&node, body).await);
+    let p = try_resp!(
+        prepare(node, &method, path, &headers, "add", &body, |_, b| {
+            Ok(Op::Add { members: members(b)? })
+        })
+        .await
+    );
+    run(p).await
+}
+
+async fn remove(
+    State(node): State<Node>,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let body = try_resp!(read_body(&node, body).await);
+    let p = try_resp!(
+        prepare(node, &method, path, &headers, "remove", &body, |_, b| {
+            Ok(Op::Remove { members: members(b)? })
+        })
+        .await
+    );
+    run(p).await
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct GetParams {
+    consistency: Option<Consistency>,
+}
+
+#[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum Consistency {
+    Local,
+    Session,
+    Strong,
+}
+
+async fn get_key(
+    State(node): State<Node>,
+    path: Result<Path<(String, String)>, PathRejection>,
+    q: Result<Query<GetParams>, QueryRejection>,
+    headers: HeaderMap,
+) -> Response {
+    let (ks_name, key) = try_resp!(key_path(path));
+    let params = try_resp!(query(q, "?consistency=local|session|strong"));
+    let ks = try_resp!(node.keyspace(&ks_name));
+    try_resp!(input::check_key(&key, node.topology().limits.max_key_bytes));
+    if params.consistency == Some(Consistency::Session) {
+        if let Some(token) = try_resp!(input::token_header(&headers, names::SESSION)) {
+            try_resp!(wait_for_session(&node, &token).await);
+        }
+    }
+    let record = try_resp!(load(&node, &ks.name, &key));
+    let now = node.now();
+    let Some(record) = record.filter(|r| r.is_live(now)) else {
+        // A pinned keyspace's key is never here if this region may not hold it: say where to go.
+        try_resp!(write::check_placement(&node, ks, None));
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("keyspace `{}` has no key `{key}` (or it expired)", ks.name),
+            "write it first; GET /v1/kv/{keyspace}?prefix= lists the keys that exist",
+        )
+        .into_response();
+    };
+    let mut resp = if render::has_siblings(&record) {
+        let body = render::siblings_json(&record);
+        (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response()
+    } else {
+        let (ct, body) = render::representation(&record);
+        ([("content-type", ct)], body).into_response()
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", record.version.etag())) {
+        h.insert("etag", v);
+    }
+    if let meridian_core::record::Value::MvRegister(mv) = &record.value {
+        if let Ok(v) = HeaderValue::from_str(&mv.context().to_token()) {
+            h.insert(names::CONTEXT, v);
+        }
+    }
+    resp
+}
+
+/// Waits, bounded by `[limits] session_wait`, until every write the token names is applied here.
+async fn wait_for_session(
+    node: &Node,
+    token: &meridian_core::version::VersionVector,
+) -> Result<(), ApiError> {
+    let wait = node.topology().limits.session_wait;
+    let mut applied = node.applied();
+    let waited = tokio::time::timeout(wait, applied.wait_for(|vv| vv.dominates(token))).await;
+    match waited {
+        Ok(Ok(_)) => Ok(()),
+        _ => Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "session_not_visible",
+            format!(
+                "the writes of this session ({}) are not visible in region `{}` after {}",
+                token.to_token(),
+                node.region(),
+                humantime(wait)
+            ),
+            "retry in the region that took the write, or read with consistency=local",
+        )),
+    }
+}
+
+fn humantime(d: Duration) -> String {
+    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
+}
+
+fn load(node: &Node, ks: &str, key: &str) -> Result<Option<Record>, ApiError> {
+    let Some(bytes) = node.store().get(Table::Data, &keys::data_key(ks, key))? else {
+        return Ok(None);
+    };
+    Record::decode(&bytes)
+        .map(Some)
+        .map_err(|e| ApiError::internal(format!("stored record of `{key}` is unreadable: {e}")))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ScanParams {
+    #[serde(default)]
+    prefix: String,
+    after: Option<String>,
+    limit: Option<usize>,
+    #[serde(default)]
+    values: bool,
+}
+
+async fn scan(
+    State(node): State<Node>,
+    path: Result<Path<String>, PathRejection>,
+    q: Result<Query<ScanParams>, QueryRejection>,
+) -> Response {
+    let Path(ks_name) = try_resp!(path.map_err(|e| ApiError::bad_request(
+        "bad_path",
+        e.body_text(),
+        "GET /v1/kv/{keyspace}?prefix=&after=&limit=&values=true"
+    )));
+    let p = try_resp!(query(q, "?prefix=<text>&after=<key>&limit=1..1000&values=true|false"));
+    let ks = try_resp!(node.keyspace(&ks_name));
+    let limit = p.limit.unwrap_or(SCAN_DEFAULT_LIMIT);
+    if limit == 0 || limit > SCAN_MAX_LIMIT {
+        return ApiError::bad_request(
+            "bad_query",
+            format!("limit = {limit} is out of range"),
+            format!("use a limit from 1 to {SCAN_MAX_LIMIT}"),
+        )
+        .into_response();
+    }
+    let prefix = keys::data_key(&ks.name, &p.prefix);
+    let mut after = p.after.as_deref().map(|a| keys::data_key(&ks.name, a));
+    let now = node.now();
+    let mut items = Vec::new();
+    let mut more = false;
+    // Dead records (deleted or expired, not yet swept) are skipped, so read in pages until
+    // `limit` live items are found or the range ends.
+    'pages: loop {
+        let page = try_resp!(node.store().scan(Table::Data, &prefix, after.as_deref(), limit + 1).map_err(ApiError::from));
+        let exhausted = page.len() <= limit;
+        for (k, v) in &page {
+            after = Some(k.clone());
+            let Ok(record) = Record::decode(v) else { continue };
+            if !record.is_live(now) {
+                continue;
+            }
+            if items.len() == limit {
+                more = true;
+                break 'pages;
+            }
+            let Some(key) = keys::user_key(&ks.name, k) else { continue };
+            let mut item = serde_json::Map::new();
+            item.insert("key".into(), json!(key));
+            item.insert("etag".into(), json!(record.version.etag()));
+            if p.values {
+                render::item_value(&record, &mut item);
+            }
+            items.push(serde_json::Value::Object(item));
+        }
+        if exhausted {
+            break;
+        }
+    }
+    let next = if more { items.last().and_then(|i| i.get("key").cloned()) } else { None };
+    Json(json!({"items": items, "next": next})).into_response()
+}
+
+async fn conflicts(State(node): State<Node>) -> Json<serde_json::Value> {
+    // Conflicts arise only between regions; until replication runs, a single region's HLC
+    // orders every write, so there are none to list.
+    Json(json!({"region": node.region(), "conflicts": []}))
+}
+
+async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
+    let stats = node.store().stats();
+    let keyspaces: BTreeMap<&str, serde_json::Value> = node
+        .topology()
+        .keyspaces
+        .iter()
+        .map(|k| {
+            (
+                k.name.as_str(),
+                json!({"type": k.kind.as_str(), "replication": format!("{:?}", k.replication).to_lowercase()}),
+            )
+        })
+        .collect();
+    Json(json!({
+        "region": node.region(),
+        "hlc": node.now().0,
+        "applied": node.applied().borrow().to_token(),
+        "peers": [],
+        "keyspaces": keyspaces,
+        "store": {
+            "transactions": stats.transactions,
+            "group_commits": stats.group_commits,
+            "fsyncs": stats.fsyncs,
+            "bytes_written": stats.bytes_written,
+        },
+    }))
+}

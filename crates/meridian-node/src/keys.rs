@@ -1,0 +1,103 @@
+//! How the node lays its records out in the store's tables. Keyspace names never contain a NUL
+//! byte and user keys are refused when they do, so `keyspace \0 key` is unambiguous and a prefix
+//! scan of `keyspace \0 prefix` sees exactly that keyspace.
+
+use meridian_core::hlc::Timestamp;
+
+/// `Table::Data` key of a user key.
+pub fn data_key(keyspace: &str, key: &str) -> Vec<u8> {
+    joined(keyspace, key)
+}
+
+/// `Table::Idempotency` key of an idempotency key within a keyspace.
+pub fn idempotency_key(keyspace: &str, idem: &str) -> Vec<u8> {
+    joined(keyspace, idem)
+}
+
+/// `Table::OpLog` key: origin region, NUL, sequence number big-endian (so scans are in order).
+pub fn oplog_key(origin: &str, seq: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(origin.len() + 9);
+    k.extend_from_slice(origin.as_bytes());
+    k.push(0);
+    k.extend_from_slice(&seq.to_be_bytes());
+    k
+}
+
+/// `Table::Meta` key holding the highest op-log sequence this region issued.
+pub const META_LAST_SEQ: &[u8] = b"node/last_seq";
+/// `Table::Meta` key holding the highest HLC timestamp this region issued (restored at start).
+pub const META_HLC: &[u8] = b"node/hlc";
+/// `Table::Meta` prefix of the expiry index: `exp/` + expiry (big-endian) + kind + table key.
+pub const EXPIRY_PREFIX: &[u8] = b"exp/";
+
+/// What an expiry index entry points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpiryKind {
+    /// A record in `Table::Data`.
+    Data = b'd' as isize,
+    /// An outcome in `Table::Idempotency`.
+    Idempotency = b'i' as isize,
+}
+
+/// The expiry index key of a table key that expires at `at`.
+pub fn expiry_key(at: Timestamp, kind: ExpiryKind, table_key: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(EXPIRY_PREFIX.len() + 9 + table_key.len());
+    k.extend_from_slice(EXPIRY_PREFIX);
+    k.extend_from_slice(&at.0.to_be_bytes());
+    k.push(kind as u8);
+    k.extend_from_slice(table_key);
+    k
+}
+
+/// Splits an expiry index key back into (expiry, kind, table key); `None` if it is not one.
+pub fn parse_expiry_key(k: &[u8]) -> Option<(Timestamp, ExpiryKind, &[u8])> {
+    let rest = k.strip_prefix(EXPIRY_PREFIX)?;
+    let (at, rest) = rest.split_first_chunk::<8>()?;
+    let (kind, table_key) = rest.split_first()?;
+    let kind = match *kind {
+        b'd' => ExpiryKind::Data,
+        b'i' => ExpiryKind::Idempotency,
+        _ => return None,
+    };
+    Some((Timestamp(u64::from_be_bytes(*at)), kind, table_key))
+}
+
+/// The user key of a `Table::Data` key of `keyspace`; `None` if it belongs elsewhere.
+pub fn user_key<'a>(keyspace: &str, data_key: &'a [u8]) -> Option<&'a str> {
+    let rest = data_key.strip_prefix(keyspace.as_bytes())?.strip_prefix(&[0])?;
+    std::str::from_utf8(rest).ok()
+}
+
+fn joined(a: &str, b: &str) -> Vec<u8> {
+    let mut k = Vec::with_capacity(a.len() + 1 + b.len());
+    k.extend_from_slice(a.as_bytes());
+    k.push(0);
+    k.extend_from_slice(b.as_bytes());
+    k
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expiry_keys_round_trip_and_sort_by_time() {
+        let a = expiry_key(Timestamp(5), ExpiryKind::Data, b"ks\0k");
+        let b = expiry_key(Timestamp(256), ExpiryKind::Idempotency, b"ks\0a");
+        assert!(a < b, "index must sort by expiry");
+        assert_eq!(parse_expiry_key(&a), Some((Timestamp(5), ExpiryKind::Data, &b"ks\0k"[..])));
+        assert_eq!(parse_expiry_key(b"exp/short"), None);
+    }
+
+    #[test]
+    fn user_key_only_matches_its_keyspace() {
+        let k = data_key("orders", "a/b");
+        assert_eq!(user_key("orders", &k), Some("a/b"));
+        assert_eq!(user_key("order", &k), None);
+    }
+
+    #[test]
+    fn oplog_keys_sort_by_sequence() {
+        assert!(oplog_key("eu", 2) < oplog_key("eu", 256));
+    }
+}

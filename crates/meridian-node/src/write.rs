@@ -1,0 +1,341 @@
+//! The write path. Every mutation runs as one store transaction on the writer thread: check the
+//! idempotency record, read the current record, check preconditions, home and residency, stamp
+//! an HLC version, compute the CRDT delta, merge, and write record + op-log entry + expiry index
+//! + idempotency outcome together. The caller hears back only once all of it is on disk.
+
+use axum::http::StatusCode;
+use meridian_core::config::{Keyspace, Writer};
+use meridian_core::hlc::Timestamp;
+use meridian_core::op::{self, Op, WriteMeta};
+use meridian_core::record::Record;
+use meridian_core::version::{Dot, Version, VersionVector};
+use meridian_core::KeyspaceType;
+use meridian_store::{Table, Txn};
+use serde::{Deserialize, Serialize};
+
+use crate::error::ApiError;
+use crate::input::{IfMatch, WriteHeaders};
+use crate::render;
+use crate::residency::allowed_regions;
+use crate::state::{Change, Node};
+use crate::{keys, metrics};
+
+/// The answer to a mutating call; also what an idempotency record stores and replays.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Outcome {
+    /// HTTP status.
+    pub status: u16,
+    /// ETag of the key after the write, without quotes.
+    pub etag: Option<String>,
+    /// Session token covering this write.
+    pub session: Option<String>,
+    /// Content type of `body`.
+    pub content_type: Option<String>,
+    /// Response body.
+    pub body: Vec<u8>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct StoredOutcome {
+    fingerprint: u128,
+    expires: Timestamp,
+    outcome: Outcome,
+}
+
+/// An entry of the op log: the delta a write produced, as replication will ship it.
+#[derive(Serialize, Deserialize)]
+pub struct OpLogEntry {
+    /// Keyspace of the key.
+    pub keyspace: String,
+    /// The key.
+    pub key: String,
+    /// The encoded delta record (see `Record::encode`).
+    pub delta: Vec<u8>,
+}
+
+/// A validated mutation, ready for the writer.
+pub struct Mutation {
+    /// Keyspace config.
+    pub keyspace: Keyspace,
+    /// The key.
+    pub key: String,
+    /// What to do.
+    pub op: Op,
+    /// Validated headers.
+    pub headers: WriteHeaders,
+    /// Hash of everything that makes this request what it is, for idempotency.
+    pub fingerprint: u128,
+}
+
+/// What a committed write reports back.
+pub struct Written {
+    /// The HTTP outcome.
+    pub outcome: Outcome,
+    /// True when the outcome was replayed from an idempotency record.
+    pub replayed: bool,
+}
+
+enum TxnResult {
+    Done { outcome: Outcome, change: Option<Change>, seq: Option<u64> },
+    Replayed(Outcome),
+}
+
+/// Hash of a request for idempotency: method, path, body and every header that changes meaning.
+pub fn fingerprint(parts: &[&[u8]]) -> u128 {
+    let mut buf = Vec::new();
+    for p in parts {
+        buf.extend_from_slice(&(p.len() as u64).to_le_bytes());
+        buf.extend_from_slice(p);
+    }
+    xxhash_rust::xxh3::xxh3_128(&buf)
+}
+
+/// Runs a mutation durably and returns its outcome.
+pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
+    let n = node.clone();
+    let session_in = m.headers.session.clone();
+    let ks_name = m.keyspace.name.clone();
+    let op_name = m.op.name();
+    let result = node.store().transact(move |txn| apply_in_txn(&n, txn, m)).await;
+    let result = match result {
+        Ok(r) => r,
+        Err(e) => {
+            node.reload_seq();
+            return Err(e.into());
+        }
+    };
+    match result? {
+        TxnResult::Replayed(outcome) => {
+            metrics::idempotent_replay(&ks_name);
+            Ok(Written { outcome, replayed: true })
+        }
+        TxnResult::Done { mut outcome, change, seq } => {
+            node.published(change, seq);
+            metrics::write(&ks_name, op_name);
+            if let Some(seq) = seq {
+                let mut vv = session_in.unwrap_or_default();
+                vv.add(&Dot { origin: node.region().to_string(), counter: seq });
+                outcome.session = Some(vv.to_token());
+            }
+            Ok(Written { outcome, replayed: false })
+        }
+    }
+}
+
+fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult, ApiError> {
+    let region = node.region().to_string();
+    let now = node.now();
+    let idem_key = m.headers.idempotency_key.as_deref().map(|k| keys::idempotency_key(&m.keyspace.name, k));
+    if let Some(ik) = &idem_key {
+        if let Some(bytes) = txn.get(Table::Idempotency, ik)? {
+            let stored: StoredOutcome = postcard::from_bytes(&bytes)
+                .map_err(|e| ApiError::internal(format!("idempotency record unreadable: {e}")))?;
+            if stored.expires > now {
+                if stored.fingerprint != m.fingerprint {
+                    return Err(ApiError::new(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        "idempotency_key_reused",
+                        "this Idempotency-Key was already used for a different request",
+                        "use a new Idempotency-Key for a new request; reuse one only to retry the identical request",
+                    ));
+                }
+                return Ok(TxnResult::Replayed(stored.outcome));
+            }
+        }
+    }
+
+    let dk = keys::data_key(&m.keyspace.name, &m.key);
+    let current = match txn.get(Table::Data, &dk)? {
+        Some(bytes) => Some(Record::decode(&bytes).map_err(|e| {
+            ApiError::internal(format!("stored record of `{}` is unreadable: {e}", m.key))
+        })?),
+        None => None,
+    };
+    let expired = current.as_ref().is_some_and(|r| r.expires.is_some_and(|e| e <= now));
+    let base = if expired { None } else { current.as_ref() };
+    let live = base.filter(|r| r.is_live(now));
+
+    check_preconditions(&m, live)?;
+    let home = live.and_then(|r| r.home.clone()).or_else(|| m.headers.home.clone());
+    check_placement(node, &m.keyspace, home.as_deref())?;
+
+    let is_delete = matches!(m.op, Op::Delete { .. });
+    if is_delete && base.is_none() {
+        let outcome = Outcome { status: 204, etag: None, session: None, content_type: None, body: Vec::new() };
+        store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
+        return Ok(TxnResult::Done { outcome, change: None, seq: None });
+    }
+
+    let (delta, new) = node.with_hlc(|hlc, wall| -> Result<(Record, Record), ApiError> {
+        let ts = hlc.now(wall);
+        let ttl = m.headers.ttl.or(m.keyspace.ttl);
+        let meta = WriteMeta {
+            version: Version { ts, origin: region.clone() },
+            expires: ttl.map(|d| ts.saturating_add_millis(d.as_millis() as u64)),
+            home: home.clone(),
+        };
+        let delta = op::apply(m.keyspace.kind, base, &m.op, &meta).map_err(core_error)?;
+        let new = match base {
+            Some(cur) => {
+                let mut merged = cur.clone();
+                merged.merge(&delta).map_err(core_error)?;
+                merged
+            }
+            None => delta.clone(),
+        };
+        Ok((delta, new))
+    })?;
+
+    let seq = node.next_seq();
+    txn.put(Table::Data, &dk, &new.encode());
+    if let Some(exp) = new.expires {
+        txn.put(Table::Meta, &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk), b"");
+    }
+    let entry = OpLogEntry { keyspace: m.keyspace.name.clone(), key: m.key.clone(), delta: delta.encode() };
+    let entry = postcard::to_stdvec(&entry).map_err(|e| ApiError::internal(format!("op log encode: {e}")))?;
+    txn.put(Table::OpLog, &keys::oplog_key(&region, seq), &entry);
+    txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
+    txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
+
+    let now_live = new.is_live(now);
+    let status = match (&m.op, live.is_some()) {
+        (Op::Delete { .. }, _) => 204,
+        (Op::Put { .. }, false) => 201,
+        _ => 200,
+    };
+    let (content_type, body) = if matches!(m.op, Op::Put { .. } | Op::Delete { .. }) {
+        (None, Vec::new())
+    } else {
+        let (ct, body) = render::representation(&new);
+        (Some(ct), body)
+    };
+    let etag = Some(new.version.etag());
+    let outcome = Outcome { status, etag: etag.clone(), session: None, content_type, body };
+    store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
+    let change = Change {
+        keyspace: m.keyspace.name.clone(),
+        key: m.key.clone(),
+        op: m.op.name(),
+        etag,
+        live: now_live,
+        region,
+    };
+    Ok(TxnResult::Done { outcome, change: Some(change), seq: Some(seq) })
+}
+
+fn check_preconditions(m: &Mutation, live: Option<&Record>) -> Result<(), ApiError> {
+    let conditional = m.headers.if_match.is_some() || m.headers.if_none_match;
+    if conditional && m.keyspace.writer != Writer::Home {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "cas_not_supported",
+            format!(
+                "keyspace `{}` accepts writes in every region, so a compare-and-set could succeed in two regions at once",
+                m.keyspace.name
+            ),
+            "drop If-Match/If-None-Match, or set writer = \"home\" on the keyspace to get safe compare-and-set",
+        ));
+    }
+    let failed = |msg: String| {
+        ApiError::new(
+            StatusCode::PRECONDITION_FAILED,
+            "precondition_failed",
+            msg,
+            "read the key again and retry with its current ETag",
+        )
+    };
+    if m.headers.if_none_match {
+        if let Some(r) = live {
+            return Err(failed(format!("If-None-Match: * but the key exists at version \"{}\"", r.version.etag()))
+                .with_header("etag", format!("\"{}\"", r.version.etag())));
+        }
+    }
+    match (&m.headers.if_match, live) {
+        (None, _) => Ok(()),
+        (Some(_), None) => Err(failed("If-Match given but the key does not exist".into())),
+        (Some(IfMatch::Any), Some(_)) => Ok(()),
+        (Some(IfMatch::Versions(vs)), Some(r)) => {
+            let cur = r.version.etag();
+            if vs.iter().any(|v| *v == cur) {
+                Ok(())
+            } else {
+                Err(failed(format!("the key is at version \"{cur}\", not the one given in If-Match"))
+                    .with_header("etag", format!("\"{cur}\"")))
+            }
+        }
+    }
+}
+
+/// Refuses a write this region may not take: a `writer = "home"` key homed elsewhere, or a
+/// pinned key whose allowed regions exclude this one. Both answer 421 naming where to go.
+pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result<(), ApiError> {
+    let region = node.region();
+    if ks.writer == Writer::Home {
+        if let Some(h) = home.filter(|h| *h != region) {
+            return Err(ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "wrong_region",
+                format!("keyspace `{}` takes writes only in a key's home region, and this key's home is `{h}`", ks.name),
+                format!("send the write to region `{h}`"),
+            )
+            .with_header("meridian-home", h));
+        }
+    }
+    if let Some(allowed) = allowed_regions(node.topology(), ks, home, region) {
+        if !allowed.iter().any(|r| r == region) {
+            let target = allowed.first().cloned();
+            let hint = match &target {
+                Some(t) => format!("send the request to region `{t}` (allowed: {})", allowed.join(", ")),
+                None => "give the key a home region that belongs to a zone with Meridian-Home".to_string(),
+            };
+            let mut err = ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                "residency",
+                format!("keys of keyspace `{}` may not be held in region `{region}`", ks.name),
+                hint,
+            );
+            if let Some(t) = target {
+                err = err.with_header("meridian-allowed-region", t);
+            }
+            return Err(err);
+        }
+    }
+    Ok(())
+}
+
+fn store_outcome(node: &Node, txn: &mut Txn<'_>, ik: Option<&[u8]>, m: &Mutation, now: Timestamp, outcome: &Outcome) {
+    let Some(ik) = ik else { return };
+    let ttl = node.topology().limits.idempotency_ttl;
+    let expires = now.saturating_add_millis(ttl.as_millis() as u64);
+    let stored = StoredOutcome { fingerprint: m.fingerprint, expires, outcome: outcome.clone() };
+    if let Ok(bytes) = postcard::to_stdvec(&stored) {
+        txn.put(Table::Idempotency, ik, &bytes);
+        txn.put(Table::Meta, &keys::expiry_key(expires, keys::ExpiryKind::Idempotency, ik), b"");
+    }
+}
+
+/// Maps a refusal of the merge rules to the HTTP answer.
+pub fn core_error(e: meridian_core::Error) -> ApiError {
+    use meridian_core::Error as E;
+    match e {
+        E::OpNotSupported { op, kind, hint } => ApiError::new(
+            StatusCode::CONFLICT,
+            "wrong_type",
+            format!("`{op}` is not an operation of a {kind} keyspace"),
+            hint,
+        ),
+        E::InvalidValue { message, hint } => ApiError::bad_request("invalid_value", message, hint),
+        E::BadToken { message } => ApiError::bad_request("bad_header", message, "send the token exactly as a response gave it"),
+        other => ApiError::internal(other.to_string()),
+    }
+}
+
+/// Whether `kind` stores a content type with its value.
+pub fn keeps_content_type(kind: KeyspaceType) -> bool {
+    matches!(kind, KeyspaceType::Register | KeyspaceType::MvRegister)
+}
+
+/// The version vector a session token names, merged with what this node has applied.
+pub fn session_covered(applied: &VersionVector, wanted: &VersionVector) -> bool {
+    applied.dominates(wanted)
+}
