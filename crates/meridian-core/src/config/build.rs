@@ -64,8 +64,9 @@ struct Known {
 }
 
 impl Known {
-    /// Reports a reference to an undefined region; true when the region exists.
-    fn region(&self, cx: &mut Cx<'_>, label: &str, what: &str, r: &Sp<String>) -> bool {
+    /// Reports a reference to an undefined region as "{prefix} unknown region `x`"; true when
+    /// the region exists.
+    fn region(&self, cx: &mut Cx<'_>, prefix: &str, r: &Sp<String>) -> bool {
         if self.regions.contains(&r.v) {
             return true;
         }
@@ -82,7 +83,7 @@ impl Known {
         };
         cx.error(
             &r.span,
-            format!("{label}: {what} names unknown region `{}`", r.v),
+            format!("{prefix} unknown region `{}`", r.v),
             Some(hint),
         );
         false
@@ -443,7 +444,7 @@ fn zones(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known) -> Vec<Zone> {
         }
         let mut regions = Vec::new();
         for m in members {
-            if !known.region(cx, &label, "its list", &m) {
+            if !known.region(cx, &format!("{label} lists"), &m) {
                 continue;
             }
             if regions.contains(&m.v) {
@@ -673,7 +674,7 @@ fn all_down(cx: &mut Cx<'_>, t: &Tbl<'_>, known: &Known) -> Option<AllDown> {
                     span: s.span.clone(),
                 };
                 known
-                    .region(cx, &t.label, "all_down", &r)
+                    .region(cx, &format!("{}: all_down names", t.label), &r)
                     .then_some(AllDown::Fallback(r.v))
             }
             None => {
@@ -700,7 +701,7 @@ fn geo_map(cx: &mut Cx<'_>, g: &Tbl<'_>, known: &Known) -> Option<GeoMap> {
             continue;
         };
         let region = Sp { v: region, span };
-        ok &= known.region(cx, &g.label, &format!("`{key}`"), &region);
+        ok &= known.region(cx, &format!("{}: `{key}` names", g.label), &region);
         if key == "default" {
             map.default = Some(region.v);
         } else if key.len() == 2 && key.chars().all(|c| c.is_ascii_uppercase()) {
@@ -756,7 +757,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
                         v: name.to_string(),
                         span: w.span.clone(),
                     };
-                    ok &= known.region(cx, &t.label, "writes", &name);
+                    ok &= known.region(cx, &format!("{}: writes names", t.label), &name);
                     r.writes = Writes::Primary(name.v);
                 }
                 None => {
@@ -791,7 +792,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
                 v: key.to_string(),
                 span: key_span,
             };
-            ok &= known.region(cx, &w.label, "a key", &name);
+            ok &= known.region(cx, &format!("{}: a weight is set for", w.label), &name);
             let span = w.span_of(key);
             match read::node_int(cx, node, &span, &format!("{}: `{key}`", w.label)) {
                 Some(pct @ 0..=100) => {
@@ -824,7 +825,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     if let Some(order) = t.str_array(cx, "order") {
         let mut listed: Vec<String> = Vec::new();
         for o in order.v {
-            if !known.region(cx, &t.label, "order", &o) {
+            if !known.region(cx, &format!("{}: order names", t.label), &o) {
                 ok = false;
             } else if listed.contains(&o.v) {
                 ok = false;
@@ -1080,7 +1081,7 @@ fn residency(cx: &mut Cx<'_>, t: &Tbl<'_>, known: &Known) -> Option<Sp<Residency
                 continue;
             };
             let r = Sp { v: r, span: s };
-            if !known.region(cx, &t.label, "residency", &r) {
+            if !known.region(cx, &format!("{}: residency names", t.label), &r) {
                 ok = false;
             } else if regions.contains(&r.v) {
                 ok = false;
