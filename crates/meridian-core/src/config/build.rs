@@ -318,7 +318,6 @@ fn regions(
     let mut names = Vec::new();
     let mut seen = HashMap::new();
     for mut t in root.tables(cx, "region", |i| format!("[[region]] #{}", i + 1)) {
-        t.allow(cx, REGION_KEYS);
         let name = t.req_str(cx, "name", "name = \"us-east-1\"");
         let mut ok = true;
         if let Some(n) = &name {
@@ -327,6 +326,7 @@ fn regions(
             check_unique(cx, "region", &mut seen, n);
             names.push(n.v.clone());
         }
+        t.allow(cx, REGION_KEYS);
         let location = if t.has("location") {
             let l = location(cx, &t);
             ok &= l.is_some();
@@ -887,7 +887,6 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
     let mut out = Vec::new();
     let mut seen = HashMap::new();
     for mut t in root.tables(cx, "edge", |i| format!("[[edge]] #{}", i + 1)) {
-        t.allow(cx, EDGE_KEYS);
         let name = t.req_str(cx, "name", "name = \"edge-eu\"");
         let mut ok = true;
         if let Some(n) = &name {
@@ -895,6 +894,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             ok &= check_name(cx, "edge", n, false);
             check_unique(cx, "edge", &mut seen, n);
         }
+        t.allow(cx, EDGE_KEYS);
         let listen_addr = socket_addr(cx, &t, "listen", "listen = \"127.0.0.1:8080\"");
         let admin = socket_addr(cx, &t, "admin", "admin = \"127.0.0.1:9080\"");
         for (a, what) in [(&listen_addr, "listen"), (&admin, "admin")] {
@@ -954,7 +954,6 @@ fn keyspaces(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known) -> Vec<Keyspace> {
     let mut out = Vec::new();
     let mut seen = HashMap::new();
     for mut t in root.tables(cx, "keyspace", |i| format!("[[keyspace]] #{}", i + 1)) {
-        t.allow(cx, KEYSPACE_KEYS);
         let name = t.req_str(cx, "name", "name = \"orders\"");
         let mut ok = true;
         if let Some(n) = &name {
@@ -962,6 +961,7 @@ fn keyspaces(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known) -> Vec<Keyspace> {
             ok &= check_name(cx, "keyspace", n, true);
             check_unique(cx, "keyspace", &mut seen, n);
         }
+        t.allow(cx, KEYSPACE_KEYS);
         let kind = t.req_str(cx, "type", "type = \"register\"").and_then(|s| {
             let found = KeyspaceType::ALL.into_iter().find(|k| k.as_str() == s.v);
             if found.is_none() {
@@ -1337,7 +1337,6 @@ fn dns(
     let mut records = Vec::new();
     let mut seen: Vec<(String, RecordType, Span)> = Vec::new();
     for mut r in t.tables(cx, "record", |i| format!("[[dns.record]] #{}", i + 1)) {
-        r.allow(cx, RECORD_KEYS);
         let Some(rec) = record(cx, &mut r, known, regions, routing) else {
             ok = false;
             continue;
@@ -1414,6 +1413,7 @@ fn record(
             }
         }
     }
+    r.allow(cx, RECORD_KEYS);
     let kind = r.req_str(cx, "type", "type = \"A\"").and_then(|s| {
         let k = match s.v.as_str() {
             "A" => Some(RecordType::A),

@@ -57,6 +57,25 @@ pub(super) fn name(text: &str, underscore: bool) -> Result<(), (String, String)>
     } else {
         "[a-z0-9][a-z0-9-]*"
     };
+    if text.len() > MAX_NAME_LEN {
+        return Err((
+            format!("name `{text}` is longer than {MAX_NAME_LEN} characters"),
+            "use a shorter name".to_string(),
+        ));
+    }
+    if matches_name(text, underscore) {
+        return Ok(());
+    }
+    let lower = text.to_ascii_lowercase().replace([' ', '.'], "-");
+    let hint = if matches_name(&lower, underscore) {
+        format!("names match {pattern}; did you mean `{lower}`?")
+    } else {
+        format!("names match {pattern}: lower-case letters, digits and `-`, like `us-east-1`")
+    };
+    Err((format!("name `{text}` must match {pattern}"), hint))
+}
+
+fn matches_name(text: &str, underscore: bool) -> bool {
     let ok_char = |c: char| {
         c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || (underscore && c == '_')
     };
@@ -64,22 +83,7 @@ pub(super) fn name(text: &str, underscore: bool) -> Result<(), (String, String)>
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if text.len() > MAX_NAME_LEN {
-        return Err((
-            format!("name `{text}` is longer than {MAX_NAME_LEN} characters"),
-            "use a shorter name".to_string(),
-        ));
-    }
-    if first_ok && text.chars().all(ok_char) {
-        return Ok(());
-    }
-    let lower = text.to_ascii_lowercase().replace([' ', '.'], "-");
-    let hint = if !lower.is_empty() && name(&lower, underscore).is_ok() {
-        format!("names match {pattern}; did you mean `{lower}`?")
-    } else {
-        format!("names match {pattern}: lower-case letters, digits and `-`, like `us-east-1`")
-    };
-    Err((format!("name `{text}` must match {pattern}"), hint))
+    first_ok && text.chars().all(ok_char)
 }
 
 /// A validated `http://host:port` (or `https://` when `https_ok`); returns `host:port`.
