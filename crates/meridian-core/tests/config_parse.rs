@@ -260,6 +260,15 @@ fn unknown_key_suggests_the_near_one() {
         hint(&d).contains("`sync_timeout`"),
         "lists the allowed keys: {d}"
     );
+    // A section key written under another table's header: say why it is unknown there.
+    let text = BASE.replace("name = \"shop\"\n", "name = \"shop\"\nkeyspace = []\n");
+    let d = assert_diag(
+        &text,
+        "keyspace = []",
+        0,
+        "[cluster]: unknown key `keyspace`",
+    );
+    assert!(hint(&d).contains("move it above the first header"), "{d}");
     let text = with("[helth]\npath = \"/\"\n");
     let d = assert_diag(&text, "helth", 0, "unknown key `helth`");
     assert!(hint(&d).contains("did you mean `health`?"), "{d}");

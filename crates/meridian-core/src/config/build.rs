@@ -18,9 +18,6 @@ use super::read::{self, Sp, Tbl};
 use super::scalar;
 use crate::KeyspaceType;
 
-const ROOT_KEYS: &[&str] = &[
-    "cluster", "zones", "region", "routing", "edge", "health", "keyspace", "dns", "limits",
-];
 const REGION_KEYS: &[&str] = &["name", "location", "node", "app", "addresses", "capacity"];
 const ROUTING_KEYS: &[&str] = &[
     "policy", "writes", "all_down", "sticky", "geo", "weights", "order",
@@ -100,7 +97,7 @@ struct Listener {
 /// Builds the topology; `None` only when a diagnostic has been recorded.
 pub(super) fn build(cx: &mut Cx<'_>, doc: &Table) -> Option<Topology> {
     let root = read::root(doc);
-    root.allow(cx, ROOT_KEYS);
+    root.allow(cx, read::SECTIONS);
     let mut listeners = Vec::new();
 
     let cluster = cluster(cx, &root);

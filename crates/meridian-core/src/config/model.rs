@@ -14,7 +14,7 @@ use crate::KeyspaceType;
 /// Guarantees: at least one region; names of regions, zones, edges and keyspaces are unique in
 /// their kind; every region name mentioned anywhere (zones, routing, residency, DNS) is defined;
 /// no two listeners (edge `listen`/`admin`, region `node`, app backends, DNS `listen`) share an
-/// address.
+/// address, except wildcard binds (`0.0.0.0:p`, `[::]:p`), which name no particular host.
 #[derive(Clone, Debug)]
 pub struct Topology {
     /// `[cluster]`: identity and shared secret.

@@ -8,6 +8,11 @@ use toml_edit::{InlineTable, Item, Table, Value};
 use super::diag::{Cx, Span};
 use super::scalar;
 
+/// The top-level sections of the file.
+pub(super) const SECTIONS: &[&str] = &[
+    "cluster", "zones", "region", "routing", "edge", "health", "keyspace", "dns", "limits",
+];
+
 /// A value and where it is in the text.
 #[derive(Clone, Debug)]
 pub(super) struct Sp<T> {
@@ -127,10 +132,17 @@ impl<'a> Tbl<'a> {
                 .map(|k| format!("`{k}`"))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let hint = match scalar::closest(e.key, allowed.iter().copied()) {
+            let mut hint = match scalar::closest(e.key, allowed.iter().copied()) {
                 Some(near) => format!("did you mean `{near}`? keys allowed here: {list}"),
                 None => format!("keys allowed here: {list}"),
             };
+            if self.label != "top level" && SECTIONS.contains(&e.key) {
+                hint.push_str(&format!(
+                    "; `{0}` is a top-level section, but keys after a `[table]` header belong to \
+                     that table: move it above the first header, or write it as `[{0}]`",
+                    e.key
+                ));
+            }
             cx.error(
                 &e.key_span,
                 format!("{}: unknown key `{}`", self.label, e.key),
@@ -376,8 +388,8 @@ impl<'a> Tbl<'a> {
         as_table(cx, node, label, &span)
     }
 
-    /// The elements of an array of tables (`[[key]]` or `key = [{ … }, …]`); `label(i)` names the
-    /// i-th until its name is known.
+    /// The elements of an array of tables (`[[key]]` or `key = [{ … }, …]`); `label(i)` names
+    /// the i-th until its name is known.
     pub fn tables(
         &self,
         cx: &mut Cx<'_>,

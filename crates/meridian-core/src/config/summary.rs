@@ -19,8 +19,8 @@ impl Topology {
     /// text); not a stable machine format.
     pub fn render_summary(&self) -> String {
         let mut s = String::new();
-        // Writing to a String cannot fail; `let _` keeps the formatting code linear.
-        let _ = self.write_summary(&mut s);
+        self.write_summary(&mut s)
+            .expect("invariant: writing to a String cannot fail");
         s
     }
 
