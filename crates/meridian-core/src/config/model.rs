@@ -1,0 +1,441 @@
+//! The resolved topology: plain structs with every default filled in and every cross-reference
+//! checked. A value of these types only comes out of [`parse`](super::parse), so code that holds a
+//! `Topology` may rely on the guarantees documented here without checking again.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::KeyspaceType;
+
+/// The whole topology file (`meridian.toml`), resolved.
+///
+/// Guarantees: at least one region; names of regions, zones, edges and keyspaces are unique in
+/// their kind; every region name mentioned anywhere (zones, routing, residency, DNS) is defined;
+/// no two listeners (edge `listen`/`admin`, region `node`, app backends, DNS `listen`) share an
+/// address, except wildcard binds (`0.0.0.0:p`, `[::]:p`), which name no particular host.
+#[derive(Clone, Debug)]
+pub struct Topology {
+    /// `[cluster]`: identity and shared secret.
+    pub cluster: Cluster,
+    /// `[zones]`: jurisdictions for data residency, in file order. Default: none.
+    pub zones: Vec<Zone>,
+    /// `[[region]]`: the regions, in file order. Never empty.
+    pub regions: Vec<Region>,
+    /// `[routing]`: how edges choose regions. Default: see [`Routing`].
+    pub routing: Routing,
+    /// `[[edge]]`: the points of presence, in file order. Default: none.
+    pub edges: Vec<Edge>,
+    /// `[health]`: active health checking of app backends. Default: see [`Health`].
+    pub health: Health,
+    /// `[[keyspace]]`: the keyspaces, in file order. Default: none.
+    pub keyspaces: Vec<Keyspace>,
+    /// `[dns]`: GeoDNS served by the edges; `None` when the section is absent.
+    pub dns: Option<Dns>,
+    /// `[limits]`: request size limits and retention. Default: see [`Limits`].
+    pub limits: Limits,
+}
+
+/// `[cluster]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Cluster {
+    /// The cluster's name (`[a-z0-9][a-z0-9-]*`). Required.
+    pub name: String,
+    /// File holding the shared secret that authenticates region↔region and admin calls, as
+    /// written (relative paths are relative to the config file; the binary resolves them).
+    /// Default: `None` (no authentication — for loopback labs only).
+    pub secret_file: Option<PathBuf>,
+}
+
+/// One `[zones]` entry: a jurisdiction and the regions in it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Zone {
+    /// The zone's name (`[a-z0-9][a-z0-9-]*`).
+    pub name: String,
+    /// Its regions, in file order: non-empty, each defined, none in another zone.
+    pub regions: Vec<String>,
+}
+
+/// A point on the globe, in degrees.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatLon {
+    /// Latitude, -90..=90.
+    pub lat: f64,
+    /// Longitude, -180..=180.
+    pub lon: f64,
+}
+
+/// One `[[region]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Region {
+    /// The region's name (`[a-z0-9][a-z0-9-]*`), unique.
+    pub name: String,
+    /// Where the region is, for the `proximity` policy. Default: `None` (required by `proximity`).
+    pub location: Option<LatLon>,
+    /// URL of the region's data node, exactly as written; always `http://host:port` with an
+    /// optional trailing `/`. Required.
+    pub node: String,
+    /// URLs of the app backends the edge sends this region's traffic to, as written; each is
+    /// `http://host:port` or `https://host:port`. Default: empty (a data-only region).
+    pub app: Vec<String>,
+    /// What GeoDNS answers for this region. Default: empty.
+    pub addresses: Vec<IpAddr>,
+    /// Relative serving capacity, 1..=1_000_000. Default: 100.
+    pub capacity: u32,
+}
+
+impl Region {
+    /// The `host:port` of [`Region::node`], for binding or connecting (IPv6 hosts keep their
+    /// brackets, e.g. `[::1]:7601`).
+    pub fn node_addr(&self) -> &str {
+        let rest = self.node.strip_prefix("http://").unwrap_or(&self.node);
+        rest.strip_suffix('/').unwrap_or(rest)
+    }
+}
+
+/// A routing policy, chosen by name (`latency`, `proximity`, `geo`, `weighted`, `failover`).
+/// Composed trees of policies are not expressible in the file yet.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// Lowest measured round-trip time (EWMA).
+    Latency,
+    /// Shortest great-circle distance; every region must have a `location`.
+    Proximity,
+    /// Country/continent map with a default (`[routing.geo]`).
+    Geo,
+    /// Random by `[routing.weights]`.
+    Weighted,
+    /// The first healthy region of `[routing] order`.
+    Failover,
+}
+
+impl Policy {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::Latency => "latency",
+            Policy::Proximity => "proximity",
+            Policy::Geo => "geo",
+            Policy::Weighted => "weighted",
+            Policy::Failover => "failover",
+        }
+    }
+}
+
+/// Where writes go (`[routing] writes`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Writes {
+    /// `"any"`: every region accepts writes (the default).
+    Any,
+    /// `"home"`: follow the key's or user's home region.
+    Home,
+    /// `"primary:<region>"`: one writer region, reads everywhere.
+    Primary(String),
+}
+
+/// What to do when every candidate region is down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AllDown {
+    /// `"fail-open"`: ignore health and route as if every region were up (the default).
+    FailOpen,
+    /// `"fail-closed"`: answer an error (HTTP 503; DNS NODATA).
+    FailClosed,
+    /// `"fallback:<region>"`: send everything to this region.
+    Fallback(String),
+}
+
+/// A country/continent → region map (`[routing.geo]`, or a DNS record's `geo`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GeoMap {
+    /// Two-letter upper-case ISO country or continent code (`DE`, `EU`) → region name.
+    pub rules: BTreeMap<String, String>,
+    /// The region for clients no rule matches (key `default`). Always set when the map is used
+    /// by a `geo` policy.
+    pub default: Option<String>,
+}
+
+impl GeoMap {
+    /// The region for a country code, then a continent code, then the default.
+    pub fn lookup(&self, country: Option<&str>, continent: Option<&str>) -> Option<&str> {
+        country
+            .and_then(|c| self.rules.get(c))
+            .or_else(|| continent.and_then(|c| self.rules.get(c)))
+            .or(self.default.as_ref())
+            .map(String::as_str)
+    }
+}
+
+/// `[routing]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Routing {
+    /// The policy. Default: [`Policy::Latency`].
+    pub policy: Policy,
+    /// Where writes go. Default: [`Writes::Any`].
+    pub writes: Writes,
+    /// What to do when all regions are down. Default: [`AllDown::FailOpen`].
+    pub all_down: AllDown,
+    /// Whether the edge sets a region cookie for read-your-writes. Default: `true`.
+    pub sticky: bool,
+    /// `[routing.geo]`. Default: empty. Non-empty with a default when `policy = "geo"`.
+    pub geo: GeoMap,
+    /// `[routing.weights]`: percent 0..=100 for every region (unlisted regions get 100); not all 0.
+    pub weights: BTreeMap<String, u8>,
+    /// Failover order: the regions of `order` first, then every other region in file order.
+    /// Always lists every region exactly once.
+    pub order: Vec<String>,
+}
+
+/// One `[[edge]]`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Edge {
+    /// The edge's name (`[a-z0-9][a-z0-9-]*`), unique.
+    pub name: String,
+    /// Public listener. Required.
+    pub listen: SocketAddr,
+    /// Admin API listener. Required.
+    pub admin: SocketAddr,
+    /// Where the edge is. Default: `None`.
+    pub location: Option<LatLon>,
+    /// MaxMind database path, as written. Default: `None` (no GeoIP).
+    pub geoip: Option<PathBuf>,
+    /// CIDR prefixes (as written, validated, no host bits set) whose `X-Forwarded-For` is
+    /// believed. Default: empty.
+    pub trusted_proxies: Vec<String>,
+}
+
+/// `[health]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Health {
+    /// Path probed on every app backend. Default: `/health/ready`.
+    pub path: String,
+    /// Time between probes. Default: 1s. Never zero.
+    pub interval: Duration,
+    /// Probe timeout. Default: 500ms. Never zero, never more than `interval`.
+    pub timeout: Duration,
+    /// Consecutive failures before a backend is marked down. Default: 3. At least 1.
+    pub down_after: u32,
+    /// Consecutive successes before it is marked up again. Default: 5. At least 1.
+    pub up_after: u32,
+}
+
+/// How a keyspace's writes replicate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replication {
+    /// Acknowledged after a durable local commit, then shipped (the default).
+    Async,
+    /// Acknowledged after `quorum` regions have durably applied it.
+    Sync,
+    /// Never leaves the region.
+    Local,
+}
+
+impl Replication {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Replication::Async => "async",
+            Replication::Sync => "sync",
+            Replication::Local => "local",
+        }
+    }
+}
+
+/// Which regions accept writes to a keyspace.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Writer {
+    /// Every region (multi-writer; the default).
+    Any,
+    /// Only the key's home region.
+    Home,
+}
+
+impl Writer {
+    /// The name used in the file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Writer::Any => "any",
+            Writer::Home => "home",
+        }
+    }
+}
+
+/// Where a keyspace's keys may be held.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Residency {
+    /// Only these regions (defined, no duplicates, non-empty).
+    Regions(Vec<String>),
+    /// Only the regions of this zone (defined).
+    Zone(String),
+    /// Only the regions of the key's home region's zone (`"home-zone"`; zones are defined).
+    HomeZone,
+}
+
+/// One `[[keyspace]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Keyspace {
+    /// The keyspace's name (`[a-z0-9][a-z0-9_-]*`), unique.
+    pub name: String,
+    /// The value type (key `type`). Required.
+    pub kind: KeyspaceType,
+    /// Default: [`Replication::Async`].
+    pub replication: Replication,
+    /// For `sync` keyspaces always `Some(n)` with 1 <= n <= the regions that may hold a key
+    /// (for `home-zone`, the smallest zone); default the majority of them. `None` otherwise.
+    pub quorum: Option<usize>,
+    /// How long a sync write waits for its quorum. Default: 2s. Never zero.
+    pub sync_timeout: Duration,
+    /// Default: [`Writer::Any`].
+    pub writer: Writer,
+    /// Whether a non-home region forwards writes to the home region instead of answering 421.
+    /// Only `true` with `writer = "home"`. Default: `false`.
+    pub forward: bool,
+    /// Default time to live of values. Default: `None` (values live until deleted). Never zero.
+    pub ttl: Option<Duration>,
+    /// Where keys may be held. Default: `None` (every region).
+    pub residency: Option<Residency>,
+}
+
+/// A DNS record type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RecordType {
+    /// IPv4 address.
+    A,
+    /// IPv6 address.
+    Aaaa,
+    /// Alias to another name.
+    Cname,
+    /// Text.
+    Txt,
+    /// Mail exchanger (`"<preference> <host>"`).
+    Mx,
+    /// Name server.
+    Ns,
+}
+
+impl RecordType {
+    /// The name used in the file (`A`, `AAAA`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RecordType::A => "A",
+            RecordType::Aaaa => "AAAA",
+            RecordType::Cname => "CNAME",
+            RecordType::Txt => "TXT",
+            RecordType::Mx => "MX",
+            RecordType::Ns => "NS",
+        }
+    }
+}
+
+/// One `[[dns.record]]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsRecord {
+    /// Owner name relative to the zone; `@` is the apex. Required.
+    pub name: String,
+    /// The record type (key `type`). Required.
+    pub kind: RecordType,
+    /// Static answers, validated for the type (A: IPv4, AAAA: IPv6, CNAME: exactly one name,
+    /// MX: `"<preference> <host>"`, NS: names, TXT: up to 255 bytes each). Non-empty unless
+    /// `policy` is set; empty when it is.
+    pub values: Vec<String>,
+    /// When set (A/AAAA only), answers with the addresses of the regions this policy picks.
+    /// Default: `None` (static values).
+    pub policy: Option<Policy>,
+    /// Geo map overriding `[routing.geo]` (only with `policy = "geo"`). Default: `None`.
+    pub geo: Option<GeoMap>,
+    /// Overrides `[routing] all_down` (only with a policy). Default: `None` (use routing's).
+    pub all_down: Option<AllDown>,
+}
+
+/// `[dns]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dns {
+    /// UDP and TCP listener. Required.
+    pub listen: SocketAddr,
+    /// The authoritative zone, absolute (ends with `.`). Required.
+    pub zone: String,
+    /// TTL of answers. Default: 30s. Never zero.
+    pub ttl: Duration,
+    /// Names of the zone's name servers, absolute. Required, non-empty.
+    pub nameservers: Vec<String>,
+    /// The records, in file order. Default: empty.
+    pub records: Vec<DnsRecord>,
+}
+
+/// `[limits]`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest key in bytes, 1..=65536. Default: 1024.
+    pub max_key_bytes: usize,
+    /// Largest value in bytes, 1..=67108864 (64 MiB). Default: 1048576 (1 MiB).
+    pub max_value_bytes: usize,
+    /// How long an `Idempotency-Key` outcome is kept, 1s..=30d. Default: 24h.
+    pub idempotency_ttl: Duration,
+    /// How long a `consistency=session` read may wait for its token's writes, 0..=60s
+    /// (0: forward at once). Default: 2s.
+    pub session_wait: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_key_bytes: 1024,
+            max_value_bytes: 1_048_576,
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            session_wait: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            path: "/health/ready".to_string(),
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            down_after: 3,
+            up_after: 5,
+        }
+    }
+}
+
+impl Topology {
+    /// The region with this name.
+    pub fn region(&self, name: &str) -> Option<&Region> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The keyspace with this name.
+    pub fn keyspace(&self, name: &str) -> Option<&Keyspace> {
+        self.keyspaces.iter().find(|k| k.name == name)
+    }
+
+    /// The edge with this name.
+    pub fn edge(&self, name: &str) -> Option<&Edge> {
+        self.edges.iter().find(|e| e.name == name)
+    }
+
+    /// The zone a region belongs to (a region is in at most one zone).
+    pub fn zone_of(&self, region: &str) -> Option<&str> {
+        self.zones
+            .iter()
+            .find(|z| z.regions.iter().any(|r| r == region))
+            .map(|z| z.name.as_str())
+    }
+
+    /// The regions that may hold keys of `keyspace`, in file order of `[[region]]`: every region
+    /// when unpinned; the listed ones; the zone's; for `home-zone`, every region in some zone
+    /// (a given key is narrower: its home region's zone).
+    pub fn allowed_regions(&self, keyspace: &Keyspace) -> Vec<&str> {
+        self.regions
+            .iter()
+            .map(|r| r.name.as_str())
+            .filter(|r| match &keyspace.residency {
+                None => true,
+                Some(Residency::Regions(list)) => list.iter().any(|l| l == r),
+                Some(Residency::Zone(z)) => self.zone_of(r) == Some(z.as_str()),
+                Some(Residency::HomeZone) => self.zone_of(r).is_some(),
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,880 @@
+//! The topology file: the example and DESIGN §1's sample parse; every class of mistake is reported
+//! at the right line and column with a useful message; `parse` never panics.
+
+use std::time::Duration;
+
+use meridian_core::KeyspaceType;
+use meridian_core::config::{
+    AllDown, ConfigError, Diagnostic, Policy, RecordType, Replication, Residency, Writer, Writes,
+    parse,
+};
+use proptest::prelude::*;
+
+const EXAMPLE: &str = include_str!("../../../examples/meridian.toml");
+const DESIGN_SAMPLE: &str = include_str!("fixtures/config/design_sample.toml");
+const DESIGN_SAMPLE_VERBATIM: &str = include_str!("fixtures/config/design_sample_verbatim.toml");
+
+/// A small valid topology the error cases extend.
+const BASE: &str = r#"[cluster]
+name = "shop"
+
+[zones]
+eu = ["eu-west-1"]
+us = ["us-east-1", "us-west-2"]
+
+[[region]]
+name = "us-east-1"
+node = "http://127.0.0.1:7601"
+app = ["http://127.0.0.1:8601"]
+addresses = ["192.0.2.1"]
+
+[[region]]
+name = "eu-west-1"
+node = "http://127.0.0.1:7602"
+
+[[region]]
+name = "us-west-2"
+node = "http://127.0.0.1:7603"
+"#;
+
+fn with(extra: &str) -> String {
+    format!("{BASE}\n{extra}")
+}
+
+fn errors(text: &str) -> Vec<Diagnostic> {
+    match parse("meridian.toml", text) {
+        Ok(_) => panic!("expected errors, the file parsed:\n{text}"),
+        Err(ConfigError { diagnostics }) => diagnostics,
+    }
+}
+
+/// 1-based (line, column) of the `skip`-th character of the first occurrence of `needle`.
+fn position(text: &str, needle: &str, skip: usize) -> (usize, usize) {
+    let at = text
+        .find(needle)
+        .unwrap_or_else(|| panic!("`{needle}` not in the text"))
+        + skip;
+    let before = &text[..at];
+    let line = before.matches('\n').count() + 1;
+    let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+    (line, column)
+}
+
+/// Asserts one diagnostic points at `needle` (+`skip` characters) and its message contains `msg`;
+/// returns it for further checks.
+fn assert_diag(text: &str, needle: &str, skip: usize, msg: &str) -> Diagnostic {
+    let (line, column) = position(text, needle, skip);
+    let diags = errors(text);
+    diags
+        .iter()
+        .find(|d| d.line == line && d.column == column && d.message.contains(msg))
+        .cloned()
+        .unwrap_or_else(|| {
+            let all: Vec<String> = diags.iter().map(ToString::to_string).collect();
+            panic!(
+                "no diagnostic at {line}:{column} containing {msg:?}; got:\n{}",
+                all.join("\n")
+            )
+        })
+}
+
+fn hint(d: &Diagnostic) -> &str {
+    d.hint.as_deref().unwrap_or("")
+}
+
+// ---- valid files ----------------------------------------------------------------------------
+
+#[test]
+fn example_parses_with_everything_resolved() {
+    let t = parse("examples/meridian.toml", EXAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.cluster.name, "shop");
+    assert_eq!(t.cluster.secret_file, None);
+    let names: Vec<&str> = t.regions.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, ["us-east-1", "eu-west-1", "ap-southeast-1"]);
+    let zones: Vec<&str> = t.zones.iter().map(|z| z.name.as_str()).collect();
+    assert_eq!(zones, ["eu", "us", "apac"]);
+    assert_eq!(t.zone_of("ap-southeast-1"), Some("apac"));
+    let us = t
+        .region("us-east-1")
+        .expect("invariant: defined in the example");
+    assert_eq!(us.node_addr(), "127.0.0.1:7601");
+    assert_eq!(us.capacity, 100);
+
+    let sessions = t.keyspace("sessions").expect("invariant: defined");
+    assert_eq!(sessions.kind, KeyspaceType::Register);
+    assert_eq!(sessions.ttl, Some(Duration::from_secs(86_400)));
+    assert_eq!(sessions.residency, Some(Residency::HomeZone));
+    assert_eq!(t.allowed_regions(sessions).len(), 3);
+    let orders = t.keyspace("orders").expect("invariant: defined");
+    assert_eq!(
+        (orders.replication, orders.quorum),
+        (Replication::Sync, Some(2))
+    );
+    assert_eq!(orders.writer, Writer::Home);
+    assert_eq!(orders.sync_timeout, Duration::from_secs(2));
+    let kinds: Vec<KeyspaceType> = t.keyspaces.iter().map(|k| k.kind).collect();
+    for k in KeyspaceType::ALL {
+        assert!(
+            kinds.contains(&k),
+            "the example shows every type, {k} is missing"
+        );
+    }
+    let scratch = t.keyspace("scratch").expect("invariant: defined");
+    assert_eq!(
+        (scratch.replication, scratch.quorum),
+        (Replication::Local, None)
+    );
+
+    assert_eq!(t.edges.len(), 1);
+    assert_eq!(t.health.timeout, Duration::from_millis(500));
+    assert_eq!(t.limits.max_value_bytes, 1_048_576);
+    let dns = t.dns.as_ref().expect("invariant: the example has [dns]");
+    assert_eq!(dns.records[1].policy, Some(Policy::Geo));
+
+    let summary = t.render_summary();
+    for needle in [
+        "us-east-1",
+        "orders",
+        "quorum 2",
+        "home-zone",
+        "edge-local",
+        "max_key_bytes",
+    ] {
+        assert!(
+            summary.contains(needle),
+            "summary lacks {needle}:\n{summary}"
+        );
+    }
+}
+
+#[test]
+fn design_sample_parses() {
+    let t = parse("design_sample.toml", DESIGN_SAMPLE).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        t.cluster.secret_file.as_deref(),
+        Some(std::path::Path::new("cluster.secret"))
+    );
+    assert_eq!(t.routing.policy, Policy::Latency);
+    assert_eq!(t.routing.all_down, AllDown::FailClosed);
+    assert_eq!(
+        t.routing.geo.lookup(Some("FR"), Some("EU")),
+        Some("eu-west-1")
+    );
+    assert_eq!(
+        t.routing.geo.lookup(Some("BR"), Some("SA")),
+        Some("us-east-1")
+    );
+    assert_eq!(t.routing.weights.get("eu-central-1"), Some(&100));
+    assert_eq!(
+        t.edges[0].geoip.as_deref(),
+        Some(std::path::Path::new("GeoLite2-Country.mmdb"))
+    );
+    let dns = t.dns.as_ref().expect("invariant: the sample has [dns]");
+    assert_eq!(dns.zone, "example.test.");
+    assert_eq!(dns.records[0].kind, RecordType::A);
+    assert_eq!(dns.records[1].all_down, Some(AllDown::FailClosed));
+}
+
+/// DESIGN §1 shows one `[[region]]` but names three: taken verbatim it fails, and only for that.
+#[test]
+fn design_sample_verbatim_only_lacks_regions() {
+    let diags = errors(DESIGN_SAMPLE_VERBATIM);
+    for d in &diags {
+        let ok = d.message.contains("unknown region") || d.message.contains("may hold it");
+        assert!(ok, "unexpected: {d}");
+    }
+}
+
+#[test]
+fn defaults_are_filled_in() {
+    let t = parse("m.toml", &with("[[keyspace]]\nname = \"k\"\ntype = \"set\"\n\n[[keyspace]]\nname = \"s\"\ntype = \"counter\"\nreplication = \"sync\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let k = t.keyspace("k").expect("invariant: defined");
+    assert_eq!(
+        (k.replication, k.writer, k.forward, k.ttl),
+        (Replication::Async, Writer::Any, false, None)
+    );
+    // Majority of the three regions that may hold it.
+    assert_eq!(t.keyspace("s").expect("invariant: defined").quorum, Some(2));
+    assert_eq!(t.routing.policy, Policy::Latency);
+    assert_eq!(t.routing.writes, Writes::Any);
+    assert_eq!(t.routing.all_down, AllDown::FailOpen);
+    assert!(t.routing.sticky);
+    assert_eq!(t.routing.order, ["us-east-1", "eu-west-1", "us-west-2"]);
+    assert_eq!(t.health.path, "/health/ready");
+    assert_eq!(
+        (t.health.interval, t.health.down_after, t.health.up_after),
+        (Duration::from_secs(1), 3, 5)
+    );
+    assert_eq!(t.limits.max_key_bytes, 1024);
+    assert_eq!(t.limits.idempotency_ttl, Duration::from_secs(86_400));
+    assert_eq!(t.limits.session_wait, Duration::from_secs(2));
+    assert!(t.dns.is_none());
+    assert!(t.edges.is_empty());
+}
+
+#[test]
+fn allowed_regions_follow_residency() {
+    let t = parse(
+        "m.toml",
+        &with(
+            "[[keyspace]]\nname = \"a\"\ntype = \"map\"\nresidency = \"us\"\n\n\
+             [[keyspace]]\nname = \"b\"\ntype = \"map\"\nresidency = [\"eu-west-1\"]\n\n\
+             [[keyspace]]\nname = \"c\"\ntype = \"map\"\nresidency = \"home-zone\"\n",
+        ),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let allowed = |n: &str| t.allowed_regions(t.keyspace(n).expect("invariant: defined"));
+    assert_eq!(allowed("a"), ["us-east-1", "us-west-2"]);
+    assert_eq!(allowed("b"), ["eu-west-1"]);
+    assert_eq!(allowed("c"), ["us-east-1", "eu-west-1", "us-west-2"]);
+    assert_eq!(t.zone_of("eu-west-1"), Some("eu"));
+}
+
+// ---- one case per class of mistake ----------------------------------------------------------
+
+#[test]
+fn toml_syntax_error() {
+    let text = BASE.replace("name = \"shop\"", "name = shop");
+    let d = assert_diag(&text, "shop", 0, "invalid TOML");
+    assert_eq!(errors(&text).len(), 1);
+    assert!(
+        d.to_string().starts_with("meridian.toml:2:8: invalid TOML"),
+        "{d}"
+    );
+}
+
+#[test]
+fn unknown_key_suggests_the_near_one() {
+    let text = with(
+        "[[keyspace]]\nname = \"orders\"\ntype = \"register\"\nreplication = \"sync\"\nquorom = 2\n",
+    );
+    let d = assert_diag(
+        &text,
+        "quorom",
+        0,
+        "keyspace `orders`: unknown key `quorom`",
+    );
+    assert!(hint(&d).contains("did you mean `quorum`?"), "{d}");
+    assert!(
+        hint(&d).contains("`sync_timeout`"),
+        "lists the allowed keys: {d}"
+    );
+    // A section key written under another table's header: say why it is unknown there.
+    let text = BASE.replace("name = \"shop\"\n", "name = \"shop\"\nkeyspace = []\n");
+    let d = assert_diag(
+        &text,
+        "keyspace = []",
+        0,
+        "[cluster]: unknown key `keyspace`",
+    );
+    assert!(hint(&d).contains("move it above the first header"), "{d}");
+    let text = with("[helth]\npath = \"/\"\n");
+    let d = assert_diag(&text, "helth", 0, "unknown key `helth`");
+    assert!(hint(&d).contains("did you mean `health`?"), "{d}");
+}
+
+#[test]
+fn wrong_types() {
+    let text = BASE.replace(
+        "node = \"http://127.0.0.1:7602\"",
+        "node = \"http://127.0.0.1:7602\"\ncapacity = \"100\"",
+    );
+    assert_diag(
+        &text,
+        "\"100\"",
+        0,
+        "region `eu-west-1`: `capacity` must be an integer, found a string",
+    );
+    let text = with("[routing]\nsticky = \"yes\"\n");
+    assert_diag(&text, "\"yes\"", 0, "`sticky` must be a boolean");
+    let text = with("[health]\ninterval = 5\n");
+    let d = assert_diag(
+        &text,
+        "5\n",
+        0,
+        "`interval` must be a duration string, found an integer",
+    );
+    assert!(hint(&d).contains("\"30s\""), "{d}");
+}
+
+#[test]
+fn missing_required_keys() {
+    let text = BASE.replace("node = \"http://127.0.0.1:7603\"\n", "");
+    let d = assert_diag(
+        &text,
+        "[[region]]\nname = \"us-west-2\"",
+        0,
+        "region `us-west-2`: missing required key `node`",
+    );
+    assert!(hint(&d).contains("node = \"http://"), "{d}");
+    let text = BASE.replace("[cluster]\nname = \"shop\"\n", "");
+    assert_diag(&text, "", 0, "missing `[cluster]` section");
+}
+
+#[test]
+fn duplicate_names() {
+    let text = BASE.replace("name = \"us-west-2\"", "name = \"eu-west-1\"");
+    let d = errors(&text);
+    let (line, column) = position(&text, "\"eu-west-1\"\nnode = \"http://127.0.0.1:7603", 0);
+    assert!(d.iter().any(|d| d.line == line
+        && d.column == column
+        && d.message == "region `eu-west-1` is defined twice"));
+    let text = with(
+        "[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:1\"\nadmin = \"127.0.0.1:2\"\n[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:3\"\nadmin = \"127.0.0.1:4\"\n",
+    );
+    let d = assert_diag(
+        &text,
+        "\"e\"\nlisten = \"127.0.0.1:3",
+        0,
+        "edge `e` is defined twice",
+    );
+    assert!(hint(&d).contains("line"), "{d}");
+    let text = with(
+        "[[keyspace]]\nname = \"k\"\ntype = \"set\"\n[[keyspace]]\nname = \"k\"\ntype = \"map\"\n",
+    );
+    assert_diag(
+        &text,
+        "\"k\"\ntype = \"map\"",
+        0,
+        "keyspace `k` is defined twice",
+    );
+    // A zone is a key of [zones]: TOML itself rejects the duplicate.
+    let text = BASE.replace("us = [", "eu = [");
+    assert_diag(&text, "eu = [\"us-east-1", 0, "duplicate key");
+}
+
+#[test]
+fn bad_names() {
+    let text = BASE.replace("\"us-west-2\"", "\"US West\"");
+    let d = assert_diag(
+        &text,
+        "\"US West\"\nnode",
+        0,
+        "region name `US West` must match [a-z0-9][a-z0-9-]*",
+    );
+    assert!(hint(&d).contains("did you mean `us-west`?"), "{d}");
+    // Keyspaces may use `_`, not lead with it.
+    let text = with(
+        "[[keyspace]]\nname = \"user_sessions\"\ntype = \"set\"\n[[keyspace]]\nname = \"_x\"\ntype = \"set\"\n",
+    );
+    let diags = errors(&text);
+    assert_eq!(diags.len(), 1, "{diags:?}");
+    assert_diag(
+        &text,
+        "\"_x\"",
+        0,
+        "keyspace name `_x` must match [a-z0-9][a-z0-9_-]*",
+    );
+    let text = BASE.replace("eu = [", "Eu = [");
+    assert_diag(&text, "Eu = [", 0, "zone name `Eu`");
+}
+
+#[test]
+fn zone_naming_unknown_region() {
+    let text = BASE.replace(
+        "eu = [\"eu-west-1\"]",
+        "eu = [\"eu-west-1\", \"eu-west-2\"]",
+    );
+    let d = assert_diag(
+        &text,
+        "\"eu-west-2\"",
+        0,
+        "zone `eu` lists unknown region `eu-west-2`",
+    );
+    assert!(hint(&d).contains("did you mean `eu-west-1`?"), "{d}");
+}
+
+#[test]
+fn region_in_two_zones() {
+    let text = BASE.replace(
+        "eu = [\"eu-west-1\"]",
+        "eu = [\"eu-west-1\", \"us-west-2\"]",
+    );
+    assert_diag(
+        &text,
+        "\"us-west-2\"]\n\n",
+        0,
+        "region `us-west-2` is in two zones, `eu` and `us`",
+    );
+}
+
+#[test]
+fn residency_naming_unknown_region_or_zone() {
+    let text = with("[[keyspace]]\nname = \"k\"\ntype = \"set\"\nresidency = [\"eu-west-9\"]\n");
+    assert_diag(
+        &text,
+        "\"eu-west-9\"",
+        0,
+        "keyspace `k`: residency names unknown region `eu-west-9`",
+    );
+    let text = with("[[keyspace]]\nname = \"k\"\ntype = \"set\"\nresidency = \"asia\"\n");
+    assert_diag(
+        &text,
+        "\"asia\"",
+        0,
+        "keyspace `k`: residency names unknown zone `asia`",
+    );
+    let text = with("[[keyspace]]\nname = \"k\"\ntype = \"set\"\nresidency = \"eu-west-1\"\n");
+    let d = assert_diag(
+        &text,
+        "residency = \"eu-west-1\"",
+        12,
+        "unknown zone `eu-west-1`",
+    );
+    assert!(hint(&d).contains("residency = [\"eu-west-1\"]"), "{d}");
+}
+
+#[test]
+fn home_zone_without_zones() {
+    let text = with("[[keyspace]]\nname = \"k\"\ntype = \"set\"\nresidency = \"home-zone\"\n")
+        .replace(
+            "[zones]\neu = [\"eu-west-1\"]\nus = [\"us-east-1\", \"us-west-2\"]\n",
+            "",
+        );
+    assert_diag(
+        &text,
+        "\"home-zone\"",
+        0,
+        "residency = \"home-zone\" but no zones are defined",
+    );
+}
+
+#[test]
+fn quorum_rules() {
+    let text = with("[[keyspace]]\nname = \"likes\"\ntype = \"counter\"\nquorum = 2\n");
+    let d = assert_diag(
+        &text,
+        "2\n",
+        0,
+        "keyspace `likes`: quorum is only meaningful with replication = \"sync\"",
+    );
+    assert!(hint(&d).contains("remove `quorum`"), "{d}");
+    let text = with(
+        "[[keyspace]]\nname = \"orders\"\ntype = \"register\"\nreplication = \"sync\"\nquorum = 0\n",
+    );
+    assert_diag(&text, "0\n", 0, "keyspace `orders`: quorum = 0");
+    let text = with(
+        "[[keyspace]]\nname = \"orders\"\ntype = \"register\"\nreplication = \"sync\"\nquorum = 4\n",
+    );
+    let d = assert_diag(
+        &text,
+        "quorum = 4",
+        9,
+        "keyspace `orders`: quorum = 4 but only 3 regions may hold it",
+    );
+    assert_eq!(hint(&d), "set quorum to at most 3, or add regions");
+    let text = with(
+        "[[keyspace]]\nname = \"orders\"\ntype = \"register\"\nreplication = \"sync\"\nquorum = 2\nresidency = \"eu\"\n",
+    );
+    let d = assert_diag(
+        &text,
+        "quorum = 2",
+        9,
+        "keyspace `orders`: quorum = 2 but only 1 region may hold it",
+    );
+    assert!(hint(&d).contains("widen `residency`"), "{d}");
+    // home-zone: bounded by the smallest zone.
+    let text = with(
+        "[[keyspace]]\nname = \"o\"\ntype = \"register\"\nreplication = \"sync\"\nquorum = 2\nresidency = \"home-zone\"\n",
+    );
+    assert_diag(
+        &text,
+        "quorum = 2",
+        9,
+        "quorum = 2 but only 1 region may hold it in its smallest home zone `eu`",
+    );
+}
+
+#[test]
+fn bad_durations() {
+    for bad in ["1.5s", "30 s", "30", "s", "5w"] {
+        let text = with(&format!("[health]\ninterval = \"{bad}\"\n"));
+        let d = assert_diag(
+            &text,
+            &format!("\"{bad}\""),
+            0,
+            "expected a number followed by ms, s, m, h or d, like `500ms`",
+        );
+        assert!(d.message.starts_with("[health]: interval: "), "{d}");
+    }
+    for good in ["500ms", "30s", "5m", "24h", "7d"] {
+        let text = with(&format!(
+            "[[keyspace]]\nname = \"k\"\ntype = \"set\"\nttl = \"{good}\"\n"
+        ));
+        assert!(parse("m.toml", &text).is_ok(), "{good}");
+    }
+}
+
+#[test]
+fn zero_durations() {
+    let text = with("[[keyspace]]\nname = \"k\"\ntype = \"set\"\nttl = \"0s\"\n");
+    assert_diag(&text, "\"0s\"", 0, "keyspace `k`: ttl must not be zero");
+    let text = with("[health]\ninterval = \"0ms\"\n");
+    assert_diag(&text, "\"0ms\"", 0, "[health]: interval must not be zero");
+}
+
+#[test]
+fn health_timeout_longer_than_interval() {
+    let text = with("[health]\ninterval = \"1s\"\ntimeout = \"2s\"\n");
+    let d = assert_diag(
+        &text,
+        "\"2s\"",
+        0,
+        "[health]: timeout = 2s is longer than interval = 1s",
+    );
+    assert!(hint(&d).contains("at most 1s"), "{d}");
+}
+
+#[test]
+fn health_counts_must_be_positive() {
+    let text = with("[health]\ndown_after = 0\nup_after = 0\n");
+    assert_diag(
+        &text,
+        "0\nup",
+        0,
+        "[health]: down_after = 0 is out of range",
+    );
+    assert_diag(&text, "0\n", 0, "down_after");
+    assert_eq!(errors(&text).len(), 2);
+}
+
+#[test]
+fn bad_addresses() {
+    let text = BASE.replace("\"http://127.0.0.1:7602\"", "\"127.0.0.1:7602\"");
+    let d = assert_diag(
+        &text,
+        "\"127.0.0.1:7602\"",
+        0,
+        "region `eu-west-1`: node: `127.0.0.1:7602` must start with `http://`",
+    );
+    assert!(hint(&d).contains("http://127.0.0.1:7601"), "{d}");
+    let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"http://127.0.0.1\"");
+    assert_diag(&text, "\"http://127.0.0.1\"", 0, "a port is required");
+    let text = BASE.replace("\"192.0.2.1\"", "\"192.0.2.300\"");
+    assert_diag(
+        &text,
+        "\"192.0.2.300\"",
+        0,
+        "`192.0.2.300` is not an IP address",
+    );
+    let text = with(
+        "[[edge]]\nname = \"e\"\nlisten = \"localhost:8080\"\nadmin = \"127.0.0.1:9080\"\ntrusted_proxies = [\"10.0.0.1/8\", \"10.0.0.0/40\"]\n",
+    );
+    assert_diag(
+        &text,
+        "\"localhost:8080\"",
+        0,
+        "edge `e`: listen = \"localhost:8080\" is not an IP address and port",
+    );
+    let d = assert_diag(&text, "\"10.0.0.1/8\"", 0, "has host bits set");
+    assert!(d.message.contains("did you mean `10.0.0.0/8`?"), "{d}");
+    assert_diag(&text, "\"10.0.0.0/40\"", 0, "prefix length must be 0 to 32");
+}
+
+#[test]
+fn listeners_on_the_same_address() {
+    let text =
+        with("[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:7601\"\n");
+    let d = assert_diag(
+        &text,
+        "\"127.0.0.1:7601\"\n",
+        0,
+        "edge `e` admin uses 127.0.0.1:7601, which region `us-east-1` node already uses",
+    );
+    assert!(hint(&d).contains("line 10"), "{d}");
+    let text = with(
+        "[dns]\nlisten = \"127.0.0.1:8601\"\nzone = \"x.test.\"\nnameservers = [\"ns1.x.test.\"]\n",
+    );
+    assert_diag(
+        &text,
+        "\"127.0.0.1:8601\"\nzone",
+        0,
+        "[dns] listen uses 127.0.0.1:8601",
+    );
+    // Wildcard binds name no host: two edges on different machines may both use 0.0.0.0:443.
+    let text = with(
+        "[[edge]]\nname = \"a\"\nlisten = \"0.0.0.0:443\"\nadmin = \"127.0.0.1:1\"\n[[edge]]\nname = \"b\"\nlisten = \"0.0.0.0:443\"\nadmin = \"127.0.0.1:2\"\n",
+    );
+    assert!(parse("m.toml", &text).is_ok());
+}
+
+#[test]
+fn routing_naming_unknown_regions() {
+    let text = with(
+        "[routing]\nwrites = \"primary:us-east-2\"\nall_down = \"fallback:mars\"\n\n[routing.geo]\nEU = \"eu-west-2\"\ndefault = \"us-east-1\"\n\n[routing.weights]\n\"ap-south-1\" = 10\n",
+    );
+    let d = assert_diag(
+        &text,
+        "\"primary:us-east-2\"",
+        0,
+        "[routing]: writes names unknown region `us-east-2`",
+    );
+    assert!(hint(&d).contains("did you mean `us-east-1`?"), "{d}");
+    assert_diag(
+        &text,
+        "\"fallback:mars\"",
+        0,
+        "all_down names unknown region `mars`",
+    );
+    assert_diag(
+        &text,
+        "\"eu-west-2\"",
+        0,
+        "[routing.geo]: `EU` names unknown region `eu-west-2`",
+    );
+    assert_diag(
+        &text,
+        "\"ap-south-1\"",
+        0,
+        "[routing.weights]: a weight is set for unknown region `ap-south-1`",
+    );
+    assert_eq!(errors(&text).len(), 4);
+}
+
+#[test]
+fn routing_values() {
+    let text = with("[routing]\npolicy = \"latncy\"\n");
+    let d = assert_diag(
+        &text,
+        "\"latncy\"",
+        0,
+        "[routing]: policy = \"latncy\" is not known",
+    );
+    assert!(hint(&d).contains("did you mean `latency`?"), "{d}");
+    let text = with("[routing.weights]\n\"us-east-1\" = 150\n");
+    let d = assert_diag(
+        &text,
+        "150",
+        0,
+        "weight of `us-east-1` = 150 is out of range",
+    );
+    assert!(hint(&d).contains("0 to 100"), "{d}");
+    let text = with("[routing]\npolicy = \"geo\"\n");
+    assert_diag(
+        &text,
+        "\"geo\"",
+        0,
+        "policy = \"geo\" needs a `default` region",
+    );
+    let text = with("[routing]\npolicy = \"proximity\"\n");
+    assert_diag(
+        &text,
+        "\"proximity\"",
+        0,
+        "`us-east-1`, `eu-west-1`, `us-west-2` has none",
+    );
+    let text = with("[routing.geo]\neu = \"eu-west-1\"\n");
+    let d = assert_diag(
+        &text,
+        "eu = \"eu-west-1\"\n",
+        0,
+        "`eu` is not a country or continent code",
+    );
+    assert!(hint(&d).contains("did you mean `EU`?"), "{d}");
+}
+
+#[test]
+fn dns_mistakes() {
+    let dns = "[dns]\nlisten = \"127.0.0.1:5353\"\nzone = \"example.test\"\nnameservers = [\"ns1.example.test.\"]\n\n\
+               [[dns.record]]\nname = \"www\"\ntype = \"A\"\nvalues = [\"not-an-ip\"]\n\n\
+               [[dns.record]]\nname = \"mail\"\ntype = \"MX\"\nvalues = [\"mail.example.test.\"]\n\n\
+               [[dns.record]]\nname = \"v6\"\ntype = \"AAAA\"\nvalues = [\"192.0.2.1\"]\n\n\
+               [[dns.record]]\nname = \"@\"\ntype = \"CNAME\"\nvalues = [\"www\"]\n\n\
+               [[dns.record]]\nname = \"api\"\ntype = \"TXT\"\npolicy = \"geo\"\n";
+    let text = with(dns);
+    let d = assert_diag(
+        &text,
+        "\"example.test\"",
+        0,
+        "[dns]: zone `example.test` must end with `.`",
+    );
+    assert!(hint(&d).contains("`example.test.`"), "{d}");
+    let d = assert_diag(
+        &text,
+        "\"not-an-ip\"",
+        0,
+        "dns record `www`: `not-an-ip` is not a valid A value",
+    );
+    assert!(hint(&d).contains("IPv4"), "{d}");
+    assert_diag(
+        &text,
+        "\"mail.example.test.\"",
+        0,
+        "is not a valid MX value",
+    );
+    assert_diag(
+        &text,
+        "\"192.0.2.1\"]\n\n[[dns.record]]\nname = \"@\"",
+        0,
+        "not a valid AAAA value",
+    );
+    assert_diag(&text, "\"@\"", 0, "a CNAME cannot be at the zone apex");
+    assert_diag(
+        &text,
+        "\"geo\"\n",
+        0,
+        "policy only applies to A and AAAA records",
+    );
+    let text = with(
+        "[dns]\nlisten = \"127.0.0.1:5353\"\nzone = \"x.test.\"\nnameservers = [\"ns1.x.test.\"]\n[[dns.record]]\nname = \"a\"\ntype = \"A\"\nvalues = [\"192.0.2.1\"]\n[[dns.record]]\nname = \"a\"\ntype = \"A\"\nvalues = [\"192.0.2.2\"]\n",
+    );
+    assert_diag(
+        &text,
+        "\"a\"\ntype = \"A\"\nvalues = [\"192.0.2.2",
+        0,
+        "dns record `a` A is defined twice",
+    );
+}
+
+#[test]
+fn at_least_one_region() {
+    let d = assert_diag(
+        "[cluster]\nname = \"x\"\n",
+        "",
+        0,
+        "no `[[region]]` is defined",
+    );
+    assert!(hint(&d).contains("at least one region"), "{d}");
+}
+
+#[test]
+fn limits_out_of_range() {
+    let text = with(
+        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\n",
+    );
+    assert_diag(
+        &text,
+        "0\n",
+        0,
+        "[limits]: max_key_bytes = 0 is out of range",
+    );
+    assert_diag(
+        &text,
+        "1000000000",
+        0,
+        "max_value_bytes = 1000000000 is out of range",
+    );
+    let d = assert_diag(&text, "\"60d\"", 0, "idempotency_ttl = 60d is out of range");
+    assert!(hint(&d).contains("between 1s and 30d"), "{d}");
+    assert_diag(&text, "\"5m\"", 0, "session_wait = 5m is out of range");
+}
+
+#[test]
+fn keyspace_policy_combinations() {
+    let text = with(
+        "[[keyspace]]\nname = \"k\"\ntype = \"registr\"\nforward = true\nsync_timeout = \"1s\"\n",
+    );
+    let d = assert_diag(
+        &text,
+        "\"registr\"",
+        0,
+        "keyspace `k`: type = \"registr\" is not known",
+    );
+    assert!(hint(&d).contains("did you mean `register`?"), "{d}");
+    assert_diag(&text, "true", 0, "forward = true needs writer = \"home\"");
+    assert_diag(
+        &text,
+        "\"1s\"",
+        0,
+        "sync_timeout is only meaningful with replication = \"sync\"",
+    );
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let text = with(
+        "[health]\ninterval = \"fast\"\n\n[[keyspace]]\nname = \"Bad\"\ntype = \"tree\"\nqourum = 1\n",
+    );
+    let diags = errors(&text);
+    assert_eq!(diags.len(), 4, "{diags:#?}");
+    assert!(
+        diags
+            .windows(2)
+            .all(|w| (w[0].line, w[0].column) <= (w[1].line, w[1].column))
+    );
+    let rendered = ConfigError { diagnostics: diags }.to_string();
+    assert!(rendered.ends_with("4 problems found"), "{rendered}");
+}
+
+#[test]
+fn display_shows_source_line_caret_and_hint() {
+    let text = with(
+        "[[keyspace]]\nname = \"orders\"\ntype = \"register\"\nreplication = \"sync\"\nquorum = 4\n",
+    );
+    let d = assert_diag(&text, "quorum = 4", 9, "quorum = 4");
+    let (line, _) = position(&text, "quorum = 4", 0);
+    assert_eq!(
+        d.to_string(),
+        format!(
+            "meridian.toml:{line}:10: keyspace `orders`: quorum = 4 but only 3 regions may hold it\n  \
+             | quorum = 4\n  |          ^\n  = hint: set quorum to at most 3, or add regions"
+        )
+    );
+}
+
+// ---- robustness -----------------------------------------------------------------------------
+
+fn check_positions(text: &str) {
+    if let Err(e) = parse("fuzz.toml", text) {
+        assert!(!e.diagnostics.is_empty());
+        let lines: Vec<&str> = text.split('\n').collect();
+        for d in &e.diagnostics {
+            assert!(
+                d.line >= 1 && d.line <= lines.len(),
+                "{d:?} outside {} lines",
+                lines.len()
+            );
+            let width = lines[d.line - 1].chars().count();
+            assert!(
+                d.column >= 1 && d.column <= width + 1,
+                "{d:?} outside a line of {width}"
+            );
+            let _ = d.to_string();
+        }
+    }
+}
+
+/// Fragments that make mutations land on interesting syntax.
+fn fragment() -> impl Strategy<Value = String> {
+    prop_oneof![
+        Just(String::new()),
+        Just("\n".to_string()),
+        Just("\"".to_string()),
+        Just("[[keyspace]]\n".to_string()),
+        Just("quorum = 9\n".to_string()),
+        Just("= [".to_string()),
+        Just("{ lat = 1 }".to_string()),
+        Just("\"0s\"".to_string()),
+        Just("é\t".to_string()),
+        "[a-z_=\\[\\]{}\" .:0-9\n-]{0,12}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+    #[test]
+    fn never_panics_on_arbitrary_text(text in "\\PC{0,200}") {
+        check_positions(&text);
+    }
+
+    #[test]
+    fn never_panics_on_toml_like_text(text in "([a-z\\[\\]]{0,8}( = )?(\"[a-z0-9:./-]{0,10}\"|[0-9]{1,3}|true|\\[\\]|\\{\\})?\n){0,12}") {
+        check_positions(&text);
+    }
+
+    #[test]
+    fn never_panics_on_mutated_example(cut in 0usize..EXAMPLE.len(), len in 0usize..40, insert in fragment()) {
+        let mut start = cut;
+        while !EXAMPLE.is_char_boundary(start) {
+            start -= 1;
+        }
+        let mut end = (start + len).min(EXAMPLE.len());
+        while !EXAMPLE.is_char_boundary(end) {
+            end -= 1;
+        }
+        let text = format!("{}{}{}", &EXAMPLE[..start], insert, &EXAMPLE[end..]);
+        check_positions(&text);
+    }
+}
