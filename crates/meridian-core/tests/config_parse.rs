@@ -878,3 +878,40 @@ proptest! {
         check_positions(&text);
     }
 }
+
+#[test]
+fn regions_for_key_follow_residency() {
+    let text = with(
+        r#"
+[[keyspace]]
+name = "free"
+type = "register"
+
+[[keyspace]]
+name = "listed"
+type = "register"
+residency = ["eu-west-1", "us-west-2"]
+
+[[keyspace]]
+name = "zoned"
+type = "register"
+residency = "us"
+
+[[keyspace]]
+name = "homed"
+type = "register"
+residency = "home-zone"
+"#,
+    );
+    let t = parse("meridian.toml", &text).expect("valid");
+    let ks = |n: &str| t.keyspace(n).expect("keyspace").clone();
+    assert_eq!(t.regions_for_key(&ks("free"), "us-east-1"), None);
+    assert_eq!(
+        t.regions_for_key(&ks("listed"), "us-east-1"),
+        Some(vec!["eu-west-1", "us-west-2"])
+    );
+    assert_eq!(t.regions_for_key(&ks("zoned"), "eu-west-1"), Some(vec!["us-east-1", "us-west-2"]));
+    assert_eq!(t.regions_for_key(&ks("homed"), "eu-west-1"), Some(vec!["eu-west-1"]));
+    assert_eq!(t.regions_for_key(&ks("homed"), "us-west-2"), Some(vec!["us-east-1", "us-west-2"]));
+    assert_eq!(t.regions_for_key(&ks("homed"), "nowhere"), Some(vec![]));
+}

@@ -2,7 +2,7 @@
 //! mapping of outcomes to responses. Every answer, error or not, is JSON unless it is a value.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -452,15 +452,11 @@ async fn wait_for_session(
                 "the writes of this session ({}) are not visible in region `{}` after {}",
                 token.to_token(),
                 node.region(),
-                humantime(wait)
+                meridian_core::config::format_duration(wait)
             ),
             "retry in the region that took the write, or read with consistency=local",
         )),
     }
-}
-
-fn humantime(d: Duration) -> String {
-    if d.as_millis() % 1000 == 0 { format!("{}s", d.as_secs()) } else { format!("{}ms", d.as_millis()) }
 }
 
 fn load(node: &Node, ks: &str, key: &str) -> Result<Option<Record>, ApiError> {

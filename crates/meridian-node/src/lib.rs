@@ -11,7 +11,6 @@ pub mod input;
 pub mod keys;
 pub mod metrics;
 pub mod render;
-pub mod residency;
 pub mod state;
 pub mod write;
 

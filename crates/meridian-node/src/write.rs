@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::input::{IfMatch, WriteHeaders};
 use crate::render;
-use crate::residency::allowed_regions;
 use crate::state::{Change, Node};
 use crate::{keys, metrics};
 
@@ -281,9 +280,9 @@ pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result
             .with_header("meridian-home", h));
         }
     }
-    if let Some(allowed) = allowed_regions(node.topology(), ks, home, region) {
-        if !allowed.iter().any(|r| r == region) {
-            let target = allowed.first().cloned();
+    if let Some(allowed) = node.topology().regions_for_key(ks, home.unwrap_or(region)) {
+        if !allowed.contains(&region) {
+            let target = allowed.first().map(|t| t.to_string());
             let hint = match &target {
                 Some(t) => format!("send the request to region `{t}` (allowed: {})", allowed.join(", ")),
                 None => "give the key a home region that belongs to a zone with Meridian-Home".to_string(),

@@ -423,6 +423,24 @@ impl Topology {
             .map(|z| z.name.as_str())
     }
 
+    /// The regions that may hold one key of `keyspace` whose home region is `home`: `None` when
+    /// the keyspace is not pinned (every region may); for `home-zone`, the regions of the home's
+    /// zone — none at all when the home is in no zone, so such a key can be held nowhere.
+    pub fn regions_for_key(&self, keyspace: &Keyspace, home: &str) -> Option<Vec<&str>> {
+        let zone = match keyspace.residency.as_ref()? {
+            Residency::Regions(list) => return Some(list.iter().map(String::as_str).collect()),
+            Residency::Zone(z) => Some(z.as_str()),
+            Residency::HomeZone => self.zone_of(home),
+        };
+        Some(
+            self.zones
+                .iter()
+                .filter(|z| Some(z.name.as_str()) == zone)
+                .flat_map(|z| z.regions.iter().map(String::as_str))
+                .collect(),
+        )
+    }
+
     /// The regions that may hold keys of `keyspace`, in file order of `[[region]]`: every region
     /// when unpinned; the listed ones; the zone's; for `home-zone`, every region in some zone
     /// (a given key is narrower: its home region's zone).

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub(super) const MAX_NAME_LEN: usize = 63;
 
 /// Parses `500ms`, `30s`, `5m`, `24h` or `7d`.
-pub(super) fn duration(text: &str) -> Result<Duration, String> {
+pub fn duration(text: &str) -> Result<Duration, String> {
     const EXPECTED: &str = "expected a number followed by ms, s, m, h or d, like `500ms`";
     let digits_end = text
         .find(|c: char| !c.is_ascii_digit())
@@ -34,7 +34,7 @@ pub(super) fn duration(text: &str) -> Result<Duration, String> {
 }
 
 /// Renders a duration the way the file writes it (largest exact unit).
-pub(super) fn format_duration(d: Duration) -> String {
+pub fn format_duration(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, size) in [
         ("d", 86_400_000),

@@ -1,0 +1,115 @@
+//! A region node on a loopback port with a throwaway data directory, for HTTP tests.
+
+#![allow(dead_code, missing_docs)]
+
+use std::sync::Arc;
+
+use meridian_node::{clock::SystemClock, Node};
+use meridian_store::{Store, StoreOptions};
+
+pub const TOPOLOGY: &str = r#"
+[cluster]
+name = "test"
+
+[zones]
+eu = ["eu-west-1"]
+us = ["us-east-1"]
+
+[[region]]
+name = "us-east-1"
+node = "http://127.0.0.1:17601"
+app = ["http://127.0.0.1:18601"]
+
+[[region]]
+name = "eu-west-1"
+node = "http://127.0.0.1:17602"
+app = ["http://127.0.0.1:18602"]
+
+[[keyspace]]
+name = "reg"
+type = "register"
+
+[[keyspace]]
+name = "homed"
+type = "register"
+writer = "home"
+
+[[keyspace]]
+name = "mv"
+type = "mvregister"
+
+[[keyspace]]
+name = "cnt"
+type = "counter"
+
+[[keyspace]]
+name = "tags"
+type = "set"
+
+[[keyspace]]
+name = "docs"
+type = "map"
+
+[[keyspace]]
+name = "eu_only"
+type = "register"
+residency = "eu"
+
+[[keyspace]]
+name = "profiles"
+type = "register"
+residency = "home-zone"
+
+[[keyspace]]
+name = "short"
+type = "register"
+ttl = "1s"
+
+[limits]
+max_key_bytes = 64
+max_value_bytes = 1024
+session_wait = "300ms"
+"#;
+
+pub struct TestNode {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub node: Node,
+    _dir: tempfile::TempDir,
+    _server: tokio::task::JoinHandle<()>,
+}
+
+impl TestNode {
+    pub async fn start() -> TestNode {
+        Self::start_with(None).await
+    }
+
+    pub async fn start_with(admin_token: Option<String>) -> TestNode {
+        let topology = meridian_core::config::parse("test.toml", TOPOLOGY).expect("test topology");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let node = Node::new(Arc::new(topology), "us-east-1", store, Arc::new(SystemClock))
+            .expect("node");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let n = node.clone();
+        let server = tokio::spawn(async move {
+            let _ = meridian_node::serve(n, listener, admin_token, std::future::pending()).await;
+        });
+        TestNode { base, client: reqwest::Client::new(), node, _dir: dir, _server: server }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+}
+
+/// The `error.code` of a JSON error response (panics with the body if it is not one).
+pub async fn error_code(resp: reqwest::Response) -> String {
+    let text = resp.text().await.expect("body");
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
+    let err = &v["error"];
+    assert!(err["message"].is_string() && err["hint"].is_string(), "error without message/hint: {v}");
+    err["code"].as_str().unwrap_or_else(|| panic!("no error.code in {v}")).to_string()
+}

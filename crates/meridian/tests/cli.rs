@@ -1,0 +1,50 @@
+//! The binary's command line: exit codes and messages of `check` and `region`.
+
+use std::process::Command;
+
+fn meridian(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian")).args(args).output().expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn example() -> String {
+    format!("{}/../../examples/meridian.toml", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn check_accepts_the_example_and_prints_the_topology() {
+    let (code, out, err) = meridian(&["check", "--config", &example()]);
+    assert_eq!(code, 0, "stderr: {err}");
+    for region in ["us-east-1", "eu-west-1", "ap-southeast-1"] {
+        assert!(out.contains(region), "summary lacks {region}:\n{out}");
+    }
+    assert!(out.contains("orders"), "summary lacks keyspaces:\n{out}");
+}
+
+#[test]
+fn check_reports_bad_config_with_position_and_exit_2() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("bad.toml");
+    let text = "[cluster]\nname = \"x\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\napp = []\n\n[[keyspace]]\nname = \"o\"\ntype = \"register\"\nreplication = \"sync\"\nquorum = 4\n";
+    std::fs::write(&f, text).expect("write");
+    let (code, _, err) = meridian(&["check", "--config", f.to_str().expect("utf8")]);
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("bad.toml:13:"), "no file:line:col in: {err}");
+    assert!(err.contains("quorum"), "{err}");
+}
+
+#[test]
+fn missing_file_and_unknown_region_exit_2() {
+    let (code, _, err) = meridian(&["check", "--config", "/nonexistent/m.toml"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("/nonexistent/m.toml"), "{err}");
+    let (code, _, err) = meridian(&["region", "--config", &example(), "--region", "mars-1"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("mars-1") && err.contains("us-east-1"), "{err}");
+    let (code, _, _) = meridian(&["frobnicate"]);
+    assert_eq!(code, 2, "bad usage is exit 2");
+}
