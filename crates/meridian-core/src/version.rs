@@ -99,14 +99,6 @@ impl VersionVector {
         }
     }
 
-    /// Pointwise minimum with `other`: what both vectors cover.
-    pub fn intersect(&mut self, other: &VersionVector) {
-        self.0.retain(|origin, c| {
-            *c = (*c).min(other.get(origin));
-            *c > 0
-        });
-    }
-
     /// Whether every counter of `other` is `<=` the same counter here.
     pub fn dominates(&self, other: &VersionVector) -> bool {
         other.0.iter().all(|(origin, &c)| self.get(origin) >= c)
@@ -315,9 +307,6 @@ mod tests {
         assert!(!a.dominates(&b) && !b.dominates(&a));
         b.merge(&a);
         assert!(b.dominates(&a) && !a.dominates(&b));
-        let mut c = b.clone();
-        c.intersect(&a);
-        assert_eq!(c, a);
         assert!(VersionVector::default().is_empty());
         assert_eq!(b.iter().collect::<Vec<_>>(), vec![("x", 3), ("y", 1)]);
     }
