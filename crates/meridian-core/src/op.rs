@@ -380,6 +380,54 @@ mod tests {
     }
 
     #[test]
+    fn a_write_after_expiry_starts_from_an_empty_value() {
+        let ttl = |ts: u64| WriteMeta {
+            expires: Some(Timestamp(ts + 10)),
+            ..meta(ts, "eu")
+        };
+        let later = meta(100, "us");
+        let set = run(
+            KeyspaceType::Set,
+            None,
+            Op::Add {
+                members: vec!["x".into()],
+            },
+            &ttl(1),
+        );
+        let set = run(
+            KeyspaceType::Set,
+            Some(set),
+            Op::Add {
+                members: vec!["y".into()],
+            },
+            &later,
+        );
+        let Value::Set(s) = &set.value else {
+            panic!("set")
+        };
+        assert_eq!(s.members().collect::<Vec<_>>(), vec!["y"]);
+        let mv = run(KeyspaceType::MvRegister, None, put("a", None), &ttl(1));
+        let mv = run(KeyspaceType::MvRegister, Some(mv), put("b", None), &later);
+        let Value::MvRegister(r) = &mv.value else {
+            panic!("mvregister")
+        };
+        assert_eq!(
+            r.siblings().map(|s| s.value.as_ref()).collect::<Vec<_>>(),
+            vec![b"b"]
+        );
+        let patch = |v: serde_json::Value| Op::Patch {
+            fields: v.as_object().cloned().expect("obj"),
+        };
+        let map = run(KeyspaceType::Map, None, patch(json!({"a": 1})), &ttl(1));
+        let map = run(KeyspaceType::Map, Some(map), patch(json!({"b": 2})), &later);
+        let Value::Map(m) = &map.value else {
+            panic!("map")
+        };
+        assert_eq!(serde_json::Value::Object(m.to_json()), json!({"b": 2}));
+        assert!(map.is_live(Timestamp(100)) && map.expires.is_none());
+    }
+
+    #[test]
     fn refusals_name_the_problem() {
         let counter = run(
             KeyspaceType::Counter,
