@@ -1,1 +1,473 @@
-//! placeholder
+//! What a client asks for at the origin region, and the delta each request produces.
+
+use bytes::Bytes;
+
+use crate::crdt::{LwwMap, LwwRegister};
+use crate::hlc::Timestamp;
+use crate::record::{Record, Value};
+use crate::version::{Version, VersionVector};
+use crate::{Error, KeyspaceType};
+
+/// One client request against one key.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Op {
+    /// Write a whole value: bytes for registers, a JSON array of strings for a set, a JSON
+    /// object for a map. `context` (mvregister only; ignored elsewhere) is what the client
+    /// read: the siblings it covers are replaced.
+    Put {
+        /// The body.
+        value: Bytes,
+        /// The body's content type (kept by registers).
+        content_type: String,
+        /// The causal context the client read (`Meridian-Context`), if any.
+        context: Option<VersionVector>,
+    },
+    /// Delete the value (observed delete for the CRDT types, a tombstone for a register).
+    Delete {
+        /// mvregister only: remove just the siblings this context covers; `None` removes all.
+        context: Option<VersionVector>,
+    },
+    /// Add `by` (may be negative or zero) to a counter.
+    Incr {
+        /// The amount.
+        by: i64,
+    },
+    /// Add members to a set.
+    Add {
+        /// The members to add.
+        members: Vec<String>,
+    },
+    /// Remove members from a set (only the adds this region has observed).
+    Remove {
+        /// The members to remove.
+        members: Vec<String>,
+    },
+    /// Apply a JSON merge patch (RFC 7386, top level) to a map: `null` removes a field.
+    Patch {
+        /// Field name to new value (`null`: remove).
+        fields: serde_json::Map<String, serde_json::Value>,
+    },
+}
+
+impl Op {
+    /// The operation's name in errors and metrics: `put`, `delete`, `incr`, `add`, `remove`,
+    /// `patch`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Put { .. } => "put",
+            Op::Delete { .. } => "delete",
+            Op::Incr { .. } => "incr",
+            Op::Add { .. } => "add",
+            Op::Remove { .. } => "remove",
+            Op::Patch { .. } => "patch",
+        }
+    }
+}
+
+/// The metadata of one write, decided by the origin region.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WriteMeta {
+    /// The write's version: a fresh HLC timestamp of the origin and the origin's name (which
+    /// also names the dots the write creates).
+    pub version: Version,
+    /// Absolute expiry of the written record (`None`: never).
+    pub expires: Option<Timestamp>,
+    /// Home region of the written record (`None`: none).
+    pub home: Option<String>,
+}
+
+/// Which operations each type takes, for [`Error::OpNotSupported`].
+fn hint(kind: KeyspaceType) -> &'static str {
+    match kind {
+        KeyspaceType::Register => "a register takes PUT and DELETE",
+        KeyspaceType::MvRegister => {
+            "an mvregister takes PUT (with `Meridian-Context` to resolve siblings) and DELETE"
+        }
+        KeyspaceType::Counter => "a counter takes POST .../incr with {\"by\": n} and DELETE",
+        KeyspaceType::Set => {
+            "a set takes POST .../add and .../remove with {\"members\": [...]}, PUT of a JSON \
+             array of strings, and DELETE"
+        }
+        KeyspaceType::Map => {
+            "a map takes PATCH with a JSON merge patch, PUT of a JSON object, and DELETE"
+        }
+    }
+}
+
+/// The delta `op` produces at its origin against `current`, the key's stored record — pass it
+/// even when it is deleted or expired (`None` only when the key has no record at all): the
+/// CRDT types number their writes from it, and a delta computed without it can lose against
+/// the tombstone. The new state is `current.merge(&delta)` (or the delta itself when there is
+/// no record); merging a delta twice, or deltas in any order, is safe.
+///
+/// The delta's `version`, `expires` and `home` are those of `meta`. A record expired at
+/// `meta.version.ts` is reset first (as by a delete that observed it), so the write starts from
+/// an empty value. Fails with [`Error::TypeMismatch`] when `current` is not of `kind`,
+/// [`Error::OpNotSupported`] when `kind` does not take `op`, and [`Error::InvalidValue`] for a
+/// body of the wrong shape or a counter total overflowing `u64`.
+pub fn apply(
+    kind: KeyspaceType,
+    current: Option<&Record>,
+    op: &Op,
+    meta: &WriteMeta,
+) -> Result<Record, Error> {
+    let empty;
+    let (state, expired) = match current {
+        Some(r) if r.kind() != kind => {
+            return Err(Error::TypeMismatch {
+                expected: kind,
+                found: r.kind(),
+            });
+        }
+        Some(r) => (&r.value, r.is_expired(meta.version.ts)),
+        None => {
+            empty = Value::empty(kind);
+            (&empty, false)
+        }
+    };
+    let value = if expired {
+        let mut reset = reset_delta(state, &meta.version);
+        let mut fresh = state.clone();
+        fresh.merge(&reset)?;
+        reset.merge(&op_delta(&fresh, op, &meta.version)?)?;
+        reset
+    } else {
+        op_delta(state, op, &meta.version)?
+    };
+    Ok(Record {
+        value,
+        version: meta.version.clone(),
+        expires: meta.expires,
+        home: meta.home.clone(),
+    })
+}
+
+/// The delta of deleting everything `state` holds, at `version`.
+fn reset_delta(state: &Value, version: &Version) -> Value {
+    match state {
+        Value::Register(_) => Value::Register(LwwRegister {
+            value: None,
+            content_type: String::new(),
+            version: version.clone(),
+        }),
+        Value::MvRegister(r) => Value::MvRegister(r.resolve(None)),
+        Value::Counter(c) => Value::Counter(c.reset_delta()),
+        Value::Set(s) => Value::Set(s.clear_delta()),
+        Value::Map(_) => Value::Map(LwwMap::clear_delta(version)),
+    }
+}
+
+fn op_delta(state: &Value, op: &Op, version: &Version) -> Result<Value, Error> {
+    let origin = version.origin.as_str();
+    Ok(match (state, op) {
+        (
+            Value::Register(_),
+            Op::Put {
+                value,
+                content_type,
+                ..
+            },
+        ) => Value::Register(LwwRegister {
+            value: Some(value.clone()),
+            content_type: content_type.clone(),
+            version: version.clone(),
+        }),
+        (
+            Value::MvRegister(r),
+            Op::Put {
+                value,
+                content_type,
+                context,
+            },
+        ) => Value::MvRegister(r.put_delta(
+            origin,
+            value.clone(),
+            content_type.clone(),
+            context.as_ref(),
+        )?),
+        (Value::MvRegister(r), Op::Delete { context }) => {
+            Value::MvRegister(r.resolve(context.as_ref()))
+        }
+        (Value::Counter(c), Op::Incr { by }) => Value::Counter(c.incr_delta(origin, *by)?),
+        (Value::Set(s), Op::Add { members }) => Value::Set(s.add_delta(origin, members)?),
+        (Value::Set(s), Op::Remove { members }) => {
+            Value::Set(s.remove_delta(members.iter().map(String::as_str)))
+        }
+        (Value::Set(s), Op::Put { value, .. }) => {
+            let members: Vec<String> =
+                serde_json::from_slice(value).map_err(|e| Error::InvalidValue {
+                    message: format!("a set value must be a JSON array of strings ({e})"),
+                    hint: "send e.g. [\"a\",\"b\"], or change members with POST .../add and \
+                           .../remove"
+                        .into(),
+                })?;
+            let mut delta = s.clear_delta();
+            delta.merge(&s.add_delta(origin, &members)?);
+            Value::Set(delta)
+        }
+        (Value::Map(_), Op::Patch { fields }) => Value::Map(LwwMap::patch_delta(fields, version)),
+        (Value::Map(_), Op::Put { value, .. }) => {
+            let object: serde_json::Map<String, serde_json::Value> = serde_json::from_slice(value)
+                .map_err(|e| Error::InvalidValue {
+                    message: format!("a map value must be a JSON object ({e})"),
+                    hint: "send e.g. {\"field\": 1}, or change single fields with PATCH".into(),
+                })?;
+            Value::Map(LwwMap::replace_delta(&object, version))
+        }
+        (
+            Value::Register(_) | Value::Counter(_) | Value::Set(_) | Value::Map(_),
+            Op::Delete { .. },
+        ) => reset_delta(state, version),
+        (state, op) => {
+            let kind = state.kind();
+            return Err(Error::OpNotSupported {
+                op: op.name(),
+                kind,
+                hint: hint(kind),
+            });
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn meta(ts: u64, origin: &str) -> WriteMeta {
+        WriteMeta {
+            version: Version {
+                ts: Timestamp(ts),
+                origin: origin.into(),
+            },
+            expires: None,
+            home: None,
+        }
+    }
+
+    /// Applies `op` at the origin and returns the new state.
+    fn run(kind: KeyspaceType, cur: Option<Record>, op: Op, m: &WriteMeta) -> Record {
+        let delta = apply(kind, cur.as_ref(), &op, m).expect("op applies");
+        assert_eq!(delta.version, m.version);
+        match cur {
+            Some(mut c) => {
+                c.merge(&delta).expect("same kind");
+                c
+            }
+            None => delta,
+        }
+    }
+
+    fn put(body: &str, context: Option<VersionVector>) -> Op {
+        Op::Put {
+            value: Bytes::from(body.to_owned()),
+            content_type: "application/json".into(),
+            context,
+        }
+    }
+
+    #[test]
+    fn register_put_and_delete() {
+        let r = run(KeyspaceType::Register, None, put("a", None), &meta(1, "eu"));
+        assert!(r.is_live(Timestamp(1)));
+        let r = run(
+            KeyspaceType::Register,
+            Some(r),
+            Op::Delete { context: None },
+            &meta(2, "eu"),
+        );
+        assert!(!r.is_live(Timestamp(2)));
+        assert_eq!(r.version.ts, Timestamp(2));
+    }
+
+    #[test]
+    fn counter_incr_delete_and_expiry_reset() {
+        let k = KeyspaceType::Counter;
+        let r = run(k, None, Op::Incr { by: 5 }, &meta(1, "eu"));
+        let r = run(k, Some(r), Op::Incr { by: i64::MIN }, &meta(2, "eu"));
+        let Value::Counter(c) = &r.value else {
+            panic!("counter")
+        };
+        assert_eq!(c.value(), 5 + i64::MIN);
+        let r = run(k, Some(r), Op::Delete { context: None }, &meta(3, "eu"));
+        assert!(!r.is_live(Timestamp(3)));
+        let mut m = meta(4, "eu");
+        m.expires = Some(Timestamp(10));
+        let r = run(k, Some(r), Op::Incr { by: 2 }, &m);
+        let r = run(k, Some(r), Op::Incr { by: 0 }, &meta(11, "eu"));
+        let Value::Counter(c) = &r.value else {
+            panic!("counter")
+        };
+        assert_eq!(
+            c.value(),
+            0,
+            "expired at 10, so the write at 11 starts from zero"
+        );
+        assert_eq!(r.expires, None);
+        let err = apply(k, Some(&r), &put("1", None), &meta(12, "eu")).expect_err("no put");
+        assert!(err.to_string().contains("POST .../incr"), "{err}");
+    }
+
+    #[test]
+    fn set_add_remove_replace() {
+        let k = KeyspaceType::Set;
+        let add = |m: &[&str]| Op::Add {
+            members: m.iter().map(|s| s.to_string()).collect(),
+        };
+        let r = run(k, None, add(&["a", "b", "a"]), &meta(1, "eu"));
+        let r = run(
+            k,
+            Some(r),
+            Op::Remove {
+                members: vec!["a".into()],
+            },
+            &meta(2, "eu"),
+        );
+        let r = run(k, Some(r), put(r#"["c","d"]"#, None), &meta(3, "eu"));
+        let Value::Set(s) = &r.value else {
+            panic!("set")
+        };
+        assert_eq!(s.members().collect::<Vec<_>>(), vec!["c", "d"]);
+        let err = apply(k, Some(&r), &put(r#"{"a":1}"#, None), &meta(4, "eu")).expect_err("shape");
+        assert!(matches!(err, Error::InvalidValue { .. }), "{err}");
+        let r = run(k, Some(r), Op::Delete { context: None }, &meta(5, "eu"));
+        assert!(!r.is_live(Timestamp(5)));
+    }
+
+    #[test]
+    fn map_patch_put_delete() {
+        let k = KeyspaceType::Map;
+        let patch = |v: serde_json::Value| match v {
+            serde_json::Value::Object(fields) => Op::Patch { fields },
+            _ => panic!("object"),
+        };
+        let r = run(k, None, patch(json!({"a": 1, "b": 2})), &meta(1, "eu"));
+        let r = run(k, Some(r), patch(json!({"a": null})), &meta(2, "eu"));
+        let Value::Map(m) = &r.value else {
+            panic!("map")
+        };
+        assert_eq!(serde_json::Value::Object(m.to_json()), json!({"b": 2}));
+        let r = run(k, Some(r), put(r#"{"c":[1]}"#, None), &meta(3, "eu"));
+        let Value::Map(m) = &r.value else {
+            panic!("map")
+        };
+        assert_eq!(serde_json::Value::Object(m.to_json()), json!({"c": [1]}));
+        assert!(apply(k, Some(&r), &put("[1]", None), &meta(4, "eu")).is_err());
+        let r = run(k, Some(r), Op::Delete { context: None }, &meta(5, "eu"));
+        assert!(!r.is_live(Timestamp(5)));
+    }
+
+    #[test]
+    fn mvregister_context_write_resolves_siblings() {
+        let k = KeyspaceType::MvRegister;
+        let a = run(k, None, put("a", None), &meta(1, "eu"));
+        let b = run(k, Some(a.clone()), put("b", None), &meta(2, "eu"));
+        let Value::MvRegister(reg) = &b.value else {
+            panic!("mvregister")
+        };
+        assert_eq!(reg.siblings().count(), 2);
+        let ctx = reg.context().clone();
+        let c = run(k, Some(b), put("c", Some(ctx)), &meta(3, "eu"));
+        let Value::MvRegister(reg) = &c.value else {
+            panic!("mvregister")
+        };
+        assert_eq!(
+            reg.siblings().map(|s| s.value.as_ref()).collect::<Vec<_>>(),
+            vec![b"c"]
+        );
+        let d = run(k, Some(c), Op::Delete { context: None }, &meta(4, "eu"));
+        assert!(!d.is_live(Timestamp(4)));
+    }
+
+    #[test]
+    fn a_write_after_expiry_starts_from_an_empty_value() {
+        let ttl = |ts: u64| WriteMeta {
+            expires: Some(Timestamp(ts + 10)),
+            ..meta(ts, "eu")
+        };
+        let later = meta(100, "us");
+        let set = run(
+            KeyspaceType::Set,
+            None,
+            Op::Add {
+                members: vec!["x".into()],
+            },
+            &ttl(1),
+        );
+        let set = run(
+            KeyspaceType::Set,
+            Some(set),
+            Op::Add {
+                members: vec!["y".into()],
+            },
+            &later,
+        );
+        let Value::Set(s) = &set.value else {
+            panic!("set")
+        };
+        assert_eq!(s.members().collect::<Vec<_>>(), vec!["y"]);
+        let mv = run(KeyspaceType::MvRegister, None, put("a", None), &ttl(1));
+        let mv = run(KeyspaceType::MvRegister, Some(mv), put("b", None), &later);
+        let Value::MvRegister(r) = &mv.value else {
+            panic!("mvregister")
+        };
+        assert_eq!(
+            r.siblings().map(|s| s.value.as_ref()).collect::<Vec<_>>(),
+            vec![b"b"]
+        );
+        let patch = |v: serde_json::Value| Op::Patch {
+            fields: v.as_object().cloned().expect("obj"),
+        };
+        let map = run(KeyspaceType::Map, None, patch(json!({"a": 1})), &ttl(1));
+        let map = run(KeyspaceType::Map, Some(map), patch(json!({"b": 2})), &later);
+        let Value::Map(m) = &map.value else {
+            panic!("map")
+        };
+        assert_eq!(serde_json::Value::Object(m.to_json()), json!({"b": 2}));
+        assert!(map.is_live(Timestamp(100)) && map.expires.is_none());
+    }
+
+    #[test]
+    fn refusals_name_the_problem() {
+        let counter = run(
+            KeyspaceType::Counter,
+            None,
+            Op::Incr { by: 1 },
+            &meta(1, "eu"),
+        );
+        let err = apply(
+            KeyspaceType::Set,
+            Some(&counter),
+            &Op::Incr { by: 1 },
+            &meta(2, "eu"),
+        )
+        .expect_err("kinds differ");
+        assert!(matches!(
+            err,
+            Error::TypeMismatch {
+                expected: KeyspaceType::Set,
+                found: KeyspaceType::Counter
+            }
+        ));
+        let err = apply(
+            KeyspaceType::Register,
+            None,
+            &Op::Incr { by: 1 },
+            &meta(2, "eu"),
+        )
+        .expect_err("no incr on a register");
+        assert_eq!(
+            err.to_string(),
+            "operation `incr` is not supported on a register keyspace; a register takes PUT and \
+             DELETE"
+        );
+        for op in [
+            Op::Add { members: vec![] },
+            Op::Patch {
+                fields: Default::default(),
+            },
+        ] {
+            assert!(apply(KeyspaceType::MvRegister, None, &op, &meta(1, "eu")).is_err());
+        }
+    }
+}
