@@ -8,8 +8,7 @@ use meridian_core::config::{Keyspace, Writer};
 use meridian_core::hlc::Timestamp;
 use meridian_core::op::{self, Op, WriteMeta};
 use meridian_core::record::Record;
-use meridian_core::version::{Dot, Version, VersionVector};
-use meridian_core::KeyspaceType;
+use meridian_core::version::{Dot, Version};
 use meridian_store::{Table, Txn};
 use serde::{Deserialize, Serialize};
 
@@ -150,40 +149,34 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         })?),
         None => None,
     };
-    let expired = current.as_ref().is_some_and(|r| r.expires.is_some_and(|e| e <= now));
-    let base = if expired { None } else { current.as_ref() };
-    let live = base.filter(|r| r.is_live(now));
+    // The stored record goes to `apply` even when deleted or expired: it carries the per-origin
+    // counters that keep the new write's dots fresh (core resets an expired value itself).
+    let live = current.as_ref().filter(|r| r.is_live(now));
 
     check_preconditions(&m, live)?;
     let home = live.and_then(|r| r.home.clone()).or_else(|| m.headers.home.clone());
     check_placement(node, &m.keyspace, home.as_deref())?;
 
-    let is_delete = matches!(m.op, Op::Delete { .. });
-    if is_delete && base.is_none() {
-        let outcome = Outcome { status: 204, etag: None, session: None, content_type: None, body: Vec::new() };
+    if matches!(m.op, Op::Delete { .. }) && live.is_none() {
+        let outcome =
+            Outcome { status: 204, etag: None, session: None, content_type: None, body: Vec::new() };
         store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
         return Ok(TxnResult::Done { outcome, change: None, seq: None });
     }
 
-    let (delta, new) = node.with_hlc(|hlc, wall| -> Result<(Record, Record), ApiError> {
+    let new = node.with_hlc(|hlc, wall| -> Result<(Record, Record), ApiError> {
         let ts = hlc.now(wall);
-        let ttl = m.headers.ttl.or(m.keyspace.ttl);
         let meta = WriteMeta {
             version: Version { ts, origin: region.clone() },
-            expires: ttl.map(|d| ts.saturating_add_millis(d.as_millis() as u64)),
+            expires: expiry(&m, live, ts),
             home: home.clone(),
         };
-        let delta = op::apply(m.keyspace.kind, base, &m.op, &meta).map_err(core_error)?;
-        let new = match base {
-            Some(cur) => {
-                let mut merged = cur.clone();
-                merged.merge(&delta).map_err(core_error)?;
-                merged
-            }
-            None => delta.clone(),
-        };
+        let delta = op::apply(m.keyspace.kind, current.as_ref(), &m.op, &meta).map_err(core_error)?;
+        let mut new = current.clone().unwrap_or_else(|| delta.clone());
+        new.merge(&delta).map_err(core_error)?;
         Ok((delta, new))
-    })?;
+    });
+    let (delta, new) = new?;
 
     let seq = node.next_seq();
     txn.put(Table::Data, &dk, &new.encode());
@@ -220,6 +213,17 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         region,
     };
     Ok(TxnResult::Done { outcome, change: Some(change), seq: Some(seq) })
+}
+
+/// The expiry of a write: its `Meridian-TTL`, else the keyspace's default TTL, else — for an
+/// in-place change (incr, add, remove, patch) of a live key — the expiry it already had. A PUT
+/// or DELETE without either TTL clears it, as a fresh value.
+fn expiry(m: &Mutation, live: Option<&Record>, ts: Timestamp) -> Option<Timestamp> {
+    match m.headers.ttl.or(m.keyspace.ttl) {
+        Some(ttl) => Some(ts.saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))),
+        None if matches!(m.op, Op::Put { .. } | Op::Delete { .. }) => None,
+        None => live.and_then(|r| r.expires),
+    }
 }
 
 fn check_preconditions(m: &Mutation, live: Option<&Record>) -> Result<(), ApiError> {
@@ -327,14 +331,4 @@ pub fn core_error(e: meridian_core::Error) -> ApiError {
         E::BadToken { message } => ApiError::bad_request("bad_header", message, "send the token exactly as a response gave it"),
         other => ApiError::internal(other.to_string()),
     }
-}
-
-/// Whether `kind` stores a content type with its value.
-pub fn keeps_content_type(kind: KeyspaceType) -> bool {
-    matches!(kind, KeyspaceType::Register | KeyspaceType::MvRegister)
-}
-
-/// The version vector a session token names, merged with what this node has applied.
-pub fn session_covered(applied: &VersionVector, wanted: &VersionVector) -> bool {
-    applied.dominates(wanted)
 }
