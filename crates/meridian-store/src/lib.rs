@@ -57,3 +57,6 @@ impl Table {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
