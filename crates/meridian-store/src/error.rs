@@ -92,6 +92,30 @@ pub enum Error {
         source: Arc<fjall::Error>,
     },
 
+    /// The transaction wrote a key fjall cannot store; nothing of it was committed.
+    #[error(
+        "the transaction wrote a key of {len} bytes to table {table:?}, but keys must be 1 to \
+         65535 bytes long; nothing of the transaction was committed"
+    )]
+    InvalidKey {
+        /// The table written to.
+        table: crate::Table,
+        /// Length of the rejected key.
+        len: usize,
+    },
+
+    /// The transaction wrote a value fjall cannot store; nothing of it was committed.
+    #[error(
+        "the transaction wrote a value of {len} bytes to table {table:?}, but values must be \
+         at most 4294967295 bytes long; nothing of the transaction was committed"
+    )]
+    InvalidValue {
+        /// The table written to.
+        table: crate::Table,
+        /// Length of the rejected value.
+        len: usize,
+    },
+
     /// The transaction closure panicked; its writes were discarded, the store is unaffected.
     #[error(
         "the transaction closure panicked, so its writes were discarded and nothing was \

@@ -17,7 +17,7 @@ mod txn;
 
 pub use error::Error;
 pub use store::{Durability, FORMAT_VERSION, FORMAT_VERSION_KEY, Store, StoreOptions, StoreStats};
-pub use txn::Txn;
+pub use txn::{MAX_KEY_LEN, MAX_VALUE_LEN, Txn};
 
 /// One of the store's tables. Each is a separate fjall keyspace (a separate in-memory map for
 /// [`Store::in_memory`]); a transaction may write several tables atomically.

@@ -236,7 +236,8 @@ impl Store {
     /// cancel a transaction that was already queued.
     ///
     /// # Errors
-    /// [`Error::TransactionPanicked`] if `f` panicked (its writes are discarded);
+    /// [`Error::TransactionPanicked`] if `f` panicked and [`Error::InvalidKey`] /
+    /// [`Error::InvalidValue`] if it wrote an invalid key or value (its writes are discarded);
     /// [`Error::CommitFailed`] if writing or syncing the group failed (not acknowledged);
     /// [`Error::WriterStopped`] if the writer is gone.
     pub async fn transact<R, F>(&self, f: F) -> Result<R, Error>
@@ -345,13 +346,13 @@ impl Writer {
             let view = self.engine.view();
             for job in jobs {
                 let mut txn = Txn::new(&view, &writes);
-                match job(&mut txn) {
-                    Outcome::Ran(finish) => {
-                        let own = txn.into_writes();
+                match (job(&mut txn), txn.into_writes()) {
+                    (Outcome::Ran(finish), Ok(own)) => {
                         writes.absorb(own);
                         waiters.push(finish);
                     }
-                    Outcome::Panicked(finish) => {
+                    (Outcome::Ran(finish), Err(rejected)) => finish(Err(rejected)),
+                    (Outcome::Panicked(finish), _) => {
                         self.counters
                             .transactions_panicked
                             .fetch_add(1, Ordering::Relaxed);

@@ -170,15 +170,23 @@ fn later_transactions_of_a_group_see_earlier_ones() {
                     seen
                 })),
                 Box::pin(store.transact(|txn| {
-                    let seen = txn.scan(Table::Data, b"k", Some(b"k0"), 10).expect("scan");
+                    let mut seen = txn.scan(Table::Data, b"k", Some(b"k0"), 10).expect("scan");
                     txn.put(Table::Data, b"k1", b"uno");
+                    let own = txn
+                        .get(Table::Data, b"k1")
+                        .expect("get")
+                        .expect("k1 is set");
+                    seen.push((b"own".to_vec(), own));
                     seen
                 })),
             ]
         });
         let results: Vec<_> = results.into_iter().map(|r| r.expect("commits")).collect();
         assert_eq!(results[1], pairs(&[("k1", "one")]));
-        assert_eq!(results[2], pairs(&[("k1", "one"), ("k2", "two")]));
+        assert_eq!(
+            results[2],
+            pairs(&[("k1", "one"), ("k2", "two"), ("own", "uno")])
+        );
         // The blocker's group, then exactly one group for the three transactions.
         assert_eq!(store.stats().group_commits, groups_before + 2);
         assert_eq!(
@@ -384,4 +392,41 @@ fn open_creates_a_missing_directory() {
     let store = Store::open(&nested, StoreOptions::default()).expect("open");
     put(&store, Table::Data, b"k", b"v");
     assert!(nested.is_dir());
+}
+
+#[test]
+fn invalid_keys_fail_the_transaction_and_keep_the_writer() {
+    on_both(|store| {
+        let outcome = store.transact_blocking(|txn| {
+            txn.put(Table::Data, b"fine", b"1");
+            txn.put(Table::Data, b"", b"empty key");
+        });
+        assert!(
+            matches!(
+                outcome,
+                Err(Error::InvalidKey {
+                    table: Table::Data,
+                    len: 0
+                })
+            ),
+            "{outcome:?}"
+        );
+        let long = vec![b'k'; crate::MAX_KEY_LEN + 1];
+        let outcome = store.transact_blocking(move |txn| txn.delete(Table::OpLog, &long));
+        assert!(
+            matches!(outcome, Err(Error::InvalidKey { len: 65_536, .. })),
+            "{outcome:?}"
+        );
+        assert_eq!(store.get(Table::Data, b"fine").expect("get"), None);
+        put(
+            store,
+            Table::Data,
+            &[b'k'; crate::MAX_KEY_LEN],
+            b"longest key",
+        );
+        assert_eq!(
+            store.scan(Table::Data, b"k", None, 9).expect("scan").len(),
+            1
+        );
+    });
 }
