@@ -1,0 +1,186 @@
+//! The two backends behind a [`crate::Store`]: fjall on disk, or maps in memory.
+
+use crate::overlay::{KeyRange, Overlay};
+use crate::{Durability, Error, Table};
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, RwLock, RwLockReadGuard};
+
+type Tables = [BTreeMap<Vec<u8>, Vec<u8>>; 4];
+
+/// Where committed data lives.
+pub(crate) enum Engine {
+    Disk(Disk),
+    Memory(RwLock<Tables>),
+}
+
+pub(crate) struct Disk {
+    db: Database,
+    keyspaces: [Keyspace; 4],
+}
+
+/// Outcome of writing one group.
+pub(crate) struct Written {
+    pub(crate) bytes: u64,
+    pub(crate) synced: bool,
+}
+
+impl Disk {
+    pub(crate) fn open(dir: &Path) -> Result<Disk, Error> {
+        let db = Database::builder(dir)
+            // Every batch states its own durability; nothing is persisted behind our back.
+            .manual_journal_persist(true)
+            .open()
+            .map_err(|source| match source {
+                fjall::Error::Locked => Error::Locked {
+                    dir: dir.to_path_buf(),
+                },
+                source => Error::Open {
+                    dir: dir.to_path_buf(),
+                    source,
+                },
+            })?;
+        let open = |table: Table| {
+            db.keyspace(table.name(), KeyspaceCreateOptions::default)
+                .map_err(|source| Error::Open {
+                    dir: dir.to_path_buf(),
+                    source,
+                })
+        };
+        let keyspaces = [
+            open(Table::Data)?,
+            open(Table::OpLog)?,
+            open(Table::Idempotency)?,
+            open(Table::Meta)?,
+        ];
+        Ok(Disk { db, keyspaces })
+    }
+}
+
+impl Engine {
+    /// A consistent read view of everything committed so far.
+    pub(crate) fn view(&self) -> View<'_> {
+        match self {
+            Engine::Disk(disk) => View::Disk {
+                snapshot: disk.db.snapshot(),
+                keyspaces: &disk.keyspaces,
+            },
+            Engine::Memory(tables) => View::Memory(
+                tables
+                    .read()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner),
+            ),
+        }
+    }
+
+    /// Writes every entry of `writes` as one atomic batch and persists it as `durability` says.
+    pub(crate) fn commit(
+        &self,
+        writes: Overlay,
+        durability: Durability,
+    ) -> Result<Written, Arc<fjall::Error>> {
+        let mut bytes = 0u64;
+        match self {
+            Engine::Disk(disk) => {
+                let mode = match durability {
+                    Durability::Fsync => PersistMode::SyncData,
+                    Durability::Buffered => PersistMode::Buffer,
+                };
+                let mut batch = disk.db.batch().durability(Some(mode));
+                for (table, key, value) in writes.into_writes() {
+                    let keyspace = &disk.keyspaces[table.index()];
+                    bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+                    match value {
+                        Some(value) => batch.insert(keyspace, key, value),
+                        None => batch.remove(keyspace, key),
+                    }
+                }
+                // The batch is journaled, synced (per `mode`), then applied and published
+                // under fjall's journal lock: snapshots never see it before it is synced.
+                batch.commit().map_err(Arc::new)?;
+                Ok(Written {
+                    bytes,
+                    synced: durability == Durability::Fsync,
+                })
+            }
+            Engine::Memory(tables) => {
+                let mut tables = tables
+                    .write()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                for (table, key, value) in writes.into_writes() {
+                    let map = &mut tables[table.index()];
+                    bytes += (key.len() + value.as_ref().map_or(0, Vec::len)) as u64;
+                    match value {
+                        Some(value) => map.insert(key, value),
+                        None => map.remove(&key),
+                    };
+                }
+                Ok(Written {
+                    bytes,
+                    synced: false,
+                })
+            }
+        }
+    }
+
+    /// Syncs the journal to disk (a no-op in memory). Called when the writer stops.
+    pub(crate) fn sync(&self) -> Result<(), fjall::Error> {
+        match self {
+            Engine::Disk(disk) => disk.db.persist(PersistMode::SyncAll),
+            Engine::Memory(_) => Ok(()),
+        }
+    }
+}
+
+/// A consistent, read-only view of committed data.
+pub(crate) enum View<'a> {
+    Disk {
+        snapshot: Snapshot,
+        keyspaces: &'a [Keyspace; 4],
+    },
+    Memory(RwLockReadGuard<'a, Tables>),
+}
+
+impl View<'_> {
+    pub(crate) fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        match self {
+            View::Disk {
+                snapshot,
+                keyspaces,
+            } => snapshot
+                .get(&keyspaces[table.index()], key)
+                .map(|value| value.map(|value| value.to_vec()))
+                .map_err(|source| Error::Read { source }),
+            View::Memory(tables) => Ok(tables[table.index()].get(key).cloned()),
+        }
+    }
+
+    /// Live pairs of `table` within `range`, ascending.
+    pub(crate) fn range<'v>(
+        &'v self,
+        table: Table,
+        range: &'v KeyRange,
+    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), Error>> + 'v> {
+        match self {
+            View::Disk {
+                snapshot,
+                keyspaces,
+            } => Box::new(
+                snapshot
+                    .range::<&[u8], _>(&keyspaces[table.index()], (range.lower(), range.upper()))
+                    .map(|guard| {
+                        guard
+                            .into_inner()
+                            .map(|(key, value)| (key.to_vec(), value.to_vec()))
+                            .map_err(|source| Error::Read { source })
+                    }),
+            ),
+            View::Memory(tables) => Box::new(
+                tables[table.index()]
+                    .range::<[u8], _>((range.lower(), range.upper()))
+                    .map(|(key, value)| Ok((key.clone(), value.clone()))),
+            ),
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! [`Store`]: the handle, its options, and the group-committing writer thread.
+
+use crate::engine::{Disk, Engine};
+use crate::overlay::{KeyRange, Overlay, merge_scan};
+use crate::{Error, Table, Txn};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+
+/// The on-disk format this build reads and writes, stored under [`FORMAT_VERSION_KEY`] in
+/// [`Table::Meta`] as a 4-byte big-endian integer.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The [`Table::Meta`] key holding the store's format version.
+pub const FORMAT_VERSION_KEY: &[u8] = b"format_version";
+
+/// When a transaction is acknowledged. Default: [`Durability::Fsync`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Durability {
+    /// A transaction is acknowledged only after its group's journal bytes are on disk
+    /// (`fdatasync` of fjall's journal), so it survives a process crash and a power loss.
+    #[default]
+    Fsync,
+    /// A transaction is acknowledged once its group is in the OS's buffers: it survives a
+    /// process crash but not a power loss. Only for tests and benchmarks that say so.
+    Buffered,
+}
+
+/// How a [`Store`] commits. `StoreOptions::default()` is `Fsync` with groups of up to 1024.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// When a transaction is acknowledged. Default: [`Durability::Fsync`].
+    pub durability: Durability,
+    /// Most transactions committed together in one group (one batch, one sync). Default: 1024;
+    /// 0 is treated as 1.
+    pub max_batch: usize,
+}
+
+impl Default for StoreOptions {
+    fn default() -> StoreOptions {
+        StoreOptions {
+            durability: Durability::Fsync,
+            max_batch: 1024,
+        }
+    }
+}
+
+/// Counters since the store was opened or created; all start at zero.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions acknowledged as committed (including read-only ones).
+    pub transactions_committed: u64,
+    /// Transactions whose closure panicked (nothing of them was committed).
+    pub transactions_panicked: u64,
+    /// Groups the writer processed; a group is written as one batch, if it wrote anything.
+    pub group_commits: u64,
+    /// Journal syncs (`fdatasync`) performed for groups; zero with [`Durability::Buffered`]
+    /// or in memory.
+    pub fsyncs: u64,
+    /// Bytes of keys and values handed to the engine (logical, before journal framing).
+    pub bytes_written: u64,
+}
+
+#[derive(Default)]
+struct Counters {
+    transactions_committed: AtomicU64,
+    transactions_panicked: AtomicU64,
+    group_commits: AtomicU64,
+    fsyncs: AtomicU64,
+    bytes_written: AtomicU64,
+}
+
+/// Answers one waiter with the outcome of its group's commit.
+type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
+
+enum Outcome {
+    Ran(Finish),
+    Panicked(Finish),
+}
+
+type Job = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Outcome + Send>;
+
+/// A handle to a store. Cheap to clone; clones share one engine and one writer thread.
+/// Dropping the last handle lets the writer finish every queued transaction, sync the journal
+/// and stop, and releases the directory lock.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    engine: Arc<Engine>,
+    counters: Arc<Counters>,
+    jobs: Option<mpsc::Sender<Job>>,
+    writer: Option<thread::JoinHandle<()>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // Closing the channel lets the writer drain what is queued, sync and return.
+        drop(self.jobs.take());
+        if let Some(writer) = self.writer.take() {
+            // The last handle may be dropped by a transaction closure on the writer itself;
+            // the writer then stops on its own once it returns to the closed channel.
+            if writer.thread().id() != thread::current().id() && writer.join().is_err() {
+                tracing::error!("meridian-store writer thread panicked");
+            }
+        }
+    }
+}
+
+impl Store {
+    /// Opens the store in `dir`, creating the directory and a new store (format version
+    /// [`FORMAT_VERSION`]) if there is none.
+    ///
+    /// # Errors
+    /// [`Error::Io`] if the directory cannot be created; [`Error::Locked`] if another open
+    /// store (in this or another live process) holds it — fjall keeps an OS file lock on
+    /// `dir/lock` while open; [`Error::UnsupportedFormat`] / [`Error::CorruptFormatVersion`]
+    /// if the directory holds another format; [`Error::Open`] if fjall cannot recover it.
+    pub fn open(dir: &Path, opts: StoreOptions) -> Result<Store, Error> {
+        let io_error = |source| Error::Io {
+            dir: dir.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io_error)?;
+        let store = Store::start(Engine::Disk(Disk::open(dir)?), opts).map_err(io_error)?;
+        match store.get(Table::Meta, FORMAT_VERSION_KEY)? {
+            None => store.transact_blocking(|txn| {
+                txn.put(
+                    Table::Meta,
+                    FORMAT_VERSION_KEY,
+                    &FORMAT_VERSION.to_be_bytes(),
+                );
+            })?,
+            Some(bytes) => {
+                let found = <[u8; 4]>::try_from(bytes.as_slice())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| Error::CorruptFormatVersion {
+                        dir: dir.to_path_buf(),
+                        len: bytes.len(),
+                    })?;
+                if found != FORMAT_VERSION {
+                    return Err(Error::UnsupportedFormat {
+                        dir: dir.to_path_buf(),
+                        found,
+                        supported: FORMAT_VERSION,
+                    });
+                }
+            }
+        }
+        Ok(store)
+    }
+
+    /// A store held in memory with the same semantics as [`Store::open`] (same writer, groups,
+    /// overlay and panic isolation) but nothing on disk; `opts.durability` has no effect.
+    /// Its data is gone when the last handle is dropped.
+    pub fn in_memory(opts: StoreOptions) -> Store {
+        let mut tables = Overlay::default();
+        tables.set(
+            Table::Meta,
+            FORMAT_VERSION_KEY,
+            Some(&FORMAT_VERSION.to_be_bytes()),
+        );
+        let engine = Engine::Memory(Default::default());
+        engine
+            .commit(tables, opts.durability)
+            .expect("invariant: committing to memory cannot fail");
+        Store::start(engine, opts).expect("invariant: the OS can start the store's writer thread")
+    }
+
+    fn start(engine: Engine, opts: StoreOptions) -> std::io::Result<Store> {
+        let engine = Arc::new(engine);
+        let counters = Arc::new(Counters::default());
+        let (jobs, queue) = mpsc::channel();
+        let writer = Writer {
+            engine: Arc::clone(&engine),
+            counters: Arc::clone(&counters),
+            opts,
+        };
+        let writer = thread::Builder::new()
+            .name("meridian-store-writer".into())
+            .spawn(move || writer.run(&queue))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                engine,
+                counters,
+                jobs: Some(jobs),
+                writer: Some(writer),
+            }),
+        })
+    }
+
+    /// The committed value of `key` in `table`, `None` if absent. Runs on the caller's thread
+    /// and never waits for the writer.
+    ///
+    /// Visibility: reads use a snapshot of fjall's published sequence number. The writer
+    /// publishes a group only after its journal bytes are synced (with
+    /// [`Durability::Fsync`]), so a reader never sees a write that is not yet durable, and
+    /// sees a group entirely or not at all. A reader may see a group shortly *before* its
+    /// writers' `transact` calls return (the acknowledgement travels after the sync).
+    ///
+    /// # Errors
+    /// [`Error::Read`] if the engine fails to read.
+    pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
+        self.inner.engine.view().get(table, key)
+    }
+
+    /// Up to `limit` committed pairs of `table`, ascending by key, whose keys start with
+    /// `prefix` and are strictly greater than `after` (when given). Same visibility as
+    /// [`Store::get`]; all pairs come from one snapshot.
+    ///
+    /// # Errors
+    /// [`Error::Read`] if the engine fails to read.
+    pub fn scan(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+        let Some(range) = KeyRange::new(prefix, after) else {
+            return Ok(Vec::new());
+        };
+        let view = self.inner.engine.view();
+        merge_scan(view.range(table, &range), std::iter::empty(), limit)
+    }
+
+    /// Runs `f` as one atomic transaction on the writer thread and returns its result once
+    /// the transaction's group is committed (and synced, with [`Durability::Fsync`]).
+    ///
+    /// All writes of `f` commit together or not at all. Dropping the returned future does not
+    /// cancel a transaction that was already queued.
+    ///
+    /// # Errors
+    /// [`Error::TransactionPanicked`] if `f` panicked and [`Error::InvalidKey`] /
+    /// [`Error::InvalidValue`] if it wrote an invalid key or value (its writes are discarded);
+    /// [`Error::CommitFailed`] if writing or syncing the group failed (not acknowledged);
+    /// [`Error::WriterStopped`] if the writer is gone.
+    pub async fn transact<R, F>(&self, f: F) -> Result<R, Error>
+    where
+        F: FnOnce(&mut Txn<'_>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = tokio::sync::oneshot::channel();
+        self.submit(f, move |result| {
+            // The caller may have stopped waiting; the outcome is then nobody's to hear.
+            let _ = reply.send(result);
+        })?;
+        answer.await.map_err(|_| Error::WriterStopped)?
+    }
+
+    /// [`Store::transact`] for callers outside async code: blocks the calling thread until
+    /// the transaction's group is committed. Must not be called from the writer itself (from
+    /// inside another transaction closure), which would wait forever.
+    ///
+    /// # Errors
+    /// As [`Store::transact`].
+    pub fn transact_blocking<R, F>(&self, f: F) -> Result<R, Error>
+    where
+        F: FnOnce(&mut Txn<'_>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = mpsc::sync_channel(1);
+        self.submit(f, move |result| {
+            // The caller may have stopped waiting; the outcome is then nobody's to hear.
+            let _ = reply.send(result);
+        })?;
+        answer.recv().map_err(|_| Error::WriterStopped)?
+    }
+
+    fn submit<R, F>(
+        &self,
+        f: F,
+        reply: impl FnOnce(Result<R, Error>) + Send + 'static,
+    ) -> Result<(), Error>
+    where
+        F: FnOnce(&mut Txn<'_>) -> R + Send + 'static,
+        R: Send + 'static,
+    {
+        let job: Job =
+            Box::new(
+                move |txn: &mut Txn<'_>| match catch_unwind(AssertUnwindSafe(|| f(txn))) {
+                    Ok(value) => Outcome::Ran(Box::new(move |committed: Result<(), Error>| {
+                        reply(committed.map(|()| value));
+                    })),
+                    Err(_) => Outcome::Panicked(Box::new(move |_| {
+                        reply(Err(Error::TransactionPanicked));
+                    })),
+                },
+            );
+        self.inner
+            .jobs
+            .as_ref()
+            .expect("invariant: the job sender lives until the last handle is dropped")
+            .send(job)
+            .map_err(|_| Error::WriterStopped)
+    }
+
+    /// A snapshot of the store's counters (relaxed atomic loads; cheap).
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        StoreStats {
+            transactions_committed: c.transactions_committed.load(Ordering::Relaxed),
+            transactions_panicked: c.transactions_panicked.load(Ordering::Relaxed),
+            group_commits: c.group_commits.load(Ordering::Relaxed),
+            fsyncs: c.fsyncs.load(Ordering::Relaxed),
+            bytes_written: c.bytes_written.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// The writer thread: the only code that mutates the engine.
+struct Writer {
+    engine: Arc<Engine>,
+    counters: Arc<Counters>,
+    opts: StoreOptions,
+}
+
+impl Writer {
+    fn run(self, queue: &mpsc::Receiver<Job>) {
+        let max_batch = self.opts.max_batch.max(1);
+        let mut group = Vec::with_capacity(max_batch.min(4096));
+        while let Ok(first) = queue.recv() {
+            group.push(first);
+            while group.len() < max_batch {
+                match queue.try_recv() {
+                    Ok(job) => group.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(group.drain(..));
+        }
+        if let Err(error) = self.engine.sync() {
+            tracing::error!(%error, "meridian-store: final journal sync failed at shutdown");
+        }
+    }
+
+    fn commit_group(&self, jobs: impl Iterator<Item = Job>) {
+        let mut writes = Overlay::default();
+        let mut waiters = Vec::new();
+        {
+            let view = self.engine.view();
+            for job in jobs {
+                let mut txn = Txn::new(&view, &writes);
+                match (job(&mut txn), txn.into_writes()) {
+                    (Outcome::Ran(finish), Ok(own)) => {
+                        writes.absorb(own);
+                        waiters.push(finish);
+                    }
+                    (Outcome::Ran(finish), Err(rejected)) => finish(Err(rejected)),
+                    (Outcome::Panicked(finish), _) => {
+                        self.counters
+                            .transactions_panicked
+                            .fetch_add(1, Ordering::Relaxed);
+                        finish(Err(Error::TransactionPanicked));
+                    }
+                }
+            }
+        }
+        self.counters.group_commits.fetch_add(1, Ordering::Relaxed);
+        let result = if writes.is_empty() {
+            // Nothing to write: everything these transactions read was already committed.
+            Ok(())
+        } else {
+            match self.engine.commit(writes, self.opts.durability) {
+                Ok(written) => {
+                    let c = &self.counters;
+                    c.bytes_written.fetch_add(written.bytes, Ordering::Relaxed);
+                    if written.synced {
+                        c.fsyncs.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Ok(())
+                }
+                Err(error) => {
+                    tracing::error!(%error, waiters = waiters.len(), "meridian-store: group commit failed");
+                    Err(error)
+                }
+            }
+        };
+        if result.is_ok() {
+            self.counters
+                .transactions_committed
+                .fetch_add(waiters.len() as u64, Ordering::Relaxed);
+        }
+        for finish in waiters {
+            finish(
+                result
+                    .clone()
+                    .map_err(|source| Error::CommitFailed { source }),
+            );
+        }
+    }
+}
