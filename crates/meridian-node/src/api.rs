@@ -563,7 +563,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
         "peers": [],
         "keyspaces": keyspaces,
         "store": {
-            "transactions": stats.transactions,
+            "transactions": stats.transactions_committed,
             "group_commits": stats.group_commits,
             "fsyncs": stats.fsyncs,
             "bytes_written": stats.bytes_written,

@@ -56,7 +56,7 @@ pub fn install() {
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1], String) {
     let stats = node.store().stats();
-    metrics::counter!(STORE_TRANSACTIONS).absolute(stats.transactions);
+    metrics::counter!(STORE_TRANSACTIONS).absolute(stats.transactions_committed);
     metrics::counter!(STORE_GROUP_COMMITS).absolute(stats.group_commits);
     metrics::counter!(STORE_FSYNCS).absolute(stats.fsyncs);
     ([("content-type", "text/plain; version=0.0.4")], handle().render())
