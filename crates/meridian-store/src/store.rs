@@ -2,7 +2,7 @@
 
 use crate::engine::{Disk, Engine};
 use crate::overlay::{KeyRange, Overlay, merge_scan};
-use crate::{Error, Table, Txn};
+use crate::{Error, KeyValue, Table, Txn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -85,7 +85,10 @@ type Job = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Outcome + Send>;
 
 /// A handle to a store. Cheap to clone; clones share one engine and one writer thread.
 /// Dropping the last handle lets the writer finish every queued transaction, sync the journal
-/// and stop, and releases the directory lock.
+/// and stop, and releases the directory lock; that drop blocks the dropping thread until the
+/// writer has stopped (at most one group commit plus the queue).
+///
+/// Transactions are queued without bound; callers bound their own concurrency.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -221,7 +224,7 @@ impl Store {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Vec<KeyValue>, Error> {
         let Some(range) = KeyRange::new(prefix, after) else {
             return Ok(Vec::new());
         };
