@@ -160,7 +160,8 @@ impl Store {
 
     /// A store held in memory with the same semantics as [`Store::open`] (same writer, groups,
     /// overlay and panic isolation) but nothing on disk; `opts.durability` has no effect.
-    /// Its data is gone when the last handle is dropped.
+    /// Its data is gone when the last handle is dropped. Readers take a read lock and wait
+    /// only while the writer applies a group to the maps (no I/O happens under that lock).
     pub fn in_memory(opts: StoreOptions) -> Store {
         let mut tables = Overlay::default();
         tables.set(
