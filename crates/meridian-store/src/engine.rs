@@ -1,7 +1,7 @@
 //! The two backends behind a [`crate::Store`]: fjall on disk, or maps in memory.
 
 use crate::overlay::{KeyRange, Overlay};
-use crate::{Durability, Error, Table};
+use crate::{Durability, Error, KeyValue, Table};
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode, Readable, Snapshot};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -161,7 +161,7 @@ impl View<'_> {
         &'v self,
         table: Table,
         range: &'v KeyRange,
-    ) -> Box<dyn Iterator<Item = Result<(Vec<u8>, Vec<u8>), Error>> + 'v> {
+    ) -> Box<dyn Iterator<Item = Result<KeyValue, Error>> + 'v> {
         match self {
             View::Disk {
                 snapshot,

@@ -19,6 +19,9 @@ pub use error::Error;
 pub use store::{Durability, FORMAT_VERSION, FORMAT_VERSION_KEY, Store, StoreOptions, StoreStats};
 pub use txn::{MAX_KEY_LEN, MAX_VALUE_LEN, Txn};
 
+/// A key and its value, as returned by scans.
+pub type KeyValue = (Vec<u8>, Vec<u8>);
+
 /// One of the store's tables. Each is a separate fjall keyspace (a separate in-memory map for
 /// [`Store::in_memory`]); a transaction may write several tables atomically.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,6 +1,6 @@
 //! Pending writes (puts and deletes) per table, and the key-range arithmetic shared by scans.
 
-use crate::Table;
+use crate::{KeyValue, Table};
 use std::collections::BTreeMap;
 use std::ops::Bound;
 
@@ -109,10 +109,10 @@ fn prefix_successor(prefix: &[u8]) -> Option<Vec<u8>> {
 /// Merges ascending overlay entries (which win) over ascending base entries, drops deletes and
 /// returns at most `limit` live pairs.
 pub(crate) fn merge_scan<E>(
-    base: impl Iterator<Item = Result<(Vec<u8>, Vec<u8>), E>>,
+    base: impl Iterator<Item = Result<KeyValue, E>>,
     overlay: impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)>,
     limit: usize,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, E> {
+) -> Result<Vec<KeyValue>, E> {
     let mut out = Vec::new();
     let mut base = base.peekable();
     let mut overlay = overlay.peekable();

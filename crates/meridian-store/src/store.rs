@@ -2,7 +2,7 @@
 
 use crate::engine::{Disk, Engine};
 use crate::overlay::{KeyRange, Overlay, merge_scan};
-use crate::{Error, Table, Txn};
+use crate::{Error, KeyValue, Table, Txn};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -85,7 +85,10 @@ type Job = Box<dyn for<'t> FnOnce(&mut Txn<'t>) -> Outcome + Send>;
 
 /// A handle to a store. Cheap to clone; clones share one engine and one writer thread.
 /// Dropping the last handle lets the writer finish every queued transaction, sync the journal
-/// and stop, and releases the directory lock.
+/// and stop, and releases the directory lock; that drop blocks the dropping thread until the
+/// writer has stopped (at most one group commit plus the queue).
+///
+/// Transactions are queued without bound; callers bound their own concurrency.
 #[derive(Clone)]
 pub struct Store {
     inner: Arc<Inner>,
@@ -157,7 +160,8 @@ impl Store {
 
     /// A store held in memory with the same semantics as [`Store::open`] (same writer, groups,
     /// overlay and panic isolation) but nothing on disk; `opts.durability` has no effect.
-    /// Its data is gone when the last handle is dropped.
+    /// Its data is gone when the last handle is dropped. Readers take a read lock and wait
+    /// only while the writer applies a group to the maps (no I/O happens under that lock).
     pub fn in_memory(opts: StoreOptions) -> Store {
         let mut tables = Overlay::default();
         tables.set(
@@ -221,7 +225,7 @@ impl Store {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Vec<KeyValue>, Error> {
         let Some(range) = KeyRange::new(prefix, after) else {
             return Ok(Vec::new());
         };

@@ -430,3 +430,13 @@ fn invalid_keys_fail_the_transaction_and_keep_the_writer() {
         );
     });
 }
+
+#[test]
+fn store_and_transact_future_are_send_and_sync() {
+    fn send_sync<T: Send + Sync>(_: &T) {}
+    fn send<T: Send>(_: &T) {}
+    let store = Store::in_memory(StoreOptions::default());
+    send_sync(&store);
+    let future = store.transact(|txn| txn.get(Table::Data, b"k").is_ok());
+    send(&future);
+}

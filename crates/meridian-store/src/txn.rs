@@ -2,7 +2,7 @@
 
 use crate::engine::View;
 use crate::overlay::{KeyRange, Overlay, merge_overlays, merge_scan};
-use crate::{Error, Table};
+use crate::{Error, KeyValue, Table};
 
 /// Longest key a transaction may write, in bytes (fjall's limit); keys must not be empty.
 pub const MAX_KEY_LEN: usize = 65_535;
@@ -109,7 +109,7 @@ impl<'a> Txn<'a> {
         prefix: &[u8],
         after: Option<&[u8]>,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, Error> {
+    ) -> Result<Vec<KeyValue>, Error> {
         let Some(range) = KeyRange::new(prefix, after) else {
             return Ok(Vec::new());
         };

@@ -353,7 +353,7 @@ fn silence_deliberate_panics() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 48, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 32, ..ProptestConfig::default() })]
 
     #[test]
     fn stores_match_the_model(ops in prop::collection::vec(op(), 1..40)) {
