@@ -910,8 +910,17 @@ residency = "home-zone"
         t.regions_for_key(&ks("listed"), "us-east-1"),
         Some(vec!["eu-west-1", "us-west-2"])
     );
-    assert_eq!(t.regions_for_key(&ks("zoned"), "eu-west-1"), Some(vec!["us-east-1", "us-west-2"]));
-    assert_eq!(t.regions_for_key(&ks("homed"), "eu-west-1"), Some(vec!["eu-west-1"]));
-    assert_eq!(t.regions_for_key(&ks("homed"), "us-west-2"), Some(vec!["us-east-1", "us-west-2"]));
+    assert_eq!(
+        t.regions_for_key(&ks("zoned"), "eu-west-1"),
+        Some(vec!["us-east-1", "us-west-2"])
+    );
+    assert_eq!(
+        t.regions_for_key(&ks("homed"), "eu-west-1"),
+        Some(vec!["eu-west-1"])
+    );
+    assert_eq!(
+        t.regions_for_key(&ks("homed"), "us-west-2"),
+        Some(vec!["us-east-1", "us-west-2"])
+    );
     assert_eq!(t.regions_for_key(&ks("homed"), "nowhere"), Some(vec![]));
 }

@@ -19,7 +19,7 @@ use serde::Deserialize;
 use serde_json::json;
 
 use crate::error::ApiError;
-use crate::input::{self, names, WriteHeaders};
+use crate::input::{self, WriteHeaders, names};
 use crate::state::Node;
 use crate::write::{self, Mutation, Outcome};
 use crate::{feed, keys, metrics, render};
@@ -36,14 +36,23 @@ pub const SCAN_MAX_LIMIT: usize = 1_000;
 /// `Authorization: Bearer <token>` on `/v1/admin/*`.
 pub fn router(node: Node, admin_token: Option<String>) -> Router {
     Router::new()
-        .route("/health/live", get(|| async { Json(json!({"status": "live"})) }))
+        .route(
+            "/health/live",
+            get(|| async { Json(json!({"status": "live"})) }),
+        )
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics::render))
-        .route("/openapi.json", get(|| async { ([("content-type", render::JSON)], OPENAPI) }))
+        .route(
+            "/openapi.json",
+            get(|| async { ([("content-type", render::JSON)], OPENAPI) }),
+        )
         .route("/v1/kv/{keyspace}", get(scan))
         .route(
             "/v1/kv/{keyspace}/{key}",
-            get(get_key).put(put_key).delete(delete_key).patch(patch_key),
+            get(get_key)
+                .put(put_key)
+                .delete(delete_key)
+                .patch(patch_key),
         )
         .route("/v1/kv/{keyspace}/{key}/incr", post(incr))
         .route("/v1/kv/{keyspace}/{key}/add", post(add))
@@ -73,13 +82,21 @@ async fn observe(State(node): State<Node>, req: Request, next: Next) -> Response
     if let Ok(v) = HeaderValue::from_str(node.region()) {
         resp.headers_mut().insert(names::REGION, v);
     }
-    metrics::request(&route, method.as_str(), resp.status().as_u16(), started.elapsed());
+    metrics::request(
+        &route,
+        method.as_str(),
+        resp.status().as_u16(),
+        started.elapsed(),
+    );
     resp
 }
 
 async fn admin_auth(State(token): State<Option<String>>, req: Request, next: Next) -> Response {
     if let Some(token) = token {
-        let given = req.headers().get("authorization").and_then(|v| v.to_str().ok());
+        let given = req
+            .headers()
+            .get("authorization")
+            .and_then(|v| v.to_str().ok());
         if given.and_then(|g| g.strip_prefix("Bearer ")) != Some(token.as_str()) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
@@ -125,7 +142,9 @@ async fn ready(State(node): State<Node>) -> Response {
 }
 
 /// `{keyspace}/{key}` from the path, with a JSON error for anything the router could not decode.
-fn key_path(path: Result<Path<(String, String)>, PathRejection>) -> Result<(String, String), ApiError> {
+fn key_path(
+    path: Result<Path<(String, String)>, PathRejection>,
+) -> Result<(String, String), ApiError> {
     let Path((ks, key)) = path.map_err(|e| {
         ApiError::bad_request(
             "bad_key",
@@ -192,7 +211,16 @@ async fn prepare(
         header(names::HOME),
         header(names::CONTEXT),
     ]);
-    Ok(Prepared { node, mutation: Mutation { keyspace, key, op, headers: wh, fingerprint } })
+    Ok(Prepared {
+        node,
+        mutation: Mutation {
+            keyspace,
+            key,
+            op,
+            headers: wh,
+            fingerprint,
+        },
+    })
 }
 
 async fn run(p: Prepared) -> Response {
@@ -264,7 +292,9 @@ async fn delete_key(
 ) -> Response {
     let p = try_resp!(
         prepare(node, &method, path, &headers, "delete", &[], |wh, _| {
-            Ok(Op::Delete { context: wh.context.clone() })
+            Ok(Op::Delete {
+                context: wh.context.clone(),
+            })
         })
         .await
     );
@@ -350,7 +380,9 @@ async fn add(
     let body = try_resp!(read_body(&node, body).await);
     let p = try_resp!(
         prepare(node, &method, path, &headers, "add", &body, |_, b| {
-            Ok(Op::Add { members: members(b)? })
+            Ok(Op::Add {
+                members: members(b)?,
+            })
         })
         .await
     );
@@ -367,7 +399,9 @@ async fn remove(
     let body = try_resp!(read_body(&node, body).await);
     let p = try_resp!(
         prepare(node, &method, path, &headers, "remove", &body, |_, b| {
-            Ok(Op::Remove { members: members(b)? })
+            Ok(Op::Remove {
+                members: members(b)?,
+            })
         })
         .await
     );
@@ -398,10 +432,10 @@ async fn get_key(
     let params = try_resp!(query(q, "?consistency=local|session|strong"));
     let ks = try_resp!(node.keyspace(&ks_name));
     try_resp!(input::check_key(&key, node.topology().limits.max_key_bytes));
-    if params.consistency == Some(Consistency::Session) {
-        if let Some(token) = try_resp!(input::token_header(&headers, names::SESSION)) {
-            try_resp!(wait_for_session(&node, &token).await);
-        }
+    if params.consistency == Some(Consistency::Session)
+        && let Some(token) = try_resp!(input::token_header(&headers, names::SESSION))
+    {
+        try_resp!(wait_for_session(&node, &token).await);
     }
     let record = try_resp!(load(&node, &ks.name, &key));
     let now = node.now();
@@ -427,10 +461,10 @@ async fn get_key(
     if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", record.version.etag())) {
         h.insert("etag", v);
     }
-    if let meridian_core::record::Value::MvRegister(mv) = &record.value {
-        if let Ok(v) = HeaderValue::from_str(&mv.context().to_token()) {
-            h.insert(names::CONTEXT, v);
-        }
+    if let meridian_core::record::Value::MvRegister(mv) = &record.value
+        && let Ok(v) = HeaderValue::from_str(&mv.context().to_token())
+    {
+        h.insert(names::CONTEXT, v);
     }
     resp
 }
@@ -489,7 +523,10 @@ async fn scan(
         e.body_text(),
         "GET /v1/kv/{keyspace}?prefix=&after=&limit=&values=true"
     )));
-    let p = try_resp!(query(q, "?prefix=<text>&after=<key>&limit=1..1000&values=true|false"));
+    let p = try_resp!(query(
+        q,
+        "?prefix=<text>&after=<key>&limit=1..1000&values=true|false"
+    ));
     let ks = try_resp!(node.keyspace(&ks_name));
     let limit = p.limit.unwrap_or(SCAN_DEFAULT_LIMIT);
     if limit == 0 || limit > SCAN_MAX_LIMIT {
@@ -508,11 +545,17 @@ async fn scan(
     // Dead records (deleted or expired, not yet swept) are skipped, so read in pages until
     // `limit` live items are found or the range ends.
     'pages: loop {
-        let page = try_resp!(node.store().scan(Table::Data, &prefix, after.as_deref(), limit + 1).map_err(ApiError::from));
+        let page = try_resp!(
+            node.store()
+                .scan(Table::Data, &prefix, after.as_deref(), limit + 1)
+                .map_err(ApiError::from)
+        );
         let exhausted = page.len() <= limit;
         for (k, v) in &page {
             after = Some(k.clone());
-            let Ok(record) = Record::decode(v) else { continue };
+            let Ok(record) = Record::decode(v) else {
+                continue;
+            };
             if !record.is_live(now) {
                 continue;
             }
@@ -520,7 +563,9 @@ async fn scan(
                 more = true;
                 break 'pages;
             }
-            let Some(key) = keys::user_key(&ks.name, k) else { continue };
+            let Some(key) = keys::user_key(&ks.name, k) else {
+                continue;
+            };
             let mut item = serde_json::Map::new();
             item.insert("key".into(), json!(key));
             item.insert("etag".into(), json!(record.version.etag()));
@@ -533,7 +578,11 @@ async fn scan(
             break;
         }
     }
-    let next = if more { items.last().and_then(|i| i.get("key").cloned()) } else { None };
+    let next = if more {
+        items.last().and_then(|i| i.get("key").cloned())
+    } else {
+        None
+    };
     Json(json!({"items": items, "next": next})).into_response()
 }
 

@@ -29,11 +29,21 @@ impl ApiError {
         message: impl Into<String>,
         hint: impl Into<String>,
     ) -> Self {
-        ApiError { status, code, message: message.into(), hint: hint.into(), headers: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            hint: hint.into(),
+            headers: Vec::new(),
+        }
     }
 
     /// 400 with the given code.
-    pub fn bad_request(code: &'static str, message: impl Into<String>, hint: impl Into<String>) -> Self {
+    pub fn bad_request(
+        code: &'static str,
+        message: impl Into<String>,
+        hint: impl Into<String>,
+    ) -> Self {
         Self::new(StatusCode::BAD_REQUEST, code, message, hint)
     }
 

@@ -7,8 +7,8 @@ use meridian_core::record::Record;
 use meridian_store::Table;
 
 use crate::keys::{self, ExpiryKind};
-use crate::state::{Change, Node};
 use crate::metrics;
+use crate::state::{Change, Node};
 
 /// How many index entries one sweep transaction handles at most.
 pub const SWEEP_BATCH: usize = 512;
@@ -53,13 +53,19 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
             let mut changes = Vec::new();
             for k in due {
                 txn.delete(Table::Meta, &k);
-                let Some((at, kind, table_key)) = keys::parse_expiry_key(&k) else { continue };
+                let Some((at, kind, table_key)) = keys::parse_expiry_key(&k) else {
+                    continue;
+                };
                 match kind {
                     ExpiryKind::Data => {
-                        let Some(bytes) = txn.get(Table::Data, table_key)? else { continue };
+                        let Some(bytes) = txn.get(Table::Data, table_key)? else {
+                            continue;
+                        };
                         // Only if the record still carries this expiry: a later write may have
                         // moved it (and indexed the new one).
-                        let Ok(rec) = Record::decode(&bytes) else { continue };
+                        let Ok(rec) = Record::decode(&bytes) else {
+                            continue;
+                        };
                         if rec.expires == Some(at) {
                             txn.delete(Table::Data, table_key);
                             let mut parts = table_key.splitn(2, |b| *b == 0);

@@ -66,7 +66,10 @@ fn events(
             loop {
                 match rx.recv().await {
                     Ok(c) if c.keyspace == keyspace && c.key.starts_with(&prefix) => {
-                        let ev = Event::default().event(c.op).json_data(&c).unwrap_or_default();
+                        let ev = Event::default()
+                            .event(c.op)
+                            .json_data(&c)
+                            .unwrap_or_default();
                         return Some((Ok(ev), Some(rx)));
                     }
                     Ok(_) => {}

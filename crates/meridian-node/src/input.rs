@@ -76,7 +76,9 @@ fn header_text<'a>(h: &'a HeaderMap, name: &str) -> Result<Option<&'a str>, ApiE
 
 /// Parses a session or context token header.
 pub fn token_header(h: &HeaderMap, name: &str) -> Result<Option<VersionVector>, ApiError> {
-    let Some(text) = header_text(h, name)? else { return Ok(None) };
+    let Some(text) = header_text(h, name)? else {
+        return Ok(None);
+    };
     VersionVector::parse_token(text).map(Some).map_err(|e| {
         ApiError::bad_request(
             "bad_header",
@@ -184,7 +186,11 @@ fn parse_if_match(v: &str) -> Result<IfMatch, ApiError> {
 /// characters, at most `max` bytes.
 pub fn check_key(key: &str, max: usize) -> Result<(), ApiError> {
     if key.is_empty() {
-        return Err(ApiError::bad_request("bad_key", "the key is empty", "use a non-empty key"));
+        return Err(ApiError::bad_request(
+            "bad_key",
+            "the key is empty",
+            "use a non-empty key",
+        ));
     }
     if key.len() > max {
         return Err(ApiError::new(
@@ -205,7 +211,10 @@ pub fn check_key(key: &str, max: usize) -> Result<(), ApiError> {
 }
 
 /// Parses a JSON body into `T`, mapping every failure to a 400 that quotes serde's reason.
-pub fn json_body<T: serde::de::DeserializeOwned>(body: &[u8], expected: &str) -> Result<T, ApiError> {
+pub fn json_body<T: serde::de::DeserializeOwned>(
+    body: &[u8],
+    expected: &str,
+) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::bad_request(
             "bad_json",
@@ -222,7 +231,11 @@ mod tests {
     #[test]
     fn if_match_accepts_quoted_etags_and_star() {
         assert_eq!(parse_if_match("*").ok(), Some(IfMatch::Any));
-        let etag = Version { ts: meridian_core::hlc::Timestamp(77), origin: "eu".into() }.etag();
+        let etag = Version {
+            ts: meridian_core::hlc::Timestamp(77),
+            origin: "eu".into(),
+        }
+        .etag();
         let got = parse_if_match(&format!("\"{etag}\", W/\"{etag}\"")).ok();
         assert_eq!(got, Some(IfMatch::Versions(vec![etag.clone(), etag])));
         assert!(parse_if_match("abc").is_err());
@@ -233,7 +246,12 @@ mod tests {
     fn keys_are_checked() {
         assert!(check_key("user:1", 10).is_ok());
         assert!(check_key("", 10).is_err());
-        assert_eq!(check_key("x".repeat(11).as_str(), 10).err().map(|e| e.status), Some(StatusCode::PAYLOAD_TOO_LARGE));
+        assert_eq!(
+            check_key("x".repeat(11).as_str(), 10)
+                .err()
+                .map(|e| e.status),
+            Some(StatusCode::PAYLOAD_TOO_LARGE)
+        );
         assert!(check_key("a\u{0}b", 10).is_err());
     }
 }

@@ -64,7 +64,9 @@ pub fn parse_expiry_key(k: &[u8]) -> Option<(Timestamp, ExpiryKind, &[u8])> {
 
 /// The user key of a `Table::Data` key of `keyspace`; `None` if it belongs elsewhere.
 pub fn user_key<'a>(keyspace: &str, data_key: &'a [u8]) -> Option<&'a str> {
-    let rest = data_key.strip_prefix(keyspace.as_bytes())?.strip_prefix(&[0])?;
+    let rest = data_key
+        .strip_prefix(keyspace.as_bytes())?
+        .strip_prefix(&[0])?;
     std::str::from_utf8(rest).ok()
 }
 
@@ -85,7 +87,10 @@ mod tests {
         let a = expiry_key(Timestamp(5), ExpiryKind::Data, b"ks\0k");
         let b = expiry_key(Timestamp(256), ExpiryKind::Idempotency, b"ks\0a");
         assert!(a < b, "index must sort by expiry");
-        assert_eq!(parse_expiry_key(&a), Some((Timestamp(5), ExpiryKind::Data, &b"ks\0k"[..])));
+        assert_eq!(
+            parse_expiry_key(&a),
+            Some((Timestamp(5), ExpiryKind::Data, &b"ks\0k"[..]))
+        );
         assert_eq!(parse_expiry_key(b"exp/short"), None);
     }
 

@@ -59,7 +59,10 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_TRANSACTIONS).absolute(stats.transactions_committed);
     metrics::counter!(STORE_GROUP_COMMITS).absolute(stats.group_commits);
     metrics::counter!(STORE_FSYNCS).absolute(stats.fsyncs);
-    ([("content-type", "text/plain; version=0.0.4")], handle().render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        handle().render(),
+    )
 }
 
 /// Counts one answered request.

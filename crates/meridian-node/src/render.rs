@@ -3,7 +3,7 @@
 
 use base64::Engine as _;
 use meridian_core::record::{Record, Value};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{Map, Value as Json, json};
 
 /// JSON content type.
 pub const JSON: &str = "application/json";
@@ -13,9 +13,10 @@ pub const JSON: &str = "application/json";
 /// mvregister its one value, or a JSON `{"siblings":[…]}` document when writes are concurrent.
 pub fn representation(record: &Record) -> (String, Vec<u8>) {
     match &record.value {
-        Value::Register(r) => {
-            (r.content_type.clone(), r.value.as_ref().map(|b| b.to_vec()).unwrap_or_default())
-        }
+        Value::Register(r) => (
+            r.content_type.clone(),
+            r.value.as_ref().map(|b| b.to_vec()).unwrap_or_default(),
+        ),
         Value::MvRegister(mv) => {
             let sibs: Vec<_> = mv.siblings().collect();
             if let [only] = sibs.as_slice() {
@@ -25,7 +26,10 @@ pub fn representation(record: &Record) -> (String, Vec<u8>) {
             }
         }
         Value::Counter(c) => (JSON.into(), json_bytes(&json!(c.value()))),
-        Value::Set(s) => (JSON.into(), json_bytes(&json!(s.members().collect::<Vec<_>>()))),
+        Value::Set(s) => (
+            JSON.into(),
+            json_bytes(&json!(s.members().collect::<Vec<_>>())),
+        ),
         Value::Map(m) => (JSON.into(), json_bytes(&Json::Object(m.to_json()))),
     }
 }
@@ -37,7 +41,9 @@ pub fn has_siblings(record: &Record) -> bool {
 
 /// `{"siblings":[{"value"|"value_base64", "content_type"}], "context": token}` of an mvregister.
 pub fn siblings_json(record: &Record) -> Json {
-    let Value::MvRegister(mv) = &record.value else { return Json::Null };
+    let Value::MvRegister(mv) = &record.value else {
+        return Json::Null;
+    };
     let sibs: Vec<Json> = mv
         .siblings()
         .map(|s| {

@@ -9,10 +9,10 @@ use meridian_core::version::{Dot, VersionVector};
 use meridian_store::{Store, Table};
 use tokio::sync::{broadcast, watch};
 
+use crate::Error;
 use crate::clock::Clock;
 use crate::error::ApiError;
 use crate::keys;
-use crate::Error;
 
 /// Greatest clock offset accepted from a peer's timestamp, in milliseconds.
 pub const MAX_CLOCK_OFFSET_MS: u64 = 1_000;
@@ -79,7 +79,10 @@ impl Node {
         let mut hlc = Hlc::new(MAX_CLOCK_OFFSET_MS);
         hlc.restore(Timestamp(read_u64(keys::META_HLC)?));
         let mut vv = VersionVector::default();
-        vv.add(&Dot { origin: region.to_string(), counter: last_seq });
+        vv.add(&Dot {
+            origin: region.to_string(),
+            counter: last_seq,
+        });
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
         let (applied, _) = watch::channel(vv);
         Ok(Node {
@@ -119,8 +122,13 @@ impl Node {
     /// The keyspace called `name`, or a 404 that lists the known ones.
     pub fn keyspace(&self, name: &str) -> Result<&Keyspace, ApiError> {
         self.inner.topology.keyspace(name).ok_or_else(|| {
-            let known: Vec<&str> =
-                self.inner.topology.keyspaces.iter().map(|k| k.name.as_str()).collect();
+            let known: Vec<&str> = self
+                .inner
+                .topology
+                .keyspaces
+                .iter()
+                .map(|k| k.name.as_str())
+                .collect();
             ApiError::new(
                 axum::http::StatusCode::NOT_FOUND,
                 "unknown_keyspace",
@@ -145,7 +153,10 @@ impl Node {
     fn lock_hlc(&self) -> std::sync::MutexGuard<'_, Hlc> {
         // A poisoned lock only means a panic elsewhere while holding it; the HLC itself is
         // always in a valid state (every method leaves it consistent), so keep using it.
-        self.inner.hlc.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+        self.inner
+            .hlc
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Reserves the next op-log sequence number. Called only on the store's writer thread, so
@@ -157,17 +168,22 @@ impl Node {
     /// After a failed group commit the reserved sequence numbers were not written: reload the
     /// last durable one so the op log stays contiguous.
     pub(crate) fn reload_seq(&self) {
-        if let Ok(Some(v)) = self.inner.store.get(Table::Meta, keys::META_LAST_SEQ) {
-            if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
-                self.inner.last_seq.store(u64::from_be_bytes(b), Ordering::SeqCst);
-            }
+        if let Ok(Some(v)) = self.inner.store.get(Table::Meta, keys::META_LAST_SEQ)
+            && let Ok(b) = <[u8; 8]>::try_from(v.as_slice())
+        {
+            self.inner
+                .last_seq
+                .store(u64::from_be_bytes(b), Ordering::SeqCst);
         }
     }
 
     /// Publishes a durable change: to the watch feed and to the applied version vector.
     pub(crate) fn published(&self, change: Option<Change>, seq: Option<u64>) {
         if let Some(seq) = seq {
-            let dot = Dot { origin: self.inner.region.clone(), counter: seq };
+            let dot = Dot {
+                origin: self.inner.region.clone(),
+                counter: seq,
+            };
             self.inner.applied.send_modify(|vv| vv.add(&dot));
         }
         if let Some(c) = change {

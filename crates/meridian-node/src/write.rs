@@ -74,7 +74,11 @@ pub struct Written {
 }
 
 enum TxnResult {
-    Done { outcome: Outcome, change: Option<Change>, seq: Option<u64> },
+    Done {
+        outcome: Outcome,
+        change: Option<Change>,
+        seq: Option<u64>,
+    },
     Replayed(Outcome),
 }
 
@@ -94,7 +98,10 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     let session_in = m.headers.session.clone();
     let ks_name = m.keyspace.name.clone();
     let op_name = m.op.name();
-    let result = node.store().transact(move |txn| apply_in_txn(&n, txn, m)).await;
+    let result = node
+        .store()
+        .transact(move |txn| apply_in_txn(&n, txn, m))
+        .await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -105,17 +112,30 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     match result? {
         TxnResult::Replayed(outcome) => {
             metrics::idempotent_replay(&ks_name);
-            Ok(Written { outcome, replayed: true })
+            Ok(Written {
+                outcome,
+                replayed: true,
+            })
         }
-        TxnResult::Done { mut outcome, change, seq } => {
+        TxnResult::Done {
+            mut outcome,
+            change,
+            seq,
+        } => {
             node.published(change, seq);
             metrics::write(&ks_name, op_name);
             if let Some(seq) = seq {
                 let mut vv = session_in.unwrap_or_default();
-                vv.add(&Dot { origin: node.region().to_string(), counter: seq });
+                vv.add(&Dot {
+                    origin: node.region().to_string(),
+                    counter: seq,
+                });
                 outcome.session = Some(vv.to_token());
             }
-            Ok(Written { outcome, replayed: false })
+            Ok(Written {
+                outcome,
+                replayed: false,
+            })
         }
     }
 }
@@ -123,22 +143,26 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
 fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult, ApiError> {
     let region = node.region().to_string();
     let now = node.now();
-    let idem_key = m.headers.idempotency_key.as_deref().map(|k| keys::idempotency_key(&m.keyspace.name, k));
-    if let Some(ik) = &idem_key {
-        if let Some(bytes) = txn.get(Table::Idempotency, ik)? {
-            let stored: StoredOutcome = postcard::from_bytes(&bytes)
-                .map_err(|e| ApiError::internal(format!("idempotency record unreadable: {e}")))?;
-            if stored.expires > now {
-                if stored.fingerprint != m.fingerprint {
-                    return Err(ApiError::new(
-                        StatusCode::UNPROCESSABLE_ENTITY,
-                        "idempotency_key_reused",
-                        "this Idempotency-Key was already used for a different request",
-                        "use a new Idempotency-Key for a new request; reuse one only to retry the identical request",
-                    ));
-                }
-                return Ok(TxnResult::Replayed(stored.outcome));
+    let idem_key = m
+        .headers
+        .idempotency_key
+        .as_deref()
+        .map(|k| keys::idempotency_key(&m.keyspace.name, k));
+    if let Some(ik) = &idem_key
+        && let Some(bytes) = txn.get(Table::Idempotency, ik)?
+    {
+        let stored: StoredOutcome = postcard::from_bytes(&bytes)
+            .map_err(|e| ApiError::internal(format!("idempotency record unreadable: {e}")))?;
+        if stored.expires > now {
+            if stored.fingerprint != m.fingerprint {
+                return Err(ApiError::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    "idempotency_key_reused",
+                    "this Idempotency-Key was already used for a different request",
+                    "use a new Idempotency-Key for a new request; reuse one only to retry the identical request",
+                ));
             }
+            return Ok(TxnResult::Replayed(stored.outcome));
         }
     }
 
@@ -154,24 +178,39 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     let live = current.as_ref().filter(|r| r.is_live(now));
 
     check_preconditions(&m, live)?;
-    let home = live.and_then(|r| r.home.clone()).or_else(|| m.headers.home.clone());
+    let home = live
+        .and_then(|r| r.home.clone())
+        .or_else(|| m.headers.home.clone());
     check_placement(node, &m.keyspace, home.as_deref())?;
 
     if matches!(m.op, Op::Delete { .. }) && live.is_none() {
-        let outcome =
-            Outcome { status: 204, etag: None, session: None, content_type: None, body: Vec::new() };
+        let outcome = Outcome {
+            status: 204,
+            etag: None,
+            session: None,
+            content_type: None,
+            body: Vec::new(),
+        };
         store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
-        return Ok(TxnResult::Done { outcome, change: None, seq: None });
+        return Ok(TxnResult::Done {
+            outcome,
+            change: None,
+            seq: None,
+        });
     }
 
     let new = node.with_hlc(|hlc, wall| -> Result<(Record, Record), ApiError> {
         let ts = hlc.now(wall);
         let meta = WriteMeta {
-            version: Version { ts, origin: region.clone() },
+            version: Version {
+                ts,
+                origin: region.clone(),
+            },
             expires: expiry(&m, live, ts),
             home: home.clone(),
         };
-        let delta = op::apply(m.keyspace.kind, current.as_ref(), &m.op, &meta).map_err(core_error)?;
+        let delta =
+            op::apply(m.keyspace.kind, current.as_ref(), &m.op, &meta).map_err(core_error)?;
         let mut new = current.clone().unwrap_or_else(|| delta.clone());
         new.merge(&delta).map_err(core_error)?;
         Ok((delta, new))
@@ -181,10 +220,19 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     let seq = node.next_seq();
     txn.put(Table::Data, &dk, &new.encode());
     if let Some(exp) = new.expires {
-        txn.put(Table::Meta, &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk), b"");
+        txn.put(
+            Table::Meta,
+            &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
+            b"",
+        );
     }
-    let entry = OpLogEntry { keyspace: m.keyspace.name.clone(), key: m.key.clone(), delta: delta.encode() };
-    let entry = postcard::to_stdvec(&entry).map_err(|e| ApiError::internal(format!("op log encode: {e}")))?;
+    let entry = OpLogEntry {
+        keyspace: m.keyspace.name.clone(),
+        key: m.key.clone(),
+        delta: delta.encode(),
+    };
+    let entry = postcard::to_stdvec(&entry)
+        .map_err(|e| ApiError::internal(format!("op log encode: {e}")))?;
     txn.put(Table::OpLog, &keys::oplog_key(&region, seq), &entry);
     txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
     txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
@@ -202,7 +250,13 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         (Some(ct), body)
     };
     let etag = Some(new.version.etag());
-    let outcome = Outcome { status, etag: etag.clone(), session: None, content_type, body };
+    let outcome = Outcome {
+        status,
+        etag: etag.clone(),
+        session: None,
+        content_type,
+        body,
+    };
     store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
     let change = Change {
         keyspace: m.keyspace.name.clone(),
@@ -212,7 +266,11 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         live: now_live,
         region,
     };
-    Ok(TxnResult::Done { outcome, change: Some(change), seq: Some(seq) })
+    Ok(TxnResult::Done {
+        outcome,
+        change: Some(change),
+        seq: Some(seq),
+    })
 }
 
 /// The expiry of a write: its `Meridian-TTL`, else the keyspace's default TTL, else — for an
@@ -220,7 +278,9 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
 /// or DELETE without either TTL clears it, as a fresh value.
 fn expiry(m: &Mutation, live: Option<&Record>, ts: Timestamp) -> Option<Timestamp> {
     match m.headers.ttl.or(m.keyspace.ttl) {
-        Some(ttl) => Some(ts.saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX))),
+        Some(ttl) => {
+            Some(ts.saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX)))
+        }
         None if matches!(m.op, Op::Put { .. } | Op::Delete { .. }) => None,
         None => live.and_then(|r| r.expires),
     }
@@ -247,11 +307,14 @@ fn check_preconditions(m: &Mutation, live: Option<&Record>) -> Result<(), ApiErr
             "read the key again and retry with its current ETag",
         )
     };
-    if m.headers.if_none_match {
-        if let Some(r) = live {
-            return Err(failed(format!("If-None-Match: * but the key exists at version \"{}\"", r.version.etag()))
-                .with_header("etag", format!("\"{}\"", r.version.etag())));
-        }
+    if m.headers.if_none_match
+        && let Some(r) = live
+    {
+        return Err(failed(format!(
+            "If-None-Match: * but the key exists at version \"{}\"",
+            r.version.etag()
+        ))
+        .with_header("etag", format!("\"{}\"", r.version.etag())));
     }
     match (&m.headers.if_match, live) {
         (None, _) => Ok(()),
@@ -259,11 +322,13 @@ fn check_preconditions(m: &Mutation, live: Option<&Record>) -> Result<(), ApiErr
         (Some(IfMatch::Any), Some(_)) => Ok(()),
         (Some(IfMatch::Versions(vs)), Some(r)) => {
             let cur = r.version.etag();
-            if vs.iter().any(|v| *v == cur) {
+            if vs.contains(&cur) {
                 Ok(())
             } else {
-                Err(failed(format!("the key is at version \"{cur}\", not the one given in If-Match"))
-                    .with_header("etag", format!("\"{cur}\"")))
+                Err(failed(format!(
+                    "the key is at version \"{cur}\", not the one given in If-Match"
+                ))
+                .with_header("etag", format!("\"{cur}\"")))
             }
         }
     }
@@ -273,47 +338,70 @@ fn check_preconditions(m: &Mutation, live: Option<&Record>) -> Result<(), ApiErr
 /// pinned key whose allowed regions exclude this one. Both answer 421 naming where to go.
 pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result<(), ApiError> {
     let region = node.region();
-    if ks.writer == Writer::Home {
-        if let Some(h) = home.filter(|h| *h != region) {
-            return Err(ApiError::new(
+    if ks.writer == Writer::Home
+        && let Some(h) = home.filter(|h| *h != region)
+    {
+        return Err(ApiError::new(
                 StatusCode::MISDIRECTED_REQUEST,
                 "wrong_region",
                 format!("keyspace `{}` takes writes only in a key's home region, and this key's home is `{h}`", ks.name),
                 format!("send the write to region `{h}`"),
             )
             .with_header("meridian-home", h));
-        }
     }
-    if let Some(allowed) = node.topology().regions_for_key(ks, home.unwrap_or(region)) {
-        if !allowed.contains(&region) {
-            let target = allowed.first().map(|t| t.to_string());
-            let hint = match &target {
-                Some(t) => format!("send the request to region `{t}` (allowed: {})", allowed.join(", ")),
-                None => "give the key a home region that belongs to a zone with Meridian-Home".to_string(),
-            };
-            let mut err = ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "residency",
-                format!("keys of keyspace `{}` may not be held in region `{region}`", ks.name),
-                hint,
-            );
-            if let Some(t) = target {
-                err = err.with_header("meridian-allowed-region", t);
+    if let Some(allowed) = node.topology().regions_for_key(ks, home.unwrap_or(region))
+        && !allowed.contains(&region)
+    {
+        let target = allowed.first().map(|t| t.to_string());
+        let hint = match &target {
+            Some(t) => format!(
+                "send the request to region `{t}` (allowed: {})",
+                allowed.join(", ")
+            ),
+            None => {
+                "give the key a home region that belongs to a zone with Meridian-Home".to_string()
             }
-            return Err(err);
+        };
+        let mut err = ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "residency",
+            format!(
+                "keys of keyspace `{}` may not be held in region `{region}`",
+                ks.name
+            ),
+            hint,
+        );
+        if let Some(t) = target {
+            err = err.with_header("meridian-allowed-region", t);
         }
+        return Err(err);
     }
     Ok(())
 }
 
-fn store_outcome(node: &Node, txn: &mut Txn<'_>, ik: Option<&[u8]>, m: &Mutation, now: Timestamp, outcome: &Outcome) {
+fn store_outcome(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    ik: Option<&[u8]>,
+    m: &Mutation,
+    now: Timestamp,
+    outcome: &Outcome,
+) {
     let Some(ik) = ik else { return };
     let ttl = node.topology().limits.idempotency_ttl;
     let expires = now.saturating_add_millis(ttl.as_millis() as u64);
-    let stored = StoredOutcome { fingerprint: m.fingerprint, expires, outcome: outcome.clone() };
+    let stored = StoredOutcome {
+        fingerprint: m.fingerprint,
+        expires,
+        outcome: outcome.clone(),
+    };
     if let Ok(bytes) = postcard::to_stdvec(&stored) {
         txn.put(Table::Idempotency, ik, &bytes);
-        txn.put(Table::Meta, &keys::expiry_key(expires, keys::ExpiryKind::Idempotency, ik), b"");
+        txn.put(
+            Table::Meta,
+            &keys::expiry_key(expires, keys::ExpiryKind::Idempotency, ik),
+            b"",
+        );
     }
 }
 
@@ -328,7 +416,11 @@ pub fn core_error(e: meridian_core::Error) -> ApiError {
             hint,
         ),
         E::InvalidValue { message, hint } => ApiError::bad_request("invalid_value", message, hint),
-        E::BadToken { message } => ApiError::bad_request("bad_header", message, "send the token exactly as a response gave it"),
+        E::BadToken { message } => ApiError::bad_request(
+            "bad_header",
+            message,
+            "send the token exactly as a response gave it",
+        ),
         other => ApiError::internal(other.to_string()),
     }
 }

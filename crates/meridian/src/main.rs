@@ -97,7 +97,9 @@ fn main() -> ExitCode {
 fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
@@ -112,7 +114,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             println!("{}: ok", config.display());
             Ok(())
         }
-        Command::Region { config, region, data, listen } => {
+        Command::Region {
+            config,
+            region,
+            data,
+            listen,
+        } => {
             let topology = Arc::new(load_topology(&config)?);
             let Some(r) = topology.region(&region) else {
                 let known: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
@@ -178,15 +185,21 @@ async fn shutdown_signal() {
 }
 
 fn load_topology(path: &Path) -> anyhow::Result<Topology> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| BadConfig(format!("{}: cannot read the topology file: {e}", path.display())))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        BadConfig(format!(
+            "{}: cannot read the topology file: {e}",
+            path.display()
+        ))
+    })?;
     meridian_core::config::parse(&path.display().to_string(), &text)
         .map_err(|e| BadConfig(e.to_string()).into())
 }
 
 /// Reads `cluster.secret_file` (relative to the topology file), trimmed.
 fn read_secret(config: &Path, topology: &Topology) -> anyhow::Result<Option<String>> {
-    let Some(file) = &topology.cluster.secret_file else { return Ok(None) };
+    let Some(file) = &topology.cluster.secret_file else {
+        return Ok(None);
+    };
     let path = config.parent().unwrap_or(Path::new(".")).join(file);
     let text = std::fs::read_to_string(&path).map_err(|e| {
         BadConfig(format!(

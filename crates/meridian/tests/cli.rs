@@ -3,7 +3,10 @@
 use std::process::Command;
 
 fn meridian(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian")).args(args).output().expect("run");
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .output()
+        .expect("run");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -12,7 +15,10 @@ fn meridian(args: &[&str]) -> (i32, String, String) {
 }
 
 fn example() -> String {
-    format!("{}/../../examples/meridian.toml", env!("CARGO_MANIFEST_DIR"))
+    format!(
+        "{}/../../examples/meridian.toml",
+        env!("CARGO_MANIFEST_DIR")
+    )
 }
 
 #[test]

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::{json, Value};
+use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
 const TOPOLOGY: &str = r#"
@@ -55,10 +55,10 @@ fn start(config: &Path, data: &Path, addr: &str) -> Child {
 async fn wait_ready(client: &reqwest::Client, base: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await {
-            if r.status().is_success() {
-                return;
-            }
+        if let Ok(r) = client.get(format!("{base}/health/ready")).send().await
+            && r.status().is_success()
+        {
+            return;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -100,7 +100,11 @@ async fn acknowledged_writes_survive_sigkill() {
                 i += 1;
                 let key = format!("k-{w}-{i}");
                 let value = format!("value-{w}-{i}-{}", "x".repeat(200));
-                let r = client.put(format!("{base}/v1/kv/reg/{key}")).body(value.clone()).send().await;
+                let r = client
+                    .put(format!("{base}/v1/kv/reg/{key}"))
+                    .body(value.clone())
+                    .send()
+                    .await;
                 match r {
                     Ok(r) if r.status() == 201 => acks.lock().await.registers.push((key, value)),
                     Ok(r) => panic!("unexpected status {} before the kill", r.status()),
@@ -118,7 +122,11 @@ async fn acknowledged_writes_survive_sigkill() {
                     Err(_) => break,
                 }
                 acks.lock().await.incr_sent += 1;
-                match client.post(format!("{base}/v1/kv/cnt/total/incr")).send().await {
+                match client
+                    .post(format!("{base}/v1/kv/cnt/total/incr"))
+                    .send()
+                    .await
+                {
                     Ok(r) if r.status() == 200 => acks.lock().await.incr_acked += 1,
                     Ok(r) => panic!("unexpected status {}", r.status()),
                     Err(_) => break,
@@ -134,19 +142,31 @@ async fn acknowledged_writes_survive_sigkill() {
     }
 
     let acks = acks.lock().await;
-    assert!(acks.registers.len() > 100, "too few writes before the kill: {}", acks.registers.len());
+    assert!(
+        acks.registers.len() > 100,
+        "too few writes before the kill: {}",
+        acks.registers.len()
+    );
 
     let mut child = start(&config, &data, &addr);
     wait_ready(&client, &base).await;
     let mut lost = Vec::new();
     for (key, value) in &acks.registers {
-        let r = client.get(format!("{base}/v1/kv/reg/{key}")).send().await.expect("get");
+        let r = client
+            .get(format!("{base}/v1/kv/reg/{key}"))
+            .send()
+            .await
+            .expect("get");
         if r.status() != 200 || r.text().await.expect("body") != *value {
             lost.push(key.clone());
         }
     }
     for (m, i) in &acks.maps {
-        let r = client.get(format!("{base}/v1/kv/docs/{m}")).send().await.expect("get");
+        let r = client
+            .get(format!("{base}/v1/kv/docs/{m}"))
+            .send()
+            .await
+            .expect("get");
         let v: Value = r.json().await.expect("json");
         if v != json!({"a": i, "b": i, "c": i}) {
             lost.push(format!("{m} = {v}"));
@@ -163,7 +183,10 @@ async fn acknowledged_writes_survive_sigkill() {
         .expect("json");
     for item in page["items"].as_array().expect("items") {
         let v = &item["value"];
-        assert!(v["a"] == v["b"] && v["b"] == v["c"], "half-written map {item}");
+        assert!(
+            v["a"] == v["b"] && v["b"] == v["c"],
+            "half-written map {item}"
+        );
     }
     let total: i64 = client
         .get(format!("{base}/v1/kv/cnt/total"))
@@ -175,7 +198,12 @@ async fn acknowledged_writes_survive_sigkill() {
         .expect("number");
     child.kill().expect("stop");
     child.wait().expect("reap");
-    assert!(lost.is_empty(), "{} acknowledged writes lost after SIGKILL: {:?}", lost.len(), &lost[..lost.len().min(10)]);
+    assert!(
+        lost.is_empty(),
+        "{} acknowledged writes lost after SIGKILL: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(10)]
+    );
     assert!(
         total >= acks.incr_acked && total <= acks.incr_sent,
         "counter {total} outside [acked {}, sent {}]",

@@ -14,11 +14,11 @@ mod scalar;
 mod summary;
 
 pub use diag::{ConfigError, Diagnostic};
-pub use scalar::{duration as parse_duration, format_duration};
 pub use model::{
     AllDown, Cluster, Dns, DnsRecord, Edge, GeoMap, Health, Keyspace, LatLon, Limits, Policy,
     RecordType, Region, Replication, Residency, Routing, Topology, Writer, Writes, Zone,
 };
+pub use scalar::{duration as parse_duration, format_duration};
 
 /// Parses and validates a topology file.
 ///

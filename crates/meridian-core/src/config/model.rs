@@ -426,7 +426,11 @@ impl Topology {
     /// The regions that may hold one key of `keyspace` whose home region is `home`: `None` when
     /// the keyspace is not pinned (every region may); for `home-zone`, the regions of the home's
     /// zone — none at all when the home is in no zone, so such a key can be held nowhere.
-    pub fn regions_for_key<'a>(&'a self, keyspace: &'a Keyspace, home: &str) -> Option<Vec<&'a str>> {
+    pub fn regions_for_key<'a>(
+        &'a self,
+        keyspace: &'a Keyspace,
+        home: &str,
+    ) -> Option<Vec<&'a str>> {
         let zone = match keyspace.residency.as_ref()? {
             Residency::Regions(list) => return Some(list.iter().map(String::as_str).collect()),
             Residency::Zone(z) => Some(z.as_str()),

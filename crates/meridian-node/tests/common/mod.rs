@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use meridian_node::{clock::SystemClock, Node};
+use meridian_node::{Node, clock::SystemClock};
 use meridian_store::{Store, StoreOptions};
 
 pub const TOPOLOGY: &str = r#"
@@ -88,15 +88,28 @@ impl TestNode {
         let topology = meridian_core::config::parse("test.toml", TOPOLOGY).expect("test topology");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
-        let node = Node::new(Arc::new(topology), "us-east-1", store, Arc::new(SystemClock))
-            .expect("node");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let node = Node::new(
+            Arc::new(topology),
+            "us-east-1",
+            store,
+            Arc::new(SystemClock),
+        )
+        .expect("node");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let n = node.clone();
         let server = tokio::spawn(async move {
             let _ = meridian_node::serve(n, listener, admin_token, std::future::pending()).await;
         });
-        TestNode { base, client: reqwest::Client::new(), node, _dir: dir, _server: server }
+        TestNode {
+            base,
+            client: reqwest::Client::new(),
+            node,
+            _dir: dir,
+            _server: server,
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -110,6 +123,12 @@ pub async fn error_code(resp: reqwest::Response) -> String {
     let v: serde_json::Value =
         serde_json::from_str(&text).unwrap_or_else(|_| panic!("not JSON: {text}"));
     let err = &v["error"];
-    assert!(err["message"].is_string() && err["hint"].is_string(), "error without message/hint: {v}");
-    err["code"].as_str().unwrap_or_else(|| panic!("no error.code in {v}")).to_string()
+    assert!(
+        err["message"].is_string() && err["hint"].is_string(),
+        "error without message/hint: {v}"
+    );
+    err["code"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no error.code in {v}"))
+        .to_string()
 }
