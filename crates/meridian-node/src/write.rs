@@ -4,7 +4,7 @@
 //! + idempotency outcome together. The caller hears back only once all of it is on disk.
 
 use axum::http::StatusCode;
-use meridian_core::config::{Keyspace, Writer};
+use meridian_core::config::{Keyspace, Residency, Writer};
 use meridian_core::hlc::Timestamp;
 use meridian_core::op::{self, Op, WriteMeta};
 use meridian_core::record::Record;
@@ -180,7 +180,13 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     check_preconditions(&m, live)?;
     let home = live
         .and_then(|r| r.home.clone())
-        .or_else(|| m.headers.home.clone());
+        .or_else(|| m.headers.home.clone())
+        .or_else(|| {
+            // A key that has a home by policy is homed where it is created, unless told otherwise.
+            let homed = m.keyspace.writer == Writer::Home
+                || matches!(m.keyspace.residency, Some(Residency::HomeZone));
+            homed.then(|| region.clone())
+        });
     check_placement(node, &m.keyspace, home.as_deref())?;
 
     if matches!(m.op, Op::Delete { .. }) && live.is_none() {

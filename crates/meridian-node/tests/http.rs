@@ -959,3 +959,31 @@ async fn openapi_matches_the_router() {
         "the router's routes (api.rs) and openapi.json differ"
     );
 }
+
+/// A key of a `writer = "home"` keyspace is homed where it was created: a later write naming
+/// another home cannot move it, and the stored home is what later writes are checked against.
+#[tokio::test]
+async fn home_keys_are_homed_where_created() {
+    let t = TestNode::start().await;
+    let url = t.url("/v1/kv/homed/h");
+    assert_eq!(
+        t.client.put(&url).body("a").send().await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    let r = t
+        .client
+        .put(&url)
+        .header("meridian-home", "eu-west-1")
+        .body("b")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "an existing key keeps its home");
+    let page = t
+        .client
+        .get(t.url("/v1/kv/homed?values=true"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(json_of(page).await["items"][0]["value"], json!("b"));
+}
