@@ -50,6 +50,8 @@ wrk_run() { # $1 = put|get, $2 = rate (0 = flat out)
   MODE=$1 RATE=$2 CONNS=64 wrk -t2 -c64 -d"${SECS}s" -s "$HERE/wrk.lua" http://127.0.0.1:17801 \
     | awk '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); printf "%s ", a[2]}}'
 }
+# Fill every key once (so GETs find them), then measure.
+MODE=fill CONNS=64 wrk -t2 -c64 -d8s -s "$HERE/wrk.lua" http://127.0.0.1:17801 >/dev/null
 R[m_put]=$(wrk_run put 0)
 R[m_get]=$(wrk_run get 0)
 put_peak=$(echo "${R[m_put]}" | cut -d' ' -f1)

@@ -1,19 +1,45 @@
 -- wrk script for the region node: PUT or GET of 256-byte values over KEYS keys.
--- Environment: MODE=put|get, KEYS (default 100000), RATE (total req/s to pace to; 0 = flat out),
--- CONNS (connections, to split RATE).
+-- Requests are formatted once in init() and replayed, so the load generator spends its CPU on
+-- sending, not on Lua string building (it shares the machine's cores with the server).
+-- MODE=fill writes k1..kKEYS in order (each thread takes every THREADS-th key, wrapping), so a
+-- later GET run finds every key.
+-- Environment: MODE=fill|put|get, KEYS (default 100000), THREADS (default 2),
+-- RATE (total req/s to pace to; 0 = flat out), CONNS (connections, to split RATE).
 local mode = os.getenv("MODE") or "put"
 local keys = tonumber(os.getenv("KEYS") or "100000")
+local threads = tonumber(os.getenv("THREADS") or "2")
 local rate = tonumber(os.getenv("RATE") or "0")
 local conns = tonumber(os.getenv("CONNS") or "64")
 local body = string.rep("v", 256)
-local counter = 0
+local next_id = 0
+local reqs = {}
+local count = 0
+local i = 0
 
 function setup(thread)
   thread:set("seed", math.random(1, 1000000))
+  thread:set("id", next_id)
+  next_id = next_id + 1
 end
 
 function init(args)
   math.randomseed(seed)
+  local per_thread = math.floor(keys / threads)
+  count = (mode == "fill") and per_thread or 20000
+  for j = 1, count do
+    local n
+    if mode == "fill" then
+      n = (j - 1) * threads + id + 1
+    else
+      n = math.random(1, keys)
+    end
+    local path = "/v1/kv/bench/k" .. n
+    if mode == "get" then
+      reqs[j] = wrk.format("GET", path)
+    else
+      reqs[j] = wrk.format("PUT", path, {["Content-Type"] = "application/octet-stream"}, body)
+    end
+  end
 end
 
 function delay()
@@ -24,12 +50,8 @@ function delay()
 end
 
 function request()
-  counter = counter + 1
-  local path = "/v1/kv/bench/k" .. math.random(1, keys)
-  if mode == "put" then
-    return wrk.format("PUT", path, {["Content-Type"] = "application/octet-stream"}, body)
-  end
-  return wrk.format("GET", path)
+  i = i % count + 1
+  return reqs[i]
 end
 
 function done(summary, latency, requests)

@@ -27,7 +27,7 @@ use crate::{feed, keys, metrics, render};
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
-/// Default and largest page size of a scan.
+/// Page size of a scan when the request gives none.
 pub const SCAN_DEFAULT_LIMIT: usize = 100;
 /// Largest page size of a scan.
 pub const SCAN_MAX_LIMIT: usize = 1_000;

@@ -114,11 +114,6 @@ impl Node {
         &self.inner.store
     }
 
-    /// The clock.
-    pub fn clock(&self) -> Arc<dyn Clock> {
-        Arc::clone(&self.inner.clock)
-    }
-
     /// The keyspace called `name`, or a 404 that lists the known ones.
     pub fn keyspace(&self, name: &str) -> Result<&Keyspace, ApiError> {
         self.inner.topology.keyspace(name).ok_or_else(|| {
@@ -142,12 +137,6 @@ impl Node {
     pub fn now(&self) -> Timestamp {
         let wall = self.inner.clock.wall_ms();
         self.lock_hlc().peek(wall)
-    }
-
-    /// Issues a fresh HLC timestamp (strictly after every earlier one).
-    pub fn tick(&self) -> Timestamp {
-        let wall = self.inner.clock.wall_ms();
-        self.lock_hlc().now(wall)
     }
 
     fn lock_hlc(&self) -> std::sync::MutexGuard<'_, Hlc> {

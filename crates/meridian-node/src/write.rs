@@ -223,6 +223,15 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     });
     let (delta, new) = new?;
 
+    // Everything fallible is done before the first staged write: a refusal stages nothing and
+    // consumes no op-log sequence number.
+    let entry = OpLogEntry {
+        keyspace: m.keyspace.name.clone(),
+        key: m.key.clone(),
+        delta: delta.encode(),
+    };
+    let entry = postcard::to_stdvec(&entry)
+        .map_err(|e| ApiError::internal(format!("op log encode: {e}")))?;
     let seq = node.next_seq();
     txn.put(Table::Data, &dk, &new.encode());
     if let Some(exp) = new.expires {
@@ -232,13 +241,6 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
             b"",
         );
     }
-    let entry = OpLogEntry {
-        keyspace: m.keyspace.name.clone(),
-        key: m.key.clone(),
-        delta: delta.encode(),
-    };
-    let entry = postcard::to_stdvec(&entry)
-        .map_err(|e| ApiError::internal(format!("op log encode: {e}")))?;
     txn.put(Table::OpLog, &keys::oplog_key(&region, seq), &entry);
     txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
     txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
