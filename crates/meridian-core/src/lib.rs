@@ -10,6 +10,7 @@ pub mod kind;
 pub mod op;
 pub mod record;
 pub mod version;
+pub mod wire;
 
 pub use error::Error;
 pub use kind::KeyspaceType;

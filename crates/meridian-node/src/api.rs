@@ -32,9 +32,10 @@ pub const SCAN_DEFAULT_LIMIT: usize = 100;
 /// Largest page size of a scan.
 pub const SCAN_MAX_LIMIT: usize = 1_000;
 
-/// Builds the node's router. `admin_token`, when set, must be presented as
-/// `Authorization: Bearer <token>` on `/v1/admin/*`.
-pub fn router(node: Node, admin_token: Option<String>) -> Router {
+/// Builds the node's router. The cluster secret, when set, must be presented as
+/// `Authorization: Bearer <secret>` on `/v1/admin/*`; peers authenticate on `/v1/repl/*`.
+pub fn router(node: Node) -> Router {
+    let admin_token = node.config().secret.clone();
     Router::new()
         .route(
             "/health/live",
@@ -59,6 +60,7 @@ pub fn router(node: Node, admin_token: Option<String>) -> Router {
         .route("/v1/kv/{keyspace}/{key}/remove", post(remove))
         .route("/v1/watch/{keyspace}", get(feed::watch))
         .route("/v1/conflicts", get(conflicts))
+        .route("/v1/repl/stream", get(crate::repl::stream))
         .route(
             "/v1/admin/status",
             get(admin_status).layer(middleware::from_fn_with_state(admin_token, admin_auth)),
@@ -587,9 +589,7 @@ async fn scan(
 }
 
 async fn conflicts(State(node): State<Node>) -> Json<serde_json::Value> {
-    // Conflicts arise only between regions; until replication runs, a single region's HLC
-    // orders every write, so there are none to list.
-    Json(json!({"region": node.region(), "conflicts": []}))
+    Json(json!({"region": node.region(), "conflicts": node.conflicts()}))
 }
 
 async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
@@ -609,7 +609,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
         "region": node.region(),
         "hlc": node.now().0,
         "applied": node.applied().borrow().to_token(),
-        "peers": [],
+        "peers": crate::repl::peer_status(&node),
         "keyspaces": keyspaces,
         "store": {
             "transactions": stats.transactions_committed,

@@ -89,7 +89,7 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
         .await??;
     for c in expired {
         metrics::expired(&c.keyspace, 1);
-        node.publish_expiry(c);
+        node.publish_change(c);
     }
     Ok(handled)
 }

@@ -48,7 +48,11 @@ pub(crate) async fn watch(
         return e.into_response();
     }
     let rx = node.subscribe();
-    Sse::new(events(rx, ks, prefix))
+    let until_closed = node.clone();
+    let stream = futures_util::StreamExt::take_until(events(rx, ks, prefix), async move {
+        until_closed.closed().await
+    });
+    Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
         .into_response()
 }

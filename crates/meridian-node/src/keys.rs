@@ -27,6 +27,22 @@ pub fn oplog_key(origin: &str, seq: u64) -> Vec<u8> {
 pub const META_LAST_SEQ: &[u8] = b"node/last_seq";
 /// `Table::Meta` key holding the highest HLC timestamp this region issued (restored at start).
 pub const META_HLC: &[u8] = b"node/hlc";
+/// `Table::Meta` prefix of the applied sequence per remote origin: `vv/<origin>` → u64 BE.
+pub const META_VV_PREFIX: &[u8] = b"vv/";
+
+/// `Table::Meta` key of the applied sequence of a remote origin.
+pub fn vv_key(origin: &str) -> Vec<u8> {
+    [META_VV_PREFIX, origin.as_bytes()].concat()
+}
+
+/// The (origin, sequence) of a `Table::OpLog` key.
+pub fn parse_oplog_key(k: &[u8]) -> Option<(&str, u64)> {
+    let nul = k.iter().position(|b| *b == 0)?;
+    let origin = std::str::from_utf8(&k[..nul]).ok()?;
+    let seq = <[u8; 8]>::try_from(&k[nul + 1..]).ok()?;
+    Some((origin, u64::from_be_bytes(seq)))
+}
+
 /// `Table::Meta` prefix of the expiry index: `exp/` + expiry (big-endian) + kind + table key.
 pub const EXPIRY_PREFIX: &[u8] = b"exp/";
 

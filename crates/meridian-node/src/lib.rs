@@ -11,6 +11,7 @@ pub mod input;
 pub mod keys;
 pub mod metrics;
 pub mod render;
+pub mod repl;
 pub mod state;
 pub mod write;
 
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use error::ApiError;
-pub use state::Node;
+pub use state::{Node, NodeConfig};
 
 /// How often the TTL sweeper reclaims expired records.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -49,11 +50,10 @@ pub enum Error {
 }
 
 /// Serves the data API of `node` on `listener` until `shutdown` completes, then finishes
-/// in-flight requests. The TTL sweeper runs alongside.
+/// in-flight requests. The TTL sweeper and the replication links to every peer run alongside.
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
-    admin_token: Option<String>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     metrics::install();
@@ -61,12 +61,20 @@ pub async fn serve(
         .local_addr()
         .map(|a| a.to_string())
         .unwrap_or_default();
-    let sweeper = tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL));
-    let app = api::router(node, admin_token);
+    let mut tasks = repl::start(&node);
+    tasks.push(tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL)));
+    let app = api::router(node.clone());
+    let closing = node.clone();
+    let shutdown = async move {
+        shutdown.await;
+        closing.close();
+    };
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
-    sweeper.abort();
+    for t in tasks {
+        t.abort();
+    }
     served.map_err(|source| Error::Listen { addr, source })
 }
 
@@ -75,7 +83,14 @@ pub fn open(
     topology: Arc<meridian_core::config::Topology>,
     region: &str,
     data_dir: &std::path::Path,
+    config: NodeConfig,
 ) -> Result<Node, Error> {
     let store = meridian_store::Store::open(data_dir, meridian_store::StoreOptions::default())?;
-    Node::new(topology, region, store, Arc::new(clock::SystemClock))
+    Node::new(
+        topology,
+        region,
+        store,
+        Arc::new(clock::SystemClock),
+        config,
+    )
 }

@@ -19,6 +19,24 @@ pub const KV_WRITES: &str = "meridian_kv_writes_total";
 pub const IDEMPOTENT_REPLAYS: &str = "meridian_idempotent_replays_total";
 /// Keys removed by TTL expiry.
 pub const EXPIRED: &str = "meridian_ttl_expired_total";
+/// Replication bytes sent to a peer (egress), by peer.
+pub const REPL_SENT_BYTES: &str = "meridian_repl_sent_bytes_total";
+/// Replication bytes received from a peer, by peer.
+pub const REPL_RECEIVED_BYTES: &str = "meridian_repl_received_bytes_total";
+/// Remote op-log entries applied here.
+pub const REPL_APPLIED: &str = "meridian_repl_applied_total";
+/// 1 while the link to a peer is up, by peer.
+pub const REPL_LINK_UP: &str = "meridian_repl_link_up";
+/// Ops of this region a peer has not acknowledged, by peer.
+pub const REPL_UNACKED: &str = "meridian_repl_unacked_ops";
+/// Seconds since the oldest op a peer has not acknowledged was written, by peer.
+pub const REPL_LAG: &str = "meridian_repl_lag_seconds";
+/// Concurrent writes where last-writer-wins overwrote one, by keyspace.
+pub const CONFLICTS: &str = "meridian_conflicts_total";
+/// Sync writes answered `quorum_unavailable`, by keyspace.
+pub const QUORUM_TIMEOUTS: &str = "meridian_quorum_timeouts_total";
+/// Remote timestamps further ahead of this node's clock than the allowed offset, by origin.
+pub const CLOCK_SKEW: &str = "meridian_clock_skew_rejections_total";
 /// Transactions committed by the store.
 pub const STORE_TRANSACTIONS: &str = "meridian_store_transactions_total";
 /// Group commits (one fsync each in durable mode).
@@ -55,6 +73,7 @@ pub fn install() {
 
 /// `GET /metrics`: the Prometheus text exposition.
 pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str); 1], String) {
+    crate::repl::peer_status(&node);
     let stats = node.store().stats();
     metrics::counter!(STORE_TRANSACTIONS).absolute(stats.transactions_committed);
     metrics::counter!(STORE_GROUP_COMMITS).absolute(stats.group_commits);
@@ -84,4 +103,45 @@ pub fn idempotent_replay(keyspace: &str) {
 /// Counts expired keys.
 pub fn expired(keyspace: &str, n: u64) {
     metrics::counter!(EXPIRED, "keyspace" => keyspace.to_string()).increment(n);
+}
+
+/// Counts replication bytes sent to `peer`.
+pub fn repl_sent(peer: &str, bytes: u64) {
+    metrics::counter!(REPL_SENT_BYTES, "peer" => peer.to_string()).increment(bytes);
+}
+
+/// Counts replication bytes received from `peer`.
+pub fn repl_received(peer: &str, bytes: u64) {
+    metrics::counter!(REPL_RECEIVED_BYTES, "peer" => peer.to_string()).increment(bytes);
+}
+
+/// Counts one applied remote entry.
+pub fn repl_applied() {
+    metrics::counter!(REPL_APPLIED).increment(1);
+}
+
+/// Sets the link state of `peer`.
+pub fn link_up(peer: &str, up: bool) {
+    metrics::gauge!(REPL_LINK_UP, "peer" => peer.to_string()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Sets the unacknowledged ops and lag of `peer`.
+pub fn peer_lag(peer: &str, unacked: u64, lag_seconds: f64) {
+    metrics::gauge!(REPL_UNACKED, "peer" => peer.to_string()).set(unacked as f64);
+    metrics::gauge!(REPL_LAG, "peer" => peer.to_string()).set(lag_seconds);
+}
+
+/// Counts a conflict.
+pub fn conflict(keyspace: &str) {
+    metrics::counter!(CONFLICTS, "keyspace" => keyspace.to_string()).increment(1);
+}
+
+/// Counts a sync write whose quorum was not confirmed in time.
+pub fn quorum_timeout(keyspace: &str) {
+    metrics::counter!(QUORUM_TIMEOUTS, "keyspace" => keyspace.to_string()).increment(1);
+}
+
+/// Counts a remote timestamp beyond the allowed clock offset.
+pub fn clock_skew(origin: &str) {
+    metrics::counter!(CLOCK_SKEW, "origin" => origin.to_string()).increment(1);
 }

@@ -1,5 +1,6 @@
 //! The node's shared state: topology, store, clock, and the channels that carry changes out.
 
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -36,6 +37,47 @@ pub struct Change {
     pub region: String,
 }
 
+/// How many recent conflicts `/v1/conflicts` keeps.
+pub const CONFLICTS_KEPT: usize = 1_000;
+
+/// Settings of a node beyond the topology.
+#[derive(Debug, Clone, Default)]
+pub struct NodeConfig {
+    /// The cluster secret: authenticates peers and admin calls. `None` leaves both open.
+    pub secret: Option<String>,
+    /// Base URL per peer region, overriding the region's `node` URL (the lab points these at
+    /// its WAN emulator's relays).
+    pub peer_urls: BTreeMap<String, String>,
+}
+
+/// A replication link to one peer, as this node sees it.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct PeerLink {
+    /// `connecting`, `up` or `down`.
+    pub state: &'static str,
+    /// Why the link last failed.
+    pub last_error: Option<String>,
+    /// Replication bytes received from the peer.
+    pub bytes_received: u64,
+    /// Replication bytes sent to the peer (egress).
+    pub bytes_sent: u64,
+}
+
+/// Two writes to one key made without either seeing the other, where one overwrote the other.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Conflict {
+    /// Keyspace of the key.
+    pub keyspace: String,
+    /// The key.
+    pub key: String,
+    /// ETag of the write that won (highest HLC, then origin).
+    pub winner: String,
+    /// ETag of the write that lost.
+    pub loser: String,
+    /// HLC time (ms) when this region saw it.
+    pub detected_ms: u64,
+}
+
 /// Everything a request handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct Node {
@@ -51,6 +93,11 @@ struct Inner {
     last_seq: AtomicU64,
     changes: broadcast::Sender<Change>,
     applied: watch::Sender<VersionVector>,
+    config: NodeConfig,
+    acked: watch::Sender<BTreeMap<String, VersionVector>>,
+    links: Mutex<BTreeMap<String, PeerLink>>,
+    conflicts: Mutex<VecDeque<Conflict>>,
+    closing: watch::Sender<bool>,
 }
 
 impl Node {
@@ -61,6 +108,7 @@ impl Node {
         region: &str,
         store: Store,
         clock: Arc<dyn Clock>,
+        config: NodeConfig,
     ) -> Result<Node, Error> {
         if topology.region(region).is_none() {
             return Err(Error::UnknownRegion {
@@ -79,6 +127,15 @@ impl Node {
         let mut hlc = Hlc::new(MAX_CLOCK_OFFSET_MS);
         hlc.restore(Timestamp(read_u64(keys::META_HLC)?));
         let mut vv = VersionVector::default();
+        for (k, v) in store.scan(Table::Meta, keys::META_VV_PREFIX, None, usize::MAX)? {
+            let origin = String::from_utf8_lossy(&k[keys::META_VV_PREFIX.len()..]).into_owned();
+            if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
+                vv.add(&Dot {
+                    origin,
+                    counter: u64::from_be_bytes(b),
+                });
+            }
+        }
         vv.add(&Dot {
             origin: region.to_string(),
             counter: last_seq,
@@ -95,6 +152,11 @@ impl Node {
                 last_seq: AtomicU64::new(last_seq),
                 changes,
                 applied,
+                config,
+                acked: watch::channel(BTreeMap::new()).0,
+                links: Mutex::new(BTreeMap::new()),
+                conflicts: Mutex::new(VecDeque::new()),
+                closing: watch::channel(false).0,
             }),
         })
     }
@@ -181,8 +243,9 @@ impl Node {
         }
     }
 
-    /// Publishes an expiry to the watch feed.
-    pub(crate) fn publish_expiry(&self, change: Change) {
+    /// Publishes a change that carries no op-log sequence of this region (an expiry, a
+    /// replicated write) to the watch feed.
+    pub(crate) fn publish_change(&self, change: Change) {
         let _ = self.inner.changes.send(change);
     }
 
@@ -200,5 +263,88 @@ impl Node {
     pub(crate) fn with_hlc<R>(&self, f: impl FnOnce(&mut Hlc, u64) -> R) -> R {
         let wall = self.inner.clock.wall_ms();
         f(&mut self.lock_hlc(), wall)
+    }
+
+    /// Wall-clock milliseconds, from the node's clock.
+    pub fn wall_ms(&self) -> u64 {
+        self.inner.clock.wall_ms()
+    }
+
+    /// The node's settings beyond the topology.
+    pub fn config(&self) -> &NodeConfig {
+        &self.inner.config
+    }
+
+    /// Records remote writes applied here (durably), waking session and quorum waiters.
+    pub(crate) fn applied_remote(&self, vv: &VersionVector) {
+        self.inner.applied.send_modify(|applied| applied.merge(vv));
+    }
+
+    /// Records what `peer` says it has applied.
+    pub(crate) fn peer_heads(&self, peer: &str, vv: &VersionVector) {
+        self.inner
+            .acked
+            .send_modify(|m| m.entry(peer.to_string()).or_default().merge(vv));
+    }
+
+    /// What each peer has said it applied.
+    pub fn acked(&self) -> watch::Receiver<BTreeMap<String, VersionVector>> {
+        self.inner.acked.subscribe()
+    }
+
+    /// Updates the link record of `peer`.
+    pub(crate) fn link(&self, peer: &str, f: impl FnOnce(&mut PeerLink)) {
+        let mut links = self
+            .inner
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        f(links.entry(peer.to_string()).or_default());
+    }
+
+    /// Every peer link as this node sees it.
+    pub fn links(&self) -> BTreeMap<String, PeerLink> {
+        self.inner
+            .links
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Remembers a conflict (the oldest are dropped past [`CONFLICTS_KEPT`]).
+    pub(crate) fn conflict(&self, c: Conflict) {
+        let mut list = self
+            .inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if list.len() == CONFLICTS_KEPT {
+            list.pop_front();
+        }
+        list.push_back(c);
+    }
+
+    /// Recent conflicts, oldest first.
+    pub fn conflicts(&self) -> Vec<Conflict> {
+        self.inner
+            .conflicts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Starts closing: long-lived streams (replication, watch feeds) end so that a graceful
+    /// shutdown does not wait on them forever.
+    pub fn close(&self) {
+        self.inner.closing.send_replace(true);
+    }
+
+    /// Resolves once [`Node::close`] has been called.
+    pub async fn closed(&self) {
+        let mut rx = self.inner.closing.subscribe();
+        // An error means the sender is gone, which only happens when the node is dropped.
+        let _ = rx.wait_for(|closing| *closing).await;
     }
 }

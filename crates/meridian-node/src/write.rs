@@ -4,11 +4,12 @@
 //! + idempotency outcome together. The caller hears back only once all of it is on disk.
 
 use axum::http::StatusCode;
-use meridian_core::config::{Keyspace, Residency, Writer};
+use meridian_core::config::{Keyspace, Replication, Residency, Writer};
 use meridian_core::hlc::Timestamp;
 use meridian_core::op::{self, Op, WriteMeta};
 use meridian_core::record::Record;
 use meridian_core::version::{Dot, Version};
+use meridian_core::wire::{LogBody, OpPayload, encode_log_body};
 use meridian_store::{Table, Txn};
 use serde::{Deserialize, Serialize};
 
@@ -33,22 +34,26 @@ pub struct Outcome {
     pub body: Vec<u8>,
 }
 
+/// An idempotency record: the first outcome of a request, kept for `[limits] idempotency_ttl`.
 #[derive(Serialize, Deserialize)]
-struct StoredOutcome {
-    fingerprint: u128,
-    expires: Timestamp,
-    outcome: Outcome,
+pub(crate) struct StoredOutcome {
+    pub(crate) fingerprint: u128,
+    pub(crate) expires: Timestamp,
+    pub(crate) outcome: Outcome,
+    /// The op-log sequence of the write at its origin (`None` when nothing was written).
+    pub(crate) seq: Option<(String, u64)>,
 }
 
-/// An entry of the op log: the delta a write produced, as replication will ship it.
-#[derive(Serialize, Deserialize)]
-pub struct OpLogEntry {
-    /// Keyspace of the key.
-    pub keyspace: String,
-    /// The key.
-    pub key: String,
-    /// The encoded delta record (see `Record::encode`).
-    pub delta: Vec<u8>,
+impl StoredOutcome {
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        // invariant: postcard serialization of plain structs into a Vec cannot fail
+        postcard::to_stdvec(self).unwrap_or_default()
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<StoredOutcome, ApiError> {
+        postcard::from_bytes(bytes)
+            .map_err(|e| ApiError::internal(format!("idempotency record unreadable: {e}")))
+    }
 }
 
 /// A validated mutation, ready for the writer.
@@ -78,8 +83,12 @@ enum TxnResult {
         outcome: Outcome,
         change: Option<Change>,
         seq: Option<u64>,
+        home: Option<String>,
     },
-    Replayed(Outcome),
+    Replayed {
+        outcome: Outcome,
+        seq: Option<(String, u64)>,
+    },
 }
 
 /// Hash of a request for idempotency: method, path, body and every header that changes meaning.
@@ -92,11 +101,13 @@ pub fn fingerprint(parts: &[&[u8]]) -> u128 {
     xxhash_rust::xxh3::xxh3_128(&buf)
 }
 
-/// Runs a mutation durably and returns its outcome.
+/// Runs a mutation durably and returns its outcome. For a `sync` keyspace the answer also
+/// waits for the quorum (see [`crate::repl::wait_quorum`]); a replayed outcome waits for it too,
+/// so a retry after `quorum_unavailable` reports the truth.
 pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     let n = node.clone();
     let session_in = m.headers.session.clone();
-    let ks_name = m.keyspace.name.clone();
+    let keyspace = m.keyspace.clone();
     let op_name = m.op.name();
     let result = node
         .store()
@@ -109,35 +120,39 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
             return Err(e.into());
         }
     };
-    match result? {
-        TxnResult::Replayed(outcome) => {
-            metrics::idempotent_replay(&ks_name);
-            Ok(Written {
-                outcome,
-                replayed: true,
-            })
+    let (mut outcome, replayed, seq, home) = match result? {
+        TxnResult::Replayed { outcome, seq } => {
+            metrics::idempotent_replay(&keyspace.name);
+            (outcome, true, seq, None)
         }
         TxnResult::Done {
-            mut outcome,
+            outcome,
             change,
             seq,
+            home,
         } => {
             node.published(change, seq);
-            metrics::write(&ks_name, op_name);
-            if let Some(seq) = seq {
-                let mut vv = session_in.unwrap_or_default();
-                vv.add(&Dot {
-                    origin: node.region().to_string(),
-                    counter: seq,
-                });
-                outcome.session = Some(vv.to_token());
-            }
-            Ok(Written {
+            metrics::write(&keyspace.name, op_name);
+            (
                 outcome,
-                replayed: false,
-            })
+                false,
+                seq.map(|s| (node.region().to_string(), s)),
+                home,
+            )
+        }
+    };
+    if let Some((origin, seq)) = &seq {
+        let mut vv = session_in.unwrap_or_default();
+        vv.add(&Dot {
+            origin: origin.clone(),
+            counter: *seq,
+        });
+        outcome.session = Some(vv.to_token());
+        if keyspace.replication == Replication::Sync && origin == node.region() {
+            crate::repl::wait_quorum(node, &keyspace, home.as_deref(), *seq).await?;
         }
     }
+    Ok(Written { outcome, replayed })
 }
 
 fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult, ApiError> {
@@ -151,8 +166,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     if let Some(ik) = &idem_key
         && let Some(bytes) = txn.get(Table::Idempotency, ik)?
     {
-        let stored: StoredOutcome = postcard::from_bytes(&bytes)
-            .map_err(|e| ApiError::internal(format!("idempotency record unreadable: {e}")))?;
+        let stored = StoredOutcome::decode(&bytes)?;
         if stored.expires > now {
             if stored.fingerprint != m.fingerprint {
                 return Err(ApiError::new(
@@ -162,7 +176,10 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
                     "use a new Idempotency-Key for a new request; reuse one only to retry the identical request",
                 ));
             }
-            return Ok(TxnResult::Replayed(stored.outcome));
+            return Ok(TxnResult::Replayed {
+                outcome: stored.outcome,
+                seq: stored.seq,
+            });
         }
     }
 
@@ -197,11 +214,15 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
             content_type: None,
             body: Vec::new(),
         };
-        store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
+        if let Some(ik) = &idem_key {
+            let stored = stored_outcome(node, &m, now, &outcome, None);
+            put_idempotency(txn, ik, &stored);
+        }
         return Ok(TxnResult::Done {
             outcome,
             change: None,
             seq: None,
+            home: None,
         });
     }
 
@@ -223,28 +244,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     });
     let (delta, new) = new?;
 
-    // Everything fallible is done before the first staged write: a refusal stages nothing and
-    // consumes no op-log sequence number.
-    let entry = OpLogEntry {
-        keyspace: m.keyspace.name.clone(),
-        key: m.key.clone(),
-        delta: delta.encode(),
-    };
-    let entry = postcard::to_stdvec(&entry)
-        .map_err(|e| ApiError::internal(format!("op log encode: {e}")))?;
-    let seq = node.next_seq();
-    txn.put(Table::Data, &dk, &new.encode());
-    if let Some(exp) = new.expires {
-        txn.put(
-            Table::Meta,
-            &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
-            b"",
-        );
-    }
-    txn.put(Table::OpLog, &keys::oplog_key(&region, seq), &entry);
-    txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
-    txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
-
+    // Nothing below can fail: a refusal above staged nothing and consumed no sequence number.
     let now_live = new.is_live(now);
     let status = match (&m.op, live.is_some()) {
         (Op::Delete { .. }, _) => 204,
@@ -265,7 +265,36 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         content_type,
         body,
     };
-    store_outcome(node, txn, idem_key.as_deref(), &m, now, &outcome);
+
+    let seq = node.next_seq();
+    let stored = idem_key.as_ref().map(|ik| {
+        let stored = stored_outcome(node, &m, now, &outcome, Some((region.clone(), seq)));
+        put_idempotency(txn, ik, &stored);
+        stored.encode()
+    });
+    txn.put(Table::Data, &dk, &new.encode());
+    if let Some(exp) = new.expires {
+        txn.put(
+            Table::Meta,
+            &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
+            b"",
+        );
+    }
+    let payload = OpPayload {
+        keyspace: m.keyspace.name.clone(),
+        key: m.key.clone(),
+        delta: delta.encode(),
+        prev: current.as_ref().map(|r| r.version.clone()),
+        idempotency: m.headers.idempotency_key.clone().zip(stored),
+    };
+    txn.put(
+        Table::OpLog,
+        &keys::oplog_key(&region, seq),
+        &encode_log_body(&LogBody::Op(payload)),
+    );
+    txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
+    txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
+
     let change = Change {
         keyspace: m.keyspace.name.clone(),
         key: m.key.clone(),
@@ -278,6 +307,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         outcome,
         change: Some(change),
         seq: Some(seq),
+        home: new.home,
     })
 }
 
@@ -387,30 +417,31 @@ pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result
     Ok(())
 }
 
-fn store_outcome(
+fn stored_outcome(
     node: &Node,
-    txn: &mut Txn<'_>,
-    ik: Option<&[u8]>,
     m: &Mutation,
     now: Timestamp,
     outcome: &Outcome,
-) {
-    let Some(ik) = ik else { return };
+    seq: Option<(String, u64)>,
+) -> StoredOutcome {
     let ttl = node.topology().limits.idempotency_ttl;
-    let expires = now.saturating_add_millis(ttl.as_millis() as u64);
-    let stored = StoredOutcome {
+    let expires = now.saturating_add_millis(u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX));
+    StoredOutcome {
         fingerprint: m.fingerprint,
         expires,
         outcome: outcome.clone(),
-    };
-    if let Ok(bytes) = postcard::to_stdvec(&stored) {
-        txn.put(Table::Idempotency, ik, &bytes);
-        txn.put(
-            Table::Meta,
-            &keys::expiry_key(expires, keys::ExpiryKind::Idempotency, ik),
-            b"",
-        );
+        seq,
     }
+}
+
+/// Writes an idempotency record and its expiry index entry.
+pub(crate) fn put_idempotency(txn: &mut Txn<'_>, table_key: &[u8], stored: &StoredOutcome) {
+    txn.put(Table::Idempotency, table_key, &stored.encode());
+    txn.put(
+        Table::Meta,
+        &keys::expiry_key(stored.expires, keys::ExpiryKind::Idempotency, table_key),
+        b"",
+    );
 }
 
 /// Maps a refusal of the merge rules to the HTTP answer.

@@ -64,6 +64,10 @@ enum Command {
         /// Listen on this address instead of the one in the region's `node` URL.
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
+        /// Reach peer REGION at URL instead of its `node` URL (repeatable), e.g. to send
+        /// replication through a WAN emulator: --peer eu-west-1=http://127.0.0.1:9702
+        #[arg(long = "peer", value_name = "REGION=URL", value_parser = parse_peer)]
+        peers: Vec<(String, String)>,
     },
 }
 
@@ -121,6 +125,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             region,
             data,
             listen,
+            peers,
         } => {
             let topology = Arc::new(load_topology(&config)?);
             let Some(r) = topology.region(&region) else {
@@ -137,9 +142,21 @@ fn run(command: Command) -> anyhow::Result<()> {
                 None => r.node_addr().to_string(),
             };
             let data = data.unwrap_or_else(|| PathBuf::from("data").join(&region));
-            let admin_token = read_secret(&config, &topology)?;
+            for (peer, _) in &peers {
+                if topology.region(peer).is_none() || *peer == region {
+                    return Err(BadConfig(format!(
+                        "--peer {peer}=…: `{peer}` is not another region of {}",
+                        config.display()
+                    ))
+                    .into());
+                }
+            }
+            let node_config = meridian_node::NodeConfig {
+                secret: read_secret(&config, &topology)?,
+                peer_urls: peers.into_iter().collect(),
+            };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
-            runtime.block_on(serve_region(topology, region, data, addr, admin_token))
+            runtime.block_on(serve_region(topology, region, data, addr, node_config))
         }
     }
 }
@@ -149,16 +166,21 @@ async fn serve_region(
     region: String,
     data: PathBuf,
     addr: String,
-    admin_token: Option<String>,
+    node_config: meridian_node::NodeConfig,
 ) -> anyhow::Result<()> {
-    let node = meridian_node::open(topology, &region, &data)
+    if node_config.secret.is_none() {
+        tracing::warn!(
+            "cluster.secret_file is not set: replication peers and admin calls are not authenticated"
+        );
+    }
+    let node = meridian_node::open(topology, &region, &data, node_config)
         .with_context(|| format!("opening the data directory {}", data.display()))?;
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr} (is another process listening there?)"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%region, data = %data.display(), "region node listening on http://{bound}");
-    meridian_node::serve(node, listener, admin_token, shutdown_signal()).await?;
+    meridian_node::serve(node, listener, shutdown_signal()).await?;
     tracing::info!(%region, "region node stopped");
     Ok(())
 }
@@ -184,6 +206,17 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// Parses `REGION=URL` of `--peer`.
+fn parse_peer(s: &str) -> Result<(String, String), String> {
+    let (region, url) = s
+        .split_once('=')
+        .ok_or("expected REGION=URL, e.g. eu-west-1=http://127.0.0.1:9702")?;
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!("`{url}` is not an http:// or https:// URL"));
+    }
+    Ok((region.to_string(), url.trim_end_matches('/').to_string()))
 }
 
 fn load_topology(path: &Path) -> anyhow::Result<Topology> {

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use meridian_node::{Node, clock::SystemClock};
+use meridian_node::{Node, NodeConfig, clock::SystemClock};
 use meridian_store::{Store, StoreOptions};
 
 pub const TOPOLOGY: &str = r#"
@@ -88,11 +88,16 @@ impl TestNode {
         let topology = meridian_core::config::parse("test.toml", TOPOLOGY).expect("test topology");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
+        let config = NodeConfig {
+            secret: admin_token,
+            ..NodeConfig::default()
+        };
         let node = Node::new(
             Arc::new(topology),
             "us-east-1",
             store,
             Arc::new(SystemClock),
+            config,
         )
         .expect("node");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -101,7 +106,7 @@ impl TestNode {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let n = node.clone();
         let server = tokio::spawn(async move {
-            let _ = meridian_node::serve(n, listener, admin_token, std::future::pending()).await;
+            let _ = meridian_node::serve(n, listener, std::future::pending()).await;
         });
         TestNode {
             base,

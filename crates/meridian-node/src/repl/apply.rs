@@ -1,0 +1,192 @@
+//! The receiving side: applies a batch of entries in one store transaction — merge each delta,
+//! keep the entry in this node's op log under its origin (so it can be forwarded), advance the
+//! applied version vector — and only then acknowledges (via the `Heads` this node sends).
+
+use std::collections::BTreeMap;
+
+use meridian_core::KeyspaceType;
+use meridian_core::record::Record;
+use meridian_core::version::{Dot, VersionVector};
+use meridian_core::wire::{Entry, LogBody, OpPayload, encode_log_body};
+use meridian_store::{Table, Txn};
+
+use crate::state::{Change, Conflict, Node};
+use crate::write::{StoredOutcome, put_idempotency};
+use crate::{keys, metrics};
+
+/// What a batch did once durable.
+pub(crate) struct Applied {
+    pub(crate) vv: VersionVector,
+    pub(crate) changes: Vec<Change>,
+    pub(crate) conflicts: Vec<Conflict>,
+    /// An origin whose next entry was not the one expected: the stream must restart from the
+    /// applied version vector.
+    pub(crate) gap: Option<String>,
+}
+
+/// Applies `entries` durably; the caller publishes the result.
+pub(crate) async fn apply_batch(node: &Node, entries: Vec<Entry>) -> Result<Applied, String> {
+    let n = node.clone();
+    let applied = node
+        .store()
+        .transact(move |txn| apply_in_txn(&n, txn, entries))
+        .await
+        .map_err(|e| e.to_string())??;
+    node.applied_remote(&applied.vv);
+    for c in &applied.conflicts {
+        metrics::conflict(&c.keyspace);
+        node.conflict(c.clone());
+    }
+    Ok(applied)
+}
+
+fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Result<Applied, String> {
+    let mut at: BTreeMap<String, u64> = BTreeMap::new();
+    let mut out = Applied {
+        vv: VersionVector::default(),
+        changes: Vec::new(),
+        conflicts: Vec::new(),
+        gap: None,
+    };
+    for e in entries {
+        if e.origin == node.region() {
+            continue;
+        }
+        let cur = match at.get(&e.origin) {
+            Some(c) => *c,
+            None => read_u64(txn, &keys::vv_key(&e.origin))?,
+        };
+        if e.seq <= cur {
+            continue;
+        }
+        if e.seq != cur + 1 {
+            out.gap = Some(e.origin.clone());
+            break;
+        }
+        let stored_body = match e.body {
+            LogBody::Op(p) => match apply_op(node, txn, &e.origin, &p, &mut out)? {
+                true => LogBody::Op(p),
+                false => LogBody::Skip {
+                    allowed: Vec::new(),
+                },
+            },
+            skip @ LogBody::Skip { .. } => skip,
+        };
+        txn.put(
+            Table::OpLog,
+            &keys::oplog_key(&e.origin, e.seq),
+            &encode_log_body(&stored_body),
+        );
+        txn.put(Table::Meta, &keys::vv_key(&e.origin), &e.seq.to_be_bytes());
+        at.insert(e.origin.clone(), e.seq);
+        out.vv.add(&Dot {
+            origin: e.origin,
+            counter: e.seq,
+        });
+        metrics::repl_applied();
+    }
+    Ok(out)
+}
+
+/// Merges one write; `false` when this region may not hold it (it is then kept as a skip —
+/// defence in depth, the sender should already have filtered it).
+fn apply_op(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    origin: &str,
+    p: &OpPayload,
+    out: &mut Applied,
+) -> Result<bool, String> {
+    let delta = Record::decode(&p.delta).map_err(|e| format!("entry of {origin}: {e}"))?;
+    if let Some(ks) = node.topology().keyspace(&p.keyspace) {
+        let home = delta.home.as_deref().unwrap_or(origin);
+        if let Some(allowed) = node.topology().regions_for_key(ks, home)
+            && !allowed.contains(&node.region())
+        {
+            return Ok(false);
+        }
+    }
+    let observed = node.with_hlc(|hlc, wall| hlc.observe(delta.version.ts, wall));
+    if observed.is_err() {
+        metrics::clock_skew(origin);
+    }
+    let dk = keys::data_key(&p.keyspace, &p.key);
+    let current = match txn.get(Table::Data, &dk).map_err(|e| e.to_string())? {
+        Some(b) => Some(Record::decode(&b).map_err(|e| format!("stored `{}`: {e}", p.key))?),
+        None => None,
+    };
+    let now = node.now();
+    if let Some(c) = current.as_ref().filter(|c| c.is_live(now))
+        && let Some(conflict) = concurrent_overwrite(c, &delta, p, now)
+    {
+        out.conflicts.push(conflict);
+    }
+    let new = match current {
+        Some(mut c) => {
+            c.merge(&delta).map_err(|e| e.to_string())?;
+            c
+        }
+        None => delta,
+    };
+    txn.put(Table::Data, &dk, &new.encode());
+    if let Some(exp) = new.expires {
+        txn.put(
+            Table::Meta,
+            &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
+            b"",
+        );
+    }
+    if let Some((idem, bytes)) = &p.idempotency
+        && let Ok(stored) = StoredOutcome::decode(bytes)
+    {
+        put_idempotency(txn, &keys::idempotency_key(&p.keyspace, idem), &stored);
+    }
+    out.changes.push(Change {
+        keyspace: p.keyspace.clone(),
+        key: p.key.clone(),
+        op: "replicate",
+        etag: Some(new.version.etag()),
+        live: new.is_live(now),
+        region: origin.to_string(),
+    });
+    Ok(true)
+}
+
+/// A last-writer-wins overwrite between writes that did not see each other: the incoming write
+/// replaced `prev` at its origin, but this region holds a different, newer-than-`prev` version
+/// the origin had not seen. Only registers overwrite; the other types merge without loss.
+fn concurrent_overwrite(
+    local: &Record,
+    delta: &Record,
+    p: &OpPayload,
+    now: meridian_core::hlc::Timestamp,
+) -> Option<Conflict> {
+    if local.kind() != KeyspaceType::Register || local.version == delta.version {
+        return None;
+    }
+    let saw_local = p.prev.as_ref().is_some_and(|prev| *prev >= local.version);
+    if saw_local {
+        return None;
+    }
+    let (winner, loser) = if delta.version > local.version {
+        (&delta.version, &local.version)
+    } else {
+        (&local.version, &delta.version)
+    };
+    Some(Conflict {
+        keyspace: p.keyspace.clone(),
+        key: p.key.clone(),
+        winner: winner.etag(),
+        loser: loser.etag(),
+        detected_ms: now.millis(),
+    })
+}
+
+fn read_u64(txn: &Txn<'_>, key: &[u8]) -> Result<u64, String> {
+    Ok(txn
+        .get(Table::Meta, key)
+        .map_err(|e| e.to_string())?
+        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
+        .map(u64::from_be_bytes)
+        .unwrap_or(0))
+}

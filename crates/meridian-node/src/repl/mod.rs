@@ -1,0 +1,153 @@
+//! Replication between regions (DESIGN §2 "Replication"): every node pulls, from every peer,
+//! the op-log entries it lacks over a long-lived authenticated HTTP stream, applies them
+//! durably, and tells its peers what it has applied in the `Heads` frames of the streams they
+//! pull. Those heads are the acknowledgements that `sync` writes wait for.
+
+mod apply;
+pub mod auth;
+mod pull;
+mod serve;
+
+use axum::http::StatusCode;
+use meridian_core::config::Keyspace;
+
+use crate::error::ApiError;
+use crate::metrics;
+use crate::state::Node;
+
+pub(crate) use serve::stream;
+
+/// Starts a link to every peer region; the tasks run until aborted.
+pub fn start(node: &Node) -> Vec<tokio::task::JoinHandle<()>> {
+    node.topology()
+        .regions
+        .iter()
+        .filter(|r| r.name != node.region())
+        .map(|r| {
+            let url = node
+                .config()
+                .peer_urls
+                .get(&r.name)
+                .cloned()
+                .unwrap_or_else(|| r.node.trim_end_matches('/').to_string());
+            tokio::spawn(pull::run(node.clone(), r.name.clone(), url))
+        })
+        .collect()
+}
+
+/// Waits until `quorum` regions allowed to hold the key (this one included) have durably
+/// applied this region's write number `seq`, at most the keyspace's `sync_timeout`. On timeout
+/// the write is durable here and will still replicate, but the quorum is not confirmed: 503
+/// `quorum_unavailable`, outcome unknown, safe to retry with the same Idempotency-Key.
+pub async fn wait_quorum(
+    node: &Node,
+    keyspace: &Keyspace,
+    home: Option<&str>,
+    seq: u64,
+) -> Result<(), ApiError> {
+    let quorum = keyspace.quorum.unwrap_or(1);
+    if quorum <= 1 {
+        return Ok(());
+    }
+    let region = node.region().to_string();
+    let peers: Vec<String> = match node
+        .topology()
+        .regions_for_key(keyspace, home.unwrap_or(&region))
+    {
+        Some(list) => list.into_iter().map(str::to_string).collect(),
+        None => node
+            .topology()
+            .regions
+            .iter()
+            .map(|r| r.name.clone())
+            .collect(),
+    };
+    let peers: Vec<String> = peers.into_iter().filter(|p| *p != region).collect();
+    let needed = quorum - 1;
+    let mut acked = node.acked();
+    let reached =
+        |m: &std::collections::BTreeMap<String, meridian_core::version::VersionVector>| {
+            peers
+                .iter()
+                .filter(|p| m.get(*p).is_some_and(|vv| vv.get(&region) >= seq))
+                .count()
+                >= needed
+        };
+    let waited = tokio::time::timeout(keyspace.sync_timeout, acked.wait_for(reached)).await;
+    if matches!(waited, Ok(Ok(_))) {
+        return Ok(());
+    }
+    metrics::quorum_timeout(&keyspace.name);
+    Err(ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "quorum_unavailable",
+        format!(
+            "the write is durable in {region} but {needed} more of [{}] did not confirm it within {}; the outcome is unknown",
+            peers.join(", "),
+            meridian_core::config::format_duration(keyspace.sync_timeout)
+        ),
+        "retry with the same Idempotency-Key: it is safe, and answers once the quorum is confirmed",
+    ))
+}
+
+/// One peer as `/v1/admin/status` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct PeerStatus {
+    /// The link as this node sees it.
+    #[serde(flatten)]
+    pub link: crate::state::PeerLink,
+    /// Ops of this region the peer has not acknowledged.
+    pub unacked_ops: u64,
+    /// Seconds since the oldest unacknowledged op was written (0 when none).
+    pub lag_seconds: f64,
+    /// What the peer last said it has applied.
+    pub applied: String,
+}
+
+/// Status of every peer; also refreshes the lag and unacked gauges.
+pub fn peer_status(node: &Node) -> std::collections::BTreeMap<String, PeerStatus> {
+    let links = node.links();
+    let acked = node.acked().borrow().clone();
+    let own = node.applied().borrow().get(node.region());
+    let now_ms = node.now().millis();
+    node.topology()
+        .regions
+        .iter()
+        .filter(|r| r.name != node.region())
+        .map(|r| {
+            let vv = acked.get(&r.name).cloned().unwrap_or_default();
+            let done = vv.get(node.region());
+            let unacked = own.saturating_sub(done);
+            let lag_seconds = if unacked == 0 {
+                0.0
+            } else {
+                oldest_unacked_ms(node, done + 1)
+                    .map(|ms| now_ms.saturating_sub(ms) as f64 / 1000.0)
+                    .unwrap_or(0.0)
+            };
+            metrics::peer_lag(&r.name, unacked, lag_seconds);
+            let status = PeerStatus {
+                link: links.get(&r.name).cloned().unwrap_or_default(),
+                unacked_ops: unacked,
+                lag_seconds,
+                applied: vv.to_token(),
+            };
+            (r.name.clone(), status)
+        })
+        .collect()
+}
+
+/// HLC milliseconds of this region's write number `seq`, from its op log.
+fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
+    let key = crate::keys::oplog_key(node.region(), seq);
+    let bytes = node
+        .store()
+        .get(meridian_store::Table::OpLog, &key)
+        .ok()??;
+    match meridian_core::wire::decode_log_body(&bytes).ok()? {
+        meridian_core::wire::LogBody::Op(p) => meridian_core::record::Record::decode(&p.delta)
+            .ok()
+            .map(|r| r.version.ts.millis()),
+        meridian_core::wire::LogBody::Skip { .. } => None,
+    }
+}

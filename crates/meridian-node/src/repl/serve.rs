@@ -1,0 +1,202 @@
+//! The source side: `GET /v1/repl/stream?from=<version vector>` streams, to an authenticated
+//! peer, every op-log entry it lacks — of every origin but its own, so a write that reached only
+//! this region before its origin died still reaches everyone — then keeps streaming new ones as
+//! they commit. The op log is the queue: catch-up after a partition and live tailing are one
+//! loop. A `Heads` frame (this node's applied version vector) follows every batch and is sent
+//! each second on an idle stream: it is the peer's acknowledgement source and keepalive.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use meridian_core::config::Replication;
+use meridian_core::record::Record;
+use meridian_core::version::{Dot, VersionVector};
+use meridian_core::wire::{Entry, Frame, FrameV1, LogBody, decode_log_body, encode_frame};
+use meridian_store::Table;
+use tokio::sync::mpsc;
+
+use crate::error::ApiError;
+use crate::state::Node;
+use crate::{keys, metrics};
+
+/// Most entries in one batch frame.
+pub const BATCH_ENTRIES: usize = 512;
+/// Interval of `Heads` frames on an idle stream.
+pub const HEADS_EVERY: Duration = Duration::from_secs(1);
+
+/// Header carrying the puller's applied version vector: where the stream starts.
+pub const FROM_HEADER: &str = "meridian-from";
+
+/// Authenticates a peer request; the region it is, or a 401 saying why not.
+pub(crate) fn authenticate(node: &Node, headers: &HeaderMap) -> Result<String, ApiError> {
+    let refuse = |why: String| {
+        tracing::warn!(reason = %why, "refused a replication peer");
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated_peer",
+            format!("replication peer refused: {why}"),
+            "peers must share this cluster's secret_file and agree on the time within 5 minutes",
+        )
+    };
+    let given = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default();
+    let region = match &node.config().secret {
+        Some(secret) => super::auth::verify(secret, given, node.wall_ms()).map_err(refuse)?,
+        None => given
+            .strip_prefix(super::auth::SCHEME)
+            .and_then(|t| t.trim().split('.').nth(1))
+            .map(str::to_string)
+            .ok_or_else(|| refuse("no region named in the Authorization header".into()))?,
+    };
+    if region == node.region() || node.topology().region(&region).is_none() {
+        return Err(refuse(format!(
+            "`{region}` is not a peer region of this topology"
+        )));
+    }
+    Ok(region)
+}
+
+/// `GET /v1/repl/stream` with `Meridian-From: <version vector token>`.
+pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Response {
+    let peer = match authenticate(&node, &headers) {
+        Ok(p) => p,
+        Err(e) => return e.into_response(),
+    };
+    let from = match crate::input::token_header(&headers, FROM_HEADER) {
+        Ok(vv) => vv.unwrap_or_default(),
+        Err(e) => return e.into_response(),
+    };
+    tracing::info!(%peer, from = %from.to_token(), "replication stream opened");
+    let (tx, rx) = mpsc::channel::<Bytes>(8);
+    tokio::spawn(feed(node, peer, from, tx));
+    let body = futures_util::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
+    });
+    (
+        [("content-type", "application/x-meridian-repl")],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sender<Bytes>) {
+    let mut applied = node.applied();
+    let mut last_heads: Option<VersionVector> = None;
+    loop {
+        // Mark the current state seen *before* reading the log: a commit after this point
+        // wakes the wait below, so nothing waits a whole keepalive interval.
+        let heads = applied.borrow_and_update().clone();
+        let batch = match collect(&node, &peer, &mut sent) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::error!(%peer, error = %e, "reading the op log for a peer failed");
+                return;
+            }
+        };
+        let idle = batch.is_empty();
+        let mut frames = Vec::new();
+        if !idle {
+            frames.push(encode_frame(&Frame::V1(FrameV1::Batch(batch))));
+        }
+        if idle || last_heads.as_ref() != Some(&heads) {
+            frames.push(encode_frame(&Frame::V1(FrameV1::Heads(heads.clone()))));
+            last_heads = Some(heads);
+        }
+        for f in frames {
+            let n = f.len() as u64;
+            if tx.send(Bytes::from(f)).await.is_err() {
+                tracing::info!(%peer, "replication stream closed by the peer");
+                return;
+            }
+            metrics::repl_sent(&peer, n);
+            node.link(&peer, |l| l.bytes_sent += n);
+        }
+        if idle {
+            tokio::select! {
+                _ = applied.changed() => {}
+                _ = tokio::time::sleep(HEADS_EVERY) => {}
+                _ = node.closed() => return,
+            }
+        }
+    }
+}
+
+/// The next entries `peer` lacks, at most [`BATCH_ENTRIES`], advancing `sent`.
+fn collect(node: &Node, peer: &str, sent: &mut VersionVector) -> Result<Vec<Entry>, String> {
+    let mut out = Vec::new();
+    for region in &node.topology().regions {
+        let origin = region.name.as_str();
+        if origin == peer {
+            continue;
+        }
+        let prefix = [origin.as_bytes(), &[0]].concat();
+        let after = keys::oplog_key(origin, sent.get(origin));
+        let room = BATCH_ENTRIES.saturating_sub(out.len());
+        if room == 0 {
+            break;
+        }
+        let rows = node.store().scan(Table::OpLog, &prefix, Some(&after), room);
+        for (k, v) in rows.map_err(|e| e.to_string())? {
+            let Some((_, seq)) = keys::parse_oplog_key(&k) else {
+                break;
+            };
+            if seq != sent.get(origin) + 1 {
+                break;
+            }
+            let body = decode_log_body(&v).map_err(|e| e.to_string())?;
+            let Some(body) = for_peer(node, origin, body, peer) else {
+                break;
+            };
+            out.push(Entry {
+                origin: origin.to_string(),
+                seq,
+                body,
+            });
+            sent.add(&Dot {
+                origin: origin.to_string(),
+                counter: seq,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What of an entry `peer` may receive: the write itself, a bare `Skip` when the key may not be
+/// held there, or `None` when this node cannot serve it (a write the peer may hold, which this
+/// node itself only knows as a skip — the peer will get it from a region that holds it).
+fn for_peer(node: &Node, origin: &str, body: LogBody, peer: &str) -> Option<LogBody> {
+    match body {
+        LogBody::Skip { allowed } => {
+            (!allowed.iter().any(|r| r == peer)).then_some(LogBody::Skip { allowed })
+        }
+        LogBody::Op(p) => {
+            let Some(ks) = node.topology().keyspace(&p.keyspace) else {
+                return Some(LogBody::Op(p));
+            };
+            if ks.replication == Replication::Local {
+                return Some(LogBody::Skip {
+                    allowed: vec![origin.to_string()],
+                });
+            }
+            if ks.residency.is_none() {
+                return Some(LogBody::Op(p));
+            }
+            let home = Record::decode(&p.delta).ok().and_then(|r| r.home);
+            let allowed = node
+                .topology()
+                .regions_for_key(ks, home.as_deref().unwrap_or(origin));
+            match allowed {
+                Some(list) if !list.contains(&peer) => Some(LogBody::Skip {
+                    allowed: list.into_iter().map(str::to_string).collect(),
+                }),
+                _ => Some(LogBody::Op(p)),
+            }
+        }
+    }
+}

@@ -1,0 +1,559 @@
+//! Three region nodes on loopback replicating to each other: convergence of every type, sync
+//! quorum acknowledgement and refusal, residency, third-origin forwarding, authentication,
+//! conflicts surfaced, and catch-up after a restart.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use meridian_node::{Node, NodeConfig, clock::SystemClock};
+use meridian_store::{Store, StoreOptions};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const SECRET: &str = "replication-test-secret-0123456789";
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+
+const TOPOLOGY: &str = r#"
+[cluster]
+name = "repl"
+
+[zones]
+eu = ["eu-west-1"]
+us = ["us-east-1"]
+apac = ["ap-southeast-1"]
+
+[[region]]
+name = "us-east-1"
+node = "http://127.0.0.1:1"
+
+[[region]]
+name = "eu-west-1"
+node = "http://127.0.0.1:2"
+
+[[region]]
+name = "ap-southeast-1"
+node = "http://127.0.0.1:3"
+
+[[keyspace]]
+name = "reg"
+type = "register"
+
+[[keyspace]]
+name = "cnt"
+type = "counter"
+
+[[keyspace]]
+name = "tags"
+type = "set"
+
+[[keyspace]]
+name = "docs"
+type = "map"
+
+[[keyspace]]
+name = "orders"
+type = "register"
+replication = "sync"
+quorum = 2
+sync_timeout = "700ms"
+
+[[keyspace]]
+name = "eu_only"
+type = "register"
+residency = "eu"
+
+[[keyspace]]
+name = "scratch"
+type = "register"
+replication = "local"
+"#;
+
+/// A running node; dropping `stop` shuts it down and releases its data directory.
+struct Running {
+    base: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    done: tokio::task::JoinHandle<()>,
+}
+
+struct World {
+    dirs: BTreeMap<&'static str, tempfile::TempDir>,
+    addrs: BTreeMap<&'static str, String>,
+    nodes: BTreeMap<&'static str, Running>,
+    client: reqwest::Client,
+}
+
+impl World {
+    async fn new() -> World {
+        let mut dirs = BTreeMap::new();
+        let mut addrs = BTreeMap::new();
+        for r in REGIONS {
+            dirs.insert(r, tempfile::tempdir().expect("tempdir"));
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            addrs.insert(r, l.local_addr().expect("addr").to_string());
+        }
+        let mut w = World {
+            dirs,
+            addrs,
+            nodes: BTreeMap::new(),
+            client: reqwest::Client::new(),
+        };
+        for r in REGIONS {
+            w.start(r, &[]).await;
+        }
+        w
+    }
+
+    /// Starts `region`; peers listed in `cut` are given an unreachable URL (a partition of the
+    /// links this node pulls on).
+    async fn start(&mut self, region: &'static str, cut: &[&str]) {
+        let topology = meridian_core::config::parse("repl.toml", TOPOLOGY).expect("topology");
+        let peer_urls = REGIONS
+            .iter()
+            .filter(|p| **p != region)
+            .map(|p| {
+                let url = if cut.contains(p) {
+                    "http://127.0.0.1:9".to_string()
+                } else {
+                    format!("http://{}", self.addrs[p])
+                };
+                (p.to_string(), url)
+            })
+            .collect();
+        let config = NodeConfig {
+            secret: Some(SECRET.into()),
+            peer_urls,
+        };
+        let store = Store::open(self.dirs[region].path(), StoreOptions::default()).expect("store");
+        let node = Node::new(
+            Arc::new(topology),
+            region,
+            store,
+            Arc::new(SystemClock),
+            config,
+        )
+        .expect("node");
+        let listener = bind_retry(&self.addrs[region]).await;
+        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
+        let done = tokio::spawn(async move {
+            let _ = meridian_node::serve(node, listener, async {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let base = format!("http://{}", self.addrs[region]);
+        self.nodes.insert(region, Running { base, stop, done });
+    }
+
+    async fn stop(&mut self, region: &str) {
+        let r = self.nodes.remove(region).expect("running");
+        let _ = r.stop.send(());
+        r.done.await.expect("server task");
+    }
+
+    fn url(&self, region: &str, path: &str) -> String {
+        format!("{}{path}", self.nodes[region].base)
+    }
+
+    async fn get_json(&self, region: &str, path: &str) -> (StatusCode, Value) {
+        let r = self
+            .client
+            .get(self.url(region, path))
+            .send()
+            .await
+            .expect("get");
+        let status = r.status();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Polls until every running region gives the same 200 JSON for `path`, or panics.
+    async fn converged(&self, path: &str, want: &Value) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let mut seen = Vec::new();
+            for r in self.nodes.keys() {
+                seen.push((r.to_string(), self.get_json(r, path).await));
+            }
+            if seen
+                .iter()
+                .all(|(_, (s, v))| *s == StatusCode::OK && v == want)
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{path} did not converge to {want}: {seen:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+async fn bind_retry(addr: &str) -> tokio::net::TcpListener {
+    for _ in 0..100 {
+        if let Ok(l) = tokio::net::TcpListener::bind(addr).await {
+            return l;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("cannot bind {addr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_type_converges_in_every_region() {
+    let w = World::new().await;
+    let c = &w.client;
+    for (i, r) in REGIONS.iter().enumerate() {
+        c.put(w.url(r, &format!("/v1/kv/reg/from-{r}")))
+            .body(format!("v{i}"))
+            .send()
+            .await
+            .unwrap();
+        for _ in 0..5 {
+            c.post(w.url(r, "/v1/kv/cnt/likes/incr"))
+                .body(r#"{"by":2}"#)
+                .send()
+                .await
+                .unwrap();
+        }
+        c.post(w.url(r, "/v1/kv/tags/t/add"))
+            .body(json!({"members": [r]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        c.patch(w.url(r, "/v1/kv/docs/conv"))
+            .body(json!({ format!("m-{r}"): i }).to_string())
+            .send()
+            .await
+            .unwrap();
+    }
+    w.converged("/v1/kv/cnt/likes", &json!(30)).await;
+    let mut all: Vec<&str> = REGIONS.to_vec();
+    all.sort();
+    w.converged("/v1/kv/tags/t", &json!(all)).await;
+    w.converged(
+        "/v1/kv/docs/conv",
+        &json!({"m-us-east-1": 0, "m-eu-west-1": 1, "m-ap-southeast-1": 2}),
+    )
+    .await;
+    for (i, r) in REGIONS.iter().enumerate() {
+        for other in REGIONS {
+            let body = c
+                .get(w.url(other, &format!("/v1/kv/reg/from-{r}")))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(
+                body.text().await.unwrap(),
+                format!("v{i}"),
+                "{r}'s write in {other}"
+            );
+        }
+    }
+    // A delete replicates: no region serves the key afterwards.
+    c.delete(w.url("eu-west-1", "/v1/kv/reg/from-us-east-1"))
+        .send()
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for r in REGIONS {
+        loop {
+            let s = c
+                .get(w.url(r, "/v1/kv/reg/from-us-east-1"))
+                .send()
+                .await
+                .unwrap()
+                .status();
+            if s == StatusCode::NOT_FOUND {
+                break;
+            }
+            assert!(Instant::now() < deadline, "delete did not reach {r}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let (code, _) = w.get_json("us-east-1", "/v1/admin/status").await;
+    assert_eq!(code, StatusCode::UNAUTHORIZED, "admin needs the token");
+    // Every link comes up (a first connect may have found a peer not yet listening, then
+    // backed off), reports the bytes it carried, and the peers acknowledge everything.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = c
+            .get(w.url("us-east-1", "/v1/admin/status"))
+            .bearer_auth(SECRET)
+            .send()
+            .await;
+        let status: Value = r.unwrap().json().await.unwrap();
+        let up = ["eu-west-1", "ap-southeast-1"].iter().all(|p| {
+            status["peers"][p]["state"] == "up"
+                && status["peers"][p]["bytes_sent"].as_u64().unwrap_or(0) > 0
+                && status["peers"][p]["unacked_ops"] == 0
+        });
+        if up {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "links not all up and acknowledged: {status}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sync_writes_wait_for_the_quorum_and_say_when_they_cannot() {
+    let mut w = World::new().await;
+    let c = w.client.clone();
+    let started = Instant::now();
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/orders/o1"))
+        .body("paid")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED, "{:?}", r.text().await);
+    assert!(started.elapsed() < Duration::from_millis(700));
+    // The quorum peer has it durably before the answer: read it there at once.
+    let mut found = false;
+    for peer in ["eu-west-1", "ap-southeast-1"] {
+        let r = c.get(w.url(peer, "/v1/kv/orders/o1")).send().await.unwrap();
+        found |= r.status() == StatusCode::OK;
+    }
+    assert!(
+        found,
+        "an acknowledged sync write must be on a second region"
+    );
+
+    w.stop("eu-west-1").await;
+    w.stop("ap-southeast-1").await;
+    let o2 = w.url("us-east-1", "/v1/kv/orders/o2");
+    let send = || {
+        c.put(&o2)
+            .header("idempotency-key", "o2-once")
+            .body("x")
+            .send()
+    };
+    let r = send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "quorum_unavailable", "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown"),
+        "{body}"
+    );
+    // A retry while the quorum is still missing says so again; once a peer is back it succeeds
+    // as the same write (replayed, not applied twice).
+    assert_eq!(
+        send().await.unwrap().status(),
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    w.start("eu-west-1", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = send().await.unwrap();
+        if r.status() == StatusCode::CREATED {
+            assert_eq!(r.headers()["idempotent-replayed"], "true");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "quorum never confirmed after the peer came back"
+        );
+    }
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/orders/o2"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_and_local_keys_never_leave_their_regions() {
+    let mut w = World::new().await;
+    let c = w.client.clone();
+    let canary = "CANARY-eu-only-7f3a91";
+    let r = c
+        .put(w.url("eu-west-1", "/v1/kv/eu_only/passport"))
+        .body(canary)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let scratch = "CANARY-local-scratch-55aa";
+    c.put(w.url("us-east-1", "/v1/kv/scratch/tmp"))
+        .body(scratch)
+        .send()
+        .await
+        .unwrap();
+    // Markers written after both: entries apply in order per origin, so once the markers are
+    // everywhere, every region has processed the pinned and the local write.
+    c.post(w.url("eu-west-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    c.post(w.url("us-east-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    w.converged("/v1/kv/cnt/marker", &json!(2)).await;
+    let r = c
+        .get(w.url("us-east-1", "/v1/kv/eu_only/passport"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(r.headers()["meridian-allowed-region"], "eu-west-1");
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/scratch/tmp"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "local keys stay home");
+    for r in REGIONS {
+        w.stop(r).await;
+    }
+    for (region, dir) in &w.dirs {
+        let found_eu = grep_dir(dir.path(), canary.as_bytes());
+        let found_local = grep_dir(dir.path(), scratch.as_bytes());
+        assert_eq!(
+            found_eu,
+            *region == "eu-west-1",
+            "eu canary in {region}'s files: {found_eu}"
+        );
+        assert_eq!(
+            found_local,
+            *region == "us-east-1",
+            "local canary in {region}: {found_local}"
+        );
+    }
+}
+
+fn grep_dir(dir: &std::path::Path, needle: &[u8]) -> bool {
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).expect("read_dir").flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if let Ok(bytes) = std::fs::read(&p)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                return true;
+            }
+        }
+    }
+    false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_reach_a_region_that_cannot_reach_their_origin() {
+    let mut w = World::new().await;
+    // ap-southeast-1 cannot pull from us-east-1: us-east-1's writes must come through eu-west-1.
+    w.stop("ap-southeast-1").await;
+    w.start("ap-southeast-1", &["us-east-1"]).await;
+    let c = w.client.clone();
+    for i in 0..20 {
+        c.post(w.url("us-east-1", "/v1/kv/cnt/relayed/incr"))
+            .body(format!("{{\"by\":{i}}}"))
+            .send()
+            .await
+            .unwrap();
+    }
+    w.converged("/v1/kv/cnt/relayed", &json!(190)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unauthenticated_peers_are_refused() {
+    let w = World::new().await;
+    let c = &w.client;
+    let r = c
+        .get(w.url("us-east-1", "/v1/repl/stream"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let forged = meridian_node::repl::auth::header("not-the-cluster-secret", "eu-west-1", now_ms());
+    let r = c
+        .get(w.url("us-east-1", "/v1/repl/stream"))
+        .header("authorization", forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated_peer");
+    let stranger = meridian_node::repl::auth::header(SECRET, "mars-1", now_ms());
+    let r = c
+        .get(w.url("us-east-1", "/v1/repl/stream"))
+        .header("authorization", stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+}
+
+fn now_ms() -> u64 {
+    use meridian_node::clock::Clock as _;
+    SystemClock.wall_ms()
+}
+
+/// Two regions write the same register while they cannot reach each other; after the heal both
+/// hold the same winner (highest HLC, then origin) and the overwrite is listed as a conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_overwrites_converge_and_are_reported() {
+    let mut w = World::new().await;
+    w.stop("us-east-1").await;
+    w.stop("eu-west-1").await;
+    w.start("us-east-1", &["eu-west-1", "ap-southeast-1"]).await;
+    w.start("eu-west-1", &["us-east-1", "ap-southeast-1"]).await;
+    w.stop("ap-southeast-1").await;
+    let c = w.client.clone();
+    c.put(w.url("us-east-1", "/v1/kv/reg/contested"))
+        .body("from-us")
+        .send()
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    c.put(w.url("eu-west-1", "/v1/kv/reg/contested"))
+        .body("from-eu")
+        .send()
+        .await
+        .unwrap();
+    w.stop("us-east-1").await;
+    w.stop("eu-west-1").await;
+    w.start("us-east-1", &[]).await;
+    w.start("eu-west-1", &[]).await;
+    w.start("ap-southeast-1", &[]).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let mut vals = Vec::new();
+        for r in REGIONS {
+            let resp = c
+                .get(w.url(r, "/v1/kv/reg/contested"))
+                .send()
+                .await
+                .unwrap();
+            vals.push(resp.text().await.unwrap());
+        }
+        if vals.iter().all(|v| v == "from-eu") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no convergence on the later write: {vals:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut reported = 0;
+    for r in ["us-east-1", "eu-west-1"] {
+        let (_, v) = w.get_json(r, "/v1/conflicts").await;
+        reported += v["conflicts"].as_array().map(|a| a.len()).unwrap_or(0);
+    }
+    assert!(
+        reported >= 1,
+        "the overwrite of a concurrent write must be reported"
+    );
+}
