@@ -119,6 +119,15 @@ impl Hlc {
         self.last = self.last.max(floor);
     }
 
+    /// A fresh timestamp strictly after both every earlier one and `after`, whatever the wall
+    /// clock says: a write stamps itself after the version it read, so it supersedes what it
+    /// saw even when that version came from a clock further ahead than `max_offset_ms` (where
+    /// [`Hlc::observe`] refuses to move the clock).
+    pub fn now_after(&mut self, after: Timestamp, wall_ms: u64) -> Timestamp {
+        self.restore(after);
+        self.now(wall_ms)
+    }
+
     /// The configured maximum offset of remote timestamps, in milliseconds.
     pub fn max_offset_ms(&self) -> u64 {
         self.max_offset_ms

@@ -98,3 +98,15 @@ proptest! {
         prop_assert_eq!(last, Timestamp(floor.0 + k));
     }
 }
+
+proptest! {
+    /// `now_after` is after both the clock's past and the given version, for any wall clock.
+    #[test]
+    fn now_after_supersedes_what_was_read(wall in 0u64..1u64 << 40, ahead in 0u64..100_000, earlier in 0u64..1u64 << 40) {
+        let mut hlc = meridian_core::hlc::Hlc::new(1_000);
+        let first = hlc.now(earlier);
+        let read = meridian_core::hlc::Timestamp::from_parts(wall + ahead, 7);
+        let t = hlc.now_after(read, wall);
+        prop_assert!(t > read && t > first);
+    }
+}

@@ -227,7 +227,9 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     }
 
     let new = node.with_hlc(|hlc, wall| -> Result<(Record, Record), ApiError> {
-        let ts = hlc.now(wall);
+        // After the version this write read, even if it came from a clock beyond the skew bound.
+        let read = current.as_ref().map(|r| r.version.ts).unwrap_or_default();
+        let ts = hlc.now_after(read, wall);
         let meta = WriteMeta {
             version: Version {
                 ts,

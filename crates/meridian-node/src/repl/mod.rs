@@ -151,3 +151,25 @@ fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
         meridian_core::wire::LogBody::Skip { .. } => None,
     }
 }
+
+/// One delivery from `source` to `dest` without the network: the entries `dest` lacks (what a
+/// stream would carry, residency-filtered), applied durably at `dest`, then `source`'s heads
+/// recorded at `dest` as a stream's `Heads` frame would. Returns how many entries moved. This
+/// is the seam deterministic simulations drive; the links in [`start`] do the same over HTTP.
+pub async fn exchange(source: &Node, dest: &Node) -> Result<usize, String> {
+    let mut sent = dest.applied().borrow().clone();
+    let entries = serve::collect(source, dest.region(), &mut sent)?;
+    let moved = entries.len();
+    if moved > 0 {
+        let applied = apply::apply_batch(dest, entries).await?;
+        for c in applied.changes {
+            dest.publish_change(c);
+        }
+        if let Some(origin) = applied.gap {
+            return Err(format!("gap in the entries of {origin}"));
+        }
+    }
+    let heads = source.applied().borrow().clone();
+    dest.peer_heads(source.region(), &heads);
+    Ok(moved)
+}

@@ -128,7 +128,11 @@ async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sende
 }
 
 /// The next entries `peer` lacks, at most [`BATCH_ENTRIES`], advancing `sent`.
-fn collect(node: &Node, peer: &str, sent: &mut VersionVector) -> Result<Vec<Entry>, String> {
+pub(crate) fn collect(
+    node: &Node,
+    peer: &str,
+    sent: &mut VersionVector,
+) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for region in &node.topology().regions {
         let origin = region.name.as_str();

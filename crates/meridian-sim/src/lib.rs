@@ -1,0 +1,615 @@
+//! Deterministic simulation of Meridian's replication. Real region nodes (the real write path,
+//! op-log collection, residency filtering and apply) run over in-memory stores; a seeded
+//! scheduler decides every delivery between them, cuts and heals links (both ways or one way),
+//! kills and restarts nodes, and skews their clocks by up to ±1 s. Only the HTTP framing of
+//! the links is bypassed (through [`meridian_node::repl::exchange`]); the integration tests
+//! cover it. The same seed replays the same run exactly; a failure names its seed.
+//!
+//! After the schedule, every link is healed and every node restarted, deliveries run until
+//! nothing moves, and a checker asserts: all replicas equal; counters equal the exact sum of
+//! acknowledged increments; every register holds the last-writer-wins winner of its
+//! acknowledged writes, so no acknowledged delete is resurrected; sets hold only members that
+//! were added; no byte of a pinned key sits in a region outside its zone.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use meridian_core::config::Topology;
+use meridian_core::op::Op;
+use meridian_core::record::Record;
+use meridian_core::version::Version;
+use meridian_core::wire::{LogBody, decode_log_body};
+use meridian_node::clock::Clock;
+use meridian_node::input::WriteHeaders;
+use meridian_node::write::{Mutation, write};
+use meridian_node::{Node, NodeConfig, keys, render};
+use meridian_store::{Store, StoreOptions, Table};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Region names of simulated clusters, in order; a cluster of `n` uses the first `n`.
+pub const REGIONS: [&str; 5] = [
+    "us-east-1",
+    "eu-west-1",
+    "ap-southeast-1",
+    "sa-east-1",
+    "af-south-1",
+];
+/// The one region of zone `eu`, where keyspace `pinned` lives.
+pub const EU: &str = "eu-west-1";
+/// Largest clock offset of a simulated node, either way.
+pub const MAX_SKEW_MS: i64 = 1_000;
+const START_MS: u64 = 1_700_000_000_000;
+
+/// A simulated wall clock: shared virtual time plus this node's fixed offset.
+#[derive(Debug, Clone)]
+pub struct SimClock {
+    now: Arc<AtomicU64>,
+    offset_ms: i64,
+}
+
+impl Clock for SimClock {
+    fn wall_ms(&self) -> u64 {
+        self.now
+            .load(Ordering::SeqCst)
+            .saturating_add_signed(self.offset_ms)
+    }
+}
+
+/// What went wrong in a run, with what it takes to replay it.
+#[derive(Debug)]
+pub struct Failure {
+    /// The seed that reproduces the run.
+    pub seed: u64,
+    /// What the checker (or a step) found.
+    pub message: String,
+    /// The last steps of the schedule.
+    pub trace_tail: Vec<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "simulation seed {} failed: {}", self.seed, self.message)?;
+        writeln!(
+            f,
+            "replay: MERIDIAN_SIM_SEED={} MERIDIAN_SIM_TRACE=1 cargo test -p meridian-sim",
+            self.seed
+        )?;
+        writeln!(f, "last steps:")?;
+        for s in &self.trace_tail {
+            writeln!(f, "  {s}")?;
+        }
+        Ok(())
+    }
+}
+
+/// What a passing run did, for the test log and for determinism checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    /// Writes acknowledged.
+    pub writes: usize,
+    /// Deliveries that moved at least one entry.
+    pub deliveries: usize,
+    /// Kills performed.
+    pub kills: usize,
+    /// A digest of the final state of every replica (equal across runs of one seed).
+    pub final_state: String,
+}
+
+struct Replica {
+    name: &'static str,
+    store: Store,
+    clock: SimClock,
+    node: Option<Node>,
+}
+
+#[derive(Default)]
+struct History {
+    counters: BTreeMap<String, i64>,
+    registers: BTreeMap<String, Vec<(Version, Option<String>)>>,
+    set_adds: BTreeMap<String, BTreeSet<String>>,
+    writes: usize,
+}
+
+/// The topology of a simulated cluster of `n` regions.
+pub fn topology(n: usize) -> Topology {
+    let mut text = String::from("[cluster]\nname = \"sim\"\n\n[zones]\neu = [\"eu-west-1\"]\n");
+    for (i, r) in REGIONS.iter().take(n).enumerate() {
+        text.push_str(&format!(
+            "\n[[region]]\nname = \"{r}\"\nnode = \"http://127.0.0.1:{}\"\n",
+            7900 + i
+        ));
+    }
+    for (name, kind, extra) in [
+        ("reg", "register", ""),
+        ("cnt", "counter", ""),
+        ("tags", "set", ""),
+        ("docs", "map", ""),
+        ("pinned", "register", "residency = \"eu\"\n"),
+    ] {
+        text.push_str(&format!(
+            "\n[[keyspace]]\nname = \"{name}\"\ntype = \"{kind}\"\n{extra}"
+        ));
+    }
+    // invariant: the generated text is a valid topology (a test parses every size)
+    meridian_core::config::parse("sim.toml", &text).expect("invariant: valid sim topology")
+}
+
+/// Runs one seeded simulation of `n` regions (3 to 5) for `steps` scheduler steps.
+pub async fn run(seed: u64, n: usize, steps: usize) -> Result<Report, Failure> {
+    let mut sim = Sim::new(seed, n);
+    let result = sim.drive(steps).await;
+    result.map_err(|message| Failure {
+        seed,
+        message,
+        trace_tail: if std::env::var("MERIDIAN_SIM_TRACE").is_ok() {
+            sim.trace.clone()
+        } else {
+            sim.trace.iter().rev().take(25).rev().cloned().collect()
+        },
+    })
+}
+
+struct Sim {
+    rng: StdRng,
+    topology: Arc<Topology>,
+    now: Arc<AtomicU64>,
+    replicas: Vec<Replica>,
+    /// Directed pairs (from, to) whose deliveries are cut.
+    cut: BTreeSet<(usize, usize)>,
+    history: History,
+    trace: Vec<String>,
+    deliveries: usize,
+    kills: usize,
+}
+
+impl Sim {
+    fn new(seed: u64, n: usize) -> Sim {
+        let mut rng = StdRng::seed_from_u64(seed);
+        let now = Arc::new(AtomicU64::new(START_MS));
+        let topology = Arc::new(topology(n));
+        let replicas = REGIONS
+            .iter()
+            .take(n)
+            .map(|name| Replica {
+                name,
+                store: Store::in_memory(StoreOptions::default()),
+                clock: SimClock {
+                    now: Arc::clone(&now),
+                    offset_ms: rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS),
+                },
+                node: None,
+            })
+            .collect();
+        let mut sim = Sim {
+            rng,
+            topology,
+            now,
+            replicas,
+            cut: BTreeSet::new(),
+            history: History::default(),
+            trace: Vec::new(),
+            deliveries: 0,
+            kills: 0,
+        };
+        for i in 0..n {
+            sim.restart(i);
+        }
+        sim
+    }
+
+    fn restart(&mut self, i: usize) {
+        let r = &mut self.replicas[i];
+        let node = Node::new(
+            Arc::clone(&self.topology),
+            r.name,
+            r.store.clone(),
+            Arc::new(r.clock.clone()),
+            NodeConfig::default(),
+        );
+        // invariant: the region is in the topology and the in-memory store always reads
+        r.node = Some(node.expect("invariant: a simulated node starts"));
+    }
+
+    async fn drive(&mut self, steps: usize) -> Result<Report, String> {
+        let n = self.replicas.len();
+        for step in 0..steps {
+            let roll = self.rng.random_range(0..100u32);
+            match roll {
+                0..40 => self.write(step).await?,
+                40..80 => {
+                    let (a, b) = self.pair();
+                    self.deliver(a, b).await?;
+                }
+                80..88 => {
+                    let (a, b) = self.pair();
+                    if !self.cut.remove(&(a, b)) {
+                        self.cut.insert((a, b));
+                    }
+                    self.note(format!(
+                        "toggle one-way cut {} -> {}",
+                        self.name(a),
+                        self.name(b)
+                    ));
+                }
+                88..91 => {
+                    let a = self.rng.random_range(0..n);
+                    for b in (0..n).filter(|b| *b != a) {
+                        self.cut.insert((a, b));
+                        self.cut.insert((b, a));
+                    }
+                    self.note(format!("isolate {}", self.name(a)));
+                }
+                91..95 => {
+                    self.cut.clear();
+                    self.note("heal all".into());
+                }
+                95..98 => {
+                    let live: Vec<usize> = (0..n)
+                        .filter(|i| self.replicas[*i].node.is_some())
+                        .collect();
+                    if live.len() > 1 {
+                        let i = live[self.rng.random_range(0..live.len())];
+                        self.replicas[i].node = None;
+                        self.kills += 1;
+                        self.note(format!("kill {}", self.name(i)));
+                    }
+                }
+                _ => {
+                    if let Some(i) = (0..n).find(|i| self.replicas[*i].node.is_none()) {
+                        self.restart(i);
+                        self.note(format!("restart {}", self.name(i)));
+                    }
+                }
+            }
+            let dt = self.rng.random_range(0..40u64);
+            self.now.fetch_add(dt, Ordering::SeqCst);
+        }
+        self.cut.clear();
+        for i in 0..n {
+            if self.replicas[i].node.is_none() {
+                self.restart(i);
+            }
+        }
+        self.note("heal all, restart all, deliver until quiet".into());
+        self.quiesce().await?;
+        self.check()
+    }
+
+    fn name(&self, i: usize) -> &'static str {
+        self.replicas[i].name
+    }
+
+    fn note(&mut self, s: String) {
+        self.trace.push(s);
+    }
+
+    fn pair(&mut self) -> (usize, usize) {
+        let n = self.replicas.len();
+        let a = self.rng.random_range(0..n);
+        let b = (a + self.rng.random_range(1..n)) % n;
+        (a, b)
+    }
+
+    /// `to` pulls from `from`, unless either is dead or the link is cut.
+    async fn deliver(&mut self, from: usize, to: usize) -> Result<usize, String> {
+        if self.cut.contains(&(from, to)) {
+            return Ok(0);
+        }
+        let (Some(src), Some(dst)) = (&self.replicas[from].node, &self.replicas[to].node) else {
+            return Ok(0);
+        };
+        let moved = meridian_node::repl::exchange(src, dst)
+            .await
+            .map_err(|e| format!("delivery {} -> {}: {e}", self.name(from), self.name(to)))?;
+        if moved > 0 {
+            self.deliveries += 1;
+            self.note(format!(
+                "deliver {} -> {}: {moved}",
+                self.name(from),
+                self.name(to)
+            ));
+        }
+        Ok(moved)
+    }
+
+    async fn quiesce(&mut self) -> Result<(), String> {
+        let n = self.replicas.len();
+        for _ in 0..100 {
+            let mut moved = 0;
+            for a in 0..n {
+                for b in (0..n).filter(|b| *b != a) {
+                    moved += self.deliver(a, b).await?;
+                }
+            }
+            if moved == 0 {
+                return Ok(());
+            }
+        }
+        Err("deliveries never went quiet after the heal".into())
+    }
+
+    async fn write(&mut self, step: usize) -> Result<(), String> {
+        let n = self.replicas.len();
+        let i = self.rng.random_range(0..n);
+        let Some(node) = self.replicas[i].node.clone() else {
+            return Ok(());
+        };
+        let region = self.name(i);
+        let kind = self.rng.random_range(0..5u32);
+        let (ks, key, op) = match kind {
+            0 => {
+                let by = self.rng.random_range(-5..=10i64);
+                let key = format!("c{}", self.rng.random_range(0..3));
+                ("cnt", key, Op::Incr { by })
+            }
+            1 => {
+                let key = format!("r{}", self.rng.random_range(0..3));
+                if self.rng.random_bool(0.25) {
+                    ("reg", key, Op::Delete { context: None })
+                } else {
+                    let value = Bytes::from(format!("{region}-{step}"));
+                    (
+                        "reg",
+                        key,
+                        Op::Put {
+                            value,
+                            content_type: "text/plain".into(),
+                            context: None,
+                        },
+                    )
+                }
+            }
+            2 => {
+                let key = format!("s{}", self.rng.random_range(0..2));
+                let member = format!("m{}", self.rng.random_range(0..5));
+                if self.rng.random_bool(0.6) {
+                    (
+                        "tags",
+                        key,
+                        Op::Add {
+                            members: vec![member],
+                        },
+                    )
+                } else {
+                    (
+                        "tags",
+                        key,
+                        Op::Remove {
+                            members: vec![member],
+                        },
+                    )
+                }
+            }
+            3 => {
+                let key = format!("d{}", self.rng.random_range(0..2));
+                let field = format!("f{}", self.rng.random_range(0..4));
+                let value = if self.rng.random_bool(0.2) {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::json!(step)
+                };
+                let mut fields = serde_json::Map::new();
+                fields.insert(field, value);
+                ("docs", key, Op::Patch { fields })
+            }
+            _ => {
+                let value = Bytes::from(format!("PINNED-{region}-{step}"));
+                (
+                    "pinned",
+                    "p0".to_string(),
+                    Op::Put {
+                        value,
+                        content_type: "text/plain".into(),
+                        context: None,
+                    },
+                )
+            }
+        };
+        let keyspace = self
+            .topology
+            .keyspace(ks)
+            .cloned()
+            .ok_or("unknown keyspace")?;
+        let op_for_history = op.clone();
+        let m = Mutation {
+            keyspace,
+            key: key.clone(),
+            op,
+            headers: WriteHeaders {
+                content_type: "text/plain".into(),
+                ..WriteHeaders::default()
+            },
+            fingerprint: step as u128,
+        };
+        let result = write(&node, m).await;
+        self.note(format!(
+            "{region}: {ks}/{key} {op_for_history:?} -> {:?}",
+            result
+                .as_ref()
+                .map(|w| w.outcome.status)
+                .map_err(|e| e.code)
+        ));
+        match (ks, result) {
+            ("pinned", Err(e)) if region != EU && e.code == "residency" => Ok(()),
+            ("pinned", Ok(_)) if region != EU => {
+                Err(format!("{region} accepted a write to a key pinned to {EU}"))
+            }
+            (_, Err(e)) => Err(format!("{region}: write {ks}/{key} refused: {e}")),
+            (_, Ok(w)) => {
+                self.history.writes += 1;
+                match op_for_history {
+                    Op::Incr { by } => *self.history.counters.entry(key).or_default() += by,
+                    Op::Put { value, .. } if ks == "reg" => {
+                        let v = parse_etag(w.outcome.etag.as_deref())?;
+                        let text = String::from_utf8_lossy(&value).into_owned();
+                        self.history
+                            .registers
+                            .entry(key)
+                            .or_default()
+                            .push((v, Some(text)));
+                    }
+                    Op::Delete { .. } => {
+                        if let Some(etag) = w.outcome.etag.as_deref() {
+                            let v = parse_etag(Some(etag))?;
+                            self.history
+                                .registers
+                                .entry(key)
+                                .or_default()
+                                .push((v, None));
+                        }
+                    }
+                    Op::Add { members } => {
+                        self.history
+                            .set_adds
+                            .entry(key)
+                            .or_default()
+                            .extend(members);
+                    }
+                    _ => {}
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Every keyspace of every replica: key → rendered value of live records.
+    fn state(&self, i: usize) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
+        let node = self.replicas[i]
+            .node
+            .as_ref()
+            .ok_or("dead replica at check")?;
+        let now = node.now();
+        let mut out = BTreeMap::new();
+        for ks in &self.topology.keyspaces {
+            let prefix = keys::data_key(&ks.name, "");
+            let rows = node
+                .store()
+                .scan(Table::Data, &prefix, None, usize::MAX)
+                .map_err(|e| e.to_string())?;
+            let mut m = BTreeMap::new();
+            for (k, v) in rows {
+                let rec = Record::decode(&v).map_err(|e| e.to_string())?;
+                if !rec.is_live(now) {
+                    continue;
+                }
+                let key = keys::user_key(&ks.name, &k)
+                    .ok_or("bad data key")?
+                    .to_string();
+                let (_, body) = render::representation(&rec);
+                m.insert(key, String::from_utf8_lossy(&body).into_owned());
+            }
+            out.insert(ks.name.clone(), m);
+        }
+        Ok(out)
+    }
+
+    fn check(&self) -> Result<Report, String> {
+        let states: Vec<_> = (0..self.replicas.len())
+            .map(|i| self.state(i))
+            .collect::<Result<_, _>>()?;
+        let eu = self
+            .replicas
+            .iter()
+            .position(|r| r.name == EU)
+            .ok_or("no eu region")?;
+        for (i, s) in states.iter().enumerate() {
+            let mut a = s.clone();
+            let mut b = states[eu].clone();
+            a.remove("pinned");
+            b.remove("pinned");
+            if a != b {
+                return Err(format!(
+                    "replicas differ after the heal: {} = {a:?}, {EU} = {b:?}",
+                    self.name(i)
+                ));
+            }
+            if i != eu {
+                if !s["pinned"].is_empty() {
+                    return Err(format!(
+                        "pinned key held in {}: {:?}",
+                        self.name(i),
+                        s["pinned"]
+                    ));
+                }
+                self.check_oplog_has_no_pinned(i)?;
+            }
+        }
+        let eu_state = &states[eu];
+        for (key, sum) in &self.history.counters {
+            // A counter that never counted anything but zero is empty, and reads as absent.
+            let got = eu_state["cnt"].get(key).map(String::as_str).unwrap_or("0");
+            if got != sum.to_string() {
+                return Err(format!(
+                    "counter {key} = {got}, acknowledged increments sum to {sum}"
+                ));
+            }
+        }
+        for (key, writes) in &self.history.registers {
+            let winner = writes
+                .iter()
+                .max_by(|a, b| a.0.cmp(&b.0))
+                .map(|w| w.1.clone());
+            let got = eu_state["reg"].get(key).cloned();
+            if let Some(expected) = winner
+                && got != expected
+            {
+                return Err(format!(
+                    "register {key} = {got:?}; the last-writer-wins winner of its acknowledged writes is {expected:?}{}; writes (etag, value): {:?}",
+                    if expected.is_none() {
+                        " (a resurrected delete)"
+                    } else {
+                        ""
+                    },
+                    writes
+                        .iter()
+                        .map(|(v, x)| (v.etag(), x.clone()))
+                        .collect::<Vec<_>>()
+                ));
+            }
+        }
+        for (key, body) in &eu_state["tags"] {
+            let members: Vec<String> = serde_json::from_str(body).map_err(|e| e.to_string())?;
+            let added = self.history.set_adds.get(key).cloned().unwrap_or_default();
+            if let Some(m) = members.iter().find(|m| !added.contains(*m)) {
+                return Err(format!("set {key} holds {m}, which was never added"));
+            }
+        }
+        Ok(Report {
+            writes: self.history.writes,
+            deliveries: self.deliveries,
+            kills: self.kills,
+            final_state: format!("{:?}", states[eu]),
+        })
+    }
+
+    /// No op-log entry of a pinned key outside its zone carries more than a bare skip.
+    fn check_oplog_has_no_pinned(&self, i: usize) -> Result<(), String> {
+        let node = self.replicas[i]
+            .node
+            .as_ref()
+            .ok_or("dead replica at check")?;
+        let rows = node
+            .store()
+            .scan(Table::OpLog, b"", None, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        for (_, v) in rows {
+            if let LogBody::Op(p) = decode_log_body(&v).map_err(|e| e.to_string())?
+                && p.keyspace == "pinned"
+            {
+                return Err(format!(
+                    "{} holds a pinned write in its op log",
+                    self.name(i)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_etag(etag: Option<&str>) -> Result<Version, String> {
+    etag.and_then(Version::parse_etag)
+        .ok_or_else(|| format!("write answered no valid ETag: {etag:?}"))
+}
