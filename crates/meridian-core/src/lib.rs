@@ -5,6 +5,7 @@
 pub mod config;
 pub mod crdt;
 pub mod error;
+pub mod gc;
 pub mod hlc;
 pub mod kind;
 pub mod op;

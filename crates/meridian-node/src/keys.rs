@@ -43,6 +43,9 @@ pub fn parse_oplog_key(k: &[u8]) -> Option<(&str, u64)> {
     Some((origin, u64::from_be_bytes(seq)))
 }
 
+/// `Table::Meta` prefix of the register tombstones awaiting collection: `tomb/<data key>`.
+pub const TOMB_PREFIX: &[u8] = b"tomb/";
+
 /// `Table::Meta` prefix of the expiry index: `exp/` + expiry (big-endian) + kind + table key.
 pub const EXPIRY_PREFIX: &[u8] = b"exp/";
 

@@ -22,6 +22,8 @@ use std::time::Duration;
 pub use error::ApiError;
 pub use state::{Node, NodeConfig};
 
+/// How often replicated garbage (applied op-log entries, settled tombstones) is collected.
+pub const GC_INTERVAL: Duration = Duration::from_secs(2);
 /// How often the TTL sweeper reclaims expired records.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -63,6 +65,7 @@ pub async fn serve(
         .unwrap_or_default();
     let mut tasks = repl::start(&node);
     tasks.push(tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL)));
+    tasks.push(tokio::spawn(repl::gc::run(node.clone(), GC_INTERVAL)));
     let app = api::router(node.clone());
     let closing = node.clone();
     let shutdown = async move {

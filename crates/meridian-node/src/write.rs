@@ -275,6 +275,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         stored.encode()
     });
     txn.put(Table::Data, &dk, &new.encode());
+    crate::repl::gc::index_tombstone(txn, &dk, &new, seq);
     if let Some(exp) = new.expires {
         txn.put(
             Table::Meta,

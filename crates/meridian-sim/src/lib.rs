@@ -94,6 +94,8 @@ pub struct Report {
     pub deliveries: usize,
     /// Kills performed.
     pub kills: usize,
+    /// Op-log entries and register tombstones garbage-collected during the run.
+    pub collected: (usize, usize),
     /// A digest of the final state of every replica (equal across runs of one seed).
     pub final_state: String,
 }
@@ -163,6 +165,8 @@ struct Sim {
     trace: Vec<String>,
     deliveries: usize,
     kills: usize,
+    collected: (usize, usize),
+    settling: bool,
 }
 
 impl Sim {
@@ -193,6 +197,8 @@ impl Sim {
             trace: Vec::new(),
             deliveries: 0,
             kills: 0,
+            collected: (0, 0),
+            settling: false,
         };
         for i in 0..n {
             sim.restart(i);
@@ -218,7 +224,8 @@ impl Sim {
         for step in 0..steps {
             let roll = self.rng.random_range(0..100u32);
             match roll {
-                0..40 => self.write(step).await?,
+                0..32 => self.write(step).await?,
+                32..40 => self.collect_garbage().await?,
                 40..80 => {
                     let (a, b) = self.pair();
                     self.deliver(a, b).await?;
@@ -274,7 +281,20 @@ impl Sim {
             }
         }
         self.note("heal all, restart all, deliver until quiet".into());
+        self.settling = true;
         self.quiesce().await?;
+        // Collect everywhere (twice: tombstones go in two phases), deliver again, and check: no
+        // collection may change what any region serves.
+        for _ in 0..2 {
+            for i in 0..n {
+                if let Some(node) = self.replicas[i].node.clone() {
+                    let c = meridian_node::repl::gc::collect(&node).await?;
+                    self.collected.0 += c.oplog;
+                    self.collected.1 += c.tombstones;
+                }
+            }
+            self.quiesce().await?;
+        }
         self.check()
     }
 
@@ -301,7 +321,14 @@ impl Sim {
         let (Some(src), Some(dst)) = (&self.replicas[from].node, &self.replicas[to].node) else {
             return Ok(0);
         };
-        let moved = meridian_node::repl::exchange(src, dst)
+        // Deliveries are partial during the schedule (a stream's batch, with the sender's heads
+        // possibly ahead of it) and whole while settling.
+        let max = if self.settling {
+            usize::MAX
+        } else {
+            self.rng.random_range(1..=12)
+        };
+        let moved = meridian_node::repl::exchange(src, dst, max)
             .await
             .map_err(|e| format!("delivery {} -> {}: {e}", self.name(from), self.name(to)))?;
         if moved > 0 {
@@ -313,6 +340,21 @@ impl Sim {
             ));
         }
         Ok(moved)
+    }
+
+    /// A garbage-collection pass at a random live node.
+    async fn collect_garbage(&mut self) -> Result<(), String> {
+        let i = self.rng.random_range(0..self.replicas.len());
+        let Some(node) = self.replicas[i].node.clone() else {
+            return Ok(());
+        };
+        let c = meridian_node::repl::gc::collect(&node).await?;
+        if c.oplog + c.tombstones > 0 {
+            self.collected.0 += c.oplog;
+            self.collected.1 += c.tombstones;
+            self.note(format!("{}: collected {c:?}", self.name(i)));
+        }
+        Ok(())
     }
 
     async fn quiesce(&mut self) -> Result<(), String> {
@@ -581,6 +623,7 @@ impl Sim {
             writes: self.history.writes,
             deliveries: self.deliveries,
             kills: self.kills,
+            collected: self.collected,
             final_state: format!("{:?}", states[eu]),
         })
     }

@@ -64,7 +64,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Result<A
             break;
         }
         let stored_body = match e.body {
-            LogBody::Op(p) => match apply_op(node, txn, &e.origin, &p, &mut out)? {
+            LogBody::Op(p) => match apply_op(node, txn, &e.origin, e.seq, &p, &mut out)? {
                 true => LogBody::Op(p),
                 false => LogBody::Skip {
                     allowed: Vec::new(),
@@ -94,10 +94,12 @@ fn apply_op(
     node: &Node,
     txn: &mut Txn<'_>,
     origin: &str,
+    seq: u64,
     p: &OpPayload,
     out: &mut Applied,
 ) -> Result<bool, String> {
     let delta = Record::decode(&p.delta).map_err(|e| format!("entry of {origin}: {e}"))?;
+    let delta_version = delta.version.clone();
     if let Some(ks) = node.topology().keyspace(&p.keyspace) {
         let home = delta.home.as_deref().unwrap_or(origin);
         if let Some(allowed) = node.topology().regions_for_key(ks, home)
@@ -129,6 +131,9 @@ fn apply_op(
         None => delta,
     };
     txn.put(Table::Data, &dk, &new.encode());
+    if new.version == delta_version {
+        super::gc::index_tombstone(txn, &dk, &new, seq);
+    }
     if let Some(exp) = new.expires {
         txn.put(
             Table::Meta,

@@ -5,6 +5,7 @@
 
 mod apply;
 pub mod auth;
+pub mod gc;
 mod pull;
 mod serve;
 
@@ -152,13 +153,15 @@ fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
     }
 }
 
-/// One delivery from `source` to `dest` without the network: the entries `dest` lacks (what a
-/// stream would carry, residency-filtered), applied durably at `dest`, then `source`'s heads
-/// recorded at `dest` as a stream's `Heads` frame would. Returns how many entries moved. This
-/// is the seam deterministic simulations drive; the links in [`start`] do the same over HTTP.
-pub async fn exchange(source: &Node, dest: &Node) -> Result<usize, String> {
+/// One delivery from `source` to `dest` without the network: at most `max_entries` of the
+/// entries `dest` lacks (what a stream batch would carry, residency-filtered), applied durably
+/// at `dest`, then `source`'s heads recorded at `dest` as the stream's next `Heads` frame would
+/// be — possibly ahead of what was delivered, as on a real stream with more batches pending.
+/// Returns how many entries moved. This is the seam deterministic simulations drive; the links
+/// in [`start`] do the same over HTTP.
+pub async fn exchange(source: &Node, dest: &Node, max_entries: usize) -> Result<usize, String> {
     let mut sent = dest.applied().borrow().clone();
-    let entries = serve::collect(source, dest.region(), &mut sent)?;
+    let entries = serve::collect(source, dest.region(), &mut sent, max_entries)?;
     let moved = entries.len();
     if moved > 0 {
         let applied = apply::apply_batch(dest, entries).await?;

@@ -92,7 +92,7 @@ async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sende
         // Mark the current state seen *before* reading the log: a commit after this point
         // wakes the wait below, so nothing waits a whole keepalive interval.
         let heads = applied.borrow_and_update().clone();
-        let batch = match collect(&node, &peer, &mut sent) {
+        let batch = match collect(&node, &peer, &mut sent, BATCH_ENTRIES) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "reading the op log for a peer failed");
@@ -127,11 +127,12 @@ async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sende
     }
 }
 
-/// The next entries `peer` lacks, at most [`BATCH_ENTRIES`], advancing `sent`.
+/// The next entries `peer` lacks, at most `max`, advancing `sent`.
 pub(crate) fn collect(
     node: &Node,
     peer: &str,
     sent: &mut VersionVector,
+    max: usize,
 ) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for region in &node.topology().regions {
@@ -141,7 +142,7 @@ pub(crate) fn collect(
         }
         let prefix = [origin.as_bytes(), &[0]].concat();
         let after = keys::oplog_key(origin, sent.get(origin));
-        let room = BATCH_ENTRIES.saturating_sub(out.len());
+        let room = max.saturating_sub(out.len());
         if room == 0 {
             break;
         }

@@ -1,0 +1,172 @@
+//! Garbage collection of replicated state, by the rules of `meridian_core::gc`: op-log entries
+//! every region has applied, and register tombstones once no concurrent write can still be in
+//! flight anywhere. Nothing is collected while any peer's applied state is unknown (a peer down
+//! since this node started, however long), so a delete never comes back.
+
+use meridian_core::KeyspaceType;
+use meridian_core::gc::{TombstoneStep, newest, stable, tombstone_step};
+use meridian_core::record::{Record, Value};
+use meridian_core::version::VersionVector;
+use meridian_store::{Table, Txn};
+use serde::{Deserialize, Serialize};
+
+use crate::keys;
+use crate::state::Node;
+
+/// Most entries one pass examines per table.
+pub const PASS_LIMIT: usize = 4_096;
+
+/// A register tombstone awaiting collection: `Meta` `tomb/<data key>`.
+#[derive(Serialize, Deserialize)]
+struct Tombstone {
+    origin: String,
+    seq: u64,
+    etag: String,
+    noted: Option<String>,
+}
+
+/// Indexes `record` for collection if it is a register tombstone written by op `seq` of
+/// `origin`. Called in the transaction that writes it.
+pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
+    let Value::Register(r) = &record.value else {
+        return;
+    };
+    if r.value.is_some() {
+        return;
+    }
+    let t = Tombstone {
+        origin: record.version.origin.clone(),
+        seq,
+        etag: record.version.etag(),
+        noted: None,
+    };
+    // invariant: postcard serialization of a plain struct into a Vec cannot fail
+    let bytes = postcard::to_stdvec(&t).unwrap_or_default();
+    txn.put(Table::Meta, &[keys::TOMB_PREFIX, data_key].concat(), &bytes);
+}
+
+/// What one pass collected.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Collected {
+    /// Op-log entries deleted.
+    pub oplog: usize,
+    /// Register tombstones deleted.
+    pub tombstones: usize,
+}
+
+/// One collection pass. Does nothing until every peer has reported what it applied.
+pub async fn collect(node: &Node) -> Result<Collected, String> {
+    let acked = node.acked().borrow().clone();
+    let own = node.applied().borrow().clone();
+    let regions: Vec<&str> = node
+        .topology()
+        .regions
+        .iter()
+        .map(|r| r.name.as_str())
+        .collect();
+    let mut reports: Vec<&VersionVector> = vec![&own];
+    for r in regions.iter().filter(|r| **r != node.region()) {
+        match acked.get(*r) {
+            Some(vv) => reports.push(vv),
+            None => return Ok(Collected::default()),
+        }
+    }
+    let stable = stable(reports.iter().copied(), &regions);
+    let newest = newest(reports.iter().copied());
+
+    let mut doomed = Vec::new();
+    for origin in &regions {
+        let floor = stable.get(origin);
+        if floor == 0 {
+            continue;
+        }
+        let prefix = [origin.as_bytes(), &[0]].concat();
+        for (k, _) in node
+            .store()
+            .scan(Table::OpLog, &prefix, None, PASS_LIMIT)
+            .map_err(|e| e.to_string())?
+        {
+            match keys::parse_oplog_key(&k) {
+                Some((_, seq)) if seq <= floor => doomed.push(k),
+                _ => break,
+            }
+        }
+    }
+    let tombs = node
+        .store()
+        .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
+        .map_err(|e| e.to_string())?;
+    node.store()
+        .transact(move |txn| {
+            let mut done = Collected {
+                oplog: doomed.len(),
+                tombstones: 0,
+            };
+            for k in doomed {
+                txn.delete(Table::OpLog, &k);
+            }
+            for (index_key, v) in tombs {
+                let Ok(mut t) = postcard::from_bytes::<Tombstone>(&v) else {
+                    txn.delete(Table::Meta, &index_key);
+                    continue;
+                };
+                let noted = t
+                    .noted
+                    .as_deref()
+                    .and_then(|s| VersionVector::parse_token(s).ok());
+                match tombstone_step(&t.origin, t.seq, noted.as_ref(), &stable, &newest) {
+                    TombstoneStep::Wait => {}
+                    TombstoneStep::Note(snapshot) => {
+                        t.noted = Some(snapshot.to_token());
+                        let bytes = postcard::to_stdvec(&t).unwrap_or_default();
+                        txn.put(Table::Meta, &index_key, &bytes);
+                    }
+                    TombstoneStep::Collect => {
+                        let data_key = &index_key[keys::TOMB_PREFIX.len()..];
+                        if still_that_tombstone(txn, data_key, &t.etag) {
+                            txn.delete(Table::Data, data_key);
+                            done.tombstones += 1;
+                        }
+                        txn.delete(Table::Meta, &index_key);
+                    }
+                }
+            }
+            done
+        })
+        .await
+        .map_err(|e| e.to_string())
+}
+
+/// Whether the record at `data_key` is still the register tombstone with this version (a later
+/// write replaces it, and then there is nothing to collect).
+fn still_that_tombstone(txn: &Txn<'_>, data_key: &[u8], etag: &str) -> bool {
+    let Ok(Some(bytes)) = txn.get(Table::Data, data_key) else {
+        return false;
+    };
+    let Ok(record) = Record::decode(&bytes) else {
+        return false;
+    };
+    record.kind() == KeyspaceType::Register
+        && matches!(&record.value, Value::Register(r) if r.value.is_none())
+        && record.version.etag() == etag
+}
+
+/// Runs [`collect`] every `every` until the task is dropped.
+pub async fn run(node: Node, every: std::time::Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match collect(&node).await {
+            Ok(c) if c != Collected::default() => {
+                tracing::debug!(
+                    oplog = c.oplog,
+                    tombstones = c.tombstones,
+                    "garbage collected"
+                );
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "garbage collection failed; will retry"),
+        }
+    }
+}
