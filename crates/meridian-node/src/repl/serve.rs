@@ -2,8 +2,9 @@
 //! peer, every op-log entry it lacks — of every origin but its own, so a write that reached only
 //! this region before its origin died still reaches everyone — then keeps streaming new ones as
 //! they commit. The op log is the queue: catch-up after a partition and live tailing are one
-//! loop. A `Heads` frame (this node's applied version vector) follows every batch and is sent
-//! each second on an idle stream: it is the peer's acknowledgement source and keepalive.
+//! loop. A `Heads` frame (this node's applied version vector) precedes every batch when it has
+//! changed and is sent each second on an idle stream: it is the peer's acknowledgement source
+//! and keepalive.
 
 use std::convert::Infallible;
 use std::time::Duration;
@@ -101,12 +102,14 @@ async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sende
         };
         let idle = batch.is_empty();
         let mut frames = Vec::new();
-        if !idle {
-            frames.push(encode_frame(&Frame::V1(FrameV1::Batch(batch))));
-        }
+        // Heads go first: they are the acknowledgements sync writes wait on, and must not queue
+        // behind a batch the peer has to apply durably before it reads the next frame.
         if idle || last_heads.as_ref() != Some(&heads) {
             frames.push(encode_frame(&Frame::V1(FrameV1::Heads(heads.clone()))));
             last_heads = Some(heads);
+        }
+        if !idle {
+            frames.push(encode_frame(&Frame::V1(FrameV1::Batch(batch))));
         }
         for f in frames {
             let n = f.len() as u64;
