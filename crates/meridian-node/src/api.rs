@@ -61,6 +61,11 @@ pub fn router(node: Node) -> Router {
         .route("/v1/watch/{keyspace}", get(feed::watch))
         .route("/v1/conflicts", get(conflicts))
         .route("/v1/repl/stream", get(crate::repl::stream))
+        .route("/v1/repl/digest/{keyspace}", get(crate::repl::digest))
+        .route(
+            "/v1/repl/bucket/{keyspace}/{bucket}",
+            get(crate::repl::bucket),
+        )
         .route(
             "/v1/admin/status",
             get(admin_status).layer(middleware::from_fn_with_state(admin_token, admin_auth)),

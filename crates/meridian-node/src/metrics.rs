@@ -37,6 +37,8 @@ pub const CONFLICTS: &str = "meridian_conflicts_total";
 pub const QUORUM_TIMEOUTS: &str = "meridian_quorum_timeouts_total";
 /// Remote timestamps further ahead of this node's clock than the allowed offset, by origin.
 pub const CLOCK_SKEW: &str = "meridian_clock_skew_rejections_total";
+/// Records repaired by digest comparison, by keyspace.
+pub const DIGEST_REPAIRS: &str = "meridian_repl_digest_repairs_total";
 /// Transactions committed by the store.
 pub const STORE_TRANSACTIONS: &str = "meridian_store_transactions_total";
 /// Group commits (one fsync each in durable mode).
@@ -144,4 +146,9 @@ pub fn quorum_timeout(keyspace: &str) {
 /// Counts a remote timestamp beyond the allowed clock offset.
 pub fn clock_skew(origin: &str) {
     metrics::counter!(CLOCK_SKEW, "origin" => origin.to_string()).increment(1);
+}
+
+/// Counts records repaired by digest comparison.
+pub fn digest_repairs(keyspace: &str, n: u64) {
+    metrics::counter!(DIGEST_REPAIRS, "keyspace" => keyspace.to_string()).increment(n);
 }

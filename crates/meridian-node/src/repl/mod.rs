@@ -5,6 +5,7 @@
 
 mod apply;
 pub mod auth;
+pub mod digest;
 pub mod gc;
 mod pull;
 mod serve;
@@ -16,10 +17,11 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::state::Node;
 
+pub(crate) use digest::{bucket, digest};
 pub(crate) use serve::stream;
 
-/// Starts a link to every peer region; the tasks run until aborted.
-pub fn start(node: &Node) -> Vec<tokio::task::JoinHandle<()>> {
+/// The base URL of every peer: `--peer` overrides, else the region's `node` URL.
+pub fn peer_urls(node: &Node) -> Vec<(String, String)> {
     node.topology()
         .regions
         .iter()
@@ -31,10 +33,31 @@ pub fn start(node: &Node) -> Vec<tokio::task::JoinHandle<()>> {
                 .get(&r.name)
                 .cloned()
                 .unwrap_or_else(|| r.node.trim_end_matches('/').to_string());
-            tokio::spawn(pull::run(node.clone(), r.name.clone(), url))
+            (r.name.clone(), url)
         })
         .collect()
 }
+
+/// The `Authorization` header this node presents to its peers.
+pub(crate) fn auth_header(node: &Node) -> String {
+    match &node.config().secret {
+        Some(secret) => auth::header(secret, node.region(), node.wall_ms()),
+        None => format!("{} v1.{}.0.", auth::SCHEME, node.region()),
+    }
+}
+
+/// Starts a link to every peer region and the digest comparison; the tasks run until aborted.
+pub fn start(node: &Node) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks: Vec<_> = peer_urls(node)
+        .into_iter()
+        .map(|(peer, url)| tokio::spawn(pull::run(node.clone(), peer, url)))
+        .collect();
+    tasks.push(tokio::spawn(digest::run(node.clone(), DIGEST_INTERVAL)));
+    tasks
+}
+
+/// How often a node compares digests with one of its peers (in turn).
+pub const DIGEST_INTERVAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Waits until `quorum` regions allowed to hold the key (this one included) have durably
 /// applied this region's write number `seq`, at most the keyspace's `sync_timeout`. On timeout

@@ -59,10 +59,7 @@ async fn pull(
     let mut req = client
         .get(format!("{url}/v1/repl/stream"))
         .header(FROM_HEADER, from);
-    let auth = match &node.config().secret {
-        Some(secret) => super::auth::header(secret, node.region(), node.wall_ms()),
-        None => format!("{} v1.{}.0.", super::auth::SCHEME, node.region()),
-    };
+    let auth = super::auth_header(node);
     req = req.header("authorization", auth);
     let mut resp = req.send().await.map_err(|e| format!("connect: {e}"))?;
     if !resp.status().is_success() {
