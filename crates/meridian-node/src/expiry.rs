@@ -1,5 +1,11 @@
 //! TTL expiry. Reads never serve an expired record (they compare its HLC expiry with the
 //! node's clock); this sweeper only reclaims the space, walking the expiry index in time order.
+//!
+//! It removes expired records only where they never leave this region (a `local` keyspace, or
+//! a topology of one region). A replicated expired record stays, invisible: removing it would
+//! let a late write that it superseded come back here alone, and would drop the per-origin
+//! counters that keep later writes' identities fresh. Such records are reclaimed only by
+//! replicated garbage collection's rules, which expiry does not use yet.
 
 use std::time::Duration;
 
@@ -47,6 +53,7 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
         return Ok(0);
     }
     let region = node.region().to_string();
+    let node_for_txn = node.clone();
     let expired = node
         .store()
         .transact(move |txn| -> Result<Vec<Change>, meridian_store::Error> {
@@ -67,7 +74,9 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                             continue;
                         };
                         if rec.expires == Some(at) {
-                            txn.delete(Table::Data, table_key);
+                            if reclaimable(&node_for_txn, table_key) {
+                                txn.delete(Table::Data, table_key);
+                            }
                             let mut parts = table_key.splitn(2, |b| *b == 0);
                             let ks = String::from_utf8_lossy(parts.next().unwrap_or_default());
                             let key = String::from_utf8_lossy(parts.next().unwrap_or_default());
@@ -92,4 +101,100 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
         node.publish_change(c);
     }
     Ok(handled)
+}
+
+/// Whether an expired record at `data_key` may be removed: it never leaves this region.
+fn reclaimable(node: &Node, data_key: &[u8]) -> bool {
+    if node.topology().regions.len() == 1 {
+        return true;
+    }
+    let ks = data_key.split(|b| *b == 0).next().unwrap_or_default();
+    let ks = String::from_utf8_lossy(ks);
+    node.topology()
+        .keyspace(&ks)
+        .is_some_and(|k| k.replication == meridian_core::config::Replication::Local)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use meridian_store::{Store, StoreOptions, Table};
+
+    use crate::clock::Clock;
+    use crate::input::WriteHeaders;
+    use crate::write::{Mutation, write};
+    use crate::{Node, NodeConfig, keys};
+
+    struct FakeClock(Arc<AtomicU64>);
+    impl Clock for FakeClock {
+        fn wall_ms(&self) -> u64 {
+            self.0.load(Ordering::SeqCst)
+        }
+    }
+
+    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"loc\"\ntype = \"register\"\nreplication = \"local\"\n";
+
+    /// Expired records are swept where they never leave the region, and kept (invisible) where
+    /// they replicate; both announce the expiry on the feed.
+    #[tokio::test]
+    async fn sweeps_only_what_never_leaves_the_region() {
+        let t = Arc::new(meridian_core::config::parse("t.toml", TOPOLOGY).expect("topology"));
+        let now = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let store = Store::in_memory(StoreOptions::default());
+        let node = Node::new(
+            t.clone(),
+            "a",
+            store,
+            Arc::new(FakeClock(now.clone())),
+            NodeConfig::default(),
+        )
+        .expect("node");
+        let mut feed = node.subscribe();
+        for ks in ["rep", "loc"] {
+            let m = Mutation {
+                keyspace: t.keyspace(ks).expect("ks").clone(),
+                key: "k".into(),
+                op: meridian_core::op::Op::Put {
+                    value: bytes::Bytes::from_static(b"v"),
+                    content_type: "text/plain".into(),
+                    context: None,
+                },
+                headers: WriteHeaders {
+                    ttl: Some(std::time::Duration::from_secs(1)),
+                    ..WriteHeaders::default()
+                },
+                fingerprint: 1,
+            };
+            write(&node, m).await.expect("write");
+        }
+        assert_eq!(
+            super::sweep_once(&node).await.expect("sweep"),
+            0,
+            "nothing due yet"
+        );
+        now.fetch_add(1_500, Ordering::SeqCst);
+        assert_eq!(super::sweep_once(&node).await.expect("sweep"), 2);
+        let get = |ks: &str| {
+            node.store()
+                .get(Table::Data, &keys::data_key(ks, "k"))
+                .expect("get")
+        };
+        assert!(get("loc").is_none(), "a local expired record is reclaimed");
+        assert!(get("rep").is_some(), "a replicated expired record is kept");
+        let mut expired = Vec::new();
+        while let Ok(c) = feed.try_recv() {
+            if c.op == "expire" {
+                expired.push(c.keyspace);
+            }
+        }
+        expired.sort();
+        assert_eq!(expired, ["loc", "rep"]);
+        assert_eq!(
+            super::sweep_once(&node).await.expect("sweep"),
+            0,
+            "the index entries are gone"
+        );
+    }
 }
