@@ -664,3 +664,55 @@ async fn digest_comparison_repairs_silent_divergence() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
+
+/// A TTL is an absolute HLC expiry carried by the value: every region serves the key until the
+/// same instant and none after it, including a region cut off from the writer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_expires_at_the_same_instant_everywhere() {
+    let mut w = World::new().await;
+    let c = w.client.clone();
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/reg/session"))
+        .header("meridian-ttl", "4s")
+        .body("s")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let written = Instant::now();
+    c.post(w.url("us-east-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    // Cut ap-southeast-1 off from everyone: it must still expire the key on time.
+    w.stop("ap-southeast-1").await;
+    w.start("ap-southeast-1", &["us-east-1", "eu-west-1"]).await;
+    for r in REGIONS {
+        let s = c
+            .get(w.url(r, "/v1/kv/reg/session"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s, StatusCode::OK, "{r} serves the key before its expiry");
+    }
+    assert!(
+        written.elapsed() < Duration::from_millis(3500),
+        "the checks above took too long"
+    );
+    tokio::time::sleep(Duration::from_millis(4300).saturating_sub(written.elapsed())).await;
+    for r in REGIONS {
+        let s = c
+            .get(w.url(r, "/v1/kv/reg/session"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(
+            s,
+            StatusCode::NOT_FOUND,
+            "{r} serves the key after its expiry"
+        );
+    }
+}
