@@ -184,56 +184,83 @@ async fn read_body(node: &Node, body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
-/// What a mutating handler gathered before the writer runs.
-struct Prepared {
+/// Everything a mutating call brings: gathered without refusing anything, so every refusal is
+/// made (as JSON) by [`Mutate::run`].
+struct Mutate {
     node: Node,
-    mutation: Mutation,
+    method: Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: HeaderMap,
+    body: Body,
 }
 
-async fn prepare(
-    node: Node,
-    method: &Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: &HeaderMap,
-    op_name: &str,
-    body: &[u8],
-    op: impl FnOnce(&WriteHeaders, &[u8]) -> Result<Op, ApiError>,
-) -> Result<Prepared, ApiError> {
-    let (ks_name, key) = key_path(path)?;
-    let keyspace = node.keyspace(&ks_name)?.clone();
-    input::check_key(&key, node.topology().limits.max_key_bytes)?;
-    let wh = input::write_headers(headers, node.topology())?;
-    let op = op(&wh, body)?;
-    let header = |n: &str| headers.get(n).map(|v| v.as_bytes()).unwrap_or_default();
-    let fingerprint = write::fingerprint(&[
-        method.as_str().as_bytes(),
-        ks_name.as_bytes(),
-        key.as_bytes(),
-        op_name.as_bytes(),
-        body,
-        header("content-type"),
-        header("if-match"),
-        header("if-none-match"),
-        header(names::TTL),
-        header(names::HOME),
-        header(names::CONTEXT),
-    ]);
-    Ok(Prepared {
-        node,
-        mutation: Mutation {
+impl axum::extract::FromRequest<Node> for Mutate {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request(req: Request, node: &Node) -> Result<Self, Self::Rejection> {
+        use axum::extract::FromRequestParts as _;
+        let (mut parts, body) = req.into_parts();
+        let path = Path::<(String, String)>::from_request_parts(&mut parts, node).await;
+        Ok(Mutate {
+            node: node.clone(),
+            method: parts.method,
+            path,
+            headers: parts.headers,
+            body,
+        })
+    }
+}
+
+/// How a mutating call's validated headers and body become an operation.
+type ParseOp = fn(&WriteHeaders, &[u8]) -> Result<Op, ApiError>;
+
+impl Mutate {
+    /// Validates the call (path, key, headers, body), runs the operation durably, answers.
+    async fn run(self, op_name: &'static str, parse: ParseOp) -> Response {
+        match self.execute(op_name, parse).await {
+            Ok(w) => outcome_response(w.outcome, w.replayed),
+            Err(e) => e.into_response(),
+        }
+    }
+
+    async fn execute(
+        self,
+        op_name: &'static str,
+        parse: ParseOp,
+    ) -> Result<write::Written, ApiError> {
+        let body = read_body(&self.node, self.body).await?;
+        let (ks_name, key) = key_path(self.path)?;
+        let keyspace = self.node.keyspace(&ks_name)?.clone();
+        input::check_key(&key, self.node.topology().limits.max_key_bytes)?;
+        let wh = input::write_headers(&self.headers, self.node.topology())?;
+        let op = parse(&wh, &body)?;
+        let header = |n: &str| {
+            self.headers
+                .get(n)
+                .map(|v| v.as_bytes())
+                .unwrap_or_default()
+        };
+        let fingerprint = write::fingerprint(&[
+            self.method.as_str().as_bytes(),
+            ks_name.as_bytes(),
+            key.as_bytes(),
+            op_name.as_bytes(),
+            &body,
+            header("content-type"),
+            header("if-match"),
+            header("if-none-match"),
+            header(names::TTL),
+            header(names::HOME),
+            header(names::CONTEXT),
+        ]);
+        let mutation = Mutation {
             keyspace,
             key,
             op,
             headers: wh,
             fingerprint,
-        },
-    })
-}
-
-async fn run(p: Prepared) -> Response {
-    match write::write(&p.node, p.mutation).await {
-        Ok(w) => outcome_response(w.outcome, w.replayed),
-        Err(e) => e.into_response(),
+        };
+        write::write(&self.node, mutation).await
     }
 }
 
@@ -270,60 +297,33 @@ macro_rules! try_resp {
     };
 }
 
-async fn put_key(
-    State(node): State<Node>,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = try_resp!(read_body(&node, body).await);
-    let p = try_resp!(
-        prepare(node, &method, path, &headers, "put", &body, |wh, b| {
-            Ok(Op::Put {
-                value: Bytes::copy_from_slice(b),
-                content_type: wh.content_type.clone(),
-                context: wh.context.clone(),
-            })
+async fn put_key(m: Mutate) -> Response {
+    m.run("put", |wh, b| {
+        Ok(Op::Put {
+            value: Bytes::copy_from_slice(b),
+            content_type: wh.content_type.clone(),
+            context: wh.context.clone(),
         })
-        .await
-    );
-    run(p).await
+    })
+    .await
 }
 
-async fn delete_key(
-    State(node): State<Node>,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-) -> Response {
-    let p = try_resp!(
-        prepare(node, &method, path, &headers, "delete", &[], |wh, _| {
-            Ok(Op::Delete {
-                context: wh.context.clone(),
-            })
+async fn delete_key(m: Mutate) -> Response {
+    m.run("delete", |wh, _| {
+        Ok(Op::Delete {
+            context: wh.context.clone(),
         })
-        .await
-    );
-    run(p).await
+    })
+    .await
 }
 
-async fn patch_key(
-    State(node): State<Node>,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = try_resp!(read_body(&node, body).await);
-    let p = try_resp!(
-        prepare(node, &method, path, &headers, "patch", &body, |_, b| {
-            let fields = input::json_body(b, r#"{"field": "value", "removed": null}"#)?;
-            Ok(Op::Patch { fields })
+async fn patch_key(m: Mutate) -> Response {
+    m.run("patch", |_, b| {
+        Ok(Op::Patch {
+            fields: input::json_body(b, r#"{"field": "value", "removed": null}"#)?,
         })
-        .await
-    );
-    run(p).await
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -337,26 +337,16 @@ fn one() -> i64 {
     1
 }
 
-async fn incr(
-    State(node): State<Node>,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = try_resp!(read_body(&node, body).await);
-    let p = try_resp!(
-        prepare(node, &method, path, &headers, "incr", &body, |_, b| {
-            let by = if b.iter().all(u8::is_ascii_whitespace) {
-                1
-            } else {
-                input::json_body::<IncrBody>(b, r#"{"by": 5}"#)?.by
-            };
-            Ok(Op::Incr { by })
-        })
-        .await
-    );
-    run(p).await
+async fn incr(m: Mutate) -> Response {
+    m.run("incr", |_, b| {
+        let by = if b.iter().all(u8::is_ascii_whitespace) {
+            1
+        } else {
+            input::json_body::<IncrBody>(b, r#"{"by": 5}"#)?.by
+        };
+        Ok(Op::Incr { by })
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -377,42 +367,22 @@ fn members(b: &[u8]) -> Result<Vec<String>, ApiError> {
     Ok(m)
 }
 
-async fn add(
-    State(node): State<Node>,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = try_resp!(read_body(&node, body).await);
-    let p = try_resp!(
-        prepare(node, &method, path, &headers, "add", &body, |_, b| {
-            Ok(Op::Add {
-                members: members(b)?,
-            })
+async fn add(m: Mutate) -> Response {
+    m.run("add", |_, b| {
+        Ok(Op::Add {
+            members: members(b)?,
         })
-        .await
-    );
-    run(p).await
+    })
+    .await
 }
 
-async fn remove(
-    State(node): State<Node>,
-    method: Method,
-    path: Result<Path<(String, String)>, PathRejection>,
-    headers: HeaderMap,
-    body: Body,
-) -> Response {
-    let body = try_resp!(read_body(&node, body).await);
-    let p = try_resp!(
-        prepare(node, &method, path, &headers, "remove", &body, |_, b| {
-            Ok(Op::Remove {
-                members: members(b)?,
-            })
+async fn remove(m: Mutate) -> Response {
+    m.run("remove", |_, b| {
+        Ok(Op::Remove {
+            members: members(b)?,
         })
-        .await
-    );
-    run(p).await
+    })
+    .await
 }
 
 #[derive(Deserialize, Default)]
