@@ -567,6 +567,15 @@ async fn conflicts(State(node): State<Node>) -> Json<serde_json::Value> {
     Json(json!({"region": node.region(), "conflicts": node.conflicts()}))
 }
 
+/// Recent conflicts (those `/v1/conflicts` still lists), counted per keyspace.
+fn conflicts_by_keyspace(node: &Node) -> BTreeMap<String, usize> {
+    let mut out = BTreeMap::new();
+    for c in node.conflicts() {
+        *out.entry(c.keyspace).or_insert(0) += 1;
+    }
+    out
+}
+
 async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
     let stats = node.store().stats();
     let keyspaces: BTreeMap<&str, serde_json::Value> = node
@@ -585,6 +594,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
         "hlc": node.now().0,
         "applied": node.applied().borrow().to_token(),
         "peers": crate::repl::peer_status(&node),
+        "conflicts": conflicts_by_keyspace(&node),
         "keyspaces": keyspaces,
         "store": {
             "transactions": stats.transactions_committed,
