@@ -566,6 +566,21 @@ async fn concurrent_overwrites_converge_and_are_reported() {
         reported >= 1,
         "the overwrite of a concurrent write must be reported"
     );
+    let mut in_status = 0;
+    for r in ["us-east-1", "eu-west-1"] {
+        let resp = c
+            .get(w.url(r, "/v1/admin/status"))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap();
+        let v: Value = resp.json().await.unwrap();
+        in_status += v["conflicts"]["reg"].as_u64().unwrap_or(0);
+    }
+    assert_eq!(
+        in_status as usize, reported,
+        "status counts conflicts per keyspace"
+    );
 }
 
 /// A record that silently differs under the same version (as after a bit flip or a bad restore)
