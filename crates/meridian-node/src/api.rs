@@ -86,7 +86,10 @@ async fn observe(State(node): State<Node>, req: Request, next: Next) -> Response
         .unwrap_or_else(|| "unmatched".into());
     let method = req.method().clone();
     let mut resp = next.run(req).await;
-    if let Ok(v) = HeaderValue::from_str(node.region()) {
+    // A forwarded answer already names the region that served it.
+    if !resp.headers().contains_key(names::REGION)
+        && let Ok(v) = HeaderValue::from_str(node.region())
+    {
         resp.headers_mut().insert(names::REGION, v);
     }
     metrics::request(
@@ -184,11 +187,21 @@ async fn read_body(node: &Node, body: Body) -> Result<Bytes, ApiError> {
     })
 }
 
+macro_rules! try_resp {
+    ($e:expr) => {
+        match $e {
+            Ok(v) => v,
+            Err(e) => return ApiError::into_response(e),
+        }
+    };
+}
+
 /// Everything a mutating call brings: gathered without refusing anything, so every refusal is
 /// made (as JSON) by [`Mutate::run`].
 struct Mutate {
     node: Node,
     method: Method,
+    uri: axum::http::Uri,
     path: Result<Path<(String, String)>, PathRejection>,
     headers: HeaderMap,
     body: Body,
@@ -204,6 +217,7 @@ impl axum::extract::FromRequest<Node> for Mutate {
         Ok(Mutate {
             node: node.clone(),
             method: parts.method,
+            uri: parts.uri,
             path,
             headers: parts.headers,
             body,
@@ -215,53 +229,71 @@ impl axum::extract::FromRequest<Node> for Mutate {
 type ParseOp = fn(&WriteHeaders, &[u8]) -> Result<Op, ApiError>;
 
 impl Mutate {
-    /// Validates the call (path, key, headers, body), runs the operation durably, answers.
+    /// Validates the call (path, key, headers, body), runs the operation durably, answers. A
+    /// write refused because the key's home is elsewhere is forwarded there when the keyspace
+    /// says `forward = true` (once: a forwarded request is never forwarded again).
     async fn run(self, op_name: &'static str, parse: ParseOp) -> Response {
-        match self.execute(op_name, parse).await {
+        let Mutate {
+            node,
+            method,
+            uri,
+            path,
+            headers,
+            body,
+        } = self;
+        let body = try_resp!(read_body(&node, body).await);
+        let forwards = path
+            .as_ref()
+            .ok()
+            .and_then(|Path((ks, _))| node.topology().keyspace(ks))
+            .is_some_and(|k| k.forward)
+            && !headers.contains_key(crate::forward::FORWARDED);
+        match execute(&node, &method, path, &headers, &body, op_name, parse).await {
             Ok(w) => outcome_response(w.outcome, w.replayed),
+            Err(e) if forwards && e.code == "wrong_region" => {
+                crate::forward::to_home(&node, &e, method, &uri, &headers, body).await
+            }
             Err(e) => e.into_response(),
         }
     }
+}
 
-    async fn execute(
-        self,
-        op_name: &'static str,
-        parse: ParseOp,
-    ) -> Result<write::Written, ApiError> {
-        let body = read_body(&self.node, self.body).await?;
-        let (ks_name, key) = key_path(self.path)?;
-        let keyspace = self.node.keyspace(&ks_name)?.clone();
-        input::check_key(&key, self.node.topology().limits.max_key_bytes)?;
-        let wh = input::write_headers(&self.headers, self.node.topology())?;
-        let op = parse(&wh, &body)?;
-        let header = |n: &str| {
-            self.headers
-                .get(n)
-                .map(|v| v.as_bytes())
-                .unwrap_or_default()
-        };
-        let fingerprint = write::fingerprint(&[
-            self.method.as_str().as_bytes(),
-            ks_name.as_bytes(),
-            key.as_bytes(),
-            op_name.as_bytes(),
-            &body,
-            header("content-type"),
-            header("if-match"),
-            header("if-none-match"),
-            header(names::TTL),
-            header(names::HOME),
-            header(names::CONTEXT),
-        ]);
-        let mutation = Mutation {
-            keyspace,
-            key,
-            op,
-            headers: wh,
-            fingerprint,
-        };
-        write::write(&self.node, mutation).await
-    }
+async fn execute(
+    node: &Node,
+    method: &Method,
+    path: Result<Path<(String, String)>, PathRejection>,
+    headers: &HeaderMap,
+    body: &[u8],
+    op_name: &'static str,
+    parse: ParseOp,
+) -> Result<write::Written, ApiError> {
+    let (ks_name, key) = key_path(path)?;
+    let keyspace = node.keyspace(&ks_name)?.clone();
+    input::check_key(&key, node.topology().limits.max_key_bytes)?;
+    let wh = input::write_headers(headers, node.topology())?;
+    let op = parse(&wh, body)?;
+    let header = |n: &str| headers.get(n).map(|v| v.as_bytes()).unwrap_or_default();
+    let fingerprint = write::fingerprint(&[
+        method.as_str().as_bytes(),
+        ks_name.as_bytes(),
+        key.as_bytes(),
+        op_name.as_bytes(),
+        body,
+        header("content-type"),
+        header("if-match"),
+        header("if-none-match"),
+        header(names::TTL),
+        header(names::HOME),
+        header(names::CONTEXT),
+    ]);
+    let mutation = Mutation {
+        keyspace,
+        key,
+        op,
+        headers: wh,
+        fingerprint,
+    };
+    write::write(node, mutation).await
 }
 
 fn outcome_response(o: Outcome, replayed: bool) -> Response {
@@ -286,15 +318,6 @@ fn outcome_response(o: Outcome, replayed: bool) -> Response {
         set(names::IDEMPOTENT_REPLAYED, "true".into());
     }
     resp
-}
-
-macro_rules! try_resp {
-    ($e:expr) => {
-        match $e {
-            Ok(v) => v,
-            Err(e) => return ApiError::into_response(e),
-        }
-    };
 }
 
 async fn put_key(m: Mutate) -> Response {

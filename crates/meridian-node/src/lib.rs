@@ -7,6 +7,7 @@ pub mod clock;
 pub mod error;
 pub mod expiry;
 mod feed;
+pub mod forward;
 pub mod input;
 pub mod keys;
 pub mod metrics;

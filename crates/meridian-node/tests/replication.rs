@@ -67,6 +67,12 @@ residency = "eu"
 name = "scratch"
 type = "register"
 replication = "local"
+
+[[keyspace]]
+name = "accounts"
+type = "register"
+writer = "home"
+forward = true
 "#;
 
 /// A running node; dropping `stop` shuts it down and releases its data directory.
@@ -730,4 +736,54 @@ async fn ttl_expires_at_the_same_instant_everywhere() {
             "{r} serves the key after its expiry"
         );
     }
+}
+
+/// A write to a `writer = "home"`, `forward = true` keyspace made in another region is forwarded
+/// to the key's home and answered from there — once: a forwarded request is never forwarded on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_are_forwarded_to_the_home_region() {
+    let w = World::new().await;
+    let c = &w.client;
+    let r = c
+        .put(w.url("eu-west-1", "/v1/kv/accounts/alice"))
+        .body("v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    c.post(w.url("eu-west-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/accounts/alice"))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::OK,
+        "forwarded and applied at the home"
+    );
+    assert_eq!(r.headers()["meridian-region"], "eu-west-1");
+    let at_home = c
+        .get(w.url("eu-west-1", "/v1/kv/accounts/alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        at_home.text().await.unwrap(),
+        "v2",
+        "the home has it at once"
+    );
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/accounts/alice"))
+        .header("meridian-forwarded", "ap-southeast-1")
+        .body("v3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "no second hop");
 }
