@@ -1,0 +1,564 @@
+//! Integration tests: one or two edges in front of in-process upstream "regions" on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use meridian_edge::{Edge, EdgeOptions};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Counters of one upstream app server.
+#[derive(Default)]
+struct Hits {
+    probes: AtomicUsize,
+    requests: AtomicUsize,
+    posts: AtomicUsize,
+    /// Probes seen before the first real request since the last restart (usize::MAX: none yet).
+    probes_before_first_request: AtomicUsize,
+}
+
+/// An app backend of one region; `kill` closes the listener and every open connection.
+struct Upstream {
+    addr: SocketAddr,
+    region: String,
+    hits: Arc<Hits>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    async fn start(region: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut u = Upstream {
+            addr: listener.local_addr().unwrap(),
+            region: region.to_string(),
+            hits: Arc::new(Hits::default()),
+            task: None,
+        };
+        u.run(listener);
+        u
+    }
+
+    fn run(&mut self, listener: TcpListener) {
+        let region = self.region.clone();
+        let hits = self.hits.clone();
+        hits.probes.store(0, Ordering::SeqCst);
+        hits.probes_before_first_request
+            .store(usize::MAX, Ordering::SeqCst);
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let region = region.clone();
+                let hits = hits.clone();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| app(region.clone(), hits.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.run(listener);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn app(
+    region: String,
+    hits: Arc<Hits>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/health/ready" {
+        hits.probes.fetch_add(1, Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
+    }
+    let probes = hits.probes.load(Ordering::SeqCst);
+    let _ = hits.probes_before_first_request.compare_exchange(
+        usize::MAX,
+        probes,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    hits.requests.fetch_add(1, Ordering::SeqCst);
+    if req.method() == hyper::Method::POST {
+        hits.posts.fetch_add(1, Ordering::SeqCst);
+    }
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let zone = req
+        .headers()
+        .get("meridian-zone")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let mut resp = Response::builder()
+        .header("x-seen-xff", xff)
+        .header("x-seen-zone", zone);
+    let text = match path.as_str() {
+        "/fail" if region == "a" => {
+            resp = resp.status(503);
+            "failing".to_string()
+        }
+        "/replay" if region == "a" => {
+            resp = resp.header("meridian-replay", "region=b");
+            "wrong region".to_string()
+        }
+        _ => format!("{region}:{}", String::from_utf8_lossy(&body)),
+    };
+    Ok(resp.body(Full::new(Bytes::from(text))).unwrap())
+}
+
+struct World {
+    ups: Vec<Upstream>,
+    proxy: String,
+    admin: String,
+    edge: Edge,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+const SECRET: &str = "0123456789abcdef0123";
+
+fn config(ups: &[(&str, String)], edges: &[(&str, SocketAddr, SocketAddr)], extra: &str) -> String {
+    let mut s =
+        String::from("[cluster]\nname = \"t\"\n[zones]\neu = [\"a\"]\nus = [\"b\", \"c\"]\n");
+    for (i, (name, url)) in ups.iter().enumerate() {
+        s += &format!(
+            "[[region]]\nname = \"{name}\"\nnode = \"http://127.0.0.1:{}\"\napp = [\"{url}\"]\n",
+            7000 + i
+        );
+    }
+    for (name, listen, admin) in edges {
+        s += &format!(
+            "[[edge]]\nname = \"{name}\"\nlisten = \"{listen}\"\nadmin = \"{admin}\"\n\
+             trusted_proxies = [\"127.0.0.0/8\"]\n"
+        );
+    }
+    s += "[health]\ninterval = \"200ms\"\ntimeout = \"100ms\"\ndown_after = 3\nup_after = 3\n";
+    s + extra
+}
+
+async fn world(extra: &str, secret: bool) -> World {
+    let ups = vec![
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
+    let names: Vec<(&str, String)> = ups.iter().map(|u| (u.region.as_str(), u.url())).collect();
+    let text = config(&names, &[("e1", la, aa)], extra);
+    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+    let mut opts = EdgeOptions::new("e1");
+    opts.seed = 7;
+    if secret {
+        opts.secret = Some(SECRET.to_string());
+    }
+    let edge = Edge::new(topo, opts).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(meridian_edge::serve(edge.clone(), l, a, async move {
+        let _ = rx.await;
+    }));
+    World {
+        ups,
+        proxy: format!("http://{la}"),
+        admin: format!("http://{aa}"),
+        edge,
+        stop: Some(tx),
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn backend_state(c: &reqwest::Client, admin: &str, region: &str) -> String {
+    let s: serde_json::Value = c
+        .get(format!("{admin}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = s["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == region)
+        .unwrap();
+    r["backends"][0]["state"].as_str().unwrap().to_string()
+}
+
+const FAILOVER: &str = "[routing]\npolicy = \"failover\"\norder = [\"a\", \"b\", \"c\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_a_region_mid_load_loses_no_idempotent_request() {
+    let mut w = world(FAILOVER, false).await;
+    let c = client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served: Arc<std::sync::Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let mut load = JoinSet::new();
+    for worker in 0..4 {
+        let (c, url, stop, failures, served) = (
+            c.clone(),
+            w.proxy.clone(),
+            stop.clone(),
+            failures.clone(),
+            served.clone(),
+        );
+        load.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for i in 0..20_000 {
+                if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                    break;
+                }
+                let req = if i % 2 == 0 {
+                    c.get(format!("{url}/item/{worker}/{i}"))
+                } else {
+                    c.post(format!("{url}/order"))
+                        .header("idempotency-key", format!("{worker}-{i}"))
+                        .body("x")
+                };
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let region = r.headers()["meridian-region"].to_str().unwrap().to_string();
+                        served.lock().unwrap().push((Instant::now(), region));
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        w.ups[0].hits.requests.load(Ordering::SeqCst) > 0,
+        "a serves first"
+    );
+
+    let killed = Instant::now();
+    w.ups[0].kill();
+    let detect_deadline = Duration::from_millis(3 * 200 + 100 + 250);
+    loop {
+        if backend_state(&c, &w.admin, "a").await == "down" {
+            break;
+        }
+        assert!(
+            killed.elapsed() < detect_deadline,
+            "a not marked down in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let detected = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let restarted = Instant::now();
+    w.ups[0].restart().await;
+    loop {
+        let back = served
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, r)| *t > restarted && r == "a");
+        if back {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "traffic never returned to a"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    while load.join_next().await.is_some() {}
+
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "no safe or idempotent request failed"
+    );
+    let probes = w.ups[0]
+        .hits
+        .probes_before_first_request
+        .load(Ordering::SeqCst);
+    assert!(
+        probes >= 3,
+        "traffic returned after {probes} successful probes, want up_after = 3"
+    );
+    let served = served.lock().unwrap();
+    let between: Vec<&String> = served
+        .iter()
+        .filter(|(t, _)| *t > killed + Duration::from_millis(50) && *t < restarted)
+        .map(|(_, r)| r)
+        .collect();
+    assert!(
+        !between.is_empty() && between.iter().all(|r| *r == "b"),
+        "failed over to b"
+    );
+    eprintln!("detected in {detected:?}; {} requests served", served.len());
+}
+
+#[tokio::test]
+async fn residency_never_leaves_the_zone_and_fails_closed() {
+    let mut w = world(
+        "[routing]\npolicy = \"failover\"\nall_down = \"fail-closed\"\n",
+        true,
+    )
+    .await;
+    let c = client();
+    let tok = meridian_edge::token::sign(&serde_json::json!({"zone": "eu"}), SECRET.as_bytes());
+    let r = c
+        .get(format!("{}/x", w.proxy))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "a");
+    assert_eq!(r.headers()["x-seen-zone"], "eu");
+    let us = c
+        .get(format!("{}/x", w.proxy))
+        .header("meridian-zone", "us")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        us.headers()["meridian-region"],
+        "b",
+        "zone header from a trusted proxy"
+    );
+
+    w.ups[0].kill();
+    let started = Instant::now();
+    loop {
+        let r = c
+            .get(format!("{}/x", w.proxy))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        if let Some(region) = r.headers().get("meridian-region") {
+            assert_eq!(region, "a", "an eu request is only ever sent to a");
+        }
+        if status == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "no_region_available");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never failed closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forged =
+        meridian_edge::token::sign(&serde_json::json!({"zone": "eu"}), b"not-the-secret-123");
+    let r = c
+        .get(format!("{}/x", w.proxy))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["meridian-region"],
+        "b",
+        "an unverified token carries no zone"
+    );
+}
+
+#[tokio::test]
+async fn unsafe_requests_are_not_retried_and_replay_moves_regions() {
+    let w = world(FAILOVER, false).await;
+    let c = client();
+    let r = c
+        .post(format!("{}/fail", w.proxy))
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["meridian-region"], "a");
+    assert_eq!(
+        w.ups[1].hits.posts.load(Ordering::SeqCst),
+        0,
+        "a POST without key is sent once"
+    );
+
+    let r = c.get(format!("{}/fail", w.proxy)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["meridian-region"], "b");
+    let r = c
+        .post(format!("{}/fail", w.proxy))
+        .header("idempotency-key", "k1")
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["meridian-region"].clone()),
+        (200, "b".parse().unwrap())
+    );
+
+    let r = c
+        .put(format!("{}/replay", w.proxy))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "b:payload",
+        "replayed with its body"
+    );
+
+    let r = c
+        .get(format!("{}/who", w.proxy))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-seen-xff"], "203.0.113.9, 127.0.0.1");
+    let served_by = r.headers()["meridian-region"].to_str().unwrap().to_string();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with(&format!("meridian_region={served_by};")),
+        "{cookie}"
+    );
+    let r = c
+        .get(format!("{}/who", w.proxy))
+        .header("cookie", "meridian_region=c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "c", "sticky cookie");
+}
+
+#[tokio::test]
+async fn admin_api_weights_explain_and_metrics() {
+    let w = world(
+        "[routing]\npolicy = \"failover\"\nwrites = \"primary:c\"\n",
+        true,
+    )
+    .await;
+    let c = client();
+    let r = c
+        .get(format!("{}/v1/status", w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(SECRET);
+
+    let r = auth(c.post(format!("{}/v1/regions/a/drain", w.admin)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{}/x", w.proxy)).send().await.unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b", "a is drained");
+    let r = auth(c.put(format!("{}/v1/regions/a/weight", w.admin)))
+        .json(&serde_json::json!({"weight": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(w.edge.weight("a"), 100);
+    let r = auth(c.put(format!("{}/v1/regions/zz/weight", w.admin)))
+        .json(&serde_json::json!({"weight": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let e: serde_json::Value = auth(c.get(format!(
+        "{}/v1/explain?ip=198.51.100.7&method=POST&path=/o",
+        w.admin
+    )))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(e["regions"], serde_json::json!(["c"]), "{e}");
+    assert!(
+        e["explanation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("primary:c"))
+    );
+
+    let s: serde_json::Value = auth(c.get(format!("{}/v1/status", w.admin)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["regions"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        s["regions"][0]["backends"][0]["state"], "up",
+        "up from config at start"
+    );
+
+    let m = auth(c.get(format!("{}/metrics", w.admin)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("meridian_edge_requests_total"), "{m}");
+    assert!(m.contains("meridian_edge_request_duration_seconds_bucket"));
+}
