@@ -562,3 +562,88 @@ async fn admin_api_weights_explain_and_metrics() {
     assert!(m.contains("meridian_edge_requests_total"), "{m}");
     assert!(m.contains("meridian_edge_request_duration_seconds_bucket"));
 }
+
+async fn region_up(c: &reqwest::Client, admin: &str, region: &str) -> (bool, bool) {
+    let s: serde_json::Value = c
+        .get(format!("{admin}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = s["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == region)
+        .unwrap();
+    (r["up"].as_bool().unwrap(), r["local_up"].as_bool().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_edge_that_cannot_reach_a_region_does_not_fail_it_over() {
+    let ups = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut listeners = Vec::new();
+    for _ in 0..4 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let edges = [("e1", addrs[0], addrs[1]), ("e2", addrs[2], addrs[3])];
+    // e1's network cannot reach region a (its URL for a's backend is dead); e2's can.
+    let (b, c) = (("b", ups[1].url()), ("c", ups[2].url()));
+    let e1_text = config(&[("a", dead_url), b.clone(), c.clone()], &edges, FAILOVER);
+    let e2_text = config(&[("a", ups[0].url()), b, c], &edges, FAILOVER);
+    let mut stops = Vec::new();
+    let mut listeners = listeners.into_iter();
+    for (name, text) in [("e1", e1_text), ("e2", e2_text)] {
+        let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+        let edge = Edge::new(topo, EdgeOptions::new(name)).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (l, a) = (listeners.next().unwrap(), listeners.next().unwrap());
+        tokio::spawn(meridian_edge::serve(edge, l, a, async move {
+            let _ = rx.await;
+        }));
+        stops.push(tx);
+    }
+    let c = client();
+    let e1_admin = format!("http://{}", addrs[1]);
+    // Well past down_after × interval: e1 alone sees a down, but e2 outvotes it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(region_up(&c, &e1_admin, "a").await, (true, false));
+    let r = c
+        .get(format!("http://{}/x", addrs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "e1 still routes to a, and retries a refused connection in b"
+    );
+
+    // Without e2's vote (its views expire after 3 intervals), e1 decides alone.
+    let e2_stop = stops.pop().unwrap();
+    let _ = e2_stop.send(());
+    let started = Instant::now();
+    while region_up(&c, &e1_admin, "a").await.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "e1 never failed a over alone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .get(format!("http://{}/x", addrs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b");
+}
