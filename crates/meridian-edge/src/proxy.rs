@@ -290,6 +290,16 @@ async fn forward(
         .path_and_query()
         .map_or("/", |p| p.as_str())
         .to_string();
+    // HTTP/2 clients name the host in the URI's authority; backends get HTTP/1.1 with `Host`.
+    if !parts.headers.contains_key(header::HOST)
+        && let Some(v) = parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    {
+        parts.headers.insert(header::HOST, v);
+    }
+    parts.version = http::Version::HTTP_11;
     let retryable = facts.retryable();
     let timeout = edge.options().upstream_timeout;
 

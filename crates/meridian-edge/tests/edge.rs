@@ -647,3 +647,26 @@ async fn one_edge_that_cannot_reach_a_region_does_not_fail_it_over() {
         .unwrap();
     assert_eq!(r.headers()["meridian-region"], "b");
 }
+
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    let w = world(FAILOVER, false).await;
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/h2"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["meridian-region"], "a");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"a:");
+}
