@@ -148,6 +148,7 @@ fn replay_target(h: &HeaderMap) -> Option<String> {
 pub(crate) async fn handle(
     edge: Edge,
     peer: SocketAddr,
+    tls: bool,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -166,7 +167,7 @@ pub(crate) async fn handle(
         routes.edge.location,
         edge.random(),
     );
-    let (region, resp) = forward(&edge, &routes, peer, &facts, &decision, req).await;
+    let (region, resp) = forward(&edge, &routes, peer, tls, &facts, &decision, req).await;
     let mut resp = resp;
     let label = region.clone().unwrap_or_else(|| "none".to_string());
     if let Some(r) = &region {
@@ -174,7 +175,8 @@ pub(crate) async fn handle(
             resp.headers_mut().insert(REGION_HEADER, v);
         }
         if routes.topology.routing.sticky && facts.cookie_region.as_deref() != Some(r.as_str()) {
-            let c = format!("{COOKIE}={r}; Path=/; HttpOnly; SameSite=Lax");
+            let secure = if tls { "; Secure" } else { "" };
+            let c = format!("{COOKIE}={r}; Path=/; HttpOnly; SameSite=Lax{secure}");
             if let Ok(v) = HeaderValue::from_str(&c) {
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
@@ -201,6 +203,7 @@ async fn forward(
     edge: &Edge,
     routes: &Routes,
     peer: SocketAddr,
+    tls: bool,
     facts: &ClientFacts,
     decision: &Decision,
     req: Request<Incoming>,
@@ -261,19 +264,20 @@ async fn forward(
     } else {
         peer_s.clone()
     };
+    let proto = if tls { "https" } else { "http" };
     let fwd = match parts
         .headers
         .get(header::FORWARDED)
         .and_then(|v| v.to_str().ok())
     {
-        Some(prev) if peer_trusted => format!("{prev}, for={for_node};proto=http"),
-        _ => format!("for={for_node};proto=http"),
+        Some(prev) if peer_trusted => format!("{prev}, for={for_node};proto={proto}"),
+        _ => format!("for={for_node};proto={proto}"),
     };
     let h = &mut parts.headers;
     for (k, v) in [
         ("x-forwarded-for", xff),
         ("forwarded", fwd),
-        ("x-forwarded-proto", "http".to_string()),
+        ("x-forwarded-proto", proto.to_string()),
     ] {
         if let Ok(v) = HeaderValue::from_str(&v) {
             h.insert(k, v);

@@ -40,6 +40,9 @@ pub struct EdgeOptions {
     /// Largest request body buffered so the request can be retried or replayed; larger bodies
     /// stream through and are sent once. Default: 1 MiB.
     pub replay_limit: usize,
+    /// TLS for the public listener (see [`crate::tls::server_config`]). Default: `None`
+    /// (plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl EdgeOptions {
@@ -51,6 +54,7 @@ impl EdgeOptions {
             seed: 0,
             upstream_timeout: Duration::from_secs(30),
             replay_limit: 1 << 20,
+            tls: None,
         }
     }
 }

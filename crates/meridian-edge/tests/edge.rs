@@ -124,8 +124,14 @@ async fn app(
         .get("meridian-zone")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default();
+    let proto = req
+        .headers()
+        .get("x-forwarded-proto")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
     let body = req.into_body().collect().await.unwrap().to_bytes();
     let mut resp = Response::builder()
+        .header("x-seen-proto", proto)
         .header("x-seen-xff", xff)
         .header("x-seen-zone", zone);
     let text = match path.as_str() {
@@ -180,6 +186,10 @@ fn config(ups: &[(&str, String)], edges: &[(&str, SocketAddr, SocketAddr)], extr
 }
 
 async fn world(extra: &str, secret: bool) -> World {
+    world_with(extra, secret, None).await
+}
+
+async fn world_with(extra: &str, secret: bool, tls: Option<Arc<rustls::ServerConfig>>) -> World {
     let ups = vec![
         Upstream::start("a").await,
         Upstream::start("b").await,
@@ -193,6 +203,7 @@ async fn world(extra: &str, secret: bool) -> World {
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let mut opts = EdgeOptions::new("e1");
     opts.seed = 7;
+    opts.tls = tls;
     if secret {
         opts.secret = Some(SECRET.to_string());
     }
@@ -669,4 +680,45 @@ async fn serves_http2_with_prior_knowledge() {
     assert_eq!(resp.headers()["meridian-region"], "a");
     let body = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(&body[..], b"a:");
+}
+
+#[tokio::test]
+async fn terminates_tls_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    assert!(
+        meridian_edge::tls::server_config(&key, &key).is_err(),
+        "a key is no certificate"
+    );
+    let config = meridian_edge::tls::server_config(&cert, &key).unwrap();
+    let w = world_with(FAILOVER, false, Some(config)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/secure")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["meridian-region"], "a");
+    assert_eq!(resp.headers()["x-seen-proto"], "https");
 }

@@ -81,6 +81,12 @@ enum Command {
         /// Which `[[edge]]` of the topology this process is.
         #[arg(long, value_name = "NAME")]
         edge: String,
+        /// PEM certificate chain (leaf first) for TLS on the public listener; needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
     /// Talk to an edge's admin API.
     ///
@@ -204,11 +210,22 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve_region(topology, region, data, addr, admin_token))
         }
-        Command::Edge { config, edge } => {
+        Command::Edge {
+            config,
+            edge,
+            tls_cert,
+            tls_key,
+        } => {
             let topology = Arc::new(load_topology(&config)?);
             let secret = read_secret(&config, &topology)?;
             let mut opts = meridian_edge::EdgeOptions::new(&edge);
             opts.secret = secret;
+            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                opts.tls = Some(
+                    meridian_edge::tls::server_config(cert, key)
+                        .map_err(|e| BadConfig(e.to_string()))?,
+                );
+            }
             opts.seed = {
                 use std::hash::{BuildHasher as _, Hasher as _};
                 std::collections::hash_map::RandomState::new()
