@@ -198,6 +198,7 @@ async fn explain(State(edge): State<Edge>, Query(q): Query<ExplainQuery>) -> Res
     Json(json!({
         "client": {"ip": q.ip, "method": f.method, "path": q.path.unwrap_or_else(|| "/".to_string()),
                    "zone": f.zone, "home": f.home, "cookie_region": f.cookie_region,
+                   "country": f.country, "continent": f.continent,
                    "retryable": f.retryable()},
         "regions": d.regions,
         "outcome": outcome,

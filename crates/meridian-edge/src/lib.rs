@@ -7,6 +7,7 @@
 pub mod admin;
 pub mod clock;
 mod error;
+pub mod geo;
 pub mod metrics;
 mod probe;
 mod proxy;

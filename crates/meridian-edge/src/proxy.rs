@@ -104,9 +104,14 @@ pub(crate) fn facts(
         method: method.to_ascii_uppercase(),
         idempotency_key: headers.contains_key("idempotency-key"),
         cookie_region: cookie_region(headers),
-        location: None,
         ..Default::default()
     };
+    if let Some(g) = &edge.options().geoip {
+        let l = g.locate(ip);
+        f.country = l.country;
+        f.continent = l.continent;
+        f.location = l.location;
+    }
     let bearer = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())

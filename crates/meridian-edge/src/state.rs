@@ -43,6 +43,9 @@ pub struct EdgeOptions {
     /// TLS for the public listener (see [`crate::tls::server_config`]). Default: `None`
     /// (plain HTTP).
     pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// GeoIP database locating clients for `geo` and `proximity` (the binary opens the
+    /// edge's `geoip` file). Default: `None` (clients are not located).
+    pub geoip: Option<Arc<crate::geo::GeoIp>>,
 }
 
 impl EdgeOptions {
@@ -55,6 +58,7 @@ impl EdgeOptions {
             upstream_timeout: Duration::from_secs(30),
             replay_limit: 1 << 20,
             tls: None,
+            geoip: None,
         }
     }
 }

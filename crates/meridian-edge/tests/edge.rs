@@ -190,6 +190,15 @@ async fn world(extra: &str, secret: bool) -> World {
 }
 
 async fn world_with(extra: &str, secret: bool, tls: Option<Arc<rustls::ServerConfig>>) -> World {
+    world_full(extra, secret, tls, None).await
+}
+
+async fn world_full(
+    extra: &str,
+    secret: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    geoip: Option<Arc<meridian_edge::geo::GeoIp>>,
+) -> World {
     let ups = vec![
         Upstream::start("a").await,
         Upstream::start("b").await,
@@ -204,6 +213,7 @@ async fn world_with(extra: &str, secret: bool, tls: Option<Arc<rustls::ServerCon
     let mut opts = EdgeOptions::new("e1");
     opts.seed = 7;
     opts.tls = tls;
+    opts.geoip = geoip;
     if secret {
         opts.secret = Some(SECRET.to_string());
     }
@@ -721,4 +731,130 @@ async fn terminates_tls_from_pem_files() {
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.headers()["meridian-region"], "a");
     assert_eq!(resp.headers()["x-seen-proto"], "https");
+}
+
+/// A real MaxMind DB file (format 2.0, IPv4 tree, 24-bit records) holding one network,
+/// `203.0.113.0/24` → country DE, continent EU, location Frankfurt.
+fn tiny_mmdb() -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.push((2 << 5) | s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn map(out: &mut Vec<u8>, n: u8) {
+        out.push((7 << 5) | n);
+    }
+    fn uint(out: &mut Vec<u8>, kind: u8, v: u64, width: usize) {
+        let bytes = &v.to_be_bytes()[8 - width..];
+        if kind <= 7 {
+            out.push((kind << 5) | width as u8);
+        } else {
+            out.push(width as u8);
+            out.push(kind - 7);
+        }
+        out.extend_from_slice(bytes);
+    }
+    fn double(out: &mut Vec<u8>, v: f64) {
+        out.push((3 << 5) | 8);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut data = Vec::new();
+    map(&mut data, 3);
+    string(&mut data, "country");
+    map(&mut data, 1);
+    string(&mut data, "iso_code");
+    string(&mut data, "DE");
+    string(&mut data, "continent");
+    map(&mut data, 1);
+    string(&mut data, "code");
+    string(&mut data, "EU");
+    string(&mut data, "location");
+    map(&mut data, 2);
+    string(&mut data, "latitude");
+    double(&mut data, 50.1);
+    string(&mut data, "longitude");
+    double(&mut data, 8.7);
+
+    let net: u32 = u32::from(std::net::Ipv4Addr::new(203, 0, 113, 0));
+    let nodes: u32 = 24;
+    let mut out = Vec::new();
+    for i in 0..nodes {
+        let bit = (net >> (31 - i)) & 1;
+        let next = if i + 1 == nodes { nodes + 16 } else { i + 1 };
+        let (left, right) = if bit == 0 {
+            (next, nodes)
+        } else {
+            (nodes, next)
+        };
+        out.extend_from_slice(&left.to_be_bytes()[1..]);
+        out.extend_from_slice(&right.to_be_bytes()[1..]);
+    }
+    out.extend_from_slice(&[0u8; 16]);
+    out.extend_from_slice(&data);
+    out.extend_from_slice(b"\xAB\xCD\xEFMaxMind.com");
+    let mut meta = Vec::new();
+    map(&mut meta, 9);
+    string(&mut meta, "node_count");
+    uint(&mut meta, 6, u64::from(nodes), 4);
+    string(&mut meta, "record_size");
+    uint(&mut meta, 5, 24, 2);
+    string(&mut meta, "ip_version");
+    uint(&mut meta, 5, 4, 2);
+    string(&mut meta, "database_type");
+    string(&mut meta, "Meridian-Test");
+    string(&mut meta, "languages");
+    meta.extend_from_slice(&[0, 4]);
+    string(&mut meta, "binary_format_major_version");
+    uint(&mut meta, 5, 2, 2);
+    string(&mut meta, "binary_format_minor_version");
+    uint(&mut meta, 5, 0, 2);
+    string(&mut meta, "build_epoch");
+    uint(&mut meta, 9, 1_700_000_000, 8);
+    string(&mut meta, "description");
+    map(&mut meta, 0);
+    out.extend_from_slice(&meta);
+    out
+}
+
+#[tokio::test]
+async fn geoip_locates_clients_for_the_geo_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.mmdb");
+    std::fs::write(&db, tiny_mmdb()).unwrap();
+    let geo = meridian_edge::geo::GeoIp::open(&db).unwrap();
+    let de = geo.locate("203.0.113.9".parse().unwrap());
+    assert_eq!(
+        (de.country.as_deref(), de.continent.as_deref()),
+        (Some("DE"), Some("EU"))
+    );
+    assert_eq!(de.location.map(|l| l.lat), Some(50.1));
+    assert_eq!(
+        geo.locate("198.51.100.1".parse().unwrap()),
+        Default::default()
+    );
+    let extra = "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"c\"\ndefault = \"a\"\n";
+    let w = world_full(extra, false, None, Some(Arc::new(geo))).await;
+    let c = client();
+    let via = |ip: &'static str| {
+        c.get(format!("{}/g", w.proxy))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    assert_eq!(
+        via("203.0.113.9").await.unwrap().headers()["meridian-region"],
+        "c"
+    );
+    assert_eq!(
+        via("198.51.100.1").await.unwrap().headers()["meridian-region"],
+        "a"
+    );
+    let e: serde_json::Value = c
+        .get(format!("{}/v1/explain?ip=203.0.113.77", w.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["client"]["country"], "DE");
+    assert_eq!(e["regions"][0], "c");
 }

@@ -220,6 +220,12 @@ fn run(command: Command) -> anyhow::Result<()> {
             let secret = read_secret(&config, &topology)?;
             let mut opts = meridian_edge::EdgeOptions::new(&edge);
             opts.secret = secret;
+            if let Some(db) = topology.edge(&edge).and_then(|e| e.geoip.as_ref()) {
+                let path = config.parent().unwrap_or(Path::new(".")).join(db);
+                opts.geoip = Some(Arc::new(
+                    meridian_edge::geo::GeoIp::open(&path).map_err(|e| BadConfig(e.to_string()))?,
+                ));
+            }
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                 opts.tls = Some(
                     meridian_edge::tls::server_config(cert, key)
