@@ -137,8 +137,48 @@ pub fn decide(
     edge_location: Option<LatLon>,
     random: u64,
 ) -> Decision {
+    decide_inner(topology, health, client, edge_location, random, true)
+}
+
+/// The same decision as [`decide`] with an empty `explanation`: the proxy's hot path, which
+/// formats no text (it asks [`decide`] again only to explain a 503).
+pub fn route(
+    topology: &Topology,
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+) -> Decision {
+    decide_inner(topology, health, client, edge_location, random, false)
+}
+
+/// The explanation being built; formats nothing when off.
+struct Why {
+    on: bool,
+    lines: Vec<String>,
+}
+
+impl Why {
+    fn push(&mut self, line: impl FnOnce() -> String) {
+        if self.on {
+            self.lines.push(line());
+        }
+    }
+}
+
+fn decide_inner(
+    topology: &Topology,
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+    explain: bool,
+) -> Decision {
     let routing = &topology.routing;
-    let mut why = Vec::new();
+    let mut why = Why {
+        on: explain,
+        lines: Vec::new(),
+    };
     let view = |r: &str| health.get(r).copied().unwrap_or_default();
 
     let mut cands: Vec<&str> = topology
@@ -147,10 +187,12 @@ pub fn decide(
         .filter(|r| !r.app.is_empty())
         .map(|r| r.name.as_str())
         .collect();
-    why.push(format!(
-        "candidates (regions with app backends): {}",
-        cands.join(", ")
-    ));
+    why.push(|| {
+        format!(
+            "candidates (regions with app backends): {}",
+            cands.join(", ")
+        )
+    });
 
     let zone_allows = |r: &str| match &client.zone {
         None => true,
@@ -158,26 +200,30 @@ pub fn decide(
     };
     if let Some(z) = &client.zone {
         cands.retain(|r| zone_allows(r));
-        why.push(format!("residency zone `{z}` keeps: {}", list(&cands)));
+        why.push(|| format!("residency zone `{z}` keeps: {}", list(&cands)));
     }
 
     if !client.is_safe() {
         match (&routing.writes, &client.home) {
             (Writes::Primary(p), _) => {
                 cands.retain(|r| r == p);
-                why.push(format!(
-                    "{} is a write and writes = \"primary:{p}\": keeps {}",
-                    client.method,
-                    list(&cands)
-                ));
+                why.push(|| {
+                    format!(
+                        "{} is a write and writes = \"primary:{p}\": keeps {}",
+                        client.method,
+                        list(&cands)
+                    )
+                });
             }
             (Writes::Home, Some(h)) => {
                 cands.retain(|r| r == h);
-                why.push(format!(
-                    "{} is a write and writes = \"home\" with home `{h}`: keeps {}",
-                    client.method,
-                    list(&cands)
-                ));
+                why.push(|| {
+                    format!(
+                        "{} is a write and writes = \"home\" with home `{h}`: keeps {}",
+                        client.method,
+                        list(&cands)
+                    )
+                });
             }
             _ => {}
         }
@@ -196,10 +242,7 @@ pub fn decide(
     let (drained, mut active): (Vec<&str>, Vec<&str>) =
         ordered.drain(..).partition(|r| view(r).weight == 0);
     if !drained.is_empty() {
-        why.push(format!(
-            "drained (weight 0), tried last: {}",
-            drained.join(", ")
-        ));
+        why.push(|| format!("drained (weight 0), tried last: {}", drained.join(", ")));
     }
 
     if routing.sticky
@@ -209,37 +252,39 @@ pub fn decide(
     {
         let r = active.remove(pos);
         active.insert(0, r);
-        why.push(format!(
-            "sticky cookie names `{c}`, which is up: tried first"
-        ));
+        why.push(|| format!("sticky cookie names `{c}`, which is up: tried first"));
     }
     active.extend(drained);
 
     let all: Vec<&str> = active.clone();
     active.retain(|r| view(r).up);
     if all.len() != active.len() {
-        let down: Vec<&str> = all.iter().copied().filter(|r| !view(r).up).collect();
-        why.push(format!("down, skipped: {}", down.join(", ")));
+        why.push(|| {
+            let down: Vec<&str> = all.iter().copied().filter(|r| !view(r).up).collect();
+            format!("down, skipped: {}", down.join(", "))
+        });
     }
     if !active.is_empty() {
-        why.push(format!("order: {}", active.join(", ")));
+        why.push(|| format!("order: {}", active.join(", ")));
         return Decision {
             regions: active.into_iter().map(str::to_string).collect(),
             outcome: Outcome::Routed,
-            explanation: why,
+            explanation: why.lines,
         };
     }
 
     let (regions, outcome) = match &routing.all_down {
         AllDown::FailOpen if !all.is_empty() => {
-            why.push(format!(
-                "every candidate is down; all_down = fail-open: {}",
-                all.join(", ")
-            ));
+            why.push(|| {
+                format!(
+                    "every candidate is down; all_down = fail-open: {}",
+                    all.join(", ")
+                )
+            });
             (all, Outcome::FailOpen)
         }
         AllDown::Fallback(f) if zone_allows(f) && topology.region(f).is_some() => {
-            why.push(format!("every candidate is down; all_down = fallback:{f}"));
+            why.push(|| format!("every candidate is down; all_down = fallback:{f}"));
             (vec![f.as_str()], Outcome::Fallback)
         }
         other => {
@@ -248,14 +293,14 @@ pub fn decide(
                 AllDown::FailClosed => "fail-closed".to_string(),
                 AllDown::Fallback(f) => format!("fallback:{f} is outside the zone"),
             };
-            why.push(format!("every candidate is down; {mode}: answer 503"));
+            why.push(|| format!("every candidate is down; {mode}: answer 503"));
             (Vec::new(), Outcome::FailClosed)
         }
     };
     Decision {
         regions: regions.into_iter().map(str::to_string).collect(),
         outcome,
-        explanation: why,
+        explanation: why.lines,
     }
 }
 
@@ -274,7 +319,7 @@ fn order<'a>(
     client: &ClientFacts,
     edge_location: Option<LatLon>,
     random: u64,
-    why: &mut Vec<String>,
+    why: &mut Why,
 ) -> Vec<&'a str> {
     let routing = &topology.routing;
     let by_order = |v: &mut Vec<&'a str>| {
@@ -290,19 +335,21 @@ fn order<'a>(
     match routing.policy {
         Policy::Failover => {
             by_order(&mut v);
-            why.push("policy failover: [routing] order".to_string());
+            why.push(|| "policy failover: [routing] order".to_string());
         }
         Policy::Latency => {
             let rtt = |r: &str| health.get(r).and_then(|h| h.rtt);
             v.sort_by_key(|r| (rtt(r).is_none(), rtt(r)));
-            let shown: Vec<String> = v
-                .iter()
-                .map(|r| match rtt(r) {
-                    Some(d) => format!("{r} {:.1}ms", d.as_secs_f64() * 1000.0),
-                    None => format!("{r} unmeasured"),
-                })
-                .collect();
-            why.push(format!("policy latency (EWMA RTT): {}", shown.join(", ")));
+            why.push(|| {
+                let shown: Vec<String> = v
+                    .iter()
+                    .map(|r| match rtt(r) {
+                        Some(d) => format!("{r} {:.1}ms", d.as_secs_f64() * 1000.0),
+                        None => format!("{r} unmeasured"),
+                    })
+                    .collect();
+                format!("policy latency (EWMA RTT): {}", shown.join(", "))
+            });
         }
         Policy::Proximity => {
             let from = client.location.or(edge_location);
@@ -319,11 +366,10 @@ fn order<'a>(
             } else {
                 "edge"
             };
-            let shown: Vec<String> = v.iter().map(|r| format!("{r} {:.0}km", km(r))).collect();
-            why.push(format!(
-                "policy proximity from the {src}: {}",
-                shown.join(", ")
-            ));
+            why.push(|| {
+                let shown: Vec<String> = v.iter().map(|r| format!("{r} {:.0}km", km(r))).collect();
+                format!("policy proximity from the {src}: {}", shown.join(", "))
+            });
         }
         Policy::Geo => {
             by_order(&mut v);
@@ -336,12 +382,14 @@ fn order<'a>(
                 let r = v.remove(pos);
                 v.insert(0, r);
             }
-            why.push(format!(
-                "policy geo: country {} continent {} → {}, then [routing] order",
-                client.country.as_deref().unwrap_or("?"),
-                client.continent.as_deref().unwrap_or("?"),
-                pick.unwrap_or("no rule")
-            ));
+            why.push(|| {
+                format!(
+                    "policy geo: country {} continent {} → {}, then [routing] order",
+                    client.country.as_deref().unwrap_or("?"),
+                    client.continent.as_deref().unwrap_or("?"),
+                    pick.unwrap_or("no rule")
+                )
+            });
         }
         Policy::Weighted => {
             let mut draws = Draws(random);
@@ -366,15 +414,13 @@ fn order<'a>(
                 };
                 v.push(pool.remove(idx));
             }
-            let shown: Vec<String> = cands
-                .iter()
-                .map(|r| format!("{r} {}%", w(r) as u8))
-                .collect();
-            why.push(format!(
-                "policy weighted ({}): drew {}",
-                shown.join(", "),
-                list(&v)
-            ));
+            why.push(|| {
+                let shown: Vec<String> = cands
+                    .iter()
+                    .map(|r| format!("{r} {}%", w(r) as u8))
+                    .collect();
+                format!("policy weighted ({}): drew {}", shown.join(", "), list(&v))
+            });
         }
     }
     v
@@ -717,6 +763,9 @@ location = { lat = 1.3, lon = 103.8 }
                 }
             }
             prop_assert_eq!(d.regions.is_empty(), d.outcome == Outcome::FailClosed);
+            let quiet = route(&t, &h, &c, None, r);
+            prop_assert_eq!((&quiet.regions, quiet.outcome), (&d.regions, d.outcome));
+            prop_assert!(quiet.explanation.is_empty() && !d.explanation.is_empty());
             let mut seen = d.regions.clone();
             seen.sort();
             seen.dedup();

@@ -165,13 +165,13 @@ pub(crate) async fn handle(
         req.method().as_str(),
         req.headers(),
     );
-    let decision = routing::decide(
-        &routes.topology,
-        &edge.health_view(),
-        &facts,
-        routes.edge.location,
-        edge.random(),
-    );
+    let health = edge.health_view();
+    let random = edge.random();
+    let location = routes.edge.location;
+    let mut decision = routing::route(&routes.topology, &health, &facts, location, random);
+    if decision.outcome == Outcome::FailClosed {
+        decision = routing::decide(&routes.topology, &health, &facts, location, random);
+    }
     let (region, resp) = forward(&edge, &routes, peer, tls, &facts, &decision, req).await;
     let mut resp = resp;
     let label = region.clone().unwrap_or_else(|| "none".to_string());

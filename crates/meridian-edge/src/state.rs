@@ -260,7 +260,7 @@ impl Edge {
         let routes = self.routes();
         let now = self.now();
         let max_age = routes.topology.health.interval * 3;
-        let peers = lock(&self.inner.peers).clone();
+        let peers = lock(&self.inner.peers);
         routes
             .regions
             .iter()
