@@ -116,11 +116,21 @@ pub(crate) fn facts(
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "));
-    if let (Some(secret), Some(t)) = (&edge.options().secret, bearer)
-        && let Ok(claims) = token::verify(t.trim(), secret.as_bytes(), clock::unix_now())
-    {
-        f.zone = claims.zone;
-        f.home = claims.home;
+    if let Some(t) = bearer.map(str::trim) {
+        let opts = edge.options();
+        let now = clock::unix_now();
+        let claims = opts
+            .secret
+            .as_ref()
+            .and_then(|s| token::verify(t, s.as_bytes(), now).ok())
+            .or_else(|| {
+                let key = opts.token_public_key.as_ref()?;
+                token::verify_with(t, token::Key::Ed25519(key), now).ok()
+            });
+        if let Some(c) = claims {
+            f.zone = c.zone;
+            f.home = c.home;
+        }
     }
     if f.zone.is_none() && Edge::trusted(routes, peer) {
         f.zone = headers

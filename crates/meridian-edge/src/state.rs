@@ -46,6 +46,10 @@ pub struct EdgeOptions {
     /// GeoIP database locating clients for `geo` and `proximity` (the binary opens the
     /// edge's `geoip` file). Default: `None` (clients are not located).
     pub geoip: Option<Arc<crate::geo::GeoIp>>,
+    /// Raw Ed25519 public key verifying `EdDSA` residency tokens (see
+    /// [`crate::token::ed25519_public_key_from_pem`]). Default: `None` (only HS256 tokens with
+    /// the cluster secret).
+    pub token_public_key: Option<Vec<u8>>,
 }
 
 impl EdgeOptions {
@@ -59,6 +63,7 @@ impl EdgeOptions {
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,
+            token_public_key: None,
         }
     }
 }

@@ -87,6 +87,10 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
+        /// PEM Ed25519 public key verifying EdDSA residency tokens (besides HS256 tokens
+        /// signed with the cluster secret).
+        #[arg(long, value_name = "FILE")]
+        token_public_key: Option<PathBuf>,
     },
     /// Talk to an edge's admin API.
     ///
@@ -215,6 +219,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             edge,
             tls_cert,
             tls_key,
+            token_public_key,
         } => {
             let topology = Arc::new(load_topology(&config)?);
             let secret = read_secret(&config, &topology)?;
@@ -225,6 +230,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 opts.geoip = Some(Arc::new(
                     meridian_edge::geo::GeoIp::open(&path).map_err(|e| BadConfig(e.to_string()))?,
                 ));
+            }
+            if let Some(path) = &token_public_key {
+                opts.token_public_key = Some(
+                    meridian_edge::token::ed25519_public_key_from_pem(path)
+                        .map_err(|e| BadConfig(e.to_string()))?,
+                );
             }
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                 opts.tls = Some(
