@@ -1,15 +1,18 @@
-//! Pure logic of Meridian: the topology config, hybrid logical clocks, versions and the merge
-//! rules of every keyspace type. Nothing here does I/O or reads a clock: time comes in as an
-//! argument, so every decision is a deterministic function that tests can replay.
+//! Pure logic of Meridian: the topology config, hybrid logical clocks, versions, the merge
+//! rules of every keyspace type, and the edge's routing and health decisions. Nothing here does
+//! I/O or reads a clock: time comes in as an argument, so every decision is a deterministic
+//! function that tests can replay.
 
 pub mod config;
 pub mod crdt;
 pub mod error;
 pub mod gc;
+pub mod health;
 pub mod hlc;
 pub mod kind;
 pub mod op;
 pub mod record;
+pub mod routing;
 pub mod version;
 pub mod wire;
 

@@ -69,6 +69,79 @@ enum Command {
         #[arg(long = "peer", value_name = "REGION=URL", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
     },
+    /// Run one edge: the global front door in front of every region's app backends.
+    ///
+    /// Listens on the edge's `listen` address (proxy) and `admin` address (admin API, token
+    /// from `cluster.secret_file`), probes every app backend per `[health]`, and routes by
+    /// `[routing]`. SIGHUP re-reads the topology file: a valid one is swapped in without
+    /// dropping connections, a bad one is refused and the old one kept. Ctrl-C or SIGTERM
+    /// stop it; in-flight requests finish first.
+    ///
+    /// Example: meridian edge --config examples/meridian.toml --edge edge-local
+    Edge {
+        /// The topology file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Which `[[edge]]` of the topology this process is.
+        #[arg(long, value_name = "NAME")]
+        edge: String,
+        /// PEM certificate chain (leaf first) for TLS on the public listener; needs --tls-key.
+        #[arg(long, value_name = "FILE", requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, value_name = "FILE", requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// PEM Ed25519 public key verifying EdDSA residency tokens (besides HS256 tokens
+        /// signed with the cluster secret).
+        #[arg(long, value_name = "FILE")]
+        token_public_key: Option<PathBuf>,
+    },
+    /// Talk to an edge's admin API.
+    ///
+    /// Example: meridian ctl --admin http://127.0.0.1:9080 explain --ip 203.0.113.7
+    Ctl {
+        /// The edge's admin URL.
+        #[arg(long, value_name = "URL")]
+        admin: String,
+        /// File holding the cluster secret (the admin bearer token) [default: no token].
+        #[arg(long, value_name = "FILE")]
+        token_file: Option<PathBuf>,
+        #[command(subcommand)]
+        command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum CtlCommand {
+    /// Regions and backends with health, weights and RTT.
+    Status,
+    /// Set a region's traffic dial in percent (0 drains it).
+    Weight {
+        /// The region.
+        region: String,
+        /// Percent, 0..=100.
+        pct: u8,
+    },
+    /// Drain a region: weight 0, in-flight requests finish.
+    Drain {
+        /// The region.
+        region: String,
+    },
+    /// Explain the routing decision for a client.
+    Explain {
+        /// The client's IP address.
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// The HTTP method [default: GET].
+        #[arg(long)]
+        method: Option<String>,
+        /// The request path [default: /].
+        #[arg(long)]
+        path: Option<String>,
+        /// A residency bearer token the client would send.
+        #[arg(long)]
+        token: Option<String>,
+    },
 }
 
 /// A failure that means "bad usage or bad config": exit code 2.
@@ -158,7 +231,216 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve_region(topology, region, data, addr, node_config))
         }
+        Command::Edge {
+            config,
+            edge,
+            tls_cert,
+            tls_key,
+            token_public_key,
+        } => {
+            let topology = Arc::new(load_topology(&config)?);
+            let secret = read_secret(&config, &topology)?;
+            let mut opts = meridian_edge::EdgeOptions::new(&edge);
+            opts.secret = secret;
+            if let Some(db) = topology.edge(&edge).and_then(|e| e.geoip.as_ref()) {
+                let path = config.parent().unwrap_or(Path::new(".")).join(db);
+                opts.geoip = Some(Arc::new(
+                    meridian_edge::geo::GeoIp::open(&path).map_err(|e| BadConfig(e.to_string()))?,
+                ));
+            }
+            if let Some(path) = &token_public_key {
+                opts.token_public_key = Some(
+                    meridian_edge::token::ed25519_public_key_from_pem(path)
+                        .map_err(|e| BadConfig(e.to_string()))?,
+                );
+            }
+            if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                opts.tls = Some(
+                    meridian_edge::tls::server_config(cert, key)
+                        .map_err(|e| BadConfig(e.to_string()))?,
+                );
+            }
+            opts.seed = {
+                use std::hash::{BuildHasher as _, Hasher as _};
+                std::collections::hash_map::RandomState::new()
+                    .build_hasher()
+                    .finish()
+            };
+            let e = meridian_edge::Edge::new(topology, opts)
+                .map_err(|e| BadConfig(format!("{}: {e}", config.display())))?;
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve_edge(e, config))
+        }
+        Command::Ctl {
+            admin,
+            token_file,
+            command,
+        } => {
+            let token = match token_file {
+                Some(f) => Some(
+                    std::fs::read_to_string(&f)
+                        .map_err(|e| BadConfig(format!("--token-file {}: {e}", f.display())))?
+                        .trim()
+                        .to_string(),
+                ),
+                None => None,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(ctl(admin.trim_end_matches('/'), token, command))
+        }
     }
+}
+
+async fn serve_edge(edge: meridian_edge::Edge, config: PathBuf) -> anyhow::Result<()> {
+    let topo = edge.topology();
+    let me = topo
+        .edge(&edge.options().name)
+        .context("invariant: Edge::new checked the edge exists")?
+        .clone();
+    let listener = tokio::net::TcpListener::bind(me.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "binding {} (is another process listening there?)",
+                me.listen
+            )
+        })?;
+    let admin = tokio::net::TcpListener::bind(me.admin)
+        .await
+        .with_context(|| format!("binding {} (is another process listening there?)", me.admin))?;
+    tracing::info!(edge = %me.name, "edge listening on http://{}, admin on http://{}", me.listen, me.admin);
+    #[cfg(unix)]
+    {
+        let reloader = edge.clone();
+        let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("installing the SIGHUP handler")?;
+        tokio::spawn(async move {
+            while hup.recv().await.is_some() {
+                match load_topology(&config) {
+                    Ok(t) => match reloader.reload(Arc::new(t)) {
+                        Ok(()) => tracing::info!("SIGHUP: topology reloaded"),
+                        Err(e) => {
+                            tracing::error!("SIGHUP: new topology refused, old one kept: {e}")
+                        }
+                    },
+                    Err(e) => tracing::error!("SIGHUP: new topology refused, old one kept: {e}"),
+                }
+            }
+        });
+    }
+    #[cfg(not(unix))]
+    let _ = config;
+    meridian_edge::serve(edge, listener, admin, shutdown_signal()).await?;
+    tracing::info!("edge stopped");
+    Ok(())
+}
+
+async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow::Result<()> {
+    let client = reqwest::Client::new();
+    let auth = |rb: reqwest::RequestBuilder| match &token {
+        Some(t) => rb.bearer_auth(t),
+        None => rb,
+    };
+    let req = match &command {
+        CtlCommand::Status => client.get(format!("{admin}/v1/status")),
+        CtlCommand::Weight { region, pct } => client
+            .put(format!("{admin}/v1/regions/{region}/weight"))
+            .json(&serde_json::json!({ "weight": pct })),
+        CtlCommand::Drain { region } => client.post(format!("{admin}/v1/regions/{region}/drain")),
+        CtlCommand::Explain {
+            ip,
+            method,
+            path,
+            token,
+        } => {
+            let mut q = vec![("ip", ip.to_string())];
+            q.extend(method.clone().map(|m| ("method", m)));
+            q.extend(path.clone().map(|p| ("path", p)));
+            q.extend(token.clone().map(|t| ("token", t)));
+            let q: Vec<String> = q
+                .iter()
+                .map(|(k, v)| format!("{k}={}", url_encode(v)))
+                .collect();
+            client.get(format!("{admin}/v1/explain?{}", q.join("&")))
+        }
+    };
+    let resp = auth(req)
+        .send()
+        .await
+        .with_context(|| format!("calling the admin API at {admin}"))?;
+    let status = resp.status();
+    let body: serde_json::Value = resp
+        .json()
+        .await
+        .context("reading the admin API's answer")?;
+    if !status.is_success() {
+        anyhow::bail!(
+            "{status}: {}",
+            body["error"]["message"].as_str().unwrap_or("no message")
+        );
+    }
+    match command {
+        CtlCommand::Status => {
+            println!(
+                "edge {}  policy {}",
+                body["edge"].as_str().unwrap_or("?"),
+                body["policy"].as_str().unwrap_or("?")
+            );
+            for r in body["regions"].as_array().map_or(&[][..], Vec::as_slice) {
+                let rtt = r["rtt_ms"]
+                    .as_f64()
+                    .map_or("-".to_string(), |v| format!("{v:.1}ms"));
+                println!(
+                    "{:<20} {:<5} local {:<5} weight {:>3}%  rtt {rtt}",
+                    r["name"].as_str().unwrap_or("?"),
+                    if r["up"].as_bool() == Some(true) {
+                        "up"
+                    } else {
+                        "DOWN"
+                    },
+                    if r["local_up"].as_bool() == Some(true) {
+                        "up"
+                    } else {
+                        "down"
+                    },
+                    r["weight"].as_u64().unwrap_or(0),
+                );
+                for b in r["backends"].as_array().map_or(&[][..], Vec::as_slice) {
+                    println!(
+                        "    {:<30} {:<5} {}",
+                        b["url"].as_str().unwrap_or("?"),
+                        b["state"].as_str().unwrap_or("?"),
+                        if b["available"].as_bool() == Some(true) {
+                            ""
+                        } else {
+                            "unavailable"
+                        }
+                    );
+                }
+            }
+        }
+        CtlCommand::Explain { .. } => {
+            for line in body["explanation"]
+                .as_array()
+                .map_or(&[][..], Vec::as_slice)
+            {
+                println!("- {}", line.as_str().unwrap_or(""));
+            }
+            println!(
+                "=> {} {}",
+                body["outcome"].as_str().unwrap_or("?"),
+                body["regions"]
+            );
+        }
+        CtlCommand::Weight { .. } | CtlCommand::Drain { .. } => {
+            println!(
+                "{}: weight {}",
+                body["region"].as_str().unwrap_or("?"),
+                body["weight"]
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn serve_region(
@@ -254,4 +536,16 @@ fn read_secret(config: &Path, topology: &Topology) -> anyhow::Result<Option<Stri
         .into());
     }
     Ok(Some(secret))
+}
+
+/// Percent-encodes everything but RFC 3986 unreserved characters, for a query value.
+fn url_encode(v: &str) -> String {
+    v.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
 }

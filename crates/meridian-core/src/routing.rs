@@ -1,0 +1,820 @@
+//! The edge's routing decision (DESIGN §3) as a pure function: client facts × health view ×
+//! routing config → an ordered list of regions to try, with a human-readable explanation.
+//!
+//! Randomness (for `weighted`) comes in as a number, so a decision is replayable. Nothing here
+//! does I/O or reads a clock.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::config::{AllDown, LatLon, Policy, Topology, Writes};
+
+/// What the edge knows about a request's client. Every field defaults to "unknown".
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientFacts {
+    /// The client address after trusted proxy hops were removed. Default: `None`.
+    pub ip: Option<std::net::IpAddr>,
+    /// Two-letter upper-case ISO country code from GeoIP or a trusted header. Default: `None`.
+    pub country: Option<String>,
+    /// Two-letter continent code (`EU`, `NA`, …). Default: `None`.
+    pub continent: Option<String>,
+    /// Where the client is; when unknown, `proximity` measures from the edge. Default: `None`.
+    pub location: Option<LatLon>,
+    /// Verified residency zone (token claim or trusted header). When set, no region outside
+    /// the zone is ever returned. Default: `None`.
+    pub zone: Option<String>,
+    /// Verified home region claim, followed by writes when `writes = "home"`. Default: `None`.
+    pub home: Option<String>,
+    /// The region named by the client's sticky cookie. Default: `None`.
+    pub cookie_region: Option<String>,
+    /// The HTTP method, upper case (`GET`). Default: empty, treated as unsafe.
+    pub method: String,
+    /// Whether the request carries an `Idempotency-Key` header. Default: `false`.
+    pub idempotency_key: bool,
+}
+
+impl ClientFacts {
+    /// Whether the method is safe: `GET`, `HEAD` or `OPTIONS`.
+    pub fn is_safe(&self) -> bool {
+        matches!(self.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+    }
+
+    /// Whether a failed attempt may be retried in another region once it may have reached the
+    /// app: safe methods and requests with an `Idempotency-Key` only.
+    pub fn retryable(&self) -> bool {
+        self.is_safe() || self.idempotency_key
+    }
+}
+
+/// The edge's current view of one region.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RegionView {
+    /// Whether the region is up (enough healthy backends, quorum applied). Default: `true`.
+    pub up: bool,
+    /// EWMA of measured round-trip time; `None` before any measurement. Default: `None`.
+    pub rtt: Option<Duration>,
+    /// Traffic dial in percent, 0..=100 (0 drains the region). Default: 100.
+    pub weight: u8,
+}
+
+impl Default for RegionView {
+    fn default() -> Self {
+        RegionView {
+            up: true,
+            rtt: None,
+            weight: 100,
+        }
+    }
+}
+
+/// The health view: region name → view. A region missing from the map has the default view.
+pub type HealthView = BTreeMap<String, RegionView>;
+
+/// How the decision ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// At least one candidate region is up; `regions` lists the up ones.
+    Routed,
+    /// Every candidate is down and `all_down = "fail-open"`: `regions` lists them all anyway.
+    FailOpen,
+    /// Every candidate is down and `all_down = "fallback:<region>"`: `regions` is that region.
+    Fallback,
+    /// No region may serve: `regions` is empty and the edge answers 503.
+    FailClosed,
+}
+
+/// The routing decision.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// Regions to try, best first; every one allowed by the client's zone. Empty only when
+    /// `outcome` is [`Outcome::FailClosed`].
+    pub regions: Vec<String>,
+    /// How the list was reached.
+    pub outcome: Outcome,
+    /// One line per step of the decision, for `explain` and logs.
+    pub explanation: Vec<String>,
+}
+
+/// Great-circle distance in kilometres (haversine, mean Earth radius 6371 km).
+pub fn distance_km(a: LatLon, b: LatLon) -> f64 {
+    let (la1, la2) = (a.lat.to_radians(), b.lat.to_radians());
+    let dlat = la2 - la1;
+    let dlon = (b.lon - a.lon).to_radians();
+    let h = (dlat / 2.0).sin().powi(2) + la1.cos() * la2.cos() * (dlon / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+/// A deterministic stream of numbers from one random input (splitmix64).
+struct Draws(u64);
+
+impl Draws {
+    fn next_unit(&mut self) -> f64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+/// Decides where a request goes.
+///
+/// * `edge_location`: where the deciding edge is (used by `proximity` when the client's
+///   location is unknown).
+/// * `random`: any random number; the same inputs and the same `random` give the same decision.
+///
+/// Steps, each explained: (1) candidates are the regions with app backends, in file order;
+/// (2) a zone claim keeps only that zone's regions (an unknown zone keeps none); (3) an unsafe
+/// method under `writes = "primary:R"` keeps only R, under `writes = "home"` with a home claim
+/// only the home; (4) the policy orders them; drained regions (weight 0) go last; (5) a sticky
+/// cookie naming an up, undrained candidate moves it first; (6) down regions are dropped; when
+/// none is left `all_down` applies — but never to a region outside the zone.
+pub fn decide(
+    topology: &Topology,
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+) -> Decision {
+    decide_inner(topology, health, client, edge_location, random, true)
+}
+
+/// The same decision as [`decide`] with an empty `explanation`: the proxy's hot path, which
+/// formats no text (it asks [`decide`] again only to explain a 503).
+pub fn route(
+    topology: &Topology,
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+) -> Decision {
+    decide_inner(topology, health, client, edge_location, random, false)
+}
+
+/// The explanation being built; formats nothing when off.
+struct Why {
+    on: bool,
+    lines: Vec<String>,
+}
+
+impl Why {
+    fn push(&mut self, line: impl FnOnce() -> String) {
+        if self.on {
+            self.lines.push(line());
+        }
+    }
+}
+
+fn decide_inner(
+    topology: &Topology,
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+    explain: bool,
+) -> Decision {
+    let routing = &topology.routing;
+    let mut why = Why {
+        on: explain,
+        lines: Vec::new(),
+    };
+    let view = |r: &str| health.get(r).copied().unwrap_or_default();
+
+    let mut cands: Vec<&str> = topology
+        .regions
+        .iter()
+        .filter(|r| !r.app.is_empty())
+        .map(|r| r.name.as_str())
+        .collect();
+    why.push(|| {
+        format!(
+            "candidates (regions with app backends): {}",
+            cands.join(", ")
+        )
+    });
+
+    let zone_allows = |r: &str| match &client.zone {
+        None => true,
+        Some(z) => topology.zone_of(r) == Some(z.as_str()),
+    };
+    if let Some(z) = &client.zone {
+        cands.retain(|r| zone_allows(r));
+        why.push(|| format!("residency zone `{z}` keeps: {}", list(&cands)));
+    }
+
+    if !client.is_safe() {
+        match (&routing.writes, &client.home) {
+            (Writes::Primary(p), _) => {
+                cands.retain(|r| r == p);
+                why.push(|| {
+                    format!(
+                        "{} is a write and writes = \"primary:{p}\": keeps {}",
+                        client.method,
+                        list(&cands)
+                    )
+                });
+            }
+            (Writes::Home, Some(h)) => {
+                cands.retain(|r| r == h);
+                why.push(|| {
+                    format!(
+                        "{} is a write and writes = \"home\" with home `{h}`: keeps {}",
+                        client.method,
+                        list(&cands)
+                    )
+                });
+            }
+            _ => {}
+        }
+    }
+
+    let mut ordered = order(
+        topology,
+        &cands,
+        health,
+        client,
+        edge_location,
+        random,
+        &mut why,
+    );
+
+    let (drained, mut active): (Vec<&str>, Vec<&str>) =
+        ordered.drain(..).partition(|r| view(r).weight == 0);
+    if !drained.is_empty() {
+        why.push(|| format!("drained (weight 0), tried last: {}", drained.join(", ")));
+    }
+
+    if routing.sticky
+        && let Some(c) = &client.cookie_region
+        && let Some(pos) = active.iter().position(|r| r == c)
+        && view(c).up
+    {
+        let r = active.remove(pos);
+        active.insert(0, r);
+        why.push(|| format!("sticky cookie names `{c}`, which is up: tried first"));
+    }
+    active.extend(drained);
+
+    let all: Vec<&str> = active.clone();
+    active.retain(|r| view(r).up);
+    if all.len() != active.len() {
+        why.push(|| {
+            let down: Vec<&str> = all.iter().copied().filter(|r| !view(r).up).collect();
+            format!("down, skipped: {}", down.join(", "))
+        });
+    }
+    if !active.is_empty() {
+        why.push(|| format!("order: {}", active.join(", ")));
+        return Decision {
+            regions: active.into_iter().map(str::to_string).collect(),
+            outcome: Outcome::Routed,
+            explanation: why.lines,
+        };
+    }
+
+    let (regions, outcome) = match &routing.all_down {
+        AllDown::FailOpen if !all.is_empty() => {
+            why.push(|| {
+                format!(
+                    "every candidate is down; all_down = fail-open: {}",
+                    all.join(", ")
+                )
+            });
+            (all, Outcome::FailOpen)
+        }
+        AllDown::Fallback(f) if zone_allows(f) && topology.region(f).is_some() => {
+            why.push(|| format!("every candidate is down; all_down = fallback:{f}"));
+            (vec![f.as_str()], Outcome::Fallback)
+        }
+        other => {
+            let mode = match other {
+                AllDown::FailOpen => "fail-open with no candidate".to_string(),
+                AllDown::FailClosed => "fail-closed".to_string(),
+                AllDown::Fallback(f) => format!("fallback:{f} is outside the zone"),
+            };
+            why.push(|| format!("every candidate is down; {mode}: answer 503"));
+            (Vec::new(), Outcome::FailClosed)
+        }
+    };
+    Decision {
+        regions: regions.into_iter().map(str::to_string).collect(),
+        outcome,
+        explanation: why.lines,
+    }
+}
+
+fn list(v: &[&str]) -> String {
+    if v.is_empty() {
+        "none".to_string()
+    } else {
+        v.join(", ")
+    }
+}
+
+fn order<'a>(
+    topology: &Topology,
+    cands: &[&'a str],
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+    why: &mut Why,
+) -> Vec<&'a str> {
+    let routing = &topology.routing;
+    let by_order = |v: &mut Vec<&'a str>| {
+        v.sort_by_key(|r| {
+            routing
+                .order
+                .iter()
+                .position(|o| o == r)
+                .unwrap_or(usize::MAX)
+        });
+    };
+    let mut v = cands.to_vec();
+    match routing.policy {
+        Policy::Failover => {
+            by_order(&mut v);
+            why.push(|| "policy failover: [routing] order".to_string());
+        }
+        Policy::Latency => {
+            let rtt = |r: &str| health.get(r).and_then(|h| h.rtt);
+            v.sort_by_key(|r| (rtt(r).is_none(), rtt(r)));
+            why.push(|| {
+                let shown: Vec<String> = v
+                    .iter()
+                    .map(|r| match rtt(r) {
+                        Some(d) => format!("{r} {:.1}ms", d.as_secs_f64() * 1000.0),
+                        None => format!("{r} unmeasured"),
+                    })
+                    .collect();
+                format!("policy latency (EWMA RTT): {}", shown.join(", "))
+            });
+        }
+        Policy::Proximity => {
+            let from = client.location.or(edge_location);
+            let km = |r: &str| {
+                let loc = topology.region(r).and_then(|r| r.location);
+                match (from, loc) {
+                    (Some(a), Some(b)) => distance_km(a, b),
+                    _ => f64::INFINITY,
+                }
+            };
+            v.sort_by(|a, b| km(a).total_cmp(&km(b)));
+            let src = if client.location.is_some() {
+                "client"
+            } else {
+                "edge"
+            };
+            why.push(|| {
+                let shown: Vec<String> = v.iter().map(|r| format!("{r} {:.0}km", km(r))).collect();
+                format!("policy proximity from the {src}: {}", shown.join(", "))
+            });
+        }
+        Policy::Geo => {
+            by_order(&mut v);
+            let pick = routing
+                .geo
+                .lookup(client.country.as_deref(), client.continent.as_deref());
+            if let Some(p) = pick
+                && let Some(pos) = v.iter().position(|r| *r == p)
+            {
+                let r = v.remove(pos);
+                v.insert(0, r);
+            }
+            why.push(|| {
+                format!(
+                    "policy geo: country {} continent {} → {}, then [routing] order",
+                    client.country.as_deref().unwrap_or("?"),
+                    client.continent.as_deref().unwrap_or("?"),
+                    pick.unwrap_or("no rule")
+                )
+            });
+        }
+        Policy::Weighted => {
+            let mut draws = Draws(random);
+            let mut pool: Vec<&'a str> = v.clone();
+            v.clear();
+            let w = |r: &str| health.get(r).map_or(100, |h| h.weight) as f64;
+            while !pool.is_empty() {
+                let total: f64 = pool.iter().map(|r| w(r)).sum();
+                let idx = if total <= 0.0 {
+                    0
+                } else {
+                    let mut x = draws.next_unit() * total;
+                    let mut chosen = pool.len() - 1;
+                    for (i, r) in pool.iter().enumerate() {
+                        if x < w(r) {
+                            chosen = i;
+                            break;
+                        }
+                        x -= w(r);
+                    }
+                    chosen
+                };
+                v.push(pool.remove(idx));
+            }
+            why.push(|| {
+                let shown: Vec<String> = cands
+                    .iter()
+                    .map(|r| format!("{r} {}%", w(r) as u8))
+                    .collect();
+                format!("policy weighted ({}): drew {}", shown.join(", "), list(&v))
+            });
+        }
+    }
+    v
+}
+
+/// A retry budget: retries may not exceed `ratio` × requests plus a small `reserve`, so a
+/// failover never multiplies the load on the surviving regions.
+///
+/// Guarantees: over any history, `retries ≤ reserve + ratio × requests` (the balance never
+/// goes negative and never exceeds `reserve` + what requests deposited).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RetryBudget {
+    /// Thousandths of a retry deposited per request.
+    per_request: u64,
+    /// Most thousandths that may be saved up.
+    cap: u64,
+    /// Thousandths available now.
+    balance: u64,
+}
+
+impl RetryBudget {
+    /// A budget of `ratio` retries per request (default used by the edge: 0.2) with `reserve`
+    /// retries available at start and at most `cap` saved up (the edge uses 10 and 100).
+    /// Counted in thousandths of a retry, so `ratio` is rounded to 0.001.
+    pub fn new(ratio: f64, reserve: u32, cap: u32) -> Self {
+        let per_request = if ratio.is_finite() {
+            (ratio.max(0.0) * 1000.0).round() as u64
+        } else {
+            0
+        };
+        RetryBudget {
+            per_request,
+            cap: u64::from(cap.max(reserve)) * 1000,
+            balance: u64::from(reserve) * 1000,
+        }
+    }
+
+    /// Records one request (first attempt).
+    pub fn on_request(&mut self) {
+        self.balance = (self.balance + self.per_request).min(self.cap);
+    }
+
+    /// Takes one retry from the budget; `false` when the budget is spent.
+    pub fn try_retry(&mut self) -> bool {
+        if self.balance >= 1000 {
+            self.balance -= 1000;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse;
+    use proptest::prelude::*;
+
+    const BASE: &str = r#"
+[cluster]
+name = "t"
+[zones]
+eu = ["eu-west-1", "eu-central-1"]
+us = ["us-east-1"]
+[[region]]
+name = "us-east-1"
+node = "http://127.0.0.1:7601"
+app = ["http://127.0.0.1:8601"]
+location = { lat = 38.9, lon = -77.4 }
+[[region]]
+name = "eu-west-1"
+node = "http://127.0.0.1:7602"
+app = ["http://127.0.0.1:8602"]
+location = { lat = 53.3, lon = -6.3 }
+[[region]]
+name = "eu-central-1"
+node = "http://127.0.0.1:7603"
+app = ["http://127.0.0.1:8603"]
+location = { lat = 50.1, lon = 8.7 }
+[[region]]
+name = "ap-southeast-1"
+node = "http://127.0.0.1:7604"
+app = ["http://127.0.0.1:8604"]
+location = { lat = 1.3, lon = 103.8 }
+"#;
+
+    fn topo(routing: &str) -> Topology {
+        parse("t.toml", &format!("{BASE}\n{routing}")).unwrap()
+    }
+
+    fn get() -> ClientFacts {
+        ClientFacts {
+            method: "GET".into(),
+            ..Default::default()
+        }
+    }
+
+    fn down(names: &[&str]) -> HealthView {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    RegionView {
+                        up: false,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn failover_skips_down_regions() {
+        let t = topo("[routing]\npolicy = \"failover\"\norder = [\"eu-west-1\", \"us-east-1\"]");
+        let d = decide(&t, &down(&["eu-west-1"]), &get(), None, 0);
+        assert_eq!(d.regions, ["us-east-1", "eu-central-1", "ap-southeast-1"]);
+        assert_eq!(d.outcome, Outcome::Routed);
+    }
+
+    #[test]
+    fn proximity_and_geo() {
+        let t = topo("[routing]\npolicy = \"proximity\"");
+        let c = ClientFacts {
+            location: Some(LatLon {
+                lat: 48.8,
+                lon: 2.3,
+            }),
+            ..get()
+        };
+        let d = decide(&t, &HealthView::new(), &c, None, 0);
+        assert_eq!(d.regions[0], "eu-central-1");
+        assert_eq!(d.regions[3], "ap-southeast-1");
+
+        let t = topo(
+            "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"eu-central-1\"\nEU = \"eu-west-1\"\ndefault = \"us-east-1\"",
+        );
+        let c = |country: &str| ClientFacts {
+            country: Some(country.into()),
+            continent: Some("EU".into()),
+            ..get()
+        };
+        assert_eq!(
+            decide(&t, &HealthView::new(), &c("DE"), None, 0).regions[0],
+            "eu-central-1"
+        );
+        assert_eq!(
+            decide(&t, &HealthView::new(), &c("FR"), None, 0).regions[0],
+            "eu-west-1"
+        );
+        assert_eq!(
+            decide(&t, &HealthView::new(), &get(), None, 0).regions[0],
+            "us-east-1"
+        );
+    }
+
+    #[test]
+    fn latency_orders_by_rtt() {
+        let t = topo("");
+        let mut h = HealthView::new();
+        for (r, ms) in [("us-east-1", 80), ("eu-central-1", 20)] {
+            h.insert(
+                r.into(),
+                RegionView {
+                    rtt: Some(Duration::from_millis(ms)),
+                    ..Default::default()
+                },
+            );
+        }
+        let d = decide(&t, &h, &get(), None, 0);
+        assert_eq!(
+            d.regions,
+            ["eu-central-1", "us-east-1", "eu-west-1", "ap-southeast-1"]
+        );
+    }
+
+    #[test]
+    fn primary_writes_and_residency() {
+        let t = topo("[routing]\nwrites = \"primary:us-east-1\"\nall_down = \"fail-closed\"");
+        let post = ClientFacts {
+            method: "POST".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            decide(&t, &HealthView::new(), &post, None, 0).regions,
+            ["us-east-1"]
+        );
+        let eu_post = ClientFacts {
+            zone: Some("eu".into()),
+            ..post
+        };
+        let d = decide(&t, &HealthView::new(), &eu_post, None, 0);
+        assert_eq!(d.outcome, Outcome::FailClosed, "{:?}", d.explanation);
+        let eu_get = ClientFacts {
+            zone: Some("eu".into()),
+            ..get()
+        };
+        let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &eu_get, None, 0);
+        assert_eq!(d.outcome, Outcome::FailClosed);
+        assert!(d.regions.is_empty());
+    }
+
+    #[test]
+    fn fallback_outside_zone_is_refused() {
+        let t = topo("[routing]\nall_down = \"fallback:us-east-1\"");
+        let eu = ClientFacts {
+            zone: Some("eu".into()),
+            ..get()
+        };
+        let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &eu, None, 0);
+        assert_eq!(d.outcome, Outcome::FailClosed);
+        let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &get(), None, 0);
+        assert_eq!(d.outcome, Outcome::Routed);
+        let all = down(&["eu-west-1", "eu-central-1", "us-east-1", "ap-southeast-1"]);
+        let d = decide(&t, &all, &get(), None, 0);
+        assert_eq!(
+            (d.outcome, d.regions.as_slice()),
+            (Outcome::Fallback, &["us-east-1".into()][..])
+        );
+    }
+
+    #[test]
+    fn sticky_cookie_and_drain() {
+        let t = topo("[routing]\npolicy = \"failover\"");
+        let c = ClientFacts {
+            cookie_region: Some("eu-central-1".into()),
+            ..get()
+        };
+        assert_eq!(
+            decide(&t, &HealthView::new(), &c, None, 0).regions[0],
+            "eu-central-1"
+        );
+        let d = decide(&t, &down(&["eu-central-1"]), &c, None, 0);
+        assert_eq!(d.regions[0], "us-east-1", "cookie moves on failover");
+        let mut h = HealthView::new();
+        h.insert(
+            "us-east-1".into(),
+            RegionView {
+                weight: 0,
+                ..Default::default()
+            },
+        );
+        let d = decide(&t, &h, &get(), None, 0);
+        assert_eq!(d.regions.last().map(String::as_str), Some("us-east-1"));
+    }
+
+    #[test]
+    fn retry_budget_bounds_retries() {
+        let mut b = RetryBudget::new(0.2, 2, 100);
+        assert!(b.try_retry() && b.try_retry() && !b.try_retry());
+        for _ in 0..10 {
+            b.on_request();
+        }
+        assert!(b.try_retry() && b.try_retry() && !b.try_retry());
+    }
+
+    fn names() -> Vec<&'static str> {
+        vec!["us-east-1", "eu-west-1", "eu-central-1", "ap-southeast-1"]
+    }
+
+    fn any_topo() -> impl Strategy<Value = Topology> {
+        let policy = prop_oneof![
+            Just("latency"),
+            Just("proximity"),
+            Just("geo"),
+            Just("weighted"),
+            Just("failover")
+        ];
+        let all_down = prop_oneof![
+            Just("fail-open".to_string()),
+            Just("fail-closed".to_string()),
+            proptest::sample::select(names()).prop_map(|r| format!("fallback:{r}")),
+        ];
+        let writes = prop_oneof![
+            Just("any".to_string()),
+            Just("home".to_string()),
+            proptest::sample::select(names()).prop_map(|r| format!("primary:{r}")),
+        ];
+        (policy, all_down, writes, Just(names()).prop_shuffle()).prop_map(|(p, a, w, order)| {
+            let order: Vec<String> = order.iter().map(|o| format!("\"{o}\"")).collect();
+            topo(&format!(
+                "[routing]\npolicy = \"{p}\"\nall_down = \"{a}\"\nwrites = \"{w}\"\norder = [{}]\n\
+                 [routing.geo]\nEU = \"eu-west-1\"\ndefault = \"us-east-1\"",
+                order.join(", ")
+            ))
+        })
+    }
+
+    fn any_health() -> impl Strategy<Value = HealthView> {
+        proptest::collection::vec(
+            (any::<bool>(), 0u8..=100, proptest::option::of(0u64..300)),
+            4,
+        )
+        .prop_map(|v| {
+            names()
+                .into_iter()
+                .zip(v)
+                .map(|(n, (up, weight, rtt))| {
+                    let rtt = rtt.map(Duration::from_millis);
+                    (n.to_string(), RegionView { up, rtt, weight })
+                })
+                .collect()
+        })
+    }
+
+    fn any_client() -> impl Strategy<Value = ClientFacts> {
+        let opt_region = proptest::option::of(proptest::sample::select(names()));
+        (
+            proptest::option::of(proptest::sample::select(vec!["eu", "us", "mars"])),
+            opt_region.clone(),
+            opt_region,
+            proptest::sample::select(vec!["GET", "POST", "PUT", "HEAD", "DELETE"]),
+            any::<bool>(),
+            proptest::option::of((-90.0f64..90.0, -180.0f64..180.0)),
+        )
+            .prop_map(|(zone, home, cookie, method, idem, loc)| ClientFacts {
+                zone: zone.map(str::to_string),
+                home: home.map(str::to_string),
+                cookie_region: cookie.map(str::to_string),
+                method: method.to_string(),
+                idempotency_key: idem,
+                location: loc.map(|(lat, lon)| LatLon { lat, lon }),
+                country: Some("FR".into()),
+                continent: Some("EU".into()),
+                ip: None,
+            })
+    }
+
+    proptest! {
+        /// Never a region outside the claimed zone, whatever the policy, health or all_down.
+        #[test]
+        fn never_outside_the_zone(
+            t in any_topo(), h in any_health(), c in any_client(), r in any::<u64>()
+        ) {
+            let d = decide(&t, &h, &c, None, r);
+            if let Some(z) = &c.zone {
+                for region in &d.regions {
+                    prop_assert_eq!(t.zone_of(region), Some(z.as_str()), "{:?}", d.explanation);
+                }
+            }
+            prop_assert_eq!(d.regions.is_empty(), d.outcome == Outcome::FailClosed);
+            let quiet = route(&t, &h, &c, None, r);
+            prop_assert_eq!((&quiet.regions, quiet.outcome), (&d.regions, d.outcome));
+            prop_assert!(quiet.explanation.is_empty() && !d.explanation.is_empty());
+            let mut seen = d.regions.clone();
+            seen.sort();
+            seen.dedup();
+            prop_assert_eq!(seen.len(), d.regions.len(), "no region twice");
+            if d.outcome == Outcome::Routed {
+                prop_assert!(d.regions.iter().all(|r| h[r].up));
+            }
+        }
+
+        /// The same inputs give the same decision; failover follows `order` among up regions.
+        #[test]
+        fn failover_order_is_deterministic(t in any_topo(), h in any_health(), r in any::<u64>()) {
+            let c = get();
+            prop_assert_eq!(decide(&t, &h, &c, None, r), decide(&t, &h, &c, None, r));
+            let mut t = t;
+            t.routing.policy = Policy::Failover;
+            let d = decide(&t, &h, &c, None, r);
+            if d.outcome == Outcome::Routed {
+                let undrained: Vec<&String> = t.routing.order.iter()
+                    .filter(|o| h[*o].up && h[*o].weight > 0).collect();
+                let got: Vec<&String> = d.regions.iter().take(undrained.len()).collect();
+                prop_assert_eq!(got, undrained);
+            }
+        }
+
+        /// The share of first choices follows the weights within statistical bounds.
+        #[test]
+        fn weights_are_honoured(w in proptest::collection::vec(1u8..=100, 4), seed in any::<u64>()) {
+            let t = topo("[routing]\npolicy = \"weighted\"");
+            let h: HealthView = names().into_iter().zip(&w).map(|(n, &weight)| {
+                (n.to_string(), RegionView { weight, ..Default::default() })
+            }).collect();
+            let n = 4000u64;
+            let mut counts: BTreeMap<String, u64> = BTreeMap::new();
+            let mut draws = Draws(seed);
+            for _ in 0..n {
+                let r = (draws.next_unit() * u64::MAX as f64) as u64;
+                let d = decide(&t, &h, &get(), None, r);
+                *counts.entry(d.regions[0].clone()).or_default() += 1;
+            }
+            let total: f64 = w.iter().map(|&x| x as f64).sum();
+            for (name, &weight) in names().iter().zip(&w) {
+                let p = weight as f64 / total;
+                let expected = p * n as f64;
+                let sd = (n as f64 * p * (1.0 - p)).sqrt();
+                let got = *counts.get(*name).unwrap_or(&0) as f64;
+                prop_assert!((got - expected).abs() <= 5.0 * sd + 1.0,
+                    "{name}: weight {weight} got {got} expected {expected:.0}±{sd:.0}");
+            }
+        }
+    }
+}

@@ -1,0 +1,208 @@
+//! The admin API on the edge's `admin` listener. When the cluster has a secret, every call needs
+//! `Authorization: Bearer <secret>`.
+//!
+//! - `GET /v1/status`: regions with health, weight, RTT and backends.
+//! - `PUT /v1/regions/{region}/weight` body `{"weight": 0..100}`; `POST /v1/regions/{region}/drain`.
+//! - `GET /v1/explain?ip=&method=&path=&token=&cookie=&zone=`: the routing decision for such a client.
+//! - `GET /v1/views`: this edge's own region views (what other edges poll for the quorum).
+//! - `GET /metrics`: Prometheus text.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use http::{HeaderMap, HeaderValue};
+use meridian_core::routing;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::metrics;
+use crate::proxy::{COOKIE, ZONE_HEADER, facts};
+use crate::state::Edge;
+
+fn err(status: StatusCode, code: &str, message: String, hint: &str) -> Response {
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message, "hint": hint}})),
+    )
+        .into_response()
+}
+
+async fn auth(State(edge): State<Edge>, req: Request, next: Next) -> Response {
+    if let Some(secret) = &edge.options().secret {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::trim);
+        let ok = given.is_some_and(|g| {
+            g.len() == secret.len()
+                && g.bytes()
+                    .zip(secret.bytes())
+                    .fold(0u8, |a, (x, y)| a | (x ^ y))
+                    == 0
+        });
+        if !ok {
+            return err(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the admin API needs the cluster secret as a bearer token".to_string(),
+                "send `Authorization: Bearer <contents of cluster.secret_file>` (meridian ctl --token-file)",
+            );
+        }
+    }
+    next.run(req).await
+}
+
+/// The admin router for `edge`.
+pub fn router(edge: Edge) -> Router {
+    Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/views", get(views))
+        .route("/v1/regions/{region}/weight", put(weight))
+        .route("/v1/regions/{region}/drain", post(drain))
+        .route("/v1/explain", get(explain))
+        .route("/metrics", get(|| async { metrics::render() }))
+        .layer(middleware::from_fn_with_state(edge.clone(), auth))
+        .with_state(edge)
+}
+
+async fn status(State(edge): State<Edge>) -> Json<Value> {
+    let routes = edge.routes();
+    let view = edge.health_view();
+    let now = edge.now();
+    let regions: Vec<Value> = routes
+        .regions
+        .iter()
+        .map(|(name, r)| {
+            let v = view.get(name).copied().unwrap_or_default();
+            let backends: Vec<Value> = r
+                .backends
+                .iter()
+                .map(|b| {
+                    let h = b.health.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                    json!({
+                        "url": b.url,
+                        "state": h.state().as_str(),
+                        "available": h.available(now),
+                        "ejected_for_ms": h.ejected_until(now).map(|t| t.saturating_sub(now).as_millis() as u64),
+                    })
+                })
+                .collect();
+            json!({
+                "name": name,
+                "up": v.up,
+                "local_up": edge.local_up(name),
+                "weight": v.weight,
+                "rtt_ms": v.rtt.map(|d| d.as_secs_f64() * 1000.0),
+                "zone": routes.topology.zone_of(name),
+                "backends": backends,
+            })
+        })
+        .collect();
+    Json(json!({
+        "edge": routes.edge.name,
+        "policy": routes.topology.routing.policy.as_str(),
+        "regions": regions,
+    }))
+}
+
+async fn views(State(edge): State<Edge>) -> Json<BTreeMap<String, bool>> {
+    Json(edge.local_views())
+}
+
+#[derive(Deserialize)]
+struct WeightBody {
+    weight: u8,
+}
+
+async fn weight(
+    State(edge): State<Edge>,
+    Path(region): Path<String>,
+    Json(b): Json<WeightBody>,
+) -> Response {
+    set(&edge, &region, b.weight)
+}
+
+async fn drain(State(edge): State<Edge>, Path(region): Path<String>) -> Response {
+    set(&edge, &region, 0)
+}
+
+fn set(edge: &Edge, region: &str, w: u8) -> Response {
+    match edge.set_weight(region, w) {
+        Ok(()) => Json(json!({"region": region, "weight": w})).into_response(),
+        Err(e) => err(
+            StatusCode::BAD_REQUEST,
+            "bad_weight",
+            e.to_string(),
+            "name a region of the topology and a weight 0..=100",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    ip: IpAddr,
+    method: Option<String>,
+    path: Option<String>,
+    token: Option<String>,
+    cookie: Option<String>,
+    zone: Option<String>,
+    idempotency_key: Option<bool>,
+}
+
+async fn explain(State(edge): State<Edge>, Query(q): Query<ExplainQuery>) -> Response {
+    let routes = edge.routes();
+    let mut h = HeaderMap::new();
+    let mut put = |k: header::HeaderName, v: String| {
+        if let Ok(v) = HeaderValue::from_str(&v) {
+            h.insert(k, v);
+        }
+    };
+    if let Some(t) = &q.token {
+        put(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    if let Some(c) = &q.cookie {
+        put(header::COOKIE, format!("{COOKIE}={c}"));
+    }
+    if let Some(z) = &q.zone {
+        put(header::HeaderName::from_static(ZONE_HEADER), z.clone());
+    }
+    if q.idempotency_key == Some(true) {
+        put(
+            header::HeaderName::from_static("idempotency-key"),
+            "explain".to_string(),
+        );
+    }
+    let method = q.method.unwrap_or_else(|| "GET".to_string());
+    let f = facts(&edge, &routes, q.ip, &method, &h);
+    let d = routing::decide(
+        &routes.topology,
+        &edge.health_view(),
+        &f,
+        routes.edge.location,
+        edge.random(),
+    );
+    let outcome = match d.outcome {
+        routing::Outcome::Routed => "routed",
+        routing::Outcome::FailOpen => "fail-open",
+        routing::Outcome::Fallback => "fallback",
+        routing::Outcome::FailClosed => "fail-closed",
+    };
+    Json(json!({
+        "client": {"ip": q.ip, "method": f.method, "path": q.path.unwrap_or_else(|| "/".to_string()),
+                   "zone": f.zone, "home": f.home, "cookie_region": f.cookie_region,
+                   "country": f.country, "continent": f.continent,
+                   "retryable": f.retryable()},
+        "regions": d.regions,
+        "outcome": outcome,
+        "explanation": d.explanation,
+    }))
+    .into_response()
+}

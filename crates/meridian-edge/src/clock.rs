@@ -1,0 +1,10 @@
+//! The edge's only access to wall-clock time (token expiry). Everything else uses
+//! monotonic time passed into the pure decisions of `meridian-core`.
+
+/// Seconds since the Unix epoch; 0 if the clock is before 1970.
+#[allow(clippy::disallowed_methods)]
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}

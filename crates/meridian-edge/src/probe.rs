@@ -1,0 +1,101 @@
+//! The active health plane: every `[health] interval`, one probe per backend (answered 2xx
+//! within `timeout` is a success); RTTs feed the `latency` policy. With other edges in the
+//! topology, their views are fetched on the same beat for the quorum.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{Request, header};
+use meridian_core::health::Event;
+use tokio::task::JoinSet;
+
+use crate::proxy::full;
+use crate::state::{Backend, Edge};
+
+/// Runs the probe loop until the task is dropped.
+pub(crate) async fn run(edge: Edge) {
+    loop {
+        let routes = edge.routes();
+        let interval = routes.topology.health.interval;
+        let tick = tokio::time::Instant::now();
+        let mut set = JoinSet::new();
+        for b in routes.regions.values().flat_map(|r| r.backends.iter()) {
+            set.spawn(probe(edge.clone(), b.clone()));
+        }
+        for peer in routes
+            .topology
+            .edges
+            .iter()
+            .filter(|e| e.name != routes.edge.name)
+        {
+            set.spawn(fetch_peer(
+                edge.clone(),
+                peer.name.clone(),
+                peer.admin.to_string(),
+            ));
+        }
+        while set.join_next().await.is_some() {}
+        let update: Vec<(String, bool)> = edge
+            .health_view()
+            .into_iter()
+            .map(|(r, v)| (r, v.up))
+            .collect();
+        for (r, up) in update {
+            crate::metrics::gauge!(crate::metrics::REGION_UP, "region" => r).set(if up {
+                1.0
+            } else {
+                0.0
+            });
+        }
+        tokio::time::sleep_until(tick + interval).await;
+    }
+}
+
+async fn probe(edge: Edge, b: Arc<Backend>) {
+    let h = edge.topology().health.clone();
+    let uri = format!("{}{}", b.base, h.path);
+    let Ok(req) = Request::get(uri)
+        .header(header::USER_AGENT, "meridian-edge-probe")
+        .body(full(bytes::Bytes::new()))
+    else {
+        edge.observe(&b, Event::ProbeFail);
+        return;
+    };
+    let start = Instant::now();
+    let ok = match tokio::time::timeout(h.timeout, edge.client().request(req)).await {
+        Ok(Ok(resp)) => resp.status().is_success(),
+        _ => false,
+    };
+    if ok {
+        edge.observe_rtt(&b.region, start.elapsed());
+        edge.observe(&b, Event::ProbeOk);
+    } else {
+        edge.observe(&b, Event::ProbeFail);
+    }
+}
+
+async fn fetch_peer(edge: Edge, name: String, admin: String) {
+    let timeout = edge.topology().health.timeout;
+    let mut req = Request::get(format!("http://{admin}/v1/views"));
+    if let Some(s) = &edge.options().secret {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {s}"));
+    }
+    let Ok(req) = req.body(full(bytes::Bytes::new())) else {
+        return;
+    };
+    let fetched = async {
+        let resp = edge.client().request(req).await.ok()?;
+        if !resp.status().is_success() {
+            return None;
+        }
+        let body = http_body_util::BodyExt::collect(resp.into_body())
+            .await
+            .ok()?
+            .to_bytes();
+        serde_json::from_slice::<BTreeMap<String, bool>>(&body).ok()
+    };
+    if let Ok(Some(views)) = tokio::time::timeout(timeout, fetched).await {
+        edge.record_peer_views(&name, &views);
+    }
+}

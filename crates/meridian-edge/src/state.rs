@@ -1,0 +1,423 @@
+//! The edge's shared state: the topology and its backends behind an `ArcSwap` (read without
+//! locks on the hot path), health state machines, admin weight overrides, peer views and the
+//! retry budget.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http_body_util::combinators::BoxBody;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use ipnet::IpNet;
+use meridian_core::config::{self, Topology};
+use meridian_core::health::{self, BackendHealth, Event, Ewma, PeerView, Thresholds, Transition};
+use meridian_core::routing::{HealthView, RegionView, RetryBudget};
+
+use crate::{Error, metrics};
+
+/// The body type the proxy sends and answers with.
+pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+
+/// Options of one edge process.
+#[derive(Clone, Debug)]
+pub struct EdgeOptions {
+    /// Which `[[edge]]` of the topology this process is. Required.
+    pub name: String,
+    /// The cluster secret: verifies residency tokens and protects the admin API. Default: `None`
+    /// (no tokens verified, admin API open — loopback labs only).
+    pub secret: Option<String>,
+    /// Seed of the edge's random numbers (weighted draws). Default: 0; the binary passes a
+    /// random one.
+    pub seed: u64,
+    /// How long to wait for a backend's response head. Default: 30s.
+    pub upstream_timeout: Duration,
+    /// Largest request body buffered so the request can be retried or replayed; larger bodies
+    /// stream through and are sent once. Default: 1 MiB.
+    pub replay_limit: usize,
+    /// TLS for the public listener (see [`crate::tls::server_config`]). Default: `None`
+    /// (plain HTTP).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// GeoIP database locating clients for `geo` and `proximity` (the binary opens the
+    /// edge's `geoip` file). Default: `None` (clients are not located).
+    pub geoip: Option<Arc<crate::geo::GeoIp>>,
+    /// Raw Ed25519 public key verifying `EdDSA` residency tokens (see
+    /// [`crate::token::ed25519_public_key_from_pem`]). Default: `None` (only HS256 tokens with
+    /// the cluster secret).
+    pub token_public_key: Option<Vec<u8>>,
+}
+
+impl EdgeOptions {
+    /// Options with every default, for edge `name`.
+    pub fn new(name: &str) -> Self {
+        EdgeOptions {
+            name: name.to_string(),
+            secret: None,
+            seed: 0,
+            upstream_timeout: Duration::from_secs(30),
+            replay_limit: 1 << 20,
+            tls: None,
+            geoip: None,
+            token_public_key: None,
+        }
+    }
+}
+
+/// One app backend.
+#[derive(Debug)]
+pub(crate) struct Backend {
+    pub region: String,
+    pub url: String,
+    /// `scheme://authority` without a trailing slash.
+    pub base: String,
+    pub health: Mutex<BackendHealth>,
+}
+
+/// One region's backends and measurements.
+#[derive(Debug)]
+pub(crate) struct RegionState {
+    pub backends: Vec<Arc<Backend>>,
+    pub rtt: Mutex<Ewma>,
+    next: AtomicUsize,
+}
+
+/// What one topology resolves to for this edge.
+#[derive(Debug)]
+pub(crate) struct Routes {
+    pub topology: Arc<Topology>,
+    pub edge: config::Edge,
+    pub trusted: Vec<IpNet>,
+    pub thresholds: Thresholds,
+    pub regions: BTreeMap<String, Arc<RegionState>>,
+}
+
+/// A running edge's state; cheap to clone (one `Arc`).
+#[derive(Clone)]
+pub struct Edge {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    opts: EdgeOptions,
+    routes: ArcSwap<Routes>,
+    weights: Mutex<BTreeMap<String, u8>>,
+    budget: Mutex<RetryBudget>,
+    rng: AtomicU64,
+    origin: tokio::time::Instant,
+    client: Client<HttpConnector, ProxyBody>,
+    peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Edge {
+    /// Builds the edge `opts.name` of `topology`. Fails when the topology has no such edge or
+    /// a backend URL cannot be served (this build speaks plain HTTP to backends).
+    pub fn new(topology: Arc<Topology>, opts: EdgeOptions) -> Result<Edge, Error> {
+        let routes = build_routes(topology, &opts.name, None)?;
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(
+            routes.topology.health.timeout.max(Duration::from_secs(1)),
+        ));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(256)
+            .build(connector);
+        Ok(Edge {
+            inner: Arc::new(Inner {
+                rng: AtomicU64::new(opts.seed),
+                opts,
+                routes: ArcSwap::from_pointee(routes),
+                weights: Mutex::new(BTreeMap::new()),
+                budget: Mutex::new(RetryBudget::new(0.2, 10, 100)),
+                origin: tokio::time::Instant::now(),
+                client,
+                peers: Mutex::new(BTreeMap::new()),
+            }),
+        })
+    }
+
+    /// Swaps in a new topology. Backends whose region and URL are unchanged keep their health;
+    /// in-flight requests finish on the old one. Refused (old topology kept) when the new one
+    /// cannot be served by this edge.
+    pub fn reload(&self, topology: Arc<Topology>) -> Result<(), Error> {
+        let old = self.inner.routes.load_full();
+        let routes = build_routes(topology, &self.inner.opts.name, Some(&old))?;
+        self.inner.routes.store(Arc::new(routes));
+        Ok(())
+    }
+
+    /// The options the edge was built with.
+    pub fn options(&self) -> &EdgeOptions {
+        &self.inner.opts
+    }
+
+    /// The current topology.
+    pub fn topology(&self) -> Arc<Topology> {
+        self.inner.routes.load().topology.clone()
+    }
+
+    pub(crate) fn routes(&self) -> Arc<Routes> {
+        self.inner.routes.load_full()
+    }
+
+    pub(crate) fn client(&self) -> &Client<HttpConnector, ProxyBody> {
+        &self.inner.client
+    }
+
+    /// Monotonic time since the edge started; the `now` of every health decision.
+    pub fn now(&self) -> Duration {
+        self.inner.origin.elapsed()
+    }
+
+    /// A fresh random number (splitmix64 over the seed).
+    pub(crate) fn random(&self) -> u64 {
+        let mut z = self
+            .inner
+            .rng
+            .fetch_add(0x9E37_79B9_7F4A_7C15, Ordering::Relaxed)
+            .wrapping_add(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// The weight of a region: the admin override if set, else `[routing.weights]` (100 when
+    /// unlisted).
+    pub fn weight(&self, region: &str) -> u8 {
+        if let Some(w) = lock(&self.inner.weights).get(region) {
+            return *w;
+        }
+        self.topology()
+            .routing
+            .weights
+            .get(region)
+            .copied()
+            .unwrap_or(100)
+    }
+
+    /// Sets a region's weight (0..=100; 0 drains it: new requests go elsewhere while others
+    /// are up, in-flight ones finish). Overrides survive reloads until the edge restarts.
+    pub fn set_weight(&self, region: &str, weight: u8) -> Result<(), Error> {
+        if self.topology().region(region).is_none() {
+            return Err(Error::Config {
+                message: format!("no region `{region}` in the topology"),
+            });
+        }
+        if weight > 100 {
+            return Err(Error::Config {
+                message: format!("weight {weight} for `{region}`: use a percent, 0..=100"),
+            });
+        }
+        lock(&self.inner.weights).insert(region.to_string(), weight);
+        tracing::info!(region, weight, "region weight set");
+        Ok(())
+    }
+
+    /// Whether this edge alone sees the region up: at least one backend available.
+    pub fn local_up(&self, region: &str) -> bool {
+        let now = self.now();
+        let routes = self.routes();
+        routes.regions.get(region).is_some_and(|r| {
+            let available = r
+                .backends
+                .iter()
+                .filter(|b| lock(&b.health).available(now))
+                .count();
+            health::region_up(available, r.backends.len(), 1)
+        })
+    }
+
+    /// Every region's local view, as shared with other edges.
+    pub fn local_views(&self) -> BTreeMap<String, bool> {
+        let names: Vec<String> = self.routes().regions.keys().cloned().collect();
+        names
+            .into_iter()
+            .map(|n| {
+                let up = self.local_up(&n);
+                (n, up)
+            })
+            .collect()
+    }
+
+    /// Records another edge's views, received now.
+    pub fn record_peer_views(&self, edge: &str, views: &BTreeMap<String, bool>) {
+        let at = self.now();
+        let map = views
+            .iter()
+            .map(|(r, &up)| (r.clone(), PeerView { up, at }))
+            .collect();
+        lock(&self.inner.peers).insert(edge.to_string(), map);
+    }
+
+    /// The health view routing decisions use: a region is up unless this edge sees it down
+    /// and a majority of the live edge views agree ([`health::quorum_down`]; views older than
+    /// three probe intervals have no vote).
+    pub fn health_view(&self) -> HealthView {
+        let routes = self.routes();
+        let now = self.now();
+        let max_age = routes.topology.health.interval * 3;
+        let peers = lock(&self.inner.peers);
+        routes
+            .regions
+            .iter()
+            .map(|(name, r)| {
+                let local = self.local_up(name);
+                let views: Vec<PeerView> = peers
+                    .values()
+                    .filter_map(|m| m.get(name).copied())
+                    .collect();
+                let up = !health::quorum_down(local, &views, now, max_age);
+                let rtt = lock(&r.rtt).value();
+                let view = RegionView {
+                    up,
+                    rtt,
+                    weight: self.weight(name),
+                };
+                (name.clone(), view)
+            })
+            .collect()
+    }
+
+    /// The next available backend of a region (round robin), if any.
+    pub(crate) fn pick_backend(&self, routes: &Routes, region: &str) -> Option<Arc<Backend>> {
+        let r = routes.regions.get(region)?;
+        let n = r.backends.len();
+        let start = r.next.fetch_add(1, Ordering::Relaxed);
+        let now = self.now();
+        (0..n)
+            .map(|i| &r.backends[(start + i) % n])
+            .find(|b| lock(&b.health).available(now))
+            .or_else(|| r.backends.get(start % n.max(1)))
+            .cloned()
+    }
+
+    /// Feeds one observation into a backend's state machine; logs and counts transitions.
+    pub(crate) fn observe(&self, backend: &Backend, event: Event) {
+        let routes = self.routes();
+        let now = self.now();
+        let tr = lock(&backend.health).on_event(&routes.thresholds, now, event);
+        let Some(tr) = tr else { return };
+        let label = match tr {
+            Transition::MarkedDown => "down",
+            Transition::MarkedUp => "up",
+            Transition::Ejected { .. } => "ejected",
+        };
+        match tr {
+            Transition::Ejected { until } => tracing::warn!(
+                region = %backend.region, backend = %backend.url,
+                for_ms = until.saturating_sub(now).as_millis() as u64,
+                "backend ejected after failed requests"
+            ),
+            Transition::MarkedDown => {
+                tracing::warn!(region = %backend.region, backend = %backend.url, "backend marked down")
+            }
+            Transition::MarkedUp => {
+                tracing::info!(region = %backend.region, backend = %backend.url, "backend marked up")
+            }
+        }
+        metrics::counter!(metrics::HEALTH_TRANSITIONS, "region" => backend.region.clone(), "transition" => label)
+            .increment(1);
+    }
+
+    pub(crate) fn observe_rtt(&self, region: &str, rtt: Duration) {
+        if let Some(r) = self.routes().regions.get(region) {
+            lock(&r.rtt).observe(rtt);
+        }
+    }
+
+    pub(crate) fn budget_request(&self) {
+        lock(&self.inner.budget).on_request();
+    }
+
+    pub(crate) fn budget_retry(&self) -> bool {
+        lock(&self.inner.budget).try_retry()
+    }
+
+    /// Whether `peer` is one of the trusted proxies.
+    pub(crate) fn trusted(routes: &Routes, ip: IpAddr) -> bool {
+        routes.trusted.iter().any(|n| n.contains(&ip))
+    }
+}
+
+fn build_routes(
+    topology: Arc<Topology>,
+    name: &str,
+    old: Option<&Routes>,
+) -> Result<Routes, Error> {
+    let Some(edge) = topology.edge(name).cloned() else {
+        let known: Vec<&str> = topology.edges.iter().map(|e| e.name.as_str()).collect();
+        return Err(Error::Config {
+            message: format!(
+                "no edge `{name}` in the topology; its edges are: {}",
+                if known.is_empty() {
+                    "none (add an [[edge]])".to_string()
+                } else {
+                    known.join(", ")
+                }
+            ),
+        });
+    };
+    let trusted = edge
+        .trusted_proxies
+        .iter()
+        .map(|p| {
+            p.parse::<IpNet>()
+                .or_else(|_| p.parse::<IpAddr>().map(IpNet::from))
+                .map_err(|e| Error::Config {
+                    message: format!("trusted_proxies `{p}`: {e}"),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut regions = BTreeMap::new();
+    for r in &topology.regions {
+        let old_region = old.and_then(|o| o.regions.get(&r.name));
+        let mut backends = Vec::new();
+        for url in &r.app {
+            let base = url.trim_end_matches('/').to_string();
+            if !base.starts_with("http://") {
+                return Err(Error::Config {
+                    message: format!(
+                        "region `{}`: app backend {url}: this edge speaks plain http:// to \
+                         backends; terminate TLS next to the app or use an http:// URL",
+                        r.name
+                    ),
+                });
+            }
+            let kept = old_region.and_then(|o| o.backends.iter().find(|b| b.url == *url));
+            backends.push(match kept {
+                Some(b) => b.clone(),
+                None => Arc::new(Backend {
+                    region: r.name.clone(),
+                    url: url.clone(),
+                    base,
+                    health: Mutex::new(BackendHealth::new()),
+                }),
+            });
+        }
+        let rtt = old_region.map_or(Ewma::new(0.3), |o| *lock(&o.rtt));
+        regions.insert(
+            r.name.clone(),
+            Arc::new(RegionState {
+                backends,
+                rtt: Mutex::new(rtt),
+                next: AtomicUsize::new(0),
+            }),
+        );
+    }
+    Ok(Routes {
+        thresholds: Thresholds::from_config(&topology.health),
+        topology,
+        edge,
+        trusted,
+        regions,
+    })
+}

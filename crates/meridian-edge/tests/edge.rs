@@ -1,0 +1,860 @@
+//! Integration tests: one or two edges in front of in-process upstream "regions" on 127.0.0.1.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use meridian_edge::{Edge, EdgeOptions};
+use tokio::net::TcpListener;
+use tokio::task::{JoinHandle, JoinSet};
+
+/// Counters of one upstream app server.
+#[derive(Default)]
+struct Hits {
+    probes: AtomicUsize,
+    requests: AtomicUsize,
+    posts: AtomicUsize,
+    /// Probes seen before the first real request since the last restart (usize::MAX: none yet).
+    probes_before_first_request: AtomicUsize,
+}
+
+/// An app backend of one region; `kill` closes the listener and every open connection.
+struct Upstream {
+    addr: SocketAddr,
+    region: String,
+    hits: Arc<Hits>,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Upstream {
+    async fn start(region: &str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut u = Upstream {
+            addr: listener.local_addr().unwrap(),
+            region: region.to_string(),
+            hits: Arc::new(Hits::default()),
+            task: None,
+        };
+        u.run(listener);
+        u
+    }
+
+    fn run(&mut self, listener: TcpListener) {
+        let region = self.region.clone();
+        let hits = self.hits.clone();
+        hits.probes.store(0, Ordering::SeqCst);
+        hits.probes_before_first_request
+            .store(usize::MAX, Ordering::SeqCst);
+        self.task = Some(tokio::spawn(async move {
+            let mut conns = JoinSet::new();
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let region = region.clone();
+                let hits = hits.clone();
+                conns.spawn(async move {
+                    let svc = service_fn(move |req| app(region.clone(), hits.clone(), req));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        }));
+    }
+
+    fn kill(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
+
+    async fn restart(&mut self) {
+        let listener = TcpListener::bind(self.addr).await.unwrap();
+        self.run(listener);
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn app(
+    region: String,
+    hits: Arc<Hits>,
+    req: Request<hyper::body::Incoming>,
+) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+    let path = req.uri().path().to_string();
+    if path == "/health/ready" {
+        hits.probes.fetch_add(1, Ordering::SeqCst);
+        return Ok(Response::new(Full::new(Bytes::from_static(b"ok"))));
+    }
+    let probes = hits.probes.load(Ordering::SeqCst);
+    let _ = hits.probes_before_first_request.compare_exchange(
+        usize::MAX,
+        probes,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    hits.requests.fetch_add(1, Ordering::SeqCst);
+    if req.method() == hyper::Method::POST {
+        hits.posts.fetch_add(1, Ordering::SeqCst);
+    }
+    let xff = req
+        .headers()
+        .get("x-forwarded-for")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let zone = req
+        .headers()
+        .get("meridian-zone")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let proto = req
+        .headers()
+        .get("x-forwarded-proto")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    let body = req.into_body().collect().await.unwrap().to_bytes();
+    let mut resp = Response::builder()
+        .header("x-seen-proto", proto)
+        .header("x-seen-xff", xff)
+        .header("x-seen-zone", zone);
+    let text = match path.as_str() {
+        "/fail" if region == "a" => {
+            resp = resp.status(503);
+            "failing".to_string()
+        }
+        "/replay" if region == "a" => {
+            resp = resp.header("meridian-replay", "region=b");
+            "wrong region".to_string()
+        }
+        _ => format!("{region}:{}", String::from_utf8_lossy(&body)),
+    };
+    Ok(resp.body(Full::new(Bytes::from(text))).unwrap())
+}
+
+struct World {
+    ups: Vec<Upstream>,
+    proxy: String,
+    admin: String,
+    edge: Edge,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+    }
+}
+
+const SECRET: &str = "0123456789abcdef0123";
+
+fn config(ups: &[(&str, String)], edges: &[(&str, SocketAddr, SocketAddr)], extra: &str) -> String {
+    let mut s =
+        String::from("[cluster]\nname = \"t\"\n[zones]\neu = [\"a\"]\nus = [\"b\", \"c\"]\n");
+    for (i, (name, url)) in ups.iter().enumerate() {
+        s += &format!(
+            "[[region]]\nname = \"{name}\"\nnode = \"http://127.0.0.1:{}\"\napp = [\"{url}\"]\n",
+            7000 + i
+        );
+    }
+    for (name, listen, admin) in edges {
+        s += &format!(
+            "[[edge]]\nname = \"{name}\"\nlisten = \"{listen}\"\nadmin = \"{admin}\"\n\
+             trusted_proxies = [\"127.0.0.0/8\"]\n"
+        );
+    }
+    s += "[health]\ninterval = \"200ms\"\ntimeout = \"100ms\"\ndown_after = 3\nup_after = 3\n";
+    s + extra
+}
+
+async fn world(extra: &str, secret: bool) -> World {
+    world_with(extra, secret, None).await
+}
+
+async fn world_with(extra: &str, secret: bool, tls: Option<Arc<rustls::ServerConfig>>) -> World {
+    world_full(extra, secret, tls, None).await
+}
+
+async fn world_full(
+    extra: &str,
+    secret: bool,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    geoip: Option<Arc<meridian_edge::geo::GeoIp>>,
+) -> World {
+    let ups = vec![
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
+    let names: Vec<(&str, String)> = ups.iter().map(|u| (u.region.as_str(), u.url())).collect();
+    let text = config(&names, &[("e1", la, aa)], extra);
+    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+    let mut opts = EdgeOptions::new("e1");
+    opts.seed = 7;
+    opts.tls = tls;
+    opts.geoip = geoip;
+    if secret {
+        opts.secret = Some(SECRET.to_string());
+    }
+    let edge = Edge::new(topo, opts).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(meridian_edge::serve(edge.clone(), l, a, async move {
+        let _ = rx.await;
+    }));
+    World {
+        ups,
+        proxy: format!("http://{la}"),
+        admin: format!("http://{aa}"),
+        edge,
+        stop: Some(tx),
+    }
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .unwrap()
+}
+
+async fn backend_state(c: &reqwest::Client, admin: &str, region: &str) -> String {
+    let s: serde_json::Value = c
+        .get(format!("{admin}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = s["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == region)
+        .unwrap();
+    r["backends"][0]["state"].as_str().unwrap().to_string()
+}
+
+const FAILOVER: &str = "[routing]\npolicy = \"failover\"\norder = [\"a\", \"b\", \"c\"]\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_a_region_mid_load_loses_no_idempotent_request() {
+    let mut w = world(FAILOVER, false).await;
+    let c = client();
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let served: Arc<std::sync::Mutex<Vec<(Instant, String)>>> = Arc::default();
+    let mut load = JoinSet::new();
+    for worker in 0..4 {
+        let (c, url, stop, failures, served) = (
+            c.clone(),
+            w.proxy.clone(),
+            stop.clone(),
+            failures.clone(),
+            served.clone(),
+        );
+        load.spawn(async move {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            for i in 0..20_000 {
+                if stop.load(Ordering::SeqCst) || Instant::now() > deadline {
+                    break;
+                }
+                let req = if i % 2 == 0 {
+                    c.get(format!("{url}/item/{worker}/{i}"))
+                } else {
+                    c.post(format!("{url}/order"))
+                        .header("idempotency-key", format!("{worker}-{i}"))
+                        .body("x")
+                };
+                match req.send().await {
+                    Ok(r) if r.status() == 200 => {
+                        let region = r.headers()["meridian-region"].to_str().unwrap().to_string();
+                        served.lock().unwrap().push((Instant::now(), region));
+                    }
+                    _ => {
+                        failures.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        w.ups[0].hits.requests.load(Ordering::SeqCst) > 0,
+        "a serves first"
+    );
+
+    let killed = Instant::now();
+    w.ups[0].kill();
+    let detect_deadline = Duration::from_millis(3 * 200 + 100 + 250);
+    loop {
+        if backend_state(&c, &w.admin, "a").await == "down" {
+            break;
+        }
+        assert!(
+            killed.elapsed() < detect_deadline,
+            "a not marked down in time"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let detected = killed.elapsed();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let restarted = Instant::now();
+    w.ups[0].restart().await;
+    loop {
+        let back = served
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|(t, r)| *t > restarted && r == "a");
+        if back {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(5),
+            "traffic never returned to a"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.store(true, Ordering::SeqCst);
+    while load.join_next().await.is_some() {}
+
+    assert_eq!(
+        failures.load(Ordering::SeqCst),
+        0,
+        "no safe or idempotent request failed"
+    );
+    let probes = w.ups[0]
+        .hits
+        .probes_before_first_request
+        .load(Ordering::SeqCst);
+    assert!(
+        probes >= 3,
+        "traffic returned after {probes} successful probes, want up_after = 3"
+    );
+    let served = served.lock().unwrap();
+    let between: Vec<&String> = served
+        .iter()
+        .filter(|(t, _)| *t > killed + Duration::from_millis(50) && *t < restarted)
+        .map(|(_, r)| r)
+        .collect();
+    assert!(
+        !between.is_empty() && between.iter().all(|r| *r == "b"),
+        "failed over to b"
+    );
+    eprintln!("detected in {detected:?}; {} requests served", served.len());
+}
+
+#[tokio::test]
+async fn residency_never_leaves_the_zone_and_fails_closed() {
+    let mut w = world(
+        "[routing]\npolicy = \"failover\"\nall_down = \"fail-closed\"\n",
+        true,
+    )
+    .await;
+    let c = client();
+    let tok = meridian_edge::token::sign(&serde_json::json!({"zone": "eu"}), SECRET.as_bytes());
+    let r = c
+        .get(format!("{}/x", w.proxy))
+        .bearer_auth(&tok)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "a");
+    assert_eq!(r.headers()["x-seen-zone"], "eu");
+    let us = c
+        .get(format!("{}/x", w.proxy))
+        .header("meridian-zone", "us")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        us.headers()["meridian-region"],
+        "b",
+        "zone header from a trusted proxy"
+    );
+
+    w.ups[0].kill();
+    let started = Instant::now();
+    loop {
+        let r = c
+            .get(format!("{}/x", w.proxy))
+            .bearer_auth(&tok)
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        if let Some(region) = r.headers().get("meridian-region") {
+            assert_eq!(region, "a", "an eu request is only ever sent to a");
+        }
+        if status == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "no_region_available");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never failed closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let forged =
+        meridian_edge::token::sign(&serde_json::json!({"zone": "eu"}), b"not-the-secret-123");
+    let r = c
+        .get(format!("{}/x", w.proxy))
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["meridian-region"],
+        "b",
+        "an unverified token carries no zone"
+    );
+}
+
+#[tokio::test]
+async fn unsafe_requests_are_not_retried_and_replay_moves_regions() {
+    let w = world(FAILOVER, false).await;
+    let c = client();
+    let r = c
+        .post(format!("{}/fail", w.proxy))
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["meridian-region"], "a");
+    assert_eq!(
+        w.ups[1].hits.posts.load(Ordering::SeqCst),
+        0,
+        "a POST without key is sent once"
+    );
+
+    let r = c.get(format!("{}/fail", w.proxy)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["meridian-region"], "b");
+    let r = c
+        .post(format!("{}/fail", w.proxy))
+        .header("idempotency-key", "k1")
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status().as_u16(), r.headers()["meridian-region"].clone()),
+        (200, "b".parse().unwrap())
+    );
+
+    let r = c
+        .put(format!("{}/replay", w.proxy))
+        .body("payload")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b");
+    assert_eq!(
+        r.text().await.unwrap(),
+        "b:payload",
+        "replayed with its body"
+    );
+
+    let r = c
+        .get(format!("{}/who", w.proxy))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-seen-xff"], "203.0.113.9, 127.0.0.1");
+    let served_by = r.headers()["meridian-region"].to_str().unwrap().to_string();
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with(&format!("meridian_region={served_by};")),
+        "{cookie}"
+    );
+    let r = c
+        .get(format!("{}/who", w.proxy))
+        .header("cookie", "meridian_region=c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "c", "sticky cookie");
+}
+
+#[tokio::test]
+async fn admin_api_weights_explain_and_metrics() {
+    let w = world(
+        "[routing]\npolicy = \"failover\"\nwrites = \"primary:c\"\n",
+        true,
+    )
+    .await;
+    let c = client();
+    let r = c
+        .get(format!("{}/v1/status", w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(SECRET);
+
+    let r = auth(c.post(format!("{}/v1/regions/a/drain", w.admin)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let r = c.get(format!("{}/x", w.proxy)).send().await.unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b", "a is drained");
+    let r = auth(c.put(format!("{}/v1/regions/a/weight", w.admin)))
+        .json(&serde_json::json!({"weight": 100}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(w.edge.weight("a"), 100);
+    let r = auth(c.put(format!("{}/v1/regions/zz/weight", w.admin)))
+        .json(&serde_json::json!({"weight": 10}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+
+    let e: serde_json::Value = auth(c.get(format!(
+        "{}/v1/explain?ip=198.51.100.7&method=POST&path=/o",
+        w.admin
+    )))
+    .send()
+    .await
+    .unwrap()
+    .json()
+    .await
+    .unwrap();
+    assert_eq!(e["regions"], serde_json::json!(["c"]), "{e}");
+    assert!(
+        e["explanation"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l.as_str().unwrap().contains("primary:c"))
+    );
+
+    let s: serde_json::Value = auth(c.get(format!("{}/v1/status", w.admin)))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(s["regions"].as_array().unwrap().len(), 3);
+    assert_eq!(
+        s["regions"][0]["backends"][0]["state"], "up",
+        "up from config at start"
+    );
+
+    let m = auth(c.get(format!("{}/metrics", w.admin)))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(m.contains("meridian_edge_requests_total"), "{m}");
+    assert!(m.contains("meridian_edge_request_duration_seconds_bucket"));
+}
+
+async fn region_up(c: &reqwest::Client, admin: &str, region: &str) -> (bool, bool) {
+    let s: serde_json::Value = c
+        .get(format!("{admin}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = s["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == region)
+        .unwrap();
+    (r["up"].as_bool().unwrap(), r["local_up"].as_bool().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_edge_that_cannot_reach_a_region_does_not_fail_it_over() {
+    let ups = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    let dead = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let dead_url = format!("http://{}", dead.local_addr().unwrap());
+    drop(dead);
+    let mut listeners = Vec::new();
+    for _ in 0..4 {
+        listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+    }
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let edges = [("e1", addrs[0], addrs[1]), ("e2", addrs[2], addrs[3])];
+    // e1's network cannot reach region a (its URL for a's backend is dead); e2's can.
+    let (b, c) = (("b", ups[1].url()), ("c", ups[2].url()));
+    let e1_text = config(&[("a", dead_url), b.clone(), c.clone()], &edges, FAILOVER);
+    let e2_text = config(&[("a", ups[0].url()), b, c], &edges, FAILOVER);
+    let mut stops = Vec::new();
+    let mut listeners = listeners.into_iter();
+    for (name, text) in [("e1", e1_text), ("e2", e2_text)] {
+        let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+        let edge = Edge::new(topo, EdgeOptions::new(name)).unwrap();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let (l, a) = (listeners.next().unwrap(), listeners.next().unwrap());
+        tokio::spawn(meridian_edge::serve(edge, l, a, async move {
+            let _ = rx.await;
+        }));
+        stops.push(tx);
+    }
+    let c = client();
+    let e1_admin = format!("http://{}", addrs[1]);
+    // Well past down_after × interval: e1 alone sees a down, but e2 outvotes it.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(region_up(&c, &e1_admin, "a").await, (true, false));
+    let r = c
+        .get(format!("http://{}/x", addrs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "e1 still routes to a, and retries a refused connection in b"
+    );
+
+    // Without e2's vote (its views expire after 3 intervals), e1 decides alone.
+    let e2_stop = stops.pop().unwrap();
+    let _ = e2_stop.send(());
+    let started = Instant::now();
+    while region_up(&c, &e1_admin, "a").await.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "e1 never failed a over alone"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = c
+        .get(format!("http://{}/x", addrs[0]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b");
+}
+
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    let w = world(FAILOVER, false).await;
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get(format!("http://{addr}/h2"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.version(), hyper::Version::HTTP_2);
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["meridian-region"], "a");
+    let body = resp.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"a:");
+}
+
+#[tokio::test]
+async fn terminates_tls_from_pem_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    std::fs::write(&cert, ck.cert.pem()).unwrap();
+    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    assert!(
+        meridian_edge::tls::server_config(&key, &key).is_err(),
+        "a key is no certificate"
+    );
+    let config = meridian_edge::tls::server_config(&cert, &key).unwrap();
+    let w = world_with(FAILOVER, false, Some(config)).await;
+
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ck.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let connector = tokio_rustls::TlsConnector::from(Arc::new(client));
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    let tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = connector.connect(name, tcp).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    let req = Request::get("/secure")
+        .header("host", "localhost")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["meridian-region"], "a");
+    assert_eq!(resp.headers()["x-seen-proto"], "https");
+}
+
+/// A real MaxMind DB file (format 2.0, IPv4 tree, 24-bit records) holding one network,
+/// `203.0.113.0/24` → country DE, continent EU, location Frankfurt.
+fn tiny_mmdb() -> Vec<u8> {
+    fn string(out: &mut Vec<u8>, s: &str) {
+        out.push((2 << 5) | s.len() as u8);
+        out.extend_from_slice(s.as_bytes());
+    }
+    fn map(out: &mut Vec<u8>, n: u8) {
+        out.push((7 << 5) | n);
+    }
+    fn uint(out: &mut Vec<u8>, kind: u8, v: u64, width: usize) {
+        let bytes = &v.to_be_bytes()[8 - width..];
+        if kind <= 7 {
+            out.push((kind << 5) | width as u8);
+        } else {
+            out.push(width as u8);
+            out.push(kind - 7);
+        }
+        out.extend_from_slice(bytes);
+    }
+    fn double(out: &mut Vec<u8>, v: f64) {
+        out.push((3 << 5) | 8);
+        out.extend_from_slice(&v.to_be_bytes());
+    }
+    let mut data = Vec::new();
+    map(&mut data, 3);
+    string(&mut data, "country");
+    map(&mut data, 1);
+    string(&mut data, "iso_code");
+    string(&mut data, "DE");
+    string(&mut data, "continent");
+    map(&mut data, 1);
+    string(&mut data, "code");
+    string(&mut data, "EU");
+    string(&mut data, "location");
+    map(&mut data, 2);
+    string(&mut data, "latitude");
+    double(&mut data, 50.1);
+    string(&mut data, "longitude");
+    double(&mut data, 8.7);
+
+    let net: u32 = u32::from(std::net::Ipv4Addr::new(203, 0, 113, 0));
+    let nodes: u32 = 24;
+    let mut out = Vec::new();
+    for i in 0..nodes {
+        let bit = (net >> (31 - i)) & 1;
+        let next = if i + 1 == nodes { nodes + 16 } else { i + 1 };
+        let (left, right) = if bit == 0 {
+            (next, nodes)
+        } else {
+            (nodes, next)
+        };
+        out.extend_from_slice(&left.to_be_bytes()[1..]);
+        out.extend_from_slice(&right.to_be_bytes()[1..]);
+    }
+    out.extend_from_slice(&[0u8; 16]);
+    out.extend_from_slice(&data);
+    out.extend_from_slice(b"\xAB\xCD\xEFMaxMind.com");
+    let mut meta = Vec::new();
+    map(&mut meta, 9);
+    string(&mut meta, "node_count");
+    uint(&mut meta, 6, u64::from(nodes), 4);
+    string(&mut meta, "record_size");
+    uint(&mut meta, 5, 24, 2);
+    string(&mut meta, "ip_version");
+    uint(&mut meta, 5, 4, 2);
+    string(&mut meta, "database_type");
+    string(&mut meta, "Meridian-Test");
+    string(&mut meta, "languages");
+    meta.extend_from_slice(&[0, 4]);
+    string(&mut meta, "binary_format_major_version");
+    uint(&mut meta, 5, 2, 2);
+    string(&mut meta, "binary_format_minor_version");
+    uint(&mut meta, 5, 0, 2);
+    string(&mut meta, "build_epoch");
+    uint(&mut meta, 9, 1_700_000_000, 8);
+    string(&mut meta, "description");
+    map(&mut meta, 0);
+    out.extend_from_slice(&meta);
+    out
+}
+
+#[tokio::test]
+async fn geoip_locates_clients_for_the_geo_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.mmdb");
+    std::fs::write(&db, tiny_mmdb()).unwrap();
+    let geo = meridian_edge::geo::GeoIp::open(&db).unwrap();
+    let de = geo.locate("203.0.113.9".parse().unwrap());
+    assert_eq!(
+        (de.country.as_deref(), de.continent.as_deref()),
+        (Some("DE"), Some("EU"))
+    );
+    assert_eq!(de.location.map(|l| l.lat), Some(50.1));
+    assert_eq!(
+        geo.locate("198.51.100.1".parse().unwrap()),
+        Default::default()
+    );
+    let extra = "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"c\"\ndefault = \"a\"\n";
+    let w = world_full(extra, false, None, Some(Arc::new(geo))).await;
+    let c = client();
+    let via = |ip: &'static str| {
+        c.get(format!("{}/g", w.proxy))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    assert_eq!(
+        via("203.0.113.9").await.unwrap().headers()["meridian-region"],
+        "c"
+    );
+    assert_eq!(
+        via("198.51.100.1").await.unwrap().headers()["meridian-region"],
+        "a"
+    );
+    let e: serde_json::Value = c
+        .get(format!("{}/v1/explain?ip=203.0.113.77", w.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(e["client"]["country"], "DE");
+    assert_eq!(e["regions"][0], "c");
+}

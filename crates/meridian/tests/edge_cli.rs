@@ -1,0 +1,128 @@
+//! `meridian edge` and `meridian ctl` as real processes: startup, admin calls, SIGHUP reload.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    l.local_addr().expect("addr").port()
+}
+
+fn ctl(admin: &str, token: &str, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["ctl", "--admin", admin, "--token-file", token])
+        .args(args)
+        .output()
+        .expect("run");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+struct Kill(Child);
+
+impl Drop for Kill {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn config(policy: &str, listen: u16, admin: u16, app: u16) -> String {
+    format!(
+        "[cluster]\nname = \"t\"\nsecret_file = \"secret\"\n\
+         [[region]]\nname = \"r1\"\nnode = \"http://127.0.0.1:1\"\napp = [\"http://127.0.0.1:{app}\"]\n\
+         [[region]]\nname = \"r2\"\nnode = \"http://127.0.0.1:2\"\napp = [\"http://127.0.0.1:{}\"]\n\
+         [routing]\npolicy = \"{policy}\"\n\
+         [[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:{listen}\"\nadmin = \"127.0.0.1:{admin}\"\n",
+        app + 1
+    )
+}
+
+#[test]
+fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("m.toml");
+    let token = dir.path().join("secret");
+    std::fs::write(&token, "0123456789abcdef0123\n").expect("write");
+    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "edge",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--edge",
+            "e",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let _guard = Kill(child);
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let token = token.to_str().expect("utf8");
+    let started = Instant::now();
+    let status = loop {
+        let (code, out, _) = ctl(&admin_url, token, &["status"]);
+        if code == 0 {
+            break out;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "edge never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        status.contains("policy failover") && status.contains("r1"),
+        "{status}"
+    );
+
+    let (code, out, err) = ctl(&admin_url, token, &["drain", "r1"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("r1: weight 0"), "{out}");
+    let (code, out, _) = ctl(&admin_url, token, &["explain", "--ip", "203.0.113.5"]);
+    assert_eq!(code, 0);
+    assert!(
+        out.contains("drained") && out.contains("[\"r2\",\"r1\"]"),
+        "{out}"
+    );
+    let (code, _, err) = ctl(&admin_url, "/dev/null", &["status"]);
+    assert_eq!(code, 1, "a missing token is refused");
+    assert!(err.contains("401"), "{err}");
+
+    std::fs::write(&cfg, "[cluster]\nname = \"t\"\n[[region]]\n").expect("write");
+    Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    std::thread::sleep(Duration::from_millis(300));
+    let (code, out, _) = ctl(&admin_url, token, &["status"]);
+    assert_eq!(
+        code, 0,
+        "a bad config is refused and the edge keeps serving"
+    );
+    assert!(out.contains("policy failover"), "{out}");
+
+    std::fs::write(&cfg, config("weighted", listen, admin, app)).expect("write");
+    Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    let started = Instant::now();
+    loop {
+        let (_, out, _) = ctl(&admin_url, token, &["status"]);
+        if out.contains("policy weighted") {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "reload not applied: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
