@@ -22,31 +22,39 @@ pub(crate) struct Applied {
     /// An origin whose next entry was not the one expected: the stream must restart from the
     /// applied version vector.
     pub(crate) gap: Option<String>,
+    /// An entry that could not be applied; those before it were (and are published).
+    pub(crate) error: Option<String>,
 }
 
-/// Applies `entries` durably; the caller publishes the result.
+/// Applies `entries` durably and publishes what was applied; the caller publishes the changes.
+/// An entry that cannot be applied ends the batch with an error, after the entries before it
+/// (which are durable) have been published.
 pub(crate) async fn apply_batch(node: &Node, entries: Vec<Entry>) -> Result<Applied, String> {
     let n = node.clone();
     let applied = node
         .store()
         .transact(move |txn| apply_in_txn(&n, txn, entries))
         .await
-        .map_err(|e| e.to_string())??;
+        .map_err(|e| e.to_string())?;
     node.applied_remote(&applied.vv);
     for c in &applied.conflicts {
         metrics::conflict(&c.keyspace);
         node.conflict(c.clone());
     }
-    Ok(applied)
+    match applied.error.clone() {
+        Some(e) => Err(e),
+        None => Ok(applied),
+    }
 }
 
-fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Result<Applied, String> {
+fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Applied {
     let mut at: BTreeMap<String, u64> = BTreeMap::new();
     let mut out = Applied {
         vv: VersionVector::default(),
         changes: Vec::new(),
         conflicts: Vec::new(),
         gap: None,
+        error: None,
     };
     for e in entries {
         if e.origin == node.region() {
@@ -54,7 +62,24 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Result<A
         }
         let cur = match at.get(&e.origin) {
             Some(c) => *c,
-            None => read_u64(txn, &keys::vv_key(&e.origin))?,
+            None => match read_u64(txn, &keys::vv_key(&e.origin)) {
+                Ok(c) => {
+                    // What is durable is applied: this also heals an in-memory view that fell
+                    // behind.
+                    if c > 0 {
+                        out.vv.add(&Dot {
+                            origin: e.origin.clone(),
+                            counter: c,
+                        });
+                    }
+                    at.insert(e.origin.clone(), c);
+                    c
+                }
+                Err(err) => {
+                    out.error = Some(err);
+                    break;
+                }
+            },
         };
         if e.seq <= cur {
             continue;
@@ -64,11 +89,15 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Result<A
             break;
         }
         let stored_body = match e.body {
-            LogBody::Op(p) => match apply_op(node, txn, &e.origin, e.seq, &p, &mut out)? {
-                true => LogBody::Op(p),
-                false => LogBody::Skip {
+            LogBody::Op(p) => match apply_op(node, txn, &e.origin, e.seq, &p, &mut out) {
+                Ok(true) => LogBody::Op(p),
+                Ok(false) => LogBody::Skip {
                     allowed: Vec::new(),
                 },
+                Err(err) => {
+                    out.error = Some(err);
+                    break;
+                }
             },
             skip @ LogBody::Skip { .. } => skip,
         };
@@ -85,7 +114,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Result<A
         });
         metrics::repl_applied();
     }
-    Ok(out)
+    out
 }
 
 /// Merges one write; `false` when this region may not hold it (it is then kept as a skip —
