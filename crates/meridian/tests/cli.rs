@@ -54,3 +54,16 @@ fn missing_file_and_unknown_region_exit_2() {
     let (code, _, _) = meridian(&["frobnicate"]);
     assert_eq!(code, 2, "bad usage is exit 2");
 }
+
+#[test]
+fn wan_rejects_bad_links_and_unknown_delays_with_exit_2() {
+    let (code, _, err) = meridian(&["wan", "--link", "us-east-1:eu-west-1:9701"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("FROM:TO:LISTEN_PORT:UPSTREAM_PORT"), "{err}");
+    let (code, _, err) = meridian(&["wan", "--profile", "/nonexistent.csv", "--link", "a:b:0:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.csv"), "{err}");
+    let (code, _, err) = meridian(&["wan", "--link", "mars-1:b:0:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mars-1"), "{err}");
+}

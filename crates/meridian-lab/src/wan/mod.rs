@@ -20,6 +20,7 @@ pub mod control;
 pub mod profile;
 mod relay;
 pub mod shape;
+pub mod spec;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
