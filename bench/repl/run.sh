@@ -82,6 +82,10 @@ for d in "${DELAYS[@]}"; do DELAY_ARGS+=(--delay "$d"); done
 MERIDIAN_LOG=warn "$BIN" wan "${DELAY_ARGS[@]}" "${LINKS[@]}" --control "$CONTROL" \
   > "$RUN/wan.out" 2> "$RUN/wan.log" &
 PIDS+=($!)
+for _ in $(seq 1 100); do  # relays listen before the control port opens
+  (exec 3<>"/dev/tcp/${CONTROL%:*}/${CONTROL#*:}") 2>/dev/null && break
+  sleep 0.1
+done
 for r in "${REGIONS[@]}"; do
   # shellcheck disable=SC2086
   MERIDIAN_LOG=warn "$BIN" region --config "$RUN/meridian.toml" --region "$r" \
