@@ -106,9 +106,10 @@ echo "# machine: $(nproc) cores, $(uname -r); $(date -u +%F); rate $RATE/s per r
 NODE_ARGS=()
 for r in "${REGIONS[@]}"; do NODE_ARGS+=(--node "$r=http://127.0.0.1:${PORT[$r]}"); done
 "$DRIVER" "${NODE_ARGS[@]}" "${DELAY_ARGS[@]}" --control "$CONTROL" --rate "$RATE" \
-  --secs "$SECS" --sync-secs "$SYNC_SECS" --partition-secs "$PARTITION_SECS" --isolate ap-southeast-1
+  --secs "$SECS" --sync-secs "$SYNC_SECS" --partition-secs "$PARTITION_SECS" --isolate ap-southeast-1 \
+  --secret-file "$RUN/cluster.secret"
 for r in "${REGIONS[@]}"; do
-  if grep -qiE "error|panic" "$RUN/$r.log"; then
-    echo "## $r log (errors):"; grep -iE "error|panic" "$RUN/$r.log" | tail -5
+  if grep -qE " ERROR |panicked" "$RUN/$r.log"; then
+    echo "## $r log (errors):"; grep -E " ERROR |panicked" "$RUN/$r.log" | tail -5
   fi
 done
