@@ -1,10 +1,11 @@
 //! Three real `meridian region` processes replicating through delayed loopback links (a relay
 //! per directed link from the lab's WAN emulator, 20/40/60 ms one way). Clients load every
 //! region with counter increments, async register writes and quorum-2 sync writes while one
-//! region is killed with SIGKILL and restarted on its data directory; then a checker demands: the counter is exactly the number of
-//! acknowledged increments everywhere, every acknowledged write is readable everywhere, every
-//! acknowledged sync write was on a second region when it was acknowledged, every link is up
-//! with nothing unacknowledged, and an eu-pinned canary exists nowhere outside eu-west-1.
+//! region is killed with SIGKILL and restarted on its data directory; then a checker demands:
+//! the counter is exactly the number of acknowledged increments everywhere, every acknowledged
+//! write is readable everywhere, every acknowledged sync write was on a second region when it
+//! was acknowledged, every link is up with nothing unacknowledged, and an eu-pinned canary
+//! exists nowhere outside eu-west-1.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
