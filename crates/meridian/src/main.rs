@@ -69,6 +69,42 @@ enum Command {
         #[arg(long = "peer", value_name = "REGION=URL", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
     },
+    /// Run a WAN emulator: a relay per directed region link, each delaying every chunk by the
+    /// link's one-way latency, until Ctrl-C.
+    ///
+    /// Point a region node's link at a relay with `meridian region --peer TO=http://127.0.0.1:LISTEN`.
+    /// Bytes FROM sends take the FROM→TO delay, the answers the TO→FROM delay. Delays come from
+    /// the profile (one way = RTT / 2; 4 ms + km/75 for pairs without a figure) unless `--delay`
+    /// gives them. Partitions hold bytes until healed; switch them at run time on the control
+    /// port, one command a line: `cut FROM TO`, `partition A B`, `isolate REGION`,
+    /// `heal [FROM TO]`, `delay FROM TO MS`, `bytes` (e.g. `echo 'isolate eu-west-1' | nc -q1 127.0.0.1 9799`).
+    ///
+    /// Example: meridian wan --delay us-east-1:eu-west-1:40 --link us-east-1:eu-west-1:9701:7602 --link eu-west-1:us-east-1:9702:7601 --control 127.0.0.1:9799
+    Wan {
+        /// Latency profile CSV (columns dataset, region_a, region_b, rtt_ms[, reverse_rtt_ms]);
+        /// `default` is ../shared/data/latency_matrix.csv, or the distance model alone if absent.
+        #[arg(long, value_name = "FILE", default_value = "default")]
+        profile: String,
+        /// A relay FROM:TO:LISTEN_PORT:UPSTREAM_PORT on 127.0.0.1 (repeatable).
+        #[arg(long = "link", value_name = "FROM:TO:LISTEN:UPSTREAM", required = true, value_parser = |s: &str| meridian_lab::wan::spec::LinkSpec::parse(s).map_err(|e| e.to_string()))]
+        links: Vec<meridian_lab::wan::spec::LinkSpec>,
+        /// One-way delay A:B:MS for both directions between A and B, overriding the profile
+        /// (repeatable).
+        #[arg(long = "delay", value_name = "A:B:MS", value_parser = |s: &str| meridian_lab::wan::spec::parse_delay(s).map_err(|e| e.to_string()))]
+        delays: Vec<(String, String, std::time::Duration)>,
+        /// Jitter in ms on every link: each chunk's delay varies within ±jitter, order kept.
+        #[arg(long, value_name = "MS", default_value_t = 0.0)]
+        jitter: f64,
+        /// Bandwidth cap per direction of every link, bytes/s [default: unlimited].
+        #[arg(long, value_name = "BYTES_PER_S")]
+        bandwidth: Option<u64>,
+        /// Seed of the jitter's RNG.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        /// Control port for partitions and counters (loopback address) [default: none].
+        #[arg(long, value_name = "ADDR")]
+        control: Option<std::net::SocketAddr>,
+    },
     /// Run one edge: the global front door in front of every region's app backends.
     ///
     /// Listens on the edge's `listen` address (proxy) and `admin` address (admin API, token
@@ -288,6 +324,42 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(ctl(admin.trim_end_matches('/'), token, command))
         }
+        Command::Wan {
+            profile,
+            links,
+            delays,
+            jitter,
+            bandwidth,
+            seed,
+            control,
+        } => {
+            let mut p = if profile == "default" {
+                let path = Path::new("../shared/data/latency_matrix.csv");
+                if path.exists() {
+                    meridian_lab::wan::Profile::load(path).map_err(|e| BadConfig(e.to_string()))?
+                } else {
+                    tracing::warn!(
+                        "{} not found: delays from the distance model",
+                        path.display()
+                    );
+                    meridian_lab::wan::Profile::default()
+                }
+            } else {
+                meridian_lab::wan::Profile::load(Path::new(&profile))
+                    .map_err(|e| BadConfig(e.to_string()))?
+            };
+            for (a, b, d) in delays {
+                p.set(&a, &b, d);
+                p.set(&b, &a, d);
+            }
+            if !(jitter.is_finite() && jitter >= 0.0) {
+                return Err(
+                    BadConfig(format!("--jitter {jitter}: expected milliseconds ≥ 0")).into(),
+                );
+            }
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve_wan(p, links, jitter, bandwidth, seed, control))
+        }
     }
 }
 
@@ -464,6 +536,48 @@ async fn serve_region(
     tracing::info!(%region, data = %data.display(), "region node listening on http://{bound}");
     meridian_node::serve(node, listener, shutdown_signal()).await?;
     tracing::info!(%region, "region node stopped");
+    Ok(())
+}
+
+async fn serve_wan(
+    profile: meridian_lab::wan::Profile,
+    links: Vec<meridian_lab::wan::spec::LinkSpec>,
+    jitter_ms: f64,
+    bandwidth: Option<u64>,
+    seed: u64,
+    control: Option<std::net::SocketAddr>,
+) -> anyhow::Result<()> {
+    let wan = meridian_lab::wan::Wan::new(profile, seed);
+    let mut relays = Vec::new();
+    for l in &links {
+        for (from, to) in [(&l.from, &l.to), (&l.to, &l.from)] {
+            let shape = meridian_lab::wan::Shape {
+                jitter: std::time::Duration::from_secs_f64(jitter_ms / 1000.0),
+                bandwidth,
+                ..wan.shape(from, to).map_err(|e| BadConfig(e.to_string()))?
+            };
+            wan.set_shape(from, to, shape)
+                .map_err(|e| BadConfig(e.to_string()))?;
+        }
+        let relay = wan.relay(&l.from, &l.to, l.listen, l.upstream).await?;
+        let shape = wan.shape(&l.from, &l.to)?;
+        tracing::info!(from = %l.from, to = %l.to, listen = %relay.addr(), upstream = %l.upstream,
+            one_way = ?shape.delay, back = ?wan.shape(&l.to, &l.from)?.delay, "relay up");
+        relays.push(relay);
+    }
+    let _control = match control {
+        Some(addr) => {
+            let (bound, task) = meridian_lab::wan::control::serve(wan.clone(), addr).await?;
+            tracing::info!("WAN control on {bound}");
+            Some(task)
+        }
+        None => None,
+    };
+    shutdown_signal().await;
+    for ((from, to), bytes) in wan.counters() {
+        println!("{from} -> {to}: {bytes} bytes");
+    }
+    drop(relays);
     Ok(())
 }
 

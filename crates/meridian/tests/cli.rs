@@ -54,3 +54,101 @@ fn missing_file_and_unknown_region_exit_2() {
     let (code, _, _) = meridian(&["frobnicate"]);
     assert_eq!(code, 2, "bad usage is exit 2");
 }
+
+#[test]
+fn wan_rejects_bad_links_and_unknown_delays_with_exit_2() {
+    let (code, _, err) = meridian(&["wan", "--link", "us-east-1:eu-west-1:9701"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("FROM:TO:LISTEN_PORT:UPSTREAM_PORT"), "{err}");
+    let (code, _, err) = meridian(&["wan", "--profile", "/nonexistent.csv", "--link", "a:b:0:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("/nonexistent.csv"), "{err}");
+    let (code, _, err) = meridian(&["wan", "--link", "mars-1:b:0:1"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("mars-1"), "{err}");
+}
+
+/// `meridian wan` end to end: a delayed relay, a partition switched on the control port, the
+/// heal delivering what was held, and the byte counters.
+#[test]
+fn wan_relays_with_delay_and_obeys_its_control_port() {
+    use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    let free = || {
+        TcpListener::bind("127.0.0.1:0")
+            .expect("bind")
+            .local_addr()
+            .expect("addr")
+            .port()
+    };
+    let upstream = TcpListener::bind("127.0.0.1:0").expect("bind upstream");
+    let up_port = upstream.local_addr().expect("addr").port();
+    let (relay_port, control_port) = (free(), free());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "wan",
+            "--delay",
+            "us-east-1:eu-west-1:30",
+            "--link",
+            &format!("us-east-1:eu-west-1:{relay_port}:{up_port}"),
+            "--control",
+            &format!("127.0.0.1:{control_port}"),
+        ])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn meridian wan");
+    let connect = |port: u16| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match TcpStream::connect(("127.0.0.1", port)) {
+                Ok(s) => return s,
+                Err(e) if Instant::now() > deadline => panic!("port {port}: {e}"),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    };
+    let control = connect(control_port);
+    let mut answers = BufReader::new(control.try_clone().expect("clone"));
+    let mut command = |line: &str| {
+        (&control)
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send command");
+        let mut answer = String::new();
+        answers.read_line(&mut answer).expect("answer");
+        answer
+    };
+    let mut client = connect(relay_port);
+    let (mut server, _) = upstream.accept().expect("relay connects upstream");
+    server
+        .set_read_timeout(Some(Duration::from_millis(300)))
+        .expect("timeout");
+    let mut buf = [0u8; 4];
+    let sent = Instant::now();
+    client.write_all(b"ping").expect("send");
+    server.read_exact(&mut buf).expect("delivered");
+    assert!(
+        sent.elapsed() >= Duration::from_millis(29),
+        "{:?}",
+        sent.elapsed()
+    );
+    assert_eq!(command("partition us-east-1 eu-west-1"), "ok\n");
+    client.write_all(b"held").expect("send");
+    assert!(
+        server.read_exact(&mut buf).is_err(),
+        "nothing passes a partition"
+    );
+    assert_eq!(command("heal"), "ok\n");
+    server
+        .set_read_timeout(Some(Duration::from_secs(2)))
+        .expect("timeout");
+    server
+        .read_exact(&mut buf)
+        .expect("held bytes delivered after the heal");
+    assert_eq!(&buf, b"held");
+    let bytes = command("bytes");
+    assert!(bytes.contains("us-east-1>eu-west-1=8"), "{bytes}");
+    child.kill().expect("kill");
+    let _ = child.wait();
+}

@@ -1,13 +1,11 @@
 //! Three real `meridian region` processes replicating through delayed loopback links (a relay
-//! per directed link, 20/40/60 ms one way). Clients load every region with counter increments,
-//! async register writes and quorum-2 sync writes while one region is killed with SIGKILL and
-//! restarted on its data directory; then a checker demands: the counter is exactly the number of
-//! acknowledged increments everywhere, every acknowledged write is readable everywhere, every
-//! acknowledged sync write was on a second region when it was acknowledged, every link is up
-//! with nothing unacknowledged, and an eu-pinned canary exists nowhere outside eu-west-1.
-
-#[path = "support/relay.rs"]
-mod relay;
+//! per directed link from the lab's WAN emulator, 20/40/60 ms one way). Clients load every
+//! region with counter increments, async register writes and quorum-2 sync writes while one
+//! region is killed with SIGKILL and restarted on its data directory; then a checker demands:
+//! the counter is exactly the number of acknowledged increments everywhere, every acknowledged
+//! write is readable everywhere, every acknowledged sync write was on a second region when it
+//! was acknowledged, every link is up with nothing unacknowledged, and an eu-pinned canary
+//! exists nowhere outside eu-west-1.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -113,17 +111,28 @@ struct Cluster {
 }
 
 impl Cluster {
-    async fn new(relays: &mut Vec<relay::Relay>) -> Cluster {
+    async fn new(relays: &mut Vec<meridian_lab::wan::Relay>) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         std::fs::write(dir.path().join("cluster.secret"), SECRET).expect("secret");
         std::fs::write(dir.path().join("meridian.toml"), TOPOLOGY).expect("topology");
         let addrs: BTreeMap<_, _> = REGIONS.iter().map(|r| (*r, free_addr())).collect();
         let mut peers = BTreeMap::new();
+        let mut profile = meridian_lab::wan::Profile::default();
+        for a in REGIONS {
+            for b in REGIONS.iter().filter(|b| **b != a) {
+                profile.set(a, b, one_way(a, b));
+            }
+        }
+        let wan = meridian_lab::wan::Wan::new(profile, 1);
         for puller in REGIONS {
             let mut args = Vec::new();
             for source in REGIONS.iter().filter(|s| **s != puller) {
-                let link = relay::start(addrs[source], one_way(puller, source)).await;
-                args.push(format!("{source}=http://{}", link.addr));
+                let any = "127.0.0.1:0".parse().expect("addr");
+                let link = wan
+                    .relay(puller, source, any, addrs[source])
+                    .await
+                    .expect("relay");
+                args.push(format!("{source}=http://{}", link.addr()));
                 relays.push(link);
             }
             peers.insert(puller, args);

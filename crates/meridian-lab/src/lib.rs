@@ -1,0 +1,6 @@
+//! The lab (DESIGN §4): emulates a multi-region world on one machine; so far its WAN emulator.
+
+pub mod error;
+pub mod wan;
+
+pub use error::LabError;
