@@ -787,3 +787,51 @@ async fn writes_are_forwarded_to_the_home_region() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "no second hop");
 }
+
+/// With every link up, a region's writes reach each peer once — from the region itself, not
+/// again forwarded by a third region — so egress is not doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_write_crosses_each_link_once() {
+    let w = World::new().await;
+    let c = &w.client;
+    // Values LZ4 cannot shrink, so byte counts reflect what crossed.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for i in 0..200 {
+        let value: String = (0..500)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{:02x}", x as u8)
+            })
+            .collect();
+        let url = w.url("us-east-1", &format!("/v1/kv/reg/big-{i}"));
+        c.put(url).body(value).send().await.unwrap();
+    }
+    c.post(w.url("us-east-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    let r = c
+        .get(w.url("ap-southeast-1", "/v1/admin/status"))
+        .bearer_auth(SECRET)
+        .send()
+        .await
+        .unwrap();
+    let status: Value = r.json().await.unwrap();
+    let from_us = status["peers"]["us-east-1"]["bytes_received"]
+        .as_u64()
+        .unwrap();
+    let from_eu = status["peers"]["eu-west-1"]["bytes_received"]
+        .as_u64()
+        .unwrap();
+    assert!(
+        from_us > 150_000,
+        "us-east-1's writes come from us-east-1: {status}"
+    );
+    assert!(
+        from_eu < from_us / 10,
+        "and are not forwarded again by eu-west-1: {status}"
+    );
+}

@@ -177,14 +177,15 @@ fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
 }
 
 /// One delivery from `source` to `dest` without the network: at most `max_entries` of the
-/// entries `dest` lacks (what a stream batch would carry, residency-filtered), applied durably
+/// entries `dest` lacks, of every origin (a stream waits for a stall before forwarding a third
+/// region's writes — a bandwidth choice, not a correctness one), residency-filtered, applied durably
 /// at `dest`, then `source`'s heads recorded at `dest` as the stream's next `Heads` frame would
 /// be — possibly ahead of what was delivered, as on a real stream with more batches pending.
 /// Returns how many entries moved. This is the seam deterministic simulations drive; the links
 /// in [`start`] do the same over HTTP.
 pub async fn exchange(source: &Node, dest: &Node, max_entries: usize) -> Result<usize, String> {
     let mut sent = dest.applied().borrow().clone();
-    let entries = serve::collect(source, dest.region(), &mut sent, max_entries)?;
+    let entries = serve::collect(source, dest.region(), &mut sent, max_entries, |_| true)?;
     let moved = entries.len();
     if moved > 0 {
         let applied = apply::apply_batch(dest, entries).await?;

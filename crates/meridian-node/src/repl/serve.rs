@@ -6,8 +6,9 @@
 //! changed and is sent each second on an idle stream: it is the peer's acknowledgement source
 //! and keepalive.
 
+use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -28,6 +29,12 @@ use crate::{keys, metrics};
 pub const BATCH_ENTRIES: usize = 512;
 /// Interval of `Heads` frames on an idle stream.
 pub const HEADS_EVERY: Duration = Duration::from_secs(1);
+
+/// How long a peer's progress on a third region's writes may stall, while this node holds more
+/// of them, before this node forwards them. A peer normally gets a region's writes from that
+/// region itself; forwarding is for when it cannot (a cut link, a dead origin), and waiting for
+/// a stall keeps every write from crossing the WAN twice.
+pub const FORWARD_AFTER: Duration = Duration::from_secs(2);
 
 /// Header carrying the puller's applied version vector: where the stream starts.
 pub const FROM_HEADER: &str = "meridian-from";
@@ -89,11 +96,23 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
 async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sender<Bytes>) {
     let mut applied = node.applied();
     let mut last_heads: Option<VersionVector> = None;
+    let mut progress = Progress::default();
     loop {
         // Mark the current state seen *before* reading the log: a commit after this point
         // wakes the wait below, so nothing waits a whole keepalive interval.
         let heads = applied.borrow_and_update().clone();
-        let batch = match collect(&node, &peer, &mut sent, BATCH_ENTRIES) {
+        let theirs = node
+            .acked()
+            .borrow()
+            .get(&peer)
+            .cloned()
+            .unwrap_or_default();
+        // What the peer reports having, it need not be sent.
+        sent.merge(&theirs);
+        let forward = progress.stalled(&node, &peer, &heads, &theirs, Instant::now());
+        let own = node.region().to_string();
+        let eligible = |origin: &str| origin == own || forward.iter().any(|f| f == origin);
+        let batch = match collect(&node, &peer, &mut sent, BATCH_ENTRIES, eligible) {
             Ok(b) => b,
             Err(e) => {
                 tracing::error!(%peer, error = %e, "reading the op log for a peer failed");
@@ -130,17 +149,55 @@ async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sende
     }
 }
 
-/// The next entries `peer` lacks, at most `max`, advancing `sent`.
+/// When the peer's applied counter of each third region last moved.
+#[derive(Default)]
+struct Progress {
+    seen: BTreeMap<String, (u64, Instant)>,
+}
+
+impl Progress {
+    /// Third regions whose writes this node should forward to the peer now: the peer lacks some
+    /// this node has, and its counter has not moved for [`FORWARD_AFTER`].
+    fn stalled(
+        &mut self,
+        node: &Node,
+        peer: &str,
+        ours: &VersionVector,
+        theirs: &VersionVector,
+        now: Instant,
+    ) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &node.topology().regions {
+            let origin = r.name.as_str();
+            if origin == peer || origin == node.region() {
+                continue;
+            }
+            let at = theirs.get(origin);
+            let entry = self.seen.entry(origin.to_string()).or_insert((at, now));
+            if entry.0 != at {
+                *entry = (at, now);
+            }
+            if ours.get(origin) > at && now.duration_since(entry.1) >= FORWARD_AFTER {
+                out.push(origin.to_string());
+            }
+        }
+        out
+    }
+}
+
+/// The next entries `peer` lacks, of the origins `eligible` accepts, at most `max`, advancing
+/// `sent`.
 pub(crate) fn collect(
     node: &Node,
     peer: &str,
     sent: &mut VersionVector,
     max: usize,
+    eligible: impl Fn(&str) -> bool,
 ) -> Result<Vec<Entry>, String> {
     let mut out = Vec::new();
     for region in &node.topology().regions {
         let origin = region.name.as_str();
-        if origin == peer {
+        if origin == peer || !eligible(origin) {
             continue;
         }
         let prefix = [origin.as_bytes(), &[0]].concat();
