@@ -1,11 +1,9 @@
 //! Prometheus metrics of the node. Names are constants so code and dashboards cannot drift;
 //! labels are bounded (route template, method, status, keyspace, op) — never a key.
 
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use axum::extract::State;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
 use crate::state::Node;
 
@@ -46,31 +44,9 @@ pub const STORE_GROUP_COMMITS: &str = "meridian_store_group_commits_total";
 /// fsync calls made by the store.
 pub const STORE_FSYNCS: &str = "meridian_store_fsyncs_total";
 
-fn handle() -> &'static PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE.get_or_init(|| {
-        let recorder = PrometheusBuilder::new()
-            .set_buckets(&[
-                0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
-                1.0, 2.5,
-            ])
-            .map(PrometheusBuilder::build_recorder);
-        match recorder {
-            Ok(recorder) => {
-                let handle = recorder.handle();
-                // A second node in one process (tests) finds the recorder already installed and
-                // shares it; that is the only way installing can fail.
-                let _ = metrics::set_global_recorder(recorder);
-                handle
-            }
-            Err(_) => PrometheusBuilder::new().build_recorder().handle(),
-        }
-    })
-}
-
-/// Installs the recorder; call once at start so early events are not lost.
+/// Installs the process's recorder; call once at start so early events are not lost.
 pub fn install() {
-    handle();
+    meridian_telemetry::install();
 }
 
 /// `GET /metrics`: the Prometheus text exposition.
@@ -82,7 +58,7 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_FSYNCS).absolute(stats.fsyncs);
     (
         [("content-type", "text/plain; version=0.0.4")],
-        handle().render(),
+        meridian_telemetry::render(),
     )
 }
 
