@@ -1,11 +1,12 @@
 //! TTL expiry. Reads never serve an expired record (they compare its HLC expiry with the
 //! node's clock); this sweeper only reclaims the space, walking the expiry index in time order.
 //!
-//! It removes expired records only where they never leave this region (a `local` keyspace, or
-//! a topology of one region). A replicated expired record stays, invisible: removing it would
-//! let a late write that it superseded come back here alone, and would drop the per-origin
-//! counters that keep later writes' identities fresh. Such records are reclaimed only by
-//! replicated garbage collection's rules, which expiry does not use yet.
+//! It removes expired records at once only where they never leave this region (a `local`
+//! keyspace, or a topology of one region). A replicated expired register is handed to the
+//! tombstone rule of replicated garbage collection (removing it early would let a late write it
+//! superseded come back here alone). Replicated expired records of the other types stay,
+//! invisible: removing them would drop the per-origin counters that keep later writes'
+//! identities fresh.
 
 use std::time::Duration;
 
@@ -41,12 +42,11 @@ pub async fn run(node: Node, every: Duration) {
 /// One pass over at most [`SWEEP_BATCH`] due index entries; returns how many it handled.
 pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
     let now = node.now();
-    let due: Vec<Vec<u8>> = node
+    let due: Vec<(Vec<u8>, Vec<u8>)> = node
         .store()
         .scan(Table::Meta, keys::EXPIRY_PREFIX, None, SWEEP_BATCH)?
         .into_iter()
-        .map(|(k, _)| k)
-        .take_while(|k| keys::parse_expiry_key(k).is_some_and(|(at, _, _)| at <= now))
+        .take_while(|(k, _)| keys::parse_expiry_key(k).is_some_and(|(at, _, _)| at <= now))
         .collect();
     let handled = due.len();
     if handled == 0 {
@@ -58,7 +58,7 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
         .store()
         .transact(move |txn| -> Result<Vec<Change>, meridian_store::Error> {
             let mut changes = Vec::new();
-            for k in due {
+            for (k, index_value) in due {
                 txn.delete(Table::Meta, &k);
                 let Some((at, kind, table_key)) = keys::parse_expiry_key(&k) else {
                     continue;
@@ -76,6 +76,15 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                         if rec.expires == Some(at) {
                             if reclaimable(&node_for_txn, table_key) {
                                 txn.delete(Table::Data, table_key);
+                            } else if let Ok(seq) = <[u8; 8]>::try_from(index_value.as_slice()) {
+                                // Replicated: collected by the tombstone rule once no write it
+                                // superseded can still arrive anywhere.
+                                crate::repl::gc::index_collectable(
+                                    txn,
+                                    table_key,
+                                    &rec,
+                                    u64::from_be_bytes(seq),
+                                );
                             }
                             let mut parts = table_key.splitn(2, |b| *b == 0);
                             let ks = String::from_utf8_lossy(parts.next().unwrap_or_default());
@@ -136,8 +145,8 @@ mod tests {
 
     const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"loc\"\ntype = \"register\"\nreplication = \"local\"\n";
 
-    /// Expired records are swept where they never leave the region, and kept (invisible) where
-    /// they replicate; both announce the expiry on the feed.
+    /// Expired records are swept where they never leave the region; where they replicate they
+    /// stay (invisible) until the tombstone rule collects them. Both announce the expiry.
     #[tokio::test]
     async fn sweeps_only_what_never_leaves_the_region() {
         let t = Arc::new(meridian_core::config::parse("t.toml", TOPOLOGY).expect("topology"));
@@ -195,6 +204,27 @@ mod tests {
             super::sweep_once(&node).await.expect("sweep"),
             0,
             "the index entries are gone"
+        );
+
+        // The replicated one goes by the tombstone rule: nothing while the peer is unheard of,
+        // then two passes once the peer has applied everything.
+        let gc = crate::repl::gc::collect;
+        assert_eq!(gc(&node).await.expect("gc").tombstones, 0);
+        let everything = meridian_core::version::VersionVector::parse_token("a:2").expect("vv");
+        node.peer_heads("b", &everything);
+        assert_eq!(
+            gc(&node).await.expect("gc").tombstones,
+            0,
+            "phase one only notes"
+        );
+        assert_eq!(
+            gc(&node).await.expect("gc").tombstones,
+            1,
+            "phase two collects"
+        );
+        assert!(
+            get("rep").is_none(),
+            "the replicated expired record is reclaimed"
         );
     }
 }

@@ -277,10 +277,11 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     txn.put(Table::Data, &dk, &new.encode());
     crate::repl::gc::index_tombstone(txn, &dk, &new, seq);
     if let Some(exp) = new.expires {
+        // The index remembers which op wrote this expiry, for replicated garbage collection.
         txn.put(
             Table::Meta,
             &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
-            b"",
+            &seq.to_be_bytes(),
         );
     }
     let payload = OpPayload {

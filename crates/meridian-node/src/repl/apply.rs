@@ -163,11 +163,12 @@ fn apply_op(
     if new.version == delta_version {
         super::gc::index_tombstone(txn, &dk, &new, seq);
     }
-    if let Some(exp) = new.expires {
+    // An expiry the delta did not set is already indexed with the op that set it.
+    if let Some(exp) = new.expires.filter(|_| new.version == delta_version) {
         txn.put(
             Table::Meta,
             &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
-            b"",
+            &seq.to_be_bytes(),
         );
     }
     if let Some((idem, bytes)) = &p.idempotency

@@ -5,6 +5,7 @@
 
 use meridian_core::KeyspaceType;
 use meridian_core::gc::{TombstoneStep, newest, stable, tombstone_step};
+use meridian_core::hlc::Timestamp;
 use meridian_core::record::{Record, Value};
 use meridian_core::version::VersionVector;
 use meridian_store::{Table, Txn};
@@ -28,10 +29,15 @@ struct Tombstone {
 /// Indexes `record` for collection if it is a register tombstone written by op `seq` of
 /// `origin`. Called in the transaction that writes it.
 pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
-    let Value::Register(r) = &record.value else {
-        return;
-    };
-    if r.value.is_some() {
+    if matches!(&record.value, Value::Register(r) if r.value.is_none()) {
+        index_collectable(txn, data_key, record, seq);
+    }
+}
+
+/// Indexes a register record that is dead — deleted, or expired (an expiry is a delete at a
+/// known instant) — for collection by the tombstone rule; `seq` is the op that wrote its version.
+pub(crate) fn index_collectable(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
+    if record.kind() != KeyspaceType::Register {
         return;
     }
     let t = Tombstone {
@@ -92,6 +98,7 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             }
         }
     }
+    let now = node.now();
     let tombs = node
         .store()
         .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
@@ -123,7 +130,7 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
                     }
                     TombstoneStep::Collect => {
                         let data_key = &index_key[keys::TOMB_PREFIX.len()..];
-                        if still_that_tombstone(txn, data_key, &t.etag) {
+                        if still_dead(txn, data_key, &t.etag, now) {
                             txn.delete(Table::Data, data_key);
                             done.tombstones += 1;
                         }
@@ -137,9 +144,9 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
         .map_err(|e| e.to_string())
 }
 
-/// Whether the record at `data_key` is still the register tombstone with this version (a later
-/// write replaces it, and then there is nothing to collect).
-fn still_that_tombstone(txn: &Txn<'_>, data_key: &[u8], etag: &str) -> bool {
+/// Whether the record at `data_key` is still the dead register (deleted or expired) with this
+/// version (a later write replaces it, and then there is nothing to collect).
+fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> bool {
     let Ok(Some(bytes)) = txn.get(Table::Data, data_key) else {
         return false;
     };
@@ -147,7 +154,8 @@ fn still_that_tombstone(txn: &Txn<'_>, data_key: &[u8], etag: &str) -> bool {
         return false;
     };
     record.kind() == KeyspaceType::Register
-        && matches!(&record.value, Value::Register(r) if r.value.is_none())
+        && (matches!(&record.value, Value::Register(r) if r.value.is_none())
+            || record.is_expired(now))
         && record.version.etag() == etag
 }
 
