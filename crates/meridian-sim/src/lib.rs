@@ -9,7 +9,8 @@
 //! nothing moves, and a checker asserts: all replicas equal; counters equal the exact sum of
 //! acknowledged increments; every register holds the last-writer-wins winner of its
 //! acknowledged writes, so no acknowledged delete is resurrected; sets hold only members that
-//! were added; no byte of a pinned key sits in a region outside its zone.
+//! were added; no byte of a pinned key sits in a region outside its zone; every sync write
+//! acknowledged (its origin alive) was on a quorum of regions and is in every region.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -96,6 +97,8 @@ pub struct Report {
     pub kills: usize,
     /// Op-log entries and register tombstones garbage-collected during the run.
     pub collected: (usize, usize),
+    /// Sync writes acknowledged (each checked to be on a quorum when acknowledged).
+    pub sync_acknowledged: usize,
     /// A digest of the final state of every replica (equal across runs of one seed).
     pub final_state: String,
 }
@@ -130,6 +133,11 @@ pub fn topology(n: usize) -> Topology {
         ("tags", "set", ""),
         ("docs", "map", ""),
         ("pinned", "register", "residency = \"eu\"\n"),
+        (
+            "orders",
+            "register",
+            "replication = \"sync\"\nquorum = 2\nsync_timeout = \"10m\"\n",
+        ),
     ] {
         text.push_str(&format!(
             "\n[[keyspace]]\nname = \"{name}\"\ntype = \"{kind}\"\n{extra}"
@@ -167,6 +175,18 @@ struct Sim {
     kills: usize,
     collected: (usize, usize),
     settling: bool,
+    /// Kills per replica so far: a sync write whose origin was killed while it waited has an
+    /// unknown outcome (its client saw the connection drop), and is not counted.
+    generation: Vec<usize>,
+    pending_sync: Vec<PendingSync>,
+}
+
+/// A sync write waiting for its quorum while the schedule goes on.
+struct PendingSync {
+    key: String,
+    origin: usize,
+    generation: usize,
+    task: tokio::task::JoinHandle<Result<(), String>>,
 }
 
 impl Sim {
@@ -199,6 +219,8 @@ impl Sim {
             kills: 0,
             collected: (0, 0),
             settling: false,
+            generation: vec![0; n],
+            pending_sync: Vec::new(),
         };
         for i in 0..n {
             sim.restart(i);
@@ -224,7 +246,8 @@ impl Sim {
         for step in 0..steps {
             let roll = self.rng.random_range(0..100u32);
             match roll {
-                0..32 => self.write(step).await?,
+                0..28 => self.write(step).await?,
+                28..32 => self.sync_write(step).await?,
                 32..40 => self.collect_garbage().await?,
                 40..80 => {
                     let (a, b) = self.pair();
@@ -260,6 +283,7 @@ impl Sim {
                     if live.len() > 1 {
                         let i = live[self.rng.random_range(0..live.len())];
                         self.replicas[i].node = None;
+                        self.generation[i] += 1;
                         self.kills += 1;
                         self.note(format!("kill {}", self.name(i)));
                     }
@@ -295,7 +319,8 @@ impl Sim {
             }
             self.quiesce().await?;
         }
-        self.check()
+        let acknowledged = self.settle_sync_writes().await?;
+        self.check(&acknowledged)
     }
 
     fn name(&self, i: usize) -> &'static str {
@@ -355,6 +380,108 @@ impl Sim {
             self.note(format!("{}: collected {c:?}", self.name(i)));
         }
         Ok(())
+    }
+
+    /// A sync write of a fresh key at a random live region: committed there now, then waiting
+    /// for its quorum while the schedule goes on (later deliveries bring the acknowledgements).
+    /// When the quorum is confirmed, it checks that a quorum of regions durably holds it.
+    async fn sync_write(&mut self, step: usize) -> Result<(), String> {
+        let i = self.rng.random_range(0..self.replicas.len());
+        let Some(node) = self.replicas[i].node.clone() else {
+            return Ok(());
+        };
+        let keyspace = self
+            .topology
+            .keyspace("orders")
+            .cloned()
+            .ok_or("no orders keyspace")?;
+        let key = format!("o{step}");
+        let quorum = keyspace.quorum.unwrap_or(1);
+        let others: Vec<Store> = (0..self.replicas.len())
+            .filter(|j| *j != i)
+            .map(|j| self.replicas[j].store.clone())
+            .collect();
+        // Commit as the write path does, without waiting; the wait is the task below.
+        let mut committed = keyspace.clone();
+        committed.replication = meridian_core::config::Replication::Async;
+        let m = Mutation {
+            keyspace: committed,
+            key: key.clone(),
+            op: Op::Put {
+                value: Bytes::from(format!("order-{step}")),
+                content_type: "text/plain".into(),
+                context: None,
+            },
+            headers: WriteHeaders {
+                content_type: "text/plain".into(),
+                ..WriteHeaders::default()
+            },
+            fingerprint: step as u128,
+        };
+        let w = write(&node, m)
+            .await
+            .map_err(|e| format!("sync write {key} refused: {e}"))?;
+        let seq = w
+            .outcome
+            .session
+            .as_deref()
+            .and_then(|t| meridian_core::version::VersionVector::parse_token(t).ok())
+            .map(|vv| vv.get(node.region()))
+            .ok_or("a committed write answers its session token")?;
+        let k = key.clone();
+        let task = tokio::spawn(async move {
+            meridian_node::repl::wait_quorum(&node, &keyspace, None, seq)
+                .await
+                .map_err(|e| format!("sync write {k}: {e}"))?;
+            let dk = keys::data_key("orders", &k);
+            let holders = others
+                .iter()
+                .filter(|s| matches!(s.get(Table::Data, &dk), Ok(Some(_))))
+                .count()
+                + 1;
+            if holders < quorum {
+                return Err(format!(
+                    "sync write {k} acknowledged while only {holders} region(s) held it (quorum {quorum})"
+                ));
+            }
+            Ok(())
+        });
+        self.note(format!(
+            "{}: sync write orders/{key} committed, waiting",
+            self.name(i)
+        ));
+        self.pending_sync.push(PendingSync {
+            key,
+            origin: i,
+            generation: self.generation[i],
+            task,
+        });
+        Ok(())
+    }
+
+    /// After the heal, every sync write whose origin survived must be acknowledged; returns the
+    /// acknowledged keys. One whose origin was killed meanwhile has an unknown outcome.
+    async fn settle_sync_writes(&mut self) -> Result<Vec<String>, String> {
+        let mut acknowledged = Vec::new();
+        for p in std::mem::take(&mut self.pending_sync) {
+            if self.generation[p.origin] != p.generation {
+                p.task.abort();
+                continue;
+            }
+            let waited = tokio::time::timeout(std::time::Duration::from_secs(10), p.task).await;
+            match waited {
+                Ok(Ok(Ok(()))) => acknowledged.push(p.key),
+                Ok(Ok(Err(e))) => return Err(e),
+                Ok(Err(e)) => return Err(format!("sync write {} task failed: {e}", p.key)),
+                Err(_) => {
+                    return Err(format!(
+                        "sync write {} never acknowledged after the heal, its origin alive",
+                        p.key
+                    ));
+                }
+            }
+        }
+        Ok(acknowledged)
     }
 
     async fn quiesce(&mut self) -> Result<(), String> {
@@ -548,7 +675,7 @@ impl Sim {
         Ok(out)
     }
 
-    fn check(&self) -> Result<Report, String> {
+    fn check(&self, sync_acknowledged: &[String]) -> Result<Report, String> {
         let states: Vec<_> = (0..self.replicas.len())
             .map(|i| self.state(i))
             .collect::<Result<_, _>>()?;
@@ -580,6 +707,11 @@ impl Sim {
             }
         }
         let eu_state = &states[eu];
+        for key in sync_acknowledged {
+            if !eu_state["orders"].contains_key(key) {
+                return Err(format!("acknowledged sync write {key} is lost"));
+            }
+        }
         for (key, sum) in &self.history.counters {
             // A counter that never counted anything but zero is empty, and reads as absent.
             let got = eu_state["cnt"].get(key).map(String::as_str).unwrap_or("0");
@@ -624,6 +756,7 @@ impl Sim {
             deliveries: self.deliveries,
             kills: self.kills,
             collected: self.collected,
+            sync_acknowledged: sync_acknowledged.len(),
             final_state: format!("{:?}", states[eu]),
         })
     }

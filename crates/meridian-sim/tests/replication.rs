@@ -30,6 +30,7 @@ async fn batch(regions: usize) {
     let started = Instant::now();
     let mut ran = 0;
     let mut collected = (0, 0);
+    let mut sync_acknowledged = 0;
     for seed in seeds {
         if budget.is_some_and(|b| started.elapsed() > b) {
             break;
@@ -46,17 +47,22 @@ async fn batch(regions: usize) {
                 ran += 1;
                 collected.0 += report.collected.0;
                 collected.1 += report.collected.1;
+                sync_acknowledged += report.sync_acknowledged;
             }
             Err(f) => panic!("{f}"),
         }
     }
     assert!(ran > 0, "no seed ran");
     assert!(
+        ran < 5 || sync_acknowledged > 0,
+        "the batch must acknowledge sync writes"
+    );
+    assert!(
         collected.0 > 0 && (ran < 20 || collected.1 > 0),
         "the batch must exercise garbage collection: {collected:?} (op-log entries, tombstones)"
     );
     eprintln!(
-        "{ran} seeds of {regions} regions passed in {:?}; collected {collected:?} (op-log entries, tombstones)",
+        "{ran} seeds of {regions} regions passed in {:?}; collected {collected:?} (op-log entries, tombstones); {sync_acknowledged} sync writes acknowledged on a quorum, none lost",
         started.elapsed()
     );
 }
