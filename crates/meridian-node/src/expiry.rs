@@ -76,22 +76,15 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                         if rec.expires == Some(at) {
                             if reclaimable(&node_for_txn, table_key) {
                                 txn.delete(Table::Data, table_key);
-                            } else if let Ok(seq) = <[u8; 8]>::try_from(index_value.as_slice()) {
+                            } else if let Some(seq) = keys::decode_u64(&index_value) {
                                 // Replicated: collected by the tombstone rule once no write it
                                 // superseded can still arrive anywhere.
-                                crate::repl::gc::index_collectable(
-                                    txn,
-                                    table_key,
-                                    &rec,
-                                    u64::from_be_bytes(seq),
-                                );
+                                crate::repl::gc::index_collectable(txn, table_key, &rec, seq);
                             }
-                            let mut parts = table_key.splitn(2, |b| *b == 0);
-                            let ks = String::from_utf8_lossy(parts.next().unwrap_or_default());
-                            let key = String::from_utf8_lossy(parts.next().unwrap_or_default());
+                            let (ks, key) = keys::split_data_key(table_key).unwrap_or_default();
                             changes.push(Change {
-                                keyspace: ks.into_owned(),
-                                key: key.into_owned(),
+                                keyspace: ks.to_string(),
+                                key: key.to_string(),
                                 op: "expire",
                                 etag: None,
                                 live: false,
@@ -117,10 +110,11 @@ fn reclaimable(node: &Node, data_key: &[u8]) -> bool {
     if node.topology().regions.len() == 1 {
         return true;
     }
-    let ks = data_key.split(|b| *b == 0).next().unwrap_or_default();
-    let ks = String::from_utf8_lossy(ks);
+    let Some((ks, _)) = keys::split_data_key(data_key) else {
+        return false;
+    };
     node.topology()
-        .keyspace(&ks)
+        .keyspace(ks)
         .is_some_and(|k| k.replication == meridian_core::config::Replication::Local)
 }
 

@@ -39,8 +39,7 @@ pub fn vv_key(origin: &str) -> Vec<u8> {
 pub fn parse_oplog_key(k: &[u8]) -> Option<(&str, u64)> {
     let nul = k.iter().position(|b| *b == 0)?;
     let origin = std::str::from_utf8(&k[..nul]).ok()?;
-    let seq = <[u8; 8]>::try_from(&k[nul + 1..]).ok()?;
-    Some((origin, u64::from_be_bytes(seq)))
+    Some((origin, decode_u64(&k[nul + 1..])?))
 }
 
 /// `Table::Meta` prefix of the register tombstones awaiting collection: `tomb/<data key>`.
@@ -83,10 +82,23 @@ pub fn parse_expiry_key(k: &[u8]) -> Option<(Timestamp, ExpiryKind, &[u8])> {
 
 /// The user key of a `Table::Data` key of `keyspace`; `None` if it belongs elsewhere.
 pub fn user_key<'a>(keyspace: &str, data_key: &'a [u8]) -> Option<&'a str> {
-    let rest = data_key
-        .strip_prefix(keyspace.as_bytes())?
-        .strip_prefix(&[0])?;
-    std::str::from_utf8(rest).ok()
+    split_data_key(data_key)
+        .filter(|(ks, _)| *ks == keyspace)
+        .map(|(_, key)| key)
+}
+
+/// A `Table::Data` key as (keyspace, user key); `None` if it is not one.
+pub fn split_data_key(data_key: &[u8]) -> Option<(&str, &str)> {
+    let nul = data_key.iter().position(|b| *b == 0)?;
+    let keyspace = std::str::from_utf8(&data_key[..nul]).ok()?;
+    let key = std::str::from_utf8(&data_key[nul + 1..]).ok()?;
+    Some((keyspace, key))
+}
+
+/// A counter as the node keeps them in `Table::Meta` (and expiry index values): 8 bytes,
+/// big-endian; `None` for anything else.
+pub fn decode_u64(bytes: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(bytes).ok().map(u64::from_be_bytes)
 }
 
 fn joined(a: &str, b: &str) -> Vec<u8> {
@@ -118,6 +130,10 @@ mod tests {
         let k = data_key("orders", "a/b");
         assert_eq!(user_key("orders", &k), Some("a/b"));
         assert_eq!(user_key("order", &k), None);
+        assert_eq!(split_data_key(&k), Some(("orders", "a/b")));
+        assert_eq!(split_data_key(b"no-separator"), None);
+        assert_eq!(decode_u64(&7u64.to_be_bytes()), Some(7));
+        assert_eq!(decode_u64(b"short"), None);
     }
 
     #[test]

@@ -116,24 +116,14 @@ impl Node {
                 known: topology.regions.iter().map(|r| r.name.clone()).collect(),
             });
         }
-        let read_u64 = |k: &[u8]| -> Result<u64, Error> {
-            Ok(store
-                .get(Table::Meta, k)?
-                .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-                .map(u64::from_be_bytes)
-                .unwrap_or(0))
-        };
-        let last_seq = read_u64(keys::META_LAST_SEQ)?;
+        let last_seq = meta_u64(&store, keys::META_LAST_SEQ)?;
         let mut hlc = Hlc::new(MAX_CLOCK_OFFSET_MS);
-        hlc.restore(Timestamp(read_u64(keys::META_HLC)?));
+        hlc.restore(Timestamp(meta_u64(&store, keys::META_HLC)?));
         let mut vv = VersionVector::default();
         for (k, v) in store.scan(Table::Meta, keys::META_VV_PREFIX, None, usize::MAX)? {
             let origin = String::from_utf8_lossy(&k[keys::META_VV_PREFIX.len()..]).into_owned();
-            if let Ok(b) = <[u8; 8]>::try_from(v.as_slice()) {
-                vv.add(&Dot {
-                    origin,
-                    counter: u64::from_be_bytes(b),
-                });
+            if let Some(counter) = keys::decode_u64(&v) {
+                vv.add(&Dot { origin, counter });
             }
         }
         vv.add(&Dot {
@@ -219,12 +209,8 @@ impl Node {
     /// After a failed group commit the reserved sequence numbers were not written: reload the
     /// last durable one so the op log stays contiguous.
     pub(crate) fn reload_seq(&self) {
-        if let Ok(Some(v)) = self.inner.store.get(Table::Meta, keys::META_LAST_SEQ)
-            && let Ok(b) = <[u8; 8]>::try_from(v.as_slice())
-        {
-            self.inner
-                .last_seq
-                .store(u64::from_be_bytes(b), Ordering::SeqCst);
+        if let Ok(seq) = meta_u64(&self.inner.store, keys::META_LAST_SEQ) {
+            self.inner.last_seq.store(seq, Ordering::SeqCst);
         }
     }
 
@@ -347,4 +333,13 @@ impl Node {
         // An error means the sender is gone, which only happens when the node is dropped.
         let _ = rx.wait_for(|closing| *closing).await;
     }
+}
+
+/// A counter kept in `Table::Meta`; 0 when absent.
+fn meta_u64(store: &Store, key: &[u8]) -> Result<u64, meridian_store::Error> {
+    Ok(store
+        .get(Table::Meta, key)?
+        .as_deref()
+        .and_then(keys::decode_u64)
+        .unwrap_or(0))
 }

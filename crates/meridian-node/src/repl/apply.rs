@@ -221,7 +221,7 @@ fn read_u64(txn: &Txn<'_>, key: &[u8]) -> Result<u64, String> {
     Ok(txn
         .get(Table::Meta, key)
         .map_err(|e| e.to_string())?
-        .and_then(|v| <[u8; 8]>::try_from(v.as_slice()).ok())
-        .map(u64::from_be_bytes)
+        .as_deref()
+        .and_then(keys::decode_u64)
         .unwrap_or(0))
 }
