@@ -63,8 +63,8 @@ pub fn router(node: Node) -> Router {
         .route("/v1/repl/stream", get(crate::repl::stream))
         .route("/v1/repl/digest/{keyspace}", get(crate::repl::digest))
         .route(
-            "/v1/repl/bucket/{keyspace}/{bucket}",
-            get(crate::repl::bucket),
+            "/v1/repl/buckets/{keyspace}/{list}",
+            get(crate::repl::buckets),
         )
         .route(
             "/v1/admin/status",

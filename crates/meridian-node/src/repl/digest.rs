@@ -1,8 +1,8 @@
 //! Digest anti-entropy: catches silent divergence the op log cannot (a record that differs under
 //! the same version — a bit flip, a restored backup, a bug). Each keyspace is cut into
 //! [`BUCKETS`] buckets by key hash; a bucket's digest is the XOR of a hash of every (key,
-//! record) in it, so it does not depend on order. Where a peer's bucket differs, this node
-//! fetches the peer's records of that bucket and merges them in — merging is idempotent and
+//! record) in it, so it does not depend on order. Where a peer's buckets differ, this node
+//! fetches the peer's records of all of them (one request, one scan) and merges them in — merging is idempotent and
 //! commutative, so a repair never loses a write, and the peer repairs itself the same way.
 //! Keyspaces that are pinned (`residency`) or `local` are never digested: no digest of a pinned
 //! key ever leaves its zone.
@@ -49,7 +49,8 @@ pub fn digests(node: &Node, keyspace: &str) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-fn bucket_entries(node: &Node, keyspace: &str, bucket: usize) -> Result<Vec<KeyValue>, String> {
+/// The records of `keyspace` in any of `buckets`, from one scan.
+fn bucket_entries(node: &Node, keyspace: &str, buckets: &[bool]) -> Result<Vec<KeyValue>, String> {
     let prefix = keys::data_key(keyspace, "");
     let rows = node
         .store()
@@ -57,7 +58,7 @@ fn bucket_entries(node: &Node, keyspace: &str, bucket: usize) -> Result<Vec<KeyV
         .map_err(|e| e.to_string())?;
     Ok(rows
         .into_iter()
-        .filter(|(k, _)| bucket_of(k) == bucket)
+        .filter(|(k, _)| buckets[bucket_of(k)])
         .collect())
 }
 
@@ -98,23 +99,30 @@ pub(crate) async fn digest(
     run().unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /v1/repl/bucket/{keyspace}/{bucket}`: postcard `Vec<(data key, record)>` of one bucket.
-pub(crate) async fn bucket(
+/// `GET /v1/repl/buckets/{keyspace}/{list}`: postcard `Vec<(data key, record)>` of the
+/// buckets in `list` (comma-separated numbers), read with one scan.
+pub(crate) async fn buckets(
     State(node): State<Node>,
     headers: HeaderMap,
-    Path((ks, b)): Path<(String, usize)>,
+    Path((ks, list)): Path<(String, String)>,
 ) -> Response {
     let run = || -> Result<Response, ApiError> {
         super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks)?;
-        if b >= BUCKETS {
-            return Err(ApiError::bad_request(
-                "bad_bucket",
-                format!("bucket {b}"),
-                format!("0..{BUCKETS}"),
-            ));
+        let mut wanted = vec![false; BUCKETS];
+        for b in list.split(',') {
+            match b.parse::<usize>() {
+                Ok(b) if b < BUCKETS => wanted[b] = true,
+                _ => {
+                    return Err(ApiError::bad_request(
+                        "bad_bucket",
+                        format!("`{b}` is not a bucket"),
+                        format!("comma-separated numbers from 0 to {}", BUCKETS - 1),
+                    ));
+                }
+            }
         }
-        let rows = bucket_entries(&node, &ks, b).map_err(ApiError::internal)?;
+        let rows = bucket_entries(&node, &ks, &wanted).map_err(ApiError::internal)?;
         Ok(octets(
             postcard::to_stdvec(&rows).map_err(|e| ApiError::internal(e.to_string()))?,
         ))
@@ -140,16 +148,22 @@ pub async fn compare_and_repair(
     for ks in keyspaces {
         let theirs: Vec<u64> = fetch(node, client, &format!("{url}/v1/repl/digest/{ks}")).await?;
         let ours = digests(node, &ks)?;
-        for b in (0..BUCKETS).filter(|b| theirs.get(*b) != ours.get(*b)) {
-            let rows: Vec<KeyValue> =
-                fetch(node, client, &format!("{url}/v1/repl/bucket/{ks}/{b}")).await?;
-            let n = merge_rows(node, &ks, rows).await?;
-            if n > 0 {
-                metrics::digest_repairs(&ks, n as u64);
-                tracing::warn!(keyspace = %ks, bucket = b, records = n, "digest comparison repaired divergent records");
-            }
-            repaired += n;
+        let differing: Vec<String> = (0..BUCKETS)
+            .filter(|b| theirs.get(*b) != ours.get(*b))
+            .map(|b| b.to_string())
+            .collect();
+        if differing.is_empty() {
+            continue;
         }
+        let list = differing.join(",");
+        let rows: Vec<KeyValue> =
+            fetch(node, client, &format!("{url}/v1/repl/buckets/{ks}/{list}")).await?;
+        let n = merge_rows(node, &ks, rows).await?;
+        if n > 0 {
+            metrics::digest_repairs(&ks, n as u64);
+            tracing::warn!(keyspace = %ks, buckets = differing.len(), records = n, "digest comparison repaired divergent records");
+        }
+        repaired += n;
     }
     Ok(repaired)
 }
