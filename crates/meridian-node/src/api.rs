@@ -414,6 +414,8 @@ struct GetParams {
     consistency: Option<Consistency>,
 }
 
+/// Read consistency asked for. `strong` is part of the contract but not offered yet: it is
+/// refused (501) rather than served as `local`, which could be stale.
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum Consistency {
@@ -432,6 +434,15 @@ async fn get_key(
     let params = try_resp!(query(q, "?consistency=local|session|strong"));
     let ks = try_resp!(node.keyspace(&ks_name));
     try_resp!(input::check_key(&key, node.topology().limits.max_key_bytes));
+    if params.consistency == Some(Consistency::Strong) {
+        return ApiError::new(
+            StatusCode::NOT_IMPLEMENTED,
+            "consistency_not_supported",
+            "consistency=strong is not offered yet; a local read could be stale",
+            "read with consistency=session and the Meridian-Session token of your writes, or read at the key's home region",
+        )
+        .into_response();
+    }
     if params.consistency == Some(Consistency::Session)
         && let Some(token) = try_resp!(input::token_header(&headers, names::SESSION))
     {

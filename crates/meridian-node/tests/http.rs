@@ -684,6 +684,18 @@ async fn sessions_and_consistency() {
     let t = TestNode::start().await;
     let r = t
         .client
+        .get(t.url("/v1/kv/reg/s?consistency=strong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_IMPLEMENTED,
+        "strong is refused, never served stale"
+    );
+    assert_eq!(error_code(r).await, "consistency_not_supported");
+    let r = t
+        .client
         .put(t.url("/v1/kv/reg/s"))
         .body("x")
         .send()
