@@ -37,6 +37,14 @@ pub enum LabError {
         /// The region without coordinates.
         missing: String,
     },
+    /// A scenario file is invalid.
+    #[error("{file}: {reason}")]
+    Scenario {
+        /// The scenario file.
+        file: String,
+        /// What is wrong and what would be right.
+        reason: String,
+    },
     /// A textual specification (link, delay, control command) is malformed.
     #[error("`{input}`: {reason}")]
     Parse {

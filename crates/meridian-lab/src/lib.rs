@@ -2,6 +2,7 @@
 
 pub mod error;
 pub mod report;
+pub mod scenario;
 pub mod wan;
 
 pub use error::LabError;
