@@ -45,6 +45,10 @@ pub enum LabError {
         /// What is wrong and what would be right.
         reason: String,
     },
+    /// The emulated world could not be started or driven (a child exited, was not ready in
+    /// time, refused an admin call).
+    #[error("{0}")]
+    World(String),
     /// A textual specification (link, delay, control command) is malformed.
     #[error("`{input}`: {reason}")]
     Parse {
