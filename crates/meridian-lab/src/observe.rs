@@ -152,6 +152,16 @@ impl Observer {
         }
     }
 
+    /// Whether every edge's latest view has `region` up (false before any view).
+    pub fn edges_see_up(&self, region: &str) -> bool {
+        let d = lock(&self.data);
+        let mut latest: BTreeMap<&str, bool> = BTreeMap::new();
+        for v in d.views.iter().rev().filter(|v| v.region == region) {
+            latest.entry(v.edge.as_str()).or_insert(v.up);
+        }
+        !latest.is_empty() && latest.values().all(|up| *up)
+    }
+
     /// Stops every observer and returns the observations.
     pub async fn stop(mut self) -> Observations {
         self.tasks.shutdown().await;

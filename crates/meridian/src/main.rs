@@ -132,6 +132,40 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         token_public_key: Option<PathBuf>,
     },
+    /// Run the demo: an emulated three-region world on this machine, an outage drill, and the
+    /// report.
+    ///
+    /// Starts real processes on loopback — a data node, the demo app and an edge in each of
+    /// us-east-1, eu-west-1 and ap-southeast-1 — connected by a WAN emulator with the measured
+    /// latencies between those regions. Virtual users in ten cities drive conversations,
+    /// checkouts, profiles and sessions through their nearest edge while eu-west-1 is killed
+    /// (SIGKILL) and restarted, and us-east-1 and ap-southeast-1 are partitioned and healed. Then
+    /// every acknowledged write is read back, pinned data is searched for outside its zone, and
+    /// the report is written (report.txt, report.json, report.html) and summarised here.
+    ///
+    /// Exit code 0 when every expectation held (no sync write lost, no residency finding, every
+    /// outage recovered within 10 s, every region converged), 1 otherwise.
+    ///
+    /// Example: meridian demo --duration 60s --report meridian-report
+    Demo {
+        /// Duration of the load (at least 30s; the faults are placed in proportion).
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+        duration: std::time::Duration,
+        /// Directory for the report and the world's data and logs (emptied first).
+        #[arg(long, value_name = "DIR", default_value = "meridian-report")]
+        report: PathBuf,
+        /// Leave the world running after the report and print its URLs, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+        /// No progress output, only the final summary.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// The lab: run any scenario against an emulated world (see docs/lab.md).
+    Lab {
+        #[command(subcommand)]
+        command: LabCommand,
+    },
     /// Talk to an edge's admin API.
     ///
     /// Example: meridian ctl --admin http://127.0.0.1:9080 explain --ip 203.0.113.7
@@ -144,6 +178,27 @@ enum Command {
         token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: CtlCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum LabCommand {
+    /// Run a scenario file: launch its world, drive its load, apply its timeline, write the
+    /// report, and exit 1 if an expectation failed.
+    ///
+    /// Example: meridian lab run examples/lab/outage.toml --report lab-report
+    Run {
+        /// The scenario file (TOML; see docs/lab.md).
+        scenario: PathBuf,
+        /// Directory for the report and the world's data and logs (emptied first).
+        #[arg(long, value_name = "DIR", default_value = "meridian-report")]
+        report: PathBuf,
+        /// Leave the world running after the report and print its URLs, until Ctrl-C.
+        #[arg(long)]
+        keep: bool,
+        /// No progress output, only the final summary.
+        #[arg(long)]
+        quiet: bool,
     },
 }
 
@@ -324,6 +379,30 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(ctl(admin.trim_end_matches('/'), token, command))
         }
+        Command::Demo {
+            duration,
+            report,
+            keep,
+            quiet,
+        } => lab_run(
+            meridian_lab::scenario::Scenario::demo(duration),
+            report,
+            keep,
+            quiet,
+        ),
+        Command::Lab {
+            command:
+                LabCommand::Run {
+                    scenario,
+                    report,
+                    keep,
+                    quiet,
+                },
+        } => {
+            let scenario = meridian_lab::scenario::Scenario::load(&scenario)
+                .map_err(|e| BadConfig(e.to_string()))?;
+            lab_run(scenario, report, keep, quiet)
+        }
         Command::Wan {
             profile,
             links,
@@ -333,21 +412,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             seed,
             control,
         } => {
-            let mut p = if profile == "default" {
-                let path = Path::new("../shared/data/latency_matrix.csv");
-                if path.exists() {
-                    meridian_lab::wan::Profile::load(path).map_err(|e| BadConfig(e.to_string()))?
-                } else {
-                    tracing::warn!(
-                        "{} not found: delays from the distance model",
-                        path.display()
-                    );
-                    meridian_lab::wan::Profile::default()
-                }
-            } else {
-                meridian_lab::wan::Profile::load(Path::new(&profile))
-                    .map_err(|e| BadConfig(e.to_string()))?
-            };
+            let mut p = load_profile(&profile)?;
             for (a, b, d) in delays {
                 p.set(&a, &b, d);
                 p.set(&b, &a, d);
@@ -605,6 +670,94 @@ async fn shutdown_signal() {
 }
 
 /// Parses `REGION=URL` of `--peer`.
+/// The latency profile `name`: `default` is the shared measured matrix when present, else the
+/// distance model alone; anything else is a CSV path.
+fn load_profile(name: &str) -> anyhow::Result<meridian_lab::wan::Profile> {
+    if name == "default" {
+        let path = Path::new(DEFAULT_PROFILE);
+        if path.exists() {
+            return Ok(
+                meridian_lab::wan::Profile::load(path).map_err(|e| BadConfig(e.to_string()))?
+            );
+        }
+        tracing::info!(
+            "{} not found: delays from the distance model",
+            path.display()
+        );
+        return Ok(meridian_lab::wan::Profile::default());
+    }
+    Ok(meridian_lab::wan::Profile::load(Path::new(name)).map_err(|e| BadConfig(e.to_string()))?)
+}
+
+/// Where the measured inter-region latency matrix lives, relative to the project root.
+const DEFAULT_PROFILE: &str = "../shared/data/latency_matrix.csv";
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    meridian_core::config::parse_duration(s)
+}
+
+/// Runs a lab scenario to its report; exit 1 when an expectation failed.
+fn lab_run(
+    scenario: meridian_lab::scenario::Scenario,
+    report_dir: PathBuf,
+    keep: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let profile = load_profile(&scenario.profile)?;
+    let binary = std::env::current_exe().context("locating the meridian binary")?;
+    let opts = meridian_lab::run::RunOptions {
+        report_dir: report_dir.clone(),
+        binary,
+        profile,
+        quiet,
+    };
+    let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+    runtime.block_on(async move {
+        let mut progress = meridian_lab::progress::Progress::new(quiet);
+        let finished = tokio::select! {
+            r = meridian_lab::run::run(&scenario, &opts, &mut progress) => r?,
+            _ = tokio::signal::ctrl_c() => {
+                anyhow::bail!("interrupted: every process of the world was stopped");
+            }
+        };
+        let report = &finished.report;
+        std::fs::create_dir_all(&report_dir)
+            .with_context(|| format!("creating {}", report_dir.display()))?;
+        let json = report_dir.join("report.json");
+        std::fs::write(&json, serde_json::to_vec_pretty(report)?)
+            .with_context(|| format!("writing {}", json.display()))?;
+        println!("report: {}", json.display());
+        if keep {
+            println!("the world is running; Ctrl-C stops it");
+            for r in finished.world.regions() {
+                println!(
+                    "  {r}: edge {}  app {}  node {}  edge admin {}",
+                    finished.world.edge_url(r),
+                    finished.world.app_url(r),
+                    finished.world.node_url(r),
+                    finished.world.admin_url(r)
+                );
+            }
+            println!(
+                "  admin token: {}",
+                finished.world.dir().join("cluster.secret").display()
+            );
+            tokio::signal::ctrl_c()
+                .await
+                .context("waiting for Ctrl-C")?;
+        }
+        finished
+            .world
+            .shutdown(std::time::Duration::from_secs(5))
+            .await;
+        if report.passed {
+            Ok(())
+        } else {
+            anyhow::bail!("expectations failed; see {}", json.display())
+        }
+    })
+}
+
 fn parse_peer(s: &str) -> Result<(String, String), String> {
     let (region, url) = s
         .split_once('=')
