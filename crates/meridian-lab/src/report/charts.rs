@@ -195,7 +195,8 @@ pub(crate) fn latency(report: &Report) -> String {
 }
 
 /// Replication lag over time: one line per directed pair (`from → to`), each probe a point in
-/// acknowledgement order, with a marker at each action.
+/// acknowledgement order, broken where probes stopped (see [`split_at_gaps`]), with a marker at
+/// each action.
 pub(crate) fn lag(report: &Report) -> String {
     let rows = legend_rows(report.lag.len());
     let height = TOP + 240.0 + 70.0 + rows as f64 * 20.0;
@@ -228,8 +229,11 @@ pub(crate) fn lag(report: &Report) -> String {
     for (i, series) in report.lag.iter().enumerate() {
         let mut points: Vec<(f64, f64)> = series.points.clone();
         points.sort_by(|a, b| a.0.total_cmp(&b.0));
-        let seg: Vec<(f64, f64)> = points.iter().map(|&(t, l)| (x.map(t), y.map(l))).collect();
-        svg.polyline(&[seg], lag_color(i), 2.5, None);
+        let segments: Vec<Vec<(f64, f64)>> = split_at_gaps(&points)
+            .iter()
+            .map(|seg| seg.iter().map(|&(t, l)| (x.map(t), y.map(l))).collect())
+            .collect();
+        svg.polyline(&segments, lag_color(i), 2.5, None);
         legend.push(entry(
             lag_color(i),
             &format!("{} → {}", series.from, series.to),
@@ -247,6 +251,24 @@ pub(crate) fn lag(report: &Report) -> String {
     legend.push(entry(FAULT_COLOR, "timeline action", Mark::Dashed));
     svg.legend((LEFT, frame.bottom() + 62.0), WIDTH - RIGHT, &legend);
     svg.finish()
+}
+
+/// Splits time-ordered probes where the time between two exceeds three times the median spacing
+/// (no probe got through, e.g. while a region was down), so the line does not bridge the gap.
+fn split_at_gaps(points: &[(f64, f64)]) -> Vec<Vec<(f64, f64)>> {
+    let mut gaps: Vec<f64> = points.windows(2).map(|w| w[1].0 - w[0].0).collect();
+    gaps.sort_by(f64::total_cmp);
+    let limit = gaps
+        .get(gaps.len() / 2)
+        .map_or(f64::INFINITY, |median| 3.0 * median);
+    let mut segments: Vec<Vec<(f64, f64)>> = vec![Vec::new()];
+    for (i, &p) in points.iter().enumerate() {
+        if i > 0 && p.0 - points[i - 1].0 > limit {
+            segments.push(Vec::new());
+        }
+        push_point(&mut segments, p);
+    }
+    segments
 }
 
 /// Rows the lag legend needs: about three pair labels fit a row, plus the action entry.
@@ -406,5 +428,19 @@ fn push_point(segments: &mut Vec<Vec<(f64, f64)>>, p: (f64, f64)) {
     match segments.last_mut() {
         Some(last) => last.push(p),
         None => segments.push(vec![p]),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::split_at_gaps;
+
+    #[test]
+    fn lag_lines_break_where_probes_stopped() {
+        let points = [(0.0, 1.0), (1.0, 1.0), (2.0, 1.0), (10.0, 5.0), (11.0, 1.0)];
+        let segs = split_at_gaps(&points);
+        assert_eq!(segs, vec![points[..3].to_vec(), points[3..].to_vec()]);
+        assert_eq!(split_at_gaps(&[(1.0, 2.0)]), vec![vec![(1.0, 2.0)]]);
+        assert_eq!(split_at_gaps(&[]), vec![Vec::<(f64, f64)>::new()]);
     }
 }

@@ -168,7 +168,9 @@ pub fn sample() -> Report {
                 .map(|i| f64::from(i) * 2.0 + 0.5)
                 .filter(|t| !(touches_eu && (KILL_AT..RESTART_AT).contains(t)))
                 .map(|t| {
-                    let jitter = (t * 1.3).cos().abs() * 12.0;
+                    // Each direction its own phase and queueing, so no two lines coincide.
+                    let phase = lag.len() as f64;
+                    let jitter = (t * 1.3 + phase).cos().abs() * 12.0 + phase * 6.0;
                     let catch_up = if touches_eu && (RESTART_AT..RESTART_AT + 4.0).contains(&t) {
                         1_400.0 - (t - RESTART_AT) * 300.0
                     } else {
