@@ -7,21 +7,21 @@ use super::model::{RegionInfo, Report};
 use super::svg::{Anchor, Frame, LegendEntry, Linear, Mark, Svg, nice_max, ticks};
 
 /// Colour of the median latency line.
-pub(crate) const P50_COLOR: &str = "#60a5fa";
+const P50_COLOR: &str = "#60a5fa";
 /// Colour of the 99th percentile latency line.
-pub(crate) const P99_COLOR: &str = "#1d4ed8";
+const P99_COLOR: &str = "#1d4ed8";
 /// Colour of the error bars.
-pub(crate) const ERROR_COLOR: &str = "#ef4444";
+const ERROR_COLOR: &str = "#ef4444";
 /// Colour of fault markers.
 const FAULT_COLOR: &str = "#374151";
 /// Colour of anything tied to a region the report does not list (e.g. `unserved`).
-pub(crate) const UNKNOWN_REGION_COLOR: &str = "#9ca3af";
+const UNKNOWN_REGION_COLOR: &str = "#9ca3af";
 /// Region colours, by the region's position in [`Report::regions`] (cycling).
 const REGION_COLORS: [&str; 8] = [
     "#2563eb", "#16a34a", "#ea580c", "#9333ea", "#db2777", "#0891b2", "#ca8a04", "#4b5563",
 ];
 /// Lag line colours, by the series' position in [`Report::lag`] (cycling); none is a region's.
-pub(crate) const LAG_COLORS: [&str; 8] = [
+const LAG_COLORS: [&str; 8] = [
     "#0f766e", "#c2410c", "#7e22ce", "#be123c", "#4d7c0f", "#0369a1", "#a16207", "#475569",
 ];
 
