@@ -5,8 +5,9 @@
 use serde::{Deserialize, Serialize};
 
 /// Everything measured in one run. Built by the run, rendered by [`super::html`] and
-/// [`super::terminal`], serialized as `report.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// [`super::terminal`], serialized as `report.json`. The default is an empty report (no
+/// requests, no regions, zero duration) that did not pass.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
     /// The scenario's name.
     pub scenario: String,
