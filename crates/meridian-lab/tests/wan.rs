@@ -183,7 +183,9 @@ async fn one_way_cut_holds_one_direction_and_heal_delivers() {
         Some(&b"held"[..]),
         "held bytes arrive after the heal"
     );
-    assert!(healed.elapsed() >= ms(5), "one delay after the heal");
+    // The relay wakes up to 1 ms before a chunk is due (its timer rounding allowance), and its
+    // own heal instant is a little after this one: one delay, less that allowance.
+    assert!(healed.elapsed() >= ms(4), "one delay after the heal");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
