@@ -131,6 +131,21 @@ impl FrameDecoder {
     /// The next complete frame, `Ok(None)` if more bytes are needed. An error (oversized,
     /// unknown flags, corrupt payload) means the stream cannot be trusted any further.
     pub fn next_frame(&mut self) -> Result<Option<Frame>, Error> {
+        let Some(plain) = self.next_plain()? else {
+            return Ok(None);
+        };
+        postcard::from_bytes(&plain)
+            .map(Some)
+            .map_err(|e| Error::Decode {
+                message: format!("frame: {e}"),
+            })
+    }
+
+    /// The next complete frame's plain payload — decompressed when the frame was, not yet
+    /// decoded — or `Ok(None)` if more bytes are needed. Consumes the frame. An error
+    /// (oversized, unknown flags, corrupt compression) means the stream cannot be trusted any
+    /// further; a payload returned here may still fail to decode as a [`Frame`].
+    pub fn next_plain(&mut self) -> Result<Option<Vec<u8>>, Error> {
         let Some(header) = self.buf.first_chunk::<HEADER_BYTES>() else {
             return Ok(None);
         };
@@ -154,27 +169,29 @@ impl FrameDecoder {
             .drain(..HEADER_BYTES + len)
             .skip(HEADER_BYTES)
             .collect();
-        let plain = if flags & FLAG_LZ4 != 0 {
-            let declared = payload
-                .first_chunk::<4>()
-                .map(|b| u32::from_le_bytes(*b) as usize)
-                .unwrap_or(usize::MAX);
-            if declared > MAX_FRAME_BYTES {
-                return Err(Error::Decode {
-                    message: format!("frame decompresses to {declared} bytes; too large"),
-                });
-            }
-            lz4_flex::decompress_size_prepended(&payload).map_err(|e| Error::Decode {
-                message: format!("frame decompression: {e}"),
-            })?
-        } else {
-            payload
-        };
-        postcard::from_bytes(&plain)
+        if flags & FLAG_LZ4 == 0 {
+            return Ok(Some(payload));
+        }
+        let declared = payload
+            .first_chunk::<4>()
+            .map(|b| u32::from_le_bytes(*b) as usize)
+            .unwrap_or(usize::MAX);
+        if declared > MAX_FRAME_BYTES {
+            return Err(Error::Decode {
+                message: format!("frame decompresses to {declared} bytes; too large"),
+            });
+        }
+        lz4_flex::decompress_size_prepended(&payload)
             .map(Some)
             .map_err(|e| Error::Decode {
-                message: format!("frame: {e}"),
+                message: format!("frame decompression: {e}"),
             })
+    }
+
+    /// Bytes received but not yet consumed as frames (an incomplete frame, or what follows a
+    /// frame that failed).
+    pub fn pending(&self) -> &[u8] {
+        &self.buf
     }
 }
 
@@ -207,6 +224,13 @@ mod tests {
                 },
             },
         ]))
+    }
+
+    fn sample_entry() -> Entry {
+        match sample() {
+            Frame::V1(FrameV1::Batch(mut entries)) => entries.remove(0),
+            Frame::V1(FrameV1::Heads(_)) => unreachable!("sample() is a batch"),
+        }
     }
 
     #[test]
@@ -252,6 +276,24 @@ mod tests {
             }
             assert_eq!(got, vec![sample(), big.clone()], "split {split}");
         }
+    }
+
+    #[test]
+    fn plain_payloads_are_the_decompressed_postcard_bytes() {
+        let big = Frame::V1(FrameV1::Batch(vec![sample_entry(); 50]));
+        let compressed = encode_frame(&big);
+        assert_eq!(compressed[4], FLAG_LZ4, "a large frame is compressed");
+        let mut stream = compressed.clone();
+        stream.extend(encode_frame(&sample()));
+        let mut d = FrameDecoder::default();
+        d.push(&stream[..stream.len() - 1]);
+        let first = d.next_plain().expect("valid").expect("complete");
+        assert_eq!(first, postcard::to_stdvec(&big).expect("encode"));
+        assert_eq!(d.next_plain().expect("valid"), None, "one byte short");
+        assert_eq!(d.pending().len(), stream.len() - 1 - compressed.len());
+        d.push(&stream[stream.len() - 1..]);
+        let second = d.next_plain().expect("valid").expect("complete");
+        assert_eq!(second, postcard::to_stdvec(&sample()).expect("encode"));
     }
 
     #[test]

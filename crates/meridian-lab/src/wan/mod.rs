@@ -15,7 +15,12 @@
 //! (e.g. a replication stream's silence timer) and reconnect; a new connection is not connected
 //! upstream while either direction of its pair is cut (its handshake could not complete). The
 //! handshake itself is not delayed: connects complete at loopback speed.
+//!
+//! Capture is off by default. [`Wan::enable_capture`] makes every connection accepted from then
+//! on keep a copy of the bytes it delivers, each direction apart, up to a total budget; see
+//! [`capture`].
 
+pub mod capture;
 pub mod control;
 pub mod profile;
 mod relay;
@@ -30,6 +35,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
+pub use capture::{Capture, CaptureStats, Direction};
 pub use profile::Profile;
 pub use relay::Relay;
 pub use shape::{Shape, TokenBucket};
@@ -102,6 +108,7 @@ struct Inner {
     seed: u64,
     connections: AtomicU64,
     pairs: Mutex<BTreeMap<(String, String), Arc<Pair>>>,
+    capture: Mutex<Option<Arc<capture::CaptureLog>>>,
 }
 
 impl Wan {
@@ -115,6 +122,7 @@ impl Wan {
                 seed,
                 connections: AtomicU64::new(0),
                 pairs: Mutex::new(BTreeMap::new()),
+                capture: Mutex::new(None),
             }),
         }
     }
@@ -134,10 +142,43 @@ impl Wan {
         Ok(pair)
     }
 
-    pub(crate) fn next_seed(&self) -> u64 {
-        self.inner
-            .seed
-            .wrapping_add(self.inner.connections.fetch_add(1, Ordering::Relaxed))
+    /// The next connection's number and jitter seed.
+    pub(crate) fn next_connection(&self) -> (u64, u64) {
+        let n = self.inner.connections.fetch_add(1, Ordering::Relaxed);
+        (n, self.inner.seed.wrapping_add(n))
+    }
+
+    /// The capture session connections accepted now join, if capture is on.
+    pub(crate) fn capture_log(&self) -> Option<Arc<capture::CaptureLog>> {
+        lock(&self.inner.capture).clone()
+    }
+
+    /// Starts a fresh capture (forgetting any earlier one) of at most `limit_bytes` in total
+    /// across every pair, connection and direction. Connections accepted from now on store the
+    /// bytes they deliver, from their first byte; connections already open are not captured.
+    /// Once the budget is spent, further bytes are counted in [`CaptureStats::dropped`] and not
+    /// stored. Relaying is unchanged (the bytes are copied after delivery).
+    pub fn enable_capture(&self, limit_bytes: u64) {
+        *lock(&self.inner.capture) = Some(capture::CaptureLog::new(limit_bytes));
+    }
+
+    /// Stops capturing and forgets what was captured: connections accepted from now on are
+    /// relayed without any copy. Connections captured before keep filling the forgotten
+    /// session (within its budget) until they close, which frees it.
+    pub fn disable_capture(&self) {
+        *lock(&self.inner.capture) = None;
+    }
+
+    /// A copy of every captured direction so far, sorted by connection then direction
+    /// (request first); empty when capture is off. Directions that delivered nothing yet are
+    /// included with no bytes.
+    pub fn captures(&self) -> Vec<Capture> {
+        self.capture_log().map(|l| l.captures()).unwrap_or_default()
+    }
+
+    /// The capture's totals; `None` when capture is off.
+    pub fn capture_stats(&self) -> Option<CaptureStats> {
+        self.capture_log().map(|l| l.stats())
     }
 
     /// Starts a relay for the directed pair `from → to` on `listen` (port 0 picks a free one)

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
 
+use super::capture::{Direction, Stream};
 use super::shape::{DelaySchedule, jitter_offset};
 use super::{CHUNK_BYTES, Pair, Wan};
 use crate::error::LabError;
@@ -77,8 +78,14 @@ pub(super) async fn start(
                         tracing::warn!(%from, %to, "relay at {MAX_CONNECTIONS} connections; refusing one");
                         continue;
                     }
-                    let seed = wan.next_seed();
-                    connections.spawn(carry(down, upstream, forward.clone(), backward.clone(), seed));
+                    let (connection, seed) = wan.next_connection();
+                    let capture = wan.capture_log().map(|log| {
+                        (
+                            log.stream(&from, &to, Direction::Request, connection),
+                            log.stream(&from, &to, Direction::Response, connection),
+                        )
+                    });
+                    connections.spawn(carry(down, upstream, forward.clone(), backward.clone(), seed, capture));
                 }
                 Some(_) = connections.join_next(), if !connections.is_empty() => {}
             }
@@ -95,6 +102,7 @@ async fn carry(
     forward: Arc<Pair>,
     backward: Arc<Pair>,
     seed: u64,
+    capture: Option<(Arc<Stream>, Arc<Stream>)>,
 ) {
     for pair in [&forward, &backward] {
         if pair.subscribe().wait_for(|up| *up).await.is_err() {
@@ -108,20 +116,29 @@ async fn carry(
     let _ = up.set_nodelay(true);
     let (down_read, down_write) = down.into_split();
     let (up_read, up_write) = up.into_split();
+    let (request, response) = capture.unzip();
     tokio::join!(
-        direction(down_read, up_write, forward, seed.wrapping_mul(2)),
+        direction(down_read, up_write, forward, seed.wrapping_mul(2), request),
         direction(
             up_read,
             down_write,
             backward,
-            seed.wrapping_mul(2).wrapping_add(1)
+            seed.wrapping_mul(2).wrapping_add(1),
+            response,
         ),
     );
 }
 
 /// Copies `from` to `to` through `pair`: the reader stamps each chunk with its arrival time,
-/// the writer holds it while the pair is cut and writes it when due. Passes the end on.
-async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, pair: Arc<Pair>, seed: u64) {
+/// the writer holds it while the pair is cut and writes it when due, then hands it to the
+/// capture, if any. Passes the end on.
+async fn direction(
+    mut from: OwnedReadHalf,
+    mut to: OwnedWriteHalf,
+    pair: Arc<Pair>,
+    seed: u64,
+    capture: Option<Arc<Stream>>,
+) {
     let (tx, mut rx) = mpsc::channel::<(std::time::Instant, Vec<u8>)>(CHUNKS_IN_FLIGHT);
     let reader_pair = pair.clone();
     let read = async move {
@@ -172,6 +189,9 @@ async fn direction(mut from: OwnedReadHalf, mut to: OwnedWriteHalf, pair: Arc<Pa
                 return;
             }
             pair.count(chunk.len());
+            if let Some(capture) = &capture {
+                capture.record(&chunk);
+            }
         }
         let _ = to.shutdown().await;
     };
