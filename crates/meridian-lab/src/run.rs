@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt as _;
 
 use crate::analysis::{self, Applied, Measured};
+use crate::audit::{self, Canary};
 use crate::cities::{self, CITIES};
 use crate::error::LabError;
 use crate::observe::{Observations, Observer, Targets};
@@ -242,12 +243,8 @@ pub async fn run(
         recorded.writes.len()
     ));
     let (rpo_reads, lost) = read_back(&world, &client, &recorded.writes).await;
-    let mut residency = api_residency_check(&world, &client, &recorded.writes).await;
-    residency.canaries = recorded
-        .writes
-        .iter()
-        .filter(|w| w.canary.is_some())
-        .count() as u64;
+    progress.event("residency audit: data directories, captured inter-region bytes, the API");
+    let residency = residency_audit(&world, &client, &recorded.writes).await?;
     let obs = observer.stop().await;
 
     let report = assemble(Assembly {
@@ -427,14 +424,33 @@ fn encode(key: &str) -> String {
         .collect()
 }
 
-/// Asks every region outside a canary's zone for its key: any answer holding the canary is a
-/// finding.
-async fn api_residency_check(
+/// The residency audit: every pinned canary searched for in the data directory of every region
+/// outside its zone, in every inter-region byte captured on its way to such a region, and asked
+/// for through the API of such a region.
+async fn residency_audit(
     world: &World,
     client: &reqwest::Client,
     writes: &[AckedWrite],
-) -> Residency {
-    let mut residency = Residency::default();
+) -> Result<Residency, LabError> {
+    let canaries: Vec<Canary> = writes
+        .iter()
+        .filter_map(|w| {
+            Some(Canary {
+                zone: w.zone.clone()?,
+                key: w.key.clone(),
+                needle: w.canary.clone()?.into_bytes(),
+                allowed: allowed(w, world).into_iter().cloned().collect(),
+            })
+        })
+        .collect();
+    let dirs: Vec<(String, PathBuf)> = world
+        .regions()
+        .iter()
+        .map(|r| (r.clone(), world.data_dir(r)))
+        .collect();
+    let captures = world.wan().captures();
+    let mut residency = tokio::task::block_in_place(|| audit::audit(&canaries, &dirs, &captures))?;
+    residency.canaries = canaries.len() as u64;
     let outside: Vec<(&AckedWrite, String)> = writes
         .iter()
         .filter(|w| w.canary.is_some())
@@ -475,8 +491,8 @@ async fn api_residency_check(
     for r in world.regions() {
         residency.searched.push(format!("api {r}"));
     }
-    residency.findings = findings.into_iter().flatten().collect();
-    residency
+    residency.findings.extend(findings.into_iter().flatten());
+    Ok(residency)
 }
 
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {

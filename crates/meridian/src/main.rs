@@ -721,12 +721,17 @@ fn lab_run(
             }
         };
         let report = &finished.report;
-        std::fs::create_dir_all(&report_dir)
-            .with_context(|| format!("creating {}", report_dir.display()))?;
-        let json = report_dir.join("report.json");
-        std::fs::write(&json, serde_json::to_vec_pretty(report)?)
-            .with_context(|| format!("writing {}", json.display()))?;
-        println!("report: {}", json.display());
+        let paths = meridian_lab::report::write_all(report, &report_dir)?;
+        print!(
+            "{}",
+            meridian_lab::report::terminal::render_with(report, std::io::stdout().is_terminal())
+        );
+        println!(
+            "report: {}  {}  {}",
+            paths.html.display(),
+            paths.json.display(),
+            paths.text.display()
+        );
         if keep {
             println!("the world is running; Ctrl-C stops it");
             for r in finished.world.regions() {
@@ -753,7 +758,7 @@ fn lab_run(
         if report.passed {
             Ok(())
         } else {
-            anyhow::bail!("expectations failed; see {}", json.display())
+            anyhow::bail!("expectations failed; see {}", paths.html.display())
         }
     })
 }

@@ -101,6 +101,9 @@ impl World {
             .map_err(io("writing the cluster secret".into()))?;
 
         let wan = Wan::new(spec.profile.clone(), spec.seed);
+        if spec.capture_bytes > 0 {
+            wan.enable_capture(spec.capture_bytes);
+        }
         for a in &spec.regions {
             for b in &spec.regions {
                 if a != b {
