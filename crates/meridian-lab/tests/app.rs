@@ -100,10 +100,16 @@ async fn start_node(
 
 /// Starts the app of us-east-1 in front of `node` and returns its base URL.
 async fn start_app(node: &str) -> String {
+    start_app_with_clock(node, meridian_lab::app::clock::system_ms).await
+}
+
+/// Starts the app of us-east-1 in front of `node`, reading the time from `now_ms`.
+async fn start_app_with_clock(node: &str, now_ms: fn() -> u64) -> String {
     let listener = loopback().await;
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let mut opts = AppOptions::new(US, node).expect("options");
     opts.seed = 7;
+    opts.now_ms = now_ms;
     tokio::spawn(async move {
         serve(opts, listener, std::future::pending())
             .await
@@ -239,6 +245,39 @@ async fn messages_are_appended_and_read_back_in_order() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "not_found");
+}
+
+#[tokio::test]
+async fn messages_of_the_same_millisecond_are_ordered_by_id() {
+    let node = start_node(US, loopback().await, BTreeMap::new()).await;
+    let app = start_app_with_clock(&node.base, || 1_700_000_000_000).await;
+    let client = reqwest::Client::new();
+    for key in ["m-c", "m-a", "m-b"] {
+        let r = client
+            .post(format!("{app}/conversations/c-2/messages"))
+            .header("idempotency-key", key)
+            .json(&json!({"author": "ada", "text": key}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+    }
+    let body: Value = client
+        .get(format!("{app}/conversations/c-2"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["m-a", "m-b", "m-c"], "{body}");
+    assert_eq!(body["messages"][0]["at_ms"], 1_700_000_000_000u64);
 }
 
 #[tokio::test]
