@@ -57,4 +57,13 @@ pub enum LabError {
         /// What is wrong and what was expected.
         reason: String,
     },
+    /// The HTTP client for a data node could not be built (TLS or resolver setup); retrying
+    /// without a change to the machine will not help.
+    #[error("building the HTTP client for {url}: {reason}")]
+    Client {
+        /// The node's base URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
 }

@@ -4,6 +4,7 @@
 //! residency audit and egress cost.
 
 pub mod analysis;
+pub mod app;
 pub mod audit;
 pub mod cities;
 pub mod error;

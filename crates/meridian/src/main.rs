@@ -166,6 +166,36 @@ enum Command {
         #[command(subcommand)]
         command: LabCommand,
     },
+    /// Run the lab's demo app for one region, in front of that region's data node.
+    ///
+    /// The sample application the lab deploys in every region: chat conversations, an
+    /// idempotent checkout, user profiles pinned to their home zone and expiring sessions. It
+    /// talks to its node over HTTP like any app would, so the topology needs four keyspaces:
+    /// `conversations` (map), `orders` (register, replication = "sync"), `profiles` (register,
+    /// residency = "home-zone") and `sessions` (register with a ttl). Routes:
+    /// POST /conversations/{id}/messages, GET /conversations/{id}, POST /checkout (needs an
+    /// Idempotency-Key), GET /orders/{id}, PUT and GET /profiles/{user}, POST /sessions,
+    /// GET /sessions/{id}, GET /health/live and /health/ready.
+    ///
+    /// When the node is unreachable, times out or fails (a sync write without its quorum
+    /// included) the app answers 503 `node_unavailable` and /health/ready turns 503, so an edge
+    /// fails over to another region; a key that belongs elsewhere is answered 421 with
+    /// `Meridian-Replay: region=<there>`, which an edge replays in that region. Ctrl-C or
+    /// SIGTERM stop it; in-flight requests finish first. See docs/lab.md.
+    ///
+    /// Example: meridian demo-app --region us-east-1 --node http://127.0.0.1:7601 --listen 127.0.0.1:8601
+    DemoApp {
+        /// The region this app serves: named in every answer's `Meridian-Region`, and the home
+        /// region of the sessions (and, by default, the profiles) it writes.
+        #[arg(long, value_name = "NAME", value_parser = |s: &str| meridian_lab::app::check_region(s).map(|()| s.to_string()).map_err(|e| e.to_string()))]
+        region: String,
+        /// The region's data node, `http://host:port` (its `node` URL in the topology).
+        #[arg(long, value_name = "URL", value_parser = |s: &str| meridian_lab::app::parse_node_url(s).map_err(|e| e.to_string()))]
+        node: String,
+        /// Address to listen on, e.g. 127.0.0.1:8601 (one of the region's `app` URLs).
+        #[arg(long, value_name = "ADDR")]
+        listen: std::net::SocketAddr,
+    },
     /// Talk to an edge's admin API.
     ///
     /// Example: meridian ctl --admin http://127.0.0.1:9080 explain --ip 203.0.113.7
@@ -351,12 +381,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                         .map_err(|e| BadConfig(e.to_string()))?,
                 );
             }
-            opts.seed = {
-                use std::hash::{BuildHasher as _, Hasher as _};
-                std::collections::hash_map::RandomState::new()
-                    .build_hasher()
-                    .finish()
-            };
+            opts.seed = random_seed();
             let e = meridian_edge::Edge::new(topology, opts)
                 .map_err(|e| BadConfig(format!("{}: {e}", config.display())))?;
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
@@ -402,6 +427,17 @@ fn run(command: Command) -> anyhow::Result<()> {
             let scenario = meridian_lab::scenario::Scenario::load(&scenario)
                 .map_err(|e| BadConfig(e.to_string()))?;
             lab_run(scenario, report, keep, quiet)
+        }
+        Command::DemoApp {
+            region,
+            node,
+            listen,
+        } => {
+            let mut opts = meridian_lab::app::AppOptions::new(&region, &node)
+                .map_err(|e| BadConfig(e.to_string()))?;
+            opts.seed = random_seed();
+            let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
+            runtime.block_on(serve_demo_app(opts, listen))
         }
         Command::Wan {
             profile,
@@ -604,6 +640,20 @@ async fn serve_region(
     Ok(())
 }
 
+async fn serve_demo_app(
+    opts: meridian_lab::app::AppOptions,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen} (is another process listening there?)"))?;
+    let region = opts.region.clone();
+    tracing::info!(%region, node = %opts.node, "demo app listening on http://{listen}");
+    meridian_lab::app::serve(opts, listener, shutdown_signal()).await?;
+    tracing::info!(%region, "demo app stopped");
+    Ok(())
+}
+
 async fn serve_wan(
     profile: meridian_lab::wan::Profile,
     links: Vec<meridian_lab::wan::spec::LinkSpec>,
@@ -667,6 +717,14 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
+}
+
+/// A seed that differs per process, for the RNGs of the edge and the demo app.
+fn random_seed() -> u64 {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    std::collections::hash_map::RandomState::new()
+        .build_hasher()
+        .finish()
 }
 
 /// Parses `REGION=URL` of `--peer`.

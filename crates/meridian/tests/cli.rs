@@ -152,3 +152,98 @@ fn wan_relays_with_delay_and_obeys_its_control_port() {
     child.kill().expect("kill");
     let _ = child.wait();
 }
+
+#[test]
+fn demo_app_teaches_its_usage_and_refuses_bad_arguments_with_exit_2() {
+    let (code, out, err) = meridian(&["demo-app", "--help"]);
+    assert_eq!(code, 0, "stderr: {err}");
+    for word in [
+        "--region",
+        "--node",
+        "--listen",
+        "Example:",
+        "orders",
+        "Meridian-Replay",
+    ] {
+        assert!(out.contains(word), "help lacks {word}:\n{out}");
+    }
+    let ok = [
+        "demo-app",
+        "--region",
+        "us-east-1",
+        "--node",
+        "http://127.0.0.1:7601",
+    ];
+    let (code, _, err) = meridian(&[&ok[..], &["--listen", "nonsense"]].concat());
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("nonsense"), "{err}");
+    let (code, _, err) = meridian(&[
+        "demo-app",
+        "--region",
+        "us-east-1",
+        "--node",
+        "127.0.0.1:7601",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("http://"), "{err}");
+    let (code, _, err) = meridian(&[
+        "demo-app",
+        "--region",
+        "US East",
+        "--node",
+        "http://127.0.0.1:7601",
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(code, 2, "stderr: {err}");
+}
+
+/// The status line of `GET path` on `addr` over HTTP/1.0, or `None` if nothing answers.
+fn http_status_line(addr: &str, path: &str) -> Option<String> {
+    use std::io::{Read as _, Write as _};
+    let mut s = std::net::TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    out.lines().next().map(str::to_string)
+}
+
+#[test]
+fn demo_app_serves_and_is_not_ready_without_its_node() {
+    // Two distinct free ports: both held until both are known.
+    let held: Vec<std::net::TcpListener> = (0..2)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind"))
+        .collect();
+    let addr = |i: usize| held[i].local_addr().expect("addr").to_string();
+    let (listen, node) = (addr(0), addr(1));
+    drop(held);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["demo-app", "--region", "us-east-1", "--listen", &listen])
+        .args(["--node", &format!("http://{node}")])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let live = loop {
+        if let Some(line) = http_status_line(&listen, "/health/live") {
+            break line;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "demo-app never listened on {listen}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    let ready = http_status_line(&listen, "/health/ready");
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+    assert!(live.contains(" 200 "), "{live}");
+    assert!(
+        ready.as_deref().is_some_and(|l| l.contains(" 503 ")),
+        "{ready:?}"
+    );
+}

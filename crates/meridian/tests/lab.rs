@@ -22,7 +22,13 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
     let begun = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .current_dir(workspace_root())
-        .args(["lab", "run", "examples/lab/outage.toml", "--quiet", "--report"])
+        .args([
+            "lab",
+            "run",
+            "examples/lab/outage.toml",
+            "--quiet",
+            "--report",
+        ])
         .arg(&report_dir)
         .output()
         .expect("run meridian lab run");
@@ -43,14 +49,29 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
 
     // Load: about rate × duration requests, most of them answered.
     let requests = r["totals"]["requests"].as_u64().expect("requests");
-    assert!((1300..=1500).contains(&requests), "{requests} requests\n{context}");
+    assert!(
+        (1300..=1500).contains(&requests),
+        "{requests} requests\n{context}"
+    );
     let ok = r["totals"]["ok"].as_u64().expect("ok");
-    assert!(ok * 100 >= requests * 90, "{ok} of {requests} ok\n{context}");
+    assert!(
+        ok * 100 >= requests * 90,
+        "{ok} of {requests} ok\n{context}"
+    );
     assert!(r["by_city"].as_array().expect("cities").len() >= 8);
 
     // RPO: sync writes were acknowledged and none is lost; every region converged.
-    assert!(r["rpo"]["acknowledged_sync"].as_u64().expect("sync") > 50, "{}", r["rpo"]);
-    assert_eq!(r["rpo"]["sync_lost"].as_array().map(Vec::len), Some(0), "{}", r["rpo"]);
+    assert!(
+        r["rpo"]["acknowledged_sync"].as_u64().expect("sync") > 50,
+        "{}",
+        r["rpo"]
+    );
+    assert_eq!(
+        r["rpo"]["sync_lost"].as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        r["rpo"]
+    );
     assert_eq!(r["rpo"]["converged"], Value::Bool(true), "{}", r["rpo"]);
 
     // Faults: the kill was detected by every edge and recovered within the bound.
@@ -75,7 +96,10 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
         .iter()
         .filter_map(Value::as_str)
         .collect();
-    assert!(searched.iter().any(|p| p.starts_with("link ")), "{searched:?}");
+    assert!(
+        searched.iter().any(|p| p.starts_with("link ")),
+        "{searched:?}"
+    );
     assert!(searched.iter().any(|p| p.contains("data")), "{searched:?}");
 
     // Lag was measured on every directed pair; egress was counted.
