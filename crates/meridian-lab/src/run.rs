@@ -221,6 +221,12 @@ pub async fn run(
         recorded.writes.len()
     ));
 
+    write_requests_csv(
+        &opts.report_dir.join("requests.csv"),
+        &recorded.records,
+        &plans,
+    )?;
+
     // Final recovery: every region up, every link healed, then wait for convergence.
     for r in dead.iter() {
         world.restart_region(r)?;
@@ -263,6 +269,36 @@ pub async fn run(
         egress: egress(&world, scenario),
     });
     Ok(Finished { report, world })
+}
+
+/// Every request as one CSV line (start time, city, operation, status, latency, serving region,
+/// outcome), for whoever wants to dig below the report.
+fn write_requests_csv(
+    path: &std::path::Path,
+    records: &[crate::workload::Record],
+    plans: &[CityPlan],
+) -> Result<(), LabError> {
+    let mut out = String::from("t_s,city,operation,status,latency_ms,region,outcome\n");
+    for r in records {
+        out.push_str(&format!(
+            "{:.3},{},{},{},{:.2},{},{}\n",
+            r.t_s,
+            plans.get(r.city).map_or("?", |p| p.city.name),
+            r.op.as_str(),
+            r.status,
+            r.latency_ms,
+            r.region.as_deref().unwrap_or(""),
+            match r.outcome {
+                Outcome::Ok => "ok",
+                Outcome::Error => "error",
+                Outcome::PinnedRefused => "pinned_refused",
+            }
+        ));
+    }
+    std::fs::write(path, out).map_err(|source| LabError::Io {
+        what: format!("writing {}", path.display()),
+        source,
+    })
 }
 
 /// Applies one timeline action to the world.

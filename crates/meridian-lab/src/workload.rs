@@ -321,11 +321,10 @@ impl Request {
             }
             Operation::ConversationRead => {
                 let known: Vec<usize> = lock(&self.shared.conversations).iter().copied().collect();
-                let c = if known.is_empty() {
-                    (self.choice % CONVERSATIONS as u64) as usize
-                } else {
-                    known[(self.choice % known.len() as u64) as usize]
-                };
+                if known.is_empty() {
+                    return self.health();
+                }
+                let c = known[(self.choice % known.len() as u64) as usize];
                 Call {
                     method: reqwest::Method::GET,
                     path: format!("/conversations/c-{c:02}"),
