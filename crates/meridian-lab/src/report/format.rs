@@ -50,14 +50,18 @@ pub(crate) fn bytes(n: u64) -> String {
     }
 }
 
-/// US dollars: four decimals below $1 (egress of a short run is cents), two above.
+/// US dollars: two decimals from $1, else two significant digits (the egress of a short run
+/// is fractions of a cent), `$0` for nothing.
 pub(crate) fn usd(v: f64) -> String {
     if !v.is_finite() {
         NONE.to_owned()
-    } else if v.abs() < 1.0 {
-        format!("${v:.4}")
-    } else {
+    } else if v == 0.0 {
+        "$0".to_owned()
+    } else if v.abs() >= 1.0 {
         format!("${v:.2}")
+    } else {
+        let decimals = (1.0 - v.abs().log10().floor()).clamp(2.0, 12.0) as usize;
+        format!("${v:.decimals$}")
     }
 }
 
@@ -96,7 +100,10 @@ mod tests {
         assert_eq!(bytes(1_500), "1.50 kB");
         assert_eq!(bytes(12_300_000), "12.3 MB");
         assert_eq!(bytes(u64::MAX), "18446744.1 TB");
-        assert_eq!(usd(0.01234), "$0.0123");
+        assert_eq!(usd(0.01234), "$0.012");
+        assert_eq!(usd(0.000111), "$0.00011");
+        assert_eq!(usd(0.5), "$0.50");
+        assert_eq!(usd(0.0), "$0");
         assert_eq!(usd(12.0), "$12.00");
         assert_eq!(percent(1, 3), "33.33%");
         assert_eq!(percent(1, 0), "0.00%");
