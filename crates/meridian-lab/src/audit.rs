@@ -17,15 +17,15 @@
 //!   short (a capture stopped by its budget) is searched raw only; bodies with a
 //!   `Content-Encoding` are searched as they are.
 //!
-//! Each needle is looked for with `memchr::memmem` in turn: the cost is needles × bytes, fine
-//! for the lab's tens of canaries over a few hundred MB.
+//! All needles are looked for in one pass (an Aho-Corasick automaton), so the cost is linear in
+//! the bytes searched whatever the number of canaries.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::io::{ErrorKind, Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
-use memchr::memmem::Finder;
+use aho_corasick::AhoCorasick;
 use meridian_core::wire::FrameDecoder;
 
 use crate::error::LabError;
@@ -85,21 +85,30 @@ pub fn search_bytes(bytes: &[u8], needles: &[&[u8]]) -> Vec<usize> {
     found.into_iter().collect()
 }
 
-fn finders<'n>(needles: &[&'n [u8]]) -> Vec<Option<Finder<'n>>> {
-    needles
-        .iter()
-        .map(|n| (!n.is_empty()).then(|| Finder::new(*n)))
-        .collect()
+/// Every non-empty needle in one automaton, with the needle index of each of its patterns.
+struct Finders {
+    automaton: AhoCorasick,
+    index: Vec<usize>,
 }
 
-fn add_found(found: &mut BTreeSet<usize>, finders: &[Option<Finder<'_>>], hay: &[u8]) {
-    for (i, f) in finders.iter().enumerate() {
-        if let Some(f) = f
-            && !found.contains(&i)
-            && f.find(hay).is_some()
-        {
-            found.insert(i);
-        }
+fn finders(needles: &[&[u8]]) -> Finders {
+    let (index, patterns): (Vec<usize>, Vec<&[u8]>) = needles
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| !n.is_empty())
+        .map(|(i, n)| (i, *n))
+        .unzip();
+    Finders {
+        // invariant: building fails only past 2^31 patterns or a configured size limit; the
+        // default builder has no size limit and the lab has thousands of canaries at most.
+        automaton: AhoCorasick::new(&patterns).expect("an automaton of the needles"),
+        index,
+    }
+}
+
+fn add_found(found: &mut BTreeSet<usize>, finders: &Finders, hay: &[u8]) {
+    for m in finders.automaton.find_overlapping_iter(hay) {
+        found.insert(finders.index[m.pattern().as_usize()]);
     }
 }
 
@@ -160,13 +169,13 @@ fn io(path: &Path, what: &str, source: std::io::Error) -> LabError {
 
 fn search_file(
     path: &Path,
-    finders: &[Option<Finder<'_>>],
+    finders: &Finders,
     overlap: usize,
     found: &mut BTreeSet<usize>,
     out: &mut DirHits,
 ) -> std::io::Result<()> {
     let mut file = File::open(path)?;
-    let magic = Finder::new(LSM_BLOCK_MAGIC);
+    let magic = memchr::memmem::Finder::new(LSM_BLOCK_MAGIC);
     let mut window: Vec<u8> = Vec::with_capacity(BLOCK_BYTES + overlap);
     // File offset of `window[0]`.
     let mut start: u64 = 0;
