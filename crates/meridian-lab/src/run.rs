@@ -410,7 +410,7 @@ async fn read_back(
     let reads = jobs.len() as u64;
     let results: BTreeMap<(String, String, String), Option<serde_json::Value>> =
         futures_util::stream::iter(jobs.into_iter().map(|(region, ks, key)| {
-            let url = format!("{}/v1/kv/{ks}/{}", world.node_url(&region), encode(&key));
+            let url = kv_url(&world.node_url(&region), &ks, &key);
             let client = client.clone();
             async move {
                 let value = match client.get(&url).send().await {
@@ -449,15 +449,20 @@ async fn read_back(
     (reads, lost)
 }
 
-fn encode(key: &str) -> String {
-    key.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
+/// The data API URL of `keyspace/key` on the node at `base`, the key as one path segment
+/// (percent-encoded as needed).
+fn kv_url(base: &str, keyspace: &str, key: &str) -> String {
+    match reqwest::Url::parse(base) {
+        Ok(mut url) => {
+            if let Ok(mut path) = url.path_segments_mut() {
+                path.extend(["v1", "kv", keyspace, key]);
             }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+            url.into()
+        }
+        // The world's node URLs are always `http://127.0.0.1:PORT`; a bad base cannot be
+        // fetched either way, so the failed read says so.
+        Err(_) => format!("{base}/v1/kv/{keyspace}/{key}"),
+    }
 }
 
 /// The residency audit: every pinned canary searched for in the data directory of every region
@@ -501,12 +506,7 @@ async fn residency_audit(
         .collect();
     let findings: Vec<Option<Finding>> =
         futures_util::stream::iter(outside.iter().map(|(w, r)| {
-            let url = format!(
-                "{}/v1/kv/{}/{}",
-                world.node_url(r),
-                w.keyspace,
-                encode(&w.key)
-            );
+            let url = kv_url(&world.node_url(r), w.keyspace, &w.key);
             let client = client.clone();
             async move {
                 let body = match client.get(&url).send().await {
@@ -707,9 +707,16 @@ mod tests {
     use super::*;
 
     #[test]
-    fn keys_are_percent_encoded() {
-        assert_eq!(encode("c-01"), "c-01");
-        assert_eq!(encode("a/b c"), "a%2Fb%20c");
+    fn keys_are_one_percent_encoded_path_segment() {
+        let base = "http://127.0.0.1:7601";
+        assert_eq!(
+            kv_url(base, "orders", "o-1"),
+            "http://127.0.0.1:7601/v1/kv/orders/o-1"
+        );
+        assert_eq!(
+            kv_url(base, "profiles", "a/b c"),
+            "http://127.0.0.1:7601/v1/kv/profiles/a%2Fb%20c"
+        );
     }
 
     #[test]

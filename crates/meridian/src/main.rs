@@ -151,15 +151,8 @@ enum Command {
         /// Duration of the load (at least 30s; the faults are placed in proportion).
         #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
         duration: std::time::Duration,
-        /// Directory for the report and the world's data and logs (emptied first).
-        #[arg(long, value_name = "DIR", default_value = "meridian-report")]
-        report: PathBuf,
-        /// Leave the world running after the report and print its URLs, until Ctrl-C.
-        #[arg(long)]
-        keep: bool,
-        /// No progress output, only the final summary.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        output: LabOutput,
     },
     /// The lab: run any scenario against an emulated world (see docs/lab.md).
     Lab {
@@ -211,6 +204,20 @@ enum Command {
     },
 }
 
+/// Where a lab run's report goes and what happens to its world afterwards.
+#[derive(clap::Args, Debug)]
+struct LabOutput {
+    /// Directory for the report and the world's data and logs (emptied first).
+    #[arg(long, value_name = "DIR", default_value = "meridian-report")]
+    report: PathBuf,
+    /// Leave the world running after the report and print its URLs, until Ctrl-C.
+    #[arg(long)]
+    keep: bool,
+    /// No progress output, only the final summary.
+    #[arg(long)]
+    quiet: bool,
+}
+
 #[derive(Subcommand, Debug)]
 enum LabCommand {
     /// Run a scenario file: launch its world, drive its load, apply its timeline, write the
@@ -220,15 +227,8 @@ enum LabCommand {
     Run {
         /// The scenario file (TOML; see docs/lab.md).
         scenario: PathBuf,
-        /// Directory for the report and the world's data and logs (emptied first).
-        #[arg(long, value_name = "DIR", default_value = "meridian-report")]
-        report: PathBuf,
-        /// Leave the world running after the report and print its URLs, until Ctrl-C.
-        #[arg(long)]
-        keep: bool,
-        /// No progress output, only the final summary.
-        #[arg(long)]
-        quiet: bool,
+        #[command(flatten)]
+        output: LabOutput,
     },
 }
 
@@ -404,29 +404,15 @@ fn run(command: Command) -> anyhow::Result<()> {
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(ctl(admin.trim_end_matches('/'), token, command))
         }
-        Command::Demo {
-            duration,
-            report,
-            keep,
-            quiet,
-        } => lab_run(
-            meridian_lab::scenario::Scenario::demo(duration),
-            report,
-            keep,
-            quiet,
-        ),
+        Command::Demo { duration, output } => {
+            lab_run(meridian_lab::scenario::Scenario::demo(duration), output)
+        }
         Command::Lab {
-            command:
-                LabCommand::Run {
-                    scenario,
-                    report,
-                    keep,
-                    quiet,
-                },
+            command: LabCommand::Run { scenario, output },
         } => {
             let scenario = meridian_lab::scenario::Scenario::load(&scenario)
                 .map_err(|e| BadConfig(e.to_string()))?;
-            lab_run(scenario, report, keep, quiet)
+            lab_run(scenario, output)
         }
         Command::DemoApp {
             region,
@@ -755,12 +741,12 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 }
 
 /// Runs a lab scenario to its report; exit 1 when an expectation failed.
-fn lab_run(
-    scenario: meridian_lab::scenario::Scenario,
-    report_dir: PathBuf,
-    keep: bool,
-    quiet: bool,
-) -> anyhow::Result<()> {
+fn lab_run(scenario: meridian_lab::scenario::Scenario, output: LabOutput) -> anyhow::Result<()> {
+    let LabOutput {
+        report: report_dir,
+        keep,
+        quiet,
+    } = output;
     let profile = load_profile(&scenario.profile)?;
     let binary = std::env::current_exe().context("locating the meridian binary")?;
     let opts = meridian_lab::run::RunOptions {
