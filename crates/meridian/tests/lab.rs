@@ -7,6 +7,31 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Processes of the lab world in `world` (they carry `MERIDIAN_LAB_WORLD=<world>`; read from
+/// /proc).
+fn world_processes(world: &Path) -> Vec<String> {
+    let marker = format!("MERIDIAN_LAB_WORLD={}", world.display());
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let name = entry.file_name();
+        if !name.to_string_lossy().bytes().all(|b| b.is_ascii_digit()) {
+            continue;
+        }
+        let Ok(env) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|v| v == marker.as_bytes()) {
+            let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{}: {}",
+                name.to_string_lossy(),
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
 fn workspace_root() -> &'static Path {
     // invariant: this crate lives at <root>/crates/meridian
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -106,6 +131,10 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
     assert_eq!(r["lag"].as_array().map(Vec::len), Some(6), "{}", r["lag"]);
     assert!(r["egress"]["total_bytes"].as_u64().expect("bytes") > 100_000);
 
+    // Nothing of the world is left running.
+    let left = world_processes(&report_dir.join("world"));
+    assert!(left.is_empty(), "still running: {left:?}");
+
     // The other renderings exist.
     let html = std::fs::read_to_string(report_dir.join("report.html")).expect("report.html");
     assert!(html.contains("chart-latency") && html.contains("chart-map"));
@@ -130,4 +159,61 @@ fn a_bad_scenario_is_refused_with_exit_2() {
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("was not killed before"), "{stderr}");
+}
+
+#[test]
+fn ctrl_c_stops_every_process_of_the_world() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report_dir = dir.path().join("report");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .current_dir(workspace_root())
+        .args(["demo", "--duration", "30s", "--quiet", "--report"])
+        .arg(&report_dir)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start meridian demo");
+    let world = report_dir.join("world");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    // The world is up once its nine children run (node, app and edge per region).
+    while world_processes(&world).len() < 9 {
+        assert!(Instant::now() < deadline, "the world did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().expect("wait") {
+            break exit;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "meridian demo did not stop on SIGINT"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    if let Some(mut e) = child.stderr.take() {
+        use std::io::Read as _;
+        let _ = e.read_to_string(&mut stderr);
+    }
+    assert_eq!(exit.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("interrupted"), "{stderr}");
+    // Children die with their parent's world: give the kernel a moment to reap them.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = world_processes(&world);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running after Ctrl-C: {left:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -222,12 +222,7 @@ impl World {
                 node_args.push(format!("{to}=http://{relay}"));
             }
         }
-        let node = Proc::new(
-            format!("node-{region}"),
-            &self.spec.binary,
-            node_args,
-            dir.join("logs").join(format!("node-{region}.log")),
-        );
+        let node = Proc::new(format!("node-{region}"), &self.spec.binary, node_args, dir);
         let app = Proc::new(
             format!("app-{region}"),
             &self.spec.binary,
@@ -240,7 +235,7 @@ impl World {
                 "--listen".into(),
                 a.app.to_string(),
             ],
-            dir.join("logs").join(format!("app-{region}.log")),
+            dir,
         );
         (node, app)
     }
@@ -260,7 +255,7 @@ impl World {
                 "--edge".into(),
                 name.clone(),
             ],
-            dir.join("logs").join(format!("{name}.log")),
+            dir,
         )
     }
 

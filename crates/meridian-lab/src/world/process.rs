@@ -1,5 +1,6 @@
 //! One child process of the world: started, SIGKILLed and restarted with the same arguments,
-//! its stdout and stderr appended to a log file.
+//! its stdout and stderr appended to `WORLD/logs/<name>.log`. Every child carries
+//! [`WORLD_ENV`] naming its world's directory, so a test (or an operator) can find them all.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -9,23 +10,28 @@ use tokio::process::{Child, Command};
 
 use crate::error::LabError;
 
+/// Environment variable set on every child: the directory of its world.
+pub const WORLD_ENV: &str = "MERIDIAN_LAB_WORLD";
+
 /// A restartable child process. Dropping it SIGKILLs the child if it is still running.
 pub struct Proc {
     name: String,
     binary: PathBuf,
     args: Vec<String>,
+    world: PathBuf,
     log: PathBuf,
     child: Option<Child>,
 }
 
 impl Proc {
-    /// A process not yet started.
-    pub fn new(name: String, binary: &Path, args: Vec<String>, log: PathBuf) -> Proc {
+    /// A process of the world in `world`, not yet started.
+    pub fn new(name: String, binary: &Path, args: Vec<String>, world: &Path) -> Proc {
         Proc {
+            log: world.join("logs").join(format!("{name}.log")),
             name,
             binary: binary.to_path_buf(),
             args,
-            log,
+            world: world.to_path_buf(),
             child: None,
         }
     }
@@ -59,6 +65,7 @@ impl Proc {
         let child = Command::new(&self.binary)
             .args(&self.args)
             .env("MERIDIAN_LOG", "info,fjall=warn,lsm_tree=warn")
+            .env(WORLD_ENV, &self.world)
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
