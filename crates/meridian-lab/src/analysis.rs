@@ -99,8 +99,43 @@ pub fn timeline(records: &[Record], duration_s: f64, bucket_s: f64) -> Vec<Bucke
         .collect()
 }
 
-/// Lag per directed pair from the probes.
-pub fn lag_series(obs: &Observations) -> Vec<LagSeries> {
+/// Fault windows `[start, end)`, s: from each kill, partition or cut until the restart of its
+/// region or the heal of its link plus that action's convergence (or `end_s` when it never
+/// recovered). Lag of probes acknowledged inside them measures the fault, not the world.
+pub fn fault_windows(applied: &[Applied], faults: &[FaultReport], end_s: f64) -> Vec<(f64, f64)> {
+    let mut windows = Vec::new();
+    for (i, a) in applied.iter().enumerate() {
+        let ends = |later: &Action| match (&a.step.action, later) {
+            (Action::Kill(r), Action::Restart(s)) => r == s,
+            (Action::Partition(x, y), Action::Heal(Some((p, q))))
+            | (Action::Cut(x, y), Action::Heal(Some((p, q)))) => {
+                (x == p && y == q) || (x == q && y == p)
+            }
+            (Action::Partition(..) | Action::Cut(..), Action::Heal(None)) => true,
+            _ => false,
+        };
+        if !matches!(
+            a.step.action,
+            Action::Kill(_) | Action::Partition(..) | Action::Cut(..)
+        ) {
+            continue;
+        }
+        let end = applied
+            .iter()
+            .enumerate()
+            .skip(i + 1)
+            .find(|(_, later)| ends(&later.step.action))
+            .map_or(end_s, |(j, later)| {
+                later.at_s + faults.get(j).and_then(|f| f.convergence_s).unwrap_or(0.0)
+            });
+        windows.push((a.at_s, end));
+    }
+    windows
+}
+
+/// Lag per directed pair from the probes; the steady figures leave out probes acknowledged
+/// inside `windows`.
+pub fn lag_series(obs: &Observations, windows: &[(f64, f64)]) -> Vec<LagSeries> {
     let writes: BTreeMap<&str, (&str, f64)> = obs
         .writes
         .iter()
@@ -124,12 +159,20 @@ pub fn lag_series(obs: &Observations) -> Vec<LagSeries> {
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
             let mut lags: Vec<f64> = points.iter().map(|p| p.1).collect();
             lags.sort_by(f64::total_cmp);
+            let mut steady: Vec<f64> = points
+                .iter()
+                .filter(|(t, _)| !windows.iter().any(|(a, b)| t >= a && t < b))
+                .map(|p| p.1)
+                .collect();
+            steady.sort_by(f64::total_cmp);
             LagSeries {
                 from,
                 to,
                 p50_ms: quantile(&lags, 0.5),
                 p99_ms: quantile(&lags, 0.99),
                 max_ms: lags.last().copied().unwrap_or(0.0),
+                steady_p50_ms: quantile(&steady, 0.5),
+                steady_p99_ms: quantile(&steady, 0.99),
                 points,
             }
         })
@@ -446,13 +489,15 @@ mod tests {
 
     #[test]
     fn lag_joins_probes_by_version() {
-        let series = lag_series(&obs());
+        let series = lag_series(&obs(), &[(1.5, 3.0)]);
         assert_eq!(series.len(), 2);
         let ab = &series[0];
         assert_eq!((ab.from.as_str(), ab.to.as_str()), ("a", "b"));
         assert_eq!(ab.points.len(), 2);
         assert!((ab.points[0].1 - 50.0).abs() < 1e-6);
         assert!((ab.max_ms - 2000.0).abs() < 1e-6);
+        // the 2 s probe was acknowledged inside the fault window: not steady
+        assert!((ab.steady_p99_ms - 50.0).abs() < 1e-6);
     }
 
     #[test]
@@ -518,6 +563,43 @@ mod tests {
         assert_eq!(f[1].rto_s, None);
         let c = f[1].convergence_s.expect("converged");
         assert!((c - 2.1).abs() < 1e-9, "{c}");
+    }
+
+    #[test]
+    fn fault_windows_run_until_the_recovery_converged() {
+        let regions = ["a".to_string(), "b".to_string(), "c".to_string()];
+        let step = |text: &str| Step {
+            at: Duration::ZERO,
+            action: Action::parse(text, &regions).expect("action"),
+            text: text.into(),
+        };
+        let applied = vec![
+            Applied {
+                at_s: 1.0,
+                step: step("kill a"),
+            },
+            Applied {
+                at_s: 2.0,
+                step: step("partition b c"),
+            },
+            Applied {
+                at_s: 4.0,
+                step: step("restart a"),
+            },
+            Applied {
+                at_s: 6.0,
+                step: step("heal"),
+            },
+            Applied {
+                at_s: 7.0,
+                step: step("cut a b"),
+            },
+        ];
+        let mut f = faults(&applied, &[], &Observations::default(), &regions, 9.0);
+        f[2].convergence_s = Some(0.5);
+        f[3].convergence_s = Some(0.25);
+        let w = fault_windows(&applied, &f, 9.0);
+        assert_eq!(w, vec![(1.0, 4.5), (2.0, 6.25), (7.0, 9.0)]);
     }
 
     #[test]

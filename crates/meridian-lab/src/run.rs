@@ -615,6 +615,7 @@ fn assemble(a: Assembly<'_>) -> Report {
         converged: a.final_convergence_s.is_some(),
     };
     let faults = analysis::faults(a.applied, a.records, a.obs, &s.regions, a.end_s);
+    let windows = analysis::fault_windows(a.applied, &faults, a.end_s);
     let measured = Measured {
         sync_lost: rpo.sync_lost.len() as u64,
         async_lost: rpo.async_lost.len() as u64,
@@ -668,7 +669,7 @@ fn assemble(a: Assembly<'_>) -> Report {
         bucket_s: 1.0,
         faults,
         rpo,
-        lag: analysis::lag_series(a.obs),
+        lag: analysis::lag_series(a.obs, &windows),
         residency: a.residency,
         egress: a.egress,
         passed: expectations.iter().all(|e| e.passed),

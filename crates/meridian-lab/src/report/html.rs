@@ -371,6 +371,8 @@ fn lag_table(h: &mut String, r: &Report) {
                     escape(&s.to)
                 ),
                 s.points.len().to_string(),
+                escape(&format::ms(s.steady_p50_ms)),
+                escape(&format::ms(s.steady_p99_ms)),
                 escape(&format::ms(s.p50_ms)),
                 escape(&format::ms(s.p99_ms)),
                 escape(&format::ms(s.max_ms)),
@@ -380,7 +382,15 @@ fn lag_table(h: &mut String, r: &Report) {
         .collect();
     table(
         h,
-        &["pair", "#probes", "#p50 ms", "#p99 ms", "#max ms"],
+        &[
+            "pair",
+            "#probes",
+            "#steady p50 ms",
+            "#steady p99 ms",
+            "#p50 ms",
+            "#p99 ms",
+            "#max ms",
+        ],
         &rows,
     );
     h.push_str("</section>\n");

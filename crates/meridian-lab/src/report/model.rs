@@ -195,6 +195,14 @@ pub struct LagSeries {
     pub p99_ms: f64,
     /// Maximum, ms.
     pub max_ms: f64,
+    /// Median over probes acknowledged outside every fault window (from a kill, partition or
+    /// cut until its region is back or its link healed and converged), ms: the lag of the
+    /// healthy world.
+    #[serde(default)]
+    pub steady_p50_ms: f64,
+    /// 99th percentile outside fault windows, ms.
+    #[serde(default)]
+    pub steady_p99_ms: f64,
 }
 
 /// The residency audit.

@@ -155,14 +155,24 @@ pub fn render_with(report: &Report, color: bool) -> String {
         .map(|s| {
             vec![
                 format!("{} → {}", s.from, s.to),
-                format::ms(s.p50_ms),
+                format::ms(s.steady_p50_ms),
+                format::ms(s.steady_p99_ms),
                 format::ms(s.p99_ms),
                 format::ms(s.max_ms),
             ]
         })
         .collect();
     o.push('\n');
-    o.push_str(&table(&["lag", "#p50 ms", "#p99 ms", "#max ms"], &rows));
+    o.push_str(&table(
+        &[
+            "lag",
+            "#steady p50",
+            "#steady p99",
+            "#all p99 ms",
+            "#max ms",
+        ],
+        &rows,
+    ));
 
     let res = &r.residency;
     let findings = res.findings.len().to_string();

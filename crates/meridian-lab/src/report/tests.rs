@@ -95,6 +95,8 @@ fn small() -> Report {
             p50_ms: 75.0,
             p99_ms: 900.0,
             max_ms: 900.0,
+            steady_p50_ms: 70.0,
+            steady_p99_ms: 75.0,
         }],
         residency: Residency::default(),
         egress: Egress {
@@ -241,6 +243,8 @@ fn html_of_degenerate_values_has_no_non_finite_numbers() {
         p50_ms: f64::NAN,
         p99_ms: 0.0,
         max_ms: 0.0,
+        steady_p50_ms: f64::NAN,
+        steady_p99_ms: f64::INFINITY,
     });
     report.by_city[0].p99_ms = f64::NEG_INFINITY;
     report.faults[0].at_s = f64::NAN;

@@ -186,6 +186,8 @@ pub fn sample() -> Report {
                 p50_ms: percentile(&lags, 0.5),
                 p99_ms: percentile(&lags, 0.99),
                 max_ms: lags.iter().copied().fold(0.0, f64::max),
+                steady_p50_ms: percentile(&lags, 0.5),
+                steady_p99_ms: percentile(&lags, 0.9),
                 points,
             });
         }
