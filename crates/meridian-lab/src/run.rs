@@ -81,7 +81,20 @@ pub async fn run(
         binary: opts.binary.clone(),
         capture_bytes: CAPTURE_BYTES,
     };
-    let mut world = World::launch(spec, LAUNCH_TIMEOUT, &mut |m| progress.event(m)).await?;
+    // Ports are reserved by binding port 0 and released for the children to bind; another
+    // program may take one in between. A world whose child then fails to start is launched
+    // once more on fresh ports before giving up.
+    let mut world =
+        match World::launch(spec.clone(), LAUNCH_TIMEOUT, &mut |m| progress.event(m)).await {
+            Ok(w) => w,
+            Err(LabError::World(why)) => {
+                progress.event(&format!(
+                    "the world did not start ({why}); once more on fresh ports"
+                ));
+                World::launch(spec, LAUNCH_TIMEOUT, &mut |m| progress.event(m)).await?
+            }
+            Err(e) => return Err(e),
+        };
     for (a, b) in pairs(&scenario.regions) {
         let d = world.wan().shape(&a, &b)?.delay;
         progress.event(&format!(
