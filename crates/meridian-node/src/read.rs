@@ -319,7 +319,7 @@ mod tests {
             names(session_targets(&token, &applied, "ap", &peers(), None)),
             ["eu", "us"]
         );
-        assert_eq!(missing_origins(&token, &vv("eu:5,us:9"), "ap"), ["ap"]);
+        assert_eq!(missing_origins(&token, &vv("eu:5,us:9"), "eu"), ["ap"]);
         assert!(
             session_targets(&token, &vv("eu:5,us:9"), "ap", &peers(), None).is_empty(),
             "this region's own writes are never looked for elsewhere"
