@@ -7,7 +7,7 @@ use std::time::Instant;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{MatchedPath, Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -22,7 +22,7 @@ use crate::error::ApiError;
 use crate::input::{self, WriteHeaders, names};
 use crate::state::Node;
 use crate::write::{self, Mutation, Outcome};
-use crate::{feed, keys, metrics, render};
+use crate::{feed, keys, metrics, read, render};
 
 /// The OpenAPI document served at `/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -414,8 +414,8 @@ struct GetParams {
     consistency: Option<Consistency>,
 }
 
-/// Read consistency asked for. `strong` is part of the contract but not offered yet: it is
-/// refused (501) rather than served as `local`, which could be stale.
+/// Read consistency asked for (default `local`). `session` and `strong` are answered by
+/// another region when this one cannot give them (see [`crate::read`]).
 #[derive(Deserialize, Clone, Copy, PartialEq, Eq)]
 #[serde(rename_all = "lowercase")]
 enum Consistency {
@@ -428,31 +428,34 @@ async fn get_key(
     State(node): State<Node>,
     path: Result<Path<(String, String)>, PathRejection>,
     q: Result<Query<GetParams>, QueryRejection>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Response {
     let (ks_name, key) = try_resp!(key_path(path));
     let params = try_resp!(query(q, "?consistency=local|session|strong"));
     let ks = try_resp!(node.keyspace(&ks_name));
     try_resp!(input::check_key(&key, node.topology().limits.max_key_bytes));
-    if params.consistency == Some(Consistency::Strong) {
-        return ApiError::new(
-            StatusCode::NOT_IMPLEMENTED,
-            "consistency_not_supported",
-            "consistency=strong is not offered yet; a local read could be stale",
-            "read with consistency=session and the Meridian-Session token of your writes, or read at the key's home region",
-        )
-        .into_response();
+    // A pinned key is never held here if this region may not hold it: say where to go, at
+    // once, whatever the consistency (nothing is forwarded for it from here).
+    try_resp!(write::check_placement(&node, ks, None));
+    let answer = match params.consistency {
+        Some(Consistency::Strong) => try_resp!(read::strong(&node, ks, &key, &uri, &headers).await),
+        Some(Consistency::Session) => {
+            match try_resp!(input::token_header(&headers, names::SESSION)) {
+                Some(token) => {
+                    try_resp!(read::session(&node, ks, &key, &uri, &headers, &token).await)
+                }
+                None => read::Answer::Here,
+            }
+        }
+        Some(Consistency::Local) | None => read::Answer::Here,
+    };
+    if let read::Answer::There(relayed) = answer {
+        return relayed.into_response();
     }
-    if params.consistency == Some(Consistency::Session)
-        && let Some(token) = try_resp!(input::token_header(&headers, names::SESSION))
-    {
-        try_resp!(wait_for_session(&node, &token).await);
-    }
-    let record = try_resp!(load(&node, &ks.name, &key));
+    let record = try_resp!(read::load(&node, &ks.name, &key));
     let now = node.now();
     let Some(record) = record.filter(|r| r.is_live(now)) else {
-        // A pinned keyspace's key is never here if this region may not hold it: say where to go.
-        try_resp!(write::check_placement(&node, ks, None));
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",
@@ -478,39 +481,6 @@ async fn get_key(
         h.insert(names::CONTEXT, v);
     }
     resp
-}
-
-/// Waits, bounded by `[limits] session_wait`, until every write the token names is applied here.
-async fn wait_for_session(
-    node: &Node,
-    token: &meridian_core::version::VersionVector,
-) -> Result<(), ApiError> {
-    let wait = node.topology().limits.session_wait;
-    let mut applied = node.applied();
-    let waited = tokio::time::timeout(wait, applied.wait_for(|vv| vv.dominates(token))).await;
-    match waited {
-        Ok(Ok(_)) => Ok(()),
-        _ => Err(ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "session_not_visible",
-            format!(
-                "the writes of this session ({}) are not visible in region `{}` after {}",
-                token.to_token(),
-                node.region(),
-                meridian_core::config::format_duration(wait)
-            ),
-            "retry in the region that took the write, or read with consistency=local",
-        )),
-    }
-}
-
-fn load(node: &Node, ks: &str, key: &str) -> Result<Option<Record>, ApiError> {
-    let Some(bytes) = node.store().get(Table::Data, &keys::data_key(ks, key))? else {
-        return Ok(None);
-    };
-    Record::decode(&bytes)
-        .map(Some)
-        .map_err(|e| ApiError::internal(format!("stored record of `{key}` is unreadable: {e}")))
 }
 
 #[derive(Deserialize)]

@@ -144,20 +144,26 @@ pub fn write_headers(h: &HeaderMap, topology: &Topology) -> Result<WriteHeaders,
         }
         out.ttl = Some(ttl);
     }
-    if let Some(v) = header_text(h, names::HOME)? {
-        if topology.region(v).is_none() {
-            let known: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
-            return Err(ApiError::bad_request(
-                "unknown_region",
-                format!("Meridian-Home names `{v}`, which is not a region of this topology"),
-                format!("use one of: {}", known.join(", ")),
-            ));
-        }
-        out.home = Some(v.to_string());
-    }
+    out.home = home_header(h, topology)?;
     out.context = token_header(h, names::CONTEXT)?;
     out.session = token_header(h, names::SESSION)?;
     Ok(out)
+}
+
+/// Parses `Meridian-Home`: a region of the topology, or a 400 `unknown_region` listing them.
+pub fn home_header(h: &HeaderMap, topology: &Topology) -> Result<Option<String>, ApiError> {
+    let Some(v) = header_text(h, names::HOME)? else {
+        return Ok(None);
+    };
+    if topology.region(v).is_none() {
+        let known: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
+        return Err(ApiError::bad_request(
+            "unknown_region",
+            format!("Meridian-Home names `{v}`, which is not a region of this topology"),
+            format!("use one of: {}", known.join(", ")),
+        ));
+    }
+    Ok(Some(v.to_string()))
 }
 
 fn parse_if_match(v: &str) -> Result<IfMatch, ApiError> {

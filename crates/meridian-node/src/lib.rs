@@ -11,6 +11,7 @@ pub mod forward;
 pub mod input;
 pub mod keys;
 pub mod metrics;
+pub mod read;
 pub mod render;
 pub mod repl;
 pub mod state;

@@ -37,6 +37,9 @@ pub const QUORUM_TIMEOUTS: &str = "meridian_quorum_timeouts_total";
 pub const CLOCK_SKEW: &str = "meridian_clock_skew_rejections_total";
 /// Records repaired by digest comparison, by keyspace.
 pub const DIGEST_REPAIRS: &str = "meridian_repl_digest_repairs_total";
+/// Reads forwarded to another region, by reason (`session`, `strong`) and outcome (see
+/// [`ForwardOutcome`]).
+pub const READ_FORWARDS: &str = "meridian_read_forwards_total";
 /// Transactions committed by the store.
 pub const STORE_TRANSACTIONS: &str = "meridian_store_transactions_total";
 /// Group commits (one fsync each in durable mode).
@@ -127,4 +130,51 @@ pub fn clock_skew(origin: &str) {
 /// Counts records repaired by digest comparison.
 pub fn digest_repairs(keyspace: &str, n: u64) {
     metrics::counter!(DIGEST_REPAIRS, "keyspace" => keyspace.to_string()).increment(n);
+}
+
+/// Why a read was forwarded to another region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardReason {
+    /// A `consistency=session` read whose token is not visible here.
+    Session,
+    /// A `consistency=strong` read of a key homed in another region.
+    Strong,
+}
+
+impl ForwardReason {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardReason::Session => "session",
+            ForwardReason::Strong => "strong",
+        }
+    }
+}
+
+/// How one forwarded read ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardOutcome {
+    /// The target answered and its answer was relayed (`relayed`).
+    Relayed,
+    /// The target had not applied the session token either (`not_covered`).
+    NotCovered,
+    /// The target could not be reached, or did not answer in time (`unreachable`).
+    Unreachable,
+}
+
+impl ForwardOutcome {
+    /// The metric label value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForwardOutcome::Relayed => "relayed",
+            ForwardOutcome::NotCovered => "not_covered",
+            ForwardOutcome::Unreachable => "unreachable",
+        }
+    }
+}
+
+/// Counts one read forwarded to another region.
+pub fn read_forward(reason: ForwardReason, outcome: ForwardOutcome) {
+    metrics::counter!(READ_FORWARDS, "reason" => reason.as_str(), "outcome" => outcome.as_str())
+        .increment(1);
 }

@@ -383,13 +383,7 @@ pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result
     if ks.writer == Writer::Home
         && let Some(h) = home.filter(|h| *h != region)
     {
-        return Err(ApiError::new(
-                StatusCode::MISDIRECTED_REQUEST,
-                "wrong_region",
-                format!("keyspace `{}` takes writes only in a key's home region, and this key's home is `{h}`", ks.name),
-                format!("send the write to region `{h}`"),
-            )
-            .with_header("meridian-home", h));
+        return Err(wrong_region(ks, h));
     }
     if let Some(allowed) = node.topology().regions_for_key(ks, home.unwrap_or(region))
         && !allowed.contains(&region)
@@ -419,6 +413,21 @@ pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result
         return Err(err);
     }
     Ok(())
+}
+
+/// 421 `wrong_region`: keys of `ks` are written (and read with `consistency=strong`) only in
+/// their home region, which is `home`; `Meridian-Home` names it.
+pub fn wrong_region(ks: &Keyspace, home: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::MISDIRECTED_REQUEST,
+        "wrong_region",
+        format!(
+            "keyspace `{}` takes writes and strong reads only in a key's home region, and this key's home is `{home}`",
+            ks.name
+        ),
+        format!("send the request to region `{home}`"),
+    )
+    .with_header("meridian-home", home)
 }
 
 fn stored_outcome(

@@ -690,8 +690,8 @@ async fn sessions_and_consistency() {
         .unwrap();
     assert_eq!(
         r.status(),
-        StatusCode::NOT_IMPLEMENTED,
-        "strong is refused, never served stale"
+        StatusCode::CONFLICT,
+        "strong on a multi-writer keyspace is refused, never served stale"
     );
     assert_eq!(error_code(r).await, "consistency_not_supported");
     let r = t
@@ -724,8 +724,16 @@ async fn sessions_and_consistency() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert!(started.elapsed() < std::time::Duration::from_secs(2));
-    assert_eq!(error_code(r).await, "session_not_visible");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_not_visible");
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("`eu-west-1`"),
+        "the hint names the region tried: {body}"
+    );
     let r = t
         .client
         .get(t.url("/v1/kv/reg/s?consistency=session"))
@@ -751,6 +759,66 @@ async fn sessions_and_consistency() {
         t2.contains("eu-west-1:5") && t2.contains("us-east-1:"),
         "token {t2}"
     );
+}
+
+/// Strong reads of a `writer = "home"` keyspace are served by the key's home: here when this
+/// region is the home (the stored home, else `Meridian-Home`, else here); a home that cannot be
+/// reached is a 503 naming it, never a local (possibly stale) answer.
+#[tokio::test]
+async fn strong_reads_are_served_by_the_home() {
+    let t = TestNode::start().await;
+    let url = t.url("/v1/kv/homed/h?consistency=strong");
+    let r = t.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND, "absent, homed here");
+    t.client
+        .put(t.url("/v1/kv/homed/h"))
+        .body("a")
+        .send()
+        .await
+        .unwrap();
+    let r = t.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["meridian-region"], "us-east-1");
+    assert_eq!(r.text().await.unwrap(), "a");
+    // The stored home wins over the header, as for writes.
+    let r = t
+        .client
+        .get(&url)
+        .header("meridian-home", "eu-west-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // An absent key homed elsewhere: the home (nothing listens there) is asked, not this region.
+    let r = t
+        .client
+        .get(t.url("/v1/kv/homed/elsewhere?consistency=strong"))
+        .header("meridian-home", "eu-west-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["meridian-home"], "eu-west-1");
+    assert_eq!(error_code(r).await, "home_unavailable");
+    // Already forwarded once: say where the home is instead of forwarding again.
+    let r = t
+        .client
+        .get(t.url("/v1/kv/homed/elsewhere?consistency=strong"))
+        .header("meridian-home", "eu-west-1")
+        .header("meridian-forwarded", "eu-west-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(error_code(r).await, "wrong_region");
+    let r = t
+        .client
+        .get(t.url("/v1/kv/homed/x?consistency=strong"))
+        .header("meridian-home", "mars-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(error_code(r).await, "unknown_region");
 }
 
 #[tokio::test]
@@ -791,6 +859,36 @@ async fn residency_sends_requests_to_allowed_regions() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    // A session read of a key this region may not hold is sent on at once, not waited for.
+    let started = std::time::Instant::now();
+    let r = t
+        .client
+        .get(t.url("/v1/kv/eu_only/p?consistency=session"))
+        .header("meridian-session", "eu-west-1:5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert!(started.elapsed() < std::time::Duration::from_millis(300));
+    // A profile homed here is held only in this zone: the session's missing writes were made
+    // in eu-west-1, outside it, so the read is not forwarded there.
+    let r = t
+        .client
+        .get(t.url("/v1/kv/profiles/u2?consistency=session"))
+        .header("meridian-session", "eu-west-1:5")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "session_not_visible");
+    assert!(
+        body["error"]["hint"]
+            .as_str()
+            .unwrap()
+            .contains("not forwarded"),
+        "{body}"
+    );
 }
 
 #[tokio::test]

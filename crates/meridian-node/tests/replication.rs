@@ -1,15 +1,21 @@
 //! Three region nodes on loopback replicating to each other: convergence of every type, sync
 //! quorum acknowledgement and refusal, residency, third-origin forwarding, authentication,
-//! conflicts surfaced, and catch-up after a restart.
+//! conflicts surfaced, catch-up after a restart, and reads forwarded for `session` and
+//! `strong` consistency while replication into the reading region is held back.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use axum::extract::State;
+use axum::response::IntoResponse;
+use futures_util::StreamExt;
 use meridian_node::{Node, NodeConfig, clock::SystemClock};
 use meridian_store::{Store, StoreOptions};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use tokio::sync::watch;
 
 const SECRET: &str = "replication-test-secret-0123456789";
 const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "ap-southeast-1"];
@@ -73,6 +79,9 @@ name = "accounts"
 type = "register"
 writer = "home"
 forward = true
+
+[limits]
+session_wait = "300ms"
 "#;
 
 /// A running node; dropping `stop` shuts it down and releases its data directory.
@@ -114,16 +123,25 @@ impl World {
     /// Starts `region`; peers listed in `cut` are given an unreachable URL (a partition of the
     /// links this node pulls on).
     async fn start(&mut self, region: &'static str, cut: &[&str]) {
+        let via = cut
+            .iter()
+            .map(|p| (p.to_string(), "http://127.0.0.1:9".to_string()))
+            .collect();
+        self.start_via(region, via).await;
+    }
+
+    /// Starts `region`, reaching the peers named in `via` at the given URLs (a relay, a black
+    /// hole) and the others directly, as `--peer REGION=URL` does.
+    async fn start_via(&mut self, region: &'static str, via: BTreeMap<String, String>) {
         let topology = meridian_core::config::parse("repl.toml", TOPOLOGY).expect("topology");
         let peer_urls = REGIONS
             .iter()
             .filter(|p| **p != region)
             .map(|p| {
-                let url = if cut.contains(p) {
-                    "http://127.0.0.1:9".to_string()
-                } else {
-                    format!("http://{}", self.addrs[p])
-                };
+                let url = via
+                    .get(*p)
+                    .cloned()
+                    .unwrap_or_else(|| format!("http://{}", self.addrs[p]));
                 (p.to_string(), url)
             })
             .collect();
@@ -834,4 +852,337 @@ async fn every_write_crosses_each_link_once() {
         from_eu < from_us / 10,
         "and are not forwarded again by eu-west-1: {status}"
     );
+}
+
+/// An HTTP relay in front of one node, standing in for a WAN link that can be held: requests
+/// pass through, except that while `hold` is set, replication (`/v1/repl/…`) is refused with 503
+/// and open replication streams end. The node behind stays reachable for data API calls (the
+/// forwarded reads) while replication from it is held back.
+struct Relay {
+    url: String,
+    /// Data API requests (`/v1/kv/…`) passed through.
+    kv_requests: Arc<AtomicUsize>,
+}
+
+struct RelayState {
+    target: String,
+    hold: watch::Receiver<bool>,
+    kv_requests: Arc<AtomicUsize>,
+    client: reqwest::Client,
+}
+
+async fn relay(target: &str, hold: watch::Receiver<bool>) -> Relay {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind relay");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let kv_requests = Arc::new(AtomicUsize::new(0));
+    let state = Arc::new(RelayState {
+        target: format!("http://{target}"),
+        hold,
+        kv_requests: kv_requests.clone(),
+        client: reqwest::Client::new(),
+    });
+    let app = axum::Router::new().fallback(pass).with_state(state);
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Relay { url, kv_requests }
+}
+
+async fn pass(
+    State(st): State<Arc<RelayState>>,
+    req: axum::extract::Request,
+) -> axum::response::Response {
+    let (parts, body) = req.into_parts();
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/")
+        .to_string();
+    let repl = path.starts_with("/v1/repl/");
+    if repl && *st.hold.borrow() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "held by the test relay").into_response();
+    }
+    if path.starts_with("/v1/kv/") {
+        st.kv_requests.fetch_add(1, Ordering::SeqCst);
+    }
+    let body = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .unwrap_or_default();
+    let mut headers = parts.headers.clone();
+    headers.remove("host");
+    let sent = st
+        .client
+        .request(parts.method, format!("{}{path}", st.target))
+        .headers(headers)
+        .body(body)
+        .send()
+        .await;
+    let Ok(resp) = sent else {
+        return (StatusCode::BAD_GATEWAY, "relay: target unreachable").into_response();
+    };
+    let status = resp.status();
+    let mut headers = resp.headers().clone();
+    headers.remove("transfer-encoding");
+    headers.remove("connection");
+    let upstream = resp.bytes_stream();
+    let stream = futures_util::stream::unfold(
+        (upstream, st.hold.clone()),
+        move |(mut up, mut hold)| async move {
+            let chunk = if repl {
+                tokio::select! {
+                    biased;
+                    _ = hold.wait_for(|held| *held) => None,
+                    c = up.next() => c,
+                }
+            } else {
+                up.next().await
+            };
+            chunk.map(|c| (c.map_err(std::io::Error::other), (up, hold)))
+        },
+    );
+    (status, headers, axum::body::Body::from_stream(stream)).into_response()
+}
+
+/// A listener that accepts connections and never answers: a region that is down without
+/// refusing connections. Returns its URL.
+async fn black_hole() -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    url
+}
+
+/// Three regions where eu-west-1 reaches its peers only through [`relay`]s sharing one hold
+/// switch, starting as `held`: while it is set, nothing replicates into eu-west-1 (neither from
+/// an origin nor through a third region), yet eu-west-1 can still forward reads to both.
+async fn held_world(held: bool) -> (World, watch::Sender<bool>, BTreeMap<&'static str, Relay>) {
+    let mut w = World::new().await;
+    let (hold, rx) = watch::channel(held);
+    let mut relays = BTreeMap::new();
+    let mut via = BTreeMap::new();
+    for peer in ["us-east-1", "ap-southeast-1"] {
+        let r = relay(&w.addrs[peer], rx.clone()).await;
+        via.insert(peer.to_string(), r.url.clone());
+        relays.insert(peer, r);
+    }
+    w.stop("eu-west-1").await;
+    w.start_via("eu-west-1", via).await;
+    (w, hold, relays)
+}
+
+fn session_of(r: &reqwest::Response) -> String {
+    r.headers()["meridian-session"]
+        .to_str()
+        .expect("token")
+        .to_string()
+}
+
+async fn error_of(r: reqwest::Response) -> (String, String) {
+    let v: Value = r.json().await.expect("JSON error");
+    let text = |f: &str| v["error"][f].as_str().unwrap_or_default().to_string();
+    (text("code"), text("hint"))
+}
+
+/// A session read in a region that has not yet received the session's write is answered by
+/// the write's origin (never stale, never a 503 while the origin is reachable); a read that was
+/// already forwarded is never forwarded again; a pinned key's read never leaves its zone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reads_are_forwarded_to_the_origin_of_the_write() {
+    let (w, _hold, relays) = held_world(true).await;
+    let c = &w.client;
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/reg/cart"))
+        .body("3 items")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token = session_of(&r);
+    let local = c
+        .get(w.url("eu-west-1", "/v1/kv/reg/cart"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        local.status(),
+        StatusCode::NOT_FOUND,
+        "replication into eu-west-1 is held back"
+    );
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/reg/cart?consistency=session"))
+        .header("meridian-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["meridian-region"], "us-east-1");
+    assert_eq!(r.text().await.unwrap(), "3 items");
+    assert_eq!(relays["us-east-1"].kv_requests.load(Ordering::SeqCst), 1);
+
+    // Already forwarded: answered from eu-west-1's own state at once, never sent on.
+    let started = Instant::now();
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/reg/cart?consistency=session"))
+        .header("meridian-session", &token)
+        .header("meridian-forwarded", "ap-southeast-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(error_of(r).await.0, "session_not_visible");
+    assert!(started.elapsed() < Duration::from_millis(300), "no wait");
+    assert_eq!(relays["us-east-1"].kv_requests.load(Ordering::SeqCst), 1);
+
+    // eu_only keys are held only in eu-west-1: the session's missing writes come from
+    // us-east-1, outside the zone, so the read is refused rather than sent there.
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/eu_only/cart?consistency=session"))
+        .header("meridian-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (code, hint) = error_of(r).await;
+    assert_eq!(code, "session_not_visible");
+    assert!(hint.contains("not forwarded"), "{hint}");
+    let sent = |r: &str| relays[r].kv_requests.load(Ordering::SeqCst);
+    assert_eq!(
+        (sent("us-east-1"), sent("ap-southeast-1")),
+        (1, 0),
+        "no read but the first left eu-west-1"
+    );
+
+    let metrics = c
+        .get(w.url("eu-west-1", "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("meridian_read_forwards_total")
+                && l.contains("reason=\"session\"")
+                && l.contains("outcome=\"relayed\"")),
+        "{metrics}"
+    );
+}
+
+/// When the write's origin does not answer, a session read gives up after the session wait
+/// plus one forward timeout — no blind retry loop — and says which region it tried.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reads_give_up_on_an_unreachable_origin_and_say_so() {
+    let mut w = World::new().await;
+    let (_hold, rx) = watch::channel(true);
+    let ap = relay(&w.addrs["ap-southeast-1"], rx).await;
+    let via = BTreeMap::from([
+        ("us-east-1".to_string(), black_hole().await),
+        ("ap-southeast-1".to_string(), ap.url.clone()),
+    ]);
+    w.stop("eu-west-1").await;
+    w.start_via("eu-west-1", via).await;
+    let c = &w.client;
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/reg/cart"))
+        .body("3 items")
+        .send()
+        .await
+        .unwrap();
+    let token = session_of(&r);
+    let started = Instant::now();
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/reg/cart?consistency=session"))
+        .header("meridian-session", &token)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let (code, hint) = error_of(r).await;
+    assert_eq!(code, "session_not_visible");
+    assert!(hint.contains("`us-east-1`"), "{hint}");
+    let bound = Duration::from_millis(300) + meridian_node::read::FORWARD_TIMEOUT;
+    assert!(
+        took >= bound - Duration::from_millis(100) && took < bound + Duration::from_secs(1),
+        "answered after {took:?}, expected about {bound:?}"
+    );
+    assert_eq!(
+        ap.kv_requests.load(Ordering::SeqCst),
+        0,
+        "ap-southeast-1 is not an origin of the session"
+    );
+}
+
+/// A strong read of a `writer = "home"` key is answered by its home — the latest value even
+/// while replication to the reading region is held back; a multi-writer keyspace refuses it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn strong_reads_are_answered_by_the_home_region() {
+    let (w, hold, _relays) = held_world(false).await;
+    let c = &w.client;
+    let put = |region: &str, key: &str, v: &'static str| {
+        c.put(w.url(region, &format!("/v1/kv/accounts/{key}")))
+            .body(v)
+            .send()
+    };
+    assert_eq!(
+        put("us-east-1", "alice", "v1").await.unwrap().status(),
+        StatusCode::CREATED
+    );
+    c.post(w.url("us-east-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    hold.send_replace(true);
+    assert_eq!(
+        put("us-east-1", "alice", "v2").await.unwrap().status(),
+        StatusCode::OK
+    );
+    let local = c
+        .get(w.url("eu-west-1", "/v1/kv/accounts/alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(local.text().await.unwrap(), "v1", "eu-west-1 is held back");
+    for region in ["eu-west-1", "us-east-1"] {
+        let r = c
+            .get(w.url(region, "/v1/kv/accounts/alice?consistency=strong"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["meridian-region"], "us-east-1");
+        assert_eq!(r.text().await.unwrap(), "v2", "read at {region}");
+    }
+    // A key eu-west-1 has never seen is found at the home the reader names.
+    put("us-east-1", "bob", "b1").await.unwrap();
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/accounts/bob?consistency=strong"))
+        .header("meridian-home", "us-east-1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "b1");
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/reg/alice?consistency=strong"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CONFLICT);
+    let (code, hint) = error_of(r).await;
+    assert_eq!(code, "consistency_not_supported");
+    assert!(hint.contains("writer = \"home\""), "{hint}");
 }
