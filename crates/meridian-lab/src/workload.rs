@@ -4,7 +4,7 @@
 //! scenario's mix. Every request is recorded with its outcome; every acknowledged write is
 //! remembered so it can be read back after the run.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -19,6 +19,10 @@ use crate::scenario::Operation;
 pub const CONVERSATIONS: usize = 40;
 /// Requests in flight at most; beyond that a request is recorded as failed without being sent.
 pub const MAX_IN_FLIGHT: u64 = 4_000;
+/// How long after its first message a conversation is read by others, s.
+const KNOWN_AFTER_S: f64 = 1.0;
+/// The header of a user's read-your-writes token.
+const SESSION_HEADER: &str = "meridian-session";
 /// How long a user waits for an answer.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -143,7 +147,11 @@ struct Shared {
     /// Per city: acknowledged sessions and profiles, for reads.
     sessions: Mutex<Vec<Vec<String>>>,
     profiles: Mutex<Vec<Vec<String>>>,
-    conversations: Mutex<BTreeSet<usize>>,
+    /// Conversations with an acknowledged message, and when the first was acknowledged.
+    conversations: Mutex<BTreeMap<usize, f64>>,
+    /// Per city: the newest `Meridian-Session` token its users got, sent with every request so
+    /// reads after a failover still see the city's own writes.
+    tokens: Mutex<Vec<Option<String>>>,
 }
 
 /// The load: cities, mix, rate, and the zones for residency classification.
@@ -173,6 +181,7 @@ impl Workload {
         let shared = Arc::new(Shared {
             sessions: Mutex::new(vec![Vec::new(); self.cities.len()]),
             profiles: Mutex::new(vec![Vec::new(); self.cities.len()]),
+            tokens: Mutex::new(vec![None; self.cities.len()]),
             ..Shared::default()
         });
         let client = reqwest::Client::builder()
@@ -320,7 +329,13 @@ impl Request {
                 }
             }
             Operation::ConversationRead => {
-                let known: Vec<usize> = lock(&self.shared.conversations).iter().copied().collect();
+                // Readers learn of a conversation some time after it starts (a link, a
+                // notification): only those written at least KNOWN_AFTER_S ago are read.
+                let known: Vec<usize> = lock(&self.shared.conversations)
+                    .iter()
+                    .filter(|(_, at)| **at <= self.t_s - KNOWN_AFTER_S)
+                    .map(|(c, _)| *c)
+                    .collect();
                 if known.is_empty() {
                     return self.health();
                 }
@@ -419,6 +434,9 @@ impl Request {
         for (k, v) in &call.headers {
             req = req.header(*k, v);
         }
+        if let Some(token) = lock(&self.shared.tokens)[self.city].clone() {
+            req = req.header(SESSION_HEADER, token);
+        }
         if let Some(body) = &call.body {
             req = req.json(body);
         }
@@ -431,6 +449,13 @@ impl Request {
                     .get("meridian-region")
                     .and_then(|v| v.to_str().ok())
                     .map(str::to_string);
+                if let Some(token) = resp
+                    .headers()
+                    .get(SESSION_HEADER)
+                    .and_then(|v| v.to_str().ok())
+                {
+                    lock(&self.shared.tokens)[self.city] = Some(token.to_string());
+                }
                 let body = resp.json::<serde_json::Value>().await.ok();
                 (status, region, body)
             }
@@ -467,7 +492,9 @@ impl Request {
         let field = |name: &str| body.and_then(|b| b[name].as_str()).map(str::to_string);
         let write = match ack {
             Ack::Message { conversation } => {
-                lock(&self.shared.conversations).insert(*conversation);
+                lock(&self.shared.conversations)
+                    .entry(*conversation)
+                    .or_insert(acked_at_s);
                 AckedWrite {
                     keyspace: "conversations",
                     key: format!("c-{conversation:02}"),

@@ -526,3 +526,62 @@ async fn bad_input_is_refused_with_json_errors() {
     assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
     assert_eq!(error_code(r).await, "method_not_allowed");
 }
+
+#[tokio::test]
+async fn the_session_token_goes_to_the_node_and_comes_back() {
+    let w = World::new(true).await;
+    let r = w
+        .client
+        .post(w.url("/conversations/c-9/messages"))
+        .json(&json!({"author": "ada", "text": "mine"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let token = r.headers()["meridian-session"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(token.contains(US), "{token}");
+
+    // The token covers the write: the session read is served here, with the token back.
+    let r = w
+        .client
+        .get(w.url("/conversations/c-9"))
+        .header("meridian-session", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.headers().contains_key("meridian-session"));
+
+    // A token naming writes neither region has is never answered with what is here: the app
+    // passed it on and the node asked for them (waited, forwarded, refused).
+    let begun = std::time::Instant::now();
+    let r = w
+        .client
+        .get(w.url("/conversations/c-9"))
+        .header("meridian-session", format!("{token},{EU}:999999"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let body: Value = r.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("session_not_visible"),
+        "{body}"
+    );
+    assert!(begun.elapsed() >= std::time::Duration::from_secs(1));
+
+    // Without a token the same read is a plain local read.
+    let r = w
+        .client
+        .get(w.url("/conversations/c-9"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+}

@@ -23,6 +23,10 @@
 //! - `PUT /profiles/{user}` (a JSON object) [`Meridian-Home`] and `GET /profiles/{user}`;
 //! - `POST /sessions` `{"user"}` → 201 `{"session","region"}`, and `GET /sessions/{id}`.
 //!
+//! A client's `Meridian-Session` token is passed to every node request made for it (reads then
+//! ask for `consistency=session`) and the node's newest token comes back in the answer, so a
+//! user who fails over to another region still reads their own writes (see [`session`]).
+//!
 //! What the node answers decides the app's answer: 4xx pass through with the node's code; 421
 //! (the key belongs to another region) becomes 421 with `Meridian-Replay: region=<there>`, which
 //! the edge replays in that region; no answer within [`node::REQUEST_TIMEOUT`], or a 5xx (such
@@ -35,6 +39,7 @@ pub mod error;
 pub mod node;
 mod orders;
 mod profiles;
+mod session;
 mod sessions;
 
 use std::future::Future;
@@ -229,6 +234,7 @@ fn router(app: App) -> Router {
         .route("/sessions/{id}", get(sessions::get))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn(session::scope))
         .layer(axum::middleware::from_fn_with_state(app.clone(), stamp))
         .with_state(app)
 }

@@ -83,8 +83,29 @@ impl NodeClient {
     /// Sends `req` and returns the node's 2xx answer, or the app's answer to anything else:
     /// 4xx passed through with the node's code (421 also naming the region to replay in), and
     /// 503 `node_unavailable` for no answer, a timeout or a 5xx (with the node's error).
+    ///
+    /// Within a client's request carrying `Meridian-Session`, the token goes along (and a GET
+    /// asks for `consistency=session`), and the node's new token is kept for the answer.
     pub async fn send(&self, req: reqwest::RequestBuilder) -> Result<NodeReply, AppError> {
-        let resp = req.send().await.map_err(|e| {
+        let req = match super::session::current() {
+            Some(token) => {
+                let mut built = req.build().map_err(|e| {
+                    AppError::node_unavailable(format!("building a node request: {e}"))
+                })?;
+                if built.method() == reqwest::Method::GET {
+                    built
+                        .url_mut()
+                        .query_pairs_mut()
+                        .append_pair("consistency", "session");
+                }
+                built
+                    .headers_mut()
+                    .insert(super::session::SESSION_HEADER, token);
+                self.http.execute(built).await
+            }
+            None => req.send().await,
+        };
+        let resp = req.map_err(|e| {
             tracing::debug!(node = %self.base, error = %describe(&e), "node request failed");
             AppError::node_unavailable(format!(
                 "the region's data node at {} did not answer: {}",
@@ -94,6 +115,9 @@ impl NodeClient {
         })?;
         let status = resp.status();
         let headers = resp.headers().clone();
+        if let Some(token) = headers.get(super::session::SESSION_HEADER) {
+            super::session::remember(token);
+        }
         let body = resp.bytes().await.map_err(|e| {
             AppError::node_unavailable(format!(
                 "the region's data node at {} broke off its answer: {}",
