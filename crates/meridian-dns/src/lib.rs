@@ -62,7 +62,10 @@ pub struct Authority {
 impl std::fmt::Debug for Authority {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Authority")
-            .field("zone", &self.zone.load().as_ref().map(|z| z.origin().to_ascii()))
+            .field(
+                "zone",
+                &self.zone.load().as_ref().map(|z| z.origin().to_ascii()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -209,16 +212,22 @@ impl Authority {
     ) -> Result<Explanation, Error> {
         let zone = self.zone(backend)?;
         let bad = |message: String| Error::BadQuestion { message };
-        let qname = Name::from_str(name)
-            .map_err(|e| bad(format!("name `{name}`: {e}; give a name like `www.example.test.`")))?;
+        let qname = Name::from_ascii(name).map_err(|e| {
+            bad(format!(
+                "name `{name}`: {e}; give a name like `www.example.test.`"
+            ))
+        })?;
         let qname = if qname.is_fqdn() {
             qname
         } else {
             zone::absolute(name, zone.origin())?
         };
         let qtype_text = qtype.unwrap_or("A").to_ascii_uppercase();
-        let rtype = RecordType::from_str(&qtype_text)
-            .map_err(|_| bad(format!("type `{qtype_text}`: give A, AAAA, CNAME, TXT, MX, NS, SOA or ANY")))?;
+        let rtype = RecordType::from_str(&qtype_text).map_err(|_| {
+            bad(format!(
+                "type `{qtype_text}`: give A, AAAA, CNAME, TXT, MX, NS, SOA or ANY"
+            ))
+        })?;
         let mut req = Message::new(0, MessageType::Query, OpCode::Query);
         req.add_query(Query::query(qname.clone(), rtype));
         let mut edns = Edns::new();
@@ -226,7 +235,9 @@ impl Authority {
         let ecs = match subnet {
             Some(s) => {
                 let net = parse_subnet(s).ok_or_else(|| {
-                    bad(format!("subnet `{s}`: give an address or a prefix like 81.2.69.0/24"))
+                    bad(format!(
+                        "subnet `{s}`: give an address or a prefix like 81.2.69.0/24"
+                    ))
                 })?;
                 edns.options_mut().insert(EdnsOption::Subnet(net));
                 Some(net)

@@ -88,9 +88,7 @@ impl Zone {
     pub fn new(topology: Arc<Topology>) -> Result<Zone, Error> {
         let dns = topology.dns.as_ref().ok_or(Error::NoZone)?;
         let origin = absolute(&dns.zone, &Name::root())?;
-        let ttl = u32::try_from(dns.ttl.as_secs())
-            .unwrap_or(u32::MAX)
-            .max(1);
+        let ttl = u32::try_from(dns.ttl.as_secs()).unwrap_or(u32::MAX).max(1);
         let mut nodes: BTreeMap<Name, Vec<RecordSet>> = BTreeMap::new();
 
         let mut apex_ns = Vec::new();
@@ -103,15 +101,7 @@ impl Zone {
         };
         let rname = absolute("hostmaster", &origin)?;
         let (refresh, retry, expire) = SOA_TIMERS;
-        let soa_data = SOA::new(
-            mname,
-            rname,
-            serial(dns),
-            refresh,
-            retry,
-            expire,
-            ttl,
-        );
+        let soa_data = SOA::new(mname, rname, serial(dns), refresh, retry, expire, ttl);
         let soa = Record::from_rdata(origin.clone(), ttl, RData::SOA(soa_data.clone()));
 
         for rec in &dns.records {
@@ -271,9 +261,10 @@ fn static_set(rec: &config::DnsRecord, origin: &Name) -> Result<RecordSet, Error
             config::RecordType::A => RData::A(A(v
                 .parse()
                 .map_err(|e: std::net::AddrParseError| bad(v, e.to_string()))?)),
-            config::RecordType::Aaaa => RData::AAAA(AAAA(v
-                .parse()
-                .map_err(|e: std::net::AddrParseError| bad(v, e.to_string()))?)),
+            config::RecordType::Aaaa => RData::AAAA(AAAA(
+                v.parse()
+                    .map_err(|e: std::net::AddrParseError| bad(v, e.to_string()))?,
+            )),
             config::RecordType::Cname => RData::CNAME(CNAME(absolute(v, origin)?)),
             config::RecordType::Ns => RData::NS(NS(absolute(v, origin)?)),
             config::RecordType::Txt => RData::TXT(TXT::new(vec![v.clone()])),
