@@ -30,12 +30,4 @@ pub enum Error {
         /// What is wrong and what would be right.
         message: String,
     },
-    /// A listener could not be bound or used.
-    #[error("dns listener {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
 }

@@ -12,7 +12,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::{Authority, Backend, Error, Transport};
+use crate::{Authority, Backend, Transport};
 
 /// How long a TCP connection may stay idle between messages (RFC 7766 suggests seconds).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -32,7 +32,7 @@ pub async fn serve(
     udp: UdpSocket,
     tcp: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
-) -> Result<(), Error> {
+) {
     let udp = Arc::new(udp);
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
     let mut tasks = tokio::task::JoinSet::new();
@@ -44,14 +44,10 @@ pub async fn serve(
     tokio::select! {
         () = &mut shutdown => {}
         Some(done) = tasks.join_next() => {
-            if let Ok(Err(e)) = done {
-                tasks.abort_all();
-                return Err(e);
-            }
+            tracing::error!(?done, "a dns listener task ended; stopping dns");
         }
     }
     tasks.abort_all();
-    Ok(())
 }
 
 fn answer(
@@ -70,11 +66,7 @@ fn answer(
     })
 }
 
-async fn udp_worker(
-    socket: Arc<UdpSocket>,
-    authority: Arc<Authority>,
-    backend: Arc<dyn Backend>,
-) -> Result<(), Error> {
+async fn udp_worker(socket: Arc<UdpSocket>, authority: Arc<Authority>, backend: Arc<dyn Backend>) {
     let mut buf = vec![0u8; UDP_BUFFER];
     loop {
         let (n, peer) = match socket.recv_from(&mut buf).await {
@@ -94,15 +86,11 @@ async fn udp_worker(
     }
 }
 
-async fn tcp_loop(
-    listener: TcpListener,
-    authority: Arc<Authority>,
-    backend: Arc<dyn Backend>,
-) -> Result<(), Error> {
+async fn tcp_loop(listener: TcpListener, authority: Arc<Authority>, backend: Arc<dyn Backend>) {
     let limit = Arc::new(Semaphore::new(MAX_TCP_CONNECTIONS));
     loop {
         let Ok(permit) = limit.clone().acquire_owned().await else {
-            return Ok(());
+            return;
         };
         let (stream, peer) = match listener.accept().await {
             Ok(a) => a,
