@@ -169,11 +169,6 @@ pub fn respond(
         qtype: (req.queries.len() == 1).then(|| req.queries[0].query_type()),
         ..Trace::default()
     };
-    let ecs = match client_subnet(req) {
-        Ok(ecs) => ecs,
-        Err(()) => return finish(resp, &mut trace, ResponseCode::FormErr),
-    };
-    trace.ecs = ecs.is_some();
     if let Some(e) = &req.edns {
         let mut edns = Edns::new();
         edns.set_max_payload(UDP_PAYLOAD);
@@ -182,6 +177,11 @@ pub fn respond(
             return finish(resp, &mut trace, ResponseCode::BADVERS);
         }
     }
+    let ecs = match client_subnet(req) {
+        Ok(ecs) => ecs,
+        Err(()) => return finish(resp, &mut trace, ResponseCode::FormErr),
+    };
+    trace.ecs = ecs.is_some();
     if req.message_type != MessageType::Query || req.op_code != OpCode::Query {
         return finish(resp, &mut trace, ResponseCode::NotImp);
     }

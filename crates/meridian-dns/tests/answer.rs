@@ -477,7 +477,12 @@ fn malformed_ecs_is_formerr() {
         ResponseCode::FormErr,
         "host bits beyond the source prefix"
     );
-    assert_eq!(Message::from_vec(&out).unwrap().id, 4242);
+    let m = Message::from_vec(&out).unwrap();
+    assert_eq!(m.id, 4242);
+    assert!(
+        m.edns.is_some(),
+        "an EDNS query gets an OPT back, even with FORMERR"
+    );
 }
 
 #[test]
