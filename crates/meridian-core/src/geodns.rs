@@ -210,11 +210,18 @@ impl StateAwareTtl {
     /// Records the health view seen at `now` (monotonic); a change of any region's `up` or
     /// `weight` (RTT changes do not count) or the first view starts the short-TTL period.
     pub fn observe(&mut self, now: Duration, health: &HealthView) {
-        let state: BTreeMap<String, (bool, u8)> = health
-            .iter()
-            .map(|(r, v)| (r.clone(), (v.up, v.weight)))
-            .collect();
-        if self.last.as_ref() != Some(&state) {
+        let same = self.last.as_ref().is_some_and(|last| {
+            last.len() == health.len()
+                && last
+                    .iter()
+                    .zip(health)
+                    .all(|((a, s), (b, v))| a == b && *s == (v.up, v.weight))
+        });
+        if !same {
+            let state = health
+                .iter()
+                .map(|(r, v)| (r.clone(), (v.up, v.weight)))
+                .collect();
             self.last = Some(state);
             self.changed_at = now;
         }
@@ -487,6 +494,11 @@ policy = "geo"
         );
         g.observe(s(90), &drained);
         assert_eq!(g.ttl(s(91), cfg), s(5), "a weight change is a transition");
+        g.observe(s(200), &drained);
+        assert_eq!(g.ttl(s(200), cfg), cfg);
+        drained.insert("us-east-1".into(), RegionView::default());
+        g.observe(s(201), &drained);
+        assert_eq!(g.ttl(s(201), cfg), s(5), "a new region is a transition");
     }
 
     fn any_health() -> impl Strategy<Value = HealthView> {
