@@ -7,6 +7,7 @@ pub mod config;
 pub mod crdt;
 pub mod error;
 pub mod gc;
+pub mod geodns;
 pub mod health;
 pub mod hlc;
 pub mod kind;

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{AllDown, LatLon, Policy, Topology, Writes};
+use crate::config::{AllDown, LatLon, Policy, Region, Routing, Topology, Writes};
 
 /// What the edge knows about a request's client. Every field defaults to "unknown".
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -137,7 +137,14 @@ pub fn decide(
     edge_location: Option<LatLon>,
     random: u64,
 ) -> Decision {
-    decide_inner(topology, health, client, edge_location, random, true)
+    decide_for(
+        topology,
+        &Ask::proxy(topology, true),
+        health,
+        client,
+        edge_location,
+        random,
+    )
 }
 
 /// The same decision as [`decide`] with an empty `explanation`: the proxy's hot path, which
@@ -149,7 +156,53 @@ pub fn route(
     edge_location: Option<LatLon>,
     random: u64,
 ) -> Decision {
-    decide_inner(topology, health, client, edge_location, random, false)
+    decide_for(
+        topology,
+        &Ask::proxy(topology, false),
+        health,
+        client,
+        edge_location,
+        random,
+    )
+}
+
+/// What a decision chooses among and by which rules. [`decide`] and [`route`] ask with the
+/// topology's `[routing]` and the regions that have app backends; GeoDNS asks with a record's
+/// own policy and the regions that have an address of the record's family.
+pub struct Ask<'a> {
+    /// The rules: policy, geo map, `all_down`, order, writes, stickiness.
+    pub routing: &'a Routing,
+    /// Which regions are candidates (step 1), kept in file order.
+    pub candidate: &'a dyn Fn(&Region) -> bool,
+    /// What step 1 says the candidates are, in the explanation.
+    pub candidates_are: &'a str,
+    /// Whether to write the explanation (off on hot paths).
+    pub explain: bool,
+}
+
+impl<'a> Ask<'a> {
+    /// The proxy's question: `[routing]`, regions with app backends.
+    pub fn proxy(topology: &'a Topology, explain: bool) -> Ask<'a> {
+        Ask {
+            routing: &topology.routing,
+            candidate: &|r: &Region| !r.app.is_empty(),
+            candidates_are: "regions with app backends",
+            explain,
+        }
+    }
+}
+
+/// The decision of [`decide`] for any [`Ask`]: the same steps, with the ask's rules and
+/// candidates. Decisions by `decide` and by `decide_for(Ask::proxy(..))` are identical.
+pub fn decide_for(
+    topology: &Topology,
+    ask: &Ask<'_>,
+    health: &HealthView,
+    client: &ClientFacts,
+    edge_location: Option<LatLon>,
+    random: u64,
+) -> Decision {
+    decide_inner(topology, ask, health, client, edge_location, random)
 }
 
 /// The explanation being built; formats nothing when off.
@@ -168,15 +221,15 @@ impl Why {
 
 fn decide_inner(
     topology: &Topology,
+    ask: &Ask<'_>,
     health: &HealthView,
     client: &ClientFacts,
     edge_location: Option<LatLon>,
     random: u64,
-    explain: bool,
 ) -> Decision {
-    let routing = &topology.routing;
+    let routing = ask.routing;
     let mut why = Why {
-        on: explain,
+        on: ask.explain,
         lines: Vec::new(),
     };
     let view = |r: &str| health.get(r).copied().unwrap_or_default();
@@ -184,15 +237,10 @@ fn decide_inner(
     let mut cands: Vec<&str> = topology
         .regions
         .iter()
-        .filter(|r| !r.app.is_empty())
+        .filter(|r| (ask.candidate)(r))
         .map(|r| r.name.as_str())
         .collect();
-    why.push(|| {
-        format!(
-            "candidates (regions with app backends): {}",
-            cands.join(", ")
-        )
-    });
+    why.push(|| format!("candidates ({}): {}", ask.candidates_are, list(&cands)));
 
     let zone_allows = |r: &str| match &client.zone {
         None => true,
@@ -231,6 +279,7 @@ fn decide_inner(
 
     let mut ordered = order(
         topology,
+        routing,
         &cands,
         health,
         client,
@@ -312,8 +361,10 @@ fn list(v: &[&str]) -> String {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn order<'a>(
     topology: &Topology,
+    routing: &Routing,
     cands: &[&'a str],
     health: &HealthView,
     client: &ClientFacts,
@@ -321,7 +372,6 @@ fn order<'a>(
     random: u64,
     why: &mut Why,
 ) -> Vec<&'a str> {
-    let routing = &topology.routing;
     let by_order = |v: &mut Vec<&'a str>| {
         v.sort_by_key(|r| {
             routing
@@ -773,6 +823,24 @@ location = { lat = 1.3, lon = 103.8 }
             if d.outcome == Outcome::Routed {
                 prop_assert!(d.regions.iter().all(|r| h[r].up));
             }
+        }
+
+        /// An ask's candidate filter holds: only candidates are returned, except the
+        /// `fallback:<region>` of an all-down decision.
+        #[test]
+        fn only_candidates_are_chosen(
+            t in any_topo(), h in any_health(), c in any_client(), r in any::<u64>(),
+            keep in proptest::collection::vec(any::<bool>(), 4),
+        ) {
+            let kept: Vec<&str> = names().into_iter().zip(&keep)
+                .filter(|(_, k)| **k).map(|(n, _)| n).collect();
+            let filter = |reg: &Region| kept.contains(&reg.name.as_str());
+            let ask = Ask { routing: &t.routing, candidate: &filter, candidates_are: "kept", explain: true };
+            let d = decide_for(&t, &ask, &h, &c, None, r);
+            if d.outcome != Outcome::Fallback {
+                prop_assert!(d.regions.iter().all(|x| kept.contains(&x.as_str())), "{:?}", d.explanation);
+            }
+            prop_assert!(d.explanation[0].starts_with("candidates (kept)"));
         }
 
         /// The same inputs give the same decision; failover follows `order` among up regions.

@@ -4,6 +4,9 @@
 //! - `GET /v1/status`: regions with health, weight, RTT and backends.
 //! - `PUT /v1/regions/{region}/weight` body `{"weight": 0..100}`; `POST /v1/regions/{region}/drain`.
 //! - `GET /v1/explain?ip=&method=&path=&token=&cookie=&zone=`: the routing decision for such a client.
+//! - `GET /v1/explain/dns?name=&type=&ip=&subnet=`: the GeoDNS answer a resolver at `ip`
+//!   (sending Client Subnet `subnet`, optional) gets for `name` (relative or absolute) and
+//!   `type` (default `A`), and why.
 //! - `GET /v1/views`: this edge's own region views (what other edges poll for the quorum).
 //! - `GET /metrics`: Prometheus text.
 
@@ -68,6 +71,7 @@ pub fn router(edge: Edge) -> Router {
         .route("/v1/regions/{region}/weight", put(weight))
         .route("/v1/regions/{region}/drain", post(drain))
         .route("/v1/explain", get(explain))
+        .route("/v1/explain/dns", get(explain_dns))
         .route("/metrics", get(|| async { metrics::render() }))
         .layer(middleware::from_fn_with_state(edge.clone(), auth))
         .with_state(edge)
@@ -205,4 +209,39 @@ async fn explain(State(edge): State<Edge>, Query(q): Query<ExplainQuery>) -> Res
         "explanation": d.explanation,
     }))
     .into_response()
+}
+
+#[derive(Deserialize)]
+struct ExplainDnsQuery {
+    name: String,
+    #[serde(rename = "type")]
+    qtype: Option<String>,
+    ip: IpAddr,
+    subnet: Option<String>,
+}
+
+async fn explain_dns(State(edge): State<Edge>, Query(q): Query<ExplainDnsQuery>) -> Response {
+    if edge.topology().dns.is_none() {
+        return err(
+            StatusCode::NOT_FOUND,
+            "no_dns",
+            "this topology has no [dns] section".to_string(),
+            "add a [dns] section (docs/config.md) to serve GeoDNS",
+        );
+    }
+    match edge.dns_authority().explain(
+        &edge,
+        &q.name,
+        q.qtype.as_deref(),
+        q.ip,
+        q.subnet.as_deref(),
+    ) {
+        Ok(e) => Json(e).into_response(),
+        Err(e) => err(
+            StatusCode::BAD_REQUEST,
+            "bad_question",
+            e.to_string(),
+            "name=www&type=A&ip=192.0.2.1&subnet=81.2.69.0/24",
+        ),
+    }
 }

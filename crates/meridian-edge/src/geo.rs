@@ -77,22 +77,31 @@ impl GeoIp {
     /// Where `ip` is, as far as the database knows; nothing when it does not know or the
     /// record is malformed.
     pub fn locate(&self, ip: IpAddr) -> Located {
-        let record = self
-            .reader
-            .lookup(ip)
-            .ok()
-            .and_then(|r| r.decode::<Record>().ok().flatten());
+        self.locate_network(ip).0
+    }
+
+    /// [`GeoIp::locate`], with the prefix length of the database network containing `ip`:
+    /// every address of that network is located alike (GeoDNS answers for all of them, the
+    /// ECS scope). The prefix is `None` when the lookup failed (e.g. an IPv6 address in an
+    /// IPv4-only database).
+    pub fn locate_network(&self, ip: IpAddr) -> (Located, Option<u8>) {
+        let Ok(found) = self.reader.lookup(ip) else {
+            return (Located::default(), None);
+        };
+        let prefix = found.network().ok().map(|n| n.prefix());
+        let record = found.decode::<Record>().ok().flatten();
         let Some(r) = record else {
-            return Located::default();
+            return (Located::default(), prefix);
         };
         let location = r.location.and_then(|l| match (l.latitude, l.longitude) {
             (Some(lat), Some(lon)) => Some(LatLon { lat, lon }),
             _ => None,
         });
-        Located {
+        let located = Located {
             country: r.country.and_then(|c| c.iso_code),
             continent: r.continent.and_then(|c| c.code),
             location,
-        }
+        };
+        (located, prefix)
     }
 }

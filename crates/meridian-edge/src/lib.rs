@@ -1,11 +1,13 @@
 //! Meridian's global front door (DESIGN §3): an HTTP reverse proxy in front of every region's
 //! app backends, with routing decided by `meridian-core`, active and passive health, request
-//! level failover under a retry budget, residency-safe routing, and a token-protected admin API.
+//! level failover under a retry budget, residency-safe routing, a token-protected admin API,
+//! and GeoDNS (`meridian-dns`) answering from the same health view.
 
 #![forbid(unsafe_code)]
 
 pub mod admin;
 pub mod clock;
+mod dns;
 mod error;
 pub mod geo;
 pub mod metrics;
@@ -24,6 +26,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
+pub use dns::serve_dns;
 pub use error::{Error, Origin, RetryClass};
 pub use proxy::{COOKIE, REGION_HEADER, REPLAY_HEADER, ZONE_HEADER};
 pub use state::{Edge, EdgeOptions, ProxyBody};

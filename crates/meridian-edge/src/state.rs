@@ -111,6 +111,7 @@ struct Inner {
     origin: tokio::time::Instant,
     client: Client<HttpConnector, ProxyBody>,
     peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
+    dns: Arc<meridian_dns::Authority>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -141,6 +142,7 @@ impl Edge {
                 origin: tokio::time::Instant::now(),
                 client,
                 peers: Mutex::new(BTreeMap::new()),
+                dns: Arc::new(meridian_dns::Authority::new()),
             }),
         })
     }
@@ -158,6 +160,12 @@ impl Edge {
     /// The options the edge was built with.
     pub fn options(&self) -> &EdgeOptions {
         &self.inner.opts
+    }
+
+    /// The GeoDNS authority of this edge (zone and state-aware TTL), shared by the DNS
+    /// listeners and the admin API's explain.
+    pub fn dns_authority(&self) -> &Arc<meridian_dns::Authority> {
+        &self.inner.dns
     }
 
     /// The current topology.

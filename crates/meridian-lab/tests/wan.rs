@@ -267,6 +267,11 @@ async fn bandwidth_cap_is_honoured_and_bytes_are_counted() {
     read_exact_within(&mut client, 12_345, ms(1000))
         .await
         .expect("reply arrives");
+    // A chunk is counted just after it is written, so the reader may see it first.
+    let deadline = Instant::now() + ms(2000);
+    while wan.bytes(B, A) < 12_345 && Instant::now() < deadline {
+        tokio::time::sleep(ms(5)).await;
+    }
     assert_eq!(wan.bytes(A, B), TOTAL as u64);
     assert_eq!(wan.bytes(B, A), 12_345);
     assert_eq!(wan.counters().len(), 2);

@@ -263,6 +263,22 @@ enum CtlCommand {
         #[arg(long)]
         token: Option<String>,
     },
+    /// Explain the GeoDNS answer a resolver gets (the edge's topology needs a [dns] section).
+    ///
+    /// Example: meridian ctl --admin http://127.0.0.1:9080 explain-dns api --ip 192.0.2.1 --subnet 81.2.69.0/24
+    ExplainDns {
+        /// The name asked, relative to the zone (`www`) or absolute (`www.example.test.`).
+        name: String,
+        /// The record type [default: A].
+        #[arg(long = "type")]
+        qtype: Option<String>,
+        /// The resolver's address.
+        #[arg(long)]
+        ip: std::net::IpAddr,
+        /// The EDNS Client Subnet the resolver sends (`addr/prefix`).
+        #[arg(long)]
+        subnet: Option<String>,
+    },
 }
 
 /// A failure that means "bad usage or bad config": exit code 2.
@@ -468,6 +484,25 @@ async fn serve_edge(edge: meridian_edge::Edge, config: PathBuf) -> anyhow::Resul
         .await
         .with_context(|| format!("binding {} (is another process listening there?)", me.admin))?;
     tracing::info!(edge = %me.name, "edge listening on http://{}, admin on http://{}", me.listen, me.admin);
+    let dns = match &topo.dns {
+        Some(d) => {
+            let busy = || format!("binding {} (is another process listening there?)", d.listen);
+            let udp = tokio::net::UdpSocket::bind(d.listen)
+                .await
+                .with_context(|| format!("dns udp: {}", busy()))?;
+            let tcp = tokio::net::TcpListener::bind(d.listen)
+                .await
+                .with_context(|| format!("dns tcp: {}", busy()))?;
+            tracing::info!(zone = %d.zone, "GeoDNS listening on {} (udp and tcp)", d.listen);
+            Some(tokio::spawn(meridian_edge::serve_dns(
+                edge.clone(),
+                udp,
+                tcp,
+                std::future::pending(),
+            )))
+        }
+        None => None,
+    };
     #[cfg(unix)]
     {
         let reloader = edge.clone();
@@ -489,7 +524,11 @@ async fn serve_edge(edge: meridian_edge::Edge, config: PathBuf) -> anyhow::Resul
     }
     #[cfg(not(unix))]
     let _ = config;
-    meridian_edge::serve(edge, listener, admin, shutdown_signal()).await?;
+    let served = meridian_edge::serve(edge, listener, admin, shutdown_signal()).await;
+    if let Some(dns) = dns {
+        dns.abort();
+    }
+    served?;
     tracing::info!("edge stopped");
     Ok(())
 }
@@ -521,6 +560,21 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
                 .map(|(k, v)| format!("{k}={}", url_encode(v)))
                 .collect();
             client.get(format!("{admin}/v1/explain?{}", q.join("&")))
+        }
+        CtlCommand::ExplainDns {
+            name,
+            qtype,
+            ip,
+            subnet,
+        } => {
+            let mut q = vec![("name", name.clone()), ("ip", ip.to_string())];
+            q.extend(qtype.clone().map(|t| ("type", t)));
+            q.extend(subnet.clone().map(|s| ("subnet", s)));
+            let q: Vec<String> = q
+                .iter()
+                .map(|(k, v)| format!("{k}={}", url_encode(v)))
+                .collect();
+            client.get(format!("{admin}/v1/explain/dns?{}", q.join("&")))
         }
     };
     let resp = auth(req)
@@ -590,6 +644,44 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
                 body["outcome"].as_str().unwrap_or("?"),
                 body["regions"]
             );
+        }
+        CtlCommand::ExplainDns { .. } => {
+            println!(
+                "{} {} from {}{}: located {} ({} {}, GeoIP network /{})",
+                body["name"].as_str().unwrap_or("?"),
+                body["qtype"].as_str().unwrap_or("?"),
+                body["resolver"].as_str().unwrap_or("?"),
+                body["subnet"]
+                    .as_str()
+                    .map_or(String::new(), |s| format!(" subnet {s}")),
+                body["located"].as_str().unwrap_or("-"),
+                body["country"].as_str().unwrap_or("?"),
+                body["continent"].as_str().unwrap_or("?"),
+                body["network_prefix"]
+                    .as_u64()
+                    .map_or("-".to_string(), |p| p.to_string()),
+            );
+            for p in body["policy"].as_array().map_or(&[][..], Vec::as_slice) {
+                for line in p["explanation"].as_array().map_or(&[][..], Vec::as_slice) {
+                    println!("- {}", line.as_str().unwrap_or(""));
+                }
+                println!(
+                    "  {} {}: {} {} ttl {} scope /{}",
+                    p["name"].as_str().unwrap_or("?"),
+                    p["rtype"].as_str().unwrap_or("?"),
+                    p["outcome"].as_str().unwrap_or("?"),
+                    p["regions"],
+                    p["ttl"],
+                    p["scope"]
+                );
+            }
+            println!("=> {}", body["rcode"].as_str().unwrap_or("?"));
+            for a in body["answers"].as_array().map_or(&[][..], Vec::as_slice) {
+                println!("   {}", a.as_str().unwrap_or(""));
+            }
+            for a in body["authority"].as_array().map_or(&[][..], Vec::as_slice) {
+                println!("   (authority) {}", a.as_str().unwrap_or(""));
+            }
         }
         CtlCommand::Weight { .. } | CtlCommand::Drain { .. } => {
             println!(

@@ -1,0 +1,71 @@
+//! Prometheus metrics of GeoDNS. Names are constants so code and dashboards cannot drift;
+//! labels are bounded: query types outside a fixed list count as `other`, never a name.
+
+/// Queries answered (or dropped as unanswerable: `rcode="dropped"`), by query type and rcode.
+pub const QUERIES: &str = "meridian_dns_queries_total";
+/// Policy answers, by region answered with (one count per region in the answer).
+pub const ANSWERS: &str = "meridian_dns_answers_total";
+/// Queries carrying an EDNS Client Subnet option.
+pub const ECS: &str = "meridian_dns_ecs_total";
+/// UDP answers truncated (TC set) because they exceeded the client's payload size.
+pub const TRUNCATED: &str = "meridian_dns_truncated_total";
+
+use hickory_proto::op::ResponseCode;
+use hickory_proto::rr::RecordType;
+
+use crate::answer::Trace;
+
+/// The `qtype` label: the type's name for common types, else `other`.
+pub fn qtype_label(t: Option<RecordType>) -> &'static str {
+    match t {
+        Some(RecordType::A) => "A",
+        Some(RecordType::AAAA) => "AAAA",
+        Some(RecordType::CNAME) => "CNAME",
+        Some(RecordType::TXT) => "TXT",
+        Some(RecordType::MX) => "MX",
+        Some(RecordType::NS) => "NS",
+        Some(RecordType::SOA) => "SOA",
+        Some(RecordType::ANY) => "ANY",
+        Some(RecordType::SRV) => "SRV",
+        Some(RecordType::HTTPS) => "HTTPS",
+        Some(RecordType::PTR) => "PTR",
+        None => "none",
+        Some(_) => "other",
+    }
+}
+
+/// The `rcode` label.
+pub fn rcode_label(r: ResponseCode) -> &'static str {
+    match r {
+        ResponseCode::NoError => "NOERROR",
+        ResponseCode::FormErr => "FORMERR",
+        ResponseCode::ServFail => "SERVFAIL",
+        ResponseCode::NXDomain => "NXDOMAIN",
+        ResponseCode::NotImp => "NOTIMP",
+        ResponseCode::Refused => "REFUSED",
+        ResponseCode::BADVERS => "BADVERS",
+        _ => "other",
+    }
+}
+
+/// Counts one answered query.
+pub fn record(trace: &Trace) {
+    metrics::counter!(QUERIES, "qtype" => qtype_label(trace.qtype), "rcode" => rcode_label(trace.rcode))
+        .increment(1);
+    if trace.ecs {
+        metrics::counter!(ECS).increment(1);
+    }
+    if trace.truncated {
+        metrics::counter!(TRUNCATED).increment(1);
+    }
+    for p in &trace.policy {
+        for r in &p.regions {
+            metrics::counter!(ANSWERS, "region" => r.clone()).increment(1);
+        }
+    }
+}
+
+/// Counts one packet that got no answer (shorter than a header, or a response).
+pub fn dropped() {
+    metrics::counter!(QUERIES, "qtype" => "none", "rcode" => "dropped").increment(1);
+}

@@ -1,0 +1,290 @@
+//! The authority over a backend: state-aware TTL through real health changes, zone rebuilds on
+//! a new topology, explain; and the UDP/TCP server on loopback sockets.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use meridian_core::config::{Topology, parse};
+use meridian_core::geodns::DnsClient;
+use meridian_core::routing::{HealthView, RegionView};
+use meridian_dns::{Authority, Backend, Transport};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOPO: &str = r#"
+[cluster]
+name = "t"
+[[region]]
+name = "us-east-1"
+node = "http://127.0.0.1:7601"
+app = ["http://127.0.0.1:8601"]
+addresses = ["192.0.2.10"]
+[[region]]
+name = "eu-west-1"
+node = "http://127.0.0.1:7602"
+app = ["http://127.0.0.1:8602"]
+addresses = ["192.0.2.20"]
+[routing]
+policy = "failover"
+order = ["us-east-1", "eu-west-1"]
+[dns]
+listen = "127.0.0.1:5353"
+zone = "example.test."
+ttl = "60s"
+nameservers = ["ns1.example.test."]
+[[dns.record]]
+name = "app"
+type = "A"
+policy = "failover"
+[[dns.record]]
+name = "www"
+type = "A"
+values = ["192.0.2.1"]
+"#;
+
+struct Fake {
+    topology: Mutex<Arc<Topology>>,
+    us_down: AtomicBool,
+    now_s: AtomicU64,
+}
+
+impl Fake {
+    fn new() -> Arc<Fake> {
+        Arc::new(Fake {
+            topology: Mutex::new(Arc::new(parse("t.toml", TOPO).unwrap())),
+            us_down: AtomicBool::new(false),
+            now_s: AtomicU64::new(0),
+        })
+    }
+}
+
+impl Backend for Fake {
+    fn topology(&self) -> Arc<Topology> {
+        self.topology.lock().unwrap().clone()
+    }
+
+    fn health_view(&self) -> HealthView {
+        let mut h = HealthView::new();
+        let up = !self.us_down.load(Ordering::SeqCst);
+        h.insert(
+            "us-east-1".into(),
+            RegionView {
+                up,
+                ..RegionView::default()
+            },
+        );
+        h.insert("eu-west-1".into(), RegionView::default());
+        h
+    }
+
+    fn locate(&self, _: IpAddr) -> DnsClient {
+        DnsClient::default()
+    }
+
+    fn now(&self) -> Duration {
+        Duration::from_secs(self.now_s.load(Ordering::SeqCst))
+    }
+
+    fn random(&self) -> u64 {
+        0
+    }
+}
+
+fn query(name: &str, t: RecordType) -> Vec<u8> {
+    let mut m = Message::new(7, MessageType::Query, OpCode::Query);
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
+    m.to_vec().unwrap()
+}
+
+fn ask(auth: &Authority, b: &Fake, name: &str) -> (Vec<String>, u32) {
+    let out = auth
+        .handle(
+            b,
+            &query(name, RecordType::A),
+            "127.0.0.1".parse().unwrap(),
+            Transport::Udp,
+        )
+        .unwrap();
+    let m = Message::from_vec(&out).unwrap();
+    let data = m.answers.iter().map(|r| r.data.to_string()).collect();
+    (data, m.answers.first().map_or(0, |r| r.ttl))
+}
+
+#[test]
+fn ttl_shrinks_near_transitions_and_recovers() {
+    let b = Fake::new();
+    let auth = Authority::new();
+    assert_eq!(
+        ask(&auth, &b, "app.example.test."),
+        (vec!["192.0.2.10".into()], 5),
+        "start"
+    );
+    assert_eq!(
+        ask(&auth, &b, "www.example.test.").1,
+        60,
+        "static: always configured"
+    );
+    b.now_s.store(31, Ordering::SeqCst);
+    assert_eq!(ask(&auth, &b, "app.example.test.").1, 60, "stable for 30 s");
+    b.us_down.store(true, Ordering::SeqCst);
+    b.now_s.store(40, Ordering::SeqCst);
+    assert_eq!(
+        ask(&auth, &b, "app.example.test."),
+        (vec!["192.0.2.20".into()], 5),
+        "down: gone from the answer, short TTL"
+    );
+    b.now_s.store(69, Ordering::SeqCst);
+    assert_eq!(ask(&auth, &b, "app.example.test.").1, 5);
+    b.now_s.store(70, Ordering::SeqCst);
+    assert_eq!(ask(&auth, &b, "app.example.test.").1, 60);
+    b.us_down.store(false, Ordering::SeqCst);
+    b.now_s.store(80, Ordering::SeqCst);
+    assert_eq!(
+        ask(&auth, &b, "app.example.test."),
+        (vec!["192.0.2.10".into()], 5),
+        "back"
+    );
+}
+
+#[test]
+fn a_new_topology_rebuilds_the_zone() {
+    let b = Fake::new();
+    let auth = Authority::new();
+    assert_eq!(ask(&auth, &b, "www.example.test.").0, ["192.0.2.1"]);
+    let text = TOPO.replace("values = [\"192.0.2.1\"]", "values = [\"192.0.2.9\"]");
+    *b.topology.lock().unwrap() = Arc::new(parse("t.toml", &text).unwrap());
+    assert_eq!(ask(&auth, &b, "www.example.test.").0, ["192.0.2.9"]);
+}
+
+#[test]
+fn explain_says_why() {
+    let b = Fake::new();
+    b.us_down.store(true, Ordering::SeqCst);
+    let auth = Authority::new();
+    let e = auth
+        .explain(
+            &*b,
+            "app",
+            Some("a"),
+            "203.0.113.5".parse().unwrap(),
+            Some("198.51.100.0/24"),
+        )
+        .unwrap();
+    assert_eq!(e.name, "app.example.test.");
+    assert_eq!((e.rcode, e.scope), ("NOERROR", Some(0)));
+    assert_eq!(e.answers.len(), 1);
+    assert!(e.answers[0].contains("192.0.2.20"), "{:?}", e.answers);
+    let p = &e.policy[0];
+    assert_eq!(
+        (p.regions.as_slice(), p.outcome),
+        (&["eu-west-1".to_string()][..], "routed")
+    );
+    assert!(
+        p.explanation
+            .iter()
+            .any(|l| l.contains("down, skipped: us-east-1")),
+        "{:?}",
+        p.explanation
+    );
+    assert_eq!(e.located, Some("198.51.100.0".parse().unwrap()));
+    let e = auth
+        .explain(
+            &*b,
+            "nope.example.test.",
+            None,
+            "203.0.113.5".parse().unwrap(),
+            None,
+        )
+        .unwrap();
+    assert_eq!(e.rcode, "NXDOMAIN");
+    assert!(
+        auth.explain(
+            &*b,
+            "app",
+            Some("BOGUS"),
+            "203.0.113.5".parse().unwrap(),
+            None
+        )
+        .is_err()
+    );
+    assert!(
+        auth.explain(
+            &*b,
+            "app",
+            None,
+            "203.0.113.5".parse().unwrap(),
+            Some("1.2.3.4/40")
+        )
+        .is_err()
+    );
+}
+
+#[tokio::test]
+async fn serves_udp_and_tcp_and_a_stalled_client_blocks_no_one() {
+    let b = Fake::new();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (ua, ta) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(meridian_dns::serve(
+        Arc::new(Authority::new()),
+        b.clone(),
+        udp,
+        tcp,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+
+    // A TCP client that sends half a length prefix and stalls.
+    let mut stalled = tokio::net::TcpStream::connect(ta).await.unwrap();
+    stalled.write_all(&[0]).await.unwrap();
+
+    let client = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    client.send_to(&[0xde, 0xad], ua).await.unwrap();
+    client
+        .send_to(&query("www.example.test.", RecordType::A), ua)
+        .await
+        .unwrap();
+    let mut buf = [0u8; 1500];
+    let (n, _) = tokio::time::timeout(Duration::from_secs(5), client.recv_from(&mut buf))
+        .await
+        .expect("udp answer")
+        .unwrap();
+    let m = Message::from_vec(&buf[..n]).unwrap();
+    assert_eq!(m.answers[0].data.to_string(), "192.0.2.1");
+
+    // Two pipelined queries on one TCP connection.
+    let mut s = tokio::net::TcpStream::connect(ta).await.unwrap();
+    let mut out = Vec::new();
+    for name in ["www.example.test.", "nope.example.test."] {
+        let q = query(name, RecordType::A);
+        out.extend_from_slice(&u16::try_from(q.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(&q);
+    }
+    s.write_all(&out).await.unwrap();
+    let mut codes = Vec::new();
+    for _ in 0..2 {
+        let mut len = [0u8; 2];
+        tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut len))
+            .await
+            .expect("tcp answer")
+            .unwrap();
+        let mut body = vec![0u8; usize::from(u16::from_be_bytes(len))];
+        s.read_exact(&mut body).await.unwrap();
+        codes.push(Message::from_vec(&body).unwrap().response_code);
+    }
+    assert_eq!(codes, [ResponseCode::NoError, ResponseCode::NXDomain]);
+
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops")
+        .unwrap();
+    drop(stalled);
+}
