@@ -429,6 +429,7 @@ mod tests {
             status: if outcome == Outcome::Ok { 200 } else { 502 },
             latency_ms,
             region: Some("us-east-1".into()),
+            entry: "us-east-1".into(),
             outcome,
         }
     }

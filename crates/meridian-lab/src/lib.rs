@@ -11,6 +11,7 @@ pub mod error;
 pub mod observe;
 pub mod progress;
 pub mod report;
+pub mod resolve;
 pub mod run;
 pub mod scenario;
 pub mod wan;

@@ -17,11 +17,14 @@ use crate::error::LabError;
 use crate::observe::{Observations, Observer, Targets};
 use crate::progress::Progress;
 use crate::report::model::{
-    CityInfo, Egress, EgressLink, Finding, LostWrite, RegionInfo, Report, Residency, Rpo, Totals,
+    CityInfo, DnsReport, Egress, EgressLink, EntryCount, Finding, LostWrite, RegionInfo, Report,
+    Residency, Rpo, Totals,
 };
 use crate::scenario::{Action, Scenario};
 use crate::wan::{Profile, profile};
-use crate::workload::{AckedWrite, Availability, CityPlan, Counters, Outcome, Workload};
+use crate::workload::{
+    AckedWrite, Availability, CityDns, CityPlan, Counters, Entry, Outcome, Workload,
+};
 use crate::world::{World, WorldSpec};
 
 /// How long the world may take to start.
@@ -80,6 +83,7 @@ pub async fn run(
         dir: opts.report_dir.join("world"),
         binary: opts.binary.clone(),
         capture_bytes: CAPTURE_BYTES,
+        dns: scenario.dns,
     };
     // Ports are reserved by binding port 0 and released for the children to bind; another
     // program may take one in between. A world whose child then fails to start is launched
@@ -280,6 +284,9 @@ pub async fn run(
         final_convergence_s,
         residency,
         egress: egress(&world, scenario),
+        dns: scenario
+            .dns
+            .then_some((recorded.dns_lookups, recorded.dns_failures)),
     });
     Ok(Finished { report, world })
 }
@@ -291,16 +298,17 @@ fn write_requests_csv(
     records: &[crate::workload::Record],
     plans: &[CityPlan],
 ) -> Result<(), LabError> {
-    let mut out = String::from("t_s,city,operation,status,latency_ms,region,outcome\n");
+    let mut out = String::from("t_s,city,operation,status,latency_ms,region,entry,outcome\n");
     for r in records {
         out.push_str(&format!(
-            "{:.3},{},{},{},{:.2},{},{}\n",
+            "{:.3},{},{},{},{:.2},{},{},{}\n",
             r.t_s,
             plans.get(r.city).map_or("?", |p| p.city.name),
             r.op.as_str(),
             r.status,
             r.latency_ms,
             r.region.as_deref().unwrap_or(""),
+            r.entry,
             match r.outcome {
                 Outcome::Ok => "ok",
                 Outcome::Error => "error",
@@ -353,7 +361,8 @@ fn pairs(regions: &[String]) -> Vec<(String, String)> {
     out
 }
 
-/// Each city enters by the edge nearest to it (edges stand at the regions).
+/// Each city enters by the edge nearest to it (edges stand at the regions), or with GeoDNS
+/// resolves the service at that edge's DNS and enters where the answer leads.
 fn city_plans(scenario: &Scenario, world: &World) -> Vec<CityPlan> {
     let places: Vec<(f64, f64)> = scenario
         .regions
@@ -365,12 +374,34 @@ fn city_plans(scenario: &Scenario, world: &World) -> Vec<CityPlan> {
         .filter_map(|c| {
             let (i, rtt) = cities::nearest(c, &places)?;
             let region = &scenario.regions[i];
+            let dns = world.dns_addr(region).map(|server| CityDns {
+                server,
+                name: crate::world::topology::DNS_NAME.to_string(),
+                zone_name: crate::world::topology::zone_dns_name(
+                    scenario.zone_of(region).unwrap_or(region),
+                ),
+                entries: scenario
+                    .regions
+                    .iter()
+                    .enumerate()
+                    .map(|(j, r)| {
+                        let km = profile::great_circle_km((c.lat, c.lon), places[j]);
+                        let entry = Entry {
+                            region: r.clone(),
+                            edge_url: world.edge_url(r),
+                            access_rtt: profile::model_rtt(km),
+                        };
+                        (crate::world::topology::region_address(j), entry)
+                    })
+                    .collect(),
+            });
             Some(CityPlan {
                 city: *c,
                 edge_region: region.clone(),
                 edge_url: world.edge_url(region),
                 access_rtt: rtt,
                 zone: scenario.zone_of(region).unwrap_or(region).to_string(),
+                dns,
             })
         })
         .collect()
@@ -587,6 +618,7 @@ struct Assembly<'a> {
     final_convergence_s: Option<f64>,
     residency: Residency,
     egress: Egress,
+    dns: Option<(u64, u64)>,
 }
 
 fn assemble(a: Assembly<'_>) -> Report {
@@ -685,6 +717,26 @@ fn assemble(a: Assembly<'_>) -> Report {
         lag: analysis::lag_series(a.obs, &windows),
         residency: a.residency,
         egress: a.egress,
+        dns: a.dns.map(|(lookups, failures)| {
+            let mut counts: BTreeMap<(String, String), u64> = BTreeMap::new();
+            for r in a.records {
+                *counts
+                    .entry((city_name(r.city), r.entry.clone()))
+                    .or_default() += 1;
+            }
+            DnsReport {
+                lookups,
+                failures,
+                entries: counts
+                    .into_iter()
+                    .map(|((city, region), requests)| EntryCount {
+                        city,
+                        region,
+                        requests,
+                    })
+                    .collect(),
+            }
+        }),
         passed: expectations.iter().all(|e| e.passed),
         expectations,
     }

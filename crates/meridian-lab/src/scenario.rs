@@ -10,6 +10,7 @@
 //! profile = "default"           # latency CSV, or the shared matrix / distance model
 //! jitter_ms = 1.0
 //! price_per_gb = 0.02
+//! dns = true                    # users resolve the service by the edges' GeoDNS
 //!
 //! [mix]                         # relative weights of the operations
 //! conversation_append = 30
@@ -249,6 +250,9 @@ pub struct Scenario {
     pub bandwidth: Option<u64>,
     /// Egress price, USD per GB.
     pub price_per_gb: f64,
+    /// Users resolve the service's name with GeoDNS (served by the edges) and enter by the
+    /// edge of the region it answers, instead of always by their nearest edge.
+    pub dns: bool,
     /// Relative weights of the operations (all positive, at least one).
     pub mix: Vec<(Operation, u32)>,
     /// The timeline, sorted by time.
@@ -276,6 +280,8 @@ struct RawScenario {
     bandwidth: Option<u64>,
     #[serde(default = "default_price")]
     price_per_gb: f64,
+    #[serde(default)]
+    dns: bool,
     #[serde(default)]
     mix: BTreeMap<String, u32>,
     #[serde(default)]
@@ -473,6 +479,7 @@ impl Scenario {
             jitter_ms: raw.jitter_ms,
             bandwidth: raw.bandwidth,
             price_per_gb: raw.price_per_gb,
+            dns: raw.dns,
             mix,
             timeline,
             expect: raw.expect,

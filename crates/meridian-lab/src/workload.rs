@@ -39,6 +39,32 @@ pub struct CityPlan {
     pub access_rtt: Duration,
     /// The residency zone of its users' profiles (the zone of the nearest region).
     pub zone: String,
+    /// With GeoDNS: where its users resolve the service and where each answer leads.
+    pub dns: Option<CityDns>,
+}
+
+/// How a city's users resolve the service with GeoDNS.
+#[derive(Debug, Clone)]
+pub struct CityDns {
+    /// The DNS listener of the city's nearest edge (anycast, as it were).
+    pub server: std::net::SocketAddr,
+    /// The name to resolve.
+    pub name: String,
+    /// The name pinned requests resolve: only the addresses of the city's zone.
+    pub zone_name: String,
+    /// Each address GeoDNS may answer, with the entry it leads to.
+    pub entries: BTreeMap<std::net::Ipv4Addr, Entry>,
+}
+
+/// An edge users may enter by.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    /// The region the edge stands in.
+    pub region: String,
+    /// Its URL.
+    pub edge_url: String,
+    /// The emulated round trip from the city to it.
+    pub access_rtt: Duration,
 }
 
 /// How a request ended.
@@ -89,6 +115,8 @@ pub struct Record {
     pub latency_ms: f64,
     /// Region that served it.
     pub region: Option<String>,
+    /// Region of the edge it entered by.
+    pub entry: String,
     /// Its outcome.
     pub outcome: Outcome,
 }
@@ -139,6 +167,10 @@ pub struct Recorded {
     pub records: Vec<Record>,
     /// Every acknowledged write.
     pub writes: Vec<AckedWrite>,
+    /// GeoDNS lookups made (cache misses).
+    pub dns_lookups: u64,
+    /// Of which failed (the user then entered by the nearest edge).
+    pub dns_failures: u64,
 }
 
 #[derive(Default)]
@@ -152,6 +184,11 @@ struct Shared {
     /// Per city: the newest `Meridian-Session` token its users got, sent with every request so
     /// reads after a failover still see the city's own writes.
     tokens: Mutex<Vec<Option<String>>>,
+    /// Per city, for the service name and the zone name: the address GeoDNS last answered and
+    /// until when it may be used (its TTL).
+    resolved: Mutex<Vec<[Option<(std::net::Ipv4Addr, Instant)>; 2]>>,
+    dns_lookups: AtomicU64,
+    dns_failures: AtomicU64,
 }
 
 /// The load: cities, mix, rate, and the zones for residency classification.
@@ -182,6 +219,7 @@ impl Workload {
             sessions: Mutex::new(vec![Vec::new(); self.cities.len()]),
             profiles: Mutex::new(vec![Vec::new(); self.cities.len()]),
             tokens: Mutex::new(vec![None; self.cities.len()]),
+            resolved: Mutex::new(vec![[None; 2]; self.cities.len()]),
             ..Shared::default()
         });
         let client = reqwest::Client::builder()
@@ -225,6 +263,7 @@ impl Workload {
                     status: 0,
                     latency_ms: 0.0,
                     region: None,
+                    entry: self.cities[city].edge_region.clone(),
                     outcome: Outcome::Error,
                 });
                 continue;
@@ -255,6 +294,8 @@ impl Workload {
         }
         while tasks.join_next().await.is_some() {}
         let mut recorded = std::mem::take(&mut *lock(&shared.recorded));
+        recorded.dns_lookups = shared.dns_lookups.load(Ordering::Relaxed);
+        recorded.dns_failures = shared.dns_failures.load(Ordering::Relaxed);
         recorded.records.sort_by(|a, b| a.t_s.total_cmp(&b.t_s));
         recorded
             .writes
@@ -424,12 +465,13 @@ impl Request {
 
     async fn send(&self, availability: &Availability, zone_regions: &[String]) -> Record {
         let call = self.call();
-        let half = self.plan.access_rtt / 2;
         let begun = Instant::now();
+        let entry = self.entry(call.pinned).await;
+        let half = entry.access_rtt / 2;
         tokio::time::sleep(half).await;
         let mut req = self.client.request(
             call.method.clone(),
-            format!("{}{}", self.plan.edge_url, call.path),
+            format!("{}{}", entry.edge_url, call.path),
         );
         for (k, v) in &call.headers {
             req = req.header(*k, v);
@@ -481,7 +523,53 @@ impl Request {
             status,
             latency_ms,
             region,
+            entry: entry.region,
             outcome,
+        }
+    }
+
+    /// The edge to enter by: the nearest, or with GeoDNS the one of the answered region
+    /// (resolved at the nearest edge's DNS, one access round trip, when the city's cached
+    /// answer has expired; on a failed lookup, the nearest). Pinned requests resolve their
+    /// zone's name.
+    async fn entry(&self, pinned: bool) -> Entry {
+        let nearest = Entry {
+            region: self.plan.edge_region.clone(),
+            edge_url: self.plan.edge_url.clone(),
+            access_rtt: self.plan.access_rtt,
+        };
+        let Some(dns) = &self.plan.dns else {
+            return nearest;
+        };
+        let slot = usize::from(pinned);
+        let name = if pinned { &dns.zone_name } else { &dns.name };
+        let cached = lock(&self.shared.resolved)[self.city][slot]
+            .filter(|(_, until)| *until > Instant::now())
+            .and_then(|(addr, _)| dns.entries.get(&addr).cloned());
+        if let Some(e) = cached {
+            return e;
+        }
+        self.shared.dns_lookups.fetch_add(1, Ordering::Relaxed);
+        tokio::time::sleep(self.plan.access_rtt).await;
+        let answer = crate::resolve::lookup_a(dns.server, name, self.seq as u16).await;
+        match answer {
+            Ok((addrs, ttl)) => {
+                if let Some((addr, e)) = addrs
+                    .iter()
+                    .find_map(|a| dns.entries.get(a).map(|e| (*a, e.clone())))
+                {
+                    lock(&self.shared.resolved)[self.city][slot] =
+                        Some((addr, Instant::now() + ttl));
+                    return e;
+                }
+                self.shared.dns_failures.fetch_add(1, Ordering::Relaxed);
+                nearest
+            }
+            Err(why) => {
+                tracing::debug!(city = self.plan.city.name, %why, "GeoDNS lookup failed");
+                self.shared.dns_failures.fetch_add(1, Ordering::Relaxed);
+                nearest
+            }
         }
     }
 

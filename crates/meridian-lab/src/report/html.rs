@@ -44,6 +44,7 @@ pub fn render(report: &Report) -> String {
     faults(&mut h, report);
     rpo(&mut h, report);
     lag_table(&mut h, report);
+    dns(&mut h, report);
     residency(&mut h, report);
     egress(&mut h, report);
     expectations(&mut h, report);
@@ -394,6 +395,32 @@ fn lag_table(h: &mut String, r: &Report) {
         &rows,
     );
     h.push_str("</section>\n");
+}
+
+fn dns(h: &mut String, r: &Report) {
+    let Some(d) = &r.dns else { return };
+    let _ = write!(
+        h,
+        r#"<section><h2>GeoDNS</h2><dl class="facts"><dt>lookups</dt><dd>{}</dd><dt>failed</dt><dd>{}</dd></dl>
+"#,
+        d.lookups, d.failures
+    );
+    let rows: Vec<_> = d
+        .entries
+        .iter()
+        .map(|e| {
+            (
+                String::new(),
+                vec![escape(&e.city), escape(&e.region), e.requests.to_string()],
+            )
+        })
+        .collect();
+    table(
+        h,
+        &["city", "entered by (region's edge)", "#requests"],
+        &rows,
+    );
+    h.push_str("</section>");
 }
 
 fn residency(h: &mut String, r: &Report) {

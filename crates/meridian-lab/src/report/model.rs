@@ -45,6 +45,9 @@ pub struct Report {
     pub residency: Residency,
     /// Inter-region bytes and their estimated cost.
     pub egress: Egress,
+    /// How users resolved the service, when the world served GeoDNS.
+    #[serde(default)]
+    pub dns: Option<DnsReport>,
     /// Each expectation of the scenario, checked.
     pub expectations: Vec<ExpectationResult>,
     /// True when every expectation passed (the exit code of `meridian lab run` follows it).
@@ -255,6 +258,28 @@ pub struct EgressLink {
     pub bytes: u64,
     /// Estimated cost, USD.
     pub cost_usd: f64,
+}
+
+/// GeoDNS as the users saw it: lookups, and which edge each city entered by.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct DnsReport {
+    /// Lookups made (answers are cached for their TTL).
+    pub lookups: u64,
+    /// Lookups that failed (the user entered by the nearest edge).
+    pub failures: u64,
+    /// Requests per city and entry region.
+    pub entries: Vec<EntryCount>,
+}
+
+/// Requests of one city that entered by one region's edge.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EntryCount {
+    /// The city.
+    pub city: String,
+    /// The region whose edge they entered by.
+    pub region: String,
+    /// How many.
+    pub requests: u64,
 }
 
 /// One expectation of the scenario, checked against the run.

@@ -78,6 +78,10 @@ pub fn render_with(report: &Report, color: bool) -> String {
         &head,
         &r.by_region.iter().map(latency_cells).collect::<Vec<_>>(),
     ));
+    if let Some(d) = &r.dns {
+        o.push('\n');
+        o.push_str(&dns_summary(d));
+    }
 
     let rows: Vec<_> = r
         .faults
@@ -259,6 +263,31 @@ fn latency_cells(row: &LatencyRow) -> Vec<String> {
 
 /// Aligned columns separated by two spaces: `head` names them (a leading `#` right-aligns a
 /// column), widths count characters, not bytes; an empty table gets a `—` row.
+/// One line: lookups, and for each city the regions its users entered by (most used first).
+fn dns_summary(d: &crate::report::model::DnsReport) -> String {
+    let mut by_city: Vec<(&str, Vec<(&str, u64)>)> = Vec::new();
+    for e in &d.entries {
+        match by_city.iter_mut().find(|(c, _)| *c == e.city) {
+            Some((_, v)) => v.push((&e.region, e.requests)),
+            None => by_city.push((&e.city, vec![(&e.region, e.requests)])),
+        }
+    }
+    let cities: Vec<String> = by_city
+        .into_iter()
+        .map(|(city, mut v)| {
+            v.sort_by(|a, b| b.1.cmp(&a.1));
+            let parts: Vec<String> = v.iter().map(|(r, n)| format!("{r} {n}")).collect();
+            format!("{city}: {}", parts.join(", "))
+        })
+        .collect();
+    format!(
+        "GeoDNS: {} lookups, {} failed · entered by {}\n",
+        d.lookups,
+        d.failures,
+        cities.join(" · ")
+    )
+}
+
 fn table(head: &[&str], rows: &[Vec<String>]) -> String {
     let names: Vec<&str> = head
         .iter()

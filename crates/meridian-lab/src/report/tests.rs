@@ -111,6 +111,7 @@ fn small() -> Report {
             total_cost_usd: 0.00003,
             monthly_cost_usd: 15.5,
         },
+        dns: None,
         expectations: vec![ExpectationResult {
             name: "sync_writes_lost".into(),
             expected: "= 0".into(),

@@ -43,6 +43,8 @@ pub struct WorldSpec {
     pub binary: PathBuf,
     /// Bytes of inter-region traffic to keep for the residency audit (0: none).
     pub capture_bytes: u64,
+    /// Serve GeoDNS: every edge answers the zone [`topology::DNS_ZONE`] on its own listener.
+    pub dns: bool,
 }
 
 /// A running world.
@@ -127,10 +129,20 @@ impl World {
             };
             regions.push((r.clone(), addrs));
         }
+        let dns = if spec.dns {
+            let mut m = BTreeMap::new();
+            for (r, _) in &regions {
+                m.insert(r.clone(), free_addr()?);
+            }
+            Some(m)
+        } else {
+            None
+        };
         let layout = WorldLayout {
             regions,
             zones: spec.zones.clone(),
             secret_file: "cluster.secret".into(),
+            dns,
         };
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut relays = Vec::new();
@@ -474,6 +486,11 @@ impl World {
     /// URL of the edge placed in `region` (where users enter).
     pub fn edge_url(&self, region: &str) -> String {
         format!("http://{}", self.addrs(region).edge)
+    }
+
+    /// Where the DNS of the edge placed in `region` listens, when the world serves GeoDNS.
+    pub fn dns_addr(&self, region: &str) -> Option<SocketAddr> {
+        self.layout.dns.as_ref()?.get(region).copied()
     }
 
     /// URL of the admin API of the edge placed in `region`.

@@ -59,6 +59,26 @@ pub struct WorldLayout {
     pub zones: BTreeMap<String, Vec<String>>,
     /// The secret file's name, relative to the topology file.
     pub secret_file: String,
+    /// With GeoDNS: where the DNS listener of the edge placed in each region listens.
+    pub dns: Option<BTreeMap<String, SocketAddr>>,
+}
+
+/// The zone the world's GeoDNS serves.
+pub const DNS_ZONE: &str = "lab.test.";
+/// The policy name users resolve: the region (by its address) the edge's latency policy picks.
+pub const DNS_NAME: &str = "app.lab.test.";
+
+/// The name users of a residency zone resolve for pinned requests: the addresses of the zone's
+/// regions only, so a pinned request never enters by an edge outside its zone (a latency
+/// answer during the zone's outage would send it through another jurisdiction's edge).
+pub fn zone_dns_name(zone: &str) -> String {
+    format!("{zone}.{DNS_NAME}")
+}
+
+/// The address GeoDNS answers for the `i`-th region: `127.0.1.<i + 1>`, standing for that
+/// region's edge (the lab maps it back).
+pub fn region_address(i: usize) -> std::net::Ipv4Addr {
+    std::net::Ipv4Addr::new(127, 0, 1, u8::try_from(i + 1).unwrap_or(u8::MAX))
 }
 
 /// The name of the edge placed in `region`.
@@ -97,7 +117,8 @@ impl WorldLayout {
             let list: Vec<String> = members.iter().map(|m| format!("\"{m}\"")).collect();
             let _ = writeln!(t, "\"{zone}\" = [{}]", list.join(", "));
         }
-        for (name, a) in &self.regions {
+        let dns_listen = edge_region.and_then(|e| self.dns.as_ref()?.get(e));
+        for (i, (name, a)) in self.regions.iter().enumerate() {
             let (lat, lon) = profile::coordinates(name).unwrap_or((0.0, 0.0));
             let app = match (edge_region, via.get(name)) {
                 (Some(e), Some((app_relay, _))) if e != name => *app_relay,
@@ -108,6 +129,9 @@ impl WorldLayout {
                 "\n[[region]]\nname = \"{name}\"\nlocation = {{ lat = {lat}, lon = {lon} }}\nnode = \"http://{}\"\napp = [\"http://{app}\"]",
                 a.node
             );
+            if dns_listen.is_some() {
+                let _ = writeln!(t, "addresses = [\"{}\"]", region_address(i));
+            }
         }
         t.push_str(
             "\n[routing]\npolicy = \"latency\"\nwrites = \"any\"\nall_down = \"fail-closed\"\nsticky = false\n",
@@ -128,6 +152,26 @@ impl WorldLayout {
         t.push_str(
             "\n[health]\npath = \"/health/ready\"\ninterval = \"500ms\"\ntimeout = \"400ms\"\ndown_after = 2\nup_after = 3\n",
         );
+        if let Some(listen) = dns_listen {
+            let _ = writeln!(
+                t,
+                "\n[dns]\nlisten = \"{listen}\"\nzone = \"{DNS_ZONE}\"\nttl = \"5s\"\nnameservers = [\"ns1.{DNS_ZONE}\"]\n\n[[dns.record]]\nname = \"ns1\"\ntype = \"A\"\nvalues = [\"127.0.0.1\"]\n\n[[dns.record]]\nname = \"app\"\ntype = \"A\"\npolicy = \"latency\""
+            );
+            for (zone, members) in &self.zones {
+                let addrs: Vec<String> = self
+                    .regions
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, (r, _))| members.contains(r))
+                    .map(|(i, _)| format!("\"{}\"", region_address(i)))
+                    .collect();
+                let _ = writeln!(
+                    t,
+                    "\n[[dns.record]]\nname = \"{zone}.app\"\ntype = \"A\"\nvalues = [{}]",
+                    addrs.join(", ")
+                );
+            }
+        }
         t.push_str(KEYSPACES);
         t
     }
@@ -164,6 +208,7 @@ mod tests {
             .into_iter()
             .collect(),
             secret_file: "cluster.secret".into(),
+            dns: None,
         }
     }
 
@@ -192,5 +237,34 @@ mod tests {
         );
         assert!(text.contains("admin = \"127.0.0.1:9002\""), "{text}");
         assert!(text.contains("admin = \"127.0.0.1:7003\""), "{text}");
+        assert!(t.dns.is_none());
+    }
+
+    #[test]
+    fn with_dns_each_edge_serves_the_zone_on_its_own_listener() {
+        let mut l = layout();
+        let dns = |p: u16| SocketAddr::from(([127, 0, 0, 1], p));
+        l.dns = Some(
+            [
+                ("us-east-1".to_string(), dns(5301)),
+                ("eu-west-1".to_string(), dns(5302)),
+            ]
+            .into_iter()
+            .collect(),
+        );
+        let text = l.edge_topology("eu-west-1", &BTreeMap::new());
+        let t = meridian_core::config::parse("edge.toml", &text).expect("valid");
+        let d = t.dns.as_ref().expect("[dns]");
+        assert_eq!(d.listen, dns(5302));
+        assert_eq!(
+            t.region("us-east-1").expect("us").addresses,
+            vec![std::net::IpAddr::V4(region_address(0))]
+        );
+        assert_eq!(
+            t.region("eu-west-1").expect("eu").addresses,
+            vec![std::net::IpAddr::V4(region_address(1))]
+        );
+        let nodes = meridian_core::config::parse("node.toml", &l.node_topology()).expect("valid");
+        assert!(nodes.dns.is_none(), "nodes serve no DNS");
     }
 }

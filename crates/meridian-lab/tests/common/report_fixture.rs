@@ -272,6 +272,22 @@ pub fn sample() -> Report {
             total_cost_usd,
             monthly_cost_usd: total_cost_usd * 30.0 * 86_400.0 / 60.0,
         },
+        dns: Some(DnsReport {
+            lookups: 412,
+            failures: 1,
+            entries: vec![
+                EntryCount {
+                    city: "London".into(),
+                    region: "eu-west-1".into(),
+                    requests: 700,
+                },
+                EntryCount {
+                    city: "London".into(),
+                    region: "us-east-1".into(),
+                    requests: 120,
+                },
+            ],
+        }),
         expectations: vec![
             expect("sync_writes_lost", "= 0", "0"),
             expect("async_writes_lost", "≤ 5", "1"),
