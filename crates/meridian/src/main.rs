@@ -132,8 +132,8 @@ enum Command {
         #[arg(long, value_name = "FILE")]
         token_public_key: Option<PathBuf>,
         /// Worker threads of the edge's async runtime. Default: one per CPU core. Fewer
-        /// workers spend less CPU per request on hand-offs between threads; on a machine
-        /// shared with the app, give the edge the cores it may use.
+        /// workers spend less CPU per request on hand-offs between threads (1 runs everything
+        /// on one thread); on a machine shared with the app, give the edge the cores it may use.
         #[arg(long, value_name = "N")]
         threads: Option<std::num::NonZeroUsize>,
     },
@@ -390,10 +390,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             opts.seed = random_seed();
             let e = meridian_edge::Edge::new(topology, opts)
                 .map_err(|e| BadConfig(format!("{}: {e}", config.display())))?;
-            let mut runtime = tokio::runtime::Builder::new_multi_thread();
-            if let Some(n) = threads {
-                runtime.worker_threads(n.get());
-            }
+            // One thread runs everything on the calling thread: no hand-offs between threads.
+            let mut runtime = match threads.map(std::num::NonZeroUsize::get) {
+                Some(1) => tokio::runtime::Builder::new_current_thread(),
+                Some(n) => {
+                    let mut b = tokio::runtime::Builder::new_multi_thread();
+                    b.worker_threads(n);
+                    b
+                }
+                None => tokio::runtime::Builder::new_multi_thread(),
+            };
             let runtime = runtime
                 .enable_all()
                 .build()
