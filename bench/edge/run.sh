@@ -3,6 +3,7 @@
 # wrk -t2 -c64 against nginx directly, haproxy -> nginx, nginx -> nginx and meridian edge ->
 # nginx (same upstream, same configs as the harness), then direct and meridian paced to 70 % of
 # meridian's peak for the added p99. CPU seconds of each proxy (and of the upstream) per run.
+# WORKERS is nginx's worker_processes, haproxy's nbthread and the edge's --threads alike.
 # Usage: bash bench/edge/run.sh [SECONDS=10] [WORKERS=1]
 # Needs (installed here if missing, as root): wrk nginx haproxy.
 set -euo pipefail
@@ -35,7 +36,8 @@ trap cleanup EXIT
 nginx -p "$RUN/up" -c "$RUN/up/nginx.conf" -g 'daemon off;' 2>>"$RUN/up.err" & UP=$!; PIDS+=("$UP")
 nginx -p "$RUN/px" -c "$RUN/px/nginx.conf" -g 'daemon off;' 2>>"$RUN/px.err" & NPX=$!; PIDS+=("$NPX")
 haproxy -db -f "$RUN/haproxy.cfg" 2>>"$RUN/hap.err" & HAP=$!; PIDS+=("$HAP")
-MERIDIAN_LOG=warn "$BIN" edge --config "$HERE/topology.toml" --edge bench 2>>"$RUN/edge.err" &
+MERIDIAN_LOG=warn "$BIN" edge --config "$HERE/topology.toml" --edge bench --threads "$W" \
+  2>>"$RUN/edge.err" &
 EDGE=$!; PIDS+=("$EDGE")
 for port in 18081 18082 18083 18084; do
   for _ in $(seq 1 100); do curl -fsS "http://127.0.0.1:$port/" >/dev/null 2>&1 && break; sleep 0.1; done

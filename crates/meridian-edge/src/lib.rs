@@ -82,11 +82,12 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
+        let conn = std::sync::Arc::new(proxy::Conn::new(peer, tls.is_some()));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
-                let svc = service_fn(move |req| proxy::handle(edge.clone(), peer, false, req));
+                let svc = service_fn(move |req| proxy::handle(edge.clone(), conn.clone(), req));
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)
                     .into_owned();
@@ -110,7 +111,7 @@ pub async fn serve(
                             }
                             Err(_) => return,
                         };
-                    let svc = service_fn(move |req| proxy::handle(edge.clone(), peer, true, req));
+                    let svc = service_fn(move |req| proxy::handle(edge.clone(), conn.clone(), req));
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "client connection ended with an error");

@@ -1,6 +1,11 @@
 //! Prometheus metrics of the edge. Names are constants so code and dashboards cannot drift;
 //! labels are bounded (region, status class, transition) — never a path or a client.
 
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use ::metrics::{Counter, Histogram};
+
 /// Requests answered, by serving region (`none` when no region could serve) and status class.
 pub const REQUESTS: &str = "meridian_edge_requests_total";
 /// Request latency from accept to response head, by serving region.
@@ -32,11 +37,78 @@ pub use ::metrics::{counter, gauge, histogram};
 
 /// `1xx`, `2xx`, `3xx`, `4xx` or `5xx`.
 pub fn status_class(status: u16) -> &'static str {
+    STATUS_CLASSES[status_index(status)]
+}
+
+/// The status classes of [`status_class`], indexed by [`status_index`].
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
+fn status_index(status: u16) -> usize {
     match status {
-        0..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
+        0..=199 => 0,
+        200..=299 => 1,
+        300..=399 => 2,
+        400..=499 => 3,
+        _ => 4,
+    }
+}
+
+/// The per-request metric handles of one serving region (or `none`). Each series is
+/// registered on its first use and its handle kept, so the hot path formats and hashes no
+/// labels, and the exposition shows only series that happened.
+#[derive(Debug)]
+pub(crate) struct RegionMetrics {
+    region: String,
+    requests: [OnceLock<Counter>; 5],
+    duration: OnceLock<Histogram>,
+    failovers: OnceLock<Counter>,
+    retries: OnceLock<Counter>,
+    replays: OnceLock<Counter>,
+}
+
+impl RegionMetrics {
+    pub(crate) fn new(region: &str) -> Self {
+        RegionMetrics {
+            region: region.to_string(),
+            requests: Default::default(),
+            duration: OnceLock::new(),
+            failovers: OnceLock::new(),
+            retries: OnceLock::new(),
+            replays: OnceLock::new(),
+        }
+    }
+
+    /// One answered request: [`REQUESTS`] by status class and [`DURATION`].
+    pub(crate) fn request(&self, status: u16, elapsed: Duration) {
+        let i = status_index(status);
+        self.requests[i]
+            .get_or_init(|| {
+                counter!(REQUESTS, "region" => self.region.clone(), "status" => STATUS_CLASSES[i])
+            })
+            .increment(1);
+        self.duration
+            .get_or_init(|| histogram!(DURATION, "region" => self.region.clone()))
+            .record(elapsed.as_secs_f64());
+    }
+
+    /// A request served here instead of the decision's first choice ([`FAILOVERS`]).
+    pub(crate) fn failover(&self) {
+        self.failovers
+            .get_or_init(|| counter!(FAILOVERS, "region" => self.region.clone()))
+            .increment(1);
+    }
+
+    /// An attempt sent here after a failed one ([`RETRIES`]).
+    pub(crate) fn retry(&self) {
+        self.retries
+            .get_or_init(|| counter!(RETRIES, "region" => self.region.clone()))
+            .increment(1);
+    }
+
+    /// A request replayed here on the app's answer ([`REPLAYS`]).
+    pub(crate) fn replay(&self) {
+        self.replays
+            .get_or_init(|| counter!(REPLAYS, "region" => self.region.clone()))
+            .increment(1);
     }
 }

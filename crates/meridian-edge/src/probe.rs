@@ -54,7 +54,7 @@ pub(crate) async fn run(edge: Edge) {
 
 async fn probe(edge: Edge, b: Arc<Backend>) {
     let h = edge.topology().health.clone();
-    let uri = format!("{}{}", b.base, h.path);
+    let uri = format!("http://{}{}", b.authority, h.path);
     let Ok(req) = Request::get(uri)
         .header(header::USER_AGENT, "meridian-edge-probe")
         .body(full(bytes::Bytes::new()))

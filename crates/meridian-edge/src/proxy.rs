@@ -3,11 +3,13 @@
 
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::{Request, Response, StatusCode};
+use http::uri::{PathAndQuery, Scheme};
+use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use meridian_core::health::Event;
@@ -25,33 +27,100 @@ pub const ZONE_HEADER: &str = "meridian-zone";
 /// App response header asking the edge to replay the request in another region.
 pub const REPLAY_HEADER: &str = "meridian-replay";
 
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+const REGION: HeaderName = HeaderName::from_static(REGION_HEADER);
+const ZONE: HeaderName = HeaderName::from_static(ZONE_HEADER);
+const REPLAY: HeaderName = HeaderName::from_static(REPLAY_HEADER);
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
 ];
+
+/// What the proxy knows of one client connection, computed once when it is accepted so its
+/// requests format none of it.
+#[derive(Debug)]
+pub(crate) struct Conn {
+    peer: SocketAddr,
+    tls: bool,
+    /// The peer's address as text.
+    peer_text: String,
+    /// This hop's `Forwarded` element: `for=<peer>;proto=<http|https>`.
+    forwarded_text: String,
+    /// `X-Forwarded-For` naming only the peer.
+    xff: HeaderValue,
+    /// `Forwarded` with only this hop's element.
+    forwarded: HeaderValue,
+}
+
+impl Conn {
+    /// A connection from `peer`, over TLS when `tls`.
+    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Conn {
+        let peer_text = peer.ip().to_string();
+        let for_node = if peer.is_ipv6() {
+            format!("\"[{peer_text}]\"")
+        } else {
+            peer_text.clone()
+        };
+        let forwarded_text = format!("for={for_node};proto={}", proto(tls));
+        Conn {
+            peer,
+            tls,
+            xff: HeaderValue::from_str(&peer_text)
+                .expect("invariant: an IP address's text is a valid header value"),
+            forwarded: HeaderValue::from_str(&forwarded_text)
+                .expect("invariant: `for=<IP>;proto=<scheme>` is a valid header value"),
+            peer_text,
+            forwarded_text,
+        }
+    }
+}
+
+fn text(h: &HeaderMap, name: HeaderName) -> Option<&str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn proto(tls: bool) -> &'static str {
+    if tls { "https" } else { "http" }
+}
+
+/// The sticky cookie naming `region`, as set over plain HTTP and over TLS (`Secure`); `None`
+/// when the name cannot be a header value.
+pub(crate) fn sticky_cookies(region: &str) -> Option<[HeaderValue; 2]> {
+    let plain = format!("{COOKIE}={region}; Path=/; HttpOnly; SameSite=Lax");
+    let secure = format!("{plain}; Secure");
+    Some([
+        HeaderValue::from_str(&plain).ok()?,
+        HeaderValue::from_str(&secure).ok()?,
+    ])
+}
 
 pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    let listed: Vec<HeaderName> = h
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for n in listed {
-        h.remove(n);
+    if h.contains_key(header::CONNECTION) {
+        let listed: Vec<HeaderName> = h
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+            .collect();
+        for n in listed {
+            h.remove(n);
+        }
     }
-    for n in HOP_BY_HOP {
+    for n in &HOP_BY_HOP {
         h.remove(n);
     }
 }
@@ -62,7 +131,7 @@ pub(crate) fn client_ip(routes: &Routes, peer: IpAddr, headers: &HeaderMap) -> I
         return peer;
     }
     let hops: Vec<IpAddr> = headers
-        .get_all("x-forwarded-for")
+        .get_all(X_FORWARDED_FOR)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -102,7 +171,7 @@ pub(crate) fn facts(
     let mut f = ClientFacts {
         ip: Some(ip),
         method: method.to_ascii_uppercase(),
-        idempotency_key: headers.contains_key("idempotency-key"),
+        idempotency_key: headers.contains_key(IDEMPOTENCY_KEY),
         cookie_region: cookie_region(headers),
         ..Default::default()
     };
@@ -134,7 +203,7 @@ pub(crate) fn facts(
     }
     if f.zone.is_none() && Edge::trusted(routes, peer) {
         f.zone = headers
-            .get(ZONE_HEADER)
+            .get(ZONE)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
@@ -153,7 +222,7 @@ fn json_error(status: StatusCode, code: &str, message: &str, hint: &str) -> Resp
 }
 
 fn replay_target(h: &HeaderMap) -> Option<String> {
-    let v = h.get(REPLAY_HEADER)?.to_str().ok()?;
+    let v = h.get(REPLAY)?.to_str().ok()?;
     v.split(';')
         .find_map(|p| p.trim().strip_prefix("region="))
         .map(|r| r.trim().to_string())
@@ -162,8 +231,7 @@ fn replay_target(h: &HeaderMap) -> Option<String> {
 /// Serves one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
     edge: Edge,
-    peer: SocketAddr,
-    tls: bool,
+    conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
@@ -171,7 +239,7 @@ pub(crate) async fn handle(
     let facts = facts(
         &edge,
         &routes,
-        peer.ip(),
+        conn.peer.ip(),
         req.method().as_str(),
         req.headers(),
     );
@@ -182,29 +250,31 @@ pub(crate) async fn handle(
     if decision.outcome == Outcome::FailClosed {
         decision = routing::decide(&routes.topology, &health, &facts, location, random);
     }
-    let (region, resp) = forward(&edge, &routes, peer, tls, &facts, &decision, req).await;
-    let mut resp = resp;
-    let label = region.clone().unwrap_or_else(|| "none".to_string());
-    if let Some(r) = &region {
-        if let Ok(v) = HeaderValue::from_str(r) {
-            resp.headers_mut().insert(REGION_HEADER, v);
-        }
-        if routes.topology.routing.sticky && facts.cookie_region.as_deref() != Some(r.as_str()) {
-            let secure = if tls { "; Secure" } else { "" };
-            let c = format!("{COOKIE}={r}; Path=/; HttpOnly; SameSite=Lax{secure}");
-            if let Ok(v) = HeaderValue::from_str(&c) {
+    let (region, mut resp) = forward(&edge, &routes, &conn, &facts, &decision, req).await;
+    // `forward` names only regions it picked a backend in, so each has a `RegionState`.
+    let served = region
+        .as_deref()
+        .and_then(|r| Some((r, routes.regions.get(r)?)));
+    let metrics = match served {
+        Some((r, state)) => {
+            if let Some(v) = &state.region_header {
+                resp.headers_mut().insert(REGION, v.clone());
+            }
+            if routes.topology.routing.sticky
+                && facts.cookie_region.as_deref() != Some(r)
+                && let Some(cookies) = &state.cookie
+            {
+                let v = cookies[usize::from(conn.tls)].clone();
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
+            if decision.regions.first().map(String::as_str) != Some(r) {
+                state.metrics.failover();
+            }
+            &state.metrics
         }
-        if decision.regions.first() != Some(r) {
-            metrics::counter!(metrics::FAILOVERS, "region" => r.clone()).increment(1);
-        }
-    }
-    metrics::counter!(metrics::REQUESTS, "region" => label.clone(),
-        "status" => metrics::status_class(resp.status().as_u16()))
-    .increment(1);
-    metrics::histogram!(metrics::DURATION, "region" => label)
-        .record(started.elapsed().as_secs_f64());
+        None => edge.unserved_metrics(),
+    };
+    metrics.request(resp.status().as_u16(), started.elapsed());
     Ok(resp)
 }
 
@@ -217,8 +287,7 @@ enum Body {
 async fn forward(
     edge: &Edge,
     routes: &Routes,
-    peer: SocketAddr,
-    tls: bool,
+    conn: &Conn,
     facts: &ClientFacts,
     decision: &Decision,
     req: Request<Incoming>,
@@ -264,51 +333,37 @@ async fn forward(
     };
 
     strip_hop_by_hop(&mut parts.headers);
-    let peer_trusted = Edge::trusted(routes, peer.ip());
-    let peer_s = peer.ip().to_string();
-    let xff = match parts
-        .headers
-        .get("x-forwarded-for")
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) if peer_trusted => format!("{prev}, {peer_s}"),
-        _ => peer_s.clone(),
-    };
-    let for_node = if peer.is_ipv6() {
-        format!("\"[{peer_s}]\"")
-    } else {
-        peer_s.clone()
-    };
-    let proto = if tls { "https" } else { "http" };
-    let fwd = match parts
-        .headers
-        .get(header::FORWARDED)
-        .and_then(|v| v.to_str().ok())
-    {
-        Some(prev) if peer_trusted => format!("{prev}, for={for_node};proto={proto}"),
-        _ => format!("for={for_node};proto={proto}"),
-    };
     let h = &mut parts.headers;
-    for (k, v) in [
-        ("x-forwarded-for", xff),
-        ("forwarded", fwd),
-        ("x-forwarded-proto", proto.to_string()),
-    ] {
-        if let Ok(v) = HeaderValue::from_str(&v) {
-            h.insert(k, v);
+    if Edge::trusted(routes, conn.peer.ip()) {
+        // Behind a trusted proxy: append this hop to what it forwarded.
+        let xff = text(h, X_FORWARDED_FOR).map(|p| format!("{p}, {}", conn.peer_text));
+        let fwd = text(h, header::FORWARDED).map(|p| format!("{p}, {}", conn.forwarded_text));
+        for (k, v, own) in [
+            (X_FORWARDED_FOR, xff, &conn.xff),
+            (header::FORWARDED, fwd, &conn.forwarded),
+        ] {
+            match v.map(HeaderValue::try_from) {
+                Some(Ok(v)) => h.insert(k, v),
+                Some(Err(_)) => None,
+                None => h.insert(k, own.clone()),
+            };
         }
+    } else {
+        h.insert(X_FORWARDED_FOR, conn.xff.clone());
+        h.insert(header::FORWARDED, conn.forwarded.clone());
     }
-    h.remove(ZONE_HEADER);
+    h.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto(conn.tls)));
+    h.remove(ZONE);
     if let Some(z) = &facts.zone
         && let Ok(v) = HeaderValue::from_str(z)
     {
-        h.insert(ZONE_HEADER, v);
+        h.insert(ZONE, v);
     }
     let path = parts
         .uri
         .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_string();
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
     // HTTP/2 clients name the host in the URI's authority; backends get HTTP/1.1 with `Host`.
     if !parts.headers.contains_key(header::HOST)
         && let Some(v) = parts
@@ -337,7 +392,9 @@ async fn forward(
                 metrics::counter!(metrics::BUDGET_EXHAUSTED).increment(1);
                 break;
             }
-            metrics::counter!(metrics::RETRIES, "region" => region.clone()).increment(1);
+            if let Some(r) = routes.regions.get(&region) {
+                r.metrics.retry();
+            }
         }
         let out_body = match &mut body {
             Body::Buffered(b) => full(b.clone()),
@@ -347,7 +404,11 @@ async fn forward(
             },
         };
         let mut out = Request::from_parts(parts.clone(), out_body);
-        match format!("{}{}", backend.base, path).parse() {
+        let mut uri = http::uri::Parts::default();
+        uri.scheme = Some(Scheme::HTTP);
+        uri.authority = Some(backend.authority.clone());
+        uri.path_and_query = Some(path.clone());
+        match Uri::from_parts(uri) {
             Ok(uri) => *out.uri_mut() = uri,
             Err(_) => break,
         }
@@ -372,7 +433,9 @@ async fn forward(
                 {
                     replayed = true;
                     free_next = true;
-                    metrics::counter!(metrics::REPLAYS, "region" => target.clone()).increment(1);
+                    if let Some(r) = routes.regions.get(&target) {
+                        r.metrics.replay();
+                    }
                     queue.push_front(target);
                     last = Some((region, finish(resp)));
                     continue;
@@ -438,6 +501,60 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
 fn finish(resp: Response<Incoming>) -> Response<ProxyBody> {
     let (mut parts, body) = resp.into_parts();
     strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(REPLAY_HEADER);
+    parts.headers.remove(REPLAY);
     Response::from_parts(parts, body.boxed())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_facts_are_formatted_once_as_before() {
+        let v4 = Conn::new("192.0.2.7:5000".parse().unwrap(), false);
+        assert_eq!(v4.xff, "192.0.2.7");
+        assert_eq!(v4.forwarded, "for=192.0.2.7;proto=http");
+        let v6 = Conn::new("[2001:db8::1]:443".parse().unwrap(), true);
+        assert_eq!(v6.xff, "2001:db8::1");
+        assert_eq!(v6.forwarded, "for=\"[2001:db8::1]\";proto=https");
+        assert_eq!(v6.forwarded_text, "for=\"[2001:db8::1]\";proto=https");
+    }
+
+    #[test]
+    fn sticky_cookie_is_secure_only_over_tls() {
+        let [plain, secure] = sticky_cookies("eu-west-1").unwrap();
+        assert_eq!(
+            plain,
+            "meridian_region=eu-west-1; Path=/; HttpOnly; SameSite=Lax"
+        );
+        assert_eq!(
+            secure,
+            "meridian_region=eu-west-1; Path=/; HttpOnly; SameSite=Lax; Secure"
+        );
+        assert!(sticky_cookies("bad\nname").is_none());
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_lists_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("close, x-private"),
+        );
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        h.insert(header::HOST, HeaderValue::from_static("example.com"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1, "{h:?}");
+        assert_eq!(h[header::HOST], "example.com");
+        let mut plain = HeaderMap::new();
+        plain.insert(header::UPGRADE, HeaderValue::from_static("h2c"));
+        plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        strip_hop_by_hop(&mut plain);
+        assert_eq!(plain.len(), 1, "{plain:?}");
+    }
 }

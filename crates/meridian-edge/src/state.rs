@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use bytes::Bytes;
+use http::HeaderValue;
+use http::uri::Authority;
 use http_body_util::combinators::BoxBody;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -19,7 +21,8 @@ use meridian_core::config::{self, Topology};
 use meridian_core::health::{self, BackendHealth, Event, Ewma, PeerView, Thresholds, Transition};
 use meridian_core::routing::{HealthView, RegionView, RetryBudget};
 
-use crate::{Error, metrics};
+use crate::metrics::{self, RegionMetrics};
+use crate::{Error, proxy};
 
 /// The body type the proxy sends and answers with.
 pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
@@ -73,17 +76,24 @@ impl EdgeOptions {
 pub(crate) struct Backend {
     pub region: String,
     pub url: String,
-    /// `scheme://authority` without a trailing slash.
-    pub base: String,
+    /// `host:port` of `url` (always `http://`), parsed once.
+    pub authority: Authority,
     pub health: Mutex<BackendHealth>,
 }
 
-/// One region's backends and measurements.
+/// One region's backends and measurements, and what its answers carry (built once per
+/// topology, so serving a request formats none of it).
 #[derive(Debug)]
 pub(crate) struct RegionState {
     pub backends: Vec<Arc<Backend>>,
     pub rtt: Mutex<Ewma>,
     next: AtomicUsize,
+    /// `Meridian-Region` value; `None` when the name is not a valid header value.
+    pub region_header: Option<HeaderValue>,
+    /// The sticky `Set-Cookie` value: `[plain HTTP, TLS (Secure)]`.
+    pub cookie: Option<[HeaderValue; 2]>,
+    /// Per-request metrics of requests this region served.
+    pub metrics: RegionMetrics,
 }
 
 /// What one topology resolves to for this edge.
@@ -112,6 +122,8 @@ struct Inner {
     client: Client<HttpConnector, ProxyBody>,
     peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
     dns: Arc<meridian_dns::Authority>,
+    /// Per-request metrics of requests no region served (`region="none"`).
+    unserved: RegionMetrics,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -143,6 +155,7 @@ impl Edge {
                 client,
                 peers: Mutex::new(BTreeMap::new()),
                 dns: Arc::new(meridian_dns::Authority::new()),
+                unserved: RegionMetrics::new("none"),
             }),
         })
     }
@@ -177,6 +190,11 @@ impl Edge {
         self.inner.routes.load_full()
     }
 
+    /// Metrics of requests that no region served.
+    pub(crate) fn unserved_metrics(&self) -> &RegionMetrics {
+        &self.inner.unserved
+    }
+
     pub(crate) fn client(&self) -> &Client<HttpConnector, ProxyBody> {
         &self.inner.client
     }
@@ -201,15 +219,7 @@ impl Edge {
     /// The weight of a region: the admin override if set, else `[routing.weights]` (100 when
     /// unlisted).
     pub fn weight(&self, region: &str) -> u8 {
-        if let Some(w) = lock(&self.inner.weights).get(region) {
-            return *w;
-        }
-        self.topology()
-            .routing
-            .weights
-            .get(region)
-            .copied()
-            .unwrap_or(100)
+        weight_of(&lock(&self.inner.weights), &self.topology(), region)
     }
 
     /// Sets a region's weight (0..=100; 0 drains it: new requests go elsewhere while others
@@ -233,15 +243,10 @@ impl Edge {
     /// Whether this edge alone sees the region up: at least one backend available.
     pub fn local_up(&self, region: &str) -> bool {
         let now = self.now();
-        let routes = self.routes();
-        routes.regions.get(region).is_some_and(|r| {
-            let available = r
-                .backends
-                .iter()
-                .filter(|b| lock(&b.health).available(now))
-                .count();
-            health::region_up(available, r.backends.len(), 1)
-        })
+        self.routes()
+            .regions
+            .get(region)
+            .is_some_and(|r| region_local_up(r, now))
     }
 
     /// Every region's local view, as shared with other edges.
@@ -274,11 +279,12 @@ impl Edge {
         let now = self.now();
         let max_age = routes.topology.health.interval * 3;
         let peers = lock(&self.inner.peers);
+        let weights = lock(&self.inner.weights);
         routes
             .regions
             .iter()
             .map(|(name, r)| {
-                let local = self.local_up(name);
+                let local = region_local_up(r, now);
                 let views: Vec<PeerView> = peers
                     .values()
                     .filter_map(|m| m.get(name).copied())
@@ -288,7 +294,7 @@ impl Edge {
                 let view = RegionView {
                     up,
                     rtt,
-                    weight: self.weight(name),
+                    weight: weight_of(&weights, &routes.topology, name),
                 };
                 (name.clone(), view)
             })
@@ -356,6 +362,25 @@ impl Edge {
     }
 }
 
+/// A region's weight: the admin override if set, else `[routing.weights]` (100 when unlisted).
+fn weight_of(overrides: &BTreeMap<String, u8>, topology: &Topology, region: &str) -> u8 {
+    overrides
+        .get(region)
+        .or_else(|| topology.routing.weights.get(region))
+        .copied()
+        .unwrap_or(100)
+}
+
+/// Whether this edge alone sees the region up at `now`: at least one backend available.
+fn region_local_up(r: &RegionState, now: Duration) -> bool {
+    let available = r
+        .backends
+        .iter()
+        .filter(|b| lock(&b.health).available(now))
+        .count();
+    health::region_up(available, r.backends.len(), 1)
+}
+
 fn build_routes(
     topology: Arc<Topology>,
     name: &str,
@@ -390,8 +415,7 @@ fn build_routes(
         let old_region = old.and_then(|o| o.regions.get(&r.name));
         let mut backends = Vec::new();
         for url in &r.app {
-            let base = url.trim_end_matches('/').to_string();
-            if !base.starts_with("http://") {
+            let Some(host_port) = url.trim_end_matches('/').strip_prefix("http://") else {
                 return Err(Error::Config {
                     message: format!(
                         "region `{}`: app backend {url}: this edge speaks plain http:// to \
@@ -399,14 +423,17 @@ fn build_routes(
                         r.name
                     ),
                 });
-            }
+            };
+            let authority = host_port.parse::<Authority>().map_err(|e| Error::Config {
+                message: format!("region `{}`: app backend {url}: {e}", r.name),
+            })?;
             let kept = old_region.and_then(|o| o.backends.iter().find(|b| b.url == *url));
             backends.push(match kept {
                 Some(b) => b.clone(),
                 None => Arc::new(Backend {
                     region: r.name.clone(),
                     url: url.clone(),
-                    base,
+                    authority,
                     health: Mutex::new(BackendHealth::new()),
                 }),
             });
@@ -418,6 +445,9 @@ fn build_routes(
                 backends,
                 rtt: Mutex::new(rtt),
                 next: AtomicUsize::new(0),
+                region_header: HeaderValue::from_str(&r.name).ok(),
+                cookie: proxy::sticky_cookies(&r.name),
+                metrics: RegionMetrics::new(&r.name),
             }),
         );
     }

@@ -498,6 +498,7 @@ duration = "{secs}s"
 rate = 100
 regions = ["us-east-1", "eu-west-1", "ap-southeast-1"]
 jitter_ms = 1.0
+dns = true
 
 [zones]
 us = ["us-east-1"]

@@ -173,6 +173,9 @@ pub struct Recorded {
     pub dns_failures: u64,
 }
 
+/// An address GeoDNS answered and until when it may be used (its TTL).
+type Resolved = (std::net::Ipv4Addr, Instant);
+
 #[derive(Default)]
 struct Shared {
     recorded: Mutex<Recorded>,
@@ -186,7 +189,7 @@ struct Shared {
     tokens: Mutex<Vec<Option<String>>>,
     /// Per city, for the service name and the zone name: the address GeoDNS last answered and
     /// until when it may be used (its TTL).
-    resolved: Mutex<Vec<[Option<(std::net::Ipv4Addr, Instant)>; 2]>>,
+    resolved: Mutex<Vec<[Option<Resolved>; 2]>>,
     dns_lookups: AtomicU64,
     dns_failures: AtomicU64,
 }

@@ -126,3 +126,84 @@ fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
         std::thread::sleep(Duration::from_millis(100));
     }
 }
+
+/// A tiny keep-alive HTTP/1.1 app answering `ok` to every request, on its own threads.
+fn tiny_app(port: u16) {
+    use std::io::{BufRead as _, BufReader, Write as _};
+    let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind app");
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().expect("clone"));
+                let mut out = stream;
+                loop {
+                    let mut line = String::new();
+                    loop {
+                        line.clear();
+                        match reader.read_line(&mut line) {
+                            Ok(0) | Err(_) => return,
+                            Ok(_) if line == "\r\n" => break,
+                            Ok(_) => {}
+                        }
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+                    if out.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+}
+
+#[test]
+fn edge_on_one_thread_proxies_and_zero_threads_is_refused() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    tiny_app(app);
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
+    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
+    let edge = |threads: &str| {
+        Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args([
+                "edge",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--edge",
+                "e",
+            ])
+            .args(["--threads", threads])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn")
+    };
+    let status = edge("0").wait().expect("wait");
+    assert_eq!(status.code(), Some(2), "--threads 0 is bad usage");
+
+    let _guard = Kill(edge("1"));
+    let started = Instant::now();
+    let answer = loop {
+        let got = std::net::TcpStream::connect(("127.0.0.1", listen)).and_then(|mut s| {
+            s.write_all(b"GET /x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        if let Ok(text) = got
+            && !text.is_empty()
+        {
+            break text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "edge never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.contains("meridian-region: r1"), "{answer}");
+    assert!(answer.ends_with("ok"), "{answer}");
+}

@@ -399,10 +399,9 @@ fn lag_table(h: &mut String, r: &Report) {
 
 fn dns(h: &mut String, r: &Report) {
     let Some(d) = &r.dns else { return };
-    let _ = write!(
+    let _ = writeln!(
         h,
-        r#"<section><h2>GeoDNS</h2><dl class="facts"><dt>lookups</dt><dd>{}</dd><dt>failed</dt><dd>{}</dd></dl>
-"#,
+        r#"<section><h2>GeoDNS</h2><dl class="facts"><dt>lookups</dt><dd>{}</dd><dt>failed</dt><dd>{}</dd></dl>"#,
         d.lookups, d.failures
     );
     let rows: Vec<_> = d

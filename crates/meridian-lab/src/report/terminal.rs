@@ -275,7 +275,7 @@ fn dns_summary(d: &crate::report::model::DnsReport) -> String {
     let cities: Vec<String> = by_city
         .into_iter()
         .map(|(city, mut v)| {
-            v.sort_by(|a, b| b.1.cmp(&a.1));
+            v.sort_by_key(|e| std::cmp::Reverse(e.1));
             let parts: Vec<String> = v.iter().map(|(r, n)| format!("{r} {n}")).collect();
             format!("{city}: {}", parts.join(", "))
         })
