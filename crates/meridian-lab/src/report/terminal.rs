@@ -52,32 +52,21 @@ pub fn render_with(report: &Report, color: bool) -> String {
         t.pinned_refused,
     );
 
-    let head = [
-        "city",
-        "#requests",
-        "#errors",
-        "#p50 ms",
-        "#p95 ms",
-        "#p99 ms",
-    ];
-    o.push('\n');
-    o.push_str(&table(
-        &head,
-        &r.by_city.iter().map(latency_cells).collect::<Vec<_>>(),
-    ));
-    let head = [
-        "region",
-        "#requests",
-        "#errors",
-        "#p50 ms",
-        "#p95 ms",
-        "#p99 ms",
-    ];
-    o.push('\n');
-    o.push_str(&table(
-        &head,
-        &r.by_region.iter().map(latency_cells).collect::<Vec<_>>(),
-    ));
+    for (group, rows) in [("city", &r.by_city), ("region", &r.by_region)] {
+        let head = [
+            group,
+            "#requests",
+            "#errors",
+            "#p50 ms",
+            "#p95 ms",
+            "#p99 ms",
+        ];
+        o.push('\n');
+        o.push_str(&table(
+            &head,
+            &rows.iter().map(latency_cells).collect::<Vec<_>>(),
+        ));
+    }
     if let Some(d) = &r.dns {
         o.push('\n');
         o.push_str(&dns_summary(d));
