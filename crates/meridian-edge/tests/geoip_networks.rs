@@ -1,5 +1,5 @@
 //! GeoIP networks and the ECS scope: for every IPv4 network of MaxMind's test databases
-//! (`shared/data/geoip/`), the lookup's prefix is the network's, and the first, middle and last
+//! (`testdata/geoip/`), the lookup's prefix is the network's, and the first, middle and last
 //! addresses locate alike — so answering a geo decision with that prefix as the Client Subnet
 //! scope is correct for every address it covers.
 
@@ -8,15 +8,9 @@ use std::path::PathBuf;
 
 use meridian_edge::geo::GeoIp;
 
+/// The repository's copy of the test databases.
 fn geoip_dir() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let p = dir.join("shared/data/geoip");
-        if p.join("geoip_test_networks.csv").exists() {
-            return p;
-        }
-        assert!(dir.pop(), "shared/data/geoip not found above the crate");
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip")
 }
 
 #[test]

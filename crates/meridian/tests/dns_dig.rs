@@ -77,20 +77,9 @@ impl Drop for App {
     }
 }
 
-/// `shared/data/geoip/GeoIP2-City-Test.mmdb`, found beside the repository (or its worktree).
+/// The repository's copy of MaxMind's City test database (`testdata/geoip/`).
 fn city_db() -> PathBuf {
-    let mut dir = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    loop {
-        let p = dir.join("shared/data/geoip/GeoIP2-City-Test.mmdb");
-        if p.exists() {
-            return p;
-        }
-        assert!(
-            dir.pop(),
-            "shared/data/geoip/GeoIP2-City-Test.mmdb not found above {}",
-            env!("CARGO_MANIFEST_DIR")
-        );
-    }
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../testdata/geoip/GeoIP2-City-Test.mmdb")
 }
 
 fn dig_available() -> bool {
