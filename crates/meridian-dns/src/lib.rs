@@ -41,6 +41,11 @@ pub trait Backend: Send + Sync + 'static {
     fn topology(&self) -> Arc<Topology>;
     /// The health view the proxy routes with.
     fn health_view(&self) -> HealthView;
+    /// The health view GeoDNS answers with: [`Backend::health_view`], which an implementation
+    /// may cache while nothing changed (returning the same `Arc`). Default: a fresh view.
+    fn shared_health_view(&self) -> Arc<HealthView> {
+        Arc::new(self.health_view())
+    }
     /// What GeoIP knows about `ip`, with the prefix length of the database network holding
     /// it; [`DnsClient::default`] when there is no database.
     fn locate(&self, ip: IpAddr) -> DnsClient;
@@ -86,7 +91,7 @@ struct Live<'a> {
 
 impl Env for Live<'_> {
     fn health(&self) -> HealthView {
-        self.backend.health_view()
+        HealthView::clone(&self.backend.shared_health_view())
     }
 
     fn policy_ttl(&self, health: &HealthView, configured: Duration) -> Duration {
@@ -116,16 +121,17 @@ impl Env for Live<'_> {
 /// and whether it drew a random number (then it cannot be reused).
 struct Recording<'a> {
     live: Live<'a>,
-    health: RefCell<Option<HealthView>>,
+    health: RefCell<Option<Arc<HealthView>>>,
     ttl: Cell<Option<Duration>>,
     random: Cell<bool>,
 }
 
 impl Env for Recording<'_> {
     fn health(&self) -> HealthView {
-        let h = self.live.health();
-        *self.health.borrow_mut() = Some(h.clone());
-        h
+        let h = self.live.backend.shared_health_view();
+        let view = HealthView::clone(&h);
+        *self.health.borrow_mut() = Some(h);
+        view
     }
 
     fn policy_ttl(&self, health: &HealthView, configured: Duration) -> Duration {
@@ -182,7 +188,7 @@ struct Cached {
     /// The metrics the query counted.
     counters: Vec<::metrics::Counter>,
     /// For policy answers: the health view and TTL they were decided with.
-    policy: Option<(HealthView, Duration)>,
+    policy: Option<(Arc<HealthView>, Duration)>,
 }
 
 /// Which answer a resolver gets, and why (`GET /v1/explain/dns`).
@@ -312,9 +318,10 @@ impl Authority {
                     None => true,
                     Some((health, ttl)) => {
                         // What the builder asks for a policy answer, once per query.
-                        let now = live.health();
+                        let now = backend.shared_health_view();
                         let configured = Duration::from_secs(u64::from(zone.ttl()));
-                        now == *health && live.policy_ttl(&now, configured) == *ttl
+                        (Arc::ptr_eq(&now, health) || *now == **health)
+                            && live.policy_ttl(&now, configured) == *ttl
                     }
                 };
                 if fresh {
