@@ -18,7 +18,7 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
-use meridian_core::config::LatLon;
+use meridian_core::config::{LatLon, Policy};
 use meridian_core::geodns::{self, DnsClient, PolicyAnswer};
 use meridian_core::routing::HealthView;
 use serde::Serialize;
@@ -373,6 +373,13 @@ impl Ctx<'_> {
                 let (zone, env, explain) = (self.zone, self.env, self.explain);
                 let (health, ttl) = self.health_and_ttl();
                 let ttl = *ttl;
+                // Only `weighted` draws; not asking otherwise keeps other answers reusable
+                // (see `UdpCache`).
+                let random = if matches!(routing.policy, Policy::Weighted) {
+                    env.random()
+                } else {
+                    0
+                };
                 let a: PolicyAnswer = geodns::answer(
                     zone.topology(),
                     routing,
@@ -380,7 +387,7 @@ impl Ctx<'_> {
                     health,
                     &client,
                     env.edge_location(),
-                    env.random(),
+                    random,
                     explain,
                 );
                 self.trace.client = Some(client);

@@ -13,13 +13,15 @@ pub mod metrics;
 pub mod server;
 mod zone;
 
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
 use meridian_core::config::{LatLon, Topology};
@@ -29,7 +31,7 @@ use serde::Serialize;
 
 pub use answer::{Env, PolicyTrace, Trace, Transport, UDP_PAYLOAD};
 pub use error::Error;
-pub use server::serve;
+pub use server::{bind_udp, serve};
 pub use zone::Zone;
 
 /// What GeoDNS needs from the process it runs in (the edge). Implementations must be cheap
@@ -39,6 +41,11 @@ pub trait Backend: Send + Sync + 'static {
     fn topology(&self) -> Arc<Topology>;
     /// The health view the proxy routes with.
     fn health_view(&self) -> HealthView;
+    /// The health view GeoDNS answers with: [`Backend::health_view`], which an implementation
+    /// may cache while nothing changed (returning the same `Arc`). Default: a fresh view.
+    fn shared_health_view(&self) -> Arc<HealthView> {
+        Arc::new(self.health_view())
+    }
     /// What GeoIP knows about `ip`, with the prefix length of the database network holding
     /// it; [`DnsClient::default`] when there is no database.
     fn locate(&self, ip: IpAddr) -> DnsClient;
@@ -84,7 +91,7 @@ struct Live<'a> {
 
 impl Env for Live<'_> {
     fn health(&self) -> HealthView {
-        self.backend.health_view()
+        HealthView::clone(&self.backend.shared_health_view())
     }
 
     fn policy_ttl(&self, health: &HealthView, configured: Duration) -> Duration {
@@ -108,6 +115,80 @@ impl Env for Live<'_> {
     fn random(&self) -> u64 {
         self.backend.random()
     }
+}
+
+/// [`Env`] that remembers what an answer depended on: the health view and TTL it was given
+/// and whether it drew a random number (then it cannot be reused).
+struct Recording<'a> {
+    live: Live<'a>,
+    health: RefCell<Option<Arc<HealthView>>>,
+    ttl: Cell<Option<Duration>>,
+    random: Cell<bool>,
+}
+
+impl Env for Recording<'_> {
+    fn health(&self) -> HealthView {
+        let h = self.live.backend.shared_health_view();
+        let view = HealthView::clone(&h);
+        *self.health.borrow_mut() = Some(h);
+        view
+    }
+
+    fn policy_ttl(&self, health: &HealthView, configured: Duration) -> Duration {
+        let t = self.live.policy_ttl(health, configured);
+        self.ttl.set(Some(t));
+        t
+    }
+
+    fn locate(&self, ip: IpAddr) -> DnsClient {
+        self.live.locate(ip)
+    }
+
+    fn edge_location(&self) -> Option<LatLon> {
+        self.live.edge_location()
+    }
+
+    fn random(&self) -> u64 {
+        self.random.set(true);
+        self.live.random()
+    }
+}
+
+/// Most answers one [`UdpCache`] holds; when full it starts over.
+const CACHE_ENTRIES: usize = 4096;
+/// Longest query whose answer is cached.
+const CACHE_QUERY: usize = 512;
+
+/// Encoded UDP answers of one UDP thread, for [`Authority::handle_udp`], keyed by the query's
+/// bytes after its ID (flags, question, EDNS and Client Subnet) and the resolver address.
+/// The reference builder ([`answer::handle`]) is a pure function of those, the zone and what
+/// the backend says (health view, state-aware TTL, GeoIP of the located address, randomness):
+/// an entry is reused only for the same zone and, for policy answers, the same health view and
+/// TTL, and answers that drew a random number (`weighted`) are never cached. A hit patches the
+/// ID into the stored bytes: the same bytes the builder would produce, without decoding,
+/// deciding or encoding again.
+#[derive(Default)]
+pub struct UdpCache {
+    zone: Option<Arc<Zone>>,
+    key: Vec<u8>,
+    entries: HashMap<Box<[u8]>, Cached>,
+}
+
+impl std::fmt::Debug for UdpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpCache")
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+struct Cached {
+    /// The response, its ID to be patched.
+    bytes: Box<[u8]>,
+    /// The metrics the query counted.
+    counters: Vec<::metrics::Counter>,
+    /// For policy answers: the health view and TTL they were decided with.
+    policy: Option<(Arc<HealthView>, Duration)>,
 }
 
 /// Which answer a resolver gets, and why (`GET /v1/explain/dns`).
@@ -196,6 +277,134 @@ impl Authority {
                 None
             }
         }
+    }
+
+    /// [`Authority::handle`] for UDP through the thread's `cache`: the answer is written to
+    /// `out` (`false`: send nothing). Byte for byte what [`Authority::handle`] would answer,
+    /// with the same metrics and the same calls to the backend's health view and TTL state.
+    pub fn handle_udp(
+        &self,
+        backend: &dyn Backend,
+        packet: &[u8],
+        resolver: IpAddr,
+        cache: &mut UdpCache,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let zone = match self.zone(backend) {
+            Ok(z) => z,
+            Err(e) => {
+                tracing::warn!(error = %e, "no zone to answer from");
+                return false;
+            }
+        };
+        if !cache.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, &zone)) {
+            cache.entries.clear();
+            cache.zone = Some(zone.clone());
+        }
+        let live = Live {
+            backend,
+            ttl: &self.ttl,
+        };
+        let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
+        if cacheable {
+            cache.key.clear();
+            cache.key.extend_from_slice(&packet[2..]);
+            match resolver {
+                IpAddr::V4(a) => cache.key.extend_from_slice(&a.octets()),
+                IpAddr::V6(a) => cache.key.extend_from_slice(&a.octets()),
+            }
+            if let Some(hit) = cache.entries.get(cache.key.as_slice()) {
+                let fresh = match &hit.policy {
+                    None => true,
+                    Some((health, ttl)) => {
+                        // What the builder asks for a policy answer, once per query.
+                        let now = backend.shared_health_view();
+                        let configured = Duration::from_secs(u64::from(zone.ttl()));
+                        (Arc::ptr_eq(&now, health) || *now == **health)
+                            && live.policy_ttl(&now, configured) == *ttl
+                    }
+                };
+                if fresh {
+                    out.clear();
+                    out.extend_from_slice(&hit.bytes);
+                    out[..2].copy_from_slice(&packet[..2]);
+                    for c in &hit.counters {
+                        c.increment(1);
+                    }
+                    return true;
+                }
+                // Stale: the builder below asks the backend again (as a miss would).
+                return self.build_udp(&zone, live, packet, resolver, Some(cache), out);
+            }
+        }
+        self.build_udp(
+            &zone,
+            live,
+            packet,
+            resolver,
+            cacheable.then_some(cache),
+            out,
+        )
+    }
+
+    /// The reference builder for [`Authority::handle_udp`], storing the answer in `cache`
+    /// when it may be reused (see [`UdpCache`]).
+    fn build_udp(
+        &self,
+        zone: &Zone,
+        live: Live<'_>,
+        packet: &[u8],
+        resolver: IpAddr,
+        cache: Option<&mut UdpCache>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let rec = Recording {
+            live,
+            health: RefCell::new(None),
+            ttl: Cell::new(None),
+            random: Cell::new(false),
+        };
+        let Some((bytes, trace)) = answer::handle(zone, packet, resolver, Transport::Udp, &rec)
+        else {
+            metrics::dropped();
+            return false;
+        };
+        let counters = metrics::counters(&trace);
+        for c in &counters {
+            c.increment(1);
+        }
+        out.clear();
+        out.extend_from_slice(&bytes);
+        let Some(cache) = cache else {
+            return true;
+        };
+        let policy = match (rec.health.into_inner(), rec.ttl.get()) {
+            (None, None) => None,
+            (Some(h), Some(t)) => Some((h, t)),
+            _ => return true,
+        };
+        let keep = !rec.random.get()
+            && matches!(
+                trace.rcode,
+                ResponseCode::NoError | ResponseCode::NXDomain | ResponseCode::Refused
+            )
+            && bytes.len() >= 2;
+        if keep {
+            if cache.entries.len() >= CACHE_ENTRIES {
+                cache.entries.clear();
+            }
+            let mut bytes = bytes.into_boxed_slice();
+            bytes[..2].copy_from_slice(&[0, 0]);
+            cache.entries.insert(
+                cache.key.as_slice().into(),
+                Cached {
+                    bytes,
+                    counters,
+                    policy,
+                },
+            );
+        }
+        true
     }
 
     /// Which answer a resolver at `resolver` gets for `name`/`qtype` (`A` when `None`), with

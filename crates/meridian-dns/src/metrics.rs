@@ -50,19 +50,29 @@ pub fn rcode_label(r: ResponseCode) -> &'static str {
 
 /// Counts one answered query.
 pub fn record(trace: &Trace) {
-    metrics::counter!(QUERIES, "qtype" => qtype_label(trace.qtype), "rcode" => rcode_label(trace.rcode))
-        .increment(1);
+    for c in counters(trace) {
+        c.increment(1);
+    }
+}
+
+/// The counters one answered query increments (each by one): what [`record`] does, as
+/// handles a cached answer keeps so that counting it again costs no lookup.
+pub fn counters(trace: &Trace) -> Vec<metrics::Counter> {
+    let mut out = vec![
+        metrics::counter!(QUERIES, "qtype" => qtype_label(trace.qtype), "rcode" => rcode_label(trace.rcode)),
+    ];
     if trace.ecs {
-        metrics::counter!(ECS).increment(1);
+        out.push(metrics::counter!(ECS));
     }
     if trace.truncated {
-        metrics::counter!(TRUNCATED).increment(1);
+        out.push(metrics::counter!(TRUNCATED));
     }
     for p in &trace.policy {
         for r in &p.regions {
-            metrics::counter!(ANSWERS, "region" => r.clone()).increment(1);
+            out.push(metrics::counter!(ANSWERS, "region" => r.clone()));
         }
     }
+    out
 }
 
 /// Counts one packet that got no answer (shorter than a header, or a response).

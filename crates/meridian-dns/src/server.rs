@@ -1,18 +1,23 @@
-//! The UDP and TCP loops: datagrams answered by a few workers sharing one socket, TCP
+//! The UDP and TCP loops: datagrams answered by one thread per core, each with its own socket
+//! (`SO_REUSEPORT`, when the socket given was bound with it: see [`bind_udp`]; else clones of
+//! the one socket), its own buffers and its own answer cache ([`crate::UdpCache`]); TCP
 //! connections (RFC 7766: length-prefixed messages, several per connection) each on a task,
 //! with idle and read timeouts and a connection limit so no client can hang the server.
 
 use std::future::Future;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use socket2::{Domain, Protocol, SockRef, Socket, Type};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::Semaphore;
 
-use crate::{Authority, Backend, Transport};
+use crate::{Authority, Backend, Transport, UdpCache};
 
 /// How long a TCP connection may stay idle between messages (RFC 7766 suggests seconds).
 pub const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -22,6 +27,59 @@ pub const TCP_READ_TIMEOUT: Duration = Duration::from_secs(5);
 pub const MAX_TCP_CONNECTIONS: usize = 256;
 /// Largest UDP datagram read; longer ones are cut by the OS and answered FORMERR.
 const UDP_BUFFER: usize = 4096;
+/// How often a blocked UDP thread wakes to see whether the server stopped.
+const UDP_POLL: Duration = Duration::from_millis(200);
+
+/// A UDP socket bound to `addr` with `SO_REUSEPORT` (on Unix), so that [`serve`] can open one
+/// more socket per core on the same address and let the kernel spread datagrams over them.
+/// Nonblocking, ready for [`tokio::net::UdpSocket::from_std`].
+pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = reuseport_socket(addr)?;
+    s.set_nonblocking(true)?;
+    Ok(s)
+}
+
+fn reuseport_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    #[cfg(unix)]
+    s.set_reuse_port(true)?;
+    s.bind(&addr.into())?;
+    Ok(s.into())
+}
+
+/// One socket per UDP thread: new `SO_REUSEPORT` sockets on the same address when `first`
+/// was bound with it, else clones of `first` (threads then share its queue).
+fn udp_sockets(first: std::net::UdpSocket, n: usize) -> std::io::Result<Vec<std::net::UdpSocket>> {
+    #[cfg(unix)]
+    let reuse = SockRef::from(&first).reuse_port().unwrap_or(false);
+    #[cfg(not(unix))]
+    let reuse = false;
+    let addr = first.local_addr()?;
+    let mut out = Vec::with_capacity(n);
+    for _ in 1..n {
+        let s = if reuse {
+            reuseport_socket(addr)?
+        } else {
+            first.try_clone()?
+        };
+        out.push(s);
+    }
+    out.push(first);
+    for s in &out {
+        s.set_nonblocking(false)?;
+        s.set_read_timeout(Some(UDP_POLL))?;
+    }
+    Ok(out)
+}
+
+/// Sets the flag when dropped: the UDP threads stop when [`serve`] returns or is cancelled.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
 
 /// Serves `authority` on `udp` and `tcp` until `shutdown` resolves. Each UDP worker and TCP
 /// connection answers through [`Authority::handle`]; a panic while answering one packet (a
@@ -33,12 +91,26 @@ pub async fn serve(
     tcp: TcpListener,
     shutdown: impl Future<Output = ()> + Send,
 ) {
-    let udp = Arc::new(udp);
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(2, 8));
-    let mut tasks = tokio::task::JoinSet::new();
-    for _ in 0..workers {
-        tasks.spawn(udp_worker(udp.clone(), authority.clone(), backend.clone()));
+    let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    let sockets = match udp.into_std().and_then(|s| udp_sockets(s, workers)) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "setting up the dns udp sockets failed; stopping dns");
+            return;
+        }
+    };
+    for (i, socket) in sockets.into_iter().enumerate() {
+        let (authority, backend, stop) = (authority.clone(), backend.clone(), stop.0.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || udp_thread(&socket, &authority, &*backend, &stop));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "starting a dns udp thread failed; stopping dns");
+            return;
+        }
     }
+    let mut tasks = tokio::task::JoinSet::new();
     tasks.spawn(tcp_loop(tcp, authority, backend));
     tokio::pin!(shutdown);
     tokio::select! {
@@ -48,6 +120,7 @@ pub async fn serve(
         }
     }
     tasks.abort_all();
+    drop(stop);
 }
 
 fn answer(
@@ -66,21 +139,47 @@ fn answer(
     })
 }
 
-async fn udp_worker(socket: Arc<UdpSocket>, authority: Arc<Authority>, backend: Arc<dyn Backend>) {
+/// One UDP thread: blocking receive, answer (cache first, see [`Authority::handle_udp`]),
+/// send; the buffers and the cache live as long as the thread, so a cached answer costs no
+/// allocation.
+fn udp_thread(
+    socket: &std::net::UdpSocket,
+    authority: &Authority,
+    backend: &dyn Backend,
+    stop: &AtomicBool,
+) {
     let mut buf = vec![0u8; UDP_BUFFER];
-    loop {
-        let (n, peer) = match socket.recv_from(&mut buf).await {
+    let mut reply = Vec::with_capacity(usize::from(crate::UDP_PAYLOAD));
+    let mut cache = UdpCache::default();
+    while !stop.load(Ordering::Relaxed) {
+        let (n, peer) = match socket.recv_from(&mut buf) {
             Ok(r) => r,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 tracing::debug!(error = %e, "udp receive failed");
                 continue;
             }
         };
-        let Some(reply) = answer(&authority, &*backend, &buf[..n], peer.ip(), Transport::Udp)
-        else {
+        let packet = &buf[..n];
+        let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
+            authority.handle_udp(backend, packet, peer.ip(), &mut cache, &mut reply)
+        }))
+        .unwrap_or_else(|_| {
+            tracing::error!(%peer, len = n, "answering a DNS packet panicked; dropped");
+            cache = UdpCache::default();
+            false
+        });
+        if !answered {
             continue;
-        };
-        if let Err(e) = socket.send_to(&reply, peer).await {
+        }
+        if let Err(e) = socket.send_to(&reply, peer) {
             tracing::debug!(%peer, error = %e, "udp send failed");
         }
     }

@@ -23,6 +23,10 @@ impl meridian_dns::Backend for Edge {
         Edge::health_view(self)
     }
 
+    fn shared_health_view(&self) -> Arc<HealthView> {
+        Edge::shared_health_view(self)
+    }
+
     fn locate(&self, ip: IpAddr) -> DnsClient {
         let Some(g) = &self.options().geoip else {
             return DnsClient::default();

@@ -28,6 +28,7 @@ use tokio::net::TcpListener;
 
 pub use dns::serve_dns;
 pub use error::{Error, Origin, RetryClass};
+pub use meridian_dns::bind_udp as bind_dns_udp;
 pub use proxy::{COOKIE, REGION_HEADER, REPLAY_HEADER, ZONE_HEADER};
 pub use state::{Edge, EdgeOptions, ProxyBody};
 

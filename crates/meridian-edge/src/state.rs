@@ -122,9 +122,25 @@ struct Inner {
     client: Client<HttpConnector, ProxyBody>,
     peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
     dns: Arc<meridian_dns::Authority>,
+    /// Bumped by every event that may change the health view (transitions, RTTs, peer
+    /// views, weights, reloads); see [`Edge::shared_health_view`].
+    health_gen: AtomicU64,
+    /// The last health view computed for GeoDNS.
+    health_cache: arc_swap::ArcSwapOption<CachedHealth>,
     /// Per-request metrics of requests no region served (`region="none"`).
     unserved: RegionMetrics,
 }
+
+/// A health view computed at `at` (edge time) while the generation was `generation`.
+struct CachedHealth {
+    generation: u64,
+    at: Duration,
+    view: Arc<HealthView>,
+}
+
+/// How long GeoDNS reuses a health view when no event changed it: what changes with time
+/// alone (an ejection ending, a peer's view ageing out) shows within this.
+pub const HEALTH_VIEW_MAX_AGE: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -155,6 +171,8 @@ impl Edge {
                 client,
                 peers: Mutex::new(BTreeMap::new()),
                 dns: Arc::new(meridian_dns::Authority::new()),
+                health_gen: AtomicU64::new(0),
+                health_cache: arc_swap::ArcSwapOption::empty(),
                 unserved: RegionMetrics::new("none"),
             }),
         })
@@ -167,6 +185,7 @@ impl Edge {
         let old = self.inner.routes.load_full();
         let routes = build_routes(topology, &self.inner.opts.name, Some(&old))?;
         self.inner.routes.store(Arc::new(routes));
+        self.health_changed();
         Ok(())
     }
 
@@ -236,6 +255,7 @@ impl Edge {
             });
         }
         lock(&self.inner.weights).insert(region.to_string(), weight);
+        self.health_changed();
         tracing::info!(region, weight, "region weight set");
         Ok(())
     }
@@ -269,6 +289,7 @@ impl Edge {
             .map(|(r, &up)| (r.clone(), PeerView { up, at }))
             .collect();
         lock(&self.inner.peers).insert(edge.to_string(), map);
+        self.health_changed();
     }
 
     /// The health view routing decisions use: a region is up unless this edge sees it down
@@ -301,6 +322,32 @@ impl Edge {
             .collect()
     }
 
+    /// [`Edge::health_view`] for GeoDNS, computed again only after an event that may change
+    /// it (a transition, an RTT, peer views, a weight, a reload) or [`HEALTH_VIEW_MAX_AGE`]:
+    /// the same `Arc` until then, so answers decided with it can be reused.
+    pub fn shared_health_view(&self) -> Arc<HealthView> {
+        let generation = self.inner.health_gen.load(Ordering::Acquire);
+        let now = self.now();
+        if let Some(c) = &*self.inner.health_cache.load()
+            && c.generation == generation
+            && now.saturating_sub(c.at) < HEALTH_VIEW_MAX_AGE
+        {
+            return c.view.clone();
+        }
+        let view = Arc::new(self.health_view());
+        self.inner.health_cache.store(Some(Arc::new(CachedHealth {
+            generation,
+            at: now,
+            view: view.clone(),
+        })));
+        view
+    }
+
+    /// Marks the health view as possibly changed.
+    fn health_changed(&self) {
+        self.inner.health_gen.fetch_add(1, Ordering::AcqRel);
+    }
+
     /// The next available backend of a region (round robin), if any.
     pub(crate) fn pick_backend(&self, routes: &Routes, region: &str) -> Option<Arc<Backend>> {
         let r = routes.regions.get(region)?;
@@ -318,7 +365,15 @@ impl Edge {
     pub(crate) fn observe(&self, backend: &Backend, event: Event) {
         let routes = self.routes();
         let now = self.now();
-        let tr = lock(&backend.health).on_event(&routes.thresholds, now, event);
+        let (tr, flipped) = {
+            let mut h = lock(&backend.health);
+            let before = h.available(now);
+            let tr = h.on_event(&routes.thresholds, now, event);
+            (tr, h.available(now) != before)
+        };
+        if tr.is_some() || flipped {
+            self.health_changed();
+        }
         let Some(tr) = tr else { return };
         let label = match tr {
             Transition::MarkedDown => "down",
@@ -345,6 +400,7 @@ impl Edge {
     pub(crate) fn observe_rtt(&self, region: &str, rtt: Duration) {
         if let Some(r) = self.routes().regions.get(region) {
             lock(&r.rtt).observe(rtt);
+            self.health_changed();
         }
     }
 

@@ -506,8 +506,9 @@ async fn serve_edge(edge: meridian_edge::Edge, config: PathBuf) -> anyhow::Resul
     let dns = match &topo.dns {
         Some(d) => {
             let busy = || format!("binding {} (is another process listening there?)", d.listen);
-            let udp = tokio::net::UdpSocket::bind(d.listen)
-                .await
+            // SO_REUSEPORT: the server opens one more socket per core on this address.
+            let udp = meridian_edge::bind_dns_udp(d.listen)
+                .and_then(tokio::net::UdpSocket::from_std)
                 .with_context(|| format!("dns udp: {}", busy()))?;
             let tcp = tokio::net::TcpListener::bind(d.listen)
                 .await
