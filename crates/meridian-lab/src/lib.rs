@@ -19,3 +19,9 @@ pub mod workload;
 pub mod world;
 
 pub use error::LabError;
+
+/// Locks `m`, even if a panic poisoned it: the lab's locks guard plain data held for short
+/// steps, which stays usable.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -9,11 +9,13 @@
 //! acknowledged before `t`; that is how convergence is timed.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt as _;
 use tokio::task::JoinSet;
+
+use crate::lock;
 
 /// Time between probe writes in each region.
 pub const PROBE_INTERVAL: Duration = Duration::from_millis(100);
@@ -81,10 +83,6 @@ pub struct Targets {
 pub struct Observer {
     data: Arc<Mutex<Observations>>,
     tasks: JoinSet<()>,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn since(start: Instant) -> f64 {

@@ -558,7 +558,7 @@ async fn residency_audit(
                     Err(_) => return None,
                 };
                 let canary = w.canary.as_deref().unwrap_or_default();
-                (!canary.is_empty() && contains(&body, canary.as_bytes())).then(|| Finding {
+                (!audit::search_bytes(&body, &[canary.as_bytes()]).is_empty()).then(|| Finding {
                     zone: w.zone.clone().unwrap_or_default(),
                     key: w.key.clone(),
                     place: format!("api {r}"),
@@ -573,10 +573,6 @@ async fn residency_audit(
     }
     residency.findings.extend(findings.into_iter().flatten());
     Ok(residency)
-}
-
-fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 fn egress(world: &World, scenario: &Scenario) -> Egress {

@@ -6,13 +6,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use rand::rngs::StdRng;
 use rand::{Rng as _, RngCore as _, SeedableRng as _};
 
 use crate::cities::City;
+use crate::lock;
 use crate::scenario::Operation;
 
 /// Conversations shared by every city, so appends from several regions meet on the same keys.
@@ -143,10 +144,6 @@ impl Availability {
         let d = lock(&self.down);
         zone_regions.iter().all(|r| d.contains(r))
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// Live counters for the progress line.

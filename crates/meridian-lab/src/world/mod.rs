@@ -308,16 +308,12 @@ impl World {
                     _ => waiting.push(format!("edge {r}")),
                 }
             }
-            for p in self.nodes.values_mut().chain(self.apps.values_mut()) {
-                if let Some(code) = p.exited()? {
-                    return Err(LabError::World(format!(
-                        "{} exited ({code}) while starting; see {}",
-                        p.name(),
-                        p.log().display()
-                    )));
-                }
-            }
-            for p in self.edges.values_mut() {
+            let all = self
+                .nodes
+                .values_mut()
+                .chain(self.apps.values_mut())
+                .chain(self.edges.values_mut());
+            for p in all {
                 if let Some(code) = p.exited()? {
                     return Err(LabError::World(format!(
                         "{} exited ({code}) while starting; see {}",
