@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use crate::config::{DnsRecord, LatLon, Policy, Region, Routing, Topology};
+use crate::config::{DnsRecord, LatLon, Region, Routing, Topology};
 use crate::routing::{Ask, ClientFacts, HealthView, Outcome, decide_for};
 
 /// The address family of an A (IPv4) or AAAA (IPv6) record.
@@ -30,8 +30,9 @@ impl Family {
     }
 }
 
-/// The routing rules of a policy record: `[routing]` with the record's `policy`, and its `geo`
-/// and `all_down` when set. `None` for a static record (no `policy`).
+/// The routing rules of a policy record: `[routing]` (pools included) with the record's
+/// `policy`, its `geo` and `all_down` when set, and its `residency` zone. `None` for a static
+/// record (no `policy`).
 pub fn record_routing(topology: &Topology, record: &DnsRecord) -> Option<Routing> {
     let policy = record.policy?;
     let mut routing = topology.routing.clone();
@@ -42,6 +43,7 @@ pub fn record_routing(topology: &Topology, record: &DnsRecord) -> Option<Routing
     if let Some(all_down) = &record.all_down {
         routing.all_down = all_down.clone();
     }
+    routing.residency = record.residency.clone();
     Some(routing)
 }
 
@@ -150,19 +152,14 @@ pub fn answer(
 ///   not depend on where the client is → 0.
 /// * Every candidate down (`fail-open`, `fallback`, `fail-closed`): the answer is the same for
 ///   everyone → 0.
-/// * `geo` and `proximity` otherwise: the answer depends on what GeoIP says, which is the same
+/// * `geo` and `proximity` otherwise, at any level of the policy tree: the answer depends on what GeoIP says, which is the same
 ///   for every address of the GeoIP network containing the client → that network's prefix
 ///   length (0 when no database located the client: then it says the same for everyone).
 pub fn ecs_scope(routing: &Routing, outcome: Outcome, network_prefix: Option<u8>) -> u8 {
     if outcome != Outcome::Routed {
         return 0;
     }
-    let located = match routing.policy {
-        Policy::Geo => !routing.geo.rules.is_empty(),
-        Policy::Proximity => true,
-        Policy::Latency | Policy::Weighted | Policy::Failover => false,
-    };
-    if located {
+    if routing.located() {
         network_prefix.unwrap_or(0)
     } else {
         0
@@ -240,7 +237,7 @@ impl StateAwareTtl {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{AllDown, parse};
+    use crate::config::{AllDown, Policy, parse};
     use crate::routing::RegionView;
     use proptest::prelude::*;
 
@@ -333,6 +330,53 @@ policy = "geo"
             location: None,
             network_prefix: Some(prefix),
         }
+    }
+
+    #[test]
+    fn a_pinned_record_answers_only_inside_its_zone() {
+        let text = format!(
+            "{TOPO}[[dns.record]]\nname = \"pinned\"\ntype = \"A\"\npolicy = \"latency\"\n\
+             residency = \"apac\"\n[zones]\napac = [\"ap-southeast-1\"]\n"
+        );
+        let t = parse("t.toml", &text).unwrap();
+        let mut r = routing_of(&t, "pinned");
+        let ask = |r: &Routing, h: &HealthView| {
+            answer(
+                &t,
+                r,
+                Family::V4,
+                h,
+                &located("DE", "EU", 24),
+                None,
+                0,
+                true,
+            )
+        };
+        let a = ask(&r, &HealthView::new());
+        assert_eq!(a.regions, ["ap-southeast-1"], "{:?}", a.explanation);
+        let ap_down = down(&["ap-southeast-1"]);
+        let a = ask(&r, &ap_down);
+        assert_eq!(
+            (a.outcome, a.regions.clone()),
+            (Outcome::FailOpen, vec!["ap-southeast-1".to_string()])
+        );
+        r.all_down = AllDown::Fallback("us-east-1".into());
+        let a = ask(&r, &ap_down);
+        assert_eq!(a.outcome, Outcome::FailClosed, "{:?}", a.explanation);
+        assert!(a.addresses.is_empty());
+    }
+
+    #[test]
+    fn a_geo_pool_below_a_flat_policy_still_scopes_by_network() {
+        let mut r = routing_of(&topo(), "closed");
+        assert_eq!(ecs_scope(&r, Outcome::Routed, Some(27)), 0);
+        r.pools.push(crate::config::Pool {
+            name: "world".into(),
+            members: vec!["eu-west-1".into(), "us-east-1".into()],
+            policy: Policy::Geo,
+            geo: r.geo.clone(),
+        });
+        assert_eq!(ecs_scope(&r, Outcome::Routed, Some(27)), 27);
     }
 
     #[test]

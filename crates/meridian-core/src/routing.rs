@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use crate::config::{AllDown, LatLon, Policy, Region, Routing, Topology, Writes};
+use crate::config::{AllDown, GeoMap, LatLon, Policy, Pool, Region, Routing, Topology, Writes};
 
 /// What the edge knows about a request's client. Every field defaults to "unknown".
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -86,7 +86,8 @@ pub enum Outcome {
 /// The routing decision.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    /// Regions to try, best first; every one allowed by the client's zone. Empty only when
+    /// Regions to try, best first; every one allowed by the client's zone and the rules'
+    /// `residency`. Empty only when
     /// `outcome` is [`Outcome::FailClosed`].
     pub regions: Vec<String>,
     /// How the list was reached.
@@ -125,9 +126,11 @@ impl Draws {
 /// * `random`: any random number; the same inputs and the same `random` give the same decision.
 ///
 /// Steps, each explained: (1) candidates are the regions with app backends, in file order;
-/// (2) a zone claim keeps only that zone's regions (an unknown zone keeps none); (3) an unsafe
+/// (2) a zone claim keeps only that zone's regions (an unknown zone keeps none), and so does
+/// the rules' own `residency` (a pinned DNS record); (3) an unsafe
 /// method under `writes = "primary:R"` keeps only R, under `writes = "home"` with a home claim
-/// only the home; (4) the policy orders them; drained regions (weight 0) go last; (5) a sticky
+/// only the home; (4) the policy tree orders them (each pool's regions where the level above
+/// ranked the pool, ordered by the pool's policy); drained regions (weight 0) go last; (5) a sticky
 /// cookie naming an up, undrained candidate moves it first; (6) down regions are dropped; when
 /// none is left `all_down` applies — but never to a region outside the zone.
 pub fn decide(
@@ -242,13 +245,18 @@ fn decide_inner(
         .collect();
     why.push(|| format!("candidates ({}): {}", ask.candidates_are, list(&cands)));
 
-    let zone_allows = |r: &str| match &client.zone {
-        None => true,
-        Some(z) => topology.zone_of(r) == Some(z.as_str()),
+    let in_zone = |zone: &Option<String>, r: &str| {
+        zone.as_deref()
+            .is_none_or(|z| topology.zone_of(r) == Some(z))
     };
+    let zone_allows = |r: &str| in_zone(&client.zone, r) && in_zone(&routing.residency, r);
     if let Some(z) = &client.zone {
-        cands.retain(|r| zone_allows(r));
+        cands.retain(|r| in_zone(&client.zone, r));
         why.push(|| format!("residency zone `{z}` keeps: {}", list(&cands)));
+    }
+    if let Some(z) = &routing.residency {
+        cands.retain(|r| in_zone(&routing.residency, r));
+        why.push(|| format!("pinned to zone `{z}`: keeps {}", list(&cands)));
     }
 
     if !client.is_safe() {
@@ -361,10 +369,50 @@ fn list(v: &[&str]) -> String {
     }
 }
 
+/// What ordering needs besides the candidates, shared by every level of the tree.
+struct Facts<'a, 'h> {
+    topology: &'a Topology,
+    routing: &'a Routing,
+    health: &'h HealthView,
+    client: &'h ClientFacts,
+    edge_location: Option<LatLon>,
+}
+
+/// One level of the policy tree: the top (`[routing]`) or a pool.
+struct Level<'a> {
+    /// `None` at the top.
+    pool: Option<&'a Pool>,
+    policy: Policy,
+    geo: &'a GeoMap,
+    /// Failover order of the level's members.
+    order: &'a [String],
+}
+
+/// A member of a level with candidates below it: a region, or a pool and its candidate regions.
+struct Member<'a> {
+    name: &'a str,
+    /// Empty for a region.
+    regions: Vec<&'a str>,
+    pool: Option<&'a Pool>,
+}
+
+impl Member<'_> {
+    fn regions(&self) -> &[&str] {
+        if self.pool.is_some() {
+            &self.regions
+        } else {
+            std::slice::from_ref(&self.name)
+        }
+    }
+}
+
+/// Orders the candidates by the policy tree: the top level's policy ranks its members
+/// (regions, and pools as one), and each pool's regions take its place, ordered by the pool's
+/// own policy. Without pools, the top-level policy orders the regions.
 #[allow(clippy::too_many_arguments)]
 fn order<'a>(
-    topology: &Topology,
-    routing: &Routing,
+    topology: &'a Topology,
+    routing: &'a Routing,
     cands: &[&'a str],
     health: &HealthView,
     client: &ClientFacts,
@@ -372,108 +420,230 @@ fn order<'a>(
     random: u64,
     why: &mut Why,
 ) -> Vec<&'a str> {
-    let by_order = |v: &mut Vec<&'a str>| {
-        v.sort_by_key(|r| {
-            routing
+    let facts = Facts {
+        topology,
+        routing,
+        health,
+        client,
+        edge_location,
+    };
+    let top = Level {
+        pool: None,
+        policy: routing.policy,
+        geo: &routing.geo,
+        order: &routing.order,
+    };
+    let mut out = Vec::with_capacity(cands.len());
+    order_level(&facts, &top, cands, &mut Draws(random), why, &mut out);
+    out
+}
+
+/// The member of `level` (`None`: the top) that `region` is at or below, if any.
+fn member_of<'a>(routing: &'a Routing, region: &'a str, level: Option<&str>) -> Option<&'a str> {
+    let mut cur = region;
+    loop {
+        let parent = routing.parent_of(cur).map(|p| p.name.as_str());
+        if parent == level {
+            return Some(cur);
+        }
+        cur = parent?;
+    }
+}
+
+fn order_level<'a>(
+    f: &Facts<'a, '_>,
+    level: &Level<'a>,
+    cands: &[&'a str],
+    draws: &mut Draws,
+    why: &mut Why,
+    out: &mut Vec<&'a str>,
+) {
+    let routing = f.routing;
+    let mut v: Vec<Member<'a>> = Vec::with_capacity(cands.len());
+    if routing.pools.is_empty() {
+        v.extend(cands.iter().map(|r| Member {
+            name: r,
+            regions: Vec::new(),
+            pool: None,
+        }));
+    } else {
+        let here = level.pool.map(|p| p.name.as_str());
+        for r in cands {
+            let Some(m) = member_of(routing, r, here) else {
+                continue;
+            };
+            match v.iter_mut().find(|x| x.name == m) {
+                Some(x) => x.regions.push(r),
+                None => {
+                    let pool = routing.pool(m);
+                    v.push(Member {
+                        name: m,
+                        regions: if pool.is_some() { vec![*r] } else { Vec::new() },
+                        pool,
+                    });
+                }
+            }
+        }
+        if let Some(p) = level.pool {
+            v.sort_by_key(|m| p.members.iter().position(|x| x == m.name));
+        }
+    }
+    let label = match level.pool {
+        Some(p) => format!("pool `{}`: ", p.name),
+        None => String::new(),
+    };
+    let view = |r: &str| f.health.get(r).copied().unwrap_or_default();
+    let by_order = |v: &mut Vec<Member<'a>>| {
+        v.sort_by_key(|m| {
+            level
                 .order
                 .iter()
-                .position(|o| o == r)
+                .position(|o| o == m.name)
                 .unwrap_or(usize::MAX)
         });
     };
-    let mut v = cands.to_vec();
-    match routing.policy {
+    // A pool is as close or as fast as its best up region (its best region when none is up).
+    let best = |m: &Member<'_>, key: &dyn Fn(&str) -> Option<f64>| {
+        let regions = m.regions();
+        let up = regions.iter().any(|r| view(r).up);
+        regions
+            .iter()
+            .filter(|r| !up || view(r).up)
+            .filter_map(|r| key(r))
+            .min_by(f64::total_cmp)
+    };
+    match level.policy {
         Policy::Failover => {
             by_order(&mut v);
-            why.push(|| "policy failover: [routing] order".to_string());
+            why.push(|| {
+                let what = if level.pool.is_some() {
+                    "members"
+                } else {
+                    "[routing] order"
+                };
+                format!("{label}policy failover: {what}")
+            });
         }
         Policy::Latency => {
-            let rtt = |r: &str| health.get(r).and_then(|h| h.rtt);
-            v.sort_by_key(|r| (rtt(r).is_none(), rtt(r)));
+            let ms = |r: &str| view(r).rtt.map(|d| d.as_secs_f64() * 1000.0);
+            let key = |m: &Member<'_>| best(m, &ms);
+            v.sort_by(|a, b| match (key(a), key(b)) {
+                (Some(x), Some(y)) => x.total_cmp(&y),
+                (a, b) => b.is_some().cmp(&a.is_some()),
+            });
             why.push(|| {
                 let shown: Vec<String> = v
                     .iter()
-                    .map(|r| match rtt(r) {
-                        Some(d) => format!("{r} {:.1}ms", d.as_secs_f64() * 1000.0),
-                        None => format!("{r} unmeasured"),
+                    .map(|m| match key(m) {
+                        Some(d) => format!("{} {d:.1}ms", m.name),
+                        None => format!("{} unmeasured", m.name),
                     })
                     .collect();
-                format!("policy latency (EWMA RTT): {}", shown.join(", "))
+                format!("{label}policy latency (EWMA RTT): {}", shown.join(", "))
             });
         }
         Policy::Proximity => {
-            let from = client.location.or(edge_location);
+            let from = f.client.location.or(f.edge_location);
             let km = |r: &str| {
-                let loc = topology.region(r).and_then(|r| r.location);
+                let loc = f.topology.region(r).and_then(|r| r.location);
                 match (from, loc) {
-                    (Some(a), Some(b)) => distance_km(a, b),
-                    _ => f64::INFINITY,
+                    (Some(a), Some(b)) => Some(distance_km(a, b)),
+                    _ => None,
                 }
             };
-            v.sort_by(|a, b| km(a).total_cmp(&km(b)));
-            let src = if client.location.is_some() {
+            let key = |m: &Member<'_>| best(m, &km).unwrap_or(f64::INFINITY);
+            v.sort_by(|a, b| key(a).total_cmp(&key(b)));
+            let src = if f.client.location.is_some() {
                 "client"
             } else {
                 "edge"
             };
             why.push(|| {
-                let shown: Vec<String> = v.iter().map(|r| format!("{r} {:.0}km", km(r))).collect();
-                format!("policy proximity from the {src}: {}", shown.join(", "))
+                let shown: Vec<String> = v
+                    .iter()
+                    .map(|m| format!("{} {:.0}km", m.name, key(m)))
+                    .collect();
+                format!(
+                    "{label}policy proximity from the {src}: {}",
+                    shown.join(", ")
+                )
             });
         }
         Policy::Geo => {
             by_order(&mut v);
-            let pick = routing
+            let pick = level
                 .geo
-                .lookup(client.country.as_deref(), client.continent.as_deref());
+                .lookup(f.client.country.as_deref(), f.client.continent.as_deref());
             if let Some(p) = pick
-                && let Some(pos) = v.iter().position(|r| *r == p)
+                && let Some(pos) = v.iter().position(|m| m.name == p)
             {
-                let r = v.remove(pos);
-                v.insert(0, r);
+                let m = v.remove(pos);
+                v.insert(0, m);
             }
             why.push(|| {
+                let then = if level.pool.is_some() {
+                    "members"
+                } else {
+                    "[routing] order"
+                };
                 format!(
-                    "policy geo: country {} continent {} → {}, then [routing] order",
-                    client.country.as_deref().unwrap_or("?"),
-                    client.continent.as_deref().unwrap_or("?"),
+                    "{label}policy geo: country {} continent {} → {}, then {then}",
+                    f.client.country.as_deref().unwrap_or("?"),
+                    f.client.continent.as_deref().unwrap_or("?"),
                     pick.unwrap_or("no rule")
                 )
             });
         }
         Policy::Weighted => {
-            let mut draws = Draws(random);
-            let mut pool: Vec<&'a str> = v.clone();
-            v.clear();
-            let w = |r: &str| health.get(r).map_or(100, |h| h.weight) as f64;
+            let w = |m: &Member<'_>| match m.pool {
+                Some(p) => f64::from(routing.weights.get(&p.name).copied().unwrap_or(100)),
+                None => f64::from(view(m.name).weight),
+            };
+            let shown = if why.on {
+                let s: Vec<String> = v.iter().map(|m| format!("{} {}%", m.name, w(m))).collect();
+                s.join(", ")
+            } else {
+                String::new()
+            };
+            let mut pool = std::mem::take(&mut v);
             while !pool.is_empty() {
-                let total: f64 = pool.iter().map(|r| w(r)).sum();
+                let total: f64 = pool.iter().map(&w).sum();
                 let idx = if total <= 0.0 {
                     0
                 } else {
                     let mut x = draws.next_unit() * total;
                     let mut chosen = pool.len() - 1;
-                    for (i, r) in pool.iter().enumerate() {
-                        if x < w(r) {
+                    for (i, m) in pool.iter().enumerate() {
+                        if x < w(m) {
                             chosen = i;
                             break;
                         }
-                        x -= w(r);
+                        x -= w(m);
                     }
                     chosen
                 };
                 v.push(pool.remove(idx));
             }
             why.push(|| {
-                let shown: Vec<String> = cands
-                    .iter()
-                    .map(|r| format!("{r} {}%", w(r) as u8))
-                    .collect();
-                format!("policy weighted ({}): drew {}", shown.join(", "), list(&v))
+                let drawn: Vec<&str> = v.iter().map(|m| m.name).collect();
+                format!("{label}policy weighted ({shown}): drew {}", list(&drawn))
             });
         }
     }
-    v
+    for m in v {
+        match m.pool {
+            Some(p) => {
+                let inner = Level {
+                    pool: Some(p),
+                    policy: p.policy,
+                    geo: &p.geo,
+                    order: &p.members,
+                };
+                order_level(f, &inner, &m.regions, draws, why, out);
+            }
+            None => out.push(m.name),
+        }
+    }
 }
 
 /// A retry budget: retries may not exceed `ratio` × requests plus a small `reserve`, so a
@@ -582,6 +752,156 @@ location = { lat = 1.3, lon = 103.8 }
                 )
             })
             .collect()
+    }
+
+    const EU_POOL: &str = "[routing.pool.eu]\nmembers = [\"eu-west-1\", \"eu-central-1\"]\n";
+
+    fn rtts(ms: &[(&str, u64)]) -> HealthView {
+        ms.iter()
+            .map(|(n, ms)| {
+                let rtt = Some(Duration::from_millis(*ms));
+                (
+                    n.to_string(),
+                    RegionView {
+                        rtt,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn geo_between_pools_then_latency_inside() {
+        let t = topo(&format!(
+            "[routing]\npolicy = \"geo\"\norder = [\"us-east-1\"]\n\
+             [routing.geo]\nEU = \"eu\"\ndefault = \"us-east-1\"\n{EU_POOL}policy = \"latency\""
+        ));
+        assert_eq!(t.routing.order, ["us-east-1", "eu", "ap-southeast-1"]);
+        let h = rtts(&[("eu-west-1", 30), ("eu-central-1", 12), ("us-east-1", 5)]);
+        let de = ClientFacts {
+            country: Some("DE".into()),
+            continent: Some("EU".into()),
+            ..get()
+        };
+        let d = decide(&t, &h, &de, None, 0);
+        assert_eq!(
+            d.regions,
+            ["eu-central-1", "eu-west-1", "us-east-1", "ap-southeast-1"],
+            "{:?}",
+            d.explanation
+        );
+        assert!(
+            d.explanation
+                .iter()
+                .any(|l| l.starts_with("pool `eu`: policy latency"))
+        );
+        let us = ClientFacts {
+            country: Some("US".into()),
+            continent: Some("NA".into()),
+            ..get()
+        };
+        let d = decide(&t, &h, &us, None, 0);
+        assert_eq!(
+            d.regions,
+            ["us-east-1", "eu-central-1", "eu-west-1", "ap-southeast-1"]
+        );
+    }
+
+    #[test]
+    fn a_pool_is_as_fast_as_its_best_up_region() {
+        let t = topo(&format!(
+            "[routing]\npolicy = \"latency\"\n{EU_POOL}policy = \"failover\""
+        ));
+        let mut h = rtts(&[
+            ("eu-west-1", 10),
+            ("eu-central-1", 40),
+            ("us-east-1", 20),
+            ("ap-southeast-1", 90),
+        ]);
+        let d = decide(&t, &h, &get(), None, 0);
+        assert_eq!(
+            d.regions,
+            ["eu-west-1", "eu-central-1", "us-east-1", "ap-southeast-1"]
+        );
+        h.get_mut("eu-west-1").unwrap().up = false;
+        let d = decide(&t, &h, &get(), None, 0);
+        assert_eq!(
+            d.regions,
+            ["us-east-1", "eu-central-1", "ap-southeast-1"],
+            "{:?}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn nested_pools_expand_in_place() {
+        let t = topo(&format!(
+            "[routing]\npolicy = \"failover\"\norder = [\"ap-southeast-1\"]\n\
+             {EU_POOL}policy = \"failover\"\n\
+             [routing.pool.west]\nmembers = [\"us-east-1\", \"eu\"]\npolicy = \"proximity\""
+        ));
+        assert_eq!(t.routing.order, ["ap-southeast-1", "west"]);
+        let paris = ClientFacts {
+            location: Some(LatLon {
+                lat: 48.9,
+                lon: 2.4,
+            }),
+            ..get()
+        };
+        let d = decide(&t, &HealthView::new(), &paris, None, 0);
+        assert_eq!(
+            d.regions,
+            ["ap-southeast-1", "eu-west-1", "eu-central-1", "us-east-1"]
+        );
+        let d = decide(&t, &down(&["ap-southeast-1"]), &paris, None, 0);
+        assert_eq!(
+            d.regions,
+            ["eu-west-1", "eu-central-1", "us-east-1"],
+            "{:?}",
+            d.explanation
+        );
+    }
+
+    #[test]
+    fn pool_weights_share_traffic_between_pools() {
+        let t = topo(&format!(
+            "[routing]\npolicy = \"weighted\"\n[routing.weights]\neu = 75\n\
+             {EU_POOL}policy = \"failover\""
+        ));
+        let n = 4000u64;
+        let mut draws = Draws(7);
+        let mut eu = 0u64;
+        for _ in 0..n {
+            let r = (draws.next_unit() * u64::MAX as f64) as u64;
+            let d = decide(&t, &HealthView::new(), &get(), None, r);
+            if d.regions[0].starts_with("eu-") {
+                assert_eq!(d.regions[0], "eu-west-1", "failover inside the pool");
+                eu += 1;
+            }
+        }
+        // A pool's weight comes from the file; a region's from the health view (100 here):
+        // eu 75 against us-east-1 and ap-southeast-1 at 100 each.
+        let p = 75.0 / 275.0;
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        assert!(
+            (eu as f64 - p * n as f64).abs() < 5.0 * sd,
+            "eu first {eu} of {n}"
+        );
+    }
+
+    #[test]
+    fn a_pinned_record_never_leaves_its_zone() {
+        let mut t = topo("[routing]\npolicy = \"latency\"\nall_down = \"fallback:us-east-1\"");
+        t.routing.residency = Some("eu".into());
+        let d = decide(&t, &HealthView::new(), &get(), None, 0);
+        assert_eq!(d.regions, ["eu-west-1", "eu-central-1"]);
+        let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &get(), None, 0);
+        assert_eq!((d.outcome, d.regions.len()), (Outcome::FailClosed, 0));
+        t.routing.all_down = AllDown::FailOpen;
+        let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &get(), None, 0);
+        assert_eq!(d.regions, ["eu-west-1", "eu-central-1"]);
+        assert_eq!(d.outcome, Outcome::FailOpen);
     }
 
     #[test]
@@ -750,14 +1070,51 @@ location = { lat = 1.3, lon = 103.8 }
             Just("home".to_string()),
             proptest::sample::select(names()).prop_map(|r| format!("primary:{r}")),
         ];
-        (policy, all_down, writes, Just(names()).prop_shuffle()).prop_map(|(p, a, w, order)| {
-            let order: Vec<String> = order.iter().map(|o| format!("\"{o}\"")).collect();
-            topo(&format!(
-                "[routing]\npolicy = \"{p}\"\nall_down = \"{a}\"\nwrites = \"{w}\"\norder = [{}]\n\
-                 [routing.geo]\nEU = \"eu-west-1\"\ndefault = \"us-east-1\"",
-                order.join(", ")
-            ))
-        })
+        let order = (0usize..3).prop_flat_map(|shape| {
+            let top: Vec<&'static str> = match shape {
+                0 => names(),
+                1 => vec!["us-east-1", "eu", "ap-southeast-1"],
+                _ => vec!["west", "ap-southeast-1"],
+            };
+            (Just(shape), Just(top).prop_shuffle())
+        });
+        (policy.clone(), all_down, writes, order, policy.clone(), policy).prop_map(
+            |(p, a, w, (shape, order), p1, p2)| {
+                let eu_rule = if shape == 0 { "eu-west-1" } else { order[0] };
+                let order: Vec<String> = order.iter().map(|o| format!("\"{o}\"")).collect();
+                topo(&format!(
+                    "[routing]\npolicy = \"{p}\"\nall_down = \"{a}\"\nwrites = \"{w}\"\norder = [{}]\n\
+                     [routing.geo]\nEU = \"{eu_rule}\"\ndefault = \"ap-southeast-1\"\n{}",
+                    order.join(", "),
+                    pools_of(shape, p1, p2)
+                ))
+            },
+        )
+    }
+
+    /// Shape 0: no pools; 1: `eu` = the two EU regions; 2: `west` = `eu` and us-east-1.
+    fn pools_of(shape: usize, p1: &str, p2: &str) -> String {
+        let eu = format!(
+            "[routing.pool.eu]\nmembers = [\"eu-west-1\", \"eu-central-1\"]\npolicy = \"{p1}\"\n{}",
+            if p1 == "geo" {
+                "geo = { DE = \"eu-central-1\", default = \"eu-west-1\" }\n"
+            } else {
+                ""
+            }
+        );
+        let west = format!(
+            "[routing.pool.west]\nmembers = [\"us-east-1\", \"eu\"]\npolicy = \"{p2}\"\n{}",
+            if p2 == "geo" {
+                "geo = { EU = \"eu\", default = \"us-east-1\" }\n"
+            } else {
+                ""
+            }
+        );
+        match shape {
+            0 => String::new(),
+            1 => eu,
+            _ => format!("{eu}{west}"),
+        }
     }
 
     fn any_health() -> impl Strategy<Value = HealthView> {
@@ -851,11 +1208,46 @@ location = { lat = 1.3, lon = 103.8 }
             let mut t = t;
             t.routing.policy = Policy::Failover;
             let d = decide(&t, &h, &c, None, r);
-            if d.outcome == Outcome::Routed {
+            if d.outcome == Outcome::Routed && t.routing.pools.is_empty() {
                 let undrained: Vec<&String> = t.routing.order.iter()
                     .filter(|o| h[*o].up && h[*o].weight > 0).collect();
                 let got: Vec<&String> = d.regions.iter().take(undrained.len()).collect();
                 prop_assert_eq!(got, undrained);
+            }
+        }
+
+        /// Whatever the tree and its policies: every up candidate is routed to exactly once, and
+        /// each pool's regions come one after another (the level above ranks the pool as one).
+        #[test]
+        fn pools_keep_their_regions_together(
+            t in any_topo(), h in any_health(), r in any::<u64>(),
+            loc in proptest::option::of((-90.0f64..90.0, -180.0f64..180.0)),
+        ) {
+            let h: HealthView = h.into_iter()
+                .map(|(n, v)| (n, RegionView { weight: 100, ..v })).collect();
+            let c = ClientFacts {
+                location: loc.map(|(lat, lon)| LatLon { lat, lon }),
+                country: Some("DE".into()),
+                continent: Some("EU".into()),
+                ..get()
+            };
+            let d = decide(&t, &h, &c, None, r);
+            let mut up: Vec<&str> = names().into_iter().filter(|n| h[*n].up).collect();
+            if up.is_empty() {
+                return Ok(());
+            }
+            let mut got: Vec<&str> = d.regions.iter().map(String::as_str).collect();
+            got.sort_unstable();
+            up.sort_unstable();
+            prop_assert_eq!(got, up, "{:?}", d.explanation);
+            for p in &t.routing.pools {
+                let below: Vec<usize> = d.regions.iter().enumerate()
+                    .filter(|(_, x)| member_of(&t.routing, x, Some(p.name.as_str())).is_some())
+                    .map(|(i, _)| i).collect();
+                if let (Some(first), Some(last)) = (below.first(), below.last()) {
+                    prop_assert_eq!(last - first + 1, below.len(),
+                        "pool {} split: {:?}", p.name, d.explanation);
+                }
             }
         }
 

@@ -924,3 +924,164 @@ residency = "home-zone"
     );
     assert_eq!(t.regions_for_key(&ks("homed"), "nowhere"), Some(vec![]));
 }
+
+#[test]
+fn routing_pools_compose_a_tree() {
+    let text = with(
+        "[routing]\npolicy = \"geo\"\norder = [\"eu-west-1\"]\n\n[routing.geo]\nNA = \"us\"\ndefault = \"eu-west-1\"\n\n\
+         [routing.weights]\nus = 40\n\n\
+         [routing.pool.us]\nmembers = [\"us-west-2\", \"us-east-1\"]\npolicy = \"geo\"\ngeo = { CA = \"us-west-2\", default = \"us-east-1\" }\n",
+    );
+    let t = parse("meridian.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let r = &t.routing;
+    assert_eq!(
+        r.order,
+        ["eu-west-1", "us"],
+        "top level: pools stand in for their regions"
+    );
+    assert_eq!(r.pools.len(), 1);
+    assert_eq!(r.pools[0].members, ["us-west-2", "us-east-1"]);
+    assert_eq!(r.pools[0].policy, Policy::Geo);
+    assert_eq!(r.pools[0].geo.default.as_deref(), Some("us-east-1"));
+    assert_eq!(r.weights["us"], 40);
+    assert_eq!(
+        r.parent_of("us-east-1").map(|p| p.name.as_str()),
+        Some("us")
+    );
+    assert!(r.located());
+    let summary = t.render_summary();
+    assert!(
+        summary.contains("pool us (geo): us-west-2, us-east-1"),
+        "{summary}"
+    );
+}
+
+#[test]
+fn routing_pool_mistakes() {
+    let pool = |body: &str| with(&format!("[routing]\npolicy = \"latency\"\n\n{body}"));
+    let text = pool("[routing.pool.us]\nmembers = [\"us-east-1\", \"us-wset-2\"]\n");
+    let d = assert_diag(
+        &text,
+        "\"us-wset-2\"",
+        0,
+        "pool `us`: members name unknown region or pool `us-wset-2`",
+    );
+    assert!(hint(&d).contains("did you mean `us-west-2`?"), "{d}");
+    let text = pool(
+        "[routing.pool.a]\nmembers = [\"us-east-1\"]\n[routing.pool.b]\nmembers = [\"us-east-1\", \"a\"]\n",
+    );
+    assert_diag(
+        &text,
+        "\"us-east-1\", \"a\"",
+        0,
+        "`us-east-1` is a member of two pools, `a` and `b`",
+    );
+    let text = pool(
+        "[routing.pool.a]\nmembers = [\"b\"]\n[routing.pool.b]\nmembers = [\"a\", \"us-east-1\"]\n",
+    );
+    assert_diag(&text, "a]", 0, "pool `a` contains itself: a → b → a");
+    let text = pool("[routing.pool.eu-west-1]\nmembers = [\"us-east-1\"]\n");
+    assert_diag(
+        &text,
+        "eu-west-1]",
+        0,
+        "pool `eu-west-1` has the name of a region",
+    );
+    let text = pool("[routing.pool.us]\nmembers = []\n");
+    assert_diag(&text, "[]", 0, "pool `us`: members is empty");
+    let text = pool("[routing.pool.us]\npolicy = \"latency\"\n");
+    assert_diag(
+        &text,
+        "[routing.pool.us]",
+        0,
+        "pool `us`: missing required key `members`",
+    );
+    let text =
+        pool("[routing.pool.us]\nmembers = [\"us-east-1\", \"us-west-2\"]\npolicy = \"geo\"\n");
+    assert_diag(
+        &text,
+        "\"geo\"\n",
+        0,
+        "pool `us`: policy = \"geo\" needs a geo map with a `default` member",
+    );
+    let text = pool(
+        "[routing.pool.us]\nmembers = [\"us-east-1\", \"us-west-2\"]\npolicy = \"geo\"\ngeo = { CA = \"eu-west-1\", default = \"us-east-1\" }\n",
+    );
+    let d = assert_diag(
+        &text,
+        "\"eu-west-1\", default",
+        0,
+        "`CA` names `eu-west-1`, which is at the top level",
+    );
+    assert!(
+        hint(&d).contains("members of pool `us`: us-east-1, us-west-2"),
+        "{d}"
+    );
+    let text = with(
+        "[routing]\npolicy = \"failover\"\norder = [\"us-west-2\"]\n[routing.geo]\nEU = \"us-east-1\"\n\
+         [routing.pool.us]\nmembers = [\"us-east-1\", \"us-west-2\"]\n",
+    );
+    let d = assert_diag(
+        &text,
+        "\"us-west-2\"]\n[routing.geo]",
+        0,
+        "[routing]: order names `us-west-2`, which is a member of pool `us`",
+    );
+    assert!(hint(&d).contains("name `us` here"), "{d}");
+    assert_diag(
+        &text,
+        "\"us-east-1\"\n[routing.pool",
+        0,
+        "[routing.geo]: `EU` names `us-east-1`, which is a member of pool `us`",
+    );
+    let text = with(
+        "[routing.weights]\n\"us-east-1\" = 0\n\"eu-west-1\" = 0\n\"us-west-2\" = 0\nus = 50\n\
+         [routing.pool.us]\nmembers = [\"us-east-1\", \"us-west-2\"]\n",
+    );
+    assert_diag(&text, "[routing.weights]", 0, "every region has weight 0");
+}
+
+#[test]
+fn dns_residency_pins_a_record_to_a_zone() {
+    let dns = |record: &str| {
+        with(&format!(
+            "[dns]\nlisten = \"127.0.0.1:5353\"\nzone = \"x.test.\"\nnameservers = [\"ns1.x.test.\"]\n\
+             [[dns.record]]\nname = \"api\"\ntype = \"A\"\npolicy = \"latency\"\n{record}"
+        ))
+    };
+    let t = parse("meridian.toml", &dns("residency = \"us\"\n")).unwrap_or_else(|e| panic!("{e}"));
+    let rec = &t.dns.as_ref().unwrap().records[0];
+    assert_eq!(rec.residency.as_deref(), Some("us"));
+    let routing = meridian_core::geodns::record_routing(&t, rec).unwrap();
+    assert_eq!(routing.residency.as_deref(), Some("us"));
+    let text = dns("residency = \"ue\"\n");
+    let d = assert_diag(
+        &text,
+        "\"ue\"",
+        0,
+        "dns record `api`: residency names unknown zone `ue`",
+    );
+    assert!(hint(&d).contains("did you mean `us`?"), "{d}");
+    assert_diag(
+        &dns("residency = \"eu\"\n"),
+        "\"eu\"\n",
+        0,
+        "no region of zone `eu` has an IPv4 address",
+    );
+    assert_diag(
+        &dns("residency = \"us\"\nall_down = \"fallback:eu-west-1\"\n"),
+        "\"us\"\n",
+        0,
+        "all_down falls back to `eu-west-1`, outside residency zone `us`",
+    );
+    let text = with(
+        "[dns]\nlisten = \"127.0.0.1:5353\"\nzone = \"x.test.\"\nnameservers = [\"ns1.x.test.\"]\n\
+         [[dns.record]]\nname = \"www\"\ntype = \"A\"\nvalues = [\"192.0.2.9\"]\nresidency = \"us\"\n",
+    );
+    assert_diag(
+        &text,
+        "residency = \"us\"",
+        12,
+        "residency is only meaningful with a `policy`",
+    );
+}

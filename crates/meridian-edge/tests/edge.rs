@@ -735,6 +735,25 @@ async fn terminates_tls_from_pem_files() {
 
 /// A real MaxMind DB file (format 2.0, IPv4 tree, 24-bit records) holding one network,
 /// `203.0.113.0/24` → country DE, continent EU, location Frankfurt.
+/// `GET /v1/explain?ip=` of the world's admin API.
+async fn explain(c: &reqwest::Client, w: &World, ip: &str) -> serde_json::Value {
+    c.get(format!("{}/v1/explain?ip={ip}", w.admin))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// The tiny GeoIP database, opened (read into memory): 203.0.113.0/24 is in DE.
+fn tiny_geoip() -> meridian_edge::geo::GeoIp {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("t.mmdb");
+    std::fs::write(&db, tiny_mmdb()).unwrap();
+    meridian_edge::geo::GeoIp::open(&db).unwrap()
+}
+
 fn tiny_mmdb() -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.push((2 << 5) | s.len() as u8);
@@ -817,10 +836,7 @@ fn tiny_mmdb() -> Vec<u8> {
 
 #[tokio::test]
 async fn geoip_locates_clients_for_the_geo_policy() {
-    let dir = tempfile::tempdir().unwrap();
-    let db = dir.path().join("t.mmdb");
-    std::fs::write(&db, tiny_mmdb()).unwrap();
-    let geo = meridian_edge::geo::GeoIp::open(&db).unwrap();
+    let geo = tiny_geoip();
     let de = geo.locate("203.0.113.9".parse().unwrap());
     assert_eq!(
         (de.country.as_deref(), de.continent.as_deref()),
@@ -847,14 +863,46 @@ async fn geoip_locates_clients_for_the_geo_policy() {
         via("198.51.100.1").await.unwrap().headers()["meridian-region"],
         "a"
     );
-    let e: serde_json::Value = c
-        .get(format!("{}/v1/explain?ip=203.0.113.77", w.admin))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let e = explain(&c, &w, "203.0.113.77").await;
     assert_eq!(e["client"]["country"], "DE");
     assert_eq!(e["regions"][0], "c");
+}
+
+/// A composed tree through the real proxy: `geo` between the pool `bc` (for DE) and `a`,
+/// `failover` inside the pool; when `b` goes down, German clients stay in the pool (`c`)
+/// instead of leaving for `a`, and `explain` shows both levels.
+#[tokio::test]
+async fn a_policy_tree_keeps_clients_inside_their_pool() {
+    let extra = "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"bc\"\ndefault = \"a\"\n\
+                 [routing.pool.bc]\nmembers = [\"b\", \"c\"]\npolicy = \"failover\"\n";
+    let mut w = world_full(extra, false, None, Some(Arc::new(tiny_geoip()))).await;
+    let c = client();
+    let region_for = |ip: &'static str| {
+        let req = c
+            .get(format!("{}/t", w.proxy))
+            .header("x-forwarded-for", ip)
+            .send();
+        async move { req.await.unwrap().headers()["meridian-region"].clone() }
+    };
+    assert_eq!(region_for("203.0.113.9").await, "b");
+    assert_eq!(region_for("198.51.100.1").await, "a");
+
+    w.ups[1].kill();
+    let killed = Instant::now();
+    while backend_state(&c, &w.admin, "b").await != "down" {
+        assert!(
+            killed.elapsed() < Duration::from_secs(5),
+            "b never marked down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(region_for("203.0.113.9").await, "c");
+    assert_eq!(region_for("198.51.100.1").await, "a");
+    let e = explain(&c, &w, "203.0.113.9").await;
+    assert_eq!(e["regions"], serde_json::json!(["c", "a"]), "{e}");
+    let lines = e["explanation"].to_string();
+    assert!(
+        lines.contains("policy geo") && lines.contains("pool `bc`: policy failover"),
+        "{e}"
+    );
 }

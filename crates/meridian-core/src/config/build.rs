@@ -18,9 +18,11 @@ use super::read::{self, Sp, Tbl};
 use super::scalar;
 use crate::KeyspaceType;
 
+mod pools;
+
 const REGION_KEYS: &[&str] = &["name", "location", "node", "app", "addresses", "capacity"];
 const ROUTING_KEYS: &[&str] = &[
-    "policy", "writes", "all_down", "sticky", "geo", "weights", "order",
+    "policy", "writes", "all_down", "sticky", "geo", "weights", "order", "pool",
 ];
 const EDGE_KEYS: &[&str] = &[
     "name",
@@ -43,7 +45,15 @@ const KEYSPACE_KEYS: &[&str] = &[
     "residency",
 ];
 const DNS_KEYS: &[&str] = &["listen", "zone", "ttl", "nameservers", "record"];
-const RECORD_KEYS: &[&str] = &["name", "type", "values", "policy", "geo", "all_down"];
+const RECORD_KEYS: &[&str] = &[
+    "name",
+    "type",
+    "values",
+    "policy",
+    "geo",
+    "all_down",
+    "residency",
+];
 const LIMITS_KEYS: &[&str] = &[
     "max_key_bytes",
     "max_value_bytes",
@@ -688,7 +698,12 @@ fn all_down(cx: &mut Cx<'_>, t: &Tbl<'_>, known: &Known) -> Option<AllDown> {
     }
 }
 
-fn geo_map(cx: &mut Cx<'_>, g: &Tbl<'_>, known: &Known) -> Option<GeoMap> {
+/// Checks that a value names something its level may name, reporting why not. Called with
+/// the message prefix and the name.
+type MemberCheck<'f> = dyn Fn(&mut Cx<'_>, &str, &Sp<String>) -> bool + 'f;
+
+/// Reads a country/continent map whose values `check` accepts (members of one tree level).
+fn geo_map(cx: &mut Cx<'_>, g: &Tbl<'_>, check: &MemberCheck<'_>) -> Option<GeoMap> {
     let mut map = GeoMap::default();
     let mut ok = true;
     for (key, key_span, node) in g.keys() {
@@ -698,7 +713,7 @@ fn geo_map(cx: &mut Cx<'_>, g: &Tbl<'_>, known: &Known) -> Option<GeoMap> {
             continue;
         };
         let region = Sp { v: region, span };
-        ok &= known.region(cx, &format!("{}: `{key}` names", g.label), &region);
+        ok &= check(cx, &format!("{}: `{key}` names", g.label), &region);
         if key == "default" {
             map.default = Some(region.v);
         } else if key.len() == 2 && key.chars().all(|c| c.is_ascii_uppercase()) {
@@ -732,6 +747,8 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
         geo: GeoMap::default(),
         weights: all_regions.iter().map(|n| (n.clone(), 100)).collect(),
         order: all_regions.clone(),
+        pools: Vec::new(),
+        residency: None,
     };
     if !root.has("routing") {
         return Some(r);
@@ -739,6 +756,20 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     let t = root.table(cx, "routing", "[routing]".to_string())?;
     t.allow(cx, ROUTING_KEYS);
     let mut ok = true;
+    if t.has("pool") {
+        match t
+            .table(cx, "pool", "[routing.pool]".to_string())
+            .and_then(|p| pools::read(cx, &p, known, regions))
+        {
+            Some(p) => r.pools = p,
+            None => ok = false,
+        }
+    }
+    let top = pools::top_level(&r.pools, &all_regions);
+    let pool_list = r.pools.clone();
+    let top_member = |cx: &mut Cx<'_>, what: &str, n: &Sp<String>| {
+        pools::member(cx, known, &pool_list, what, n, None)
+    };
     let pol = policy(cx, &t);
     ok &= pol.is_some() || !t.has("policy");
     if let Some(p) = &pol {
@@ -777,7 +808,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     if t.has("geo") {
         match t
             .table(cx, "geo", "[routing.geo]".to_string())
-            .and_then(|g| geo_map(cx, &g, known))
+            .and_then(|g| geo_map(cx, &g, &top_member))
         {
             Some(g) => r.geo = g,
             None => ok = false,
@@ -789,7 +820,11 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
                 v: key.to_string(),
                 span: key_span,
             };
-            ok &= known.region(cx, &format!("{}: a weight is set for", w.label), &name);
+            ok &= if r.pools.iter().any(|p| p.name == name.v) {
+                true
+            } else {
+                known.region(cx, &format!("{}: a weight is set for", w.label), &name)
+            };
             let span = w.span_of(key);
             match read::node_int(cx, node, &span, &format!("{}: `{key}`", w.label)) {
                 Some(pct @ 0..=100) => {
@@ -807,7 +842,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
                 None => ok = false,
             }
         }
-        if ok && !r.weights.is_empty() && r.weights.values().all(|w| *w == 0) {
+        if ok && all_regions.iter().all(|n| r.weights.get(n) == Some(&0)) {
             ok = false;
             cx.error(
                 &w.span,
@@ -822,7 +857,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     if let Some(order) = t.str_array(cx, "order") {
         let mut listed: Vec<String> = Vec::new();
         for o in order.v {
-            if !known.region(cx, &format!("{}: order names", t.label), &o) {
+            if !top_member(cx, &format!("{}: order names", t.label), &o) {
                 ok = false;
             } else if listed.contains(&o.v) {
                 ok = false;
@@ -835,7 +870,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
                 listed.push(o.v);
             }
         }
-        let rest: Vec<String> = all_regions
+        let rest: Vec<String> = top
             .iter()
             .filter(|n| !listed.contains(n))
             .cloned()
@@ -844,6 +879,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
         r.order = listed;
     } else {
         ok &= !t.has("order");
+        r.order = top;
     }
     if let Some(p) = &pol {
         match p.v {
@@ -1432,7 +1468,11 @@ fn record(
     ok &= values.is_some() || !r.has("values");
     let geo = match r.table(cx, "geo", format!("{}: geo", r.label)) {
         Some(g) => {
-            let m = geo_map(cx, &g, known);
+            let pools = routing.map_or(&[][..], |r| &r.pools);
+            let check = |cx: &mut Cx<'_>, what: &str, n: &Sp<String>| {
+                pools::member(cx, known, pools, what, n, None)
+            };
+            let m = geo_map(cx, &g, &check);
             ok &= m.is_some();
             m
         }
@@ -1443,6 +1483,24 @@ fn record(
     };
     let all_down_v = all_down(cx, r, known);
     ok &= all_down_v.is_some() || !r.has("all_down");
+    let residency = r.str(cx, "residency");
+    if let Some(z) = &residency
+        && !known.zones.iter().any(|k| k.name == z.v)
+    {
+        ok = false;
+        let zones: Vec<&str> = known.zones.iter().map(|k| k.name.as_str()).collect();
+        let hint = match scalar::closest(&z.v, zones.iter().copied()) {
+            Some(near) => format!("did you mean `{near}`? zones defined: {}", zones.join(", ")),
+            None if zones.is_empty() => "define the zone in `[zones]` first".to_string(),
+            None => format!("zones defined: {}", zones.join(", ")),
+        };
+        cx.error(
+            &z.span,
+            format!("{}: residency names unknown zone `{}`", r.label, z.v),
+            Some(hint),
+        );
+    }
+    ok &= residency.is_some() || !r.has("residency");
     let (Some(name), Some(kind)) = (name, kind) else {
         return None;
     };
@@ -1507,9 +1565,55 @@ fn record(
                     Some("remove `geo`, or set policy = \"geo\"".to_string()),
                 );
             }
+            if let Some(z) = &residency
+                && let Some(zone) = known.zones.iter().find(|k| k.name == z.v)
+            {
+                let answers = |name: &String| {
+                    regions
+                        .iter()
+                        .any(|g| &g.name == name && g.addresses.iter().any(|a| a.is_ipv4() == v4))
+                };
+                if !zone.regions.iter().any(answers) {
+                    ok = false;
+                    cx.error(
+                        &z.span,
+                        format!(
+                            "{}: no region of zone `{}` has an {} address, so every answer would be empty",
+                            r.label,
+                            z.v,
+                            if v4 { "IPv4" } else { "IPv6" }
+                        ),
+                        Some(format!("add `addresses` to a region of `{}`: {}", z.v, zone.regions.join(", "))),
+                    );
+                }
+                let fallback = match &all_down_v {
+                    Some(AllDown::Fallback(f)) => Some(f),
+                    None => match routing.map(|r| &r.all_down) {
+                        Some(AllDown::Fallback(f)) => Some(f),
+                        _ => None,
+                    },
+                    _ => None,
+                };
+                if let Some(f) = fallback
+                    && !zone.regions.contains(f)
+                {
+                    ok = false;
+                    cx.error(
+                        &z.span,
+                        format!(
+                            "{}: all_down falls back to `{f}`, outside residency zone `{}`",
+                            r.label, z.v
+                        ),
+                        Some(format!(
+                            "set `all_down` on this record to fail-closed, fail-open or a fallback inside the zone ({})",
+                            zone.regions.join(", ")
+                        )),
+                    );
+                }
+            }
         }
         None => {
-            for key in ["geo", "all_down"] {
+            for key in ["geo", "all_down", "residency"] {
                 if r.has(key) {
                     ok = false;
                     cx.error(
@@ -1578,6 +1682,7 @@ fn record(
         policy: policy.map(|p| p.v),
         geo,
         all_down: all_down_v,
+        residency: residency.map(|z| z.v),
     })
 }
 

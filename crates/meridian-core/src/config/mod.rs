@@ -15,7 +15,7 @@ mod summary;
 
 pub use diag::{ConfigError, Diagnostic};
 pub use model::{
-    AllDown, Cluster, Dns, DnsRecord, Edge, GeoMap, Health, Keyspace, LatLon, Limits, Policy,
+    AllDown, Cluster, Dns, DnsRecord, Edge, GeoMap, Health, Keyspace, LatLon, Limits, Policy, Pool,
     RecordType, Region, Replication, Residency, Routing, Topology, Writer, Writes, Zone,
 };
 pub use scalar::{duration as parse_duration, format_duration};

@@ -95,7 +95,7 @@ impl Region {
 }
 
 /// A routing policy, chosen by name (`latency`, `proximity`, `geo`, `weighted`, `failover`).
-/// Composed trees of policies are not expressible in the file yet.
+/// Trees of policies are composed with pools ([`Pool`]): each level of the tree has its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Policy {
     /// Lowest measured round-trip time (EWMA).
@@ -179,11 +179,66 @@ pub struct Routing {
     pub sticky: bool,
     /// `[routing.geo]`. Default: empty. Non-empty with a default when `policy = "geo"`.
     pub geo: GeoMap,
-    /// `[routing.weights]`: percent 0..=100 for every region (unlisted regions get 100); not all 0.
+    /// `[routing.weights]`: percent 0..=100 for every region and pool (unlisted ones get 100);
+    /// not every region 0. A pool's weight is its share when its level is `weighted`.
     pub weights: BTreeMap<String, u8>,
-    /// Failover order: the regions of `order` first, then every other region in file order.
-    /// Always lists every region exactly once.
+    /// Failover order of the top level of the tree: its members (regions outside every pool,
+    /// and pools inside no other pool) named in `order` first, then every other in file order
+    /// (a pool where its first region is). Always lists every top-level member exactly once;
+    /// without pools, every region.
     pub order: Vec<String>,
+    /// `[routing.pool.<name>]`, in file order. Default: empty (a flat list of regions).
+    pub pools: Vec<Pool>,
+    /// The zone every decision stays inside, as if each client carried this zone claim. Set
+    /// from a DNS record's `residency`; `[routing]` itself has no such key (a request's zone
+    /// comes from its verified claim). Default: `None`.
+    pub residency: Option<String>,
+}
+
+impl Routing {
+    /// The pool named `name`.
+    pub fn pool(&self, name: &str) -> Option<&Pool> {
+        self.pools.iter().find(|p| p.name == name)
+    }
+
+    /// The pool that lists `member` (a region or a pool) among its members; `None` at the top
+    /// level.
+    pub fn parent_of(&self, member: &str) -> Option<&Pool> {
+        self.pools
+            .iter()
+            .find(|p| p.members.iter().any(|m| m == member))
+    }
+
+    /// Whether a decision by these rules depends on where the client is: some level of the
+    /// tree uses `proximity`, or `geo` with at least one country or continent rule.
+    pub fn located(&self) -> bool {
+        let level = |policy: Policy, geo: &GeoMap| match policy {
+            Policy::Geo => !geo.rules.is_empty(),
+            Policy::Proximity => true,
+            Policy::Latency | Policy::Weighted | Policy::Failover => false,
+        };
+        level(self.policy, &self.geo) || self.pools.iter().any(|p| level(p.policy, &p.geo))
+    }
+}
+
+/// `[routing.pool.<name>]`: regions (or smaller pools) that the level above ranks as one
+/// member, ordered among themselves by the pool's own policy — how trees of policies are
+/// composed (e.g. `geo` between continents, `latency` inside each).
+///
+/// Guarantees (checked when the file is read): the name is unique among regions and pools;
+/// `members` is non-empty; every region and pool is a member of at most one pool and no pool
+/// contains itself; `geo` names only members.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pool {
+    /// The pool's name (`[a-z0-9][a-z0-9-]*`). Required.
+    pub name: String,
+    /// Regions and pools in the pool, in their failover order. Required.
+    pub members: Vec<String>,
+    /// How the members are ordered. Default: [`Policy::Latency`].
+    pub policy: Policy,
+    /// Country/continent → member, with a default (only and always with `policy = "geo"`).
+    /// Default: empty.
+    pub geo: GeoMap,
 }
 
 /// One `[[edge]]`.
@@ -345,6 +400,9 @@ pub struct DnsRecord {
     pub geo: Option<GeoMap>,
     /// Overrides `[routing] all_down` (only with a policy). Default: `None` (use routing's).
     pub all_down: Option<AllDown>,
+    /// Residency-pinned answers (only with a policy): the name of a `[zones]` zone; answers
+    /// only ever name that zone's regions, even when all of them are down. Default: `None`.
+    pub residency: Option<String>,
 }
 
 /// `[dns]`.

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::{AllDown, Residency, Topology, Writes};
+use super::model::{AllDown, GeoMap, Residency, Topology, Writes};
 use super::scalar::format_duration;
 
 fn all_down(a: &AllDown) -> String {
@@ -75,17 +75,21 @@ impl Topology {
             .map(|n| format!("{n} {}%", r.weights.get(n).copied().unwrap_or(100)))
             .collect();
         writeln!(s, "  order/weights {}", weights.join(", "))?;
-        if !r.geo.rules.is_empty() || r.geo.default.is_some() {
-            let mut g: Vec<String> = r
-                .geo
-                .rules
-                .iter()
-                .map(|(k, v)| format!("{k}->{v}"))
-                .collect();
-            if let Some(d) = &r.geo.default {
-                g.push(format!("default->{d}"));
+        if let Some(g) = geo(&r.geo) {
+            writeln!(s, "  geo {g}")?;
+        }
+        for p in &r.pools {
+            write!(
+                s,
+                "  pool {} ({}): {}",
+                p.name,
+                p.policy.as_str(),
+                p.members.join(", ")
+            )?;
+            match geo(&p.geo) {
+                Some(g) => writeln!(s, "  geo {g}")?,
+                None => writeln!(s)?,
             }
-            writeln!(s, "  geo {}", g.join(", "))?;
         }
         writeln!(s, "\nkeyspaces ({})", self.keyspaces.len())?;
         for k in &self.keyspaces {
@@ -151,7 +155,11 @@ impl Topology {
                 let answer = match rec.policy {
                     Some(p) => {
                         let ad = rec.all_down.as_ref().unwrap_or(&self.routing.all_down);
-                        format!("policy {}  all_down {}", p.as_str(), all_down(ad))
+                        let mut a = format!("policy {}  all_down {}", p.as_str(), all_down(ad));
+                        if let Some(z) = &rec.residency {
+                            let _ = write!(a, "  residency {z}");
+                        }
+                        a
                     }
                     None => rec.values.join(", "),
                 };
@@ -169,4 +177,16 @@ impl Topology {
             format_duration(l.session_wait)
         )
     }
+}
+
+/// A geo map as `CODE->member, …, default->member`; `None` when empty.
+fn geo(map: &GeoMap) -> Option<String> {
+    if map.rules.is_empty() && map.default.is_none() {
+        return None;
+    }
+    let mut g: Vec<String> = map.rules.iter().map(|(k, v)| format!("{k}->{v}")).collect();
+    if let Some(d) = &map.default {
+        g.push(format!("default->{d}"));
+    }
+    Some(g.join(", "))
 }
