@@ -201,7 +201,10 @@ fn defaults_are_filled_in() {
     assert_eq!(t.routing.all_down, AllDown::FailOpen);
     assert!(t.routing.sticky);
     assert_eq!(t.routing.order, ["us-east-1", "eu-west-1", "us-west-2"]);
+    assert_eq!(t.routing.retry_budget, 20);
     assert_eq!(t.health.path, "/health/ready");
+    assert_eq!(t.health.expect, [(200, 299)]);
+    assert!(t.health.expects(204) && !t.health.expects(301) && !t.health.expects(503));
     assert_eq!(
         (t.health.interval, t.health.down_after, t.health.up_after),
         (Duration::from_secs(1), 3, 5)
@@ -1083,5 +1086,31 @@ fn dns_residency_pins_a_record_to_a_zone() {
         "residency = \"us\"",
         12,
         "residency is only meaningful with a `policy`",
+    );
+}
+
+#[test]
+fn expected_status_and_retry_budget() {
+    let t = parse(
+        "meridian.toml",
+        &with("[routing]\nretry_budget = 5\n[health]\nexpect = \"200-299,301\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.routing.retry_budget, 5);
+    assert!(t.health.expects(301) && !t.health.expects(302));
+    let text = with("[health]\nexpect = \"200-2999\"\n");
+    let d = assert_diag(
+        &text,
+        "\"200-2999\"",
+        0,
+        "[health]: expect = \"200-2999\": 2999 is not an HTTP status code (100-599)",
+    );
+    assert!(hint(&d).contains("200-299,304"), "{d}");
+    let text = with("[routing]\nretry_budget = 150\n");
+    assert_diag(
+        &text,
+        "150",
+        0,
+        "[routing]: retry_budget = 150 is out of range",
     );
 }

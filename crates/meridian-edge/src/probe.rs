@@ -64,7 +64,7 @@ async fn probe(edge: Edge, b: Arc<Backend>) {
     };
     let start = Instant::now();
     let ok = match tokio::time::timeout(h.timeout, edge.client().request(req)).await {
-        Ok(Ok(resp)) => resp.status().is_success(),
+        Ok(Ok(resp)) => h.expects(resp.status().as_u16()),
         _ => false,
     };
     if ok {

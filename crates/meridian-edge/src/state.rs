@@ -151,6 +151,7 @@ impl Edge {
     /// a backend URL cannot be served (this build speaks plain HTTP to backends).
     pub fn new(topology: Arc<Topology>, opts: EdgeOptions) -> Result<Edge, Error> {
         let routes = build_routes(topology, &opts.name, None)?;
+        let budget = retry_budget(&routes.topology);
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(
@@ -166,7 +167,7 @@ impl Edge {
                 opts,
                 routes: ArcSwap::from_pointee(routes),
                 weights: Mutex::new(BTreeMap::new()),
-                budget: Mutex::new(RetryBudget::new(0.2, 10, 100)),
+                budget: Mutex::new(budget),
                 origin: tokio::time::Instant::now(),
                 client,
                 peers: Mutex::new(BTreeMap::new()),
@@ -184,6 +185,9 @@ impl Edge {
     pub fn reload(&self, topology: Arc<Topology>) -> Result<(), Error> {
         let old = self.inner.routes.load_full();
         let routes = build_routes(topology, &self.inner.opts.name, Some(&old))?;
+        if routes.topology.routing.retry_budget != old.topology.routing.retry_budget {
+            *lock(&self.inner.budget) = retry_budget(&routes.topology);
+        }
         self.inner.routes.store(Arc::new(routes));
         self.health_changed();
         Ok(())
@@ -416,6 +420,14 @@ impl Edge {
     pub(crate) fn trusted(routes: &Routes, ip: IpAddr) -> bool {
         routes.trusted.iter().any(|n| n.contains(&ip))
     }
+}
+
+/// The retry budget `[routing] retry_budget` asks for: that percent of requests, a reserve of
+/// 10 retries (none when the budget is 0: retries off), at most 100 saved up.
+fn retry_budget(topology: &Topology) -> RetryBudget {
+    let percent = topology.routing.retry_budget;
+    let reserve = if percent == 0 { 0 } else { 10 };
+    RetryBudget::new(f64::from(percent) / 100.0, reserve, 100)
 }
 
 /// A region's weight: the admin override if set, else `[routing.weights]` (100 when unlisted).

@@ -906,3 +906,45 @@ async fn a_policy_tree_keeps_clients_inside_their_pool() {
         "{e}"
     );
 }
+
+/// `[health] expect` decides what a probe counts as healthy: backends answering 200 are
+/// marked down when only 204 is expected, and stay up under the default (200-299).
+#[tokio::test]
+async fn probes_count_only_the_expected_statuses() {
+    let strict = world("expect = \"204\"\n", false).await;
+    let relaxed = world("expect = \"200,204\"\n", false).await;
+    let c = client();
+    let started = Instant::now();
+    while backend_state(&c, &strict.admin, "a").await != "down" {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "a never marked down"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(backend_state(&c, &relaxed.admin, "a").await, "up");
+}
+
+/// `[routing] retry_budget = 0` turns request-level retries off: a GET that fails in the
+/// first region is answered with the failure, not retried in the next.
+#[tokio::test]
+async fn a_zero_retry_budget_never_retries() {
+    let extra = "[routing]\npolicy = \"failover\"\norder = [\"a\", \"b\", \"c\"]\n";
+    let mut off = world(&format!("{extra}retry_budget = 0\n"), false).await;
+    let mut on = world(extra, false).await;
+    let c = client();
+    for w in [&off, &on] {
+        let r = c.get(format!("{}/x", w.proxy)).send().await.unwrap();
+        assert_eq!(r.headers()["meridian-region"], "a");
+    }
+    off.ups[0].kill();
+    on.ups[0].kill();
+    let r = c.get(format!("{}/x", on.proxy)).send().await.unwrap();
+    assert_eq!(
+        (r.status().as_u16(), &r.headers()["meridian-region"]),
+        (200, &"b".parse().unwrap())
+    );
+    let r = c.get(format!("{}/x", off.proxy)).send().await.unwrap();
+    assert!(r.status().is_server_error(), "{}", r.status());
+    assert_eq!(off.ups[1].hits.requests.load(Ordering::SeqCst), 0);
+}

@@ -22,7 +22,15 @@ mod pools;
 
 const REGION_KEYS: &[&str] = &["name", "location", "node", "app", "addresses", "capacity"];
 const ROUTING_KEYS: &[&str] = &[
-    "policy", "writes", "all_down", "sticky", "geo", "weights", "order", "pool",
+    "policy",
+    "writes",
+    "all_down",
+    "sticky",
+    "geo",
+    "weights",
+    "order",
+    "pool",
+    "retry_budget",
 ];
 const EDGE_KEYS: &[&str] = &[
     "name",
@@ -32,7 +40,14 @@ const EDGE_KEYS: &[&str] = &[
     "geoip",
     "trusted_proxies",
 ];
-const HEALTH_KEYS: &[&str] = &["path", "interval", "timeout", "down_after", "up_after"];
+const HEALTH_KEYS: &[&str] = &[
+    "path",
+    "interval",
+    "timeout",
+    "down_after",
+    "up_after",
+    "expect",
+];
 const KEYSPACE_KEYS: &[&str] = &[
     "name",
     "type",
@@ -618,12 +633,31 @@ fn health(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Health> {
     };
     let down_after = count(cx, "down_after", d.down_after);
     let up_after = count(cx, "up_after", d.up_after);
+    let expect = match t.str(cx, "expect") {
+        Some(e) => match scalar::status_ranges(&e.v) {
+            Ok(r) => Some(r),
+            Err(why) => {
+                cx.error(
+                    &e.span,
+                    format!("{}: expect = \"{}\": {why}", t.label, e.v),
+                    Some(
+                        "status codes and inclusive ranges between 100 and 599, comma-separated, like `expect = \"200-299,304\"`"
+                            .to_string(),
+                    ),
+                );
+                None
+            }
+        },
+        None if t.has("expect") => None,
+        None => Some(d.expect.clone()),
+    };
     Some(Health {
         path: path?,
         interval: interval_v?,
         timeout: timeout_v?,
         down_after: down_after?,
         up_after: up_after?,
+        expect: expect?,
     })
 }
 
@@ -747,6 +781,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
         geo: GeoMap::default(),
         weights: all_regions.iter().map(|n| (n.clone(), 100)).collect(),
         order: all_regions.clone(),
+        retry_budget: 20,
         pools: Vec::new(),
         residency: None,
     };
@@ -804,6 +839,16 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     match t.bool(cx, "sticky") {
         Some(s) => r.sticky = s.v,
         None => ok &= !t.has("sticky"),
+    }
+    match t.int_in(
+        cx,
+        "retry_budget",
+        0,
+        100,
+        "percent of requests that may be retried",
+    ) {
+        Some(b) => r.retry_budget = u8::try_from(b.v).unwrap_or(100),
+        None => ok &= !t.has("retry_budget"),
     }
     if t.has("geo") {
         match t

@@ -187,6 +187,10 @@ pub struct Routing {
     /// (a pool where its first region is). Always lists every top-level member exactly once;
     /// without pools, every region.
     pub order: Vec<String>,
+    /// Retries across regions may be at most this percent of requests (key `retry_budget`),
+    /// plus a reserve of 10, so a failover never multiplies the load on the survivors.
+    /// 0..=100; 0 turns request-level retries off. Default: 20.
+    pub retry_budget: u8,
     /// `[routing.pool.<name>]`, in file order. Default: empty (a flat list of regions).
     pub pools: Vec<Pool>,
     /// The zone every decision stays inside, as if each client carried this zone claim. Set
@@ -272,6 +276,18 @@ pub struct Health {
     pub down_after: u32,
     /// Consecutive successes before it is marked up again. Default: 5. At least 1.
     pub up_after: u32,
+    /// Status codes a probe counts as healthy (key `expect`, like `"200-299,304"`): inclusive
+    /// ranges within 100..=599, in the order written. Default: 200–299. Never empty.
+    pub expect: Vec<(u16, u16)>,
+}
+
+impl Health {
+    /// Whether a probe answered with `status` counts as a success.
+    pub fn expects(&self, status: u16) -> bool {
+        self.expect
+            .iter()
+            .any(|&(lo, hi)| (lo..=hi).contains(&status))
+    }
 }
 
 /// How a keyspace's writes replicate.
@@ -453,6 +469,7 @@ impl Default for Health {
             timeout: Duration::from_millis(500),
             down_after: 3,
             up_after: 5,
+            expect: vec![(200, 299)],
         }
     }
 }

@@ -221,6 +221,32 @@ fn edit_distance(a: &str, b: &str) -> usize {
 }
 
 /// The candidate closest to `wrong`, if it is close enough to be a likely typo.
+/// Parses `"200-299,304"`: comma-separated status codes and inclusive ranges, 100..=599.
+pub(super) fn status_ranges(text: &str) -> Result<Vec<(u16, u16)>, String> {
+    let code = |s: &str| -> Result<u16, String> {
+        match s.trim().parse::<u16>() {
+            Ok(c @ 100..=599) => Ok(c),
+            Ok(c) => Err(format!("{c} is not an HTTP status code (100-599)")),
+            Err(_) => Err(format!("`{}` is not a status code", s.trim())),
+        }
+    };
+    let mut out = Vec::new();
+    for part in text.split(',') {
+        let (lo, hi) = match part.split_once('-') {
+            Some((lo, hi)) => (code(lo)?, code(hi)?),
+            None => {
+                let c = code(part)?;
+                (c, c)
+            }
+        };
+        if lo > hi {
+            return Err(format!("range {lo}-{hi} is backwards"));
+        }
+        out.push((lo, hi));
+    }
+    Ok(out)
+}
+
 pub(super) fn closest<'a>(
     wrong: &str,
     candidates: impl IntoIterator<Item = &'a str>,
@@ -247,6 +273,26 @@ mod tests {
         assert!(duration("99999999999999999999d").is_err());
         assert_eq!(format_duration(Duration::from_secs(86_400)), "1d");
         assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+    }
+
+    #[test]
+    fn status_code_ranges() {
+        assert_eq!(status_ranges("200-299"), Ok(vec![(200, 299)]));
+        assert_eq!(
+            status_ranges("200, 204,300-399"),
+            Ok(vec![(200, 200), (204, 204), (300, 399)])
+        );
+        assert_eq!(
+            status_ranges("299-200"),
+            Err("range 299-200 is backwards".to_string())
+        );
+        assert_eq!(
+            status_ranges("600"),
+            Err("600 is not an HTTP status code (100-599)".to_string())
+        );
+        assert!(status_ranges("2xx").is_err());
+        assert!(status_ranges("").is_err());
+        assert!(status_ranges("200,").is_err());
     }
 
     #[test]

@@ -64,10 +64,11 @@ impl Topology {
         writeln!(s, "\nrouting")?;
         writeln!(
             s,
-            "  policy {}  writes {writes}  all_down {}  sticky {}",
+            "  policy {}  writes {writes}  all_down {}  sticky {}  retry_budget {}%",
             r.policy.as_str(),
             all_down(&r.all_down),
-            r.sticky
+            r.sticky,
+            r.retry_budget
         )?;
         let weights: Vec<String> = r
             .order
@@ -135,12 +136,21 @@ impl Topology {
         writeln!(s, "\nhealth")?;
         writeln!(
             s,
-            "  path {}  interval {}  timeout {}  down_after {}  up_after {}",
+            "  path {}  interval {}  timeout {}  down_after {}  up_after {}  expect {}",
             h.path,
             format_duration(h.interval),
             format_duration(h.timeout),
             h.down_after,
-            h.up_after
+            h.up_after,
+            h.expect
+                .iter()
+                .map(|&(lo, hi)| if lo == hi {
+                    lo.to_string()
+                } else {
+                    format!("{lo}-{hi}")
+                })
+                .collect::<Vec<_>>()
+                .join(",")
         )?;
         if let Some(d) = &self.dns {
             writeln!(
