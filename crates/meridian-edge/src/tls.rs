@@ -1,10 +1,15 @@
 //! TLS for the public listener: rustls with the `ring` provider (one provider, chosen here,
-//! no process-wide default installed), certificates and key from PEM files.
+//! no process-wide default installed), certificates and key from PEM files, re-read on demand
+//! (SIGHUP) without dropping a connection.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -20,9 +25,68 @@ fn config_error(path: &Path, what: &str, e: impl std::fmt::Display) -> Error {
     }
 }
 
-/// A server configuration from a PEM certificate chain (leaf first) and a PEM private key,
-/// offering HTTP/2 and HTTP/1.1 by ALPN, TLS 1.2 and 1.3.
-pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+/// The listener's certificate chain and key, from two PEM files. Every TLS handshake uses
+/// the pair loaded last; [`CertFiles::reload`] swaps in a new pair only when it is valid.
+pub struct CertFiles {
+    cert: PathBuf,
+    key: PathBuf,
+    provider: Arc<CryptoProvider>,
+    current: ArcSwap<CertifiedKey>,
+}
+
+impl std::fmt::Debug for CertFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CertFiles")
+            .field("cert", &self.cert)
+            .field("key", &self.key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl CertFiles {
+    /// Reads a PEM certificate chain (leaf first) and its PEM private key; an error says which
+    /// file is wrong and how.
+    pub fn load(cert: &Path, key: &Path) -> Result<Arc<CertFiles>, Error> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let pair = read_pair(cert, key, &provider)?;
+        Ok(Arc::new(CertFiles {
+            cert: cert.to_path_buf(),
+            key: key.to_path_buf(),
+            provider,
+            current: ArcSwap::from_pointee(pair),
+        }))
+    }
+
+    /// Reads both files again. On success new handshakes use the new pair (open connections
+    /// keep theirs); on error nothing changes and the error says why.
+    pub fn reload(&self) -> Result<(), Error> {
+        let pair = read_pair(&self.cert, &self.key, &self.provider)?;
+        self.current.store(Arc::new(pair));
+        Ok(())
+    }
+
+    /// A server configuration presenting the current pair, offering HTTP/2 and HTTP/1.1 by
+    /// ALPN, TLS 1.2 and 1.3.
+    pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, Error> {
+        let mut config = ServerConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| Error::Config {
+                message: format!("TLS protocol versions: {e}"),
+            })?
+            .with_no_client_auth()
+            .with_cert_resolver(self.clone());
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+impl ResolvesServerCert for CertFiles {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.load_full())
+    }
+}
+
+fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, Error> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| config_error(cert, "cannot read certificates", e))?
         .collect::<Result<_, _>>()
@@ -34,21 +98,17 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error
             "the file has no CERTIFICATE block",
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(key).map_err(|e| config_error(key, "bad key", e))?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Config {
-            message: format!("TLS protocol versions: {e}"),
-        })?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| Error::Config {
-            message: format!(
-                "{}: the key does not fit the certificate: {e}",
-                cert.display()
-            ),
-        })?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| config_error(key, "bad key", e))?;
+    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| Error::Config {
+        message: format!(
+            "{}: the key does not fit the certificate: {e}",
+            cert.display()
+        ),
+    })
+}
+
+/// A server configuration from a PEM certificate chain and key that are never re-read (see
+/// [`CertFiles`] for one that can be).
+pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
+    CertFiles::load(cert, key)?.server_config()
 }

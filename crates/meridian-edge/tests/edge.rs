@@ -695,10 +695,8 @@ async fn serves_http2_with_prior_knowledge() {
 #[tokio::test]
 async fn terminates_tls_from_pem_files() {
     let dir = tempfile::tempdir().unwrap();
-    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
-    std::fs::write(&cert, ck.cert.pem()).unwrap();
-    std::fs::write(&key, ck.key_pair.serialize_pem()).unwrap();
+    let der = write_cert(&cert, &key);
     assert!(
         meridian_edge::tls::server_config(&key, &key).is_err(),
         "a key is no certificate"
@@ -707,7 +705,9 @@ async fn terminates_tls_from_pem_files() {
     let w = world_with(FAILOVER, false, Some(config)).await;
 
     let mut roots = rustls::RootCertStore::empty();
-    roots.add(ck.cert.der().clone()).unwrap();
+    roots
+        .add(rustls_pki_types::CertificateDer::from(der))
+        .unwrap();
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let client = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -733,8 +733,95 @@ async fn terminates_tls_from_pem_files() {
     assert_eq!(resp.headers()["x-seen-proto"], "https");
 }
 
-/// A real MaxMind DB file (format 2.0, IPv4 tree, 24-bit records) holding one network,
-/// `203.0.113.0/24` → country DE, continent EU, location Frankfurt.
+/// A certificate and key for `localhost`, written to `cert` and `key`; returns the
+/// certificate's DER bytes.
+fn write_cert(cert: &std::path::Path, key: &std::path::Path) -> Vec<u8> {
+    let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
+    std::fs::write(cert, ck.cert.pem()).unwrap();
+    std::fs::write(key, ck.key_pair.serialize_pem()).unwrap();
+    ck.cert.der().to_vec()
+}
+
+/// The DER certificate the edge's TLS listener presents to a new connection.
+async fn presented_cert(proxy: &str) -> Vec<u8> {
+    #[derive(Debug)]
+    struct AnyCert;
+    impl rustls::client::danger::ServerCertVerifier for AnyCert {
+        fn verify_server_cert(
+            &self,
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &[rustls_pki_types::CertificateDer<'_>],
+            _: &rustls_pki_types::ServerName<'_>,
+            _: &[u8],
+            _: rustls_pki_types::UnixTime,
+        ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+            Ok(rustls::client::danger::ServerCertVerified::assertion())
+        }
+        fn verify_tls12_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn verify_tls13_signature(
+            &self,
+            _: &[u8],
+            _: &rustls_pki_types::CertificateDer<'_>,
+            _: &rustls::DigitallySignedStruct,
+        ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+            Ok(rustls::client::danger::HandshakeSignatureValid::assertion())
+        }
+        fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+            rustls::crypto::ring::default_provider()
+                .signature_verification_algorithms
+                .supported_schemes()
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let client = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AnyCert))
+        .with_no_client_auth();
+    let addr = proxy.strip_prefix("http://").unwrap();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(client))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+/// A renewed certificate is presented to new connections after `CertFiles::reload` (what
+/// SIGHUP calls); a broken pair on disk is refused and the last good one kept.
+#[tokio::test]
+async fn tls_certificates_reload_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("c.pem"), dir.path().join("k.pem"));
+    let first = write_cert(&cert, &key);
+    let files = meridian_edge::tls::CertFiles::load(&cert, &key).unwrap();
+    let w = world_with(FAILOVER, false, Some(files.server_config().unwrap())).await;
+    assert_eq!(presented_cert(&w.proxy).await, first);
+
+    let second = write_cert(&cert, &key);
+    assert_ne!(first, second);
+    files.reload().unwrap();
+    assert_eq!(presented_cert(&w.proxy).await, second);
+
+    std::fs::write(&key, "not a key").unwrap();
+    let err = files.reload().unwrap_err().to_string();
+    assert!(err.contains("k.pem: bad key"), "{err}");
+    assert_eq!(
+        presented_cert(&w.proxy).await,
+        second,
+        "the last good pair stays"
+    );
+}
+
 /// `GET /v1/explain?ip=` of the world's admin API.
 async fn explain(c: &reqwest::Client, w: &World, ip: &str) -> serde_json::Value {
     c.get(format!("{}/v1/explain?ip={ip}", w.admin))
@@ -754,6 +841,8 @@ fn tiny_geoip() -> meridian_edge::geo::GeoIp {
     meridian_edge::geo::GeoIp::open(&db).unwrap()
 }
 
+/// A real MaxMind DB file (format 2.0, IPv4 tree, 24-bit records) holding one network,
+/// `203.0.113.0/24` → country DE, continent EU, location Frankfurt.
 fn tiny_mmdb() -> Vec<u8> {
     fn string(out: &mut Vec<u8>, s: &str) {
         out.push((2 << 5) | s.len() as u8);

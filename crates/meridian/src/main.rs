@@ -109,8 +109,9 @@ enum Command {
     ///
     /// Listens on the edge's `listen` address (proxy) and `admin` address (admin API, token
     /// from `cluster.secret_file`), probes every app backend per `[health]`, and routes by
-    /// `[routing]`. SIGHUP re-reads the topology file: a valid one is swapped in without
-    /// dropping connections, a bad one is refused and the old one kept. Ctrl-C or SIGTERM
+    /// `[routing]`. SIGHUP re-reads the topology file and the TLS certificate and key: a valid
+    /// one is swapped in without dropping connections, a bad one is refused and the old one
+    /// kept. Ctrl-C or SIGTERM
     /// stop it; in-flight requests finish first.
     ///
     /// Example: meridian edge --config examples/meridian.toml --edge edge-local
@@ -397,11 +398,16 @@ fn run(command: Command) -> anyhow::Result<()> {
                         .map_err(|e| BadConfig(e.to_string()))?,
                 );
             }
+            let mut certs = None;
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
+                let files = meridian_edge::tls::CertFiles::load(cert, key)
+                    .map_err(|e| BadConfig(e.to_string()))?;
                 opts.tls = Some(
-                    meridian_edge::tls::server_config(cert, key)
+                    files
+                        .server_config()
                         .map_err(|e| BadConfig(e.to_string()))?,
                 );
+                certs = Some(files);
             }
             opts.seed = random_seed();
             let e = meridian_edge::Edge::new(topology, opts)
@@ -420,7 +426,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve_edge(e, config))
+            runtime.block_on(serve_edge(e, config, certs))
         }
         Command::Ctl {
             admin,
@@ -485,7 +491,11 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
-async fn serve_edge(edge: meridian_edge::Edge, config: PathBuf) -> anyhow::Result<()> {
+async fn serve_edge(
+    edge: meridian_edge::Edge,
+    config: PathBuf,
+    certs: Option<Arc<meridian_edge::tls::CertFiles>>,
+) -> anyhow::Result<()> {
     let topo = edge.topology();
     let me = topo
         .edge(&edge.options().name)
@@ -539,11 +549,19 @@ async fn serve_edge(edge: meridian_edge::Edge, config: PathBuf) -> anyhow::Resul
                     },
                     Err(e) => tracing::error!("SIGHUP: new topology refused, old one kept: {e}"),
                 }
+                if let Some(c) = &certs {
+                    match c.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(e) => tracing::error!(
+                            "SIGHUP: new TLS certificate refused, old one kept: {e}"
+                        ),
+                    }
+                }
             }
         });
     }
     #[cfg(not(unix))]
-    let _ = config;
+    let _ = (config, certs);
     let served = meridian_edge::serve(edge, listener, admin, shutdown_signal()).await;
     if let Some(dns) = dns {
         dns.abort();
