@@ -1125,6 +1125,76 @@ async fn session_reads_give_up_on_an_unreachable_origin_and_say_so() {
     );
 }
 
+/// A session whose writes come from two origins: when the first origin (in token order) does
+/// not answer, the read falls through to the second, which has applied both writes and answers
+/// — after one forward timeout, never a stale read and never a 503 while one origin can vouch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_reads_fall_through_to_the_next_origin() {
+    let mut w = World::new().await;
+    let (_hold, rx) = watch::channel(true);
+    let us = relay(&w.addrs["us-east-1"], rx).await;
+    let via = BTreeMap::from([
+        ("ap-southeast-1".to_string(), black_hole().await),
+        ("us-east-1".to_string(), us.url.clone()),
+    ]);
+    w.stop("eu-west-1").await;
+    w.start_via("eu-west-1", via).await;
+    let c = &w.client;
+    let r = c
+        .put(w.url("ap-southeast-1", "/v1/kv/reg/first"))
+        .body("from ap")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let first = session_of(&r);
+    let r = c
+        .put(w.url("us-east-1", "/v1/kv/reg/second"))
+        .header("meridian-session", &first)
+        .body("from us")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let both = session_of(&r);
+    assert!(
+        both.contains("ap-southeast-1") && both.contains("us-east-1"),
+        "{both}"
+    );
+    let started = Instant::now();
+    while c
+        .get(w.url("us-east-1", "/v1/kv/reg/first"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        != StatusCode::OK
+    {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "us-east-1 never got ap's write"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let started = Instant::now();
+    let r = c
+        .get(w.url("eu-west-1", "/v1/kv/reg/first?consistency=session"))
+        .header("meridian-session", &both)
+        .send()
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["meridian-region"], "us-east-1");
+    assert_eq!(r.text().await.unwrap(), "from ap");
+    assert!(
+        took >= meridian_node::read::FORWARD_TIMEOUT,
+        "ap-southeast-1 (first in token order) was tried first: {took:?}"
+    );
+    assert_eq!(us.kv_requests.load(Ordering::SeqCst), 1);
+}
+
 /// A strong read of a `writer = "home"` key is answered by its home — the latest value even
 /// while replication to the reading region is held back; a multi-writer keyspace refuses it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
