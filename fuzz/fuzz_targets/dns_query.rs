@@ -43,7 +43,10 @@ impl Env for Fixed {
             ip: Some(ip),
             country: Some("GB".into()),
             continent: Some("EU".into()),
-            location: Some(LatLon { lat: 51.5, lon: -0.1 }),
+            location: Some(LatLon {
+                lat: 51.5,
+                lon: -0.1,
+            }),
             network_prefix: Some(24),
         }
     }
@@ -70,9 +73,15 @@ fuzz_target!(|bytes: &[u8]| {
     let resolver: IpAddr = [198, 51, 100, 1].into();
     for transport in [Transport::Udp, Transport::Tcp] {
         if let Some((reply, _)) = answer::handle(zone(), bytes, resolver, transport, &Fixed) {
-            assert!(Message::from_vec(&reply).is_ok(), "a reply that does not decode");
+            assert!(
+                Message::from_vec(&reply).is_ok(),
+                "a reply that does not decode"
+            );
             if transport == Transport::Udp {
-                assert!(reply.len() <= usize::from(answer::UDP_PAYLOAD), "oversized UDP reply");
+                assert!(
+                    reply.len() <= usize::from(answer::UDP_PAYLOAD),
+                    "oversized UDP reply"
+                );
             }
         }
     }
