@@ -3,10 +3,10 @@
 # the anchor of ../shared/bench/peers/dns/ does) serve the same zone and geo mapping from the same
 # MaxMind test database, side by side; for each workload (the anchor's query files), dnsperf
 # measures one server then the other: peak qps, p99 at peak, p99 at 70 % of the lower peak.
-# Usage: bash bench/dns/run.sh [DURATION_S=10] [CLIENTS=4] [OUTSTANDING=200]
+# Usage: bash bench/dns/run.sh [DURATION_S=10] [CLIENTS=4] [OUTSTANDING=200] [ROUNDS=3]
 # Needs (installed here if missing, as root): dnsperf gdnsd knot-dnsutils.
 set -euo pipefail
-DUR=${1:-10}; CL=${2:-4}; Q=${3:-200}
+DUR=${1:-10}; CL=${2:-4}; Q=${3:-200}; ROUNDS=${4:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/dns"
 PEERS="$ROOT/../shared/bench/peers/dns"
@@ -86,19 +86,26 @@ for s in meridian gdnsd; do
 done
 UT=$(awk -F' *= *' '$1 == "udp_threads" {print $2}' "$HERE/topology.toml")
 echo "## dnsperf ${DUR}s, -c $CL -T 1 -q $Q; UDP threads: meridian ${UT:-one per core}, gdnsd 1"
-echo "# qps, avg_ms, lost: the peak run. p99_peak_ms: a second run with -v (every answer's"
+echo "# qps, avg_ms, lost: the peak runs, $ROUNDS per server taken in turns (the order flips each"
+echo "# round), the run with the median qps. p99_peak_ms: a further run with -v (every answer's"
 echo "# latency printed, which slows dnsperf itself: its qps is v_qps). p99_70_ms: a -v run paced"
 echo "# with -Q at 70% of the lower of the two peaks (rate70), the same offered rate for both."
-printf 'workload\tserver\tqps\tavg_ms\tlost\tv_qps\tp99_peak_ms\trate70\tqps70\tp99_70_ms\n'
+printf 'workload\tserver\tqps\tavg_ms\tlost\tv_qps\tp99_peak_ms\trate70\tqps70\tp99_70_ms\truns_qps\n'
 workload() { # label datafile [extra dnsperf args]
   local label=$1 df=$2; shift 2
-  declare -A qps avg lost vq p99p q70 p9970
-  local s out
+  declare -A qps avg lost vq p99p q70 p9970 runs
+  local s out r order line
+  for ((r = 0; r < ROUNDS; r++)); do
+    order="meridian gdnsd"; (( r % 2 )) && order="gdnsd meridian"
+    for s in $order; do
+      out=$(perf "$s" "$df" "$@")
+      runs[$s]+="$(awk '/Queries per second/{printf "%d", $4}' <<<"$out") $(awk '/Average Latency/{print $4 * 1000}' <<<"$out") $(awk '/Queries lost/{print $3}' <<<"$out")"$'\n'
+    done
+  done
   for s in meridian gdnsd; do
-    out=$(perf "$s" "$df" "$@")
-    qps[$s]=$(awk '/Queries per second/{printf "%d", $4}' <<<"$out")
-    avg[$s]=$(awk '/Average Latency/{print $4 * 1000}' <<<"$out")
-    lost[$s]=$(awk '/Queries lost/{print $3}' <<<"$out")
+    line=$(sort -n <<<"${runs[$s]%$'\n'}" | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+    read -r qps[$s] avg[$s] lost[$s] <<<"$line"
+    runs[$s]=$(awk '{print $1}' <<<"${runs[$s]%$'\n'}" | paste -sd,)
   done
   for s in meridian gdnsd; do
     read -r vq[$s] p99p[$s] < <(perf "$s" "$df" "$@" -v | p99)
@@ -110,8 +117,8 @@ workload() { # label datafile [extra dnsperf args]
     read -r q70[$s] p9970[$s] < <(perf "$s" "$df" "$@" -v -Q "$rate" | p99)
   done
   for s in meridian gdnsd; do
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$s" "${qps[$s]}" "${avg[$s]}" \
-      "${lost[$s]}" "${vq[$s]}" "${p99p[$s]}" "$rate" "${q70[$s]}" "${p9970[$s]}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$s" "${qps[$s]}" "${avg[$s]}" \
+      "${lost[$s]}" "${vq[$s]}" "${p99p[$s]}" "$rate" "${q70[$s]}" "${p9970[$s]}" "${runs[$s]}"
   done
   awk -v l="$label" -v m="${qps[meridian]}" -v g="${qps[gdnsd]}" \
     'BEGIN { printf "%s\tratio\t%.2f\n", l, m / g }'
