@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# GeoDNS throughput beside gdnsd, in one run: dnsperf (the workloads and query files of
-# ../shared/bench/peers/dns/) against `meridian edge` serving the same zone and geo mapping with
-# the same MaxMind test database, then the gdnsd anchor script itself.
-# Usage: bash bench/dns/run.sh [DURATION_S=10] [CLIENTS=4] [OUTSTANDING=200]
+# GeoDNS throughput and latency beside gdnsd, in one run: `meridian edge` and gdnsd (set up as
+# the anchor of ../shared/bench/peers/dns/ does) serve the same zone and geo mapping from the same
+# MaxMind test database, side by side; for each workload (the anchor's query files), dnsperf
+# measures one server then the other: peak qps, p99 at peak, p99 at 70 % of the lower peak.
+# Usage: bash bench/dns/run.sh [DURATION_S=10] [CLIENTS=4] [OUTSTANDING=200] [ROUNDS=3]
 # Needs (installed here if missing, as root): dnsperf gdnsd knot-dnsutils.
 set -euo pipefail
-DUR=${1:-10}; CL=${2:-4}; Q=${3:-200}
+DUR=${1:-10}; CL=${2:-4}; Q=${3:-200}; ROUNDS=${4:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/dns"
 PEERS="$ROOT/../shared/bench/peers/dns"
@@ -49,28 +50,82 @@ ecs_hex() { # a.b.c.d/len -> hex for dnsperf -E 8:<hex>
   for ((i=0;i<nb;i++)); do out+=$(printf '%02x' "${b[$i]}"); done
   echo "$out"
 }
-echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "## meridian answers"
-for kv in GB=81.2.69.160/27 US=216.160.83.56/29 SE=89.160.20.128/25 SG=214.0.0.0/24 CN=175.16.199.0/24; do
-  echo "geo.example.test A ECS ${kv} -> $(kdig +short @127.0.0.1 -p 15354 +subnet="${kv#*=}" geo.example.test A | tr '\n' ' ')"
+# gdnsd beside it, set up as the anchor script of $PEERS does (same config, zone, database,
+# 1 UDP thread), so both servers run the same workloads in turn under the same machine load.
+GD="$RUN/gdnsd"
+mkdir -p "$GD/etc/zones" "$GD/etc/geoip" "$GD/run" "$GD/state"
+sed -e "s#RUNDIR#$GD/run#" -e "s#STATEDIR#$GD/state#" "$PEERS/gdnsd/config" >"$GD/etc/config"
+cp "$PEERS/gdnsd/zones/"* "$GD/etc/zones/"
+cp "$RUN/GeoIP2-City-Test.mmdb" "$GD/etc/geoip/"
+gdnsd -c "$GD/etc" checkconf >/dev/null 2>"$GD/checkconf.log" || { cat "$GD/checkconf.log"; exit 1; }
+gdnsd -c "$GD/etc" start 2>"$GD/gdnsd.log" &
+PIDS+=($!)
+for _ in $(seq 1 50); do kdig +short +time=1 +retry=0 @127.0.0.1 -p 15353 www.example.test A >/dev/null 2>&1 && break; sleep 0.1; done
+declare -A PORT=([meridian]=15354 [gdnsd]=15353)
+echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
+echo "## answers (meridian | gdnsd)"
+for kv in none GB=81.2.69.160/27 US=216.160.83.56/29 SE=89.160.20.128/25 SG=214.0.0.0/24 CN=175.16.199.0/24; do
+  ecs=(); [ "$kv" = none ] || ecs=(+subnet="${kv#*=}")
+  m=$(kdig +short @127.0.0.1 -p 15354 "${ecs[@]}" geo.example.test A | tr '\n' ' ')
+  g=$(kdig +short @127.0.0.1 -p 15353 "${ecs[@]}" geo.example.test A | tr '\n' ' ')
+  echo "geo.example.test A ECS ${kv} -> ${m}| ${g}"
 done
-run() { # label datafile [extra dnsperf args]
-  local label=$1 df=$2; shift 2
-  local out
-  out=$(dnsperf -s 127.0.0.1 -p 15354 -d "$df" -l "$DUR" -c "$CL" -T 1 -q "$Q" "$@" 2>&1)
-  printf '%s\t%s\t%s\t%s\t%s\n' "$label" \
-    "$(awk '/Queries per second/{print $4}' <<<"$out")" \
-    "$(awk '/Average Latency/{print $4*1000}' <<<"$out")" \
-    "$(awk '/Latency StdDev/{print $4*1000}' <<<"$out")" \
-    "$(awk '/Queries lost/{print $3}' <<<"$out")"
+perf() { # server datafile [extra dnsperf args] -> dnsperf's report
+  local port=${PORT[$1]} df=$2; shift 2
+  dnsperf -s 127.0.0.1 -p "$port" -d "$df" -l "$DUR" -c "$CL" -T 1 -q "$Q" "$@" 2>&1
 }
-dnsperf -s 127.0.0.1 -p 15354 -d "$PEERS/queries-static-A.txt" -l 2 -c "$CL" -T 1 -q "$Q" >/dev/null 2>&1
-echo "## meridian: dnsperf ${DUR}s, -c $CL -T 1 -q $Q"
-printf 'workload\tqps\tavg_lat_ms\tstddev_ms\tlost\n'
-run static-A   "$PEERS/queries-static-A.txt"
-run mix6       "$PEERS/queries-mix.txt"
-run geo-noECS  "$PEERS/queries-geo-A.txt"
-run geo-ECS-GB "$PEERS/queries-geo-A.txt" -E "8:$(ecs_hex 81.2.69.160/27)"
-run geo-ECS-SG "$PEERS/queries-geo-A.txt" -E "8:$(ecs_hex 214.0.0.0/24)"
-echo "## gdnsd (the anchor of ../shared/bench/peers/dns/)"
-bash "$PEERS/run_dns_anchor.sh" "$DUR" 1 "$CL" "$Q"
+p99() { # dnsperf -v report on stdin -> "<qps> <p99 ms>": the 99th percentile of the answered
+  # queries' latencies (dnsperf prints them in microseconds), counted in 1 µs buckets
+  awk '/^> /{ us = int($NF * 1000000 + 0.5); h[us]++; n++; if (us > max) max = us }
+       /Queries per second/{ q = $4 }
+       END { c = 0; for (i = 0; i <= max; i++) { c += h[i]; if (c >= n * 0.99) break }
+             printf "%d %.3f\n", q, (n ? i / 1000 : -1) }'
+}
+for s in meridian gdnsd; do
+  dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$PEERS/queries-static-A.txt" -l 2 -c "$CL" -T 1 -q "$Q" >/dev/null 2>&1
+done
+UT=$(awk -F' *= *' '$1 == "udp_threads" {print $2}' "$HERE/topology.toml")
+echo "## dnsperf ${DUR}s, -c $CL -T 1 -q $Q; UDP threads: meridian ${UT:-one per core}, gdnsd 1"
+echo "# qps, avg_ms, lost: the peak runs, $ROUNDS per server taken in turns (the order flips each"
+echo "# round), the run with the median qps. p99_peak_ms: a further run with -v (every answer's"
+echo "# latency printed, which slows dnsperf itself: its qps is v_qps). p99_70_ms: a -v run paced"
+echo "# with -Q at 70% of the lower of the two peaks (rate70), the same offered rate for both."
+printf 'workload\tserver\tqps\tavg_ms\tlost\tv_qps\tp99_peak_ms\trate70\tqps70\tp99_70_ms\truns_qps\n'
+workload() { # label datafile [extra dnsperf args]
+  local label=$1 df=$2; shift 2
+  declare -A qps avg lost vq p99p q70 p9970 runs
+  local s out r order line
+  for ((r = 0; r < ROUNDS; r++)); do
+    order="meridian gdnsd"; (( r % 2 )) && order="gdnsd meridian"
+    for s in $order; do
+      out=$(perf "$s" "$df" "$@")
+      runs[$s]+="$(awk '/Queries per second/{printf "%d", $4}' <<<"$out") $(awk '/Average Latency/{print $4 * 1000}' <<<"$out") $(awk '/Queries lost/{print $3}' <<<"$out")"$'\n'
+    done
+  done
+  for s in meridian gdnsd; do
+    line=$(sort -n <<<"${runs[$s]%$'\n'}" | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+    read -r qps[$s] avg[$s] lost[$s] <<<"$line"
+    runs[$s]=$(awk '{print $1}' <<<"${runs[$s]%$'\n'}" | paste -sd,)
+  done
+  for s in meridian gdnsd; do
+    read -r vq[$s] p99p[$s] < <(perf "$s" "$df" "$@" -v | p99)
+  done
+  local low=${qps[meridian]}
+  [ "${qps[gdnsd]}" -lt "$low" ] && low=${qps[gdnsd]}
+  local rate=$(( low * 7 / 10 ))
+  for s in meridian gdnsd; do
+    read -r q70[$s] p9970[$s] < <(perf "$s" "$df" "$@" -v -Q "$rate" | p99)
+  done
+  for s in meridian gdnsd; do
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$s" "${qps[$s]}" "${avg[$s]}" \
+      "${lost[$s]}" "${vq[$s]}" "${p99p[$s]}" "$rate" "${q70[$s]}" "${p9970[$s]}" "${runs[$s]}"
+  done
+  awk -v l="$label" -v m="${qps[meridian]}" -v g="${qps[gdnsd]}" \
+    'BEGIN { printf "%s\tratio\t%.2f\n", l, m / g }'
+}
+workload static-A   "$PEERS/queries-static-A.txt"
+workload mix6       "$PEERS/queries-mix.txt"
+workload geo-noECS  "$PEERS/queries-geo-A.txt"
+workload geo-ECS-GB "$PEERS/queries-geo-A.txt" -E "8:$(ecs_hex 81.2.69.160/27)"
+workload geo-ECS-SG "$PEERS/queries-geo-A.txt" -E "8:$(ecs_hex 214.0.0.0/24)"
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -1114,3 +1114,23 @@ fn expected_status_and_retry_budget() {
         "[routing]: retry_budget = 150 is out of range",
     );
 }
+
+#[test]
+fn dns_udp_threads() {
+    let dns = |extra: &str| {
+        with(&format!(
+            "[dns]\nlisten = \"127.0.0.1:5353\"\nzone = \"x.test.\"\nnameservers = [\"ns1.x.test.\"]\n{extra}"
+        ))
+    };
+    let t = parse("m.toml", &dns("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.dns.map(|d| d.udp_threads), Some(None));
+    let t = parse("m.toml", &dns("udp_threads = 3\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.dns.map(|d| d.udp_threads), Some(Some(3)));
+    let d = assert_diag(
+        &dns("udp_threads = 0\n"),
+        "0\n",
+        0,
+        "[dns]: udp_threads = 0 is out of range",
+    );
+    assert!(hint(&d).contains("between 1 and 64"), "{d}");
+}

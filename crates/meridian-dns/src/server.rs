@@ -72,6 +72,16 @@ fn udp_sockets(first: std::net::UdpSocket, n: usize) -> std::io::Result<Vec<std:
     Ok(out)
 }
 
+/// How many UDP threads to run: `[dns] udp_threads`, else one per core (at most 8).
+fn udp_threads(topology: &meridian_core::config::Topology) -> usize {
+    topology
+        .dns
+        .as_ref()
+        .and_then(|d| d.udp_threads)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get().min(8)))
+        .max(1)
+}
+
 /// Sets the flag when dropped: the UDP threads stop when [`serve`] returns or is cancelled.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -81,7 +91,8 @@ impl Drop for StopOnDrop {
     }
 }
 
-/// Serves `authority` on `udp` and `tcp` until `shutdown` resolves. Each UDP worker and TCP
+/// Serves `authority` on `udp` and `tcp` until `shutdown` resolves, UDP on `[dns]
+/// udp_threads` threads (read once, now; default one per core, at most 8). Each UDP worker and TCP
 /// connection answers through [`Authority::handle`]; a panic while answering one packet (a
 /// bug) is logged and that packet dropped, the server goes on.
 pub async fn serve(
@@ -92,7 +103,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let stop = StopOnDrop(Arc::new(AtomicBool::new(false)));
-    let workers = std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 8));
+    let workers = udp_threads(&backend.topology());
     let sockets = match udp.into_std().and_then(|s| udp_sockets(s, workers)) {
         Ok(s) => s,
         Err(e) => {
@@ -139,9 +150,145 @@ fn answer(
     })
 }
 
-/// One UDP thread: blocking receive, answer (cache first, see [`Authority::handle_udp`]),
-/// send; the buffers and the cache live as long as the thread, so a cached answer costs no
-/// allocation.
+/// Answers one datagram through the thread's cache into `reply` (see
+/// [`Authority::handle_udp`]); `false`: send nothing. A panic (a bug) is logged, the datagram
+/// dropped and the cache emptied.
+fn answer_udp(
+    authority: &Authority,
+    backend: &dyn Backend,
+    packet: &[u8],
+    peer: IpAddr,
+    cache: &mut UdpCache,
+    reply: &mut Vec<u8>,
+) -> bool {
+    std::panic::catch_unwind(AssertUnwindSafe(|| {
+        authority.handle_udp(backend, packet, peer, cache, reply)
+    }))
+    .unwrap_or_else(|_| {
+        tracing::error!(%peer, len = packet.len(), "answering a DNS packet panicked; dropped");
+        *cache = UdpCache::default();
+        false
+    })
+}
+
+/// Most datagrams one `recvmmsg` or `sendmmsg` call carries (gdnsd's width too): enough to
+/// absorb a burst in one system call, small enough that the first answer of a batch does not
+/// wait long for the last.
+#[cfg(target_os = "linux")]
+const UDP_BATCH: usize = 16;
+
+/// One UDP thread, Linux: `recvmmsg` waits for the first datagram and takes whatever else is
+/// queued (up to [`UDP_BATCH`]), each is answered in arrival order (cache first, see
+/// [`Authority::handle_udp`]), and the answers leave in one `sendmmsg` (more when the kernel
+/// takes only part of them). Buffers, headers and the cache live as long as the thread, so a
+/// cached answer costs no allocation.
+#[cfg(target_os = "linux")]
+fn udp_thread(
+    socket: &std::net::UdpSocket,
+    authority: &Authority,
+    backend: &dyn Backend,
+    stop: &AtomicBool,
+) {
+    use nix::errno::Errno;
+    use nix::sys::socket::{ControlMessage, MsgFlags, MultiHeaders, SockaddrStorage};
+    use std::io::{IoSlice, IoSliceMut};
+    use std::os::fd::AsRawFd;
+
+    let fd = socket.as_raw_fd();
+    let mut bufs = vec![[0u8; UDP_BUFFER]; UDP_BATCH];
+    let mut replies: Vec<Vec<u8>> = (0..UDP_BATCH)
+        .map(|_| Vec::with_capacity(usize::from(crate::UDP_PAYLOAD)))
+        .collect();
+    let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(UDP_BATCH, None);
+    // Per received datagram: its length and sender.
+    let mut received: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    // Per answer to send: its reply buffer and destination.
+    let mut outgoing: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    let mut cache = UdpCache::default();
+    while !stop.load(Ordering::Relaxed) {
+        received.clear();
+        {
+            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
+                .iter_mut()
+                .map(|b| [IoSliceMut::new(&mut b[..])])
+                .collect();
+            match nix::sys::socket::recvmmsg(
+                fd,
+                &mut recv_headers,
+                iovs.iter_mut(),
+                MsgFlags::MSG_WAITFORONE,
+                None,
+            ) {
+                Ok(msgs) => {
+                    received.extend(msgs.filter_map(|m| Some((m.bytes, m.address?))));
+                }
+                Err(Errno::EAGAIN | Errno::EINTR) => continue,
+                Err(e) => {
+                    tracing::debug!(error = %e, "udp receive failed");
+                    continue;
+                }
+            }
+        }
+        outgoing.clear();
+        for (i, (n, addr)) in received.iter().enumerate() {
+            let Some(peer) = peer_ip(addr) else {
+                continue;
+            };
+            let packet = &bufs[i][..(*n).min(UDP_BUFFER)];
+            if answer_udp(
+                authority,
+                backend,
+                packet,
+                peer,
+                &mut cache,
+                &mut replies[i],
+            ) {
+                outgoing.push((i, *addr));
+            }
+        }
+        let mut done = 0;
+        while done < outgoing.len() {
+            let rest = &outgoing[done..];
+            let slices: Vec<[IoSlice<'_>; 1]> = rest
+                .iter()
+                .map(|(i, _)| [IoSlice::new(&replies[*i])])
+                .collect();
+            let addrs: Vec<Option<SockaddrStorage>> = rest.iter().map(|(_, a)| Some(*a)).collect();
+            let no_cmsgs: [ControlMessage<'_>; 0] = [];
+            match nix::sys::socket::sendmmsg(
+                fd,
+                &mut send_headers,
+                &slices,
+                &addrs,
+                no_cmsgs,
+                MsgFlags::empty(),
+            ) {
+                Ok(sent) => done += sent.count().max(1),
+                Err(Errno::EINTR) => {}
+                Err(e) => {
+                    // The first answer failed (later ones were not tried): skip it.
+                    tracing::debug!(peer = ?peer_ip(&rest[0].1), error = %e, "udp send failed");
+                    done += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The sender's address of a received datagram.
+#[cfg(target_os = "linux")]
+fn peer_ip(addr: &nix::sys::socket::SockaddrStorage) -> Option<IpAddr> {
+    if let Some(a) = addr.as_sockaddr_in() {
+        return Some(IpAddr::V4(a.ip()));
+    }
+    addr.as_sockaddr_in6().map(|a| IpAddr::V6(a.ip()))
+}
+
+/// One UDP thread, elsewhere: blocking receive, answer (cache first, see
+/// [`Authority::handle_udp`]), send; the buffers and the cache live as long as the thread, so
+/// a cached answer costs no allocation.
+#[cfg(not(target_os = "linux"))]
 fn udp_thread(
     socket: &std::net::UdpSocket,
     authority: &Authority,
@@ -167,16 +314,14 @@ fn udp_thread(
                 continue;
             }
         };
-        let packet = &buf[..n];
-        let answered = std::panic::catch_unwind(AssertUnwindSafe(|| {
-            authority.handle_udp(backend, packet, peer.ip(), &mut cache, &mut reply)
-        }))
-        .unwrap_or_else(|_| {
-            tracing::error!(%peer, len = n, "answering a DNS packet panicked; dropped");
-            cache = UdpCache::default();
-            false
-        });
-        if !answered {
+        if !answer_udp(
+            authority,
+            backend,
+            &buf[..n],
+            peer.ip(),
+            &mut cache,
+            &mut reply,
+        ) {
             continue;
         }
         if let Err(e) = socket.send_to(&reply, peer) {

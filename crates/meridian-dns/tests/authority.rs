@@ -288,3 +288,95 @@ async fn serves_udp_and_tcp_and_a_stalled_client_blocks_no_one() {
         .unwrap();
     drop(stalled);
 }
+
+/// A burst from two clients, with packets that get no answer in between (a response, a
+/// 2-byte runt): the UDP threads take it in batches, and each client gets exactly the answers
+/// to its own queries, byte for byte what the reference builder answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_udp_burst_is_answered_like_the_reference_builder() {
+    let b = Fake::new();
+    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let ua = udp.local_addr().unwrap();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(meridian_dns::serve(
+        Arc::new(Authority::new()),
+        b.clone(),
+        udp,
+        tcp,
+        async move {
+            let _ = stop_rx.await;
+        },
+    ));
+    let reference = Authority::new();
+    let clients = [
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+        std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
+    ];
+    let names = [
+        "www.example.test.",
+        "app.example.test.",
+        "nope.example.test.",
+        "example.test.",
+        "example.org.",
+    ];
+    let types = [
+        RecordType::A,
+        RecordType::AAAA,
+        RecordType::SOA,
+        RecordType::NS,
+    ];
+    // Per client: the answers it must get, by ID.
+    let mut want: [std::collections::BTreeMap<u16, Vec<u8>>; 2] = Default::default();
+    for id in 0..64u16 {
+        let c = usize::from(id % 2);
+        let mut m = Message::new(id, MessageType::Query, OpCode::Query);
+        let name = Name::from_ascii(names[usize::from(id) % names.len()]).unwrap();
+        m.add_query(Query::query(name, types[usize::from(id / 3) % types.len()]));
+        let packet = match id % 9 {
+            4 => {
+                m.metadata.message_type = MessageType::Response;
+                m.to_vec().unwrap()
+            }
+            7 => vec![0xde, 0xad],
+            _ => m.to_vec().unwrap(),
+        };
+        let peer: IpAddr = "127.0.0.1".parse().unwrap();
+        if let Some(answer) = reference.handle(&*b, &packet, peer, Transport::Udp) {
+            want[c].insert(id, answer);
+        }
+        clients[c].send_to(&packet, ua).unwrap();
+    }
+    assert!(
+        want.iter().all(|w| w.len() > 20),
+        "most queries are answered"
+    );
+    for (c, client) in clients.iter().enumerate() {
+        client
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut got = std::collections::BTreeMap::new();
+        let mut buf = [0u8; 1500];
+        while got.len() < want[c].len() {
+            let (n, _) = client.recv_from(&mut buf).expect("an answer within 5 s");
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            assert!(
+                got.insert(id, buf[..n].to_vec()).is_none(),
+                "one answer per query"
+            );
+        }
+        assert_eq!(got, want[c], "client {c}");
+        client
+            .set_read_timeout(Some(Duration::from_millis(300)))
+            .unwrap();
+        assert!(
+            client.recv_from(&mut buf).is_err(),
+            "nothing more for client {c}"
+        );
+    }
+    stop_tx.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server stops")
+        .unwrap();
+}

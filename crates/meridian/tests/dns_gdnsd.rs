@@ -9,7 +9,18 @@
 //!   as /32), for a few subnets outside all networks (the default), and without ECS: the A answers
 //!   must be the same set;
 //! - static A/AAAA records, NXDOMAIN, NODATA and REFUSED: the same rcode and the same answer
-//!   records (name, TTL, type, data); negative answers both carry the zone's SOA.
+//!   records (name, TTL, type, data); negative answers both carry the zone's SOA;
+//! - the geo questions again with regions down — us-east, eu-central, ap-southeast one at a time,
+//!   then us-east with eu-central and us-east with ap-southeast — and once more with every region
+//!   back up. Meridian: the region's stand-in app stops answering health probes, and the test
+//!   waits until the region's own network is answered elsewhere (the down transition); gdnsd:
+//!   the datacenter is forced down in `state_dir/admin_state` (`geoip/regions/<dc> => DOWN`).
+//!   The failover must be configured alike: meridian answers the `[routing.geo]` region, else the
+//!   first region of `[routing] order` that is up; gdnsd's map lists, per rule, the datacenters
+//!   to try in order. The test's gdnsd config writes each list as the geo region followed by the
+//!   order (the benchmark anchor's `AS => [ap-southeast, eu-central]` is one meridian cannot
+//!   express: its geo rules name one region and fail over by the one global order — see
+//!   docs/dns.md). The test also checks that failover happened (answers moved).
 //!
 //! What legitimately differs, and so is not compared for equality:
 //!
@@ -23,9 +34,6 @@
 //!   regions have just been marked up), gdnsd's is the zone's 300 s.
 //! - The SOA data in negative answers: meridian writes its own serial and timers, gdnsd takes the
 //!   zone file's.
-//! - Failover representation: gdnsd's map lists a second datacenter per continent that it would
-//!   answer when the first is down; meridian's `[routing.geo]` names one region and falls back by
-//!   its health view. Every region is up here, so both answer the first.
 //!
 //! Mismatches are collected and reported as one table. Without `gdnsd` or `dig`: skipped with a
 //! notice, or failed with install advice when `CI` is set (`.ci/run` installs both).
@@ -281,91 +289,22 @@ fn wait_for(what: &str, log: &Path, mut ok: impl FnMut() -> bool) {
     }
 }
 
-#[test]
-fn same_answers_as_gdnsd() {
-    let gdnsd = gdnsd_binary();
-    let missing: Vec<&str> = [
-        ("gdnsd", gdnsd.is_some()),
-        ("dig (dnsutils)", dig_available()),
-    ]
-    .into_iter()
-    .filter(|(_, ok)| !ok)
-    .map(|(name, _)| name)
-    .collect();
-    if !missing.is_empty() {
-        let advice = format!(
-            "{} missing: install with `apt-get install gdnsd dnsutils` (Debian), or run .ci/run, \
-             which installs them",
-            missing.join(" and ")
-        );
-        assert!(std::env::var_os("CI").is_none(), "{advice}");
-        eprintln!("SKIPPED same_answers_as_gdnsd: {advice}");
-        return;
-    }
-    let started = Instant::now();
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = repo().join("testdata/geoip/GeoIP2-City-Test.mmdb");
+/// One comparison: (query, what, gdnsd, meridian, note); a non-empty note is a mismatch.
+type Row = (String, String, String, String, String);
 
-    // gdnsd
-    let gd_port = free_port();
-    let etc = gdnsd_dir(&dir.path().join("gdnsd"), gd_port, &db);
-    let gd_log = dir.path().join("gdnsd.log");
-    let gd = Command::new(gdnsd.expect("checked"))
-        .args(["-c", etc.to_str().expect("utf8"), "start"])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&gd_log).expect("log"))
-        .spawn()
-        .expect("spawn gdnsd");
-    let _gd = Kill(gd);
+/// The regions of the test topology with their answer and a network GeoIP puts first in them
+/// (sa-east has none in the City test database: no South American network).
+const REGIONS: [(&str, &str, Option<&str>); 4] = [
+    ("us-east", "192.0.2.10", Some("216.160.83.56/29")),
+    ("eu-central", "192.0.2.20", Some("81.2.69.160/27")),
+    ("ap-southeast", "192.0.2.30", Some("214.0.0.0/24")),
+    ("sa-east", "192.0.2.40", None),
+];
 
-    // meridian edge, every region's app up
-    let app_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    let _apps: Vec<App> = app_ports.iter().map(|p| App::start(*p)).collect();
-    let (m_port, listen, admin) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("meridian.toml");
-    std::fs::write(
-        &cfg,
-        meridian_config(m_port, listen, admin, &app_ports, &db),
-    )
-    .expect("write");
-    let m_log = dir.path().join("meridian.log");
-    let edge = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "edge",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--edge",
-            "e",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&m_log).expect("log"))
-        .spawn()
-        .expect("spawn meridian");
-    let _edge = Kill(edge);
-
-    wait_for("gdnsd", &gd_log, || {
-        dig(gd_port, &["www.example.test.", "A"]).status == "NOERROR"
-    });
-    // Up means: one address per continent, not the fail-open answer (all) of regions not yet probed.
-    wait_for("meridian edge (regions up)", &m_log, || {
-        [
-            ("81.2.69.160/27", "192.0.2.20"),
-            ("214.0.0.0/24", "192.0.2.30"),
-            ("216.160.83.56/29", "192.0.2.10"),
-        ]
-        .iter()
-        .all(|(net, want)| {
-            dig(
-                m_port,
-                &[&format!("+subnet={net}"), "geo.example.test.", "A"],
-            )
-            .a_set()
-                == *want
-        })
-    });
-
-    // (query, what, gdnsd, meridian, note)
-    let mut rows: Vec<(String, String, String, String, String)> = Vec::new();
+/// `geo.example.test. A` asked of both servers for every City test network (the network, its
+/// first and its last address), subnets outside all networks and without ECS; rows are
+/// labelled with `phase`. Returns the number of mismatches.
+fn compare_geo(gd_port: u16, m_port: u16, phase: &str, rows: &mut Vec<Row>) -> usize {
     let mut mismatches = 0;
     let mut geo = |subnet: Option<&str>, what: &str| {
         let mut args: Vec<String> = Vec::new();
@@ -396,15 +335,14 @@ fn same_answers_as_gdnsd() {
             mismatches += 1;
         }
         rows.push((
-            format!("geo A ECS {}", subnet.unwrap_or("none")),
+            format!("{phase}: geo A ECS {}", subnet.unwrap_or("none")),
             format!("{what}, scope {scopes}"),
             g.a_set(),
             m.a_set(),
             note,
         ));
     };
-    let nets = city_networks();
-    for (net, place) in &nets {
+    for (net, place) in &city_networks() {
         geo(Some(net), place);
         let (first, last) = bounds(net);
         geo(
@@ -426,7 +364,12 @@ fn same_answers_as_gdnsd() {
         geo(Some(outside), "outside all networks: default");
     }
     geo(None, "no ECS, resolver 127.0.0.1: default");
+    mismatches
+}
 
+/// Static records and negative answers asked of both servers. Returns the number of mismatches.
+fn compare_static(gd_port: u16, m_port: u16, rows: &mut Vec<Row>) -> usize {
+    let mut mismatches = 0;
     for (name, ty, what) in [
         ("www.example.test.", "A", "static A"),
         ("api.example.test.", "A", "static A"),
@@ -451,10 +394,155 @@ fn same_answers_as_gdnsd() {
             if differs { "DIFFERS" } else { "" }.to_string(),
         ));
     }
+    mismatches
+}
 
-    let width = |f: fn(&(String, String, String, String, String)) -> &String| {
-        rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0)
-    };
+/// Waits until both servers answer `net` with `want` (`true`) or with anything else
+/// (`false`): the health transition has reached both.
+fn wait_answer(gd_port: u16, m_port: u16, net: &str, want: &str, equal: bool, logs: &[&Path]) {
+    let subnet = format!("+subnet={net}");
+    let args = [subnet.as_str(), "geo.example.test.", "A"];
+    let started = Instant::now();
+    loop {
+        let (g, m) = (dig(gd_port, &args).a_set(), dig(m_port, &args).a_set());
+        if (g == want) == equal && (m == want) == equal {
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "ECS {net}: waited 15 s for both to answer {}{want}; gdnsd {g}, meridian {m}; logs:\n{}",
+            if equal { "" } else { "other than " },
+            logs.iter()
+                .map(|l| std::fs::read_to_string(l).unwrap_or_default())
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn same_answers_as_gdnsd() {
+    let gdnsd = gdnsd_binary();
+    let missing: Vec<&str> = [
+        ("gdnsd", gdnsd.is_some()),
+        ("dig (dnsutils)", dig_available()),
+    ]
+    .into_iter()
+    .filter(|(_, ok)| !ok)
+    .map(|(name, _)| name)
+    .collect();
+    if !missing.is_empty() {
+        let advice = format!(
+            "{} missing: install with `apt-get install gdnsd dnsutils` (Debian), or run .ci/run, \
+             which installs them",
+            missing.join(" and ")
+        );
+        assert!(std::env::var_os("CI").is_none(), "{advice}");
+        eprintln!("SKIPPED same_answers_as_gdnsd: {advice}");
+        return;
+    }
+    let started = Instant::now();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = repo().join("testdata/geoip/GeoIP2-City-Test.mmdb");
+
+    // gdnsd
+    let gd_port = free_port();
+    let gd_root = dir.path().join("gdnsd");
+    let etc = gdnsd_dir(&gd_root, gd_port, &db);
+    let admin_state = gd_root.join("state/admin_state");
+    let gd_log = dir.path().join("gdnsd.log");
+    let gd = Command::new(gdnsd.expect("checked"))
+        .args(["-c", etc.to_str().expect("utf8"), "start"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&gd_log).expect("log"))
+        .spawn()
+        .expect("spawn gdnsd");
+    let _gd = Kill(gd);
+
+    // meridian edge, every region's app up
+    let app_ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    let mut apps: Vec<App> = app_ports.iter().map(|p| App::start(*p)).collect();
+    let (m_port, listen, admin) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("meridian.toml");
+    std::fs::write(
+        &cfg,
+        meridian_config(m_port, listen, admin, &app_ports, &db),
+    )
+    .expect("write");
+    let m_log = dir.path().join("meridian.log");
+    let edge = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "edge",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--edge",
+            "e",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&m_log).expect("log"))
+        .spawn()
+        .expect("spawn meridian");
+    let _edge = Kill(edge);
+
+    wait_for("gdnsd", &gd_log, || {
+        dig(gd_port, &["www.example.test.", "A"]).status == "NOERROR"
+    });
+    // Up means: one address per continent, not the fail-open answer (all) of regions not yet probed.
+    wait_for("meridian edge (regions up)", &m_log, || {
+        REGIONS.iter().all(|(_, addr, net)| {
+            net.is_none_or(|net| {
+                dig(
+                    m_port,
+                    &[&format!("+subnet={net}"), "geo.example.test.", "A"],
+                )
+                .a_set()
+                    == *addr
+            })
+        })
+    });
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut mismatches = compare_geo(gd_port, m_port, "all up", &mut rows);
+    mismatches += compare_static(gd_port, m_port, &mut rows);
+
+    // Regions down: meridian's app stand-ins stop answering probes (down after 2 failed 200 ms
+    // probes); gdnsd's datacenters are forced down in admin_state (applied when the file
+    // changes). One at a time, then two at once (the failover goes to the third of the list).
+    let logs = [gd_log.as_path(), m_log.as_path()];
+    let scenarios: [&[usize]; 5] = [&[0], &[1], &[2], &[0, 1], &[0, 2]];
+    for down in scenarios {
+        let names: Vec<&str> = down.iter().map(|&i| REGIONS[i].0).collect();
+        let forced: String = names
+            .iter()
+            .map(|n| format!("geoip/regions/{n} => DOWN\n"))
+            .collect();
+        std::fs::write(&admin_state, forced).expect("write admin_state");
+        for &i in down {
+            apps[i].stop();
+        }
+        for &i in down {
+            if let (_, addr, Some(net)) = REGIONS[i] {
+                wait_answer(gd_port, m_port, net, addr, false, &logs);
+            }
+        }
+        let phase = format!("{} down", names.join("+"));
+        mismatches += compare_geo(gd_port, m_port, &phase, &mut rows);
+        std::fs::write(&admin_state, "").expect("clear admin_state");
+        for &i in down {
+            apps[i] = App::start(app_ports[i]);
+        }
+        for &i in down {
+            if let (_, addr, Some(net)) = REGIONS[i] {
+                wait_answer(gd_port, m_port, net, addr, true, &logs);
+            }
+        }
+    }
+    // Everything back up: the first answers again.
+    mismatches += compare_geo(gd_port, m_port, "all up again", &mut rows);
+
+    let width =
+        |f: fn(&Row) -> &String| rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
     let (w0, w1, w2, w3) = (
         width(|r| &r.0),
         width(|r| &r.1),
@@ -468,16 +556,32 @@ fn same_answers_as_gdnsd() {
     for (q, what, g, m, note) in &rows {
         table.push_str(&format!("{q:w0$}  {what:w1$}  {g:w2$}  {m:w3$}  {note}\n"));
     }
+    let nets = city_networks().len();
     eprintln!(
-        "{} IPv4 networks of GeoIP2-City-Test, {} comparisons, {:.1}s:\n{table}",
-        nets.len(),
+        "{nets} IPv4 networks of GeoIP2-City-Test, {} comparisons, {:.1}s:\n{table}",
         rows.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(
-        nets.len() >= 20,
-        "expected the City test database's IPv4 networks, got {}",
-        nets.len()
+        nets >= 20,
+        "expected the City test database's IPv4 networks, got {nets}"
+    );
+    // Failover really happened: some geo answers while regions were down differ from the
+    // first choice the same network got with every region up.
+    let first: std::collections::HashMap<&str, &str> = rows
+        .iter()
+        .filter_map(|r| r.0.strip_prefix("all up: ").map(|q| (q, r.3.as_str())))
+        .collect();
+    let moved = rows
+        .iter()
+        .filter(|r| {
+            r.0.split_once(" down: ")
+                .is_some_and(|(_, q)| first.get(q).is_some_and(|a| *a != r.3))
+        })
+        .count();
+    assert!(
+        moved >= 50,
+        "only {moved} answers moved while regions were down:\n{table}"
     );
     assert_eq!(
         mismatches,

@@ -59,7 +59,14 @@ const KEYSPACE_KEYS: &[&str] = &[
     "ttl",
     "residency",
 ];
-const DNS_KEYS: &[&str] = &["listen", "zone", "ttl", "nameservers", "record"];
+const DNS_KEYS: &[&str] = &[
+    "listen",
+    "zone",
+    "ttl",
+    "nameservers",
+    "record",
+    "udp_threads",
+];
 const RECORD_KEYS: &[&str] = &[
     "name",
     "type",
@@ -1382,6 +1389,14 @@ fn dns(
         t.nonzero_duration(cx, "ttl").map(|d| d.v),
         Duration::from_secs(30),
     );
+    let udp_threads = match t.int_in(cx, "udp_threads", 1, 64, "threads answering UDP") {
+        Some(n) => usize::try_from(n.v).ok(),
+        None if t.has("udp_threads") => {
+            ok = false;
+            None
+        }
+        None => None,
+    };
     let mut nameservers = Vec::new();
     match t.str_array(cx, "nameservers") {
         Some(ns) if ns.v.is_empty() && t.has("nameservers") => {
@@ -1463,6 +1478,7 @@ fn dns(
             ttl,
             nameservers,
             records,
+            udp_threads,
         }),
         _ => None,
     }

@@ -434,6 +434,9 @@ pub struct Dns {
     pub nameservers: Vec<String>,
     /// The records, in file order. Default: empty.
     pub records: Vec<DnsRecord>,
+    /// How many threads answer UDP, each on its own socket, 1..=64. Read when the server
+    /// starts. Default (`None`): one per core, at most 8.
+    pub udp_threads: Option<usize>,
 }
 
 /// `[limits]`.
