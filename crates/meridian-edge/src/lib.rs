@@ -16,6 +16,7 @@ mod proxy;
 mod state;
 pub mod tls;
 pub mod token;
+mod upstream;
 
 use std::future::{Future, IntoFuture as _};
 use std::time::Duration;

@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -16,7 +16,7 @@ use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
 use crate::state::{Edge, ProxyBody, Routes};
-use crate::{Error, RetryClass, clock, metrics, token};
+use crate::{Error, RetryClass, clock, metrics, token, upstream};
 
 /// Name of the sticky region cookie.
 pub const COOKIE: &str = "meridian_region";
@@ -404,16 +404,14 @@ async fn forward(
             },
         };
         let mut out = Request::from_parts(parts.clone(), out_body);
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(backend.authority.clone());
-        uri.path_and_query = Some(path.clone());
-        match Uri::from_parts(uri) {
-            Ok(uri) => *out.uri_mut() = uri,
-            Err(_) => break,
+        *out.uri_mut() = Uri::from(path.clone());
+        if !out.headers().contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(backend.authority.as_str())
+        {
+            out.headers_mut().insert(header::HOST, v);
         }
         sent_any = true;
-        let attempt = tokio::time::timeout(timeout, edge.client().request(out)).await;
+        let attempt = tokio::time::timeout(timeout, edge.send(&backend, out)).await;
         let err = match attempt {
             Ok(Ok(resp)) if resp.status().is_server_error() => {
                 edge.observe(&backend, Event::TrafficFail);
@@ -442,11 +440,11 @@ async fn forward(
                 }
                 return (Some(region), finish(resp));
             }
-            Ok(Err(source)) if source.is_connect() => Error::Connect {
+            Ok(Err(upstream::Failure::Connect(source))) => Error::Connect {
                 backend: backend.url.clone(),
                 source,
             },
-            Ok(Err(source)) => Error::Exchange {
+            Ok(Err(upstream::Failure::Exchange(source))) => Error::Exchange {
                 backend: backend.url.clone(),
                 source,
             },
@@ -498,11 +496,10 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
             .is_none_or(|z| routes.topology.zone_of(region) == Some(z))
 }
 
-fn finish(resp: Response<Incoming>) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(REPLAY);
-    Response::from_parts(parts, body.boxed())
+fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(REPLAY);
+    resp
 }
 
 #[cfg(test)]

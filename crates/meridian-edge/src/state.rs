@@ -13,15 +13,13 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http::uri::Authority;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use meridian_core::config::{self, Topology};
 use meridian_core::health::{self, BackendHealth, Event, Ewma, PeerView, Thresholds, Transition};
 use meridian_core::routing::{HealthView, RegionView, RetryBudget};
 
 use crate::metrics::{self, RegionMetrics};
+use crate::upstream::{self, Target};
 use crate::{Error, proxy};
 
 /// The body type the proxy sends and answers with.
@@ -78,6 +76,10 @@ pub(crate) struct Backend {
     pub url: String,
     /// `host:port` of `url` (always `http://`), parsed once.
     pub authority: Authority,
+    /// Where to connect, from `authority`.
+    pub target: Target,
+    /// This backend's key in the per-thread connection pools (kept across reloads).
+    pub key: u64,
     pub health: Mutex<BackendHealth>,
 }
 
@@ -119,7 +121,8 @@ struct Inner {
     budget: Mutex<RetryBudget>,
     rng: AtomicU64,
     origin: tokio::time::Instant,
-    client: Client<HttpConnector, ProxyBody>,
+    /// How long opening a backend connection may take: the probe timeout, at least 1 s.
+    connect_timeout: Duration,
     peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
     dns: Arc<meridian_dns::Authority>,
     /// Bumped by every event that may change the health view (transitions, RTTs, peer
@@ -151,15 +154,7 @@ impl Edge {
     /// a backend URL cannot be served (this build speaks plain HTTP to backends).
     pub fn new(topology: Arc<Topology>, opts: EdgeOptions) -> Result<Edge, Error> {
         let routes = build_routes(topology, &opts.name, None)?;
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(
-            routes.topology.health.timeout.max(Duration::from_secs(1)),
-        ));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let connect_timeout = routes.topology.health.timeout.max(Duration::from_secs(1));
         Ok(Edge {
             inner: Arc::new(Inner {
                 rng: AtomicU64::new(opts.seed),
@@ -168,7 +163,7 @@ impl Edge {
                 weights: Mutex::new(BTreeMap::new()),
                 budget: Mutex::new(RetryBudget::new(0.2, 10, 100)),
                 origin: tokio::time::Instant::now(),
-                client,
+                connect_timeout,
                 peers: Mutex::new(BTreeMap::new()),
                 dns: Arc::new(meridian_dns::Authority::new()),
                 health_gen: AtomicU64::new(0),
@@ -214,8 +209,25 @@ impl Edge {
         &self.inner.unserved
     }
 
-    pub(crate) fn client(&self) -> &Client<HttpConnector, ProxyBody> {
-        &self.inner.client
+    /// Sends `req` (origin-form URI, `Host` set) to `backend` over this thread's pooled
+    /// connections (see [`upstream::send`]).
+    pub(crate) async fn send(
+        &self,
+        backend: &Backend,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<ProxyBody>, upstream::Failure> {
+        upstream::send(
+            backend.key,
+            &backend.target,
+            self.inner.connect_timeout,
+            req,
+        )
+        .await
+    }
+
+    /// How long opening a backend connection may take.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
     }
 
     /// Monotonic time since the edge started; the `now` of every health decision.
@@ -483,6 +495,14 @@ fn build_routes(
             let authority = host_port.parse::<Authority>().map_err(|e| Error::Config {
                 message: format!("region `{}`: app backend {url}: {e}", r.name),
             })?;
+            let target = Target {
+                host: authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port: authority.port_u16().unwrap_or(80),
+            };
             let kept = old_region.and_then(|o| o.backends.iter().find(|b| b.url == *url));
             backends.push(match kept {
                 Some(b) => b.clone(),
@@ -490,6 +510,8 @@ fn build_routes(
                     region: r.name.clone(),
                     url: url.clone(),
                     authority,
+                    target,
+                    key: upstream::new_key(),
                     health: Mutex::new(BackendHealth::new()),
                 }),
             });
