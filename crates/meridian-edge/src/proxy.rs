@@ -243,7 +243,7 @@ pub(crate) async fn handle(
         req.method().as_str(),
         req.headers(),
     );
-    let health = edge.health_view();
+    let health = edge.shared_health_view();
     let random = edge.random();
     let location = routes.edge.location;
     let mut decision = routing::route(&routes.topology, &health, &facts, location, random);
@@ -377,6 +377,7 @@ async fn forward(
     let retryable = facts.retryable();
     let timeout = edge.options().upstream_timeout;
 
+    let mut kept = Some(parts);
     edge.budget_request();
     let mut queue: std::collections::VecDeque<String> = decision.regions.iter().cloned().collect();
     let mut sent_any = false;
@@ -403,7 +404,19 @@ async fn forward(
                 None => break,
             },
         };
-        let mut out = Request::from_parts(parts.clone(), out_body);
+        // The parts are cloned only while another attempt may need them: a retry in a
+        // region still queued, or a replay (possible with more than one region).
+        let again = matches!(body, Body::Buffered(_))
+            && (!queue.is_empty() || (!replayed && routes.regions.len() > 1));
+        let out_parts = match (again, &mut kept) {
+            (true, Some(p)) => p.clone(),
+            (false, kept) => match kept.take() {
+                Some(p) => p,
+                None => break,
+            },
+            (true, None) => break,
+        };
+        let mut out = Request::from_parts(out_parts, out_body);
         *out.uri_mut() = Uri::from(path.clone());
         if !out.headers().contains_key(header::HOST)
             && let Ok(v) = HeaderValue::from_str(backend.authority.as_str())

@@ -128,7 +128,7 @@ struct Inner {
     /// Bumped by every event that may change the health view (transitions, RTTs, peer
     /// views, weights, reloads); see [`Edge::shared_health_view`].
     health_gen: AtomicU64,
-    /// The last health view computed for GeoDNS.
+    /// The last health view computed for the proxy and GeoDNS.
     health_cache: arc_swap::ArcSwapOption<CachedHealth>,
     /// Per-request metrics of requests no region served (`region="none"`).
     unserved: RegionMetrics,
@@ -141,8 +141,8 @@ struct CachedHealth {
     view: Arc<HealthView>,
 }
 
-/// How long GeoDNS reuses a health view when no event changed it: what changes with time
-/// alone (an ejection ending, a peer's view ageing out) shows within this.
+/// How long the proxy and GeoDNS reuse a health view when no event changed it: what changes
+/// with time alone (an ejection ending, a peer's view ageing out) shows within this.
 pub const HEALTH_VIEW_MAX_AGE: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -334,9 +334,10 @@ impl Edge {
             .collect()
     }
 
-    /// [`Edge::health_view`] for GeoDNS, computed again only after an event that may change
-    /// it (a transition, an RTT, peer views, a weight, a reload) or [`HEALTH_VIEW_MAX_AGE`]:
-    /// the same `Arc` until then, so answers decided with it can be reused.
+    /// [`Edge::health_view`] for the proxy and GeoDNS, computed again only after an event that
+    /// may change it (a transition, an availability flip, an RTT, peer views, a weight, a
+    /// reload) or [`HEALTH_VIEW_MAX_AGE`]: the same `Arc` until then, so requests do not rebuild
+    /// it and DNS answers decided with it can be reused.
     pub fn shared_health_view(&self) -> Arc<HealthView> {
         let generation = self.inner.health_gen.load(Ordering::Acquire);
         let now = self.now();
