@@ -29,6 +29,8 @@ use crate::state::ProxyBody;
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections one thread keeps per backend.
 pub(crate) const MAX_IDLE: usize = 256;
+/// How many of the most recently returned connections a checkout looks at for a ready one.
+const READY_SCAN: usize = 4;
 
 /// A fresh key for [`send`]: one per backend (kept across reloads with the backend).
 pub(crate) fn new_key() -> u64 {
@@ -71,15 +73,25 @@ thread_local! {
 }
 
 impl Pool {
-    /// The most recently used live connection to `key`, preferring one ready at once.
+    /// A recently returned live connection to `key`: the first ready at once among the last
+    /// [`READY_SCAN`] returned (a connection whose task has not yet seen its last response end
+    /// is not), else the last one still open. Constant time, however many are idle.
     fn checkout(&mut self, key: u64, now: Instant) -> Option<SendRequest<ProxyBody>> {
         let list = self.idle.get_mut(&key)?;
-        list.retain(|c| !c.tx.is_closed() && now.duration_since(c.since) < IDLE_TIMEOUT);
-        let i = list
-            .iter()
-            .rposition(|c| c.tx.is_ready())
-            .or_else(|| list.len().checked_sub(1))?;
-        Some(list.swap_remove(i).tx)
+        let fresh = |c: &IdleConn| now.duration_since(c.since) < IDLE_TIMEOUT;
+        let scan = list.len().saturating_sub(READY_SCAN);
+        if let Some(i) = (scan..list.len())
+            .rev()
+            .find(|&i| list[i].tx.is_ready() && fresh(&list[i]))
+        {
+            return Some(list.swap_remove(i).tx);
+        }
+        while let Some(c) = list.pop() {
+            if !c.tx.is_closed() && fresh(&c) {
+                return Some(c.tx);
+            }
+        }
+        None
     }
 
     fn checkin(&mut self, key: u64, tx: SendRequest<ProxyBody>, now: Instant) {
