@@ -212,7 +212,9 @@ async fn accept_loop(
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let graceful = GracefulShutdown::new();
-    let builder = std::sync::Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().writev(false);
+    let builder = std::sync::Arc::new(builder);
     let tls = edge
         .options()
         .tls

@@ -181,6 +181,7 @@ async fn connect(target: &Target, timeout: Duration) -> io::Result<SendRequest<P
         })??;
     stream.set_nodelay(true)?;
     let (tx, conn) = http1::Builder::new()
+        .writev(false)
         .handshake(TokioIo::new(stream))
         .await
         .map_err(io::Error::other)?;
