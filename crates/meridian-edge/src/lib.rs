@@ -234,12 +234,12 @@ async fn accept_loop(
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        let conn = std::sync::Arc::new(proxy::Conn::new(peer, tls.is_some()));
+        let conn = std::sync::Arc::new(proxy::Conn::new(edge.clone(), peer, tls.is_some()));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
-                let svc = service_fn(move |req| proxy::handle(edge.clone(), conn.clone(), req));
+                let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)
                     .into_owned();
@@ -263,7 +263,7 @@ async fn accept_loop(
                             }
                             Err(_) => return,
                         };
-                    let svc = service_fn(move |req| proxy::handle(edge.clone(), conn.clone(), req));
+                    let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "client connection ended with an error");

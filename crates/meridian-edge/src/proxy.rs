@@ -47,8 +47,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// What the proxy knows of one client connection, computed once when it is accepted so its
 /// requests format none of it.
-#[derive(Debug)]
 pub(crate) struct Conn {
+    /// The edge serving it (one reference per connection, not per request).
+    edge: Edge,
     peer: SocketAddr,
     tls: bool,
     /// The peer's address as text.
@@ -62,8 +63,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection from `peer`, over TLS when `tls`.
-    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Conn {
+    /// A connection from `peer` to `edge`, over TLS when `tls`.
+    pub(crate) fn new(edge: Edge, peer: SocketAddr, tls: bool) -> Conn {
         let peer_text = peer.ip().to_string();
         let for_node = if peer.is_ipv6() {
             format!("\"[{peer_text}]\"")
@@ -72,6 +73,7 @@ impl Conn {
         };
         let forwarded_text = format!("for={for_node};proto={}", proto(tls));
         Conn {
+            edge,
             peer,
             tls,
             xff: HeaderValue::from_str(&peer_text)
@@ -230,27 +232,30 @@ fn replay_target(h: &HeaderMap) -> Option<String> {
 
 /// Serves one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
-    edge: Edge,
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let edge = &conn.edge;
     let started = Instant::now();
     let routes = edge.routes();
     let facts = facts(
-        &edge,
+        edge,
         &routes,
         conn.peer.ip(),
         req.method().as_str(),
         req.headers(),
     );
-    let health = edge.shared_health_view();
     let random = edge.random();
     let location = routes.edge.location;
-    let mut decision = routing::route(&routes.topology, &health, &facts, location, random);
-    if decision.outcome == Outcome::FailClosed {
-        decision = routing::decide(&routes.topology, &health, &facts, location, random);
-    }
-    let (region, mut resp) = forward(&edge, &routes, &conn, &facts, &decision, req).await;
+    let decision = edge.with_health_view(|health| {
+        let d = routing::route(&routes.topology, health, &facts, location, random);
+        if d.outcome == Outcome::FailClosed {
+            // Again with the explanation the 503 carries.
+            return routing::decide(&routes.topology, health, &facts, location, random);
+        }
+        d
+    });
+    let (region, mut resp) = forward(edge, &routes, &conn, &facts, &decision, req).await;
     // `forward` names only regions it picked a backend in, so each has a `RegionState`.
     let served = region
         .as_deref()
@@ -519,12 +524,20 @@ fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
 mod tests {
     use super::*;
 
+    fn edge() -> Edge {
+        let text = "[cluster]\nname = \"t\"\n[[region]]\nname = \"r\"\nnode = \"http://127.0.0.1:1\"\n\
+                    app = [\"http://127.0.0.1:2\"]\n[[edge]]\nname = \"e\"\n\
+                    listen = \"127.0.0.1:3\"\nadmin = \"127.0.0.1:4\"\n";
+        let topology = meridian_core::config::parse("t.toml", text).unwrap();
+        Edge::new(Arc::new(topology), crate::EdgeOptions::new("e")).unwrap()
+    }
+
     #[test]
     fn connection_facts_are_formatted_once_as_before() {
-        let v4 = Conn::new("192.0.2.7:5000".parse().unwrap(), false);
+        let v4 = Conn::new(edge(), "192.0.2.7:5000".parse().unwrap(), false);
         assert_eq!(v4.xff, "192.0.2.7");
         assert_eq!(v4.forwarded, "for=192.0.2.7;proto=http");
-        let v6 = Conn::new("[2001:db8::1]:443".parse().unwrap(), true);
+        let v6 = Conn::new(edge(), "[2001:db8::1]:443".parse().unwrap(), true);
         assert_eq!(v6.xff, "2001:db8::1");
         assert_eq!(v6.forwarded, "for=\"[2001:db8::1]\";proto=https");
         assert_eq!(v6.forwarded_text, "for=\"[2001:db8::1]\";proto=https");

@@ -356,6 +356,20 @@ impl Edge {
         view
     }
 
+    /// Calls `f` with the view [`Edge::shared_health_view`] would return, without taking a
+    /// reference count on it while it is fresh (threads share its count).
+    pub(crate) fn with_health_view<R>(&self, f: impl FnOnce(&HealthView) -> R) -> R {
+        let generation = self.inner.health_gen.load(Ordering::Acquire);
+        let now = self.now();
+        if let Some(c) = &*self.inner.health_cache.load()
+            && c.generation == generation
+            && now.saturating_sub(c.at) < HEALTH_VIEW_MAX_AGE
+        {
+            return f(&c.view);
+        }
+        f(&self.shared_health_view())
+    }
+
     /// Marks the health view as possibly changed.
     fn health_changed(&self) {
         self.inner.health_gen.fetch_add(1, Ordering::AcqRel);
@@ -376,7 +390,7 @@ impl Edge {
 
     /// Feeds one observation into a backend's state machine; logs and counts transitions.
     pub(crate) fn observe(&self, backend: &Backend, event: Event) {
-        let routes = self.routes();
+        let routes = self.inner.routes.load();
         let now = self.now();
         let (tr, flipped) = {
             let mut h = lock(&backend.health);
