@@ -84,8 +84,7 @@ pub async fn serve_threads(
 pub fn bind_proxy(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
     let threads = threads.max(1);
     if threads == 1 || cfg!(not(unix)) {
-        let first = std::net::TcpListener::bind(addr)?;
-        first.set_nonblocking(true)?;
+        let first = listener(addr, false)?;
         let mut all = Vec::with_capacity(threads);
         for _ in 1..threads {
             all.push(first.try_clone()?);
@@ -97,21 +96,27 @@ pub fn bind_proxy(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<std::
         // A plain bind fails if anyone listens there, with or without SO_REUSEPORT.
         drop(std::net::TcpListener::bind(addr)?);
     }
-    let first = reuseport_listener(addr)?;
+    let first = listener(addr, true)?;
     let addr = first.local_addr()?;
     let mut all = vec![first];
     for _ in 1..threads {
-        all.push(reuseport_listener(addr)?);
+        all.push(listener(addr, true)?);
     }
     Ok(all)
 }
 
-fn reuseport_listener(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+/// A nonblocking listener on `addr` with a backlog of 1024 (as tokio's `bind`), with
+/// `SO_REUSEPORT` when `reuse_port` (Unix only).
+fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    s.set_reuse_address(true)?;
     #[cfg(unix)]
-    s.set_reuse_port(true)?;
+    {
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(reuse_port)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
     s.bind(&addr.into())?;
     s.listen(1024)?;
     s.set_nonblocking(true)?;
