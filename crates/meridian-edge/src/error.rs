@@ -33,16 +33,16 @@ pub enum Error {
     Connect {
         /// The backend's URL.
         backend: String,
-        /// The client's error.
-        source: hyper_util::client::legacy::Error,
+        /// Why: refused, unreachable, timed out, or closed before the request was written.
+        source: std::io::Error,
     },
     /// The exchange with the backend failed after the request may have been sent.
     #[error("backend {backend} failed during the exchange: {source}")]
     Exchange {
         /// The backend's URL.
         backend: String,
-        /// The client's error.
-        source: hyper_util::client::legacy::Error,
+        /// hyper's error.
+        source: hyper::Error,
     },
     /// The backend did not answer in time.
     #[error("backend {backend} did not answer within {timeout:?}")]

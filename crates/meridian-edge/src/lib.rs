@@ -16,8 +16,10 @@ mod proxy;
 mod state;
 pub mod tls;
 pub mod token;
+mod upstream;
 
 use std::future::{Future, IntoFuture as _};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -40,10 +42,91 @@ pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the proxy on `listener` and the admin API on `admin` until `shutdown` resolves, then
 /// stops accepting and lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]). Probes start
-/// at once; until they report, every backend is up (health is derived from config).
+/// at once; until they report, every backend is up (health is derived from config). Everything
+/// runs on the calling runtime; [`serve_threads`] serves on a runtime per thread.
 pub async fn serve(
     edge: Edge,
     listener: TcpListener,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    run(edge, listener, Vec::new(), admin, shutdown).await
+}
+
+/// [`serve`] on one thread per listener of `listeners` (from [`bind_proxy`]): the first is
+/// served on the calling runtime, beside the admin API and the probes; each other one on a
+/// thread of its own running a current-thread runtime. A request is then handled, and its
+/// backend connection driven and pooled, on the thread that accepted its client connection:
+/// nothing is handed between threads. Fails when `listeners` is empty or a thread cannot start.
+pub async fn serve_threads(
+    edge: Edge,
+    mut listeners: Vec<std::net::TcpListener>,
+    admin: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    let listen_error = |source| Error::Listen {
+        addr: "proxy".to_string(),
+        source,
+    };
+    if listeners.is_empty() {
+        return Err(listen_error(std::io::Error::other("no proxy listener")));
+    }
+    let first = listeners.remove(0);
+    first.set_nonblocking(true).map_err(listen_error)?;
+    let first = TcpListener::from_std(first).map_err(listen_error)?;
+    run(edge, first, listeners, admin, shutdown).await
+}
+
+/// Binds the proxy's `addr` `threads` times for [`serve_threads`]: with `SO_REUSEPORT` (Unix),
+/// so the kernel spreads new connections over the threads' listeners; elsewhere, clones of one
+/// listener. Nonblocking. Fails (`AddrInUse`) when another socket already listens on `addr`,
+/// even one that allows reuse, so two edges never share a port.
+pub fn bind_proxy(addr: SocketAddr, threads: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    let threads = threads.max(1);
+    if threads == 1 || cfg!(not(unix)) {
+        let first = listener(addr, false)?;
+        let mut all = Vec::with_capacity(threads);
+        for _ in 1..threads {
+            all.push(first.try_clone()?);
+        }
+        all.push(first);
+        return Ok(all);
+    }
+    if addr.port() != 0 {
+        // A plain bind fails if anyone listens there, with or without SO_REUSEPORT.
+        drop(std::net::TcpListener::bind(addr)?);
+    }
+    let first = listener(addr, true)?;
+    let addr = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..threads {
+        all.push(listener(addr, true)?);
+    }
+    Ok(all)
+}
+
+/// A nonblocking listener on `addr` with a backlog of 1024 (as tokio's `bind`), with
+/// `SO_REUSEPORT` when `reuse_port` (Unix only).
+fn listener(addr: SocketAddr, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    #[cfg(unix)]
+    {
+        s.set_reuse_address(true)?;
+        s.set_reuse_port(reuse_port)?;
+    }
+    #[cfg(not(unix))]
+    let _ = reuse_port;
+    s.bind(&addr.into())?;
+    s.listen(1024)?;
+    s.set_nonblocking(true)?;
+    Ok(s.into())
+}
+
+async fn run(
+    edge: Edge,
+    listener: TcpListener,
+    others: Vec<std::net::TcpListener>,
     admin: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
@@ -58,17 +141,90 @@ pub async fn serve(
             })
             .into_future(),
     );
+    let mut threads = Vec::with_capacity(others.len());
+    let mut started = Ok(());
+    for (i, l) in others.into_iter().enumerate() {
+        match spawn_proxy_thread(i + 1, edge.clone(), l, stop_rx.clone()) {
+            Ok(done) => threads.push(done),
+            Err(source) => {
+                started = Err(Error::Listen {
+                    addr: "proxy".to_string(),
+                    source,
+                });
+                break;
+            }
+        }
+    }
+    let local = tokio::spawn(accept_loop(edge, listener, stop_rx));
+    if started.is_ok() {
+        shutdown.await;
+    }
+    let _ = stop_tx.send(true);
+    probes.abort();
+    let _ = local.await;
+    for done in threads {
+        let _ = done.await;
+    }
+    started?;
+    match admin_task.await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(source)) => Err(Error::Listen {
+            addr: "admin".to_string(),
+            source,
+        }),
+        Err(_) => Ok(()),
+    }
+}
+
+/// Starts thread `i` serving `listener` on a current-thread runtime of its own until `stop`
+/// turns true; the receiver resolves once it has drained and ended.
+fn spawn_proxy_thread(
+    i: usize,
+    edge: Edge,
+    listener: std::net::TcpListener,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<tokio::sync::oneshot::Receiver<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let listener = {
+        let _entered = runtime.enter();
+        TcpListener::from_std(listener)?
+    };
+    let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+    std::thread::Builder::new()
+        .name(format!("edge-proxy-{i}"))
+        .spawn(move || {
+            runtime.block_on(accept_loop(edge, listener, stop));
+            drop(runtime);
+            let _ = done_tx.send(());
+        })?;
+    Ok(done_rx)
+}
+
+/// Accepts client connections on `listener` and serves them on the current runtime until
+/// `stop` turns true, then lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]).
+async fn accept_loop(
+    edge: Edge,
+    listener: TcpListener,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let stopped = async move {
+        let _ = stop.wait_for(|s| *s).await;
+    };
+    tokio::pin!(stopped);
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let graceful = GracefulShutdown::new();
-    let builder = std::sync::Arc::new(auto::Builder::new(TokioExecutor::new()));
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().writev(false);
+    let builder = std::sync::Arc::new(builder);
     let tls = edge
         .options()
         .tls
         .clone()
         .map(tokio_rustls::TlsAcceptor::from);
-    tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -79,16 +235,16 @@ pub async fn serve(
                     continue;
                 }
             },
-            () = &mut shutdown => break,
+            () = &mut stopped => break,
         };
         let _ = stream.set_nodelay(true);
         let edge = edge.clone();
-        let conn = std::sync::Arc::new(proxy::Conn::new(peer, tls.is_some()));
+        let conn = std::sync::Arc::new(proxy::Conn::new(edge.clone(), peer, tls.is_some()));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
-                let svc = service_fn(move |req| proxy::handle(edge.clone(), conn.clone(), req));
+                let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                 let conn = builder
                     .serve_connection(TokioIo::new(stream), svc)
                     .into_owned();
@@ -112,7 +268,7 @@ pub async fn serve(
                             }
                             Err(_) => return,
                         };
-                    let svc = service_fn(move |req| proxy::handle(edge.clone(), conn.clone(), req));
+                    let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                     let conn = builder.serve_connection(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "client connection ended with an error");
@@ -121,20 +277,11 @@ pub async fn serve(
             }
         }
     }
-    let _ = stop_tx.send(true);
-    probes.abort();
+    drop(listener);
     if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!("in-flight requests still running after the drain timeout; closing them");
-    }
-    match admin_task.await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(source)) => Err(Error::Listen {
-            addr: "admin".to_string(),
-            source,
-        }),
-        Err(_) => Ok(()),
+        tracing::warn!(%addr, "in-flight requests still running after the drain timeout; closing them");
     }
 }

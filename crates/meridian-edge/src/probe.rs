@@ -3,6 +3,7 @@
 //! topology, their views are fetched on the same beat for the quorum.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -12,6 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::proxy::full;
 use crate::state::{Backend, Edge};
+use crate::upstream::{self, Target};
 
 /// Runs the probe loop until the task is dropped.
 pub(crate) async fn run(edge: Edge) {
@@ -29,11 +31,7 @@ pub(crate) async fn run(edge: Edge) {
             .iter()
             .filter(|e| e.name != routes.edge.name)
         {
-            set.spawn(fetch_peer(
-                edge.clone(),
-                peer.name.clone(),
-                peer.admin.to_string(),
-            ));
+            set.spawn(fetch_peer(edge.clone(), peer.name.clone(), peer.admin));
         }
         while set.join_next().await.is_some() {}
         let update: Vec<(String, bool)> = edge
@@ -54,8 +52,8 @@ pub(crate) async fn run(edge: Edge) {
 
 async fn probe(edge: Edge, b: Arc<Backend>) {
     let h = edge.topology().health.clone();
-    let uri = format!("http://{}{}", b.authority, h.path);
-    let Ok(req) = Request::get(uri)
+    let Ok(req) = Request::get(h.path.as_str())
+        .header(header::HOST, b.authority.as_str())
         .header(header::USER_AGENT, "meridian-edge-probe")
         .body(full(bytes::Bytes::new()))
     else {
@@ -63,7 +61,7 @@ async fn probe(edge: Edge, b: Arc<Backend>) {
         return;
     };
     let start = Instant::now();
-    let ok = match tokio::time::timeout(h.timeout, edge.client().request(req)).await {
+    let ok = match tokio::time::timeout(h.timeout, edge.send(&b, req)).await {
         Ok(Ok(resp)) => h.expects(resp.status().as_u16()),
         _ => false,
     };
@@ -75,9 +73,9 @@ async fn probe(edge: Edge, b: Arc<Backend>) {
     }
 }
 
-async fn fetch_peer(edge: Edge, name: String, admin: String) {
+async fn fetch_peer(edge: Edge, name: String, admin: SocketAddr) {
     let timeout = edge.topology().health.timeout;
-    let mut req = Request::get(format!("http://{admin}/v1/views"));
+    let mut req = Request::get("/v1/views").header(header::HOST, admin.to_string());
     if let Some(s) = &edge.options().secret {
         req = req.header(header::AUTHORIZATION, format!("Bearer {s}"));
     }
@@ -85,7 +83,13 @@ async fn fetch_peer(edge: Edge, name: String, admin: String) {
         return;
     };
     let fetched = async {
-        let resp = edge.client().request(req).await.ok()?;
+        let target = Target {
+            host: admin.ip().to_string(),
+            port: admin.port(),
+        };
+        let resp = upstream::send_once(&target, edge.connect_timeout(), req)
+            .await
+            .ok()?;
         if !resp.status().is_success() {
             return None;
         }

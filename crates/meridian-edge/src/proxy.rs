@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::uri::{PathAndQuery, Scheme};
+use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
@@ -16,7 +16,7 @@ use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
 use crate::state::{Edge, ProxyBody, Routes};
-use crate::{Error, RetryClass, clock, metrics, token};
+use crate::{Error, RetryClass, clock, metrics, token, upstream};
 
 /// Name of the sticky region cookie.
 pub const COOKIE: &str = "meridian_region";
@@ -47,8 +47,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// What the proxy knows of one client connection, computed once when it is accepted so its
 /// requests format none of it.
-#[derive(Debug)]
 pub(crate) struct Conn {
+    /// The edge serving it (one reference per connection, not per request).
+    edge: Edge,
     peer: SocketAddr,
     tls: bool,
     /// The peer's address as text.
@@ -62,8 +63,8 @@ pub(crate) struct Conn {
 }
 
 impl Conn {
-    /// A connection from `peer`, over TLS when `tls`.
-    pub(crate) fn new(peer: SocketAddr, tls: bool) -> Conn {
+    /// A connection from `peer` to `edge`, over TLS when `tls`.
+    pub(crate) fn new(edge: Edge, peer: SocketAddr, tls: bool) -> Conn {
         let peer_text = peer.ip().to_string();
         let for_node = if peer.is_ipv6() {
             format!("\"[{peer_text}]\"")
@@ -72,6 +73,7 @@ impl Conn {
         };
         let forwarded_text = format!("for={for_node};proto={}", proto(tls));
         Conn {
+            edge,
             peer,
             tls,
             xff: HeaderValue::from_str(&peer_text)
@@ -230,27 +232,30 @@ fn replay_target(h: &HeaderMap) -> Option<String> {
 
 /// Serves one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
-    edge: Edge,
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
+    let edge = &conn.edge;
     let started = Instant::now();
     let routes = edge.routes();
     let facts = facts(
-        &edge,
+        edge,
         &routes,
         conn.peer.ip(),
         req.method().as_str(),
         req.headers(),
     );
-    let health = edge.health_view();
     let random = edge.random();
     let location = routes.edge.location;
-    let mut decision = routing::route(&routes.topology, &health, &facts, location, random);
-    if decision.outcome == Outcome::FailClosed {
-        decision = routing::decide(&routes.topology, &health, &facts, location, random);
-    }
-    let (region, mut resp) = forward(&edge, &routes, &conn, &facts, &decision, req).await;
+    let decision = edge.with_health_view(|health| {
+        let d = routing::route(&routes.topology, health, &facts, location, random);
+        if d.outcome == Outcome::FailClosed {
+            // Again with the explanation the 503 carries.
+            return routing::decide(&routes.topology, health, &facts, location, random);
+        }
+        d
+    });
+    let (region, mut resp) = forward(edge, &routes, &conn, &facts, &decision, req).await;
     // `forward` names only regions it picked a backend in, so each has a `RegionState`.
     let served = region
         .as_deref()
@@ -377,6 +382,7 @@ async fn forward(
     let retryable = facts.retryable();
     let timeout = edge.options().upstream_timeout;
 
+    let mut kept = Some(parts);
     edge.budget_request();
     let mut queue: std::collections::VecDeque<String> = decision.regions.iter().cloned().collect();
     let mut sent_any = false;
@@ -403,17 +409,27 @@ async fn forward(
                 None => break,
             },
         };
-        let mut out = Request::from_parts(parts.clone(), out_body);
-        let mut uri = http::uri::Parts::default();
-        uri.scheme = Some(Scheme::HTTP);
-        uri.authority = Some(backend.authority.clone());
-        uri.path_and_query = Some(path.clone());
-        match Uri::from_parts(uri) {
-            Ok(uri) => *out.uri_mut() = uri,
-            Err(_) => break,
+        // The parts are cloned only while another attempt may need them: a retry in a
+        // region still queued, or a replay (possible with more than one region).
+        let again = matches!(body, Body::Buffered(_))
+            && (!queue.is_empty() || (!replayed && routes.regions.len() > 1));
+        let out_parts = match (again, &mut kept) {
+            (true, Some(p)) => p.clone(),
+            (false, kept) => match kept.take() {
+                Some(p) => p,
+                None => break,
+            },
+            (true, None) => break,
+        };
+        let mut out = Request::from_parts(out_parts, out_body);
+        *out.uri_mut() = Uri::from(path.clone());
+        if !out.headers().contains_key(header::HOST)
+            && let Ok(v) = HeaderValue::from_str(backend.authority.as_str())
+        {
+            out.headers_mut().insert(header::HOST, v);
         }
         sent_any = true;
-        let attempt = tokio::time::timeout(timeout, edge.client().request(out)).await;
+        let attempt = tokio::time::timeout(timeout, edge.send(&backend, out)).await;
         let err = match attempt {
             Ok(Ok(resp)) if resp.status().is_server_error() => {
                 edge.observe(&backend, Event::TrafficFail);
@@ -442,11 +458,11 @@ async fn forward(
                 }
                 return (Some(region), finish(resp));
             }
-            Ok(Err(source)) if source.is_connect() => Error::Connect {
+            Ok(Err(upstream::Failure::Connect(source))) => Error::Connect {
                 backend: backend.url.clone(),
                 source,
             },
-            Ok(Err(source)) => Error::Exchange {
+            Ok(Err(upstream::Failure::Exchange(source))) => Error::Exchange {
                 backend: backend.url.clone(),
                 source,
             },
@@ -498,23 +514,30 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
             .is_none_or(|z| routes.topology.zone_of(region) == Some(z))
 }
 
-fn finish(resp: Response<Incoming>) -> Response<ProxyBody> {
-    let (mut parts, body) = resp.into_parts();
-    strip_hop_by_hop(&mut parts.headers);
-    parts.headers.remove(REPLAY);
-    Response::from_parts(parts, body.boxed())
+fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
+    strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(REPLAY);
+    resp
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn edge() -> Edge {
+        let text = "[cluster]\nname = \"t\"\n[[region]]\nname = \"r\"\nnode = \"http://127.0.0.1:1\"\n\
+                    app = [\"http://127.0.0.1:2\"]\n[[edge]]\nname = \"e\"\n\
+                    listen = \"127.0.0.1:3\"\nadmin = \"127.0.0.1:4\"\n";
+        let topology = meridian_core::config::parse("t.toml", text).unwrap();
+        Edge::new(Arc::new(topology), crate::EdgeOptions::new("e")).unwrap()
+    }
+
     #[test]
     fn connection_facts_are_formatted_once_as_before() {
-        let v4 = Conn::new("192.0.2.7:5000".parse().unwrap(), false);
+        let v4 = Conn::new(edge(), "192.0.2.7:5000".parse().unwrap(), false);
         assert_eq!(v4.xff, "192.0.2.7");
         assert_eq!(v4.forwarded, "for=192.0.2.7;proto=http");
-        let v6 = Conn::new("[2001:db8::1]:443".parse().unwrap(), true);
+        let v6 = Conn::new(edge(), "[2001:db8::1]:443".parse().unwrap(), true);
         assert_eq!(v6.xff, "2001:db8::1");
         assert_eq!(v6.forwarded, "for=\"[2001:db8::1]\";proto=https");
         assert_eq!(v6.forwarded_text, "for=\"[2001:db8::1]\";proto=https");

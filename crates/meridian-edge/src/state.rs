@@ -13,15 +13,13 @@ use bytes::Bytes;
 use http::HeaderValue;
 use http::uri::Authority;
 use http_body_util::combinators::BoxBody;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
 use ipnet::IpNet;
 use meridian_core::config::{self, Topology};
 use meridian_core::health::{self, BackendHealth, Event, Ewma, PeerView, Thresholds, Transition};
 use meridian_core::routing::{HealthView, RegionView, RetryBudget};
 
 use crate::metrics::{self, RegionMetrics};
+use crate::upstream::{self, Target};
 use crate::{Error, proxy};
 
 /// The body type the proxy sends and answers with.
@@ -78,6 +76,10 @@ pub(crate) struct Backend {
     pub url: String,
     /// `host:port` of `url` (always `http://`), parsed once.
     pub authority: Authority,
+    /// Where to connect, from `authority`.
+    pub target: Target,
+    /// This backend's key in the per-thread connection pools (kept across reloads).
+    pub key: u64,
     pub health: Mutex<BackendHealth>,
 }
 
@@ -119,13 +121,14 @@ struct Inner {
     budget: Mutex<RetryBudget>,
     rng: AtomicU64,
     origin: tokio::time::Instant,
-    client: Client<HttpConnector, ProxyBody>,
+    /// How long opening a backend connection may take: the probe timeout, at least 1 s.
+    connect_timeout: Duration,
     peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
     dns: Arc<meridian_dns::Authority>,
     /// Bumped by every event that may change the health view (transitions, RTTs, peer
     /// views, weights, reloads); see [`Edge::shared_health_view`].
     health_gen: AtomicU64,
-    /// The last health view computed for GeoDNS.
+    /// The last health view computed for the proxy and GeoDNS.
     health_cache: arc_swap::ArcSwapOption<CachedHealth>,
     /// Per-request metrics of requests no region served (`region="none"`).
     unserved: RegionMetrics,
@@ -138,8 +141,8 @@ struct CachedHealth {
     view: Arc<HealthView>,
 }
 
-/// How long GeoDNS reuses a health view when no event changed it: what changes with time
-/// alone (an ejection ending, a peer's view ageing out) shows within this.
+/// How long the proxy and GeoDNS reuse a health view when no event changed it: what changes
+/// with time alone (an ejection ending, a peer's view ageing out) shows within this.
 pub const HEALTH_VIEW_MAX_AGE: Duration = Duration::from_millis(50);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -152,15 +155,7 @@ impl Edge {
     pub fn new(topology: Arc<Topology>, opts: EdgeOptions) -> Result<Edge, Error> {
         let routes = build_routes(topology, &opts.name, None)?;
         let budget = retry_budget(&routes.topology);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(
-            routes.topology.health.timeout.max(Duration::from_secs(1)),
-        ));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(256)
-            .build(connector);
+        let connect_timeout = routes.topology.health.timeout.max(Duration::from_secs(1));
         Ok(Edge {
             inner: Arc::new(Inner {
                 rng: AtomicU64::new(opts.seed),
@@ -169,7 +164,7 @@ impl Edge {
                 weights: Mutex::new(BTreeMap::new()),
                 budget: Mutex::new(budget),
                 origin: tokio::time::Instant::now(),
-                client,
+                connect_timeout,
                 peers: Mutex::new(BTreeMap::new()),
                 dns: Arc::new(meridian_dns::Authority::new()),
                 health_gen: AtomicU64::new(0),
@@ -218,8 +213,25 @@ impl Edge {
         &self.inner.unserved
     }
 
-    pub(crate) fn client(&self) -> &Client<HttpConnector, ProxyBody> {
-        &self.inner.client
+    /// Sends `req` (origin-form URI, `Host` set) to `backend` over this thread's pooled
+    /// connections (see [`upstream::send`]).
+    pub(crate) async fn send(
+        &self,
+        backend: &Backend,
+        req: http::Request<ProxyBody>,
+    ) -> Result<http::Response<ProxyBody>, upstream::Failure> {
+        upstream::send(
+            backend.key,
+            &backend.target,
+            self.inner.connect_timeout,
+            req,
+        )
+        .await
+    }
+
+    /// How long opening a backend connection may take.
+    pub(crate) fn connect_timeout(&self) -> Duration {
+        self.inner.connect_timeout
     }
 
     /// Monotonic time since the edge started; the `now` of every health decision.
@@ -326,9 +338,10 @@ impl Edge {
             .collect()
     }
 
-    /// [`Edge::health_view`] for GeoDNS, computed again only after an event that may change
-    /// it (a transition, an RTT, peer views, a weight, a reload) or [`HEALTH_VIEW_MAX_AGE`]:
-    /// the same `Arc` until then, so answers decided with it can be reused.
+    /// [`Edge::health_view`] for the proxy and GeoDNS, computed again only after an event that
+    /// may change it (a transition, an availability flip, an RTT, peer views, a weight, a
+    /// reload) or [`HEALTH_VIEW_MAX_AGE`]: the same `Arc` until then, so requests do not rebuild
+    /// it and DNS answers decided with it can be reused.
     pub fn shared_health_view(&self) -> Arc<HealthView> {
         let generation = self.inner.health_gen.load(Ordering::Acquire);
         let now = self.now();
@@ -345,6 +358,20 @@ impl Edge {
             view: view.clone(),
         })));
         view
+    }
+
+    /// Calls `f` with the view [`Edge::shared_health_view`] would return, without taking a
+    /// reference count on it while it is fresh (threads share its count).
+    pub(crate) fn with_health_view<R>(&self, f: impl FnOnce(&HealthView) -> R) -> R {
+        let generation = self.inner.health_gen.load(Ordering::Acquire);
+        let now = self.now();
+        if let Some(c) = &*self.inner.health_cache.load()
+            && c.generation == generation
+            && now.saturating_sub(c.at) < HEALTH_VIEW_MAX_AGE
+        {
+            return f(&c.view);
+        }
+        f(&self.shared_health_view())
     }
 
     /// Marks the health view as possibly changed.
@@ -367,7 +394,7 @@ impl Edge {
 
     /// Feeds one observation into a backend's state machine; logs and counts transitions.
     pub(crate) fn observe(&self, backend: &Backend, event: Event) {
-        let routes = self.routes();
+        let routes = self.inner.routes.load();
         let now = self.now();
         let (tr, flipped) = {
             let mut h = lock(&backend.health);
@@ -495,6 +522,14 @@ fn build_routes(
             let authority = host_port.parse::<Authority>().map_err(|e| Error::Config {
                 message: format!("region `{}`: app backend {url}: {e}", r.name),
             })?;
+            let target = Target {
+                host: authority
+                    .host()
+                    .trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .to_string(),
+                port: authority.port_u16().unwrap_or(80),
+            };
             let kept = old_region.and_then(|o| o.backends.iter().find(|b| b.url == *url));
             backends.push(match kept {
                 Some(b) => b.clone(),
@@ -502,6 +537,8 @@ fn build_routes(
                     region: r.name.clone(),
                     url: url.clone(),
                     authority,
+                    target,
+                    key: upstream::new_key(),
                     health: Mutex::new(BackendHealth::new()),
                 }),
             });

@@ -1037,3 +1037,68 @@ async fn a_zero_retry_budget_never_retries() {
     assert!(r.status().is_server_error(), "{}", r.status());
     assert_eq!(off.ups[1].hits.requests.load(Ordering::SeqCst), 0);
 }
+
+#[test]
+fn proxy_listeners_share_a_port_no_other_socket_may_take() {
+    let ls = meridian_edge::bind_proxy("127.0.0.1:0".parse().unwrap(), 3).unwrap();
+    assert_eq!(ls.len(), 3);
+    let addr = ls[0].local_addr().unwrap();
+    assert!(ls.iter().all(|l| l.local_addr().unwrap() == addr));
+    let again = meridian_edge::bind_proxy(addr, 2).unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+    assert!(meridian_edge::bind_proxy(addr, 1).is_err());
+}
+
+#[tokio::test]
+async fn every_proxy_thread_serves_and_all_stop_on_shutdown() {
+    let ups = [
+        Upstream::start("a").await,
+        Upstream::start("b").await,
+        Upstream::start("c").await,
+    ];
+    // Three listeners on three ports, so each thread can be asked on its own.
+    let listeners: Vec<std::net::TcpListener> = (0..3)
+        .flat_map(|_| meridian_edge::bind_proxy("127.0.0.1:0".parse().unwrap(), 1).unwrap())
+        .collect();
+    let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let aa = a.local_addr().unwrap();
+    let names: Vec<(&str, String)> = ups.iter().map(|u| (u.region.as_str(), u.url())).collect();
+    let text = config(&names, &[("e1", addrs[0], aa)], FAILOVER);
+    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+    let edge = Edge::new(topo, EdgeOptions::new("e1")).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(meridian_edge::serve_threads(
+        edge,
+        listeners,
+        a,
+        async move {
+            let _ = rx.await;
+        },
+    ));
+    let c = client();
+    for addr in &addrs {
+        for i in 0..5 {
+            let r = c.get(format!("http://{addr}/t{i}")).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            assert_eq!(r.headers()["meridian-region"], "a");
+            assert_eq!(r.text().await.unwrap(), "a:");
+        }
+    }
+    assert!(
+        ups[0].hits.requests.load(Ordering::SeqCst) >= 15,
+        "every thread reached the backend"
+    );
+    let _ = tx.send(());
+    tokio::time::timeout(Duration::from_secs(5), served)
+        .await
+        .expect("serve_threads returns after shutdown")
+        .unwrap()
+        .unwrap();
+    for addr in &addrs {
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "{addr} still accepts after shutdown"
+        );
+    }
+}

@@ -10,6 +10,11 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use meridian_core::config::Topology;
 
+/// mimalloc instead of glibc's malloc: the edge allocates and frees small blocks (header maps,
+/// bodies, futures) on every request, on several threads.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Meridian makes a web application deployed in several regions behave as one global service:
 /// a geo-replicated key-value store per region, a global front door, and a lab that measures
 /// outages. Everything is driven by one topology file (see docs/config.md).
@@ -132,9 +137,10 @@ enum Command {
         /// signed with the cluster secret).
         #[arg(long, value_name = "FILE")]
         token_public_key: Option<PathBuf>,
-        /// Worker threads of the edge's async runtime. Default: one per CPU core. Fewer
-        /// workers spend less CPU per request on hand-offs between threads (1 runs everything
-        /// on one thread); on a machine shared with the app, give the edge the cores it may use.
+        /// Proxy threads, each with its own single-threaded runtime, listener (SO_REUSEPORT)
+        /// and backend connections, so a request never changes threads; the first also runs
+        /// the admin API, probes and GeoDNS over TCP. Default: one per CPU core. On a machine
+        /// shared with the app, give the edge the cores it may use.
         #[arg(long, value_name = "N")]
         threads: Option<std::num::NonZeroUsize>,
     },
@@ -412,21 +418,16 @@ fn run(command: Command) -> anyhow::Result<()> {
             opts.seed = random_seed();
             let e = meridian_edge::Edge::new(topology, opts)
                 .map_err(|e| BadConfig(format!("{}: {e}", config.display())))?;
-            // One thread runs everything on the calling thread: no hand-offs between threads.
-            let mut runtime = match threads.map(std::num::NonZeroUsize::get) {
-                Some(1) => tokio::runtime::Builder::new_current_thread(),
-                Some(n) => {
-                    let mut b = tokio::runtime::Builder::new_multi_thread();
-                    b.worker_threads(n);
-                    b
-                }
-                None => tokio::runtime::Builder::new_multi_thread(),
-            };
-            let runtime = runtime
+            let threads = threads
+                .or_else(|| std::thread::available_parallelism().ok())
+                .map_or(1, std::num::NonZeroUsize::get);
+            // A current-thread runtime here (proxy thread 1, admin API, probes, GeoDNS TCP,
+            // signals) and one per further proxy thread: no hand-offs between threads.
+            let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve_edge(e, config, certs))
+            runtime.block_on(serve_edge(e, config, threads, certs))
         }
         Command::Ctl {
             admin,
@@ -494,6 +495,7 @@ fn run(command: Command) -> anyhow::Result<()> {
 async fn serve_edge(
     edge: meridian_edge::Edge,
     config: PathBuf,
+    threads: usize,
     certs: Option<Arc<meridian_edge::tls::CertFiles>>,
 ) -> anyhow::Result<()> {
     let topo = edge.topology();
@@ -501,14 +503,12 @@ async fn serve_edge(
         .edge(&edge.options().name)
         .context("invariant: Edge::new checked the edge exists")?
         .clone();
-    let listener = tokio::net::TcpListener::bind(me.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "binding {} (is another process listening there?)",
-                me.listen
-            )
-        })?;
+    let listeners = meridian_edge::bind_proxy(me.listen, threads).with_context(|| {
+        format!(
+            "binding {} (is another process listening there?)",
+            me.listen
+        )
+    })?;
     let admin = tokio::net::TcpListener::bind(me.admin)
         .await
         .with_context(|| format!("binding {} (is another process listening there?)", me.admin))?;
@@ -562,7 +562,7 @@ async fn serve_edge(
     }
     #[cfg(not(unix))]
     let _ = (config, certs);
-    let served = meridian_edge::serve(edge, listener, admin, shutdown_signal()).await;
+    let served = meridian_edge::serve_threads(edge, listeners, admin, shutdown_signal()).await;
     if let Some(dns) = dns {
         dns.abort();
     }
