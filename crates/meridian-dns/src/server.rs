@@ -32,8 +32,14 @@ const UDP_POLL: Duration = Duration::from_millis(200);
 
 /// A UDP socket bound to `addr` with `SO_REUSEPORT` (on Unix), so that [`serve`] can open one
 /// more socket per core on the same address and let the kernel spread datagrams over them.
-/// Nonblocking, ready for [`tokio::net::UdpSocket::from_std`].
+/// Nonblocking, ready for [`tokio::net::UdpSocket::from_std`]. Fails (`AddrInUse`) when another
+/// socket is bound to `addr`, even one that allows reuse — which would otherwise silently take
+/// a share of the queries — so two servers never share a port.
 pub fn bind_udp(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
+    if addr.port() != 0 {
+        // A plain bind fails if anyone is bound there, with or without SO_REUSEPORT.
+        drop(std::net::UdpSocket::bind(addr)?);
+    }
     let s = reuseport_socket(addr)?;
     s.set_nonblocking(true)?;
     Ok(s)

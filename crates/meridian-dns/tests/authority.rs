@@ -380,3 +380,17 @@ async fn a_udp_burst_is_answered_like_the_reference_builder() {
         .expect("server stops")
         .unwrap();
 }
+
+/// Two servers never share a UDP port: binding where another socket is bound fails, even when
+/// that socket allows reuse (SO_REUSEPORT would otherwise split the queries between them).
+#[test]
+fn udp_port_is_never_shared_with_another_socket() {
+    let ours = meridian_dns::bind_udp("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = ours.local_addr().unwrap();
+    let again = meridian_dns::bind_udp(addr).unwrap_err();
+    assert_eq!(again.kind(), std::io::ErrorKind::AddrInUse);
+    drop(ours);
+    let plain = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = meridian_dns::bind_udp(plain.local_addr().unwrap()).unwrap_err();
+    assert_eq!(taken.kind(), std::io::ErrorKind::AddrInUse);
+}
