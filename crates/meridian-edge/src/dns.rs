@@ -28,7 +28,8 @@ impl meridian_dns::Backend for Edge {
     }
 
     fn locate(&self, ip: IpAddr) -> DnsClient {
-        let Some(g) = &self.options().geoip else {
+        let geoip = self.geoip();
+        let Some(g) = geoip.as_ref() else {
             return DnsClient::default();
         };
         let (l, network_prefix) = g.locate_network(ip);

@@ -177,7 +177,7 @@ pub(crate) fn facts(
         cookie_region: cookie_region(headers),
         ..Default::default()
     };
-    if let Some(g) = &edge.options().geoip {
+    if let Some(g) = edge.geoip().as_ref() {
         let l = g.locate(ip);
         f.country = l.country;
         f.continent = l.continent;

@@ -44,8 +44,9 @@ pub struct EdgeOptions {
     /// TLS for the public listener (see [`crate::tls::server_config`]). Default: `None`
     /// (plain HTTP).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// GeoIP database locating clients for `geo` and `proximity` (the binary opens the
-    /// edge's `geoip` file). Default: `None` (clients are not located).
+    /// GeoIP database locating clients for `geo` and `proximity` at start (the binary opens
+    /// the edge's `geoip` file; [`Edge::reload_with_geoip`] replaces it). Default: `None`
+    /// (clients are not located).
     pub geoip: Option<Arc<crate::geo::GeoIp>>,
     /// Raw Ed25519 public key verifying `EdDSA` residency tokens (see
     /// [`crate::token::ed25519_public_key_from_pem`]). Default: `None` (only HS256 tokens with
@@ -125,6 +126,8 @@ struct Inner {
     connect_timeout: Duration,
     peers: Mutex<BTreeMap<String, BTreeMap<String, PeerView>>>,
     dns: Arc<meridian_dns::Authority>,
+    /// The GeoIP database in use: [`EdgeOptions::geoip`] until a reload replaces it.
+    geoip: arc_swap::ArcSwapOption<crate::geo::GeoIp>,
     /// Bumped by every event that may change the health view (transitions, RTTs, peer
     /// views, weights, reloads); see [`Edge::shared_health_view`].
     health_gen: AtomicU64,
@@ -159,6 +162,7 @@ impl Edge {
         Ok(Edge {
             inner: Arc::new(Inner {
                 rng: AtomicU64::new(opts.seed),
+                geoip: arc_swap::ArcSwapOption::new(opts.geoip.clone()),
                 opts,
                 routes: ArcSwap::from_pointee(routes),
                 weights: Mutex::new(BTreeMap::new()),
@@ -178,14 +182,41 @@ impl Edge {
     /// in-flight requests finish on the old one. Refused (old topology kept) when the new one
     /// cannot be served by this edge.
     pub fn reload(&self, topology: Arc<Topology>) -> Result<(), Error> {
+        self.swap(topology, None)
+    }
+
+    /// [`Edge::reload`] with a new GeoIP database (`None`: clients are no longer located),
+    /// swapped in only when the topology is accepted — and before it, so GeoDNS rebuilds its
+    /// zone (and drops its cached answers) after the new database is in place.
+    pub fn reload_with_geoip(
+        &self,
+        topology: Arc<Topology>,
+        geoip: Option<Arc<crate::geo::GeoIp>>,
+    ) -> Result<(), Error> {
+        self.swap(topology, Some(geoip))
+    }
+
+    fn swap(
+        &self,
+        topology: Arc<Topology>,
+        geoip: Option<Option<Arc<crate::geo::GeoIp>>>,
+    ) -> Result<(), Error> {
         let old = self.inner.routes.load_full();
         let routes = build_routes(topology, &self.inner.opts.name, Some(&old))?;
+        if let Some(g) = geoip {
+            self.inner.geoip.store(g);
+        }
         if routes.topology.routing.retry_budget != old.topology.routing.retry_budget {
             *lock(&self.inner.budget) = retry_budget(&routes.topology);
         }
         self.inner.routes.store(Arc::new(routes));
         self.health_changed();
         Ok(())
+    }
+
+    /// The GeoIP database in use, if any.
+    pub(crate) fn geoip(&self) -> arc_swap::Guard<Option<Arc<crate::geo::GeoIp>>> {
+        self.inner.geoip.load()
     }
 
     /// The options the edge was built with.

@@ -114,9 +114,9 @@ enum Command {
     ///
     /// Listens on the edge's `listen` address (proxy) and `admin` address (admin API, token
     /// from `cluster.secret_file`), probes every app backend per `[health]`, and routes by
-    /// `[routing]`. SIGHUP re-reads the topology file and the TLS certificate and key: a valid
-    /// one is swapped in without dropping connections, a bad one is refused and the old one
-    /// kept. Ctrl-C or SIGTERM
+    /// `[routing]`. SIGHUP re-reads the topology file (with its GeoIP database) and the TLS
+    /// certificate and key: valid ones are swapped in without dropping connections, bad ones
+    /// are refused and the old ones kept. Ctrl-C or SIGTERM
     /// stop it; in-flight requests finish first.
     ///
     /// Example: meridian edge --config examples/meridian.toml --edge edge-local
@@ -392,12 +392,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let secret = read_secret(&config, &topology)?;
             let mut opts = meridian_edge::EdgeOptions::new(&edge);
             opts.secret = secret;
-            if let Some(db) = topology.edge(&edge).and_then(|e| e.geoip.as_ref()) {
-                let path = config.parent().unwrap_or(Path::new(".")).join(db);
-                opts.geoip = Some(Arc::new(
-                    meridian_edge::geo::GeoIp::open(&path).map_err(|e| BadConfig(e.to_string()))?,
-                ));
-            }
+            opts.geoip = open_geoip(&config, &topology, &edge)?;
             if let Some(path) = &token_public_key {
                 opts.token_public_key = Some(
                     meridian_edge::token::ed25519_public_key_from_pem(path)
@@ -492,6 +487,22 @@ fn run(command: Command) -> anyhow::Result<()> {
     }
 }
 
+/// The edge's GeoIP database, read into memory from the path its `geoip` names (relative to
+/// the topology file); `None` when it names none.
+fn open_geoip(
+    config: &Path,
+    topology: &meridian_core::config::Topology,
+    edge: &str,
+) -> Result<Option<Arc<meridian_edge::geo::GeoIp>>, BadConfig> {
+    let Some(db) = topology.edge(edge).and_then(|e| e.geoip.as_ref()) else {
+        return Ok(None);
+    };
+    let path = config.parent().unwrap_or(Path::new(".")).join(db);
+    meridian_edge::geo::GeoIp::open(&path)
+        .map(|g| Some(Arc::new(g)))
+        .map_err(|e| BadConfig(e.to_string()))
+}
+
 async fn serve_edge(
     edge: meridian_edge::Edge,
     config: PathBuf,
@@ -540,13 +551,19 @@ async fn serve_edge(
             .context("installing the SIGHUP handler")?;
         tokio::spawn(async move {
             while hup.recv().await.is_some() {
-                match load_topology(&config) {
-                    Ok(t) => match reloader.reload(Arc::new(t)) {
-                        Ok(()) => tracing::info!("SIGHUP: topology reloaded"),
-                        Err(e) => {
-                            tracing::error!("SIGHUP: new topology refused, old one kept: {e}")
-                        }
-                    },
+                let name = reloader.options().name.clone();
+                let loaded = load_topology(&config)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| {
+                        let geoip = open_geoip(&config, &t, &name).map_err(|e| e.0)?;
+                        Ok((t, geoip))
+                    });
+                match loaded.and_then(|(t, g)| {
+                    reloader
+                        .reload_with_geoip(Arc::new(t), g)
+                        .map_err(|e| e.to_string())
+                }) {
+                    Ok(()) => tracing::info!("SIGHUP: topology (and GeoIP database) reloaded"),
                     Err(e) => tracing::error!("SIGHUP: new topology refused, old one kept: {e}"),
                 }
                 if let Some(c) = &certs {
@@ -671,6 +688,20 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
             }
         }
         CtlCommand::Explain { .. } => {
+            let client = &body["client"];
+            println!(
+                "client {} {}: {}",
+                client["method"].as_str().unwrap_or("?"),
+                client["ip"].as_str().unwrap_or("?"),
+                match (client["country"].as_str(), client["continent"].as_str()) {
+                    (None, None) => "not located".to_string(),
+                    (country, continent) => format!(
+                        "country {} continent {}",
+                        country.unwrap_or("?"),
+                        continent.unwrap_or("?")
+                    ),
+                }
+            );
             for line in body["explanation"]
                 .as_array()
                 .map_or(&[][..], Vec::as_slice)

@@ -207,3 +207,80 @@ fn edge_on_one_thread_proxies_and_zero_threads_is_refused() {
     assert!(answer.contains("meridian-region: r1"), "{answer}");
     assert!(answer.ends_with("ok"), "{answer}");
 }
+
+/// SIGHUP re-reads the GeoIP database the topology names: adding `geoip` locates clients,
+/// a missing database file refuses the whole reload and keeps the last good state.
+#[test]
+fn sighup_reloads_the_geoip_database() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("m.toml");
+    let token = dir.path().join("secret");
+    std::fs::write(&token, "0123456789abcdef0123\n").expect("write");
+    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "edge",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--edge",
+            "e",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let pid = child.id().to_string();
+    let _guard = Kill(child);
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let token = token.to_str().expect("utf8");
+    // `ctl explain` starts with "client GET 81.2.69.160: country GB continent EU" (or "not
+    // located").
+    let country = || {
+        let (code, out, _) = ctl(&admin_url, token, &["explain", "--ip", "81.2.69.160"]);
+        (code == 0).then(|| out.lines().next().unwrap_or_default().to_string())
+    };
+    let started = Instant::now();
+    let first = loop {
+        if let Some(c) = country() {
+            break c;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "edge never answered"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(first.ends_with("not located"), "no database yet: {first}");
+
+    let db = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../testdata/geoip/GeoIP2-City-Test.mmdb");
+    let with_geoip = |path: &std::path::Path| {
+        config("failover", listen, admin, app).replace(
+            "[[edge]]\nname = \"e\"\n",
+            &format!("[[edge]]\nname = \"e\"\ngeoip = \"{}\"\n", path.display()),
+        )
+    };
+    std::fs::write(&cfg, with_geoip(&db)).expect("write");
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill");
+    };
+    hup();
+    let started = Instant::now();
+    let located = Some("client GET 81.2.69.160: country GB continent EU".to_string());
+    while country() != located {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "GeoIP not reloaded"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    std::fs::write(&cfg, with_geoip(&dir.path().join("missing.mmdb"))).expect("write");
+    hup();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(country(), located, "the last good database stays");
+}
