@@ -39,6 +39,11 @@ pub use zone::Zone;
 pub trait Backend: Send + Sync + 'static {
     /// The current topology; a new `Arc` (by pointer) rebuilds the zone.
     fn topology(&self) -> Arc<Topology>;
+    /// Whether `topology` is (by pointer) the current one; an implementation may answer
+    /// without taking a reference count. Default: compares with [`Backend::topology`].
+    fn is_current(&self, topology: &Arc<Topology>) -> bool {
+        Arc::ptr_eq(&self.topology(), topology)
+    }
     /// The health view the proxy routes with.
     fn health_view(&self) -> HealthView;
     /// The health view GeoDNS answers with: [`Backend::health_view`], which an implementation
@@ -167,11 +172,24 @@ const CACHE_QUERY: usize = 512;
 /// TTL, and answers that drew a random number (`weighted`) are never cached. A hit patches the
 /// ID into the stored bytes: the same bytes the builder would produce, without decoding,
 /// deciding or encoding again.
-#[derive(Default)]
 pub struct UdpCache {
     zone: Option<Arc<Zone>>,
     key: Vec<u8>,
-    entries: HashMap<Box<[u8]>, Cached>,
+    /// xxh3 with a random seed per cache: fast on these short keys, and the keys (query bytes)
+    /// cannot be chosen to collide.
+    entries: HashMap<Box<[u8]>, Cached, xxhash_rust::xxh3::Xxh3Builder>,
+}
+
+impl Default for UdpCache {
+    fn default() -> Self {
+        use std::hash::BuildHasher as _;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        UdpCache {
+            zone: None,
+            key: Vec::new(),
+            entries: HashMap::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new().with_seed(seed)),
+        }
+    }
 }
 
 impl std::fmt::Debug for UdpCache {
@@ -290,17 +308,22 @@ impl Authority {
         cache: &mut UdpCache,
         out: &mut Vec<u8>,
     ) -> bool {
-        let zone = match self.zone(backend) {
-            Ok(z) => z,
-            Err(e) => {
-                tracing::warn!(error = %e, "no zone to answer from");
-                return false;
-            }
+        let zone = match &cache.zone {
+            // The zone of the current topology (what `zone()` would return, without its
+            // reference counting on every query).
+            Some(z) if backend.is_current(z.topology()) => z.clone(),
+            _ => match self.zone(backend) {
+                Ok(z) => {
+                    cache.entries.clear();
+                    cache.zone = Some(z.clone());
+                    z
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no zone to answer from");
+                    return false;
+                }
+            },
         };
-        if !cache.zone.as_ref().is_some_and(|z| Arc::ptr_eq(z, &zone)) {
-            cache.entries.clear();
-            cache.zone = Some(zone.clone());
-        }
         let live = Live {
             backend,
             ttl: &self.ttl,

@@ -19,6 +19,10 @@ impl meridian_dns::Backend for Edge {
         Edge::topology(self)
     }
 
+    fn is_current(&self, topology: &Arc<Topology>) -> bool {
+        self.is_current_topology(topology)
+    }
+
     fn health_view(&self) -> HealthView {
         Edge::health_view(self)
     }

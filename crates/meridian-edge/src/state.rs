@@ -235,6 +235,11 @@ impl Edge {
         self.inner.routes.load().topology.clone()
     }
 
+    /// Whether `topology` is (by pointer) the current one, without a reference count.
+    pub(crate) fn is_current_topology(&self, topology: &Arc<Topology>) -> bool {
+        Arc::ptr_eq(&self.inner.routes.load().topology, topology)
+    }
+
     pub(crate) fn routes(&self) -> Arc<Routes> {
         self.inner.routes.load_full()
     }
