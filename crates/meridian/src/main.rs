@@ -866,6 +866,26 @@ async fn shutdown_signal() {
     }
 }
 
+/// Completes on Ctrl-C (SIGINT). The handler is installed by this call, not on the first poll
+/// (as `tokio::signal::ctrl_c` does), so a Ctrl-C that comes while the caller's other work is
+/// still starting is seen, never the default action of killing the process. Needs a runtime.
+fn interrupt_registered_now() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    #[cfg(unix)]
+    {
+        let mut sigint = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .context("installing the Ctrl-C handler")?;
+        Ok(async move {
+            sigint.recv().await;
+        })
+    }
+    #[cfg(not(unix))]
+    {
+        Ok(async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+    }
+}
+
 /// A seed that differs per process, for the RNGs of the edge and the demo app.
 fn random_seed() -> u64 {
     use std::hash::{BuildHasher as _, Hasher as _};
@@ -919,9 +939,10 @@ fn lab_run(scenario: meridian_lab::scenario::Scenario, output: LabOutput) -> any
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {
         let mut progress = meridian_lab::progress::Progress::new(quiet);
+        let interrupted = interrupt_registered_now()?;
         let finished = tokio::select! {
             r = meridian_lab::run::run(&scenario, &opts, &mut progress) => r?,
-            _ = tokio::signal::ctrl_c() => {
+            () = interrupted => {
                 anyhow::bail!("interrupted: every process of the world was stopped");
             }
         };
