@@ -1,5 +1,7 @@
-//! The active health plane: every `[health] interval`, one probe per backend (answered 2xx
-//! within `timeout` is a success); RTTs feed the `latency` policy. With other edges in the
+//! The active health plane: every `[health] interval`, one probe per backend (answered with a
+//! status of `[health] expect` within `timeout` is a success), and one at once for a backend
+//! that real traffic just got ejected (as haproxy's `on-error fastinter`), so a dead backend is
+//! marked down up to an interval sooner; RTTs feed the `latency` policy. With other edges in the
 //! topology, their views are fetched on the same beat for the quorum.
 
 use std::collections::BTreeMap;
@@ -50,7 +52,8 @@ pub(crate) async fn run(edge: Edge) {
     }
 }
 
-async fn probe(edge: Edge, b: Arc<Backend>) {
+/// Probes one backend now (the beat's probes, and the one a passive ejection asks for).
+pub(crate) async fn probe(edge: Edge, b: Arc<Backend>) {
     let h = edge.topology().health.clone();
     let Ok(req) = Request::get(h.path.as_str())
         .header(header::HOST, b.authority.as_str())

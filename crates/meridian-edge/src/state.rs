@@ -448,11 +448,22 @@ impl Edge {
             Transition::Ejected { .. } => "ejected",
         };
         match tr {
-            Transition::Ejected { until } => tracing::warn!(
-                region = %backend.region, backend = %backend.url,
-                for_ms = until.saturating_sub(now).as_millis() as u64,
-                "backend ejected after failed requests"
-            ),
+            Transition::Ejected { until } => {
+                tracing::warn!(
+                    region = %backend.region, backend = %backend.url,
+                    for_ms = until.saturating_sub(now).as_millis() as u64,
+                    "backend ejected after failed requests"
+                );
+                // Real traffic says it is failing: ask the probes now, not at the next beat.
+                let same = routes.regions.get(&backend.region).and_then(|r| {
+                    r.backends
+                        .iter()
+                        .find(|b| std::ptr::eq(b.as_ref(), backend))
+                });
+                if let (Some(b), Ok(rt)) = (same, tokio::runtime::Handle::try_current()) {
+                    rt.spawn(crate::probe::probe(self.clone(), b.clone()));
+                }
+            }
             Transition::MarkedDown => {
                 tracing::warn!(region = %backend.region, backend = %backend.url, "backend marked down")
             }

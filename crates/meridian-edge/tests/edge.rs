@@ -1102,3 +1102,36 @@ async fn every_proxy_thread_serves_and_all_stop_on_shutdown() {
         );
     }
 }
+
+/// A backend that real traffic gets ejected is probed at once, not at the next beat: with
+/// 5 s probes and `down_after = 1`, a killed region is marked down well before the next
+/// regular probe would have run.
+#[tokio::test]
+async fn an_ejected_backend_is_probed_at_once() {
+    let mut w = world(FAILOVER, false).await;
+    let mut t = (*w.edge.topology()).clone();
+    t.health.interval = Duration::from_secs(5);
+    t.health.timeout = Duration::from_secs(1);
+    t.health.down_after = 1;
+    w.edge.reload(Arc::new(t)).unwrap();
+    // The probe loop finishes its 200 ms beat, probes once more, then sleeps 5 s.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let c = client();
+    let r = c.get(format!("{}/x", w.proxy)).send().await.unwrap();
+    assert_eq!(r.headers()["meridian-region"], "a");
+
+    w.ups[0].kill();
+    let killed = Instant::now();
+    loop {
+        let r = c.get(format!("{}/x", w.proxy)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "GETs fail over to b");
+        if backend_state(&c, &w.admin, "a").await == "down" {
+            break;
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(2),
+            "a was not probed before the next 5 s beat"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
