@@ -41,33 +41,63 @@ fn config(policy: &str, listen: u16, admin: u16, app: u16) -> String {
     )
 }
 
+/// `meridian edge` as a child process (killed on drop) with the `failover` topology of
+/// [`config`] in a temporary directory, and the admin token written beside it.
+struct RunningEdge {
+    _dir: tempfile::TempDir,
+    _child: Kill,
+    listen: u16,
+    admin: u16,
+    app: u16,
+    cfg: std::path::PathBuf,
+    token: String,
+    pid: String,
+    admin_url: String,
+}
+
+impl RunningEdge {
+    fn start() -> RunningEdge {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (listen, admin, app) = (free_port(), free_port(), free_port());
+        let cfg = dir.path().join("m.toml");
+        let token = dir.path().join("secret");
+        std::fs::write(&token, "0123456789abcdef0123\n").expect("write");
+        std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args([
+                "edge",
+                "--config",
+                cfg.to_str().expect("utf8"),
+                "--edge",
+                "e",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        RunningEdge {
+            pid: child.id().to_string(),
+            _child: Kill(child),
+            token: token.to_str().expect("utf8").to_string(),
+            _dir: dir,
+            listen,
+            admin,
+            app,
+            cfg,
+            admin_url: format!("http://127.0.0.1:{admin}"),
+        }
+    }
+}
+
 #[test]
 fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, app) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("m.toml");
-    let token = dir.path().join("secret");
-    std::fs::write(&token, "0123456789abcdef0123\n").expect("write");
-    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "edge",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--edge",
-            "e",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().to_string();
-    let _guard = Kill(child);
-    let admin_url = format!("http://127.0.0.1:{admin}");
-    let token = token.to_str().expect("utf8");
+    let e = RunningEdge::start();
+    let (listen, admin, app) = (e.listen, e.admin, e.app);
+    let (cfg, pid, admin_url) = (&e.cfg, e.pid.as_str(), e.admin_url.as_str());
+    let token = e.token.as_str();
     let started = Instant::now();
     let status = loop {
-        let (code, out, _) = ctl(&admin_url, token, &["status"]);
+        let (code, out, _) = ctl(admin_url, token, &["status"]);
         if code == 0 {
             break out;
         }
@@ -82,40 +112,40 @@ fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
         "{status}"
     );
 
-    let (code, out, err) = ctl(&admin_url, token, &["drain", "r1"]);
+    let (code, out, err) = ctl(admin_url, token, &["drain", "r1"]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("r1: weight 0"), "{out}");
-    let (code, out, _) = ctl(&admin_url, token, &["explain", "--ip", "203.0.113.5"]);
+    let (code, out, _) = ctl(admin_url, token, &["explain", "--ip", "203.0.113.5"]);
     assert_eq!(code, 0);
     assert!(
         out.contains("drained") && out.contains("[\"r2\",\"r1\"]"),
         "{out}"
     );
-    let (code, _, err) = ctl(&admin_url, "/dev/null", &["status"]);
+    let (code, _, err) = ctl(admin_url, "/dev/null", &["status"]);
     assert_eq!(code, 1, "a missing token is refused");
     assert!(err.contains("401"), "{err}");
 
-    std::fs::write(&cfg, "[cluster]\nname = \"t\"\n[[region]]\n").expect("write");
+    std::fs::write(cfg, "[cluster]\nname = \"t\"\n[[region]]\n").expect("write");
     Command::new("kill")
-        .args(["-HUP", &pid])
+        .args(["-HUP", pid])
         .status()
         .expect("kill");
     std::thread::sleep(Duration::from_millis(300));
-    let (code, out, _) = ctl(&admin_url, token, &["status"]);
+    let (code, out, _) = ctl(admin_url, token, &["status"]);
     assert_eq!(
         code, 0,
         "a bad config is refused and the edge keeps serving"
     );
     assert!(out.contains("policy failover"), "{out}");
 
-    std::fs::write(&cfg, config("weighted", listen, admin, app)).expect("write");
+    std::fs::write(cfg, config("weighted", listen, admin, app)).expect("write");
     Command::new("kill")
-        .args(["-HUP", &pid])
+        .args(["-HUP", pid])
         .status()
         .expect("kill");
     let started = Instant::now();
     loop {
-        let (_, out, _) = ctl(&admin_url, token, &["status"]);
+        let (_, out, _) = ctl(admin_url, token, &["status"]);
         if out.contains("policy weighted") {
             break;
         }
@@ -212,32 +242,14 @@ fn edge_on_one_thread_proxies_and_zero_threads_is_refused() {
 /// a missing database file refuses the whole reload and keeps the last good state.
 #[test]
 fn sighup_reloads_the_geoip_database() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, app) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("m.toml");
-    let token = dir.path().join("secret");
-    std::fs::write(&token, "0123456789abcdef0123\n").expect("write");
-    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "edge",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--edge",
-            "e",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let pid = child.id().to_string();
-    let _guard = Kill(child);
-    let admin_url = format!("http://127.0.0.1:{admin}");
-    let token = token.to_str().expect("utf8");
+    let e = RunningEdge::start();
+    let (listen, admin, app) = (e.listen, e.admin, e.app);
+    let (cfg, pid, admin_url) = (&e.cfg, e.pid.as_str(), e.admin_url.as_str());
+    let token = e.token.as_str();
     // `ctl explain` starts with "client GET 81.2.69.160: country GB continent EU" (or "not
     // located").
     let country = || {
-        let (code, out, _) = ctl(&admin_url, token, &["explain", "--ip", "81.2.69.160"]);
+        let (code, out, _) = ctl(admin_url, token, &["explain", "--ip", "81.2.69.160"]);
         (code == 0).then(|| out.lines().next().unwrap_or_default().to_string())
     };
     let started = Instant::now();
@@ -261,10 +273,10 @@ fn sighup_reloads_the_geoip_database() {
             &format!("[[edge]]\nname = \"e\"\ngeoip = \"{}\"\n", path.display()),
         )
     };
-    std::fs::write(&cfg, with_geoip(&db)).expect("write");
+    std::fs::write(cfg, with_geoip(&db)).expect("write");
     let hup = || {
         Command::new("kill")
-            .args(["-HUP", &pid])
+            .args(["-HUP", pid])
             .status()
             .expect("kill");
     };
@@ -279,7 +291,7 @@ fn sighup_reloads_the_geoip_database() {
         std::thread::sleep(Duration::from_millis(100));
     }
 
-    std::fs::write(&cfg, with_geoip(&dir.path().join("missing.mmdb"))).expect("write");
+    std::fs::write(cfg, with_geoip(&cfg.with_file_name("missing.mmdb"))).expect("write");
     hup();
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(country(), located, "the last good database stays");
