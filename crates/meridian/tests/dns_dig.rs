@@ -7,11 +7,11 @@
 
 mod support;
 
-use support::dns::{App, Kill, dig, dig_available, free_port};
+use support::dns::{App, dig, dig_available, free_port, start_edge};
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// The repository's copy of MaxMind's City test database (`testdata/geoip/`).
@@ -144,19 +144,7 @@ fn dig_against_the_edge() {
         config(dns, listen, admin, ports, db.to_str().expect("utf8")),
     )
     .expect("write");
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "edge",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--edge",
-            "e",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn");
-    let _guard = Kill(child);
+    let _guard = start_edge(&cfg);
 
     let started = Instant::now();
     let soa = loop {

@@ -6,12 +6,11 @@
 
 mod support;
 
-use support::dns::{App, Kill, free_port};
+use support::dns::{App, Kill, free_port, start_edge};
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, UdpSocket};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn corpus() -> Vec<(String, Vec<u8>)> {
@@ -153,20 +152,7 @@ fn malformed_packets_never_crash_or_stall_the_server() {
     let (dns, listen, admin) = (free_port(), free_port(), free_port());
     let cfg = dir.path().join("m.toml");
     std::fs::write(&cfg, config(dns, listen, admin, app_port)).expect("write config");
-    let mut child = Kill(
-        Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args([
-                "edge",
-                "--config",
-                cfg.to_str().expect("utf8"),
-                "--edge",
-                "e",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn the edge"),
-    );
+    let mut child = start_edge(&cfg);
     let started = Instant::now();
     while udp_ask(dns, &valid_query(1), Duration::from_millis(100)).is_none() {
         assert!(

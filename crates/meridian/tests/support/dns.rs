@@ -23,6 +23,24 @@ impl Drop for Kill {
     }
 }
 
+/// `meridian edge --config <cfg> --edge e` as a child process, its output discarded; killed
+/// when the returned guard drops.
+pub fn start_edge(cfg: &std::path::Path) -> Kill {
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "edge",
+            "--config",
+            cfg.to_str().expect("utf8"),
+            "--edge",
+            "e",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn the edge");
+    Kill(child)
+}
+
 /// A stand-in app backend: answers every HTTP request 200 and closes; stopping it closes the
 /// listener, so probes get "connection refused".
 pub struct App {
