@@ -1,12 +1,11 @@
 //! `meridian edge` and `meridian ctl` as real processes: startup, admin calls, SIGHUP reload.
 
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
+use support::dns::{Kill, free_port, start_edge};
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
 
 fn ctl(admin: &str, token: &str, args: &[&str]) -> (i32, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
@@ -19,15 +18,6 @@ fn ctl(admin: &str, token: &str, args: &[&str]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
-}
-
-struct Kill(Child);
-
-impl Drop for Kill {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn config(policy: &str, listen: u16, admin: u16, app: u16) -> String {
@@ -63,21 +53,10 @@ impl RunningEdge {
         let token = dir.path().join("secret");
         std::fs::write(&token, "0123456789abcdef0123\n").expect("write");
         std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
-        let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args([
-                "edge",
-                "--config",
-                cfg.to_str().expect("utf8"),
-                "--edge",
-                "e",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn");
+        let child = start_edge(&cfg);
         RunningEdge {
-            pid: child.id().to_string(),
-            _child: Kill(child),
+            pid: child.0.id().to_string(),
+            _child: child,
             token: token.to_str().expect("utf8").to_string(),
             _dir: dir,
             listen,
