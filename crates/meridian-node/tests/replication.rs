@@ -1080,19 +1080,27 @@ async fn session_reads_are_forwarded_to_the_origin_of_the_write() {
     );
 }
 
+/// Three regions where eu-west-1 reaches `reachable` only through a [`relay`] that holds back
+/// replication (reads pass), and `down` not at all (a [`black_hole`]).
+async fn eu_reaching(reachable: &str, down: &str) -> (World, Relay) {
+    let mut w = World::new().await;
+    // Held for good: the receiver keeps the last value once the switch is gone.
+    let (_, rx) = watch::channel(true);
+    let r = relay(&w.addrs[reachable], rx).await;
+    let via = BTreeMap::from([
+        (down.to_string(), black_hole().await),
+        (reachable.to_string(), r.url.clone()),
+    ]);
+    w.stop("eu-west-1").await;
+    w.start_via("eu-west-1", via).await;
+    (w, r)
+}
+
 /// When the write's origin does not answer, a session read gives up after the session wait
 /// plus one forward timeout — no blind retry loop — and says which region it tried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_reads_give_up_on_an_unreachable_origin_and_say_so() {
-    let mut w = World::new().await;
-    let (_hold, rx) = watch::channel(true);
-    let ap = relay(&w.addrs["ap-southeast-1"], rx).await;
-    let via = BTreeMap::from([
-        ("us-east-1".to_string(), black_hole().await),
-        ("ap-southeast-1".to_string(), ap.url.clone()),
-    ]);
-    w.stop("eu-west-1").await;
-    w.start_via("eu-west-1", via).await;
+    let (w, ap) = eu_reaching("ap-southeast-1", "us-east-1").await;
     let c = &w.client;
     let r = c
         .put(w.url("us-east-1", "/v1/kv/reg/cart"))
@@ -1130,15 +1138,7 @@ async fn session_reads_give_up_on_an_unreachable_origin_and_say_so() {
 /// — after one forward timeout, never a stale read and never a 503 while one origin can vouch.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn session_reads_fall_through_to_the_next_origin() {
-    let mut w = World::new().await;
-    let (_hold, rx) = watch::channel(true);
-    let us = relay(&w.addrs["us-east-1"], rx).await;
-    let via = BTreeMap::from([
-        ("ap-southeast-1".to_string(), black_hole().await),
-        ("us-east-1".to_string(), us.url.clone()),
-    ]);
-    w.stop("eu-west-1").await;
-    w.start_via("eu-west-1", via).await;
+    let (w, us) = eu_reaching("us-east-1", "ap-southeast-1").await;
     let c = &w.client;
     let r = c
         .put(w.url("ap-southeast-1", "/v1/kv/reg/first"))
