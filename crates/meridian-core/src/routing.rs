@@ -388,6 +388,18 @@ struct Level<'a> {
     order: &'a [String],
 }
 
+/// The prefix of a level's explanation lines: `pool `eu`: ` for a pool, nothing at the top.
+struct LevelLabel<'a>(Option<&'a Pool>);
+
+impl std::fmt::Display for LevelLabel<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0 {
+            Some(p) => write!(f, "pool `{}`: ", p.name),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A member of a level with candidates below it: a region, or a pool and its candidate regions.
 struct Member<'a> {
     name: &'a str,
@@ -488,10 +500,8 @@ fn order_level<'a>(
             v.sort_by_key(|m| p.members.iter().position(|x| x == m.name));
         }
     }
-    let label = match level.pool {
-        Some(p) => format!("pool `{}`: ", p.name),
-        None => String::new(),
-    };
+    // Formatted only when an explanation line is written (never on the proxy's hot path).
+    let label = LevelLabel(level.pool);
     let view = |r: &str| f.health.get(r).copied().unwrap_or_default();
     let by_order = |v: &mut Vec<Member<'a>>| {
         v.sort_by_key(|m| {
