@@ -798,17 +798,18 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     let t = root.table(cx, "routing", "[routing]".to_string())?;
     t.allow(cx, ROUTING_KEYS);
     let mut ok = true;
+    // Read first (everything else names pools), kept aside until `r` is complete.
+    let mut pool_list = Vec::new();
     if t.has("pool") {
         match t
             .table(cx, "pool", "[routing.pool]".to_string())
             .and_then(|p| pools::read(cx, &p, known, regions))
         {
-            Some(p) => r.pools = p,
+            Some(p) => pool_list = p,
             None => ok = false,
         }
     }
-    let top = pools::top_level(&r.pools, &all_regions);
-    let pool_list = r.pools.clone();
+    let top = pools::top_level(&pool_list, &all_regions);
     let top_member = |cx: &mut Cx<'_>, what: &str, n: &Sp<String>| {
         pools::member(cx, known, &pool_list, what, n, None)
     };
@@ -872,7 +873,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
                 v: key.to_string(),
                 span: key_span,
             };
-            ok &= if r.pools.iter().any(|p| p.name == name.v) {
+            ok &= if pool_list.iter().any(|p| p.name == name.v) {
                 true
             } else {
                 known.region(cx, &format!("{}: a weight is set for", w.label), &name)
@@ -965,6 +966,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
             _ => {}
         }
     }
+    r.pools = pool_list;
     ok.then_some(r)
 }
 
