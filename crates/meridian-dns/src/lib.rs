@@ -172,12 +172,66 @@ const CACHE_QUERY: usize = 512;
 /// TTL, and answers that drew a random number (`weighted`) are never cached. A hit patches the
 /// ID into the stored bytes: the same bytes the builder would produce, without decoding,
 /// deciding or encoding again.
+///
+/// Datagrams received together form a batch ([`UdpCache::end_batch`] closes it): within one,
+/// hits read the topology, the health view and the state-aware TTL once, and their metrics are
+/// counted when the batch ends (or the cache is dropped), in one addition per counter.
 pub struct UdpCache {
     zone: Option<Arc<Zone>>,
     key: Vec<u8>,
     /// xxh3 with a random seed per cache: fast on these short keys, and the keys (query bytes)
     /// cannot be chosen to collide.
     entries: HashMap<Box<[u8]>, Cached, xxhash_rust::xxh3::Xxh3Builder>,
+    /// The metric counters of each cached answer (`Cached::counters` indexes here), with the
+    /// hits not yet counted in them.
+    counters: Vec<(Vec<::metrics::Counter>, u64)>,
+    /// Indexes into `counters` whose count is not zero.
+    uncounted: Vec<usize>,
+    /// The current batch's reading of the backend.
+    batch: Batch,
+}
+
+/// What the hits of one batch read from the backend, once.
+#[derive(Default)]
+struct Batch {
+    /// The cache's zone is the current topology's.
+    zone_current: bool,
+    /// The health view and policy TTL answers are decided with.
+    policy: Option<(Arc<HealthView>, Duration)>,
+}
+
+impl UdpCache {
+    /// Ends a batch of datagrams: counts its hits in the metrics, and the next query reads the
+    /// topology, health view and TTL from the backend again. Call it once per receive call
+    /// (a batch should span microseconds, not seconds: it is the freshness of hits).
+    pub fn end_batch(&mut self) {
+        self.flush_counters();
+        self.batch = Batch::default();
+    }
+
+    /// Adds the uncounted hits to their metric counters.
+    fn flush_counters(&mut self) {
+        for i in self.uncounted.drain(..) {
+            let (counters, n) = &mut self.counters[i];
+            for c in counters.iter() {
+                c.increment(*n);
+            }
+            *n = 0;
+        }
+    }
+
+    /// Forgets every answer (their uncounted hits are counted first).
+    fn clear(&mut self) {
+        self.flush_counters();
+        self.entries.clear();
+        self.counters.clear();
+    }
+}
+
+impl Drop for UdpCache {
+    fn drop(&mut self) {
+        self.flush_counters();
+    }
 }
 
 impl Default for UdpCache {
@@ -188,6 +242,9 @@ impl Default for UdpCache {
             zone: None,
             key: Vec::new(),
             entries: HashMap::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new().with_seed(seed)),
+            counters: Vec::new(),
+            uncounted: Vec::new(),
+            batch: Batch::default(),
         }
     }
 }
@@ -203,8 +260,8 @@ impl std::fmt::Debug for UdpCache {
 struct Cached {
     /// The response, its ID to be patched.
     bytes: Box<[u8]>,
-    /// The metrics the query counted.
-    counters: Vec<::metrics::Counter>,
+    /// Index of the metrics the query counts in `UdpCache::counters`.
+    counters: usize,
     /// For policy answers: the health view and TTL they were decided with.
     policy: Option<(Arc<HealthView>, Duration)>,
 }
@@ -298,8 +355,9 @@ impl Authority {
     }
 
     /// [`Authority::handle`] for UDP through the thread's `cache`: the answer is written to
-    /// `out` (`false`: send nothing). Byte for byte what [`Authority::handle`] would answer,
-    /// with the same metrics and the same calls to the backend's health view and TTL state.
+    /// `out` (`false`: send nothing). Byte for byte what [`Authority::handle`] would answer at
+    /// the start of the cache's batch, with the same metrics once the batch ends (see
+    /// [`UdpCache`]).
     pub fn handle_udp(
         &self,
         backend: &dyn Backend,
@@ -311,11 +369,15 @@ impl Authority {
         let zone = match &cache.zone {
             // The zone of the current topology (what `zone()` would return, without its
             // reference counting on every query).
-            Some(z) if backend.is_current(z.topology()) => z.clone(),
+            Some(z) if cache.batch.zone_current || backend.is_current(z.topology()) => {
+                cache.batch.zone_current = true;
+                z.clone()
+            }
             _ => match self.zone(backend) {
                 Ok(z) => {
-                    cache.entries.clear();
+                    cache.clear();
                     cache.zone = Some(z.clone());
+                    cache.batch.zone_current = true;
                     z
                 }
                 Err(e) => {
@@ -336,24 +398,35 @@ impl Authority {
                 IpAddr::V4(a) => cache.key.extend_from_slice(&a.octets()),
                 IpAddr::V6(a) => cache.key.extend_from_slice(&a.octets()),
             }
-            if let Some(hit) = cache.entries.get(cache.key.as_slice()) {
-                let fresh = match &hit.policy {
+            if let Some(hit) = cache.entries.get_mut(cache.key.as_slice()) {
+                let fresh = match &mut hit.policy {
                     None => true,
                     Some((health, ttl)) => {
-                        // What the builder asks for a policy answer, once per query.
-                        let now = backend.shared_health_view();
-                        let configured = Duration::from_secs(u64::from(zone.ttl()));
-                        (Arc::ptr_eq(&now, health) || *now == **health)
-                            && live.policy_ttl(&now, configured) == *ttl
+                        // What the builder asks for a policy answer, once per batch.
+                        let (now, now_ttl) = cache.batch.policy.get_or_insert_with(|| {
+                            let now = backend.shared_health_view();
+                            let configured = Duration::from_secs(u64::from(zone.ttl()));
+                            let ttl = live.policy_ttl(&now, configured);
+                            (now, ttl)
+                        });
+                        let same = Arc::ptr_eq(now, health) || **now == **health;
+                        if same {
+                            // The next hits compare pointers only.
+                            *health = now.clone();
+                        }
+                        same && *now_ttl == *ttl
                     }
                 };
                 if fresh {
                     out.clear();
                     out.extend_from_slice(&hit.bytes);
                     out[..2].copy_from_slice(&packet[..2]);
-                    for c in &hit.counters {
-                        c.increment(1);
+                    let i = hit.counters;
+                    let (_, n) = &mut cache.counters[i];
+                    if *n == 0 {
+                        cache.uncounted.push(i);
                     }
+                    *n += 1;
                     return true;
                 }
                 // Stale: the builder below asks the backend again (as a miss would).
@@ -412,17 +485,34 @@ impl Authority {
                 ResponseCode::NoError | ResponseCode::NXDomain | ResponseCode::Refused
             )
             && bytes.len() >= 2;
+        if let Some(p) = &policy {
+            // The newest reading: the batch's next hits are decided with it.
+            cache.batch.policy = Some(p.clone());
+        }
         if keep {
             if cache.entries.len() >= CACHE_ENTRIES {
-                cache.entries.clear();
+                cache.clear();
             }
             let mut bytes = bytes.into_boxed_slice();
             bytes[..2].copy_from_slice(&[0, 0]);
+            let slot = match cache.entries.get(cache.key.as_slice()) {
+                // A stale answer's place: its own uncounted hits are counted first.
+                Some(stale) => {
+                    let i = stale.counters;
+                    cache.flush_counters();
+                    cache.counters[i] = (counters, 0);
+                    i
+                }
+                None => {
+                    cache.counters.push((counters, 0));
+                    cache.counters.len() - 1
+                }
+            };
             cache.entries.insert(
                 cache.key.as_slice().into(),
                 Cached {
                     bytes,
-                    counters,
+                    counters: slot,
                     policy,
                 },
             );

@@ -253,6 +253,7 @@ fn udp_thread(
                 outgoing.push((i, *addr));
             }
         }
+        cache.end_batch();
         let mut done = 0;
         while done < outgoing.len() {
             let rest = &outgoing[done..];
@@ -320,14 +321,16 @@ fn udp_thread(
                 continue;
             }
         };
-        if !answer_udp(
+        let answered = answer_udp(
             authority,
             backend,
             &buf[..n],
             peer.ip(),
             &mut cache,
             &mut reply,
-        ) {
+        );
+        cache.end_batch();
+        if !answered {
             continue;
         }
         if let Err(e) = socket.send_to(&reply, peer) {

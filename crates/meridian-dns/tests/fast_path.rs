@@ -2,7 +2,7 @@
 //! reference builder ([`Authority::handle`]): for random sequences of queries over the test
 //! zone — names, types, case, IDs, flags, EDNS payloads, Client Subnets, resolvers — while
 //! regions go down and up and time passes, both answer the same bytes (so the same rcode,
-//! flags, records, TTLs and OPT).
+//! flags, records, TTLs and OPT) and count the same metrics.
 
 #![allow(clippy::unwrap_used)]
 
@@ -18,6 +18,7 @@ use meridian_core::config::{Topology, parse};
 use meridian_core::geodns::DnsClient;
 use meridian_core::routing::{HealthView, RegionView};
 use meridian_dns::{Authority, Backend, Transport, UdpCache};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use proptest::prelude::*;
 
 const TOPO: &str = include_str!("zone.toml");
@@ -157,6 +158,19 @@ fn step() -> impl Strategy<Value = Step> {
         )
 }
 
+/// A recorder's samples, one line each, sorted (the exposition's order is not fixed).
+fn samples(recorder: &PrometheusRecorder) -> Vec<String> {
+    let mut lines: Vec<String> = recorder
+        .handle()
+        .render()
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_string)
+        .collect();
+    lines.sort();
+    lines
+}
+
 fn packet(s: &Step) -> Vec<u8> {
     let mut m = Message::new(s.id, MessageType::Query, OpCode::Query);
     m.metadata.recursion_desired = s.rd;
@@ -187,8 +201,11 @@ proptest! {
             down: AtomicU64::new(0),
             now_s: AtomicU64::new(100),
         };
-        // Two authorities with their own TTL state, fed the same views at the same times.
+        // Two authorities with their own TTL state and metrics, fed the same views at the
+        // same times.
         let (reference, fast) = (Authority::new(), Authority::new());
+        let reference_metrics = PrometheusBuilder::new().build_recorder();
+        let fast_metrics = PrometheusBuilder::new().build_recorder();
         let mut cache = UdpCache::default();
         let mut out = Vec::new();
         let mut asked: Vec<Vec<u8>> = Vec::new();
@@ -199,8 +216,12 @@ proptest! {
             asked.push(packet(s));
             // This step's query, then an earlier one again in today's state (cache hits).
             for q in [&asked[i], &asked[i / 2]] {
-                let want = reference.handle(&world, q, resolver, Transport::Udp);
-                let answered = fast.handle_udp(&world, q, resolver, &mut cache, &mut out);
+                let want = metrics::with_local_recorder(&reference_metrics, || {
+                    reference.handle(&world, q, resolver, Transport::Udp)
+                });
+                let answered = metrics::with_local_recorder(&fast_metrics, || {
+                    fast.handle_udp(&world, q, resolver, &mut cache, &mut out)
+                });
                 prop_assert_eq!(answered, want.is_some(), "{:?}", s);
                 if let Some(want) = want
                     && out != want
@@ -209,6 +230,9 @@ proptest! {
                     prop_assert!(false, "{:?}\nfast: {:?}\nreference: {:?}", s, a, b);
                 }
             }
+            // The world changes between steps: a new batch.
+            cache.end_batch();
         }
+        prop_assert_eq!(samples(&fast_metrics), samples(&reference_metrics));
     }
 }
