@@ -8,9 +8,12 @@
 //! After the schedule, every link is healed and every node restarted, deliveries run until
 //! nothing moves, and a checker asserts: all replicas equal; counters equal the exact sum of
 //! acknowledged increments; every register holds the last-writer-wins winner of its
-//! acknowledged writes, so no acknowledged delete is resurrected; sets hold only members that
-//! were added; no byte of a pinned key sits in a region outside its zone; every sync write
-//! acknowledged (its origin alive) was on a quorum of regions and is in every region.
+//! acknowledged writes, so no acknowledged delete is resurrected; every set holds exactly the
+//! members with an acknowledged add that no later change of the member had seen (add wins);
+//! every map
+//! field holds the value of its last-writer-wins patch; no byte of a pinned key sits in a region
+//! outside its zone; every sync write acknowledged (its origin alive) was on a quorum of regions
+//! and is in every region.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -20,7 +23,7 @@ use bytes::Bytes;
 use meridian_core::config::Topology;
 use meridian_core::op::Op;
 use meridian_core::record::Record;
-use meridian_core::version::Version;
+use meridian_core::version::{Version, VersionVector};
 use meridian_core::wire::{LogBody, decode_log_body};
 use meridian_node::clock::Clock;
 use meridian_node::input::WriteHeaders;
@@ -114,8 +117,36 @@ struct Replica {
 struct History {
     counters: BTreeMap<String, i64>,
     registers: BTreeMap<String, Vec<(Version, Option<String>)>>,
-    set_adds: BTreeMap<String, BTreeSet<String>>,
+    /// Per set key, its acknowledged adds and removes in the order made.
+    sets: BTreeMap<String, Vec<SetOp>>,
+    /// Per map key and field, the acknowledged patches of it.
+    maps: BTreeMap<String, BTreeMap<String, Vec<FieldWrite>>>,
     writes: usize,
+}
+
+/// An acknowledged patch of one map field: its version and value (`None`: the field deleted).
+type FieldWrite = (Version, Option<serde_json::Value>);
+
+/// An acknowledged change of one set member, made in a region that had applied `seen`.
+struct SetOp {
+    member: String,
+    seen: VersionVector,
+    /// For an add: it is the `seq`-th write of `origin`; `None` for a remove.
+    add: Option<(&'static str, u64)>,
+}
+
+/// The members an add-wins set must hold after `ops`: those with an add that no other change
+/// of the same member had seen. A remove deletes the adds it saw; an add replaces them.
+fn expected_members(ops: &[SetOp]) -> BTreeSet<String> {
+    ops.iter()
+        .filter_map(|op| {
+            let (origin, seq) = op.add?;
+            let superseded = ops
+                .iter()
+                .any(|o| o.member == op.member && o.seen.get(origin) >= seq);
+            (!superseded).then(|| op.member.clone())
+        })
+        .collect()
 }
 
 /// The topology of a simulated cluster of `n` regions.
@@ -583,6 +614,8 @@ impl Sim {
             .cloned()
             .ok_or("unknown keyspace")?;
         let op_for_history = op.clone();
+        // What the region has applied before the write: the set adds its change can see.
+        let seen = node.applied().borrow().clone();
         let m = Mutation {
             keyspace,
             key: key.clone(),
@@ -595,11 +628,13 @@ impl Sim {
         };
         let result = write(&node, m).await;
         self.note(format!(
-            "{region}: {ks}/{key} {op_for_history:?} -> {:?}",
+            "{region}: {ks}/{key} {op_for_history:?} -> {:?} session {:?} seen {}",
             result
                 .as_ref()
                 .map(|w| w.outcome.status)
-                .map_err(|e| e.code)
+                .map_err(|e| e.code),
+            result.as_ref().ok().and_then(|w| w.outcome.session.clone()),
+            seen.to_token()
         ));
         match (ks, result) {
             ("pinned", Err(e)) if region != EU && e.code == "residency" => Ok(()),
@@ -631,11 +666,35 @@ impl Sim {
                         }
                     }
                     Op::Add { members } => {
-                        self.history
-                            .set_adds
-                            .entry(key)
-                            .or_default()
-                            .extend(members);
+                        let seq = w
+                            .outcome
+                            .session
+                            .as_deref()
+                            .and_then(|t| VersionVector::parse_token(t).ok())
+                            .map(|vv| vv.get(region))
+                            .ok_or("an acknowledged add answers its session token")?;
+                        let ops = self.history.sets.entry(key).or_default();
+                        ops.extend(members.into_iter().map(|member| SetOp {
+                            member,
+                            seen: seen.clone(),
+                            add: Some((region, seq)),
+                        }));
+                    }
+                    Op::Remove { members } => {
+                        let ops = self.history.sets.entry(key).or_default();
+                        ops.extend(members.into_iter().map(|member| SetOp {
+                            member,
+                            seen: seen.clone(),
+                            add: None,
+                        }));
+                    }
+                    Op::Patch { fields } => {
+                        let v = parse_etag(w.outcome.etag.as_deref())?;
+                        let patched = self.history.maps.entry(key).or_default();
+                        for (field, value) in fields {
+                            let value = (!value.is_null()).then_some(value);
+                            patched.entry(field).or_default().push((v.clone(), value));
+                        }
                     }
                     _ => {}
                 }
@@ -745,10 +804,43 @@ impl Sim {
             }
         }
         for (key, body) in &eu_state["tags"] {
-            let members: Vec<String> = serde_json::from_str(body).map_err(|e| e.to_string())?;
-            let added = self.history.set_adds.get(key).cloned().unwrap_or_default();
-            if let Some(m) = members.iter().find(|m| !added.contains(*m)) {
-                return Err(format!("set {key} holds {m}, which was never added"));
+            if !self.history.sets.contains_key(key) {
+                return Err(format!("set {key} = {body} was never written"));
+            }
+        }
+        for (key, ops) in &self.history.sets {
+            let got: BTreeSet<String> = match eu_state["tags"].get(key) {
+                Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
+                None => BTreeSet::new(),
+            };
+            let want = expected_members(ops);
+            if got != want {
+                return Err(format!(
+                    "set {key} = {got:?}; its acknowledged adds no remove had seen are {want:?}"
+                ));
+            }
+        }
+        for (key, body) in &eu_state["docs"] {
+            if !self.history.maps.contains_key(key) {
+                return Err(format!("map {key} = {body} was never written"));
+            }
+        }
+        for (key, fields) in &self.history.maps {
+            let got: serde_json::Map<String, serde_json::Value> = match eu_state["docs"].get(key) {
+                Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
+                None => serde_json::Map::new(),
+            };
+            let want: serde_json::Map<String, serde_json::Value> = fields
+                .iter()
+                .filter_map(|(field, writes)| {
+                    let last = writes.iter().max_by(|a, b| a.0.cmp(&b.0))?;
+                    Some((field.clone(), last.1.clone()?))
+                })
+                .collect();
+            if got != want {
+                return Err(format!(
+                    "map {key} = {got:?}; the last-writer-wins patches of its fields give {want:?}"
+                ));
             }
         }
         Ok(Report {
