@@ -24,7 +24,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 pub const COMPRESS_FROM_BYTES: usize = 256;
 /// The protocol versions this build speaks, oldest first.
 pub const VERSIONS: [u8; 2] = [1, 2];
-pub use v2::{MAX_BATCH_ENTRIES, MAX_DICT_STRING_BYTES, MAX_DICT_STRINGS};
+pub use v2::{MAX_BATCH_ENTRIES, MAX_DICT_STRING_BYTES, MAX_DICT_STRINGS, MAX_ORIGINS};
 const FLAG_LZ4: u8 = 1;
 const HEADER_BYTES: usize = 5;
 

@@ -373,3 +373,24 @@ fn compressible_values_are_compressed_and_random_ones_are_not() {
         .collect();
     assert_eq!(got, vec![FrameV1::Batch(text), FrameV1::Batch(random)]);
 }
+
+#[test]
+fn a_stream_naming_too_many_origins_is_refused() {
+    let mut enc = FrameEncoder::default();
+    let mut stream = Vec::new();
+    for chunk in 0..5u64 {
+        let vv: std::collections::BTreeMap<String, u64> =
+            (0..1000).map(|i| (format!("o{chunk}-{i}"), 1)).collect();
+        stream.extend(enc.encode(&Frame::V2(FrameV1::Heads(VersionVector::from(vv)))));
+    }
+    let mut d = FrameDecoder::default();
+    d.push(&stream);
+    for _ in 0..4 {
+        d.next_frame().expect("within the limit").expect("complete");
+    }
+    let err = d
+        .next_frame()
+        .expect_err("4,096 origins at most")
+        .to_string();
+    assert!(err.contains("more than 4096 origins"), "{err}");
+}

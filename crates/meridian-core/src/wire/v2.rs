@@ -19,6 +19,9 @@ use crate::version::{Version, VersionVector};
 pub const MAX_DICT_STRINGS: usize = 4096;
 /// Longest string the dictionary takes; longer ones are sent in full each time.
 pub const MAX_DICT_STRING_BYTES: usize = 256;
+/// Most distinct origins one stream may name (in heads or entries); a stream naming more is
+/// refused, so what a decoder remembers per origin is bounded.
+pub const MAX_ORIGINS: usize = 4096;
 /// Most entries of one version 2 batch frame.
 pub const MAX_BATCH_ENTRIES: usize = 1 << 16;
 
@@ -395,6 +398,9 @@ impl Context {
             let delta = r.varint()?;
             let c = self.heads.entry(origin).or_insert(0);
             *c = c.wrapping_add(delta);
+            if self.heads.len() > MAX_ORIGINS {
+                return Err(bad(format!("heads of more than {MAX_ORIGINS} origins")));
+            }
         }
         if !r.bytes.is_empty() {
             return Err(bad(format!("{} bytes after the heads", r.bytes.len())));
@@ -425,6 +431,9 @@ impl Context {
                 .and_then(|c| first.checked_add(c - 1))
                 .ok_or_else(|| bad("sequence numbers overflow"))?;
             self.next_seq.insert(origin.clone(), next.wrapping_add(1));
+            if self.next_seq.len() > MAX_ORIGINS {
+                return Err(bad(format!("entries of more than {MAX_ORIGINS} origins")));
+            }
             for i in 0..count as u64 {
                 let (body, bulk) = self.decode_entry(r, &origin)?;
                 if let Some(p) = bulk {
