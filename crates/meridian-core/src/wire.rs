@@ -1,9 +1,14 @@
 //! The replication wire format and the op-log entry format, versioned from the first byte.
 //!
 //! A stream between regions is a sequence of frames: `[length: u32 BE][flags: u8][payload]`,
-//! where the payload is `postcard(Frame)`, LZ4-compressed when `flags & 1`. [`Frame`] is an enum
-//! whose variant is the protocol version, so a new version is a new variant that only peers
-//! advertising it are sent. Op-log entries on disk are `[version: u8][postcard(LogBody)]`.
+//! where the payload is LZ4-compressed when `flags & 1`. The payload's first byte is the
+//! protocol version, as the variant index of [`Frame`]: `0` is version 1, whose payload is
+//! `postcard(Frame::V1)`; `1` is version 2, a compact encoding of the same messages whose frames
+//! depend on the frames before them in the stream (see [`FrameEncoder`]). A new version is a new
+//! variant that only peers advertising it are sent. Op-log entries on disk are
+//! `[version: u8][postcard(LogBody)]`.
+
+mod v2;
 
 use serde::{Deserialize, Serialize};
 
@@ -14,8 +19,12 @@ use crate::version::{Version, VersionVector};
 pub const LOG_FORMAT_V1: u8 = 1;
 /// Largest frame a peer may send (compressed or not); anything larger is refused.
 pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
-/// Payloads at least this large are LZ4-compressed.
+/// Version 1 payloads at least this large are LZ4-compressed; version 2 compresses the values
+/// section of a batch this large only when that makes it smaller.
 pub const COMPRESS_FROM_BYTES: usize = 256;
+/// The protocol versions this build speaks, oldest first.
+pub const VERSIONS: [u8; 2] = [1, 2];
+pub use v2::{MAX_BATCH_ENTRIES, MAX_DICT_STRING_BYTES, MAX_DICT_STRINGS, MAX_ORIGINS};
 const FLAG_LZ4: u8 = 1;
 const HEADER_BYTES: usize = 5;
 
@@ -70,11 +79,34 @@ pub enum FrameV1 {
     Heads(VersionVector),
 }
 
+/// Version 2 of the replication protocol carries the messages of version 1; only their
+/// encoding differs (see [`FrameEncoder`]).
+pub type FrameV2 = FrameV1;
+
 /// A frame of the replication stream; the variant is the protocol version.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Frame {
     /// Protocol version 1.
     V1(FrameV1),
+    /// Protocol version 2.
+    V2(FrameV2),
+}
+
+impl Frame {
+    /// The protocol version of the frame (1 or 2).
+    pub fn version(&self) -> u8 {
+        match self {
+            Frame::V1(_) => 1,
+            Frame::V2(_) => 2,
+        }
+    }
+
+    /// The message, whatever the version that carried it.
+    pub fn into_message(self) -> FrameV1 {
+        match self {
+            Frame::V1(m) | Frame::V2(m) => m,
+        }
+    }
 }
 
 /// Encodes an op-log entry body for the store.
@@ -100,26 +132,58 @@ pub fn decode_log_body(bytes: &[u8]) -> Result<LogBody, Error> {
     }
 }
 
-/// Encodes a frame with its length header, compressing large payloads.
+/// Encodes a frame with its length header, as the first frame of a stream: exact for version 1
+/// frames, which never depend on the frames before them; a stream of version 2 frames needs one
+/// [`FrameEncoder`] for all of them.
 pub fn encode_frame(frame: &Frame) -> Vec<u8> {
-    // invariant: postcard serialization of these plain structs into a Vec cannot fail
-    let plain = postcard::to_stdvec(frame).unwrap_or_default();
-    let (flags, payload) = if plain.len() >= COMPRESS_FROM_BYTES {
-        (FLAG_LZ4, lz4_flex::compress_prepend_size(&plain))
-    } else {
-        (0, plain)
-    };
-    let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.push(flags);
-    out.extend_from_slice(&payload);
-    out
+    FrameEncoder::default().encode(frame)
 }
 
-/// Reassembles frames from a byte stream that arrives in arbitrary pieces.
+/// Encodes the frames of one stream, in order. Version 2 frames are encoded against what the
+/// frames before them on this encoder sent (strings, the last timestamp, key and sequence
+/// number per origin, the last heads), so they decode only on a [`FrameDecoder`] that has read
+/// exactly those frames before, in order. Version 1 frames are the same bytes whatever came
+/// before, and do not change what later version 2 frames are encoded against.
+#[derive(Debug, Default)]
+pub struct FrameEncoder {
+    v2: v2::Context,
+}
+
+impl FrameEncoder {
+    /// The frame with its header. Version 1 payloads are LZ4-compressed from
+    /// [`COMPRESS_FROM_BYTES`]; version 2 payloads never are as a whole (a batch compresses its
+    /// values section itself, when that pays).
+    pub fn encode(&mut self, frame: &Frame) -> Vec<u8> {
+        let (flags, payload) = match frame {
+            Frame::V1(m) => {
+                // invariant: postcard serialization of these plain structs into a Vec cannot fail
+                let plain = postcard::to_extend(m, vec![0]).unwrap_or_default();
+                if plain.len() >= COMPRESS_FROM_BYTES {
+                    (FLAG_LZ4, lz4_flex::compress_prepend_size(&plain))
+                } else {
+                    (0, plain)
+                }
+            }
+            Frame::V2(m) => {
+                let mut plain = vec![1];
+                plain.extend(self.v2.encode(m));
+                (0, plain)
+            }
+        };
+        let mut out = Vec::with_capacity(HEADER_BYTES + payload.len());
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.push(flags);
+        out.extend_from_slice(&payload);
+        out
+    }
+}
+
+/// Reassembles frames from a byte stream that arrives in arbitrary pieces. One decoder reads
+/// one stream: it remembers what version 2 frames refer back to.
 #[derive(Debug, Default)]
 pub struct FrameDecoder {
     buf: Vec<u8>,
+    v2: v2::Context,
 }
 
 impl FrameDecoder {
@@ -134,15 +198,28 @@ impl FrameDecoder {
         let Some(plain) = self.next_plain()? else {
             return Ok(None);
         };
-        postcard::from_bytes(&plain)
-            .map(Some)
-            .map_err(|e| Error::Decode {
-                message: format!("frame: {e}"),
-            })
+        match plain.split_first() {
+            Some((0, rest)) => postcard::from_bytes(rest)
+                .map(|m| Some(Frame::V1(m)))
+                .map_err(|e| Error::Decode {
+                    message: format!("frame: {e}"),
+                }),
+            Some((1, rest)) => self.v2.decode(rest).map(|m| Some(Frame::V2(m))),
+            Some((v, _)) => Err(Error::Decode {
+                message: format!(
+                    "frame of protocol version {}; this build speaks versions 1 and 2",
+                    u16::from(*v) + 1
+                ),
+            }),
+            None => Err(Error::Decode {
+                message: "empty frame payload".into(),
+            }),
+        }
     }
 
     /// The next complete frame's plain payload — decompressed when the frame was, not yet
-    /// decoded — or `Ok(None)` if more bytes are needed. Consumes the frame. An error
+    /// decoded — or `Ok(None)` if more bytes are needed. Consumes the frame without decoding
+    /// it, so a version 2 frame after it may no longer decode with [`FrameDecoder::next_frame`]. An error
     /// (oversized, unknown flags, corrupt compression) means the stream cannot be trusted any
     /// further; a payload returned here may still fail to decode as a [`Frame`].
     pub fn next_plain(&mut self) -> Result<Option<Vec<u8>>, Error> {
@@ -227,9 +304,9 @@ mod tests {
     }
 
     fn sample_entry() -> Entry {
-        match sample() {
-            Frame::V1(FrameV1::Batch(mut entries)) => entries.remove(0),
-            Frame::V1(FrameV1::Heads(_)) => unreachable!("sample() is a batch"),
+        match sample().into_message() {
+            FrameV1::Batch(mut entries) => entries.remove(0),
+            FrameV1::Heads(_) => unreachable!("sample() is a batch"),
         }
     }
 
@@ -280,20 +357,24 @@ mod tests {
 
     #[test]
     fn plain_payloads_are_the_decompressed_postcard_bytes() {
-        let big = Frame::V1(FrameV1::Batch(vec![sample_entry(); 50]));
-        let compressed = encode_frame(&big);
+        let big = FrameV1::Batch(vec![sample_entry(); 50]);
+        let compressed = encode_frame(&Frame::V1(big.clone()));
         assert_eq!(compressed[4], FLAG_LZ4, "a large frame is compressed");
         let mut stream = compressed.clone();
         stream.extend(encode_frame(&sample()));
         let mut d = FrameDecoder::default();
         d.push(&stream[..stream.len() - 1]);
         let first = d.next_plain().expect("valid").expect("complete");
-        assert_eq!(first, postcard::to_stdvec(&big).expect("encode"));
+        assert_eq!(first, postcard::to_extend(&big, vec![0]).expect("encode"));
         assert_eq!(d.next_plain().expect("valid"), None, "one byte short");
         assert_eq!(d.pending().len(), stream.len() - 1 - compressed.len());
         d.push(&stream[stream.len() - 1..]);
         let second = d.next_plain().expect("valid").expect("complete");
-        assert_eq!(second, postcard::to_stdvec(&sample()).expect("encode"));
+        let sample = sample().into_message();
+        assert_eq!(
+            second,
+            postcard::to_extend(&sample, vec![0]).expect("encode")
+        );
     }
 
     #[test]

@@ -148,13 +148,19 @@ async fn run(args: Args) -> Result<(), String> {
     let sent = (bytes_after - bytes_before) as f64;
     let per_op_link = sent / (ops * (regions.len() - 1) as f64);
     let wan = (wan_after - wan_before) as f64 / (ops * (regions.len() - 1) as f64);
+    let key_bytes = keys_a.iter().map(|(k, _)| k.len()).sum::<usize>() as f64 / ops;
+    let meta = per_op_link - VALUE_BYTES as f64;
     println!(
-        "wire: {sent:.0} replication bytes for {ops:.0} ops × {} peers = {per_op_link:.1} B per op per link; \
-         metadata beyond the {VALUE_BYTES} B value {:.1} B (target ≤ 16: ratio {:.2}); \
-         on the emulated wire incl. HTTP framing and the other direction: {wan:.1} B",
+        "wire: {sent:.0} replication bytes for {ops:.0} ops × {} peers = {per_op_link:.1} B per op per link \
+         (stream versions {}); on the emulated wire incl. HTTP framing and the other direction: {wan:.1} B",
         regions.len() - 1,
-        per_op_link - VALUE_BYTES as f64,
-        (per_op_link - VALUE_BYTES as f64) / 16.0
+        stream_versions(&bench, &secret).await?
+    );
+    println!(
+        "metadata beyond the {VALUE_BYTES} B value: {meta:.1} B per op including the key \
+         (target ≤ 16: ratio {:.2}); {:.1} B excluding the key's {key_bytes:.1} B (mean length)",
+        meta / 16.0,
+        meta - key_bytes
     );
 
     // Phase 2: sync writes.
@@ -559,6 +565,27 @@ async fn converged(bench: &Bench, secret: &str) -> Result<Option<Instant>, Strin
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Ok(None)
+}
+
+/// The protocol versions of every node's replication links (`/v1/admin/status`), e.g. `[2]`.
+async fn stream_versions(bench: &Bench, secret: &str) -> Result<String, String> {
+    let mut versions = std::collections::BTreeSet::new();
+    for url in bench.nodes.values() {
+        let status: serde_json::Value = bench
+            .client
+            .get(format!("{url}/v1/admin/status"))
+            .bearer_auth(secret)
+            .send()
+            .await
+            .map_err(|e| format!("{url}/v1/admin/status: {e}"))?
+            .json()
+            .await
+            .map_err(|e| format!("{url}/v1/admin/status: {e}"))?;
+        if let Some(peers) = status["peers"].as_object() {
+            versions.extend(peers.values().map(|p| p["wire_version"].to_string()));
+        }
+    }
+    Ok(format!("{versions:?}"))
 }
 
 /// Sum of `meridian_repl_sent_bytes_total` over every node.

@@ -13,9 +13,11 @@
 //!   the journal), and blob files of key-value separation (off by default). A canary that only
 //!   lives in those is missed here; the lab also asks each region's API for every canary.
 //! - Captured links: the raw bytes, then the stream as it is carried — HTTP/1.1 messages, their
-//!   bodies (chunked or sized), and each body as replication frames, decompressed. A frame cut
-//!   short (a capture stopped by its budget) is searched raw only; bodies with a
-//!   `Content-Encoding` are searched as they are.
+//!   bodies (chunked or sized), and each body as replication frames, decompressed; version 2
+//!   frames (whose keys share prefixes with the key before and whose values may be compressed
+//!   on their own) are also decoded and searched in their version 1 form. A frame cut short (a
+//!   capture stopped by its budget) is searched raw only; bodies with a `Content-Encoding` are
+//!   searched as they are.
 //!
 //! All needles are looked for in one pass (an Aho-Corasick automaton), so the cost is linear in
 //! the bytes searched whatever the number of canaries.
@@ -26,7 +28,7 @@ use std::io::{ErrorKind, Read as _, Seek as _, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use aho_corasick::AhoCorasick;
-use meridian_core::wire::FrameDecoder;
+use meridian_core::wire::{Frame, FrameDecoder, encode_frame};
 
 use crate::error::LabError;
 use crate::report::model::{Finding, Residency};
@@ -268,13 +270,26 @@ pub fn search_stream(bytes: &[u8], needles: &[&[u8]]) -> Vec<usize> {
 }
 
 /// The plain payload of every complete frame at the start of `bytes`, up to the first frame
-/// that fails or is incomplete.
+/// that fails or is incomplete; and, for each version 2 frame among those that decode, the
+/// plain payload of the same message as a version 1 frame, where every key and value is whole.
 fn frame_payloads(bytes: &[u8]) -> Vec<Vec<u8>> {
     let mut decoder = FrameDecoder::default();
     decoder.push(bytes);
     let mut out = Vec::new();
     while let Ok(Some(plain)) = decoder.next_plain() {
         out.push(plain);
+    }
+    let mut decoder = FrameDecoder::default();
+    decoder.push(bytes);
+    while let Ok(Some(frame)) = decoder.next_frame() {
+        if frame.version() == 1 {
+            continue;
+        }
+        let mut v1 = FrameDecoder::default();
+        v1.push(&encode_frame(&Frame::V1(frame.into_message())));
+        if let Ok(Some(plain)) = v1.next_plain() {
+            out.push(plain);
+        }
     }
     out
 }
@@ -588,6 +603,65 @@ mod tests {
         let without = carried(b"nothing to see");
         assert!(search_stream(&without, &[&n]).is_empty());
         assert!(search_stream(&stream, &[b""]).is_empty(), "empty needles");
+    }
+
+    #[test]
+    fn a_canary_in_a_version_2_stream_is_found_whole() {
+        use meridian_core::crdt::LwwRegister;
+        use meridian_core::hlc::Timestamp;
+        use meridian_core::record::{Record, Value};
+        use meridian_core::version::Version;
+        use meridian_core::wire::FrameEncoder;
+
+        let n = needle();
+        let key = String::from_utf8(n.clone()).expect("ascii");
+        let entries = |keys: &[String], value: &[u8]| -> Vec<Entry> {
+            keys.iter()
+                .enumerate()
+                .map(|(i, k)| {
+                    let version = Version {
+                        ts: Timestamp(i as u64 + 1),
+                        origin: "eu-west-1".into(),
+                    };
+                    let record = Record {
+                        value: Value::Register(LwwRegister {
+                            value: Some(value.to_vec().into()),
+                            content_type: "text/plain".into(),
+                            version: version.clone(),
+                        }),
+                        version,
+                        expires: None,
+                        home: None,
+                    };
+                    Entry {
+                        origin: "eu-west-1".into(),
+                        seq: i as u64 + 1,
+                        body: LogBody::Op(OpPayload {
+                            keyspace: "eu_only".into(),
+                            key: k.clone(),
+                            delta: record.encode(),
+                            prev: None,
+                            idempotency: None,
+                        }),
+                    }
+                })
+                .collect()
+        };
+        let mut enc = FrameEncoder::default();
+        // The key follows one sharing most of it; the value is compressible, so LZ4 carries it.
+        let near = format!("{}x", &key[..key.len() - 1]);
+        let keys = [near, key.clone()];
+        let mut stream = enc.encode(&Frame::V2(FrameV1::Batch(entries(&keys, b"v"))));
+        let value = [b"=".repeat(300), n.clone(), b"=".repeat(300)].concat();
+        let other = [String::from("k1"), String::from("k2")];
+        stream.extend(enc.encode(&Frame::V2(FrameV1::Batch(entries(&other, &value)))));
+        assert!(
+            search_bytes(&stream, &[&n]).is_empty(),
+            "the needle must not appear raw, or this test proves nothing"
+        );
+        assert_eq!(search_stream(&stream, &[&n]), vec![0]);
+        let response = chunked_response(&stream, &[5, 1, 300]);
+        assert_eq!(search_stream(&response, &[&n]), vec![0]);
     }
 
     #[test]

@@ -61,6 +61,9 @@ pub struct PeerLink {
     pub bytes_received: u64,
     /// Replication bytes sent to the peer (egress).
     pub bytes_sent: u64,
+    /// Protocol version of the stream pulled from the peer at the last connection (`None`
+    /// before the first one).
+    pub wire_version: Option<u8>,
 }
 
 /// Two writes to one key made without either seeing the other, where one overwrote the other.

@@ -3,11 +3,11 @@
 
 use std::time::Duration;
 
-use meridian_core::wire::{Frame, FrameDecoder, FrameV1};
+use meridian_core::wire::{FrameDecoder, FrameV1, VERSIONS};
 
 use crate::metrics;
 
-use super::serve::FROM_HEADER;
+use super::serve::{FROM_HEADER, VERSION_HEADER, VERSIONS_HEADER};
 use crate::state::Node;
 
 /// First wait before reconnecting a failed link; doubles up to [`MAX_BACKOFF`].
@@ -56,9 +56,11 @@ async fn pull(
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let from = node.applied().borrow().to_token();
+    let versions: Vec<String> = VERSIONS.iter().map(u8::to_string).collect();
     let mut req = client
         .get(format!("{url}/v1/repl/stream"))
-        .header(FROM_HEADER, from);
+        .header(FROM_HEADER, from)
+        .header(VERSIONS_HEADER, versions.join(","));
     let auth = super::auth_header(node);
     req = req.header("authorization", auth);
     let mut resp = req.send().await.map_err(|e| format!("connect: {e}"))?;
@@ -67,10 +69,17 @@ async fn pull(
         let body = resp.text().await.unwrap_or_default();
         return Err(format!("peer answered {status}: {body}"));
     }
-    tracing::info!(%peer, "replication link up");
+    // A peer that does not name the version predates negotiation: version 1.
+    let version = resp
+        .headers()
+        .get(VERSION_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
+        .unwrap_or(1);
+    tracing::info!(%peer, version, "replication link up");
     node.link(peer, |l| {
         l.state = "up";
         l.last_error = None;
+        l.wire_version = Some(version);
     });
     metrics::link_up(peer, true);
     *backoff = MIN_BACKOFF;
@@ -85,8 +94,8 @@ async fn pull(
         node.link(peer, |l| l.bytes_received += chunk.len() as u64);
         decoder.push(&chunk);
         while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            match frame {
-                Frame::V1(FrameV1::Batch(entries)) => {
+            match frame.into_message() {
+                FrameV1::Batch(entries) => {
                     let applied = super::apply::apply_batch(node, entries).await?;
                     for c in applied.changes {
                         node.publish_change(c);
@@ -95,7 +104,7 @@ async fn pull(
                         return Err(format!("gap in the entries of {origin}; resyncing"));
                     }
                 }
-                Frame::V1(FrameV1::Heads(vv)) => node.peer_heads(peer, &vv),
+                FrameV1::Heads(vv) => node.peer_heads(peer, &vv),
             }
         }
     }

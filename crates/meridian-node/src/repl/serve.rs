@@ -5,6 +5,10 @@
 //! loop. A `Heads` frame (this node's applied version vector) precedes every batch when it has
 //! changed and is sent each second on an idle stream: it is the peer's acknowledgement source
 //! and keepalive.
+//!
+//! The puller names the protocol versions it speaks in [`VERSIONS_HEADER`] (e.g. `1,2`); the
+//! stream uses the newest one both speak — version 1 when the header is absent — and says which
+//! in [`VERSION_HEADER`].
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
@@ -17,7 +21,9 @@ use axum::response::{IntoResponse, Response};
 use meridian_core::config::Replication;
 use meridian_core::record::Record;
 use meridian_core::version::{Dot, VersionVector};
-use meridian_core::wire::{Entry, Frame, FrameV1, LogBody, decode_log_body, encode_frame};
+use meridian_core::wire::{
+    Entry, Frame, FrameEncoder, FrameV1, LogBody, VERSIONS, decode_log_body,
+};
 use meridian_store::Table;
 use tokio::sync::mpsc;
 
@@ -38,6 +44,27 @@ pub const FORWARD_AFTER: Duration = Duration::from_secs(2);
 
 /// Header carrying the puller's applied version vector: where the stream starts.
 pub const FROM_HEADER: &str = "meridian-from";
+
+/// Request header listing the protocol versions the puller speaks, comma-separated (`1,2`).
+/// Absent: version 1 only. Entries this build does not know are ignored.
+pub const VERSIONS_HEADER: &str = "meridian-repl-versions";
+
+/// Response header naming the protocol version of the stream (`1` or `2`).
+pub const VERSION_HEADER: &str = "meridian-repl-version";
+
+/// The newest protocol version both this build and the puller speak: the greatest entry of
+/// [`VERSIONS_HEADER`] that is in [`VERSIONS`], else 1.
+pub(crate) fn chosen_version(headers: &HeaderMap) -> u8 {
+    headers
+        .get_all(VERSIONS_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|v| v.trim().parse::<u8>().ok())
+        .filter(|v| VERSIONS.contains(v))
+        .max()
+        .unwrap_or(1)
+}
 
 /// Authenticates a peer request; the region it is, or a 401 saying why not.
 pub(crate) fn authenticate(node: &Node, headers: &HeaderMap) -> Result<String, ApiError> {
@@ -70,7 +97,8 @@ pub(crate) fn authenticate(node: &Node, headers: &HeaderMap) -> Result<String, A
     Ok(region)
 }
 
-/// `GET /v1/repl/stream` with `Meridian-From: <version vector token>`.
+/// `GET /v1/repl/stream` with `Meridian-From: <version vector token>` and optionally
+/// `Meridian-Repl-Versions: 1,2`.
 pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Response {
     let peer = match authenticate(&node, &headers) {
         Ok(p) => p,
@@ -80,20 +108,37 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
         Ok(vv) => vv.unwrap_or_default(),
         Err(e) => return e.into_response(),
     };
-    tracing::info!(%peer, from = %from.to_token(), "replication stream opened");
+    let version = chosen_version(&headers);
+    tracing::info!(%peer, from = %from.to_token(), version, "replication stream opened");
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(feed(node, peer, from, tx));
+    tokio::spawn(feed(node, peer, from, version, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
     (
-        [("content-type", "application/x-meridian-repl")],
+        [
+            ("content-type", "application/x-meridian-repl".to_string()),
+            (VERSION_HEADER, version.to_string()),
+        ],
         Body::from_stream(body),
     )
         .into_response()
 }
 
-async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sender<Bytes>) {
+async fn feed(
+    node: Node,
+    peer: String,
+    mut sent: VersionVector,
+    version: u8,
+    tx: mpsc::Sender<Bytes>,
+) {
+    let mut encoder = FrameEncoder::default();
+    let mut encode = |message: FrameV1| {
+        encoder.encode(&match version {
+            2 => Frame::V2(message),
+            _ => Frame::V1(message),
+        })
+    };
     let mut applied = node.applied();
     let mut last_heads: Option<VersionVector> = None;
     let mut progress = Progress::default();
@@ -124,11 +169,11 @@ async fn feed(node: Node, peer: String, mut sent: VersionVector, tx: mpsc::Sende
         // Heads go first: they are the acknowledgements sync writes wait on, and must not queue
         // behind a batch the peer has to apply durably before it reads the next frame.
         if idle || last_heads.as_ref() != Some(&heads) {
-            frames.push(encode_frame(&Frame::V1(FrameV1::Heads(heads.clone()))));
+            frames.push(encode(FrameV1::Heads(heads.clone())));
             last_heads = Some(heads);
         }
         if !idle {
-            frames.push(encode_frame(&Frame::V1(FrameV1::Batch(batch))));
+            frames.push(encode(FrameV1::Batch(batch)));
         }
         for f in frames {
             let n = f.len() as u64;
