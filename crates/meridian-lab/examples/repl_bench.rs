@@ -137,13 +137,16 @@ async fn run(args: Args) -> Result<(), String> {
     println!("## async: {rate} writes/s per region for {secs} s, {VALUE_BYTES} B values");
     let bytes_before = repl_sent_bytes(&bench).await?;
     let wan_before = wan_bytes(&control).await?;
+    let commits_before = commit_buckets(&bench).await?;
     let counts = write_phase(&bench, &regions, "a", rate, Duration::from_secs(secs)).await;
     let keys_a = acked_with(&bench, ".a.");
     drain(&bench, &regions, &keys_a).await;
     let bytes_after = repl_sent_bytes(&bench).await?;
     let wan_after = wan_bytes(&control).await?;
+    let commits_after = commit_buckets(&bench).await?;
     report_counts(&counts, secs);
     report_lag(&bench, &regions, &keys_a, &delays);
+    report_commits(&commits_before, &commits_after);
     let ops = keys_a.len() as f64;
     let sent = (bytes_after - bytes_before) as f64;
     let per_op_link = sent / (ops * (regions.len() - 1) as f64);
@@ -608,6 +611,77 @@ async fn repl_sent_bytes(bench: &Bench) -> Result<u64, String> {
             .sum::<f64>();
     }
     Ok(total as u64)
+}
+
+/// Per region: the cumulative buckets of `meridian_store_commit_seconds` (upper bound in
+/// seconds, count), ascending.
+type CommitBuckets = BTreeMap<String, Vec<(f64, f64)>>;
+
+async fn commit_buckets(bench: &Bench) -> Result<CommitBuckets, String> {
+    let mut out = CommitBuckets::new();
+    for (region, url) in &bench.nodes {
+        let text = bench
+            .client
+            .get(format!("{url}/metrics"))
+            .send()
+            .await
+            .map_err(|e| format!("{url}/metrics: {e}"))?
+            .text()
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut buckets: Vec<(f64, f64)> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("meridian_store_commit_seconds_bucket{le=\""))
+            .filter_map(|l| {
+                let (le, rest) = l.split_once('"')?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, rest.rsplit(' ').next()?.parse().ok()?))
+            })
+            .collect();
+        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
+        out.insert(region.clone(), buckets);
+    }
+    Ok(out)
+}
+
+/// The group commits (write + fsync) of each region during a phase: how many, the bucket
+/// bound their 99th percentile falls under, and how many took over 25 ms — the disk's share
+/// of the lag tail (a replicated write is visible only once its apply has committed).
+fn report_commits(before: &CommitBuckets, after: &CommitBuckets) {
+    println!("group commits (write + fsync) per region during the phase:");
+    for (region, end) in after {
+        let start = before.get(region);
+        let at = |i: usize, le: f64| {
+            let base = start
+                .and_then(|b| b.iter().find(|(l, _)| *l == le))
+                .map_or(0.0, |(_, c)| *c);
+            end[i].1 - base
+        };
+        let Some(&(inf, _)) = end.last() else {
+            println!("  {region}: no commit histogram");
+            continue;
+        };
+        let total = at(end.len() - 1, inf);
+        let p99 = end
+            .iter()
+            .enumerate()
+            .find(|(i, (le, _))| at(*i, *le) >= total * 0.99)
+            .map_or(f64::NAN, |(_, (le, _))| *le);
+        let within_25ms = end
+            .iter()
+            .enumerate()
+            .find(|(_, (le, _))| *le >= 0.025)
+            .map_or(total, |(i, (le, _))| at(i, *le));
+        println!(
+            "  {region}: {total:.0} commits, p99 ≤ {:.1} ms, {:.0} over 25 ms",
+            p99 * 1000.0,
+            total - within_25ms
+        );
+    }
 }
 
 async fn control_cmd(addr: &str, cmd: &str) -> Result<String, String> {

@@ -16,7 +16,9 @@ mod store;
 mod txn;
 
 pub use error::Error;
-pub use store::{Durability, FORMAT_VERSION, FORMAT_VERSION_KEY, Store, StoreOptions, StoreStats};
+pub use store::{
+    COMMIT_SECONDS, Durability, FORMAT_VERSION, FORMAT_VERSION_KEY, Store, StoreOptions, StoreStats,
+};
 pub use txn::{MAX_KEY_LEN, MAX_VALUE_LEN, Txn};
 
 /// A key and its value, as returned by scans.

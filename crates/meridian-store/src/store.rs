@@ -48,6 +48,11 @@ impl Default for StoreOptions {
     }
 }
 
+/// Histogram of group commits that wrote something: seconds from handing the group's writes
+/// to the engine until they were written (and synced, with [`Durability::Fsync`]) — the time
+/// every transaction of the group waited on the disk.
+pub const COMMIT_SECONDS: &str = "meridian_store_commit_seconds";
+
 /// Counters since the store was opened or created; all start at zero.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct StoreStats {
@@ -370,7 +375,10 @@ impl Writer {
             // Nothing to write: everything these transactions read was already committed.
             Ok(())
         } else {
-            match self.engine.commit(writes, self.opts.durability) {
+            let started = std::time::Instant::now();
+            let committed = self.engine.commit(writes, self.opts.durability);
+            metrics::histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
+            match committed {
                 Ok(written) => {
                     let c = &self.counters;
                     c.bytes_written.fetch_add(written.bytes, Ordering::Relaxed);
