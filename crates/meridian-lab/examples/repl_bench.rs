@@ -591,19 +591,24 @@ async fn stream_versions(bench: &Bench, secret: &str) -> Result<String, String> 
     Ok(format!("{versions:?}"))
 }
 
+/// The Prometheus text of the node at `url`.
+async fn metrics_text(bench: &Bench, url: &str) -> Result<String, String> {
+    bench
+        .client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .map_err(|e| format!("{url}/metrics: {e}"))?
+        .text()
+        .await
+        .map_err(|e| e.to_string())
+}
+
 /// Sum of `meridian_repl_sent_bytes_total` over every node.
 async fn repl_sent_bytes(bench: &Bench) -> Result<u64, String> {
     let mut total = 0.0;
     for url in bench.nodes.values() {
-        let text = bench
-            .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .map_err(|e| format!("{url}/metrics: {e}"))?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = metrics_text(bench, url).await?;
         total += text
             .lines()
             .filter(|l| l.starts_with("meridian_repl_sent_bytes_total"))
@@ -620,15 +625,7 @@ type CommitBuckets = BTreeMap<String, Vec<(f64, f64)>>;
 async fn commit_buckets(bench: &Bench) -> Result<CommitBuckets, String> {
     let mut out = CommitBuckets::new();
     for (region, url) in &bench.nodes {
-        let text = bench
-            .client
-            .get(format!("{url}/metrics"))
-            .send()
-            .await
-            .map_err(|e| format!("{url}/metrics: {e}"))?
-            .text()
-            .await
-            .map_err(|e| e.to_string())?;
+        let text = metrics_text(bench, url).await?;
         let mut buckets: Vec<(f64, f64)> = text
             .lines()
             .filter_map(|l| l.strip_prefix("meridian_store_commit_seconds_bucket{le=\""))
