@@ -18,7 +18,9 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::future::{Future as _, poll_fn};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll, Waker, ready};
@@ -181,9 +183,30 @@ struct IdleConn {
     since: Instant,
 }
 
+/// Hashes a pool key by one multiplication: keys are distinct counter values from
+/// [`new_key`], chosen by no client, so SipHash's guard against chosen keys buys nothing.
+#[derive(Default)]
+struct KeyHasher(u64);
+
+impl Hasher for KeyHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(self.0.rotate_left(8) ^ u64::from(b));
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
 #[derive(Default)]
 struct Pool {
-    idle: HashMap<u64, Vec<IdleConn>>,
+    idle: HashMap<u64, Vec<IdleConn>, BuildHasherDefault<KeyHasher>>,
     swept: Option<Instant>,
 }
 
@@ -551,9 +574,14 @@ async fn read_head(conn: &mut Conn, method: &Method) -> io::Result<Head> {
 /// complete final head yet (complete interim heads are consumed), an error when it is malformed.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> io::Result<Option<Head>> {
     loop {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut fields);
-        let len = match res.parse(buf) {
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut fields,
+        );
+        let len = match parsed {
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(e) => return Err(invalid(format!("malformed response head: {e}"))),
@@ -582,18 +610,25 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> io::Result<Option<Head>> {
             .filter(|r| Some(*r) != status.canonical_reason())
             .and_then(|r| hyper::ext::ReasonPhrase::try_from(r.as_bytes()).ok());
         // Where each field lies in `buf`, so the values can share the head's bytes.
+        // (Offsets fit in `u32`: the head is at most `MAX_HEAD` long.)
         let base = buf.as_ptr() as usize;
-        let mut spans = [(0usize, 0usize, 0usize, 0usize); MAX_HEADERS];
+        let offset = |part: &[u8]| (part.as_ptr() as usize - base) as u32;
+        let mut spans = [[0u32; 4]; MAX_HEADERS];
         let count = res.headers.len();
         for (span, f) in spans.iter_mut().zip(res.headers.iter()) {
-            let name = f.name.as_ptr() as usize - base;
-            let value = f.value.as_ptr() as usize - base;
-            *span = (name, name + f.name.len(), value, value + f.value.len());
+            let (name, value) = (offset(f.name.as_bytes()), offset(f.value));
+            *span = [
+                name,
+                name + f.name.len() as u32,
+                value,
+                value + f.value.len() as u32,
+            ];
         }
         let bytes = buf.split_to(len).freeze();
         let mut headers = HeaderMap::with_capacity(count);
         let mut fields = Fields::default();
-        for &(n0, n1, v0, v1) in &spans[..count] {
+        for &[n0, n1, v0, v1] in &spans[..count] {
+            let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
             let name = HeaderName::from_bytes(&bytes[n0..n1])
                 .map_err(|e| invalid(format!("malformed response header name: {e}")))?;
             let value = HeaderValue::from_maybe_shared(bytes.slice(v0..v1))
