@@ -259,7 +259,12 @@ fn checkout(key: u64) -> Option<Conn> {
         .flatten()
 }
 
-fn checkin(key: u64, conn: Conn) {
+fn checkin(key: u64, mut conn: Conn) {
+    if conn.read_size > READ_MIN {
+        // A large body grew the reads: an idle connection keeps no large buffer.
+        conn.read = BytesMut::new();
+        conn.read_size = READ_MIN;
+    }
     // During thread teardown the pool is gone and the connection is dropped instead.
     let _ = POOL.try_with(|p| p.borrow_mut().checkin(key, conn, Instant::now()));
 }
@@ -753,7 +758,7 @@ enum State {
     Chunk(Chunk, Conn),
     /// A body running to the connection's close.
     Close(Conn),
-    /// Ended (or failed); the connection, if still held, is the trailers frame to return.
+    /// Ended (or failed), with the trailers still to return, if any.
     Done(Option<HeaderMap>),
 }
 
@@ -1451,6 +1456,59 @@ mod tests {
             }
             assert_eq!(n, conns_wanted);
         }
+    }
+
+    #[tokio::test]
+    async fn a_connection_with_bytes_after_its_answer_is_not_reused() {
+        const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokJUNK";
+        let (addr, _, mut conns) = scripted(&[ANSWER, ANSWER], None, false).await;
+        let key = new_key();
+        for _ in 0..2 {
+            let (_, body) = exchange(key, addr, get("a")).await.unwrap();
+            assert_eq!(body.unwrap().to_bytes(), "ok");
+        }
+        assert!(conns.try_recv().is_ok());
+        assert!(
+            conns.try_recv().is_ok(),
+            "the second request needed a new connection"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_connection_idle_a_while_that_received_data_is_not_reused() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let (conn_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
+        tokio::spawn(async move {
+            loop {
+                let (mut s, _) = l.accept().await.unwrap();
+                let _ = conn_tx.send(());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 4096];
+                    let _ = s.read(&mut buf).await;
+                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                        .await
+                        .unwrap();
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    // Unasked bytes on the idle connection, which stays open.
+                    let _ = s
+                        .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nbad")
+                        .await;
+                    let _ = s.read(&mut buf).await;
+                });
+            }
+        });
+        let key = new_key();
+        let (_, body) = exchange(key, addr, get("a")).await.unwrap();
+        assert_eq!(body.unwrap().to_bytes(), "ok");
+        tokio::time::sleep(PROBE_AFTER + Duration::from_millis(200)).await;
+        let (_, body) = exchange(key, addr, get("a")).await.unwrap();
+        assert_eq!(body.unwrap().to_bytes(), "ok");
+        assert!(conns.try_recv().is_ok());
+        assert!(
+            conns.try_recv().is_ok(),
+            "the second request needed a new connection"
+        );
     }
 
     #[tokio::test]
