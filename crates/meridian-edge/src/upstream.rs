@@ -4,7 +4,8 @@
 //! thread's pool, writes its head and body, and reads the response head; the response body
 //! owns the connection, reads it from the socket as it is polled and puts it back into the pool
 //! of the thread polling it once the body has been read to its end. With one runtime per thread
-//! a request and its upstream connection never leave the thread.
+//! a request and its upstream connection never leave the thread; with a multi-thread runtime a
+//! connection may be returned to another thread's pool, which is still correct.
 //!
 //! Response framing follows RFC 9112 §6.3: no body for `HEAD` and for 1xx/204/304; a chunked
 //! body when `Transfer-Encoding` ends in `chunked`; else a `Content-Length` body; else the body
@@ -12,7 +13,9 @@
 //! passed on without a body (the edge does not upgrade connections) and ends the connection.
 //!
 //! Idle connections are dropped after [`IDLE_TIMEOUT`] (checked when a thread uses its pool)
-//! or when the backend has closed them; a thread keeps at most [`MAX_IDLE`] per backend.
+//! or when the backend has closed them (seen without a system call from the event loop's
+//! readiness; a connection idle for [`PROBE_AFTER`] or more is also read from, and dropped if
+//! the backend sent anything); a thread keeps at most [`MAX_IDLE`] per backend.
 //! [`send_once`], for rare calls, uses hyper's client on a connection of its own.
 
 use std::cell::RefCell;
@@ -127,6 +130,8 @@ impl Conn {
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             Poll::Ready(Ok(r)) if r.is_read_closed() || r.is_error() => false,
+            // Readable: almost always left from the last response (whose reads never had to
+            // find the socket empty), so a young connection is trusted without a system call.
             Poll::Ready(Ok(_)) if idle < PROBE_AFTER => true,
             Poll::Ready(Ok(_)) => {
                 let mut byte = [0u8; 1];
