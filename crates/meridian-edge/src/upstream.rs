@@ -36,7 +36,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncWriteExt as _, Interest};
+use tokio::io::{AsyncWrite as _, Interest};
 use tokio::net::TcpStream;
 
 use crate::Error;
@@ -168,19 +168,88 @@ impl Conn {
         }
     }
 
-    /// Writes all of `write` and empties it. A failure says whether any byte was written.
-    async fn flush(&mut self) -> Result<(), (io::Error, bool)> {
+    /// Writes all of `data`, unless the backend answers while the socket takes no more (it
+    /// may answer without reading the whole request): then [`Wrote::Answered`], with what it
+    /// sent in `read`. A failure says whether any byte was written.
+    async fn write_all(&mut self, data: &[u8]) -> Result<Wrote, (io::Error, bool)> {
         let mut done = 0;
-        while done < self.write.len() {
-            match self.io.write(&self.write[done..]).await {
-                Ok(0) => return Err((io::ErrorKind::WriteZero.into(), done > 0)),
-                Ok(n) => done += n,
-                Err(e) => return Err((e, done > 0)),
+        poll_fn(|cx| {
+            while done < data.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &data[done..]) {
+                    Poll::Ready(Ok(0)) => {
+                        return Poll::Ready(Err((io::ErrorKind::WriteZero.into(), done > 0)));
+                    }
+                    Poll::Ready(Ok(n)) => done += n,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err((e, done > 0))),
+                    Poll::Pending => loop {
+                        match self.poll_fill(cx) {
+                            // A close without an answer: the write fails in its turn.
+                            Poll::Pending | Poll::Ready(Ok(0)) => return Poll::Pending,
+                            Poll::Ready(Ok(_)) if self.interim_only() => {}
+                            Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Wrote::Answered)),
+                            Poll::Ready(Err(e)) => return Poll::Ready(Err((e, done > 0))),
+                        }
+                    },
+                }
+            }
+            Poll::Ready(Ok(Wrote::All))
+        })
+        .await
+    }
+
+    /// Drops complete interim heads (1xx but 101, such as `100 Continue`) from the start of
+    /// `read`: whether what is left could still be one, so that it is no answer yet.
+    fn interim_only(&mut self) -> bool {
+        let interim = |code: u16| (100..200).contains(&code) && code != 101;
+        loop {
+            if self.read.is_empty() {
+                return true;
+            }
+            let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut res = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut res,
+                &self.read,
+                &mut fields,
+            );
+            match parsed {
+                Ok(httparse::Status::Complete(len)) if res.code.is_some_and(interim) => {
+                    self.read.advance(len);
+                }
+                Ok(httparse::Status::Partial) => {
+                    return self.read.len() < MAX_HEAD && res.code.is_none_or(interim);
+                }
+                _ => return false,
             }
         }
-        self.write.clear();
-        Ok(())
     }
+
+    /// Whether the backend has sent something (read into `read`), without waiting.
+    fn answered(&mut self) -> bool {
+        if self.read.is_empty() {
+            self.read.reserve(self.read_size);
+            let _ = self.io.try_read_buf(&mut self.read);
+        }
+        !self.read.is_empty()
+    }
+
+    /// [`Conn::write_all`] of the write buffer, which is emptied.
+    async fn flush(&mut self) -> Result<Wrote, (io::Error, bool)> {
+        let out = std::mem::take(&mut self.write);
+        let wrote = self.write_all(&out).await;
+        self.write = out;
+        self.write.clear();
+        wrote
+    }
+}
+
+/// How far a write went.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Wrote {
+    /// Everything was written.
+    All,
+    /// The backend answered before everything was written; the rest is not sent.
+    Answered,
 }
 
 struct IdleConn {
@@ -386,7 +455,11 @@ pub(crate) async fn send(
         }
     }
     conn.write = out;
-    while let Err((e, written)) = conn.flush().await {
+    let wrote = loop {
+        let (e, written) = match conn.flush().await {
+            Ok(wrote) => break wrote,
+            Err(failed) => failed,
+        };
         if written {
             return Err(Failure::Exchange(e));
         }
@@ -399,21 +472,23 @@ pub(crate) async fn send(
             None => (connect(target, connect_timeout).await?, true),
         };
         conn.write = unsent;
-    }
-    if let Some(data) = large {
-        sender
-            .write_large(&mut conn, data)
-            .await
-            .map_err(Failure::Exchange)?;
-    }
-    sender
-        .rest(&mut conn, &mut body)
-        .await
-        .map_err(Failure::Exchange)?;
+    };
+    let complete = match wrote {
+        Wrote::Answered => false,
+        Wrote::All => match sender.rest(&mut conn, large, &mut body).await {
+            Ok(wrote) => wrote == Wrote::All,
+            // A backend that answered and closed without reading the whole request: its
+            // answer is passed on all the same.
+            Err(_) if conn.answered() => false,
+            Err(e) => return Err(Failure::Exchange(e)),
+        },
+    };
     drop(body);
-    let head = read_head(&mut conn, &parts.method)
+    let mut head = read_head(&mut conn, &parts.method)
         .await
         .map_err(Failure::Exchange)?;
+    // After a request cut short, the connection is in no state for another.
+    head.keep_alive &= complete;
     let state = match head.framing {
         Framing::Empty => {
             if head.keep_alive && conn.read.is_empty() {
@@ -509,29 +584,47 @@ impl BodySender {
     }
 
     /// Writes `data` without copying it into the write buffer.
-    async fn write_large(&self, conn: &mut Conn, data: Bytes) -> io::Result<()> {
+    async fn write_large(&self, conn: &mut Conn, data: Bytes) -> io::Result<Wrote> {
         if self.framing == Sending::Chunked {
             let _ = write!(conn.write, "{:x}\r\n", data.len());
         }
-        conn.flush().await.map_err(|(e, _)| e)?;
-        conn.io.write_all(&data).await?;
+        if conn.flush().await.map_err(|(e, _)| e)? == Wrote::Answered {
+            return Ok(Wrote::Answered);
+        }
+        let wrote = conn.write_all(&data).await.map_err(|(e, _)| e)?;
         if self.framing == Sending::Chunked {
             conn.write.extend_from_slice(b"\r\n");
         }
-        Ok(())
+        Ok(wrote)
     }
 
-    /// Writes the rest of `body` and its end.
-    async fn rest(&mut self, conn: &mut Conn, body: &mut ProxyBody) -> io::Result<()> {
+    /// Writes `large` (data taken from the body but not yet written), the rest of `body` and
+    /// its end, or stops early when the backend answers meanwhile.
+    async fn rest(
+        &mut self,
+        conn: &mut Conn,
+        mut large: Option<Bytes>,
+        body: &mut ProxyBody,
+    ) -> io::Result<Wrote> {
         if self.framing == Sending::Empty || self.ended {
-            return Ok(());
+            return Ok(Wrote::All);
         }
-        while let Some(data) = self.next(body).await? {
-            if data.len() <= COPY_BODY {
+        loop {
+            let data = match large.take() {
+                Some(data) => data,
+                None => match self.next(body).await? {
+                    Some(data) => data,
+                    None => break,
+                },
+            };
+            let wrote = if data.len() <= COPY_BODY {
                 self.frame(&mut conn.write, &data);
-                conn.flush().await.map_err(|(e, _)| e)?;
+                conn.flush().await.map_err(|(e, _)| e)?
             } else {
-                self.write_large(conn, data).await?;
+                self.write_large(conn, data).await?
+            };
+            if wrote == Wrote::Answered {
+                return Ok(wrote);
             }
         }
         self.end(&mut conn.write)?;
@@ -1016,7 +1109,7 @@ mod tests {
     use std::net::SocketAddr;
 
     use http_body_util::Full;
-    use tokio::io::AsyncReadExt as _;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     use tokio::sync::mpsc::UnboundedReceiver;
 
     fn get(host: &str) -> Request<ProxyBody> {
@@ -1514,6 +1607,83 @@ mod tests {
             conns.try_recv().is_ok(),
             "the second request needed a new connection"
         );
+    }
+
+    /// A backend that reads a request's head only, answers 413 and then, when `close`, closes
+    /// the connection, else keeps it open without reading.
+    async fn refusing(close: bool) -> SocketAddr {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let mut seen = Vec::new();
+            while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                let n = s.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+            }
+            s.write_all(b"HTTP/1.1 413 Payload Too Large\r\ncontent-length: 4\r\n\r\nbig!")
+                .await
+                .unwrap();
+            if close {
+                drop(s);
+            } else {
+                tokio::time::sleep(Duration::from_secs(30)).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_answer_before_the_whole_request_body_is_passed_on() {
+        for close in [false, true] {
+            let addr = refusing(close).await;
+            let frames = (0..64).map(|_| Bytes::from(vec![b'x'; 1 << 20])).collect();
+            let req = request(Method::POST, "a", Parts(frames).boxed());
+            let (resp, body) = exchange(new_key(), addr, req).await.unwrap();
+            assert_eq!(resp.status(), 413, "close: {close}");
+            assert_eq!(body.unwrap().to_bytes(), "big!");
+        }
+    }
+
+    #[tokio::test]
+    async fn an_interim_answer_while_the_body_is_sent_does_not_stop_it() {
+        const SIZE: usize = 32 << 20;
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut buf = vec![0u8; 1 << 16];
+            let mut seen = Vec::new();
+            let end = loop {
+                let n = s.read(&mut buf).await.unwrap();
+                seen.extend_from_slice(&buf[..n]);
+                if let Some(at) = seen.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break at + 4;
+                }
+            };
+            s.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.unwrap();
+            // Let the client's writes stall on full buffers first.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut got = seen.len() - end;
+            while got < SIZE {
+                let n = s.read(&mut buf).await.unwrap();
+                assert!(n > 0, "the whole body arrives");
+                got += n;
+            }
+            s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\n\r\nall")
+                .await
+                .unwrap();
+        });
+        let body = Full::new(Bytes::from(vec![b'x'; SIZE]))
+            .map_err(|n| match n {})
+            .boxed();
+        let mut req = request(Method::POST, "a", body);
+        req.headers_mut()
+            .insert(header::EXPECT, HeaderValue::from_static("100-continue"));
+        let (resp, body) = exchange(new_key(), addr, req).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body.unwrap().to_bytes(), "all");
     }
 
     #[tokio::test]
