@@ -41,8 +41,15 @@ pub enum Error {
     Exchange {
         /// The backend's URL.
         backend: String,
-        /// hyper's error.
-        source: hyper::Error,
+        /// Why: a write or read failed, the backend closed the connection before its response
+        /// head, or the head was malformed.
+        source: std::io::Error,
+    },
+    /// A backend's response body was cut short or malformed after its head was passed on.
+    #[error("backend response body: {source}")]
+    ResponseBody {
+        /// What was wrong with the body.
+        source: std::io::Error,
     },
     /// The backend did not answer in time.
     #[error("backend {backend} did not answer within {timeout:?}")]
@@ -84,9 +91,10 @@ impl Error {
     /// Who failed.
     pub fn origin(&self) -> Origin {
         match self {
-            Error::Connect { .. } | Error::Exchange { .. } | Error::Timeout { .. } => {
-                Origin::Upstream
-            }
+            Error::Connect { .. }
+            | Error::Exchange { .. }
+            | Error::ResponseBody { .. }
+            | Error::Timeout { .. } => Origin::Upstream,
             Error::RequestBody { .. } | Error::Token { .. } => Origin::Downstream,
             Error::Config { .. } | Error::Listen { .. } => Origin::Internal,
         }

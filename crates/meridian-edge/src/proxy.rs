@@ -405,7 +405,7 @@ async fn forward(
         let out_body = match &mut body {
             Body::Buffered(b) => full(b.clone()),
             Body::Stream(s) => match s.take() {
-                Some(b) => b.boxed(),
+                Some(b) => b.map_err(|source| Error::RequestBody { source }).boxed(),
                 None => break,
             },
         };

@@ -22,8 +22,10 @@ use crate::metrics::{self, RegionMetrics};
 use crate::upstream::{self, Target};
 use crate::{Error, proxy};
 
-/// The body type the proxy sends and answers with.
-pub type ProxyBody = BoxBody<Bytes, hyper::Error>;
+/// The body type the proxy sends and answers with. Its errors say whose body broke off: a
+/// client's request body ([`Error::RequestBody`]) or a backend's response body
+/// ([`Error::ResponseBody`]).
+pub type ProxyBody = BoxBody<Bytes, Error>;
 
 /// Options of one edge process.
 #[derive(Clone, Debug)]
