@@ -46,14 +46,14 @@ use pool::{checkin, checkout};
 use request::{BodySender, Sending, encode_head};
 
 /// How long an idle connection is kept for reuse.
-pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// Most idle connections one thread keeps per backend.
-pub(crate) const MAX_IDLE: usize = 256;
+const MAX_IDLE: usize = 256;
 /// Largest response head (status line and header fields, or a chunked body's trailers)
 /// accepted; a longer one fails the exchange.
-pub(crate) const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head; more fail the exchange.
-pub(crate) const MAX_HEADERS: usize = 100;
+const MAX_HEADERS: usize = 100;
 /// An idle connection that has been readable since its last response and is older than this
 /// is read from before reuse, to find data or a close the event loop has not reported. Younger
 /// ones are trusted: their readiness is almost always left over from their last response.
