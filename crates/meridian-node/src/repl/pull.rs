@@ -107,9 +107,12 @@ async fn pull(
         // The link notices a failed connection through the request or the body.
         let _ = conn.await;
     }));
-    let resp = sender
-        .send_request(req)
+    // A peer answers the headers at once; one that stays silent this long (its host gone, or
+    // the answer lost on a path that broke after the connection opened) is dead, as is a
+    // silent stream below. Unbounded, the link would wait for it forever.
+    let resp = tokio::time::timeout(SILENCE, sender.send_request(req))
         .await
+        .map_err(|_| format!("no answer for {} s", SILENCE.as_secs()))?
         .map_err(|e| format!("connect: {e}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
