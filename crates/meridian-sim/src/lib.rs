@@ -2,16 +2,17 @@
 //! op-log collection, residency filtering and apply) run over in-memory stores; a seeded
 //! scheduler decides every delivery between them, cuts and heals links (both ways or one way),
 //! kills and restarts nodes, and skews their clocks by up to ±1 s. Only the HTTP framing of
-//! the links is bypassed (through [`meridian_node::repl::exchange`]); the integration tests
-//! cover it. The same seed replays the same run exactly; a failure names its seed.
+//! the links is bypassed (through [`meridian_node::repl::exchange`]); `tests/turmoil.rs` runs
+//! the real links (HTTP, the stream protocol, reconnects) over a simulated network and holds
+//! them to the same [`check`]. The same seed replays the same run exactly; a failure names its
+//! seed.
 //!
 //! After the schedule, every link is healed and every node restarted, deliveries run until
 //! nothing moves, and a checker asserts: all replicas equal; counters equal the exact sum of
 //! acknowledged increments; every register holds the last-writer-wins winner of its
 //! acknowledged writes, so no acknowledged delete is resurrected; every set holds exactly the
 //! members with an acknowledged add that no later change of the member had seen (add wins);
-//! every map
-//! field holds the value of its last-writer-wins patch; no byte of a pinned key sits in a region
+//! every map field holds the value of its last-writer-wins patch; no byte of a pinned key sits in a region
 //! outside its zone; every sync write acknowledged (its origin alive) was on a quorum of regions
 //! and is in every region.
 
