@@ -167,3 +167,31 @@ async fn pull(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn a_peer_url_gives_the_address_to_dial_and_the_base_path() {
+        let t = Target::parse("http://10.0.0.7:7900").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.base_path.as_str()),
+            ("10.0.0.7:7900", "")
+        );
+        let t = Target::parse("http://relay.example/eu/").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.base_path.as_str()),
+            ("relay.example:80", "/eu")
+        );
+        let t = Target::parse("http://[::1]:7901").unwrap();
+        assert_eq!(t.authority, "[::1]:7901");
+    }
+
+    #[test]
+    fn a_peer_url_that_is_not_plain_http_is_refused() {
+        for url in ["https://peer:7900", "peer:7900", "http://", "not a url"] {
+            assert!(Target::parse(url).is_err(), "{url}");
+        }
+    }
+}
