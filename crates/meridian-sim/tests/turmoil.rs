@@ -5,8 +5,8 @@
 //! detection and reconnects with backoff all run as in production. A client writes over HTTP to
 //! random regions (register puts and deletes, counter increments, set adds and removes, map
 //! patches, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of zone `eu`)
-//! while a seeded schedule cuts links (both ways, one way, a region isolated), repairs them,
-//! crashes hosts and restarts them. A crashed host's store outlives it, as a disk would. The
+//! while a seeded schedule cuts links (both ways, one way, a region isolated), slows them
+//! (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's store outlives it, as a disk would. The
 //! client retries a write whose answer it did not get (connection lost, timeout, 503) with the
 //! same `Idempotency-Key` until it gets one, so every write ends acknowledged or refused and
 //! the checker's sums are exact.
@@ -72,6 +72,8 @@ const SYNC_TIMEOUT: &str = "3s";
 /// How long the client waits for one answer.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 const RETRY_AFTER: Duration = Duration::from_millis(300);
+/// Most latency of a message on a healthy link (a slow link's is up to 2.5 s).
+const MAX_LATENCY: Duration = Duration::from_millis(40);
 /// How long the dialer waits for a connection, as the production dialer does.
 const CONNECT_TIMEOUT: Duration = meridian_node::repl::dial::CONNECT_TIMEOUT;
 
@@ -452,7 +454,7 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
         .rng_seed(seed)
         .simulation_duration(CHAOS + SETTLE)
         .min_message_latency(Duration::from_millis(1))
-        .max_message_latency(Duration::from_millis(40))
+        .max_message_latency(MAX_LATENCY)
         .build();
     for (i, region) in regions.iter().copied().enumerate() {
         let offset_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
@@ -513,22 +515,28 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
             let b = (a + rng.random_range(1..n)) % n;
             let (ra, rb) = (regions[a], regions[b]);
             let line = match rng.random_range(0..100u32) {
-                0..20 => {
+                0..18 => {
                     sim.partition(ra, rb);
                     format!("partition {ra} <-> {rb}")
                 }
-                20..40 => {
+                18..36 => {
                     sim.partition_oneway(ra, rb);
                     format!("partition one way {ra} -> {rb}")
                 }
-                40..48 => {
+                36..42 => {
                     for other in regions.iter().filter(|r| **r != ra) {
                         sim.partition(ra, *other);
                     }
                     format!("isolate {ra}")
                 }
-                48..66 => {
+                42..50 => {
+                    let max = Duration::from_millis(rng.random_range(200..2_500));
+                    sim.set_link_max_message_latency(ra, rb, max);
+                    format!("slow {ra} <-> {rb}: latency up to {max:?}")
+                }
+                50..66 => {
                     sim.repair(ra, rb);
+                    sim.set_link_max_message_latency(ra, rb, MAX_LATENCY);
                     format!("repair {ra} <-> {rb}")
                 }
                 66..74 => {
@@ -610,10 +618,12 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
     })
 }
 
+/// Repairs every link between regions and gives each its normal latency back.
 fn repair_all(sim: &turmoil::Sim<'_>, regions: &[&'static str]) {
     for (i, a) in regions.iter().enumerate() {
         for b in &regions[i + 1..] {
             sim.repair(*a, *b);
+            sim.set_link_max_message_latency(*a, *b, MAX_LATENCY);
         }
     }
 }
