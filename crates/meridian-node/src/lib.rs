@@ -53,6 +53,35 @@ pub enum Error {
     },
 }
 
+/// What a serving node's background work needs from its surroundings.
+#[derive(Clone)]
+pub struct Background {
+    /// Opens the connections of the replication links. Default: [`repl::dial::TcpDialer`].
+    pub dialer: Arc<dyn repl::dial::Dialer>,
+    /// Whether digest anti-entropy runs (it reaches peers with its own HTTP client over TCP).
+    /// Default: true.
+    pub digest_repair: bool,
+}
+
+impl Default for Background {
+    fn default() -> Self {
+        Background {
+            dialer: Arc::new(repl::dial::TcpDialer),
+            digest_repair: true,
+        }
+    }
+}
+
+/// Starts a node's background work: the replication links to every peer (and digest repair,
+/// as `background` says), the TTL sweeper and replicated garbage collection. The tasks run
+/// until aborted.
+pub fn start(node: &Node, background: &Background) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = repl::start(node, background);
+    tasks.push(tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL)));
+    tasks.push(tokio::spawn(repl::gc::run(node.clone(), GC_INTERVAL)));
+    tasks
+}
+
 /// Serves the data API of `node` on `listener` until `shutdown` completes, then finishes
 /// in-flight requests. The TTL sweeper and the replication links to every peer run alongside.
 pub async fn serve(
@@ -60,14 +89,27 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    serve_on(node, listener, &Background::default(), shutdown).await
+}
+
+/// [`serve`] on any listener axum accepts (a simulated network's, say), with the background
+/// work `background` describes. Stops the background work when serving stops.
+pub async fn serve_on<L>(
+    node: Node,
+    listener: L,
+    background: &Background,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
     metrics::install();
     let addr = listener
         .local_addr()
-        .map(|a| a.to_string())
+        .map(|a| format!("{a:?}"))
         .unwrap_or_default();
-    let mut tasks = repl::start(&node);
-    tasks.push(tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL)));
-    tasks.push(tokio::spawn(repl::gc::run(node.clone(), GC_INTERVAL)));
+    let tasks = start(&node, background);
     let app = api::router(node.clone());
     let closing = node.clone();
     let shutdown = async move {

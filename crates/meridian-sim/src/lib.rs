@@ -2,16 +2,17 @@
 //! op-log collection, residency filtering and apply) run over in-memory stores; a seeded
 //! scheduler decides every delivery between them, cuts and heals links (both ways or one way),
 //! kills and restarts nodes, and skews their clocks by up to ±1 s. Only the HTTP framing of
-//! the links is bypassed (through [`meridian_node::repl::exchange`]); the integration tests
-//! cover it. The same seed replays the same run exactly; a failure names its seed.
+//! the links is bypassed (through [`meridian_node::repl::exchange`]); `tests/turmoil.rs` runs
+//! the real links (HTTP, the stream protocol, reconnects) over a simulated network and holds
+//! them to the same [`check`]. The same seed replays the same run exactly; a failure names its
+//! seed.
 //!
 //! After the schedule, every link is healed and every node restarted, deliveries run until
 //! nothing moves, and a checker asserts: all replicas equal; counters equal the exact sum of
 //! acknowledged increments; every register holds the last-writer-wins winner of its
 //! acknowledged writes, so no acknowledged delete is resurrected; every set holds exactly the
 //! members with an acknowledged add that no later change of the member had seen (add wins);
-//! every map
-//! field holds the value of its last-writer-wins patch; no byte of a pinned key sits in a region
+//! every map field holds the value of its last-writer-wins patch; no byte of a pinned key sits in a region
 //! outside its zone; every sync write acknowledged (its origin alive) was on a quorum of regions
 //! and is in every region.
 
@@ -21,6 +22,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
 use meridian_core::config::Topology;
+use meridian_core::hlc::Timestamp;
 use meridian_core::op::Op;
 use meridian_core::record::Record;
 use meridian_core::version::{Version, VersionVector};
@@ -113,8 +115,9 @@ struct Replica {
     node: Option<Node>,
 }
 
+/// The acknowledged writes of a run: what [`check`] holds the replicas to.
 #[derive(Default)]
-struct History {
+pub struct History {
     counters: BTreeMap<String, i64>,
     registers: BTreeMap<String, Vec<(Version, Option<String>)>>,
     /// Per set key, its acknowledged adds and removes in the order made.
@@ -124,33 +127,326 @@ struct History {
     writes: usize,
 }
 
+/// One acknowledged write, as its client heard the answer.
+#[derive(Debug, Clone)]
+pub struct Acknowledged<'a> {
+    /// The region that acknowledged it.
+    pub region: &'a str,
+    /// Keyspace of the key (`cnt`, `reg`, `tags`, `docs`; others are counted, not checked).
+    pub keyspace: &'a str,
+    /// The key.
+    pub key: String,
+    /// What was asked.
+    pub op: Op,
+    /// The answer's ETag (without quotes), if it had one.
+    pub etag: Option<&'a str>,
+    /// The answer's session token, if it had one.
+    pub session: Option<&'a str>,
+    /// What the region had applied when it made the change, when the client knows it; a set
+    /// with a change of unknown `seen` is held only to members some acknowledged add added.
+    pub seen: Option<VersionVector>,
+}
+
+impl History {
+    /// Records an acknowledged write. Fails when the answer lacks what an acknowledgement of
+    /// that operation must carry (an ETag, a session token).
+    pub fn record(&mut self, w: Acknowledged<'_>) -> Result<(), String> {
+        self.writes += 1;
+        let Acknowledged {
+            region,
+            keyspace,
+            key,
+            op,
+            etag,
+            session,
+            seen,
+        } = w;
+        match op {
+            Op::Incr { by } if keyspace == "cnt" => *self.counters.entry(key).or_default() += by,
+            Op::Put { value, .. } if keyspace == "reg" => {
+                let v = parse_etag(etag)?;
+                let text = String::from_utf8_lossy(&value).into_owned();
+                self.registers.entry(key).or_default().push((v, Some(text)));
+            }
+            // A delete of an absent key changes nothing and answers no ETag.
+            Op::Delete { .. } if keyspace == "reg" && etag.is_some() => {
+                let v = parse_etag(etag)?;
+                self.registers.entry(key).or_default().push((v, None));
+            }
+            Op::Add { members } if keyspace == "tags" => {
+                let seq = session
+                    .and_then(|t| VersionVector::parse_token(t).ok())
+                    .map(|vv| vv.get(region))
+                    .ok_or("an acknowledged add answers its session token")?;
+                let ops = self.sets.entry(key).or_default();
+                ops.extend(members.into_iter().map(|member| SetOp {
+                    member,
+                    seen: seen.clone(),
+                    add: Some((region.to_string(), seq)),
+                }));
+            }
+            Op::Remove { members } if keyspace == "tags" => {
+                let ops = self.sets.entry(key).or_default();
+                ops.extend(members.into_iter().map(|member| SetOp {
+                    member,
+                    seen: seen.clone(),
+                    add: None,
+                }));
+            }
+            Op::Patch { fields } if keyspace == "docs" => {
+                let v = parse_etag(etag)?;
+                let patched = self.maps.entry(key).or_default();
+                for (field, value) in fields {
+                    let value = (!value.is_null()).then_some(value);
+                    patched.entry(field).or_default().push((v.clone(), value));
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// How many writes were recorded.
+    pub fn writes(&self) -> usize {
+        self.writes
+    }
+}
+
 /// An acknowledged patch of one map field: its version and value (`None`: the field deleted).
 type FieldWrite = (Version, Option<serde_json::Value>);
 
-/// An acknowledged change of one set member, made in a region that had applied `seen`.
+/// An acknowledged change of one set member, made in a region that had applied `seen` (when
+/// known).
 struct SetOp {
     member: String,
-    seen: VersionVector,
+    seen: Option<VersionVector>,
     /// For an add: it is the `seq`-th write of `origin`; `None` for a remove.
-    add: Option<(&'static str, u64)>,
+    add: Option<(String, u64)>,
 }
 
 /// The members an add-wins set must hold after `ops`: those with an add that no other change
 /// of the same member had seen. A remove deletes the adds it saw; an add replaces them.
-fn expected_members(ops: &[SetOp]) -> BTreeSet<String> {
-    ops.iter()
-        .filter_map(|op| {
-            let (origin, seq) = op.add?;
-            let superseded = ops
-                .iter()
-                .any(|o| o.member == op.member && o.seen.get(origin) >= seq);
-            (!superseded).then(|| op.member.clone())
-        })
-        .collect()
+/// `None` when some change's `seen` is unknown: the exact membership is then not decidable.
+fn expected_members(ops: &[SetOp]) -> Option<BTreeSet<String>> {
+    if ops.iter().any(|op| op.seen.is_none()) {
+        return None;
+    }
+    Some(
+        ops.iter()
+            .filter_map(|op| {
+                let (origin, seq) = op.add.as_ref()?;
+                let superseded = ops.iter().any(|o| {
+                    o.member == op.member && o.seen.as_ref().is_some_and(|s| s.get(origin) >= *seq)
+                });
+                (!superseded).then(|| op.member.clone())
+            })
+            .collect(),
+    )
 }
 
-/// The topology of a simulated cluster of `n` regions.
+/// Every keyspace of one replica: keyspace → key → rendered value of its live records.
+pub type State = BTreeMap<String, BTreeMap<String, String>>;
+
+/// The state of the replica over `store`, as a reader at HLC time `now` sees it.
+pub fn state(topology: &Topology, store: &Store, now: Timestamp) -> Result<State, String> {
+    let mut out = BTreeMap::new();
+    for ks in &topology.keyspaces {
+        let prefix = keys::data_key(&ks.name, "");
+        let rows = store
+            .scan(Table::Data, &prefix, None, usize::MAX)
+            .map_err(|e| e.to_string())?;
+        let mut m = BTreeMap::new();
+        for (k, v) in rows {
+            let rec = Record::decode(&v).map_err(|e| e.to_string())?;
+            if !rec.is_live(now) {
+                continue;
+            }
+            let key = keys::user_key(&ks.name, &k)
+                .ok_or("bad data key")?
+                .to_string();
+            let (_, body) = render::representation(&rec);
+            m.insert(key, String::from_utf8_lossy(&body).into_owned());
+        }
+        out.insert(ks.name.clone(), m);
+    }
+    Ok(out)
+}
+
+/// One replica as the checker reads it: its region and the store it left behind.
+pub struct Checked<'a> {
+    /// Region name.
+    pub region: &'a str,
+    /// The replica's store.
+    pub store: &'a Store,
+    /// The HLC time its readers are at.
+    pub now: Timestamp,
+}
+
+/// The checker of a healed, quiet cluster (every keyspace of [`topology`]). Passes when: all
+/// replicas equal (pinned keys aside); no byte of a pinned key — record or op-log payload —
+/// sits outside [`EU`]; every key of `sync_acknowledged` is held; every counter equals the sum
+/// of its acknowledged increments; every register holds the last-writer-wins winner of its
+/// acknowledged writes (so no acknowledged delete is resurrected); every set holds exactly
+/// its add-wins members (or, where that is undecidable, only acknowledged members); every map
+/// field holds its last-writer-wins patch. Returns the final state of [`EU`], rendered, or
+/// what failed.
+pub fn check(
+    topology: &Topology,
+    replicas: &[Checked<'_>],
+    history: &History,
+    sync_acknowledged: &[String],
+) -> Result<String, String> {
+    let states: Vec<State> = replicas
+        .iter()
+        .map(|r| state(topology, r.store, r.now))
+        .collect::<Result<_, _>>()?;
+    let eu = replicas
+        .iter()
+        .position(|r| r.region == EU)
+        .ok_or("no eu region")?;
+    for (i, s) in states.iter().enumerate() {
+        let mut a = s.clone();
+        let mut b = states[eu].clone();
+        a.remove("pinned");
+        b.remove("pinned");
+        if a != b {
+            return Err(format!(
+                "replicas differ after the heal: {} = {a:?}, {EU} = {b:?}",
+                replicas[i].region
+            ));
+        }
+        if i != eu {
+            if !s["pinned"].is_empty() {
+                return Err(format!(
+                    "pinned key held in {}: {:?}",
+                    replicas[i].region, s["pinned"]
+                ));
+            }
+            check_oplog_has_no_pinned(&replicas[i])?;
+        }
+    }
+    let eu_state = &states[eu];
+    for key in sync_acknowledged {
+        if !eu_state["orders"].contains_key(key) {
+            return Err(format!("acknowledged sync write {key} is lost"));
+        }
+    }
+    for (key, sum) in &history.counters {
+        // A counter that never counted anything but zero is empty, and reads as absent.
+        let got = eu_state["cnt"].get(key).map(String::as_str).unwrap_or("0");
+        if got != sum.to_string() {
+            return Err(format!(
+                "counter {key} = {got}, acknowledged increments sum to {sum}"
+            ));
+        }
+    }
+    for (key, writes) in &history.registers {
+        let winner = writes
+            .iter()
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|w| w.1.clone());
+        let got = eu_state["reg"].get(key).cloned();
+        if let Some(expected) = winner
+            && got != expected
+        {
+            return Err(format!(
+                "register {key} = {got:?}; the last-writer-wins winner of its acknowledged writes is {expected:?}{}; writes (etag, value): {:?}",
+                if expected.is_none() {
+                    " (a resurrected delete)"
+                } else {
+                    ""
+                },
+                writes
+                    .iter()
+                    .map(|(v, x)| (v.etag(), x.clone()))
+                    .collect::<Vec<_>>()
+            ));
+        }
+    }
+    for (key, body) in &eu_state["tags"] {
+        if !history.sets.contains_key(key) {
+            return Err(format!("set {key} = {body} was never written"));
+        }
+    }
+    for (key, ops) in &history.sets {
+        let got: BTreeSet<String> = match eu_state["tags"].get(key) {
+            Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
+            None => BTreeSet::new(),
+        };
+        match expected_members(ops) {
+            Some(want) if got != want => {
+                return Err(format!(
+                    "set {key} = {got:?}; its acknowledged adds no remove had seen are {want:?}"
+                ));
+            }
+            Some(_) => {}
+            None => {
+                let added: BTreeSet<&String> = ops
+                    .iter()
+                    .filter(|o| o.add.is_some())
+                    .map(|o| &o.member)
+                    .collect();
+                if let Some(m) = got.iter().find(|m| !added.contains(m)) {
+                    return Err(format!(
+                        "set {key} = {got:?} holds {m}, which no acknowledged add added"
+                    ));
+                }
+            }
+        }
+    }
+    for (key, body) in &eu_state["docs"] {
+        if !history.maps.contains_key(key) {
+            return Err(format!("map {key} = {body} was never written"));
+        }
+    }
+    for (key, fields) in &history.maps {
+        let got: serde_json::Map<String, serde_json::Value> = match eu_state["docs"].get(key) {
+            Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
+            None => serde_json::Map::new(),
+        };
+        let want: serde_json::Map<String, serde_json::Value> = fields
+            .iter()
+            .filter_map(|(field, writes)| {
+                let last = writes.iter().max_by(|a, b| a.0.cmp(&b.0))?;
+                Some((field.clone(), last.1.clone()?))
+            })
+            .collect();
+        if got != want {
+            return Err(format!(
+                "map {key} = {got:?}; the last-writer-wins patches of its fields give {want:?}"
+            ));
+        }
+    }
+    Ok(format!("{:?}", states[eu]))
+}
+
+/// No op-log entry of a pinned key outside its zone carries more than a bare skip.
+fn check_oplog_has_no_pinned(r: &Checked<'_>) -> Result<(), String> {
+    let rows = r
+        .store
+        .scan(Table::OpLog, b"", None, usize::MAX)
+        .map_err(|e| e.to_string())?;
+    for (_, v) in rows {
+        if let LogBody::Op(p) = decode_log_body(&v).map_err(|e| e.to_string())?
+            && p.keyspace == "pinned"
+        {
+            return Err(format!("{} holds a pinned write in its op log", r.region));
+        }
+    }
+    Ok(())
+}
+
+/// The topology of a simulated cluster of `n` regions; sync writes wait up to 10 minutes.
 pub fn topology(n: usize) -> Topology {
+    topology_with(n, "10m")
+}
+
+/// The topology of a simulated cluster of `n` regions whose sync writes (keyspace `orders`,
+/// quorum 2) wait up to `sync_timeout` (a duration such as `3s`) for their quorum.
+///
+/// # Panics
+/// When `sync_timeout` is not a duration the topology format accepts.
+pub fn topology_with(n: usize, sync_timeout: &str) -> Topology {
     let mut text = String::from("[cluster]\nname = \"sim\"\n\n[zones]\neu = [\"eu-west-1\"]\n");
     for (i, r) in REGIONS.iter().take(n).enumerate() {
         text.push_str(&format!(
@@ -167,7 +463,7 @@ pub fn topology(n: usize) -> Topology {
         (
             "orders",
             "register",
-            "replication = \"sync\"\nquorum = 2\nsync_timeout = \"10m\"\n",
+            &format!("replication = \"sync\"\nquorum = 2\nsync_timeout = \"{sync_timeout}\"\n"),
         ),
     ] {
         text.push_str(&format!(
@@ -642,238 +938,40 @@ impl Sim {
                 Err(format!("{region} accepted a write to a key pinned to {EU}"))
             }
             (_, Err(e)) => Err(format!("{region}: write {ks}/{key} refused: {e}")),
-            (_, Ok(w)) => {
-                self.history.writes += 1;
-                match op_for_history {
-                    Op::Incr { by } => *self.history.counters.entry(key).or_default() += by,
-                    Op::Put { value, .. } if ks == "reg" => {
-                        let v = parse_etag(w.outcome.etag.as_deref())?;
-                        let text = String::from_utf8_lossy(&value).into_owned();
-                        self.history
-                            .registers
-                            .entry(key)
-                            .or_default()
-                            .push((v, Some(text)));
-                    }
-                    Op::Delete { .. } => {
-                        if let Some(etag) = w.outcome.etag.as_deref() {
-                            let v = parse_etag(Some(etag))?;
-                            self.history
-                                .registers
-                                .entry(key)
-                                .or_default()
-                                .push((v, None));
-                        }
-                    }
-                    Op::Add { members } => {
-                        let seq = w
-                            .outcome
-                            .session
-                            .as_deref()
-                            .and_then(|t| VersionVector::parse_token(t).ok())
-                            .map(|vv| vv.get(region))
-                            .ok_or("an acknowledged add answers its session token")?;
-                        let ops = self.history.sets.entry(key).or_default();
-                        ops.extend(members.into_iter().map(|member| SetOp {
-                            member,
-                            seen: seen.clone(),
-                            add: Some((region, seq)),
-                        }));
-                    }
-                    Op::Remove { members } => {
-                        let ops = self.history.sets.entry(key).or_default();
-                        ops.extend(members.into_iter().map(|member| SetOp {
-                            member,
-                            seen: seen.clone(),
-                            add: None,
-                        }));
-                    }
-                    Op::Patch { fields } => {
-                        let v = parse_etag(w.outcome.etag.as_deref())?;
-                        let patched = self.history.maps.entry(key).or_default();
-                        for (field, value) in fields {
-                            let value = (!value.is_null()).then_some(value);
-                            patched.entry(field).or_default().push((v.clone(), value));
-                        }
-                    }
-                    _ => {}
-                }
-                Ok(())
-            }
+            (_, Ok(w)) => self.history.record(Acknowledged {
+                region,
+                keyspace: ks,
+                key,
+                op: op_for_history,
+                etag: w.outcome.etag.as_deref(),
+                session: w.outcome.session.as_deref(),
+                seen: Some(seen),
+            }),
         }
-    }
-
-    /// Every keyspace of every replica: key → rendered value of live records.
-    fn state(&self, i: usize) -> Result<BTreeMap<String, BTreeMap<String, String>>, String> {
-        let node = self.replicas[i]
-            .node
-            .as_ref()
-            .ok_or("dead replica at check")?;
-        let now = node.now();
-        let mut out = BTreeMap::new();
-        for ks in &self.topology.keyspaces {
-            let prefix = keys::data_key(&ks.name, "");
-            let rows = node
-                .store()
-                .scan(Table::Data, &prefix, None, usize::MAX)
-                .map_err(|e| e.to_string())?;
-            let mut m = BTreeMap::new();
-            for (k, v) in rows {
-                let rec = Record::decode(&v).map_err(|e| e.to_string())?;
-                if !rec.is_live(now) {
-                    continue;
-                }
-                let key = keys::user_key(&ks.name, &k)
-                    .ok_or("bad data key")?
-                    .to_string();
-                let (_, body) = render::representation(&rec);
-                m.insert(key, String::from_utf8_lossy(&body).into_owned());
-            }
-            out.insert(ks.name.clone(), m);
-        }
-        Ok(out)
     }
 
     fn check(&self, sync_acknowledged: &[String]) -> Result<Report, String> {
-        let states: Vec<_> = (0..self.replicas.len())
-            .map(|i| self.state(i))
-            .collect::<Result<_, _>>()?;
-        let eu = self
+        let replicas = self
             .replicas
             .iter()
-            .position(|r| r.name == EU)
-            .ok_or("no eu region")?;
-        for (i, s) in states.iter().enumerate() {
-            let mut a = s.clone();
-            let mut b = states[eu].clone();
-            a.remove("pinned");
-            b.remove("pinned");
-            if a != b {
-                return Err(format!(
-                    "replicas differ after the heal: {} = {a:?}, {EU} = {b:?}",
-                    self.name(i)
-                ));
-            }
-            if i != eu {
-                if !s["pinned"].is_empty() {
-                    return Err(format!(
-                        "pinned key held in {}: {:?}",
-                        self.name(i),
-                        s["pinned"]
-                    ));
-                }
-                self.check_oplog_has_no_pinned(i)?;
-            }
-        }
-        let eu_state = &states[eu];
-        for key in sync_acknowledged {
-            if !eu_state["orders"].contains_key(key) {
-                return Err(format!("acknowledged sync write {key} is lost"));
-            }
-        }
-        for (key, sum) in &self.history.counters {
-            // A counter that never counted anything but zero is empty, and reads as absent.
-            let got = eu_state["cnt"].get(key).map(String::as_str).unwrap_or("0");
-            if got != sum.to_string() {
-                return Err(format!(
-                    "counter {key} = {got}, acknowledged increments sum to {sum}"
-                ));
-            }
-        }
-        for (key, writes) in &self.history.registers {
-            let winner = writes
-                .iter()
-                .max_by(|a, b| a.0.cmp(&b.0))
-                .map(|w| w.1.clone());
-            let got = eu_state["reg"].get(key).cloned();
-            if let Some(expected) = winner
-                && got != expected
-            {
-                return Err(format!(
-                    "register {key} = {got:?}; the last-writer-wins winner of its acknowledged writes is {expected:?}{}; writes (etag, value): {:?}",
-                    if expected.is_none() {
-                        " (a resurrected delete)"
-                    } else {
-                        ""
-                    },
-                    writes
-                        .iter()
-                        .map(|(v, x)| (v.etag(), x.clone()))
-                        .collect::<Vec<_>>()
-                ));
-            }
-        }
-        for (key, body) in &eu_state["tags"] {
-            if !self.history.sets.contains_key(key) {
-                return Err(format!("set {key} = {body} was never written"));
-            }
-        }
-        for (key, ops) in &self.history.sets {
-            let got: BTreeSet<String> = match eu_state["tags"].get(key) {
-                Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
-                None => BTreeSet::new(),
-            };
-            let want = expected_members(ops);
-            if got != want {
-                return Err(format!(
-                    "set {key} = {got:?}; its acknowledged adds no remove had seen are {want:?}"
-                ));
-            }
-        }
-        for (key, body) in &eu_state["docs"] {
-            if !self.history.maps.contains_key(key) {
-                return Err(format!("map {key} = {body} was never written"));
-            }
-        }
-        for (key, fields) in &self.history.maps {
-            let got: serde_json::Map<String, serde_json::Value> = match eu_state["docs"].get(key) {
-                Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
-                None => serde_json::Map::new(),
-            };
-            let want: serde_json::Map<String, serde_json::Value> = fields
-                .iter()
-                .filter_map(|(field, writes)| {
-                    let last = writes.iter().max_by(|a, b| a.0.cmp(&b.0))?;
-                    Some((field.clone(), last.1.clone()?))
+            .map(|r| {
+                let node = r.node.as_ref().ok_or("dead replica at check")?;
+                Ok(Checked {
+                    region: r.name,
+                    store: &r.store,
+                    now: node.now(),
                 })
-                .collect();
-            if got != want {
-                return Err(format!(
-                    "map {key} = {got:?}; the last-writer-wins patches of its fields give {want:?}"
-                ));
-            }
-        }
+            })
+            .collect::<Result<Vec<_>, String>>()?;
+        let final_state = check(&self.topology, &replicas, &self.history, sync_acknowledged)?;
         Ok(Report {
-            writes: self.history.writes,
+            writes: self.history.writes(),
             deliveries: self.deliveries,
             kills: self.kills,
             collected: self.collected,
             sync_acknowledged: sync_acknowledged.len(),
-            final_state: format!("{:?}", states[eu]),
+            final_state,
         })
-    }
-
-    /// No op-log entry of a pinned key outside its zone carries more than a bare skip.
-    fn check_oplog_has_no_pinned(&self, i: usize) -> Result<(), String> {
-        let node = self.replicas[i]
-            .node
-            .as_ref()
-            .ok_or("dead replica at check")?;
-        let rows = node
-            .store()
-            .scan(Table::OpLog, b"", None, usize::MAX)
-            .map_err(|e| e.to_string())?;
-        for (_, v) in rows {
-            if let LogBody::Op(p) = decode_log_body(&v).map_err(|e| e.to_string())?
-                && p.keyspace == "pinned"
-            {
-                return Err(format!(
-                    "{} holds a pinned write in its op log",
-                    self.name(i)
-                ));
-            }
-        }
-        Ok(())
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod apply;
 pub mod auth;
+pub mod dial;
 pub mod digest;
 pub mod gc;
 mod pull;
@@ -46,13 +47,19 @@ pub(crate) fn auth_header(node: &Node) -> String {
     }
 }
 
-/// Starts a link to every peer region and the digest comparison; the tasks run until aborted.
-pub fn start(node: &Node) -> Vec<tokio::task::JoinHandle<()>> {
+/// Starts a link to every peer region, dialing through `background.dialer`, and the digest
+/// comparison when `background.digest_repair` says so; the tasks run until aborted.
+pub fn start(node: &Node, background: &crate::Background) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks: Vec<_> = peer_urls(node)
         .into_iter()
-        .map(|(peer, url)| tokio::spawn(pull::run(node.clone(), peer, url)))
+        .map(|(peer, url)| {
+            let dialer = std::sync::Arc::clone(&background.dialer);
+            tokio::spawn(pull::run(node.clone(), peer, url, dialer))
+        })
         .collect();
-    tasks.push(tokio::spawn(digest::run(node.clone(), DIGEST_INTERVAL)));
+    if background.digest_repair {
+        tasks.push(tokio::spawn(digest::run(node.clone(), DIGEST_INTERVAL)));
+    }
     tasks
 }
 

@@ -1,12 +1,19 @@
 //! The receiving side's link to one peer: keeps a stream open from the peer, applies what
 //! arrives, reconnects with backoff, and records link state and bytes for status and metrics.
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper::header::{AUTHORIZATION, HOST};
+use hyper::{Request, Uri};
+use hyper_util::rt::TokioIo;
 use meridian_core::wire::{FrameDecoder, FrameV1, VERSIONS};
 
 use crate::metrics;
 
+use super::dial::Dialer;
 use super::serve::{FROM_HEADER, VERSION_HEADER, VERSIONS_HEADER};
 use crate::state::Node;
 
@@ -17,22 +24,12 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A stream silent for this long (the peer sends heads every second) is dead.
 pub const SILENCE: Duration = Duration::from_secs(5);
 
-/// Runs the link to `peer` at `url` until the task is aborted.
-pub(crate) async fn run(node: Node, peer: String, url: String) {
-    let client = match reqwest::Client::builder()
-        .connect_timeout(Duration::from_secs(2))
-        .build()
-    {
-        Ok(c) => c,
-        Err(e) => {
-            tracing::error!(%peer, error = %e, "cannot build the replication client");
-            return;
-        }
-    };
+/// Runs the link to `peer` at `url`, dialing through `dialer`, until the task is aborted.
+pub(crate) async fn run(node: Node, peer: String, url: String, dialer: Arc<dyn Dialer>) {
     let mut backoff = MIN_BACKOFF;
     loop {
         node.link(&peer, |l| l.state = "connecting");
-        let result = pull(&node, &client, &peer, &url, &mut backoff).await;
+        let result = pull(&node, dialer.as_ref(), &peer, &url, &mut backoff).await;
         let why = match result {
             Ok(()) => "the stream ended".to_string(),
             Err(e) => e,
@@ -48,25 +45,83 @@ pub(crate) async fn run(node: Node, peer: String, url: String) {
     }
 }
 
+/// Where a peer's base URL points: `host:port` to dial and the path the API is under.
+struct Target {
+    authority: String,
+    base_path: String,
+}
+
+impl Target {
+    /// Parses `http://host[:port][/path]`; the port defaults to 80. Links speak plain HTTP/1.1.
+    fn parse(url: &str) -> Result<Target, String> {
+        let uri: Uri = url
+            .parse()
+            .map_err(|e| format!("peer URL `{url}` is invalid: {e}"))?;
+        if uri.scheme_str() != Some("http") {
+            return Err(format!("peer URL `{url}` is not http://"));
+        }
+        let host = uri
+            .host()
+            .ok_or_else(|| format!("peer URL `{url}` names no host"))?;
+        Ok(Target {
+            authority: format!("{host}:{}", uri.port_u16().unwrap_or(80)),
+            base_path: uri.path().trim_end_matches('/').to_string(),
+        })
+    }
+}
+
+/// Aborts the task driving a client connection when the link lets go of it.
+struct ConnTask(tokio::task::JoinHandle<()>);
+
+impl Drop for ConnTask {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 async fn pull(
     node: &Node,
-    client: &reqwest::Client,
+    dialer: &dyn Dialer,
     peer: &str,
     url: &str,
     backoff: &mut Duration,
 ) -> Result<(), String> {
     let from = node.applied().borrow().to_token();
     let versions: Vec<String> = VERSIONS.iter().map(u8::to_string).collect();
-    let mut req = client
-        .get(format!("{url}/v1/repl/stream"))
+    let target = Target::parse(url).map_err(|e| format!("connect: {e}"))?;
+    let req = Request::get(format!("{}/v1/repl/stream", target.base_path))
+        .header(HOST, &target.authority)
         .header(FROM_HEADER, from)
-        .header(VERSIONS_HEADER, versions.join(","));
-    let auth = super::auth_header(node);
-    req = req.header("authorization", auth);
-    let mut resp = req.send().await.map_err(|e| format!("connect: {e}"))?;
+        .header(VERSIONS_HEADER, versions.join(","))
+        .header(AUTHORIZATION, super::auth_header(node))
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("connect: {e}"))?;
+    let io = dialer
+        .dial(&target.authority)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let _conn = ConnTask(tokio::spawn(async move {
+        // The link notices a failed connection through the request or the body.
+        let _ = conn.await;
+    }));
+    // A peer answers the headers at once; one that stays silent this long (its host gone, or
+    // the answer lost on a path that broke after the connection opened) is dead, as is a
+    // silent stream below. Unbounded, the link would wait for it forever.
+    let resp = tokio::time::timeout(SILENCE, sender.send_request(req))
+        .await
+        .map_err(|_| format!("no answer for {} s", SILENCE.as_secs()))?
+        .map_err(|e| format!("connect: {e}"))?;
     if !resp.status().is_success() {
         let status = resp.status();
-        let body = resp.text().await.unwrap_or_default();
+        let body = tokio::time::timeout(SILENCE, resp.into_body().collect())
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .map(|b| String::from_utf8_lossy(&b.to_bytes()).into_owned())
+            .unwrap_or_default();
         return Err(format!("peer answered {status}: {body}"));
     }
     // A peer that does not name the version predates negotiation: version 1.
@@ -75,6 +130,7 @@ async fn pull(
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
         .unwrap_or(1);
+    let mut body = resp.into_body();
     tracing::info!(%peer, version, "replication link up");
     node.link(peer, |l| {
         l.state = "up";
@@ -85,11 +141,13 @@ async fn pull(
     *backoff = MIN_BACKOFF;
     let mut decoder = FrameDecoder::default();
     loop {
-        let chunk = tokio::time::timeout(SILENCE, resp.chunk())
+        let frame = tokio::time::timeout(SILENCE, body.frame())
             .await
-            .map_err(|_| format!("no frame for {} s", SILENCE.as_secs()))?
-            .map_err(|e| format!("read: {e}"))?;
-        let Some(chunk) = chunk else { return Ok(()) };
+            .map_err(|_| format!("no frame for {} s", SILENCE.as_secs()))?;
+        let Some(frame) = frame else { return Ok(()) };
+        let Ok(chunk) = frame.map_err(|e| format!("read: {e}"))?.into_data() else {
+            continue;
+        };
         metrics::repl_received(peer, chunk.len() as u64);
         node.link(peer, |l| l.bytes_received += chunk.len() as u64);
         decoder.push(&chunk);
@@ -106,6 +164,34 @@ async fn pull(
                 }
                 FrameV1::Heads(vv) => node.peer_heads(peer, &vv),
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Target;
+
+    #[test]
+    fn a_peer_url_gives_the_address_to_dial_and_the_base_path() {
+        let t = Target::parse("http://10.0.0.7:7900").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.base_path.as_str()),
+            ("10.0.0.7:7900", "")
+        );
+        let t = Target::parse("http://relay.example/eu/").unwrap();
+        assert_eq!(
+            (t.authority.as_str(), t.base_path.as_str()),
+            ("relay.example:80", "/eu")
+        );
+        let t = Target::parse("http://[::1]:7901").unwrap();
+        assert_eq!(t.authority, "[::1]:7901");
+    }
+
+    #[test]
+    fn a_peer_url_that_is_not_plain_http_is_refused() {
+        for url in ["https://peer:7900", "peer:7900", "http://", "not a url"] {
+            assert!(Target::parse(url).is_err(), "{url}");
         }
     }
 }

@@ -12,7 +12,7 @@
 
 use std::collections::BTreeMap;
 use std::convert::Infallible;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
@@ -26,6 +26,7 @@ use meridian_core::wire::{
 };
 use meridian_store::Table;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 use crate::error::ApiError;
 use crate::state::Node;

@@ -1,0 +1,728 @@
+//! Network simulation (turmoil) of 3- and 5-region clusters over the real links. Each region is
+//! a turmoil host running a real node (in-memory store, a clock skewed by up to ±1 s) that
+//! serves its real HTTP app on a simulated listener and pulls from every peer over simulated
+//! TCP through the node's `Dialer` seam: HTTP/1.1, the negotiated stream protocol, silence
+//! detection and reconnects with backoff all run as in production. A client writes over HTTP to
+//! random regions (register puts and deletes, counter increments, set adds and removes, map
+//! patches, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of zone `eu`)
+//! while a seeded schedule cuts links (both ways, one way, a region isolated), slows them
+//! (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's store outlives it, as a disk would. The
+//! client retries a write whose answer it did not get (connection lost, timeout, 503) with the
+//! same `Idempotency-Key` until it gets one, so every write ends acknowledged or refused and
+//! the checker's sums are exact.
+//!
+//! After the schedule every link is repaired and every host restarted; the simulation runs
+//! until every replica holds the same data (bounded), then `meridian_sim::check` holds them to
+//! the acknowledged writes: replicas equal, no acknowledged sync write lost (each was also on a
+//! quorum when acknowledged), counters equal the sum of acknowledged increments, registers hold
+//! their last-writer-wins winner (no resurrected delete), map fields their last patch, sets
+//! only acknowledged members (their exact add-wins membership needs what the region had applied
+//! at each change, which an HTTP client cannot observe), no pinned byte outside its zone.
+//!
+//! Not simulated: digest repair (its reqwest client reaches peers over real sockets, which a
+//! turmoil host does not have; it is switched off through `Background::digest_repair`), and
+//! request forwarding (the simulated topology has no keyspace that forwards, and the client
+//! sends no session or strong reads). Runs are seeded (network, schedule, client, skew), but
+//! the store commits on its own thread, so a replayed seed follows the same schedule without
+//! being bit-exact.
+//!
+//! CI runs a time-bounded batch of seeds; `MERIDIAN_TURMOIL_SEED=<n>` replays one seed,
+//! `MERIDIAN_TURMOIL_SEEDS=<count>` runs a longer batch, `MERIDIAN_TURMOIL_TRACE=1` prints a
+//! failing run's whole trace.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::header::{CONTENT_TYPE, ETAG, HOST};
+use hyper::{HeaderMap, Method, Request, StatusCode};
+use hyper_util::rt::TokioIo;
+use meridian_core::hlc::Timestamp;
+use meridian_core::op::Op;
+use meridian_node::clock::Clock;
+use meridian_node::repl::dial::{Conn, Dialer};
+use meridian_node::{Background, Node, NodeConfig};
+use meridian_sim::{Acknowledged, Checked, EU, History, MAX_SKEW_MS, REGIONS, State};
+use meridian_store::{Store, StoreOptions, Table};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+/// Seeds per cluster size in CI run until this much wall-clock time has passed (at least one).
+const CI_BUDGET: Duration = Duration::from_secs(12);
+const CI_SEEDS: u64 = 50;
+/// Port every simulated node serves on.
+const PORT: u16 = 7900;
+/// Wall-clock milliseconds at the start of a simulation (before skew).
+const START_MS: u64 = 1_700_000_000_000;
+/// Virtual time of the fault schedule, while the client writes.
+const CHAOS: Duration = Duration::from_secs(20);
+/// Virtual time allowed, after the client is done, for the replicas to converge.
+const SETTLE: Duration = Duration::from_secs(60);
+/// Writes the client makes during the schedule.
+const WRITES: usize = 120;
+/// How long a sync write waits for its quorum before answering 503 (and being retried).
+const SYNC_TIMEOUT: &str = "3s";
+/// How long the client waits for one answer.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
+const RETRY_AFTER: Duration = Duration::from_millis(300);
+/// Most latency of a message on a healthy link (a slow link's is up to 2.5 s).
+const MAX_LATENCY: Duration = Duration::from_millis(40);
+/// How long the dialer waits for a connection, as the production dialer does.
+const CONNECT_TIMEOUT: Duration = meridian_node::repl::dial::CONNECT_TIMEOUT;
+
+/// A node's wall clock: simulated time since the start plus this node's fixed skew. Read
+/// outside a host (the checker), it stays at the last simulated time it saw.
+struct SkewedClock {
+    offset_ms: i64,
+    last: AtomicU64,
+}
+
+impl Clock for SkewedClock {
+    fn wall_ms(&self) -> u64 {
+        let elapsed = match turmoil::sim_elapsed() {
+            Some(d) => {
+                let ms = d.as_millis() as u64;
+                self.last.fetch_max(ms, Ordering::SeqCst);
+                ms
+            }
+            None => self.last.load(Ordering::SeqCst),
+        };
+        (START_MS + elapsed).saturating_add_signed(self.offset_ms)
+    }
+}
+
+/// Dials peers over the simulated network.
+struct SimDialer;
+
+impl Dialer for SimDialer {
+    fn dial<'a>(
+        &'a self,
+        authority: &'a str,
+    ) -> Pin<Box<dyn Future<Output = io::Result<Box<dyn Conn>>> + Send + 'a>> {
+        Box::pin(async move {
+            let stream =
+                tokio::time::timeout(CONNECT_TIMEOUT, turmoil::net::TcpStream::connect(authority))
+                    .await
+                    .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+            Ok(Box::new(stream) as Box<dyn Conn>)
+        })
+    }
+}
+
+/// A simulated listener, as axum serves it.
+struct SimListener(turmoil::net::TcpListener);
+
+impl axum::serve::Listener for SimListener {
+    type Io = turmoil::net::TcpStream;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        loop {
+            match self.0.accept().await {
+                Ok(accepted) => return accepted,
+                Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        self.0.local_addr()
+    }
+}
+
+/// Aborts a spawned task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// What the client and the schedule share.
+#[derive(Default)]
+struct Shared {
+    history: History,
+    sync_acknowledged: Vec<String>,
+    trace: Vec<String>,
+    healed: bool,
+}
+
+type SharedRef = Arc<Mutex<Shared>>;
+
+fn lock(shared: &SharedRef) -> std::sync::MutexGuard<'_, Shared> {
+    // invariant: nothing panics while holding the lock (a panic fails the test anyway)
+    shared
+        .lock()
+        .expect("invariant: the shared state is not poisoned")
+}
+
+/// Adds a line to the trace, stamped with the simulated time of the host running it.
+fn note(shared: &SharedRef, line: String) {
+    note_at(shared, turmoil::sim_elapsed().unwrap_or_default(), line);
+}
+
+fn note_at(shared: &SharedRef, at: Duration, line: String) {
+    lock(shared)
+        .trace
+        .push(format!("{:>7.3}s {line}", at.as_secs_f64()));
+}
+
+/// One write the client makes, as the request it sends and the operation it records.
+struct Write {
+    region: &'static str,
+    keyspace: &'static str,
+    key: String,
+    op: Op,
+    method: Method,
+    path: String,
+    content_type: &'static str,
+    body: Bytes,
+    idempotency_key: String,
+}
+
+fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
+    let json = "application/json";
+    let (keyspace, key, op, suffix, content_type, body) = match rng.random_range(0..100u32) {
+        0..20 => {
+            let by = rng.random_range(-5..=10i64);
+            let key = format!("c{}", rng.random_range(0..3));
+            let body = serde_json::json!({ "by": by }).to_string();
+            ("cnt", key, Op::Incr { by }, "/incr", json, body)
+        }
+        20..45 => {
+            let key = format!("r{}", rng.random_range(0..3));
+            if rng.random_bool(0.25) {
+                let op = Op::Delete { context: None };
+                ("reg", key, op, "", "text/plain", String::new())
+            } else {
+                let value = format!("{region}-{i}");
+                let op = Op::Put {
+                    value: Bytes::from(value.clone()),
+                    content_type: "text/plain".into(),
+                    context: None,
+                };
+                ("reg", key, op, "", "text/plain", value)
+            }
+        }
+        45..60 => {
+            let key = format!("s{}", rng.random_range(0..2));
+            let members = vec![format!("m{}", rng.random_range(0..5))];
+            let body = serde_json::json!({ "members": members }).to_string();
+            if rng.random_bool(0.6) {
+                ("tags", key, Op::Add { members }, "/add", json, body)
+            } else {
+                ("tags", key, Op::Remove { members }, "/remove", json, body)
+            }
+        }
+        60..72 => {
+            let key = format!("d{}", rng.random_range(0..2));
+            let field = format!("f{}", rng.random_range(0..4));
+            let value = if rng.random_bool(0.2) {
+                serde_json::Value::Null
+            } else {
+                serde_json::json!(i)
+            };
+            let mut fields = serde_json::Map::new();
+            fields.insert(field, value);
+            let body = serde_json::Value::Object(fields.clone()).to_string();
+            ("docs", key, Op::Patch { fields }, "", json, body)
+        }
+        72..90 => {
+            let value = format!("order-{i}");
+            let op = Op::Put {
+                value: Bytes::from(value.clone()),
+                content_type: "text/plain".into(),
+                context: None,
+            };
+            ("orders", format!("o{i}"), op, "", "text/plain", value)
+        }
+        _ => {
+            let value = format!("PINNED-{region}-{i}");
+            let op = Op::Put {
+                value: Bytes::from(value.clone()),
+                content_type: "text/plain".into(),
+                context: None,
+            };
+            ("pinned", "p0".to_string(), op, "", "text/plain", value)
+        }
+    };
+    let method = match &op {
+        Op::Put { .. } => Method::PUT,
+        Op::Delete { .. } => Method::DELETE,
+        Op::Patch { .. } => Method::PATCH,
+        _ => Method::POST,
+    };
+    Write {
+        region,
+        keyspace,
+        path: format!("/v1/kv/{keyspace}/{key}{suffix}"),
+        key,
+        op,
+        method,
+        content_type,
+        body: Bytes::from(body),
+        idempotency_key: format!("w{i}"),
+    }
+}
+
+/// One HTTP exchange with `w.region`'s node; an error means no answer (outcome unknown).
+async fn send(w: &Write) -> Result<(StatusCode, HeaderMap, Bytes), String> {
+    let exchange = async {
+        let io = turmoil::net::TcpStream::connect((w.region, PORT))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("handshake: {e}"))?;
+        let _driver = AbortOnDrop(tokio::spawn(async move {
+            let _ = conn.await;
+        }));
+        let req = Request::builder()
+            .method(w.method.clone())
+            .uri(&w.path)
+            .header(HOST, w.region)
+            .header(CONTENT_TYPE, w.content_type)
+            .header("idempotency-key", &w.idempotency_key)
+            .body(Full::new(w.body.clone()))
+            .map_err(|e| e.to_string())?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| format!("request: {e}"))?;
+        let (parts, body) = resp.into_parts();
+        let body = body
+            .collect()
+            .await
+            .map_err(|e| format!("body: {e}"))?
+            .to_bytes();
+        Ok((parts.status, parts.headers, body))
+    };
+    tokio::time::timeout(ATTEMPT_TIMEOUT, exchange)
+        .await
+        .map_err(|_| "no answer in time".to_string())?
+}
+
+/// Sends `w` until it is answered (acknowledged or refused), records an acknowledgement, and
+/// checks that a sync write was on a quorum of stores when acknowledged.
+async fn write_until_answered(
+    w: Write,
+    stores: Vec<Store>,
+    shared: SharedRef,
+) -> Result<(), String> {
+    let what = format!("{}: {} {}", w.region, w.method, w.path);
+    loop {
+        match send(&w).await {
+            Ok((status, headers, _)) if status.is_success() => {
+                if w.keyspace == "pinned" && w.region != EU {
+                    return Err(format!("{what} accepted a write to a key pinned to {EU}"));
+                }
+                let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+                let etag = header(ETAG.as_str()).map(|e| e.trim_matches('"'));
+                let session = header("meridian-session");
+                note(&shared, format!("{what} -> {status} etag {etag:?}"));
+                if w.keyspace == "orders" {
+                    let dk = meridian_node::keys::data_key("orders", &w.key);
+                    let holders = stores
+                        .iter()
+                        .filter(|s| matches!(s.get(Table::Data, &dk), Ok(Some(_))))
+                        .count();
+                    if holders < 2 {
+                        return Err(format!(
+                            "{what} acknowledged while {holders} region(s) held it (quorum 2)"
+                        ));
+                    }
+                }
+                let mut s = lock(&shared);
+                if w.keyspace == "orders" {
+                    s.sync_acknowledged.push(w.key.clone());
+                }
+                return s.history.record(Acknowledged {
+                    region: w.region,
+                    keyspace: w.keyspace,
+                    key: w.key.clone(),
+                    op: w.op.clone(),
+                    etag,
+                    session,
+                    seen: None,
+                });
+            }
+            Ok((status, _, body))
+                if w.keyspace == "pinned"
+                    && w.region != EU
+                    && status.is_client_error()
+                    && String::from_utf8_lossy(&body).contains("\"residency\"") =>
+            {
+                note(&shared, format!("{what} -> {status} (residency)"));
+                return Ok(());
+            }
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _, _)) => {
+                note(&shared, format!("{what} -> 503, retrying"));
+            }
+            Ok((status, _, body)) => {
+                return Err(format!(
+                    "{what} answered {status}: {}",
+                    String::from_utf8_lossy(&body)
+                ));
+            }
+            Err(e) => note(&shared, format!("{what} -> {e}, retrying")),
+        }
+        tokio::time::sleep(RETRY_AFTER).await;
+    }
+}
+
+/// The client: writes through the schedule, then waits for the heal and for every answer.
+async fn client(
+    seed: u64,
+    regions: Vec<&'static str>,
+    stores: Vec<Store>,
+    shared: SharedRef,
+) -> turmoil::Result {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xc11e47);
+    let gap_ms = CHAOS.as_millis() as u64 / WRITES as u64;
+    let mut tasks = Vec::new();
+    for i in 0..WRITES {
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..2 * gap_ms))).await;
+        let region = regions[rng.random_range(0..regions.len())];
+        let w = random_write(&mut rng, i, region);
+        tasks.push(tokio::spawn(write_until_answered(
+            w,
+            stores.clone(),
+            Arc::clone(&shared),
+        )));
+    }
+    while !lock(&shared).healed {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for t in tasks {
+        t.await??;
+    }
+    Ok(())
+}
+
+/// The data of every replica, pinned keys aside, at simulated time `elapsed`.
+fn states(
+    topology: &meridian_core::config::Topology,
+    stores: &[Store],
+    elapsed: Duration,
+) -> Result<Vec<State>, String> {
+    let now = Timestamp::from_parts(START_MS + elapsed.as_millis() as u64, 0);
+    stores
+        .iter()
+        .map(|s| {
+            let mut st = meridian_sim::state(topology, s, now)?;
+            st.remove("pinned");
+            Ok(st)
+        })
+        .collect()
+}
+
+/// What a passing run did.
+struct Ran {
+    writes: usize,
+    sync_acknowledged: usize,
+    faults: usize,
+    converged_after: Duration,
+}
+
+/// Runs one seeded simulation of `n` regions; on failure, the message and the trace.
+fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
+    let shared: SharedRef = Arc::default();
+    let fail = |message: String, shared: &SharedRef| {
+        let trace = lock(shared).trace.clone();
+        (message, trace)
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let regions: Vec<&'static str> = REGIONS.iter().take(n).copied().collect();
+    let topology = Arc::new(meridian_sim::topology_with(n, SYNC_TIMEOUT));
+    let stores: Vec<Store> = regions
+        .iter()
+        .map(|_| Store::in_memory(StoreOptions::default()))
+        .collect();
+    let peer_urls: BTreeMap<String, String> = regions
+        .iter()
+        .map(|r| (r.to_string(), format!("http://{r}:{PORT}")))
+        .collect();
+    let mut sim = turmoil::Builder::new()
+        .rng_seed(seed)
+        .simulation_duration(CHAOS + SETTLE)
+        .min_message_latency(Duration::from_millis(1))
+        .max_message_latency(MAX_LATENCY)
+        .build();
+    for (i, region) in regions.iter().copied().enumerate() {
+        let offset_ms = rng.random_range(-MAX_SKEW_MS..=MAX_SKEW_MS);
+        note_at(
+            &shared,
+            Duration::ZERO,
+            format!("{region}: clock skew {offset_ms} ms"),
+        );
+        let store = stores[i].clone();
+        let topology = Arc::clone(&topology);
+        let config = NodeConfig {
+            secret: None,
+            peer_urls: peer_urls.clone(),
+        };
+        sim.host(region, move || {
+            let store = store.clone();
+            let topology = Arc::clone(&topology);
+            let config = config.clone();
+            async move {
+                // Whatever the crashed incarnation had handed the store commits first, as it
+                // would have reached the disk before the process died.
+                store.transact(|_| ()).await?;
+                let clock = SkewedClock {
+                    offset_ms,
+                    last: AtomicU64::new(0),
+                };
+                let node = Node::new(topology, region, store, Arc::new(clock), config)?;
+                let listener = turmoil::net::TcpListener::bind(("0.0.0.0", PORT)).await?;
+                let background = Background {
+                    dialer: Arc::new(SimDialer),
+                    digest_repair: false,
+                };
+                meridian_node::serve_on(
+                    node,
+                    SimListener(listener),
+                    &background,
+                    std::future::pending(),
+                )
+                .await?;
+                Ok(())
+            }
+        });
+    }
+    sim.client(
+        "client",
+        client(seed, regions.clone(), stores.clone(), Arc::clone(&shared)),
+    );
+
+    let max_down = n / 2;
+    let mut down: Vec<&'static str> = Vec::new();
+    let mut faults = 0;
+    let mut next_fault = Duration::from_millis(500);
+    loop {
+        let now = sim.elapsed();
+        if now < CHAOS && now >= next_fault {
+            faults += 1;
+            let a = rng.random_range(0..n);
+            let b = (a + rng.random_range(1..n)) % n;
+            let (ra, rb) = (regions[a], regions[b]);
+            let line = match rng.random_range(0..100u32) {
+                0..18 => {
+                    sim.partition(ra, rb);
+                    format!("partition {ra} <-> {rb}")
+                }
+                18..36 => {
+                    sim.partition_oneway(ra, rb);
+                    format!("partition one way {ra} -> {rb}")
+                }
+                36..42 => {
+                    for other in regions.iter().filter(|r| **r != ra) {
+                        sim.partition(ra, *other);
+                    }
+                    format!("isolate {ra}")
+                }
+                42..50 => {
+                    let max = Duration::from_millis(rng.random_range(200..2_500));
+                    sim.set_link_max_message_latency(ra, rb, max);
+                    format!("slow {ra} <-> {rb}: latency up to {max:?}")
+                }
+                50..66 => {
+                    sim.repair(ra, rb);
+                    sim.set_link_max_message_latency(ra, rb, MAX_LATENCY);
+                    format!("repair {ra} <-> {rb}")
+                }
+                66..74 => {
+                    repair_all(&sim, &regions);
+                    "repair all".to_string()
+                }
+                74..86 if down.len() < max_down && !down.contains(&ra) => {
+                    sim.crash(ra);
+                    down.push(ra);
+                    format!("crash {ra}")
+                }
+                86..100 if !down.is_empty() => {
+                    let r = down.remove(rng.random_range(0..down.len()));
+                    sim.bounce(r);
+                    format!("restart {r}")
+                }
+                _ if !down.contains(&ra) => {
+                    sim.bounce(ra);
+                    format!("bounce {ra}")
+                }
+                _ => "nothing".to_string(),
+            };
+            note_at(&shared, now, line);
+            next_fault = now + Duration::from_millis(rng.random_range(200..1500));
+        }
+        if now >= CHAOS && !lock(&shared).healed {
+            repair_all(&sim, &regions);
+            for r in down.drain(..) {
+                sim.bounce(r);
+            }
+            note_at(
+                &shared,
+                now,
+                "repair all, restart every crashed host".into(),
+            );
+            lock(&shared).healed = true;
+        }
+        match sim.step() {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return Err(fail(e.to_string(), &shared)),
+        }
+    }
+    let done = "client done; running until the replicas agree".to_string();
+    note_at(&shared, sim.elapsed(), done);
+    let deadline = sim.elapsed() + SETTLE;
+    loop {
+        for _ in 0..200 {
+            if let Err(e) = sim.step() {
+                return Err(fail(e.to_string(), &shared));
+            }
+        }
+        let s = states(&topology, &stores, sim.elapsed()).map_err(|e| fail(e, &shared))?;
+        if s.iter().all(|x| *x == s[0]) {
+            break;
+        }
+        if sim.elapsed() > deadline {
+            return Err(fail(
+                format!("replicas still differ {SETTLE:?} after the client finished"),
+                &shared,
+            ));
+        }
+    }
+    let converged_after = sim.elapsed();
+    let now = Timestamp::from_parts(START_MS + converged_after.as_millis() as u64, 0);
+    let checked: Vec<Checked<'_>> = regions
+        .iter()
+        .zip(&stores)
+        .map(|(region, store)| Checked { region, store, now })
+        .collect();
+    let s = lock(&shared);
+    meridian_sim::check(&topology, &checked, &s.history, &s.sync_acknowledged)
+        .map_err(|e| (e, s.trace.clone()))?;
+    Ok(Ran {
+        writes: s.history.writes(),
+        sync_acknowledged: s.sync_acknowledged.len(),
+        faults,
+        converged_after,
+    })
+}
+
+/// Repairs every link between regions and gives each its normal latency back.
+fn repair_all(sim: &turmoil::Sim<'_>, regions: &[&'static str]) {
+    for (i, a) in regions.iter().enumerate() {
+        for b in &regions[i + 1..] {
+            sim.repair(*a, *b);
+            sim.set_link_max_message_latency(*a, *b, MAX_LATENCY);
+        }
+    }
+}
+
+fn seeds(regions: usize) -> (Vec<u64>, Option<Duration>) {
+    if let Ok(s) = std::env::var("MERIDIAN_TURMOIL_SEED") {
+        let seed = s.parse().expect("MERIDIAN_TURMOIL_SEED must be a number");
+        return (vec![seed], None);
+    }
+    let base = regions as u64 * 1_000_000;
+    match std::env::var("MERIDIAN_TURMOIL_SEEDS") {
+        Ok(count) => {
+            let count: u64 = count
+                .parse()
+                .expect("MERIDIAN_TURMOIL_SEEDS must be a number");
+            ((base + 1..=base + count).collect(), None)
+        }
+        Err(_) => ((base + 1..=base + CI_SEEDS).collect(), Some(CI_BUDGET)),
+    }
+}
+
+/// Stamps log lines with simulated time.
+struct SimTime;
+
+impl tracing_subscriber::fmt::time::FormatTime for SimTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        let at = turmoil::sim_elapsed().unwrap_or_default();
+        write!(w, "{:>7.3}s", at.as_secs_f64())
+    }
+}
+
+/// With `MERIDIAN_TURMOIL_LOG` set (a filter such as `meridian_node=info`), the nodes' logs
+/// go to stderr, stamped with simulated time and the host that logged them.
+fn log() {
+    if let Ok(filter) = std::env::var("MERIDIAN_TURMOIL_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(format!(
+                "{filter},turmoil=info"
+            )))
+            .with_timer(SimTime)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+}
+
+fn batch(regions: usize) {
+    log();
+    let (seeds, budget) = seeds(regions);
+    let started = Instant::now();
+    let (mut ran, mut writes, mut sync_acknowledged, mut faults) = (0, 0, 0, 0);
+    for seed in seeds {
+        if ran > 0 && budget.is_some_and(|b| started.elapsed() > b) {
+            break;
+        }
+        match simulate(seed, regions) {
+            Ok(r) => {
+                ran += 1;
+                writes += r.writes;
+                sync_acknowledged += r.sync_acknowledged;
+                faults += r.faults;
+                eprintln!(
+                    "seed {seed}: {} writes acknowledged, {} sync, {} faults, converged at {:?}",
+                    r.writes, r.sync_acknowledged, r.faults, r.converged_after
+                );
+            }
+            Err((message, trace)) => {
+                let all = std::env::var("MERIDIAN_TURMOIL_TRACE").is_ok();
+                let skip = if all {
+                    0
+                } else {
+                    trace.len().saturating_sub(40)
+                };
+                let tail: Vec<String> = trace.into_iter().skip(skip).collect();
+                panic!(
+                    "turmoil simulation seed {seed} ({regions} regions) failed: {message}\nreplay: MERIDIAN_TURMOIL_SEED={seed} MERIDIAN_TURMOIL_TRACE=1 cargo test -p meridian-sim --test turmoil {}\nlast steps:\n  {}",
+                    if regions == 3 { "three" } else { "five" },
+                    tail.join("\n  ")
+                );
+            }
+        }
+    }
+    assert!(ran > 0, "no seed ran");
+    assert!(
+        sync_acknowledged > 0,
+        "the batch must acknowledge sync writes"
+    );
+    eprintln!(
+        "{ran} turmoil seeds of {regions} regions passed in {:?}: {writes} writes acknowledged ({sync_acknowledged} sync), {faults} faults",
+        started.elapsed()
+    );
+}
+
+#[test]
+fn three_regions_converge_over_real_links_under_partitions_and_crashes() {
+    batch(3);
+}
+
+#[test]
+fn five_regions_converge_over_real_links_under_partitions_and_crashes() {
+    batch(5);
+}
