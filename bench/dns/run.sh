@@ -38,7 +38,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
   PIDS+=($!)
 done
 MERIDIAN_LOG=warn "$BIN" edge --config "$RUN/topology.toml" --edge bench 2>>"$RUN/edge.err" &
-PIDS+=($!)
+PIDS+=($!); EDGE_PID=$!
 for _ in $(seq 1 100); do kdig +short +time=1 +retry=0 @127.0.0.1 -p 15354 www.example.test A >/dev/null 2>&1 && break; sleep 0.1; done
 kdig +short +time=1 +retry=0 @127.0.0.1 -p 15354 www.example.test A | grep -q 192.0.2.2 \
   || { echo "meridian edge does not answer DNS:"; cat "$RUN/edge.err"; exit 1; }
@@ -59,9 +59,17 @@ cp "$PEERS/gdnsd/zones/"* "$GD/etc/zones/"
 cp "$RUN/GeoIP2-City-Test.mmdb" "$GD/etc/geoip/"
 gdnsd -c "$GD/etc" checkconf >/dev/null 2>"$GD/checkconf.log" || { cat "$GD/checkconf.log"; exit 1; }
 gdnsd -c "$GD/etc" start 2>"$GD/gdnsd.log" &
-PIDS+=($!)
+PIDS+=($!); GDNSD_PID=$!
 for _ in $(seq 1 50); do kdig +short +time=1 +retry=0 @127.0.0.1 -p 15353 www.example.test A >/dev/null 2>&1 && break; sleep 0.1; done
 declare -A PORT=([meridian]=15354 [gdnsd]=15353)
+declare -A SERVER_PID=([meridian]=$EDGE_PID [gdnsd]=$GDNSD_PID)
+cpu_ticks() { # CPU ticks (1/100 s, user + system) of a process and its direct children
+  local t=0 p
+  for p in "$1" $(pgrep -P "$1" || true); do
+    [ -r "/proc/$p/stat" ] && t=$(( t + $(awk '{print $14+$15}' "/proc/$p/stat") ))
+  done
+  echo "$t"
+}
 echo "# machine: $(nproc) cores, load $(cut -d' ' -f1-3 /proc/loadavg), $(date -u +%FT%TZ)"
 echo "## answers (meridian | gdnsd)"
 for kv in none GB=81.2.69.160/27 US=216.160.83.56/29 SE=89.160.20.128/25 SG=214.0.0.0/24 CN=175.16.199.0/24; do
@@ -86,25 +94,28 @@ for s in meridian gdnsd; do
 done
 UT=$(awk -F' *= *' '$1 == "udp_threads" {print $2}' "$HERE/topology.toml")
 echo "## dnsperf ${DUR}s, -c $CL -T 1 -q $Q; UDP threads: meridian ${UT:-one per core}, gdnsd 1"
-echo "# qps, avg_ms, lost: the peak runs, $ROUNDS per server taken in turns (the order flips each"
-echo "# round), the run with the median qps. p99_peak_ms: a further run with -v (every answer's"
+echo "# qps, avg_ms, lost, cpu_us_per_q (the server's CPU, user + system, per answered query):"
+echo "# the peak runs, $ROUNDS per server taken in turns (the order flips each round), the run with"
+echo "# the median qps. p99_peak_ms: a further run with -v (every answer's"
 echo "# latency printed, which slows dnsperf itself: its qps is v_qps). p99_70_ms: a -v run paced"
 echo "# with -Q at 70% of the lower of the two peaks (rate70), the same offered rate for both."
-printf 'workload\tserver\tqps\tavg_ms\tlost\tv_qps\tp99_peak_ms\trate70\tqps70\tp99_70_ms\truns_qps\n'
+printf 'workload\tserver\tqps\tavg_ms\tlost\tcpu_us_per_q\tv_qps\tp99_peak_ms\trate70\tqps70\tp99_70_ms\truns_qps\n'
 workload() { # label datafile [extra dnsperf args]
   local label=$1 df=$2; shift 2
-  declare -A qps avg lost vq p99p q70 p9970 runs
-  local s out r order line
+  declare -A qps avg lost cpu vq p99p q70 p9970 runs
+  local s out r order line c0 c1
   for ((r = 0; r < ROUNDS; r++)); do
     order="meridian gdnsd"; (( r % 2 )) && order="gdnsd meridian"
     for s in $order; do
+      c0=$(cpu_ticks "${SERVER_PID[$s]}")
       out=$(perf "$s" "$df" "$@")
-      runs[$s]+="$(awk '/Queries per second/{printf "%d", $4}' <<<"$out") $(awk '/Average Latency/{print $4 * 1000}' <<<"$out") $(awk '/Queries lost/{print $3}' <<<"$out")"$'\n'
+      c1=$(cpu_ticks "${SERVER_PID[$s]}")
+      runs[$s]+="$(awk '/Queries per second/{printf "%d", $4}' <<<"$out") $(awk '/Average Latency/{print $4 * 1000}' <<<"$out") $(awk '/Queries lost/{print $3}' <<<"$out") $(awk -v t=$((c1 - c0)) '/Queries completed/{ if ($3 > 0) printf "%.2f", t * 10000 / $3; else print "-" }' <<<"$out")"$'\n'
     done
   done
   for s in meridian gdnsd; do
     line=$(sort -n <<<"${runs[$s]%$'\n'}" | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
-    read -r qps[$s] avg[$s] lost[$s] <<<"$line"
+    read -r qps[$s] avg[$s] lost[$s] cpu[$s] <<<"$line"
     runs[$s]=$(awk '{print $1}' <<<"${runs[$s]%$'\n'}" | paste -sd,)
   done
   for s in meridian gdnsd; do
@@ -117,11 +128,11 @@ workload() { # label datafile [extra dnsperf args]
     read -r q70[$s] p9970[$s] < <(perf "$s" "$df" "$@" -v -Q "$rate" | p99)
   done
   for s in meridian gdnsd; do
-    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$s" "${qps[$s]}" "${avg[$s]}" \
-      "${lost[$s]}" "${vq[$s]}" "${p99p[$s]}" "$rate" "${q70[$s]}" "${p9970[$s]}" "${runs[$s]}"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$label" "$s" "${qps[$s]}" "${avg[$s]}" \
+      "${lost[$s]}" "${cpu[$s]}" "${vq[$s]}" "${p99p[$s]}" "$rate" "${q70[$s]}" "${p9970[$s]}" "${runs[$s]}"
   done
-  awk -v l="$label" -v m="${qps[meridian]}" -v g="${qps[gdnsd]}" \
-    'BEGIN { printf "%s\tratio\t%.2f\n", l, m / g }'
+  awk -v l="$label" -v m="${qps[meridian]}" -v g="${qps[gdnsd]}" -v mc="${cpu[meridian]}" \
+    -v gc="${cpu[gdnsd]}" 'BEGIN { printf "%s\tratio\t%.2f\tCPU per query meridian/gdnsd %.2f\n", l, m / g, mc / gc }'
 }
 workload static-A   "$PEERS/queries-static-A.txt"
 workload mix6       "$PEERS/queries-mix.txt"
