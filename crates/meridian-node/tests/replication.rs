@@ -189,6 +189,19 @@ impl World {
         format!("{}{path}", self.nodes[region].base)
     }
 
+    /// `/v1/admin/status` of `region`, with the admin token.
+    async fn status(&self, region: &str) -> Value {
+        self.client
+            .get(self.url(region, "/v1/admin/status"))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .expect("status")
+            .json()
+            .await
+            .expect("status JSON")
+    }
+
     async fn get_json(&self, region: &str, path: &str) -> (StatusCode, Value) {
         let r = self
             .client
@@ -311,12 +324,7 @@ async fn every_type_converges_in_every_region() {
     // backed off), reports the bytes it carried, and the peers acknowledge everything.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let r = c
-            .get(w.url("us-east-1", "/v1/admin/status"))
-            .bearer_auth(SECRET)
-            .send()
-            .await;
-        let status: Value = r.unwrap().json().await.unwrap();
+        let status = w.status("us-east-1").await;
         let up = ["eu-west-1", "ap-southeast-1"].iter().all(|p| {
             status["peers"][p]["state"] == "up"
                 && status["peers"][p]["bytes_sent"].as_u64().unwrap_or(0) > 0
@@ -592,13 +600,7 @@ async fn concurrent_overwrites_converge_and_are_reported() {
     );
     let mut in_status = 0;
     for r in ["us-east-1", "eu-west-1"] {
-        let resp = c
-            .get(w.url(r, "/v1/admin/status"))
-            .bearer_auth(SECRET)
-            .send()
-            .await
-            .unwrap();
-        let v: Value = resp.json().await.unwrap();
+        let v = w.status(r).await;
         in_status += v["conflicts"]["reg"].as_u64().unwrap_or(0);
     }
     assert_eq!(
@@ -831,13 +833,7 @@ async fn every_write_crosses_each_link_once() {
         .await
         .unwrap();
     w.converged("/v1/kv/cnt/marker", &json!(1)).await;
-    let r = c
-        .get(w.url("ap-southeast-1", "/v1/admin/status"))
-        .bearer_auth(SECRET)
-        .send()
-        .await
-        .unwrap();
-    let status: Value = r.json().await.unwrap();
+    let status = w.status("ap-southeast-1").await;
     let from_us = status["peers"]["us-east-1"]["bytes_received"]
         .as_u64()
         .unwrap();
@@ -1328,15 +1324,7 @@ async fn stream_version_is_negotiated() {
     }
     w.converged("/v1/kv/cnt/negotiated", &json!(3)).await;
     for r in REGIONS {
-        let status: Value = c
-            .get(w.url(r, "/v1/admin/status"))
-            .bearer_auth(SECRET)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let status = w.status(r).await;
         for p in REGIONS.iter().filter(|p| **p != r) {
             assert_eq!(status["peers"][p]["wire_version"], json!(2), "{status}");
         }

@@ -134,6 +134,27 @@ fn target(addr: SocketAddr) -> Target {
     }
 }
 
+/// Sends two GETs to a backend answering `answer` to each (closing after it when `close`):
+/// both bodies are `want`, and the second request needed a connection of its own.
+async fn twice_on_new_connections(answer: &'static [u8], close: bool, want: &str) {
+    let (addr, _, mut conns) = scripted(vec![answer].leak(), None, close).await;
+    let key = new_key();
+    for _ in 0..2 {
+        let (_, body) = exchange(key, addr, get("a")).await.unwrap();
+        assert_eq!(body.unwrap().to_bytes(), want);
+    }
+    assert_eq!(
+        connections(&mut conns),
+        2,
+        "the second request needed a new connection"
+    );
+}
+
+/// How many connections the backend accepted since the last call.
+fn connections(conns: &mut UnboundedReceiver<()>) -> usize {
+    std::iter::from_fn(|| conns.try_recv().ok()).count()
+}
+
 /// Sends `req` to a fresh key's backend at `addr` and collects the answer, within 5 s.
 async fn exchange(
     key: u64,
@@ -217,24 +238,13 @@ async fn a_chunked_body_with_extensions_and_trailers_is_decoded_and_reused() {
         assert_eq!(trailers["x-other"], "two");
         assert_eq!(body.to_bytes(), "hello world");
     }
-    assert!(conns.try_recv().is_ok());
-    assert!(conns.try_recv().is_err(), "one connection served both");
+    assert_eq!(connections(&mut conns), 1, "one connection served both");
 }
 
 #[tokio::test]
 async fn a_body_without_length_runs_to_the_close_and_its_connection_is_not_reused() {
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n\r\nall of it";
-    let (addr, _, mut conns) = scripted(&[ANSWER], None, true).await;
-    let key = new_key();
-    for _ in 0..2 {
-        let (_, body) = exchange(key, addr, get("a")).await.unwrap();
-        assert_eq!(body.unwrap().to_bytes(), "all of it");
-    }
-    assert!(conns.try_recv().is_ok());
-    assert!(
-        conns.try_recv().is_ok(),
-        "the second request needed a new connection"
-    );
+    twice_on_new_connections(ANSWER, true, "all of it").await;
 }
 
 #[tokio::test]
@@ -258,8 +268,7 @@ async fn head_204_and_304_answers_have_no_body_and_keep_the_connection() {
     }
     let (_, body) = exchange(key, addr, get("a")).await.unwrap();
     assert_eq!(body.unwrap().to_bytes(), "ok");
-    assert!(conns.try_recv().is_ok());
-    assert!(conns.try_recv().is_err(), "one connection served all four");
+    assert_eq!(connections(&mut conns), 1, "one connection served all four");
 }
 
 #[tokio::test]
@@ -340,9 +349,9 @@ async fn a_partly_read_body_does_not_return_its_connection() {
         .await
         .unwrap();
     assert_eq!(again.headers()[header::TRANSFER_ENCODING], "chunked");
-    assert!(conns.try_recv().is_ok());
-    assert!(
-        conns.try_recv().is_ok(),
+    assert_eq!(
+        connections(&mut conns),
+        2,
         "the second request needed a new connection"
     );
 }
@@ -416,17 +425,7 @@ async fn malformed_answers_are_errors() {
 async fn content_length_with_transfer_encoding_is_chunked_and_not_reused() {
     const ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 99\r\n\
         transfer-encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n";
-    let (addr, _, mut conns) = scripted(&[ANSWER], None, false).await;
-    let key = new_key();
-    for _ in 0..2 {
-        let (_, body) = exchange(key, addr, get("a")).await.unwrap();
-        assert_eq!(body.unwrap().to_bytes(), "ok");
-    }
-    assert!(conns.try_recv().is_ok());
-    assert!(
-        conns.try_recv().is_ok(),
-        "the second request needed a new connection"
-    );
+    twice_on_new_connections(ANSWER, false, "ok").await;
 }
 
 #[tokio::test]
@@ -448,11 +447,7 @@ async fn http_1_0_answers_keep_the_connection_only_when_asked() {
             // second request must not go on it.
             assert_eq!(out.unwrap().1.unwrap().to_bytes(), "ok");
         }
-        let mut n = 0;
-        while conns.try_recv().is_ok() {
-            n += 1;
-        }
-        assert_eq!(n, conns_wanted);
+        assert_eq!(connections(&mut conns), conns_wanted);
     }
 }
 
@@ -465,9 +460,9 @@ async fn a_connection_with_bytes_after_its_answer_is_not_reused() {
         let (_, body) = exchange(key, addr, get("a")).await.unwrap();
         assert_eq!(body.unwrap().to_bytes(), "ok");
     }
-    assert!(conns.try_recv().is_ok());
-    assert!(
-        conns.try_recv().is_ok(),
+    assert_eq!(
+        connections(&mut conns),
+        2,
         "the second request needed a new connection"
     );
 }
@@ -502,9 +497,9 @@ async fn a_connection_idle_a_while_that_received_data_is_not_reused() {
     tokio::time::sleep(PROBE_AFTER + Duration::from_millis(200)).await;
     let (_, body) = exchange(key, addr, get("a")).await.unwrap();
     assert_eq!(body.unwrap().to_bytes(), "ok");
-    assert!(conns.try_recv().is_ok());
-    assert!(
-        conns.try_recv().is_ok(),
+    assert_eq!(
+        connections(&mut conns),
+        2,
         "the second request needed a new connection"
     );
 }
@@ -597,9 +592,9 @@ async fn switching_protocols_is_passed_on_without_body_and_ends_the_connection()
         assert_eq!(resp.status(), 101);
         assert!(body.unwrap().to_bytes().is_empty());
     }
-    assert!(conns.try_recv().is_ok());
-    assert!(
-        conns.try_recv().is_ok(),
+    assert_eq!(
+        connections(&mut conns),
+        2,
         "the second request needed a new connection"
     );
 }
