@@ -95,6 +95,47 @@ impl Backend for Fake {
     }
 }
 
+/// `meridian_dns::serve` over `b` on loopback sockets of its own.
+struct Server {
+    udp: std::net::SocketAddr,
+    tcp: std::net::SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Server {
+    async fn start(b: &Arc<Fake>) -> Server {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (ua, ta) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(meridian_dns::serve(
+            Arc::new(Authority::new()),
+            b.clone(),
+            udp,
+            tcp,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Server {
+            udp: ua,
+            tcp: ta,
+            stop,
+            task,
+        }
+    }
+
+    /// Stops the server and waits (at most 5 s) until it has.
+    async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), self.task)
+            .await
+            .expect("server stops")
+            .unwrap();
+    }
+}
+
 fn query(name: &str, t: RecordType) -> Vec<u8> {
     let mut m = Message::new(7, MessageType::Query, OpCode::Query);
     m.add_query(Query::query(Name::from_ascii(name).unwrap(), t));
@@ -227,19 +268,8 @@ fn explain_says_why() {
 #[tokio::test]
 async fn serves_udp_and_tcp_and_a_stalled_client_blocks_no_one() {
     let b = Fake::new();
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (ua, ta) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(meridian_dns::serve(
-        Arc::new(Authority::new()),
-        b.clone(),
-        udp,
-        tcp,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = Server::start(&b).await;
+    let (ua, ta) = (server.udp, server.tcp);
 
     // A TCP client that sends half a length prefix and stalls.
     let mut stalled = tokio::net::TcpStream::connect(ta).await.unwrap();
@@ -281,11 +311,7 @@ async fn serves_udp_and_tcp_and_a_stalled_client_blocks_no_one() {
     }
     assert_eq!(codes, [ResponseCode::NoError, ResponseCode::NXDomain]);
 
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("server stops")
-        .unwrap();
+    server.stop().await;
     drop(stalled);
 }
 
@@ -295,19 +321,8 @@ async fn serves_udp_and_tcp_and_a_stalled_client_blocks_no_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_udp_burst_is_answered_like_the_reference_builder() {
     let b = Fake::new();
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let tcp = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let ua = udp.local_addr().unwrap();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(meridian_dns::serve(
-        Arc::new(Authority::new()),
-        b.clone(),
-        udp,
-        tcp,
-        async move {
-            let _ = stop_rx.await;
-        },
-    ));
+    let server = Server::start(&b).await;
+    let ua = server.udp;
     let reference = Authority::new();
     let clients = [
         std::net::UdpSocket::bind("127.0.0.1:0").unwrap(),
@@ -374,11 +389,7 @@ async fn a_udp_burst_is_answered_like_the_reference_builder() {
             "nothing more for client {c}"
         );
     }
-    stop_tx.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), server)
-        .await
-        .expect("server stops")
-        .unwrap();
+    server.stop().await;
 }
 
 /// Two servers never share a UDP port: binding where another socket is bound fails, even when

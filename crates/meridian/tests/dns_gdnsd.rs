@@ -40,7 +40,7 @@
 
 mod support;
 
-use support::dns::{App, Dig, Kill, dig, dig_available, free_port};
+use support::dns::{App, Dig, Kill, dig, dig_available, edge_command, free_port};
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -471,15 +471,7 @@ fn same_answers_as_gdnsd() {
     )
     .expect("write");
     let m_log = dir.path().join("meridian.log");
-    let edge = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "edge",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--edge",
-            "e",
-        ])
-        .stdout(Stdio::null())
+    let edge = edge_command(&cfg)
         .stderr(std::fs::File::create(&m_log).expect("log"))
         .spawn()
         .expect("spawn meridian");

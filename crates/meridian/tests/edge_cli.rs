@@ -2,9 +2,9 @@
 
 mod support;
 
-use support::dns::{Kill, free_port, start_edge};
+use support::dns::{Kill, edge_command, free_port, start_edge};
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 fn ctl(admin: &str, token: &str, args: &[&str]) -> (i32, String, String) {
@@ -175,17 +175,8 @@ fn edge_on_one_thread_proxies_and_zero_threads_is_refused() {
     std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
     std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
     let edge = |threads: &str| {
-        Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args([
-                "edge",
-                "--config",
-                cfg.to_str().expect("utf8"),
-                "--edge",
-                "e",
-            ])
+        edge_command(&cfg)
             .args(["--threads", threads])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
             .spawn()
             .expect("spawn")
     };

@@ -23,22 +23,25 @@ impl Drop for Kill {
     }
 }
 
-/// `meridian edge --config <cfg> --edge e` as a child process, its output discarded; killed
-/// when the returned guard drops.
+/// The command `meridian edge --config <cfg> --edge e`, its output discarded (a caller may
+/// redirect it or add arguments).
+pub fn edge_command(cfg: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_meridian"));
+    c.args([
+        "edge",
+        "--config",
+        cfg.to_str().expect("utf8"),
+        "--edge",
+        "e",
+    ])
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
+    c
+}
+
+/// [`edge_command`] as a child process, killed when the returned guard drops.
 pub fn start_edge(cfg: &std::path::Path) -> Kill {
-    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args([
-            "edge",
-            "--config",
-            cfg.to_str().expect("utf8"),
-            "--edge",
-            "e",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn the edge");
-    Kill(child)
+    Kill(edge_command(cfg).spawn().expect("spawn the edge"))
 }
 
 /// A stand-in app backend: answers every HTTP request 200 and closes; stopping it closes the
