@@ -145,7 +145,7 @@ async fn run(args: Args) -> Result<(), String> {
     let wan_after = wan_bytes(&control).await?;
     let commits_after = commit_buckets(&bench).await?;
     report_counts(&counts, secs);
-    report_lag(&bench, &regions, &keys_a, &delays);
+    report_lag(&bench, &keys_a, &delays);
     report_commits(&commits_before, &commits_after);
     let ops = keys_a.len() as f64;
     let sent = (bytes_after - bytes_before) as f64;
@@ -427,12 +427,7 @@ fn pct(sorted: &[f64], p: f64) -> f64 {
     sorted[i]
 }
 
-fn report_lag(
-    bench: &Bench,
-    regions: &[String],
-    keys: &[(String, String)],
-    delays: &BTreeMap<(String, String), f64>,
-) {
+fn report_lag(bench: &Bench, keys: &[(String, String)], delays: &BTreeMap<(String, String), f64>) {
     let acks = bench.acks.lock().expect("invariant: not poisoned");
     let seen = bench.seen.lock().expect("invariant: not poisoned");
     let origin_of: HashMap<&str, &str> =
@@ -451,7 +446,6 @@ fn report_lag(
             .or_default()
             .push(ms);
     }
-    let _ = regions;
     println!("async lag (ack at origin → visible via /v1/watch in the other region):");
     println!(
         "  | link | one-way ms | n | p50 ms | p99 ms | p50 − one-way | p99 − one-way | targets +5 / +25 |"
