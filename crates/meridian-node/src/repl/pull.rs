@@ -1,15 +1,22 @@
 //! The receiving side's link to one peer: keeps a stream open from the peer, applies what
 //! arrives, reconnects with backoff, and records link state and bytes for status and metrics.
+//!
+//! Reading and applying run side by side: a reader task decodes frames as they arrive (and
+//! records the peer's heads at once), the link applies batches. While one apply commits, the
+//! batches that arrive queue up and the next apply takes all of them in one transaction, so a
+//! slow commit delays what follows by one commit, not by one commit per frame.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
+use hyper::body::Incoming;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Request, Uri};
 use hyper_util::rt::TokioIo;
-use meridian_core::wire::{FrameDecoder, FrameV1, VERSIONS};
+use meridian_core::wire::{Entry, FrameDecoder, FrameV1, VERSIONS};
+use tokio::sync::mpsc;
 
 use crate::metrics;
 
@@ -23,6 +30,10 @@ pub const MIN_BACKOFF: Duration = Duration::from_millis(100);
 pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// A stream silent for this long (the peer sends heads every second) is dead.
 pub const SILENCE: Duration = Duration::from_secs(5);
+/// Decoded batches the reader may hold before it stops reading (and TCP pushes back).
+pub const QUEUED_BATCHES: usize = 64;
+/// Most entries one apply takes from the queue; the rest wait for the next apply.
+pub const MAX_APPLY_ENTRIES: usize = 4096;
 
 /// Runs the link to `peer` at `url`, dialing through `dialer`, until the task is aborted.
 pub(crate) async fn run(node: Node, peer: String, url: String, dialer: Arc<dyn Dialer>) {
@@ -71,9 +82,10 @@ impl Target {
 }
 
 /// Aborts the task driving a client connection when the link lets go of it.
-struct ConnTask(tokio::task::JoinHandle<()>);
+/// A task that ends with the link: aborted when the link's attempt returns.
+struct LinkTask(tokio::task::JoinHandle<()>);
 
-impl Drop for ConnTask {
+impl Drop for LinkTask {
     fn drop(&mut self) {
         self.0.abort();
     }
@@ -103,7 +115,7 @@ async fn pull(
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| format!("connect: {e}"))?;
-    let _conn = ConnTask(tokio::spawn(async move {
+    let _conn = LinkTask(tokio::spawn(async move {
         // The link notices a failed connection through the request or the body.
         let _ = conn.await;
     }));
@@ -130,7 +142,7 @@ async fn pull(
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
         .unwrap_or(1);
-    let mut body = resp.into_body();
+    let body = resp.into_body();
     tracing::info!(%peer, version, "replication link up");
     node.link(peer, |l| {
         l.state = "up";
@@ -139,33 +151,82 @@ async fn pull(
     });
     metrics::link_up(peer, true);
     *backoff = MIN_BACKOFF;
-    let mut decoder = FrameDecoder::default();
-    loop {
-        let frame = tokio::time::timeout(SILENCE, body.frame())
-            .await
-            .map_err(|_| format!("no frame for {} s", SILENCE.as_secs()))?;
-        let Some(frame) = frame else { return Ok(()) };
-        let Ok(chunk) = frame.map_err(|e| format!("read: {e}"))?.into_data() else {
-            continue;
-        };
-        metrics::repl_received(peer, chunk.len() as u64);
-        node.link(peer, |l| l.bytes_received += chunk.len() as u64);
-        decoder.push(&chunk);
-        while let Some(frame) = decoder.next_frame().map_err(|e| e.to_string())? {
-            match frame.into_message() {
-                FrameV1::Batch(entries) => {
-                    let applied = super::apply::apply_batch(node, entries).await?;
-                    for c in applied.changes {
-                        node.publish_change(c);
-                    }
-                    if let Some(origin) = applied.gap {
-                        return Err(format!("gap in the entries of {origin}; resyncing"));
-                    }
+    let (queue, mut batches) = mpsc::channel(QUEUED_BATCHES);
+    let _reader = LinkTask(tokio::spawn(read(
+        node.clone(),
+        peer.to_string(),
+        body,
+        queue,
+    )));
+    while let Some(first) = batches.recv().await {
+        let mut entries = first?;
+        let mut ended = None;
+        while entries.len() < MAX_APPLY_ENTRIES {
+            match batches.try_recv() {
+                Ok(Ok(more)) => entries.extend(more),
+                Ok(Err(e)) => {
+                    ended = Some(e);
+                    break;
                 }
-                FrameV1::Heads(vv) => node.peer_heads(peer, &vv),
+                Err(_) => break,
             }
         }
+        let applied = super::apply::apply_batch(node, entries).await?;
+        for c in applied.changes {
+            node.publish_change(c);
+        }
+        if let Some(origin) = applied.gap {
+            return Err(format!("gap in the entries of {origin}; resyncing"));
+        }
+        if let Some(e) = ended {
+            return Err(e);
+        }
     }
+    Ok(())
+}
+
+/// Reads `body`'s frames as they arrive: records the peer's heads at once and queues each
+/// batch, in order, for the link to apply. Queues the error that ends the stream, if any;
+/// a stream that ends cleanly just closes the queue.
+async fn read(
+    node: Node,
+    peer: String,
+    mut body: Incoming,
+    queue: mpsc::Sender<Result<Vec<Entry>, String>>,
+) {
+    let mut decoder = FrameDecoder::default();
+    let failed = loop {
+        let frame = match tokio::time::timeout(SILENCE, body.frame()).await {
+            Ok(Some(Ok(frame))) => frame,
+            Ok(Some(Err(e))) => break format!("read: {e}"),
+            Ok(None) => return,
+            Err(_) => break format!("no frame for {} s", SILENCE.as_secs()),
+        };
+        let Ok(chunk) = frame.into_data() else {
+            continue;
+        };
+        metrics::repl_received(&peer, chunk.len() as u64);
+        node.link(&peer, |l| l.bytes_received += chunk.len() as u64);
+        decoder.push(&chunk);
+        loop {
+            match decoder.next_frame() {
+                Ok(Some(frame)) => match frame.into_message() {
+                    FrameV1::Batch(entries) => {
+                        if queue.send(Ok(entries)).await.is_err() {
+                            return;
+                        }
+                    }
+                    FrameV1::Heads(vv) => node.peer_heads(&peer, &vv),
+                },
+                Ok(None) => break,
+                Err(e) => {
+                    let _ = queue.send(Err(e.to_string())).await;
+                    return;
+                }
+            }
+        }
+    };
+    let _ = queue.send(Err(failed)).await;
 }
 
 #[cfg(test)]
