@@ -137,15 +137,18 @@ async fn run(args: Args) -> Result<(), String> {
     println!("## async: {rate} writes/s per region for {secs} s, {VALUE_BYTES} B values");
     let bytes_before = repl_sent_bytes(&bench).await?;
     let wan_before = wan_bytes(&control).await?;
-    let commits_before = commit_buckets(&bench).await?;
+    let commits_before = histogram_buckets(&bench, "meridian_store_commit_seconds").await?;
+    let delay_before = histogram_buckets(&bench, "meridian_repl_delay_seconds").await?;
     let counts = write_phase(&bench, &regions, "a", rate, Duration::from_secs(secs)).await;
     let keys_a = acked_with(&bench, ".a.");
     drain(&bench, &regions, &keys_a).await;
     let bytes_after = repl_sent_bytes(&bench).await?;
     let wan_after = wan_bytes(&control).await?;
-    let commits_after = commit_buckets(&bench).await?;
+    let commits_after = histogram_buckets(&bench, "meridian_store_commit_seconds").await?;
+    let delay_after = histogram_buckets(&bench, "meridian_repl_delay_seconds").await?;
     report_counts(&counts, secs);
     report_lag(&bench, &keys_a, &delays);
+    report_delay(&delay_before, &delay_after, &delays);
     report_commits(&commits_before, &commits_after);
     let ops = keys_a.len() as f64;
     let sent = (bytes_after - bytes_before) as f64;
@@ -612,65 +615,128 @@ async fn repl_sent_bytes(bench: &Bench) -> Result<u64, String> {
     Ok(total as u64)
 }
 
-/// Per region: the cumulative buckets of `meridian_store_commit_seconds` (upper bound in
-/// seconds, count), ascending.
-type CommitBuckets = BTreeMap<String, Vec<(f64, f64)>>;
+/// Per (region, series labels other than `le`): the cumulative buckets of one histogram
+/// (upper bound in seconds, count), ascending.
+type Buckets = BTreeMap<(String, String), Vec<(f64, f64)>>;
 
-async fn commit_buckets(bench: &Bench) -> Result<CommitBuckets, String> {
-    let mut out = CommitBuckets::new();
+async fn histogram_buckets(bench: &Bench, metric: &str) -> Result<Buckets, String> {
+    let prefix = format!("{metric}_bucket{{");
+    let mut out = Buckets::new();
     for (region, url) in &bench.nodes {
         let text = metrics_text(bench, url).await?;
-        let mut buckets: Vec<(f64, f64)> = text
-            .lines()
-            .filter_map(|l| l.strip_prefix("meridian_store_commit_seconds_bucket{le=\""))
-            .filter_map(|l| {
-                let (le, rest) = l.split_once('"')?;
-                let le = if le == "+Inf" {
-                    f64::INFINITY
-                } else {
-                    le.parse().ok()?
-                };
-                Some((le, rest.rsplit(' ').next()?.parse().ok()?))
-            })
-            .collect();
-        buckets.sort_by(|a, b| a.0.total_cmp(&b.0));
-        out.insert(region.clone(), buckets);
+        for line in text.lines() {
+            let Some(rest) = line.strip_prefix(prefix.as_str()) else {
+                continue;
+            };
+            let Some((labels, count)) = rest.rsplit_once("} ") else {
+                continue;
+            };
+            let (mut le, mut others) = (None, Vec::new());
+            for label in labels.split(',') {
+                match label.strip_prefix("le=\"") {
+                    Some(v) => le = Some(v.trim_end_matches('"')),
+                    None => others.push(label),
+                }
+            }
+            let le = match le {
+                Some("+Inf") => f64::INFINITY,
+                Some(v) => match v.parse() {
+                    Ok(v) => v,
+                    Err(_) => continue,
+                },
+                None => continue,
+            };
+            let Ok(count) = count.trim().parse::<f64>() else {
+                continue;
+            };
+            out.entry((region.clone(), others.join(",")))
+                .or_default()
+                .push((le, count));
+        }
+    }
+    for b in out.values_mut() {
+        b.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     Ok(out)
+}
+
+/// One series' observations between two snapshots: their count, the bucket bound under which
+/// each of `quantiles` falls, and how many exceeded `over` seconds.
+fn histogram_delta(
+    before: Option<&Vec<(f64, f64)>>,
+    end: &[(f64, f64)],
+    quantiles: &[f64],
+    over: f64,
+) -> (f64, Vec<f64>, f64) {
+    let at = |i: usize, le: f64| {
+        let base = before
+            .and_then(|b| b.iter().find(|(l, _)| *l == le))
+            .map_or(0.0, |(_, c)| *c);
+        end[i].1 - base
+    };
+    let Some(&(inf, _)) = end.last() else {
+        return (0.0, vec![f64::NAN; quantiles.len()], 0.0);
+    };
+    let total = at(end.len() - 1, inf);
+    let bounds = quantiles
+        .iter()
+        .map(|q| {
+            end.iter()
+                .enumerate()
+                .find(|(i, (le, _))| at(*i, *le) >= total * q)
+                .map_or(f64::NAN, |(_, (le, _))| *le)
+        })
+        .collect();
+    let within = end
+        .iter()
+        .enumerate()
+        .find(|(_, (le, _))| *le >= over)
+        .map_or(total, |(i, (le, _))| at(i, *le));
+    (total, bounds, total - within)
 }
 
 /// The group commits (write + fsync) of each region during a phase: how many, the bucket
 /// bound their 99th percentile falls under, and how many took over 25 ms — the disk's share
 /// of the lag tail (a replicated write is visible only once its apply has committed).
-fn report_commits(before: &CommitBuckets, after: &CommitBuckets) {
+fn report_commits(before: &Buckets, after: &Buckets) {
     println!("group commits (write + fsync) per region during the phase:");
-    for (region, end) in after {
-        let start = before.get(region);
-        let at = |i: usize, le: f64| {
-            let base = start
-                .and_then(|b| b.iter().find(|(l, _)| *l == le))
-                .map_or(0.0, |(_, c)| *c);
-            end[i].1 - base
-        };
-        let Some(&(inf, _)) = end.last() else {
-            println!("  {region}: no commit histogram");
+    for (series, end) in after {
+        let (total, p, over) = histogram_delta(before.get(series), end, &[0.99], 0.025);
+        println!(
+            "  {}: {total:.0} commits, p99 ≤ {:.1} ms, {over:.0} over 25 ms",
+            series.0,
+            p[0] * 1000.0
+        );
+    }
+}
+
+/// The nodes' own view of the lag: `meridian_repl_delay_seconds` per link during a phase,
+/// from a write's HLC time at its origin until it was durably applied in the other region —
+/// no client in the path, but one bucket of resolution (a few ms).
+fn report_delay(before: &Buckets, after: &Buckets, delays: &BTreeMap<(String, String), f64>) {
+    println!(
+        "replication delay inside the nodes (written at origin → durably applied; bucket bounds):"
+    );
+    println!("  | link | one-way ms | n | p50 ≤ ms | p99 ≤ ms | p99 − one-way | target +25 |");
+    for (series, end) in after {
+        let Some(origin) = series
+            .1
+            .strip_prefix("origin=\"")
+            .map(|o| o.trim_end_matches('"'))
+        else {
             continue;
         };
-        let total = at(end.len() - 1, inf);
-        let p99 = end
-            .iter()
-            .enumerate()
-            .find(|(i, (le, _))| at(*i, *le) >= total * 0.99)
-            .map_or(f64::NAN, |(_, (le, _))| *le);
-        let within_25ms = end
-            .iter()
-            .enumerate()
-            .find(|(_, (le, _))| *le >= 0.025)
-            .map_or(total, |(i, (le, _))| at(i, *le));
+        let d = delays
+            .get(&(origin.to_string(), series.0.clone()))
+            .copied()
+            .unwrap_or(f64::NAN);
+        let (n, p, _) = histogram_delta(before.get(series), end, &[0.5, 0.99], f64::INFINITY);
+        let (p50, p99) = (p[0] * 1000.0, p[1] * 1000.0);
         println!(
-            "  {region}: {total:.0} commits, p99 ≤ {:.1} ms, {:.0} over 25 ms",
-            p99 * 1000.0,
-            total - within_25ms
+            "  | {origin} → {} | {d:.0} | {n:.0} | {p50:.0} | {p99:.0} | ≤ {:+.0} | {} |",
+            series.0,
+            p99 - d,
+            if p99 - d <= 25.0 { "met" } else { "missed" },
         );
     }
 }

@@ -123,19 +123,12 @@ mod tests {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicU64, Ordering};
 
-    use meridian_store::{Store, StoreOptions, Table};
+    use meridian_store::Table;
 
-    use crate::clock::Clock;
     use crate::input::WriteHeaders;
-    use crate::write::{Mutation, write};
-    use crate::{Node, NodeConfig, keys};
-
-    struct FakeClock(Arc<AtomicU64>);
-    impl Clock for FakeClock {
-        fn wall_ms(&self) -> u64 {
-            self.0.load(Ordering::SeqCst)
-        }
-    }
+    use crate::keys;
+    use crate::testing::{node, put};
+    use crate::write::write;
 
     const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"loc\"\ntype = \"register\"\nreplication = \"local\"\n";
 
@@ -143,33 +136,15 @@ mod tests {
     /// stay (invisible) until the tombstone rule collects them. Both announce the expiry.
     #[tokio::test]
     async fn sweeps_only_what_never_leaves_the_region() {
-        let t = Arc::new(meridian_core::config::parse("t.toml", TOPOLOGY).expect("topology"));
         let now = Arc::new(AtomicU64::new(1_700_000_000_000));
-        let store = Store::in_memory(StoreOptions::default());
-        let node = Node::new(
-            t.clone(),
-            "a",
-            store,
-            Arc::new(FakeClock(now.clone())),
-            NodeConfig::default(),
-        )
-        .expect("node");
+        let node = node(TOPOLOGY, "a", &now);
         let mut feed = node.subscribe();
         for ks in ["rep", "loc"] {
-            let m = Mutation {
-                keyspace: t.keyspace(ks).expect("ks").clone(),
-                key: "k".into(),
-                op: meridian_core::op::Op::Put {
-                    value: bytes::Bytes::from_static(b"v"),
-                    content_type: "text/plain".into(),
-                    context: None,
-                },
-                headers: WriteHeaders {
-                    ttl: Some(std::time::Duration::from_secs(1)),
-                    ..WriteHeaders::default()
-                },
-                fingerprint: 1,
+            let headers = WriteHeaders {
+                ttl: Some(std::time::Duration::from_secs(1)),
+                ..WriteHeaders::default()
             };
+            let m = put(&node, ks, "k", headers);
             write(&node, m).await.expect("write");
         }
         assert_eq!(

@@ -15,6 +15,8 @@ pub mod read;
 pub mod render;
 pub mod repl;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod write;
 
 use std::future::Future;

@@ -29,6 +29,10 @@ pub const REPL_LINK_UP: &str = "meridian_repl_link_up";
 pub const REPL_UNACKED: &str = "meridian_repl_unacked_ops";
 /// Seconds since the oldest op a peer has not acknowledged was written, by peer.
 pub const REPL_LAG: &str = "meridian_repl_lag_seconds";
+/// Seconds from a write at its origin (its HLC time) until it was durably applied here, by
+/// origin: the replication delay a reader in this region sees. Skew between the two regions'
+/// clocks adds to (or takes from) it.
+pub const REPL_DELAY: &str = meridian_telemetry::REPL_DELAY;
 /// Concurrent writes where last-writer-wins overwrote one, by keyspace.
 pub const CONFLICTS: &str = "meridian_conflicts_total";
 /// Sync writes answered `quorum_unavailable`, by keyspace.
@@ -99,6 +103,14 @@ pub fn repl_received(peer: &str, bytes: u64) {
 /// Counts one applied remote entry.
 pub fn repl_applied() {
     metrics::counter!(REPL_APPLIED).increment(1);
+}
+
+/// Records that an op written at `origin` at `written_ms` (its HLC time) was durably applied
+/// here at `applied_ms` (this node's clock); a write that seems to come from the future counts
+/// as no delay.
+pub fn repl_delay(origin: &str, written_ms: u64, applied_ms: u64) {
+    let ms = applied_ms.saturating_sub(written_ms);
+    metrics::histogram!(REPL_DELAY, "origin" => origin.to_string()).record(ms as f64 / 1000.0);
 }
 
 /// Sets the link state of `peer`.

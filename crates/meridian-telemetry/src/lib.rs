@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Histogram buckets of every `*_seconds` metric: 100 µs to 10 s.
 pub const BUCKETS: [f64; 15] = [
@@ -13,11 +13,27 @@ pub const BUCKETS: [f64; 15] = [
     10.0,
 ];
 
+/// The histogram of replication delay (`meridian_repl_delay_seconds`): from a write at its
+/// origin until it is durably applied in another region. Finer than [`BUCKETS`] where WAN
+/// delays lie (tens to hundreds of milliseconds), so a p99 read from it is within a few ms.
+pub const REPL_DELAY: &str = "meridian_repl_delay_seconds";
+
+/// Buckets of [`REPL_DELAY`]: 1 ms to 2 min; 5 ms apart from 10 to 100 ms, 10 ms apart to
+/// 160 ms, coarser beyond.
+pub const REPL_DELAY_BUCKETS: [f64; 46] = [
+    0.001, 0.002, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03, 0.035, 0.04, 0.045, 0.05, 0.055, 0.06,
+    0.065, 0.07, 0.075, 0.08, 0.085, 0.09, 0.095, 0.1, 0.11, 0.12, 0.13, 0.14, 0.15, 0.16, 0.18,
+    0.2, 0.22, 0.25, 0.275, 0.3, 0.35, 0.4, 0.5, 0.6, 0.8, 1.0, 1.5, 2.0, 5.0, 10.0, 30.0, 120.0,
+];
+
 fn handle() -> &'static PrometheusHandle {
     static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
     HANDLE.get_or_init(|| {
         let recorder = PrometheusBuilder::new()
             .set_buckets(&BUCKETS)
+            .and_then(|b| {
+                b.set_buckets_for_metric(Matcher::Full(REPL_DELAY.into()), &REPL_DELAY_BUCKETS)
+            })
             .map(PrometheusBuilder::build_recorder)
             .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
         let handle = recorder.handle();

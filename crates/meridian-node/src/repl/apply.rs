@@ -19,6 +19,8 @@ pub(crate) struct Applied {
     pub(crate) vv: VersionVector,
     pub(crate) changes: Vec<Change>,
     pub(crate) conflicts: Vec<Conflict>,
+    /// The origin and HLC time (ms) of every op applied, for the replication delay metric.
+    pub(crate) written: Vec<(String, u64)>,
     /// An origin whose next entry was not the one expected: the stream must restart from the
     /// applied version vector.
     pub(crate) gap: Option<String>,
@@ -37,6 +39,10 @@ pub(crate) async fn apply_batch(node: &Node, entries: Vec<Entry>) -> Result<Appl
         .await
         .map_err(|e| e.to_string())?;
     node.applied_remote(&applied.vv);
+    let now = node.wall_ms();
+    for (origin, ms) in &applied.written {
+        metrics::repl_delay(origin, *ms, now);
+    }
     for c in &applied.conflicts {
         metrics::conflict(&c.keyspace);
         node.conflict(c.clone());
@@ -53,6 +59,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Applied 
         vv: VersionVector::default(),
         changes: Vec::new(),
         conflicts: Vec::new(),
+        written: Vec::new(),
         gap: None,
         error: None,
     };
@@ -176,6 +183,8 @@ fn apply_op(
     {
         put_idempotency(txn, &keys::idempotency_key(&p.keyspace, idem), &stored);
     }
+    out.written
+        .push((origin.to_string(), delta_version.ts.millis()));
     out.changes.push(Change {
         keyspace: p.keyspace.clone(),
         key: p.key.clone(),
@@ -224,4 +233,64 @@ fn read_u64(txn: &Txn<'_>, key: &[u8]) -> Result<u64, String> {
         .as_deref()
         .and_then(keys::decode_u64)
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use meridian_core::version::VersionVector;
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+    use crate::input::WriteHeaders;
+    use crate::testing::{node, put};
+    use crate::write::write;
+
+    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
+
+    /// The delay metric measures from the write's HLC time at its origin to the durable apply
+    /// here: a write made at T and applied at T + 120 ms lands in the (110, 120] ms bucket.
+    #[tokio::test]
+    async fn applying_records_the_delay_since_the_write_at_its_origin() {
+        let recorder = PrometheusBuilder::new()
+            .set_buckets_for_metric(
+                Matcher::Full(super::metrics::REPL_DELAY.into()),
+                &meridian_telemetry::REPL_DELAY_BUCKETS,
+            )
+            .expect("buckets")
+            .build_recorder();
+        let handle = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+
+        let t0 = 1_700_000_000_000;
+        let (at_a, at_b) = (Arc::new(AtomicU64::new(t0)), Arc::new(AtomicU64::new(t0)));
+        let (a, b) = (node(TOPOLOGY, "a", &at_a), node(TOPOLOGY, "b", &at_b));
+        write(&a, put(&a, "rep", "k", WriteHeaders::default()))
+            .await
+            .expect("write");
+        let entries =
+            crate::repl::serve::collect(&a, "b", &mut VersionVector::default(), 10, |_| true)
+                .expect("collect");
+        assert_eq!(entries.len(), 1);
+
+        at_b.store(t0 + 120, Ordering::SeqCst);
+        let applied = super::apply_batch(&b, entries).await.expect("apply");
+        assert_eq!(applied.written.len(), 1);
+        let text = handle.render();
+        let bucket = |le: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("meridian_repl_delay_seconds_bucket{")
+                        && l.contains("origin=\"a\"")
+                        && l.contains(&format!("le=\"{le}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(
+            (bucket("0.11"), bucket("0.12")),
+            (Some(0), Some(1)),
+            "{text}"
+        );
+    }
 }

@@ -1,0 +1,48 @@
+//! What the unit tests share: in-memory nodes driven by a clock the test sets.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use meridian_store::{Store, StoreOptions};
+
+use crate::clock::Clock;
+use crate::input::WriteHeaders;
+use crate::write::Mutation;
+use crate::{Node, NodeConfig};
+
+/// A wall clock that reads what the test stored.
+pub(crate) struct FakeClock(pub(crate) Arc<AtomicU64>);
+
+impl Clock for FakeClock {
+    fn wall_ms(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// A node of `region` in `topology` (TOML), with an in-memory store and its wall clock at `clock`.
+pub(crate) fn node(topology: &str, region: &str, clock: &Arc<AtomicU64>) -> Node {
+    let t = Arc::new(meridian_core::config::parse("t.toml", topology).expect("topology"));
+    Node::new(
+        t,
+        region,
+        Store::in_memory(StoreOptions::default()),
+        Arc::new(FakeClock(clock.clone())),
+        NodeConfig::default(),
+    )
+    .expect("node")
+}
+
+/// A PUT of `v` (text/plain) to `key` of keyspace `ks` on `node`.
+pub(crate) fn put(node: &Node, ks: &str, key: &str, headers: WriteHeaders) -> Mutation {
+    Mutation {
+        keyspace: node.topology().keyspace(ks).expect("keyspace").clone(),
+        key: key.into(),
+        op: meridian_core::op::Op::Put {
+            value: bytes::Bytes::from_static(b"v"),
+            content_type: "text/plain".into(),
+            context: None,
+        },
+        headers,
+        fingerprint: 1,
+    }
+}
