@@ -694,16 +694,22 @@ async fn digest_comparison_repairs_silent_divergence() {
         meridian_node::repl::digest::digests(&eu_node, "reg").unwrap()
     );
     // Pinned keyspaces are never digested, so no digest of a pinned key leaves its zone.
-    let r = c
-        .get(w.url("us-east-1", "/v1/repl/digest/eu_only"))
-        .header(
-            "authorization",
-            meridian_node::repl::auth::header(SECRET, "eu-west-1", now_ms()),
-        )
-        .send()
+    let as_peer = |path: &str| {
+        c.get(w.url("us-east-1", path))
+            .header(
+                "authorization",
+                meridian_node::repl::auth::header(SECRET, "eu-west-1", now_ms()),
+            )
+            .send()
+    };
+    let r = as_peer("/v1/repl/digest/eu_only").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    // A page position that is not base64url is refused, saying what it should be.
+    let r = as_peer("/v1/repl/buckets/reg/0,1?after=not*base64")
         .await
         .unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(r).await.0, "bad_after");
 }
 
 /// A TTL is an absolute HLC expiry carried by the value: every region serves the key until the

@@ -3,6 +3,7 @@
 use crate::engine::{Disk, Engine};
 use crate::overlay::{KeyRange, Overlay, merge_scan};
 use crate::{Error, KeyValue, Table, Txn};
+use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -236,6 +237,34 @@ impl Store {
         };
         let view = self.inner.engine.view();
         merge_scan(view.range(table, &range), std::iter::empty(), limit)
+    }
+
+    /// Calls `f` with each committed pair of `table`, ascending by key, whose key starts with
+    /// `prefix` and is strictly greater than `after` (when given), until `f` breaks. All pairs
+    /// come from one snapshot (held until this returns) and only the current pair is held in
+    /// memory, so a scan of a whole table costs the same memory as a scan of one pair. Runs on
+    /// the caller's thread: call it from a blocking context for large tables.
+    ///
+    /// # Errors
+    /// [`Error::Read`] if the engine fails to read; the pairs before the failure were visited.
+    pub fn scan_each(
+        &self,
+        table: Table,
+        prefix: &[u8],
+        after: Option<&[u8]>,
+        mut f: impl FnMut(&[u8], &[u8]) -> ControlFlow<()>,
+    ) -> Result<(), Error> {
+        let Some(range) = KeyRange::new(prefix, after) else {
+            return Ok(());
+        };
+        let view = self.inner.engine.view();
+        for pair in view.range(table, &range) {
+            let (key, value) = pair?;
+            if f(&key, &value).is_break() {
+                break;
+            }
+        }
+        Ok(())
     }
 
     /// Runs `f` as one atomic transaction on the writer thread and returns its result once

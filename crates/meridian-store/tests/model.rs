@@ -7,6 +7,7 @@ use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
 use std::collections::BTreeMap;
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::mpsc;
@@ -255,7 +256,24 @@ fn run(ops: &[Op]) -> Result<(), TestCaseError> {
                 let expected = model.scan(*table, prefix, after.as_deref(), *limit);
                 let scan = |s: &Store| s.scan(*table, prefix, after.as_deref(), *limit);
                 prop_assert_eq!(scan(&disk).expect("scan"), expected.clone(), "disk");
-                prop_assert_eq!(scan(&memory).expect("scan"), expected, "memory");
+                prop_assert_eq!(scan(&memory).expect("scan"), expected.clone(), "memory");
+                let each = |s: &Store| {
+                    let mut out = Vec::new();
+                    s.scan_each(*table, prefix, after.as_deref(), |k, v| {
+                        if out.len() == *limit {
+                            return ControlFlow::Break(());
+                        }
+                        out.push((k.to_vec(), v.to_vec()));
+                        ControlFlow::Continue(())
+                    })
+                    .map(|()| out)
+                };
+                prop_assert_eq!(
+                    each(&disk).expect("scan_each"),
+                    expected.clone(),
+                    "disk, each"
+                );
+                prop_assert_eq!(each(&memory).expect("scan_each"), expected, "memory, each");
             }
             Op::Reopen => {
                 drop(disk);

@@ -2,15 +2,21 @@
 //! the same version — a bit flip, a restored backup, a bug). Each keyspace is cut into
 //! [`BUCKETS`] buckets by key hash; a bucket's digest is the XOR of a hash of every (key,
 //! record) in it, so it does not depend on order. Where a peer's buckets differ, this node
-//! fetches the peer's records of all of them (one request, one scan) and merges them in — merging is idempotent and
-//! commutative, so a repair never loses a write, and the peer repairs itself the same way.
+//! fetches the peer's records of all of them (pages of at most [`PAGE_BYTES`], each one scan)
+//! and merges them in — merging is idempotent and commutative, so a repair never loses a write,
+//! and the peer repairs itself the same way. Scans stream over a snapshot on the blocking pool:
+//! memory stays bounded by a page whatever the keyspace's size, and no runtime worker stalls.
 //! Keyspaces that are pinned (`residency`) or `local` are never digested: no digest of a pinned
 //! key ever leaves its zone.
 
+use std::ops::ControlFlow;
+
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use meridian_core::config::{Keyspace, Replication};
 use meridian_core::record::Record;
 use meridian_store::{KeyValue, Table};
@@ -21,6 +27,14 @@ use crate::{keys, metrics};
 
 /// Buckets per keyspace.
 pub const BUCKETS: usize = 256;
+/// Most record bytes (keys and values) in one answer of the buckets endpoint; a page that
+/// reaches it says where the next one starts.
+pub const PAGE_BYTES: usize = 4 << 20;
+/// Most pages one comparison fetches per keyspace; the next comparison goes on from scratch.
+pub const MAX_PAGES: usize = 1024;
+/// Response header of a page cut at [`PAGE_BYTES`]: the last key sent (base64url), to be
+/// given back as `?after=` for the next page.
+pub const MORE_HEADER: &str = "meridian-more-after";
 
 /// Whether a keyspace takes part in digest comparison.
 pub fn digested(ks: &Keyspace) -> bool {
@@ -35,31 +49,56 @@ fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&[&(key.len() as u64).to_le_bytes(), key, record].concat())
 }
 
-/// The bucket digests of a keyspace at this node.
+/// The bucket digests of a keyspace at this node, from one streaming scan (call it from a
+/// blocking context: it reads the whole keyspace).
 pub fn digests(node: &Node, keyspace: &str) -> Result<Vec<u64>, String> {
     let mut out = vec![0u64; BUCKETS];
     let prefix = keys::data_key(keyspace, "");
-    for (k, v) in node
-        .store()
-        .scan(Table::Data, &prefix, None, usize::MAX)
-        .map_err(|e| e.to_string())?
-    {
-        out[bucket_of(&k)] ^= entry_hash(&k, &v);
-    }
+    node.store()
+        .scan_each(Table::Data, &prefix, None, |k, v| {
+            out[bucket_of(k)] ^= entry_hash(k, v);
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
     Ok(out)
 }
 
-/// The records of `keyspace` in any of `buckets`, from one scan.
-fn bucket_entries(node: &Node, keyspace: &str, buckets: &[bool]) -> Result<Vec<KeyValue>, String> {
+/// One page of the records of `keyspace` in any of `buckets` with keys after `after`, from
+/// one streaming scan: records until their bytes reach `max_bytes` (at least one), and the
+/// last key sent when more may follow.
+fn bucket_page(
+    node: &Node,
+    keyspace: &str,
+    buckets: &[bool],
+    after: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<(Vec<KeyValue>, Option<Vec<u8>>), String> {
     let prefix = keys::data_key(keyspace, "");
-    let rows = node
-        .store()
-        .scan(Table::Data, &prefix, None, usize::MAX)
+    let (mut rows, mut bytes, mut cut) = (Vec::new(), 0, false);
+    node.store()
+        .scan_each(Table::Data, &prefix, after, |k, v| {
+            if bytes >= max_bytes {
+                cut = true;
+                return ControlFlow::Break(());
+            }
+            if buckets[bucket_of(k)] {
+                bytes += k.len() + v.len();
+                rows.push((k.to_vec(), v.to_vec()));
+            }
+            ControlFlow::Continue(())
+        })
         .map_err(|e| e.to_string())?;
-    Ok(rows
-        .into_iter()
-        .filter(|(k, _)| buckets[bucket_of(k)])
-        .collect())
+    let more = cut.then(|| rows.last().map(|(k, _)| k.clone())).flatten();
+    Ok((rows, more))
+}
+
+/// Runs `f` on the blocking pool (scans of a whole keyspace must not hold a runtime worker).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, String> + Send + 'static,
+) -> Result<T, String> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| format!("digest scan failed: {e}"))?
 }
 
 fn digested_keyspace(node: &Node, keyspace: &str) -> Result<(), ApiError> {
@@ -88,25 +127,37 @@ pub(crate) async fn digest(
     headers: HeaderMap,
     Path(ks): Path<String>,
 ) -> Response {
-    let run = || -> Result<Response, ApiError> {
+    let run = async {
         super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks)?;
-        let d = digests(&node, &ks).map_err(ApiError::internal)?;
-        Ok(octets(
+        let n = node.clone();
+        let d = blocking(move || digests(&n, &ks))
+            .await
+            .map_err(ApiError::internal)?;
+        Ok::<_, ApiError>(octets(
             postcard::to_stdvec(&d).map_err(|e| ApiError::internal(e.to_string()))?,
         ))
     };
-    run().unwrap_or_else(IntoResponse::into_response)
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// `GET /v1/repl/buckets/{keyspace}/{list}`: postcard `Vec<(data key, record)>` of the
-/// buckets in `list` (comma-separated numbers), read with one scan.
+/// Query of the buckets endpoint.
+#[derive(serde::Deserialize)]
+pub(crate) struct PageQuery {
+    /// Base64url of the last key of the previous page.
+    after: Option<String>,
+}
+
+/// `GET /v1/repl/buckets/{keyspace}/{list}?after=K`: postcard `Vec<(data key, record)>` of the
+/// buckets in `list` (comma-separated numbers) with keys after `K` (base64url), at most
+/// [`PAGE_BYTES`] of them; when cut there, [`MORE_HEADER`] names the last key sent.
 pub(crate) async fn buckets(
     State(node): State<Node>,
     headers: HeaderMap,
     Path((ks, list)): Path<(String, String)>,
+    Query(page): Query<PageQuery>,
 ) -> Response {
-    let run = || -> Result<Response, ApiError> {
+    let run = async {
         super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks)?;
         let mut wanted = vec![false; BUCKETS];
@@ -122,12 +173,31 @@ pub(crate) async fn buckets(
                 }
             }
         }
-        let rows = bucket_entries(&node, &ks, &wanted).map_err(ApiError::internal)?;
-        Ok(octets(
-            postcard::to_stdvec(&rows).map_err(|e| ApiError::internal(e.to_string()))?,
-        ))
+        let after = match page.after {
+            Some(a) => Some(URL_SAFE_NO_PAD.decode(a.as_bytes()).map_err(|e| {
+                ApiError::bad_request(
+                    "bad_after",
+                    format!("`after` is not base64url: {e}"),
+                    format!("the {MORE_HEADER} header of the previous page, as it was"),
+                )
+            })?),
+            None => None,
+        };
+        let n = node.clone();
+        let (rows, more) =
+            blocking(move || bucket_page(&n, &ks, &wanted, after.as_deref(), PAGE_BYTES))
+                .await
+                .map_err(ApiError::internal)?;
+        let mut resp =
+            octets(postcard::to_stdvec(&rows).map_err(|e| ApiError::internal(e.to_string()))?);
+        if let Some(last) = more
+            && let Ok(v) = URL_SAFE_NO_PAD.encode(last).parse()
+        {
+            resp.headers_mut().insert(MORE_HEADER, v);
+        }
+        Ok(resp)
     };
-    run().unwrap_or_else(IntoResponse::into_response)
+    run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
 /// Compares every digested keyspace with the peer at `url` and merges in the peer's records of
@@ -146,8 +216,11 @@ pub async fn compare_and_repair(
         .map(|k| k.name.clone())
         .collect();
     for ks in keyspaces {
-        let theirs: Vec<u64> = fetch(node, client, &format!("{url}/v1/repl/digest/{ks}")).await?;
-        let ours = digests(node, &ks)?;
+        let (theirs, _): (Vec<u64>, _) =
+            fetch(node, client, &format!("{url}/v1/repl/digest/{ks}")).await?;
+        let n = node.clone();
+        let name = ks.clone();
+        let ours = blocking(move || digests(&n, &name)).await?;
         let differing: Vec<String> = (0..BUCKETS)
             .filter(|b| theirs.get(*b) != ours.get(*b))
             .map(|b| b.to_string())
@@ -156,9 +229,22 @@ pub async fn compare_and_repair(
             continue;
         }
         let list = differing.join(",");
-        let rows: Vec<KeyValue> =
-            fetch(node, client, &format!("{url}/v1/repl/buckets/{ks}/{list}")).await?;
-        let n = merge_rows(node, &ks, rows).await?;
+        let mut n = 0;
+        let mut after: Option<String> = None;
+        for _ in 0..MAX_PAGES {
+            let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
+            let (rows, more): (Vec<KeyValue>, _) = fetch(
+                node,
+                client,
+                &format!("{url}/v1/repl/buckets/{ks}/{list}{query}"),
+            )
+            .await?;
+            n += merge_rows(node, &ks, rows).await?;
+            match more {
+                Some(m) => after = Some(m),
+                None => break,
+            }
+        }
         if n > 0 {
             metrics::digest_repairs(&ks, n as u64);
             tracing::warn!(keyspace = %ks, buckets = differing.len(), records = n, "digest comparison repaired divergent records");
@@ -168,11 +254,13 @@ pub async fn compare_and_repair(
     Ok(repaired)
 }
 
+/// GETs `url` as this node's replication identity: the decoded postcard body and the
+/// [`MORE_HEADER`], if any.
 async fn fetch<T: serde::de::DeserializeOwned>(
     node: &Node,
     client: &reqwest::Client,
     url: &str,
-) -> Result<T, String> {
+) -> Result<(T, Option<String>), String> {
     let resp = client
         .get(url)
         .header("authorization", super::auth_header(node))
@@ -182,8 +270,14 @@ async fn fetch<T: serde::de::DeserializeOwned>(
     if !resp.status().is_success() {
         return Err(format!("{url} answered {}", resp.status()));
     }
+    let more = resp
+        .headers()
+        .get(MORE_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
     let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-    postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))
+    let value = postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))?;
+    Ok((value, more))
 }
 
 async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
@@ -237,5 +331,73 @@ pub async fn run(node: Node, every: std::time::Duration) {
         if let Err(e) = compare_and_repair(&node, &client, url).await {
             tracing::debug!(%peer, error = %e, "digest comparison skipped");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use meridian_store::Table;
+
+    use super::{BUCKETS, bucket_of, bucket_page, digests, entry_hash};
+    use crate::input::WriteHeaders;
+    use crate::keys;
+    use crate::testing::{node, put};
+    use crate::write::write;
+
+    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
+
+    /// Paging through the buckets endpoint's scan yields every record of the wanted buckets
+    /// exactly once, in key order, whatever the page size; the digests fold the same records.
+    #[tokio::test]
+    async fn pages_cover_the_wanted_buckets_exactly_once() {
+        let node = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        for i in 0..300 {
+            let key = format!("k{i:03}");
+            write(&node, put(&node, "rep", &key, WriteHeaders::default()))
+                .await
+                .expect("write");
+        }
+        let all = node
+            .store()
+            .scan(Table::Data, &keys::data_key("rep", ""), None, usize::MAX)
+            .expect("scan");
+        let wanted: Vec<bool> = (0..BUCKETS).map(|b| b % 3 == 0).collect();
+        let expected: Vec<_> = all
+            .iter()
+            .filter(|(k, _)| wanted[bucket_of(k)])
+            .cloned()
+            .collect();
+        assert!(expected.len() > 50, "enough records to page");
+
+        for max_bytes in [1, 500, 5_000, usize::MAX] {
+            let (mut got, mut after, mut pages) = (Vec::new(), None::<Vec<u8>>, 0);
+            loop {
+                let (rows, more) =
+                    bucket_page(&node, "rep", &wanted, after.as_deref(), max_bytes).expect("page");
+                got.extend(rows);
+                pages += 1;
+                match more {
+                    Some(m) => after = Some(m),
+                    None => break,
+                }
+                assert!(pages <= all.len(), "paging ends");
+            }
+            assert_eq!(got, expected, "pages of {max_bytes} bytes");
+            if max_bytes == 1 {
+                assert!(
+                    pages >= expected.len(),
+                    "one record per page at the smallest size"
+                );
+            }
+        }
+
+        let mut folded = vec![0u64; BUCKETS];
+        for (k, v) in &all {
+            folded[bucket_of(k)] ^= entry_hash(k, v);
+        }
+        assert_eq!(digests(&node, "rep").expect("digests"), folded);
     }
 }
