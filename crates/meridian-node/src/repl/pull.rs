@@ -81,8 +81,8 @@ impl Target {
     }
 }
 
-/// Aborts the task driving a client connection when the link lets go of it.
-/// A task that ends with the link: aborted when the link's attempt returns.
+/// A task that ends with the link (the connection's driver, the frame reader): aborted when
+/// the link's attempt returns.
 struct LinkTask(tokio::task::JoinHandle<()>);
 
 impl Drop for LinkTask {
