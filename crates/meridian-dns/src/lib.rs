@@ -166,9 +166,13 @@ const CACHE_ENTRIES: usize = 4096;
 const CACHE_QUERY: usize = 512;
 
 /// Encoded UDP answers of one UDP thread, for [`Authority::handle_udp`], keyed by the query's
-/// bytes after its ID (flags, question, EDNS and Client Subnet) and the resolver address: a
-/// seeded hash of both finds the entry, which is used only when both equal its own (two keys
-/// with one hash share a slot, the newer answer replacing the older).
+/// bytes after its ID (flags, question, EDNS and Client Subnet) with the question name in
+/// lower case, and the resolver address: a seeded hash of both finds the entry, which is used
+/// only when both equal its own (two keys with one hash share a slot, the newer answer
+/// replacing the older). An answer whose records are all A, AAAA or OPT owned by the question
+/// name (a compression pointer to it) or the root serves every spelling of the name (0x20
+/// case mixing): the builder would answer the same bytes with the question as asked, which a
+/// hit copies in. Any other answer serves only the exact spelling it was built for.
 /// The reference builder ([`answer::handle`]) is a pure function of those, the zone and what
 /// the backend says (health view, state-aware TTL, GeoIP of the located address, randomness):
 /// an entry is reused only for the same zone and, for policy answers, the same health view and
@@ -186,6 +190,8 @@ pub struct UdpCache {
     seed: u64,
     /// Entries by [`UdpCache::slot`] (already a hash: the map does not hash it again).
     entries: HashMap<u64, Cached, BuildHasherDefault<Prehashed>>,
+    /// The current query's key: its bytes after the ID, the question name in lower case.
+    key: Vec<u8>,
     /// The metric counters of each cached answer (`Cached::counters` indexes here), with the
     /// hits not yet counted in them.
     counters: Vec<(Vec<::metrics::Counter>, u64)>,
@@ -261,6 +267,7 @@ impl Default for UdpCache {
             zone: None,
             seed,
             entries: HashMap::default(),
+            key: Vec::new(),
             counters: Vec::new(),
             uncounted: Vec::new(),
             batch: Batch::default(),
@@ -298,9 +305,11 @@ impl Hasher for Prehashed {
 }
 
 struct Cached {
-    /// The query bytes after the ID and the resolver address: the key (see [`UdpCache`]).
-    query: Box<[u8]>,
+    /// The query's key (see [`UdpCache::key`]) and the resolver address.
+    key: Box<[u8]>,
     resolver: IpAddr,
+    /// The query bytes after the ID as asked, when the answer serves only that spelling.
+    exact: Option<Box<[u8]>>,
     /// The response, its ID to be patched.
     bytes: Box<[u8]>,
     /// Index of the metrics the query counts in `UdpCache::counters`.
@@ -439,11 +448,20 @@ impl Authority {
             ttl: &self.ttl,
         };
         let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
-        let slot = cacheable.then(|| cache.slot(&packet[2..], resolver));
+        let name_end = question_name_end(packet);
+        if cacheable {
+            cache.key.clear();
+            cache.key.extend_from_slice(&packet[2..]);
+            if let Some(end) = name_end {
+                cache.key[10..end - 2].make_ascii_lowercase();
+            }
+        }
+        let slot = cacheable.then(|| cache.slot(&cache.key, resolver));
         if let Some(slot) = slot
             && let Some(hit) = cache.entries.get_mut(&slot)
             && hit.resolver == resolver
-            && *hit.query == packet[2..]
+            && *hit.key == *cache.key
+            && hit.exact.as_deref().is_none_or(|q| *q == packet[2..])
         {
             let fresh = match &mut hit.policy {
                 None => true,
@@ -467,6 +485,12 @@ impl Authority {
                 out.clear();
                 out.extend_from_slice(&hit.bytes);
                 out[..2].copy_from_slice(&packet[..2]);
+                if hit.exact.is_none()
+                    && let Some(end) = name_end
+                {
+                    // The question as asked (the builder echoes the query's).
+                    out[12..end].copy_from_slice(&packet[12..end]);
+                }
                 let i = hit.counters;
                 let (_, n) = &mut cache.counters[i];
                 if *n == 0 {
@@ -481,18 +505,20 @@ impl Authority {
             .zone
             .clone()
             .expect("invariant: the current zone was set above");
-        self.build_udp(&zone, live, packet, resolver, slot.map(|s| (cache, s)), out)
+        let slot = slot.map(|s| (cache, s, name_end));
+        self.build_udp(&zone, live, packet, resolver, slot, out)
     }
 
     /// The reference builder for [`Authority::handle_udp`], storing the answer in `cache` at
-    /// its slot when it may be reused (see [`UdpCache`]).
+    /// its slot (for the key in [`UdpCache::key`]; the question name ends at the offset given,
+    /// when known) when it may be reused (see [`UdpCache`]).
     fn build_udp(
         &self,
         zone: &Zone,
         live: Live<'_>,
         packet: &[u8],
         resolver: IpAddr,
-        cache: Option<(&mut UdpCache, u64)>,
+        cache: Option<(&mut UdpCache, u64, Option<usize>)>,
         out: &mut Vec<u8>,
     ) -> bool {
         let rec = Recording {
@@ -512,7 +538,7 @@ impl Authority {
         }
         out.clear();
         out.extend_from_slice(&bytes);
-        let Some((cache, slot)) = cache else {
+        let Some((cache, slot, name_end)) = cache else {
             return true;
         };
         let policy = match (rec.health.into_inner(), rec.ttl.get()) {
@@ -553,8 +579,10 @@ impl Authority {
             cache.entries.insert(
                 slot,
                 Cached {
-                    query: packet[2..].into(),
+                    key: cache.key.as_slice().into(),
                     resolver,
+                    exact: (!name_end.is_some_and(|end| any_spelling(&bytes, &packet[..end])))
+                        .then(|| packet[2..].into()),
                     bytes,
                     counters: index,
                     policy,
@@ -634,6 +662,65 @@ impl Authority {
             policy: trace.policy,
         })
     }
+}
+
+/// Where the question name of a query with one question ends (the offset after its root
+/// label); `None` when the packet has not exactly one question or its name is cut short,
+/// compressed or has a label longer than 63 bytes (so no name byte but letters is `A`-`Z`).
+fn question_name_end(packet: &[u8]) -> Option<usize> {
+    if packet.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = usize::from(*packet.get(i)?);
+        if len == 0 {
+            return Some(i + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        i += 1 + len;
+    }
+}
+
+/// Whether `response` answers every spelling of the question name alike apart from the
+/// question: it echoes the one question of `query` (given up to the end of its name) and each
+/// record is A, AAAA or OPT, owned by the root or by a compression pointer to the question name
+/// (offset 12), so no byte after the question depends on the name's case.
+fn any_spelling(response: &[u8], query: &[u8]) -> bool {
+    let name_end = query.len();
+    if response.get(12..name_end) != query.get(12..) {
+        return false;
+    }
+    let count = |at: usize| {
+        response
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(1), Some(an), Some(ns), Some(ar)) = (count(4), count(6), count(8), count(10)) else {
+        return false;
+    };
+    let mut i = name_end + 4;
+    for _ in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
+        let owner = match response.get(i) {
+            Some(0) => 1,
+            Some(0xC0) if response.get(i + 1) == Some(&12) => 2,
+            _ => return false,
+        };
+        i += owner;
+        let Some(rtype) = count(i) else {
+            return false;
+        };
+        if !matches!(rtype, 1 | 28 | 41) {
+            return false;
+        }
+        let Some(rdlength) = count(i + 8) else {
+            return false;
+        };
+        i += 10 + usize::from(rdlength);
+    }
+    i == response.len()
 }
 
 /// `addr/prefix` (host bits cleared) or a bare address (a full-length prefix) as a Client
