@@ -3,8 +3,12 @@
 # the anchor of ../shared/bench/peers/dns/ does) serve the same zone and geo mapping from the same
 # MaxMind test database, side by side; for each workload (the anchor's query files), dnsperf
 # measures one server then the other: peak qps, p99 at peak, p99 at 70 % of the lower peak.
+# Then the same workloads with both servers held to the same CPU cap (a cgroup v1 CPU quota,
+# CAP_PCT % of one core, default 30), so that the servers, not the single dnsperf thread, are
+# the bottleneck and qps measures how much each answers per CPU second.
 # Usage: bash bench/dns/run.sh [DURATION_S=10] [CLIENTS=4] [OUTSTANDING=200] [ROUNDS=3]
-# Needs (installed here if missing, as root): dnsperf gdnsd knot-dnsutils.
+# Needs (installed here if missing, as root): dnsperf gdnsd knot-dnsutils; for the capped
+# section, a writable cgroup v1 `cpu` hierarchy at /sys/fs/cgroup/cpu (else it is skipped).
 set -euo pipefail
 DUR=${1:-10}; CL=${2:-4}; Q=${3:-200}; ROUNDS=${4:-3}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -19,9 +23,11 @@ cargo build --release --quiet --manifest-path "$ROOT/Cargo.toml" -p meridian
 BIN="$TARGET/release/meridian"
 RUN=$(mktemp -d -t bench-dns.XXXXXX)
 PIDS=()
+CGROUPS=()
 cleanup() {
   for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  for g in "${CGROUPS[@]}"; do rmdir "$g" 2>/dev/null || true; done
   rm -rf "$RUN"
 }
 trap cleanup EXIT
@@ -89,6 +95,9 @@ p99() { # dnsperf -v report on stdin -> "<qps> <p99 ms>": the 99th percentile of
        END { c = 0; for (i = 0; i <= max; i++) { c += h[i]; if (c >= n * 0.99) break }
              printf "%d %.3f\n", q, (n ? i / 1000 : -1) }'
 }
+median() { # lines "<qps> ..." on stdin -> the line with the median qps
+  sort -n | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)'
+}
 for s in meridian gdnsd; do
   dnsperf -s 127.0.0.1 -p "${PORT[$s]}" -d "$PEERS/queries-static-A.txt" -l 2 -c "$CL" -T 1 -q "$Q" >/dev/null 2>&1
 done
@@ -114,7 +123,7 @@ workload() { # label datafile [extra dnsperf args]
     done
   done
   for s in meridian gdnsd; do
-    line=$(sort -n <<<"${runs[$s]%$'\n'}" | awk -v n="$ROUNDS" 'NR == int((n + 1) / 2)')
+    line=$(median <<<"${runs[$s]%$'\n'}")
     read -r qps[$s] avg[$s] lost[$s] cpu[$s] <<<"$line"
     runs[$s]=$(awk '{print $1}' <<<"${runs[$s]%$'\n'}" | paste -sd,)
   done
@@ -134,9 +143,67 @@ workload() { # label datafile [extra dnsperf args]
   awk -v l="$label" -v m="${qps[meridian]}" -v g="${qps[gdnsd]}" -v mc="${cpu[meridian]}" \
     -v gc="${cpu[gdnsd]}" 'BEGIN { printf "%s\tratio\t%.2f\tCPU per query meridian/gdnsd %.2f\n", l, m / g, mc / gc }'
 }
-workload static-A   "$PEERS/queries-static-A.txt"
-workload mix6       "$PEERS/queries-mix.txt"
-workload geo-noECS  "$PEERS/queries-geo-A.txt"
-workload geo-ECS-GB "$PEERS/queries-geo-A.txt" -E "8:$(ecs_hex 81.2.69.160/27)"
-workload geo-ECS-SG "$PEERS/queries-geo-A.txt" -E "8:$(ecs_hex 214.0.0.0/24)"
+# The geo question with its letters' case drawn at random per query (fixed seed), as resolvers
+# using 0x20 mixing send it: 20,000 queries, ~11,500 distinct spellings.
+python3 -c '
+import random
+r = random.Random(20)
+for _ in range(20000):
+    print("".join(c.upper() if r.random() < 0.5 else c for c in "geo.example.test") + " A")' \
+  >"$RUN/queries-geo-0x20.txt"
+WORKLOADS=(
+  "static-A|$PEERS/queries-static-A.txt|"
+  "mix6|$PEERS/queries-mix.txt|"
+  "geo-noECS|$PEERS/queries-geo-A.txt|"
+  "geo-ECS-GB|$PEERS/queries-geo-A.txt|8:$(ecs_hex 81.2.69.160/27)"
+  "geo-ECS-SG|$PEERS/queries-geo-A.txt|8:$(ecs_hex 214.0.0.0/24)"
+  "geo-0x20|$RUN/queries-geo-0x20.txt|"
+)
+for w in "${WORKLOADS[@]}"; do
+  IFS='|' read -r label df ecs <<<"$w"
+  workload "$label" "$df" ${ecs:+-E "$ecs"}
+done
+
+# Saturated: each server in its own cgroup with the same CFS quota (CAP_PCT % of one core per
+# 100 ms period), every thread of it moved there, so both run out of CPU well below dnsperf's
+# ceiling; qps is then answers per CPU share.
+CAP_PCT=${CAP_PCT:-30}
+CG=/sys/fs/cgroup/cpu
+cap() { # server -> its threads (and its children's) in a new capped cgroup; fails if not writable
+  local g="$CG/bench-dns-$1-$$" p t
+  mkdir "$g" 2>/dev/null || return 1
+  CGROUPS+=("$g")
+  echo 100000 >"$g/cpu.cfs_period_us" && echo $((CAP_PCT * 1000)) >"$g/cpu.cfs_quota_us" || return 1
+  for p in "${SERVER_PID[$1]}" $(pgrep -P "${SERVER_PID[$1]}" || true); do
+    for t in /proc/"$p"/task/*; do echo "${t##*/}" >"$g/tasks" || return 1; done
+  done
+}
+if [ -d "$CG" ] && cap meridian 2>/dev/null && cap gdnsd 2>/dev/null; then
+  echo "## saturated: both servers capped at ${CAP_PCT}% of one core (cgroup v1 cpu.cfs_quota_us"
+  echo "# $((CAP_PCT * 1000)) per cfs_period_us 100000), dnsperf ${DUR}s as above; qps and lost: the"
+  echo "# median of $ROUNDS runs per server in turns; ratio: meridian/gdnsd qps (> 1: meridian answers"
+  echo "# more with the same CPU)"
+  printf 'workload\tmeridian_qps\tgdnsd_qps\tratio\tmeridian_lost\tgdnsd_lost\truns_qps (meridian; gdnsd)\n'
+  for w in "${WORKLOADS[@]}"; do
+    IFS='|' read -r label df ecs <<<"$w"
+    declare -A cq=() cl=() cr=()
+    for ((r = 0; r < ROUNDS; r++)); do
+      order="meridian gdnsd"; (( r % 2 )) && order="gdnsd meridian"
+      for s in $order; do
+        out=$(perf "$s" "$df" ${ecs:+-E "$ecs"})
+        cr[$s]+="$(awk '/Queries per second/{printf "%d", $4}' <<<"$out") $(awk '/Queries lost/{print $3}' <<<"$out")"$'\n'
+      done
+    done
+    for s in meridian gdnsd; do
+      read -r cq[$s] cl[$s] < <(median <<<"${cr[$s]%$'\n'}")
+      cr[$s]=$(awk '{print $1}' <<<"${cr[$s]%$'\n'}" | paste -sd,)
+    done
+    awk -v l="$label" -v m="${cq[meridian]}" -v g="${cq[gdnsd]}" -v ml="${cl[meridian]}" \
+      -v gl="${cl[gdnsd]}" -v runs="${cr[meridian]}; ${cr[gdnsd]}" \
+      'BEGIN { printf "%s\t%d\t%d\t%.2f\t%s\t%s\t%s\n", l, m, g, m / g, ml, gl, runs }'
+  done
+else
+  echo "## saturated: skipped — cannot create cgroups under $CG (needs root and a cgroup v1 cpu"
+  echo "# hierarchy mounted there)"
+fi
 echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -15,6 +15,7 @@ mod zone;
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -165,7 +166,13 @@ const CACHE_ENTRIES: usize = 4096;
 const CACHE_QUERY: usize = 512;
 
 /// Encoded UDP answers of one UDP thread, for [`Authority::handle_udp`], keyed by the query's
-/// bytes after its ID (flags, question, EDNS and Client Subnet) and the resolver address.
+/// bytes after its ID (flags, question, EDNS and Client Subnet) with the question name in
+/// lower case, and the resolver address: a seeded hash of both finds the entry, which is used
+/// only when both equal its own (two keys with one hash share a slot, the newer answer
+/// replacing the older). An answer whose records are all A, AAAA or OPT owned by the question
+/// name (a compression pointer to it) or the root serves every spelling of the name (0x20
+/// case mixing): the builder would answer the same bytes with the question as asked, which a
+/// hit copies in. Any other answer serves only the exact spelling it was built for.
 /// The reference builder ([`answer::handle`]) is a pure function of those, the zone and what
 /// the backend says (health view, state-aware TTL, GeoIP of the located address, randomness):
 /// an entry is reused only for the same zone and, for policy answers, the same health view and
@@ -178,10 +185,13 @@ const CACHE_QUERY: usize = 512;
 /// counted when the batch ends (or the cache is dropped), in one addition per counter.
 pub struct UdpCache {
     zone: Option<Arc<Zone>>,
+    /// The seed of [`UdpCache::slot`]'s hash, random per cache: the keys (query bytes) cannot
+    /// be chosen to collide.
+    seed: u64,
+    /// Entries by [`UdpCache::slot`] (already a hash: the map does not hash it again).
+    entries: HashMap<u64, Cached, BuildHasherDefault<Prehashed>>,
+    /// The current query's key: its bytes after the ID, the question name in lower case.
     key: Vec<u8>,
-    /// xxh3 with a random seed per cache: fast on these short keys, and the keys (query bytes)
-    /// cannot be chosen to collide.
-    entries: HashMap<Box<[u8]>, Cached, xxhash_rust::xxh3::Xxh3Builder>,
     /// The metric counters of each cached answer (`Cached::counters` indexes here), with the
     /// hits not yet counted in them.
     counters: Vec<(Vec<::metrics::Counter>, u64)>,
@@ -220,6 +230,21 @@ impl UdpCache {
         }
     }
 
+    /// The slot of a query (`packet[2..]`, see [`UdpCache`]) from `resolver`: xxh3 of the
+    /// query bytes (one call on the whole slice, the fast path for short inputs), seeded with
+    /// the cache's seed and the resolver address.
+    fn slot(&self, query: &[u8], resolver: IpAddr) -> u64 {
+        let r = match resolver {
+            IpAddr::V4(a) => u64::from(a.to_bits()),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b >> 64) as u64 ^ b as u64 ^ (1 << 63)
+            }
+        };
+        let seed = self.seed ^ r.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        xxhash_rust::xxh3::xxh3_64_with_seed(query, seed)
+    }
+
     /// Forgets every answer (their uncounted hits are counted first).
     fn clear(&mut self) {
         self.flush_counters();
@@ -240,8 +265,9 @@ impl Default for UdpCache {
         let seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
         UdpCache {
             zone: None,
+            seed,
+            entries: HashMap::default(),
             key: Vec::new(),
-            entries: HashMap::with_hasher(xxhash_rust::xxh3::Xxh3Builder::new().with_seed(seed)),
             counters: Vec::new(),
             uncounted: Vec::new(),
             batch: Batch::default(),
@@ -257,7 +283,33 @@ impl std::fmt::Debug for UdpCache {
     }
 }
 
+/// A [`Hasher`] for keys that are already hashes ([`UdpCache::slot`]): `u64` keys pass through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Other keys (none here) fold their bytes in.
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+}
+
 struct Cached {
+    /// The query's key (see [`UdpCache::key`]) and the resolver address.
+    key: Box<[u8]>,
+    resolver: IpAddr,
+    /// The query bytes after the ID as asked, when the answer serves only that spelling.
+    exact: Option<Box<[u8]>>,
     /// The response, its ID to be patched.
     bytes: Box<[u8]>,
     /// Index of the metrics the query counts in `UdpCache::counters`.
@@ -366,92 +418,107 @@ impl Authority {
         cache: &mut UdpCache,
         out: &mut Vec<u8>,
     ) -> bool {
-        let zone = match &cache.zone {
-            // The zone of the current topology (what `zone()` would return, without its
-            // reference counting on every query).
-            Some(z) if cache.batch.zone_current || backend.is_current(z.topology()) => {
-                cache.batch.zone_current = true;
-                z.clone()
-            }
-            _ => match self.zone(backend) {
+        // The zone of the current topology: what `zone()` would return, checked without
+        // reference counting once per batch.
+        let current = cache.batch.zone_current
+            || cache
+                .zone
+                .as_ref()
+                .is_some_and(|z| backend.is_current(z.topology()));
+        if !current {
+            match self.zone(backend) {
                 Ok(z) => {
                     cache.clear();
-                    cache.zone = Some(z.clone());
-                    cache.batch.zone_current = true;
-                    z
+                    cache.zone = Some(z);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "no zone to answer from");
                     return false;
                 }
-            },
-        };
+            }
+        }
+        cache.batch.zone_current = true;
+        let zone_ttl = cache
+            .zone
+            .as_ref()
+            .expect("invariant: the current zone was set above")
+            .ttl();
         let live = Live {
             backend,
             ttl: &self.ttl,
         };
         let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
+        let name_end = question_name_end(packet);
         if cacheable {
             cache.key.clear();
             cache.key.extend_from_slice(&packet[2..]);
-            match resolver {
-                IpAddr::V4(a) => cache.key.extend_from_slice(&a.octets()),
-                IpAddr::V6(a) => cache.key.extend_from_slice(&a.octets()),
-            }
-            if let Some(hit) = cache.entries.get_mut(cache.key.as_slice()) {
-                let fresh = match &mut hit.policy {
-                    None => true,
-                    Some((health, ttl)) => {
-                        // What the builder asks for a policy answer, once per batch.
-                        let (now, now_ttl) = cache.batch.policy.get_or_insert_with(|| {
-                            let now = backend.shared_health_view();
-                            let configured = Duration::from_secs(u64::from(zone.ttl()));
-                            let ttl = live.policy_ttl(&now, configured);
-                            (now, ttl)
-                        });
-                        let same = Arc::ptr_eq(now, health) || **now == **health;
-                        if same {
-                            // The next hits compare pointers only.
-                            *health = now.clone();
-                        }
-                        same && *now_ttl == *ttl
-                    }
-                };
-                if fresh {
-                    out.clear();
-                    out.extend_from_slice(&hit.bytes);
-                    out[..2].copy_from_slice(&packet[..2]);
-                    let i = hit.counters;
-                    let (_, n) = &mut cache.counters[i];
-                    if *n == 0 {
-                        cache.uncounted.push(i);
-                    }
-                    *n += 1;
-                    return true;
-                }
-                // Stale: the builder below asks the backend again (as a miss would).
-                return self.build_udp(&zone, live, packet, resolver, Some(cache), out);
+            if let Some(end) = name_end {
+                cache.key[10..end - 2].make_ascii_lowercase();
             }
         }
-        self.build_udp(
-            &zone,
-            live,
-            packet,
-            resolver,
-            cacheable.then_some(cache),
-            out,
-        )
+        let slot = cacheable.then(|| cache.slot(&cache.key, resolver));
+        if let Some(slot) = slot
+            && let Some(hit) = cache.entries.get_mut(&slot)
+            && hit.resolver == resolver
+            && *hit.key == *cache.key
+            && hit.exact.as_deref().is_none_or(|q| *q == packet[2..])
+        {
+            let fresh = match &mut hit.policy {
+                None => true,
+                Some((health, ttl)) => {
+                    // What the builder asks for a policy answer, once per batch.
+                    let (now, now_ttl) = cache.batch.policy.get_or_insert_with(|| {
+                        let now = backend.shared_health_view();
+                        let configured = Duration::from_secs(u64::from(zone_ttl));
+                        let ttl = live.policy_ttl(&now, configured);
+                        (now, ttl)
+                    });
+                    let same = Arc::ptr_eq(now, health) || **now == **health;
+                    if same {
+                        // The next hits compare pointers only.
+                        *health = now.clone();
+                    }
+                    same && *now_ttl == *ttl
+                }
+            };
+            if fresh {
+                out.clear();
+                out.extend_from_slice(&hit.bytes);
+                out[..2].copy_from_slice(&packet[..2]);
+                if hit.exact.is_none()
+                    && let Some(end) = name_end
+                {
+                    // The question as asked (the builder echoes the query's).
+                    out[12..end].copy_from_slice(&packet[12..end]);
+                }
+                let i = hit.counters;
+                let (_, n) = &mut cache.counters[i];
+                if *n == 0 {
+                    cache.uncounted.push(i);
+                }
+                *n += 1;
+                return true;
+            }
+            // Stale: the builder below asks the backend again (as a miss would).
+        }
+        let zone = cache
+            .zone
+            .clone()
+            .expect("invariant: the current zone was set above");
+        let slot = slot.map(|s| (cache, s, name_end));
+        self.build_udp(&zone, live, packet, resolver, slot, out)
     }
 
-    /// The reference builder for [`Authority::handle_udp`], storing the answer in `cache`
-    /// when it may be reused (see [`UdpCache`]).
+    /// The reference builder for [`Authority::handle_udp`], storing the answer in `cache` at
+    /// its slot (for the key in [`UdpCache::key`]; the question name ends at the offset given,
+    /// when known) when it may be reused (see [`UdpCache`]).
     fn build_udp(
         &self,
         zone: &Zone,
         live: Live<'_>,
         packet: &[u8],
         resolver: IpAddr,
-        cache: Option<&mut UdpCache>,
+        cache: Option<(&mut UdpCache, u64, Option<usize>)>,
         out: &mut Vec<u8>,
     ) -> bool {
         let rec = Recording {
@@ -471,7 +538,7 @@ impl Authority {
         }
         out.clear();
         out.extend_from_slice(&bytes);
-        let Some(cache) = cache else {
+        let Some((cache, slot, name_end)) = cache else {
             return true;
         };
         let policy = match (rec.health.into_inner(), rec.ttl.get()) {
@@ -495,8 +562,9 @@ impl Authority {
             }
             let mut bytes = bytes.into_boxed_slice();
             bytes[..2].copy_from_slice(&[0, 0]);
-            let slot = match cache.entries.get(cache.key.as_slice()) {
-                // A stale answer's place: its own uncounted hits are counted first.
+            let index = match cache.entries.get(&slot) {
+                // A stale (or colliding) answer's place: its own uncounted hits are counted
+                // first.
                 Some(stale) => {
                     let i = stale.counters;
                     cache.flush_counters();
@@ -509,10 +577,14 @@ impl Authority {
                 }
             };
             cache.entries.insert(
-                cache.key.as_slice().into(),
+                slot,
                 Cached {
+                    key: cache.key.as_slice().into(),
+                    resolver,
+                    exact: (!name_end.is_some_and(|end| any_spelling(&bytes, &packet[..end])))
+                        .then(|| packet[2..].into()),
                     bytes,
-                    counters: slot,
+                    counters: index,
                     policy,
                 },
             );
@@ -590,6 +662,65 @@ impl Authority {
             policy: trace.policy,
         })
     }
+}
+
+/// Where the question name of a query with one question ends (the offset after its root
+/// label); `None` when the packet has not exactly one question or its name is cut short,
+/// compressed or has a label longer than 63 bytes (so no name byte but letters is `A`-`Z`).
+fn question_name_end(packet: &[u8]) -> Option<usize> {
+    if packet.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = usize::from(*packet.get(i)?);
+        if len == 0 {
+            return Some(i + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        i += 1 + len;
+    }
+}
+
+/// Whether `response` answers every spelling of the question name alike apart from the
+/// question: it echoes the one question of `query` (given up to the end of its name) and each
+/// record is A, AAAA or OPT, owned by the root or by a compression pointer to the question name
+/// (offset 12), so no byte after the question depends on the name's case.
+fn any_spelling(response: &[u8], query: &[u8]) -> bool {
+    let name_end = query.len();
+    if response.get(12..name_end) != query.get(12..) {
+        return false;
+    }
+    let count = |at: usize| {
+        response
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(1), Some(an), Some(ns), Some(ar)) = (count(4), count(6), count(8), count(10)) else {
+        return false;
+    };
+    let mut i = name_end + 4;
+    for _ in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
+        let owner = match response.get(i) {
+            Some(0) => 1,
+            Some(0xC0) if response.get(i + 1) == Some(&12) => 2,
+            _ => return false,
+        };
+        i += owner;
+        let Some(rtype) = count(i) else {
+            return false;
+        };
+        if !matches!(rtype, 1 | 28 | 41) {
+            return false;
+        }
+        let Some(rdlength) = count(i + 8) else {
+            return false;
+        };
+        i += 10 + usize::from(rdlength);
+    }
+    i == response.len()
 }
 
 /// `addr/prefix` (host bits cleared) or a bare address (a full-length prefix) as a Client

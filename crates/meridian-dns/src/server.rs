@@ -186,8 +186,8 @@ const UDP_BATCH: usize = 16;
 /// One UDP thread, Linux: `recvmmsg` waits for the first datagram and takes whatever else is
 /// queued (up to [`UDP_BATCH`]), each is answered in arrival order (cache first, see
 /// [`Authority::handle_udp`]), and the answers leave in one `sendmmsg` (more when the kernel
-/// takes only part of them). Buffers, headers and the cache live as long as the thread, so a
-/// cached answer costs no allocation.
+/// takes only part of them). Buffers, headers and the cache live as long as the thread and the
+/// system calls' vectors are on the stack, so a batch of cached answers costs no allocation.
 #[cfg(target_os = "linux")]
 fn udp_thread(
     socket: &std::net::UdpSocket,
@@ -211,14 +211,17 @@ fn udp_thread(
     let mut received: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
     // Per answer to send: its reply buffer and destination.
     let mut outgoing: Vec<(usize, SockaddrStorage)> = Vec::with_capacity(UDP_BATCH);
+    // Their destinations, as `sendmmsg` takes them.
+    let mut addrs: Vec<Option<SockaddrStorage>> = Vec::with_capacity(UDP_BATCH);
     let mut cache = UdpCache::default();
     while !stop.load(Ordering::Relaxed) {
         received.clear();
         {
-            let mut iovs: Vec<[IoSliceMut<'_>; 1]> = bufs
-                .iter_mut()
-                .map(|b| [IoSliceMut::new(&mut b[..])])
-                .collect();
+            let mut free = bufs.iter_mut();
+            let mut iovs: [[IoSliceMut<'_>; 1]; UDP_BATCH] = std::array::from_fn(|_| {
+                let b = free.next().expect("invariant: UDP_BATCH buffers");
+                [IoSliceMut::new(&mut b[..])]
+            });
             match nix::sys::socket::recvmmsg(
                 fd,
                 &mut recv_headers,
@@ -257,16 +260,18 @@ fn udp_thread(
         let mut done = 0;
         while done < outgoing.len() {
             let rest = &outgoing[done..];
-            let slices: Vec<[IoSlice<'_>; 1]> = rest
-                .iter()
-                .map(|(i, _)| [IoSlice::new(&replies[*i])])
-                .collect();
-            let addrs: Vec<Option<SockaddrStorage>> = rest.iter().map(|(_, a)| Some(*a)).collect();
+            let slices: [[IoSlice<'_>; 1]; UDP_BATCH] = std::array::from_fn(|k| {
+                [IoSlice::new(
+                    rest.get(k).map_or(&[][..], |(i, _)| &replies[*i]),
+                )]
+            });
+            addrs.clear();
+            addrs.extend(rest.iter().map(|(_, a)| Some(*a)));
             let no_cmsgs: [ControlMessage<'_>; 0] = [];
             match nix::sys::socket::sendmmsg(
                 fd,
                 &mut send_headers,
-                &slices,
+                &slices[..rest.len()],
                 &addrs,
                 no_cmsgs,
                 MsgFlags::empty(),

@@ -1,7 +1,8 @@
 //! The UDP fast path ([`Authority::handle_udp`] with its per-thread answer cache) against the
 //! reference builder ([`Authority::handle`]): for random sequences of queries over the test
 //! zone — names, types, case, IDs, flags, EDNS payloads, Client Subnets, resolvers — while
-//! regions go down and up and time passes, both answer the same bytes (so the same rcode,
+//! regions go down and up and time passes, names are spelled in mixed case (as resolvers doing
+//! 0x20 mixing ask), both answer the same bytes (so the same rcode,
 //! flags, records, TTLs and OPT) and count the same metrics.
 
 #![allow(clippy::unwrap_used)]
@@ -80,9 +81,18 @@ impl Backend for World {
     }
 }
 
-const NAMES: [&str; 14] = [
+/// Several spellings of some names (0x20 case mixing): a cached answer may serve another
+/// spelling only when the builder would answer it alike.
+const NAMES: [&str; 21] = [
     "www.example.test.",
     "WwW.Example.TEST.",
+    "API.example.TEST.",
+    "aPi.ExAmPlE.tEsT.",
+    "ALIAS.example.test.",
+    "Nope.Example.Test.",
+    "X.CDN.example.test.",
+    "Example.Test.",
+    "CLOSED.example.test.",
     "example.test.",
     "api.example.test.",
     "closed.example.test.",
