@@ -27,7 +27,7 @@ pub use error::ApiError;
 pub use state::{Node, NodeConfig};
 
 /// How often replicated garbage (applied op-log entries, settled tombstones) is collected.
-pub const GC_INTERVAL: Duration = Duration::from_secs(2);
+pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the TTL sweeper reclaims expired records.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 

@@ -2,6 +2,10 @@
 //! every region has applied, and register tombstones once no concurrent write can still be in
 //! flight anywhere. Nothing is collected while any peer's applied state is unknown (a peer down
 //! since this node started, however long), so a delete never comes back.
+//!
+//! A pass deletes in transactions of at most [`CHUNK`] keys, one after another, so the writer
+//! interleaves them with the writes and applies queued meanwhile: collecting thousands of
+//! entries never holds a commit group (and the replication delay behind it) for long.
 
 use meridian_core::KeyspaceType;
 use meridian_core::gc::{TombstoneStep, newest, stable, tombstone_step};
@@ -14,8 +18,10 @@ use serde::{Deserialize, Serialize};
 use crate::keys;
 use crate::state::Node;
 
-/// Most entries one pass examines per table.
-pub const PASS_LIMIT: usize = 4_096;
+/// Most entries one pass examines per origin's op log, and per tombstone index.
+pub const PASS_LIMIT: usize = 8_192;
+/// Most keys one collection transaction deletes or updates.
+pub const CHUNK: usize = 256;
 
 /// A register tombstone awaiting collection: `Meta` `tomb/<data key>`.
 #[derive(Serialize, Deserialize)]
@@ -86,62 +92,91 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
         if floor == 0 {
             continue;
         }
+        // An origin's entries are contiguous from the oldest kept: one seek finds where they
+        // start, and the keys to delete follow from the sequence numbers — no scan.
         let prefix = [origin.as_bytes(), &[0]].concat();
-        for (k, _) in node
+        let oldest = node
             .store()
-            .scan(Table::OpLog, &prefix, None, PASS_LIMIT)
+            .scan(Table::OpLog, &prefix, None, 1)
             .map_err(|e| e.to_string())?
-        {
-            match keys::parse_oplog_key(&k) {
-                Some((_, seq)) if seq <= floor => doomed.push(k),
-                _ => break,
-            }
+            .first()
+            .and_then(|(k, _)| keys::parse_oplog_key(k))
+            .map(|(_, seq)| seq);
+        if let Some(first) = oldest.filter(|first| *first <= floor) {
+            let last = floor.min(first + PASS_LIMIT as u64 - 1);
+            doomed.extend((first..=last).map(|seq| keys::oplog_key(origin, seq)));
         }
     }
+    let mut done = Collected {
+        oplog: doomed.len(),
+        tombstones: 0,
+    };
+    for chunk in doomed.chunks(CHUNK) {
+        let chunk = chunk.to_vec();
+        node.store()
+            .transact(move |txn| {
+                for k in chunk {
+                    txn.delete(Table::OpLog, &k);
+                }
+            })
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+
     let now = node.now();
     let tombs = node
         .store()
         .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
         .map_err(|e| e.to_string())?;
-    node.store()
-        .transact(move |txn| {
-            let mut done = Collected {
-                oplog: doomed.len(),
-                tombstones: 0,
-            };
-            for k in doomed {
-                txn.delete(Table::OpLog, &k);
+    for chunk in tombs.chunks(CHUNK) {
+        let chunk = chunk.to_vec();
+        let (stable, newest) = (stable.clone(), newest.clone());
+        done.tombstones += node
+            .store()
+            .transact(move |txn| step_tombstones(txn, chunk, &stable, &newest, now))
+            .await
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(done)
+}
+
+/// Takes the next step of each indexed tombstone in `index` (index key, entry); returns how
+/// many records it removed.
+fn step_tombstones(
+    txn: &mut Txn<'_>,
+    index: Vec<(Vec<u8>, Vec<u8>)>,
+    stable: &VersionVector,
+    newest: &VersionVector,
+    now: Timestamp,
+) -> usize {
+    let mut removed = 0;
+    for (index_key, v) in index {
+        let Ok(mut t) = postcard::from_bytes::<Tombstone>(&v) else {
+            txn.delete(Table::Meta, &index_key);
+            continue;
+        };
+        let noted = t
+            .noted
+            .as_deref()
+            .and_then(|s| VersionVector::parse_token(s).ok());
+        match tombstone_step(&t.origin, t.seq, noted.as_ref(), stable, newest) {
+            TombstoneStep::Wait => {}
+            TombstoneStep::Note(snapshot) => {
+                t.noted = Some(snapshot.to_token());
+                let bytes = postcard::to_stdvec(&t).unwrap_or_default();
+                txn.put(Table::Meta, &index_key, &bytes);
             }
-            for (index_key, v) in tombs {
-                let Ok(mut t) = postcard::from_bytes::<Tombstone>(&v) else {
-                    txn.delete(Table::Meta, &index_key);
-                    continue;
-                };
-                let noted = t
-                    .noted
-                    .as_deref()
-                    .and_then(|s| VersionVector::parse_token(s).ok());
-                match tombstone_step(&t.origin, t.seq, noted.as_ref(), &stable, &newest) {
-                    TombstoneStep::Wait => {}
-                    TombstoneStep::Note(snapshot) => {
-                        t.noted = Some(snapshot.to_token());
-                        let bytes = postcard::to_stdvec(&t).unwrap_or_default();
-                        txn.put(Table::Meta, &index_key, &bytes);
-                    }
-                    TombstoneStep::Collect => {
-                        let data_key = &index_key[keys::TOMB_PREFIX.len()..];
-                        if still_dead(txn, data_key, &t.etag, now) {
-                            txn.delete(Table::Data, data_key);
-                            done.tombstones += 1;
-                        }
-                        txn.delete(Table::Meta, &index_key);
-                    }
+            TombstoneStep::Collect => {
+                let data_key = &index_key[keys::TOMB_PREFIX.len()..];
+                if still_dead(txn, data_key, &t.etag, now) {
+                    txn.delete(Table::Data, data_key);
+                    removed += 1;
                 }
+                txn.delete(Table::Meta, &index_key);
             }
-            done
-        })
-        .await
-        .map_err(|e| e.to_string())
+        }
+    }
+    removed
 }
 
 /// Whether the record at `data_key` is still the dead register (deleted or expired) with this
@@ -176,5 +211,59 @@ pub async fn run(node: Node, every: std::time::Duration) {
             Ok(_) => {}
             Err(e) => tracing::warn!(error = %e, "garbage collection failed; will retry"),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use meridian_core::version::VersionVector;
+    use meridian_store::Table;
+
+    use super::{Collected, collect};
+    use crate::input::WriteHeaders;
+    use crate::testing::{node, put};
+    use crate::write::write;
+
+    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
+
+    fn applied(token: &str) -> VersionVector {
+        VersionVector::parse_token(token).expect("token")
+    }
+
+    /// Op-log entries go exactly up to what every region applied, oldest first, and nothing
+    /// goes before every peer has reported.
+    #[tokio::test]
+    async fn collects_the_op_log_up_to_what_every_region_applied() {
+        let a = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        for i in 0..10 {
+            write(
+                &a,
+                put(&a, "rep", &format!("k{i}"), WriteHeaders::default()),
+            )
+            .await
+            .expect("write");
+        }
+        let seqs = || -> Vec<u64> {
+            a.store()
+                .scan(Table::OpLog, b"a\0", None, usize::MAX)
+                .expect("scan")
+                .iter()
+                .filter_map(|(k, _)| crate::keys::parse_oplog_key(k).map(|(_, s)| s))
+                .collect()
+        };
+        assert_eq!(collect(&a).await.expect("gc"), Collected::default());
+        assert_eq!(seqs(), (1..=10).collect::<Vec<_>>(), "b has not reported");
+
+        a.peer_heads("b", &applied("a:6"));
+        assert_eq!(collect(&a).await.expect("gc").oplog, 6);
+        assert_eq!(seqs(), (7..=10).collect::<Vec<_>>());
+        assert_eq!(collect(&a).await.expect("gc").oplog, 0, "nothing twice");
+
+        a.peer_heads("b", &applied("a:10"));
+        assert_eq!(collect(&a).await.expect("gc").oplog, 4);
+        assert!(seqs().is_empty());
     }
 }
