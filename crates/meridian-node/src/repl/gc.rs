@@ -124,51 +124,68 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
     }
 
     let now = node.now();
-    let tombs = node
+    let steps: Vec<(Vec<u8>, Step)> = node
         .store()
         .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
-        .map_err(|e| e.to_string())?;
-    for chunk in tombs.chunks(CHUNK) {
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .filter_map(|(index_key, v)| {
+            let step = next_step(&v, &stable, &newest)?;
+            Some((index_key, step))
+        })
+        .collect();
+    for chunk in steps.chunks(CHUNK) {
         let chunk = chunk.to_vec();
-        let (stable, newest) = (stable.clone(), newest.clone());
         done.tombstones += node
             .store()
-            .transact(move |txn| step_tombstones(txn, chunk, &stable, &newest, now))
+            .transact(move |txn| take_steps(txn, chunk, now))
             .await
             .map_err(|e| e.to_string())?;
     }
     Ok(done)
 }
 
-/// Takes the next step of each indexed tombstone in `index` (index key, entry); returns how
-/// many records it removed.
-fn step_tombstones(
-    txn: &mut Txn<'_>,
-    index: Vec<(Vec<u8>, Vec<u8>)>,
-    stable: &VersionVector,
-    newest: &VersionVector,
-    now: Timestamp,
-) -> usize {
+/// What a pass does with one indexed tombstone.
+#[derive(Clone)]
+enum Step {
+    /// The index entry is unreadable: drop it.
+    Drop,
+    /// Phase one done: store the entry with its noted snapshot.
+    Note(Vec<u8>),
+    /// Both phases done: remove the record if it is still this dead version, and the entry.
+    Collect { etag: String },
+}
+
+/// The step an index entry takes now; `None` while it waits.
+fn next_step(entry: &[u8], stable: &VersionVector, newest: &VersionVector) -> Option<Step> {
+    let Ok(mut t) = postcard::from_bytes::<Tombstone>(entry) else {
+        return Some(Step::Drop);
+    };
+    let noted = t
+        .noted
+        .as_deref()
+        .and_then(|s| VersionVector::parse_token(s).ok());
+    match tombstone_step(&t.origin, t.seq, noted.as_ref(), stable, newest) {
+        TombstoneStep::Wait => None,
+        TombstoneStep::Note(snapshot) => {
+            t.noted = Some(snapshot.to_token());
+            // invariant: postcard serialization of a plain struct into a Vec cannot fail
+            Some(Step::Note(postcard::to_stdvec(&t).unwrap_or_default()))
+        }
+        TombstoneStep::Collect => Some(Step::Collect { etag: t.etag }),
+    }
+}
+
+/// Takes `steps` (index key, step) in one transaction; returns how many records it removed.
+fn take_steps(txn: &mut Txn<'_>, steps: Vec<(Vec<u8>, Step)>, now: Timestamp) -> usize {
     let mut removed = 0;
-    for (index_key, v) in index {
-        let Ok(mut t) = postcard::from_bytes::<Tombstone>(&v) else {
-            txn.delete(Table::Meta, &index_key);
-            continue;
-        };
-        let noted = t
-            .noted
-            .as_deref()
-            .and_then(|s| VersionVector::parse_token(s).ok());
-        match tombstone_step(&t.origin, t.seq, noted.as_ref(), stable, newest) {
-            TombstoneStep::Wait => {}
-            TombstoneStep::Note(snapshot) => {
-                t.noted = Some(snapshot.to_token());
-                let bytes = postcard::to_stdvec(&t).unwrap_or_default();
-                txn.put(Table::Meta, &index_key, &bytes);
-            }
-            TombstoneStep::Collect => {
+    for (index_key, step) in steps {
+        match step {
+            Step::Drop => txn.delete(Table::Meta, &index_key),
+            Step::Note(entry) => txn.put(Table::Meta, &index_key, &entry),
+            Step::Collect { etag } => {
                 let data_key = &index_key[keys::TOMB_PREFIX.len()..];
-                if still_dead(txn, data_key, &t.etag, now) {
+                if still_dead(txn, data_key, &etag, now) {
                     txn.delete(Table::Data, data_key);
                     removed += 1;
                 }
@@ -265,5 +282,37 @@ mod tests {
         a.peer_heads("b", &applied("a:10"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 4);
         assert!(seqs().is_empty());
+    }
+
+    /// A register tombstone goes in two passes once every region applied the delete, and
+    /// only then; the op log goes with it.
+    #[tokio::test]
+    async fn collects_a_tombstone_in_two_passes_after_every_region_applied_it() {
+        let a = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        write(&a, put(&a, "rep", "k", WriteHeaders::default()))
+            .await
+            .expect("put");
+        let mut delete = put(&a, "rep", "k", WriteHeaders::default());
+        delete.op = meridian_core::op::Op::Delete { context: None };
+        write(&a, delete).await.expect("delete");
+        let data = || {
+            a.store()
+                .get(Table::Data, &crate::keys::data_key("rep", "k"))
+                .expect("get")
+        };
+        assert!(data().is_some(), "a tombstone is stored");
+
+        let expect = |oplog, tombstones| Collected { oplog, tombstones };
+        a.peer_heads("b", &applied("a:1"));
+        let c = collect(&a).await.expect("gc");
+        assert_eq!(c, expect(1, 0), "b has not applied the delete");
+        a.peer_heads("b", &applied("a:2"));
+        let c = collect(&a).await.expect("gc");
+        assert_eq!(c, expect(1, 0), "phase one notes what was reported");
+        assert!(data().is_some());
+        let c = collect(&a).await.expect("gc");
+        assert_eq!(c.tombstones, 1, "phase two collects");
+        assert!(data().is_none());
+        assert_eq!(collect(&a).await.expect("gc"), Collected::default());
     }
 }
