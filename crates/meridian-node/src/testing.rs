@@ -10,6 +10,9 @@ use crate::input::WriteHeaders;
 use crate::write::Mutation;
 use crate::{Node, NodeConfig};
 
+/// Regions `a` and `b` and one replicated register keyspace, `rep`.
+pub(crate) const TWO_REGIONS: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
+
 /// A wall clock that reads what the test stored.
 pub(crate) struct FakeClock(pub(crate) Arc<AtomicU64>);
 

@@ -244,10 +244,8 @@ mod tests {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
     use crate::input::WriteHeaders;
-    use crate::testing::{node, put};
+    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
     use crate::write::write;
-
-    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
 
     /// The delay metric measures from the write's HLC time at its origin to the durable apply
     /// here: a write made at T and applied at T + 120 ms lands in the (110, 120] ms bucket.

@@ -344,10 +344,8 @@ mod tests {
     use super::{BUCKETS, bucket_of, bucket_page, digests, entry_hash};
     use crate::input::WriteHeaders;
     use crate::keys;
-    use crate::testing::{node, put};
+    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
     use crate::write::write;
-
-    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
 
     /// Paging through the buckets endpoint's scan yields every record of the wanted buckets
     /// exactly once, in key order, whatever the page size; the digests fold the same records.

@@ -103,7 +103,7 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             .and_then(|(k, _)| keys::parse_oplog_key(k))
             .map(|(_, seq)| seq);
         if let Some(first) = oldest.filter(|first| *first <= floor) {
-            let last = floor.min(first + PASS_LIMIT as u64 - 1);
+            let last = floor.min(first.saturating_add(PASS_LIMIT as u64 - 1));
             doomed.extend((first..=last).map(|seq| keys::oplog_key(origin, seq)));
         }
     }
@@ -241,10 +241,8 @@ mod tests {
 
     use super::{Collected, collect};
     use crate::input::WriteHeaders;
-    use crate::testing::{node, put};
+    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
     use crate::write::write;
-
-    const TOPOLOGY: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
 
     fn applied(token: &str) -> VersionVector {
         VersionVector::parse_token(token).expect("token")
