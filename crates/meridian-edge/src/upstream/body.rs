@@ -12,7 +12,7 @@ use hyper::body::{Body, Frame, SizeHint};
 
 use super::conn::Conn;
 use super::pool::checkin;
-use super::{MAX_HEAD, MAX_HEADERS, eof, invalid};
+use super::{MAX_HEAD, MAX_HEADERS, invalid};
 use crate::Error;
 
 /// Longest chunk-size line (with extensions) of a chunked response body.
@@ -70,10 +70,11 @@ impl UpstreamBody {
                     return Poll::Ready(trailers.take().map(|t| Ok(Frame::trailers(t))));
                 }
                 State::Length(left, conn) => {
-                    if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
-                        return Poll::Ready(Some(Err(eof(
-                            "the backend closed the connection before the end of the body",
-                        ))));
+                    if conn.read.is_empty() {
+                        ready!(conn.poll_fill_or(
+                            cx,
+                            "the backend closed the connection before the end of the body"
+                        ))?;
                     }
                     let n =
                         usize::try_from(*left).map_or(conn.read.len(), |l| l.min(conn.read.len()));
@@ -107,21 +108,21 @@ impl UpstreamBody {
                             ))));
                         }
                         Ok(httparse::Status::Partial) => {
-                            if ready!(conn.poll_fill(cx))? == 0 {
-                                return Poll::Ready(Some(Err(eof(
-                                    "the backend closed the connection inside a chunked body",
-                                ))));
-                            }
+                            ready!(conn.poll_fill_or(
+                                cx,
+                                "the backend closed the connection inside a chunked body"
+                            ))?;
                         }
                         Err(_) => {
                             return Poll::Ready(Some(Err(invalid("malformed chunk size"))));
                         }
                     },
                     Chunk::Data(left) => {
-                        if conn.read.is_empty() && ready!(conn.poll_fill(cx))? == 0 {
-                            return Poll::Ready(Some(Err(eof(
-                                "the backend closed the connection inside a chunk",
-                            ))));
+                        if conn.read.is_empty() {
+                            ready!(conn.poll_fill_or(
+                                cx,
+                                "the backend closed the connection inside a chunk"
+                            ))?;
                         }
                         let n = usize::try_from(left)
                             .map_or(conn.read.len(), |l| l.min(conn.read.len()));
@@ -134,11 +135,10 @@ impl UpstreamBody {
                     }
                     Chunk::DataEnd => {
                         if conn.read.len() < 2 {
-                            if ready!(conn.poll_fill(cx))? == 0 {
-                                return Poll::Ready(Some(Err(eof(
-                                    "the backend closed the connection inside a chunked body",
-                                ))));
-                            }
+                            ready!(conn.poll_fill_or(
+                                cx,
+                                "the backend closed the connection inside a chunked body"
+                            ))?;
                             continue;
                         }
                         if &conn.read[..2] != b"\r\n" {
@@ -163,11 +163,8 @@ impl UpstreamBody {
                                 ))));
                             }
                             Ok(httparse::Status::Partial) => {
-                                if ready!(conn.poll_fill(cx))? == 0 {
-                                    return Poll::Ready(Some(Err(eof(
-                                        "the backend closed the connection inside a chunked body's trailers",
-                                    ))));
-                                }
+                                let what = "the backend closed the connection inside a chunked body's trailers";
+                                ready!(conn.poll_fill_or(cx, what))?;
                             }
                             Err(e) => {
                                 return Poll::Ready(Some(Err(invalid(format!(

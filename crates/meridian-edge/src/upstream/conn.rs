@@ -76,11 +76,20 @@ impl Conn {
 
     /// Reads more into `read`; the backend closing the connection is an error saying `what`
     /// was cut off.
-    pub(super) async fn fill(&mut self, what: &str) -> io::Result<()> {
-        match poll_fn(|cx| self.poll_fill(cx)).await? {
+    pub(super) fn poll_fill_or(
+        &mut self,
+        cx: &mut Context<'_>,
+        what: &str,
+    ) -> Poll<io::Result<()>> {
+        Poll::Ready(match ready!(self.poll_fill(cx))? {
             0 => Err(eof(what)),
             _ => Ok(()),
-        }
+        })
+    }
+
+    /// [`Conn::poll_fill_or`] as a future.
+    pub(super) async fn fill(&mut self, what: &str) -> io::Result<()> {
+        poll_fn(|cx| self.poll_fill_or(cx, what)).await
     }
 
     /// Writes all of `data`, unless the backend answers while the socket takes no more (it
