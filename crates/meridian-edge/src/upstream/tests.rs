@@ -24,6 +24,13 @@ fn get(host: &str) -> Request<ProxyBody> {
     )
 }
 
+/// A GET through [`send`] with the pool `key` to `target`, which must get an answer.
+async fn get_ok(key: u64, target: &Target) -> Response<ProxyBody> {
+    send(key, target, Duration::from_secs(1), get("a"))
+        .await
+        .unwrap()
+}
+
 fn request(method: Method, host: &str, body: ProxyBody) -> Request<ProxyBody> {
     Request::builder()
         .method(method)
@@ -207,9 +214,7 @@ async fn a_content_length_body_streams_in_pieces_and_whole() {
         false,
     )
     .await;
-    let resp = send(new_key(), &target(addr), Duration::from_secs(1), get("a"))
-        .await
-        .unwrap();
+    let resp = get_ok(new_key(), &target(addr)).await;
     assert_eq!(resp.body().size_hint().exact(), Some(1_000_000));
     let mut body = resp.into_body();
     let mut frames = 0;
@@ -337,17 +342,13 @@ async fn a_partly_read_body_does_not_return_its_connection() {
     const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
     let (addr, _, mut conns) = scripted(&[ANSWER, OK], None, false).await;
     let key = new_key();
-    let resp = send(key, &target(addr), Duration::from_secs(1), get("a"))
-        .await
-        .unwrap();
+    let resp = get_ok(key, &target(addr)).await;
     let mut body = resp.into_body();
     let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
     assert_eq!(first, "ab");
     drop(body);
     // A new connection gets the first answer again, not the old one's next answer.
-    let again = send(key, &target(addr), Duration::from_secs(1), get("a"))
-        .await
-        .unwrap();
+    let again = get_ok(key, &target(addr)).await;
     assert_eq!(again.headers()[header::TRANSFER_ENCODING], "chunked");
     assert_eq!(
         connections(&mut conns),
@@ -605,9 +606,7 @@ async fn a_connection_is_reused_once_its_body_was_read() {
     let key = new_key();
     let t = target(addr);
     for _ in 0..3 {
-        let resp = send(key, &t, Duration::from_secs(1), get("a"))
-            .await
-            .unwrap();
+        let resp = get_ok(key, &t).await;
         let body = resp.into_body().collect().await.unwrap().to_bytes();
         assert_eq!(body, "hi");
     }
@@ -623,13 +622,9 @@ async fn an_unread_body_does_not_return_its_connection() {
     let (addr, mut accepted) = backend("hello").await;
     let key = new_key();
     let t = target(addr);
-    let first = send(key, &t, Duration::from_secs(1), get("a"))
-        .await
-        .unwrap();
+    let first = get_ok(key, &t).await;
     drop(first);
-    let second = send(key, &t, Duration::from_secs(1), get("a"))
-        .await
-        .unwrap();
+    let second = get_ok(key, &t).await;
     let body = second.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(body, "hello");
     assert!(accepted.try_recv().is_ok());
@@ -667,9 +662,7 @@ async fn a_connection_the_backend_closed_is_not_reused() {
     let key = new_key();
     let t = target(addr);
     for _ in 0..2 {
-        let resp = send(key, &t, Duration::from_secs(1), get("a"))
-            .await
-            .unwrap();
+        let resp = get_ok(key, &t).await;
         assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "ok");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
