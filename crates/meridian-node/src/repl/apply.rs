@@ -19,7 +19,8 @@ pub(crate) struct Applied {
     pub(crate) vv: VersionVector,
     pub(crate) changes: Vec<Change>,
     pub(crate) conflicts: Vec<Conflict>,
-    /// The origin and HLC time (ms) of every op applied, for the replication delay metric.
+    /// The origin and HLC time (ms) of every op applied, in the order applied (so one origin's
+    /// ops mostly run together), for the replication delay metric.
     pub(crate) written: Vec<(String, u64)>,
     /// An origin whose next entry was not the one expected: the stream must restart from the
     /// applied version vector.
@@ -40,8 +41,8 @@ pub(crate) async fn apply_batch(node: &Node, entries: Vec<Entry>) -> Result<Appl
         .map_err(|e| e.to_string())?;
     node.applied_remote(&applied.vv);
     let now = node.wall_ms();
-    for (origin, ms) in &applied.written {
-        metrics::repl_delay(origin, *ms, now);
+    for run in applied.written.chunk_by(|a, b| a.0 == b.0) {
+        metrics::repl_delay(&run[0].0, run.iter().map(|(_, ms)| *ms), now);
     }
     for c in &applied.conflicts {
         metrics::conflict(&c.keyspace);
