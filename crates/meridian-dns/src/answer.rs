@@ -110,8 +110,11 @@ pub fn handle(
     if packet.len() < 12 || packet[2] & 0x80 != 0 {
         return None;
     }
-    let (resp, mut trace, limit) = match Message::from_vec(packet) {
-        Ok(req) => {
+    let decoded = Message::from_vec(packet)
+        .ok()
+        .filter(|req| req.edns.is_none() || !subnet_overlong(packet));
+    let (resp, mut trace, limit) = match decoded {
+        Some(req) => {
             let limit = match transport {
                 Transport::Tcp => usize::from(u16::MAX),
                 Transport::Udp => usize::from(
@@ -123,7 +126,7 @@ pub fn handle(
             let (resp, trace) = respond(zone, &req, resolver, env, false);
             (resp, trace, limit)
         }
-        Err(_) => {
+        None => {
             let id = u16::from_be_bytes([packet[0], packet[1]]);
             let op = OpCode::from_u8((packet[2] >> 3) & 0x0f);
             let mut resp = Message::error_msg(id, op, ResponseCode::FormErr);
@@ -150,6 +153,72 @@ pub fn handle(
         }
     };
     Some((bytes, trace))
+}
+
+/// Whether a Client Subnet option of the decodable query `packet` carries more ADDRESS octets
+/// than its source prefix needs. hickory's decoder reads the octets the prefix needs and skips
+/// the rest, so this looks at the option lengths on the wire (records read with hickory's
+/// decoder; the OPT record's data is a list of code, length, data). RFC 7871 §6: such an
+/// option SHOULD get FORMERR ("too few" octets already fail to decode).
+fn subnet_overlong(packet: &[u8]) -> bool {
+    use hickory_proto::op::Header;
+    use hickory_proto::rr::Name;
+    use hickory_proto::serialize::binary::{BinDecodable, BinDecoder};
+
+    let mut d = BinDecoder::new(packet);
+    let Ok(header) = Header::read(&mut d) else {
+        return false;
+    };
+    let c = header.counts;
+    for _ in 0..c.queries {
+        if hickory_proto::op::Query::read(&mut d).is_err() {
+            return false;
+        }
+    }
+    let records = u32::from(c.answers) + u32::from(c.authorities) + u32::from(c.additionals);
+    for _ in 0..records {
+        let start = d.index();
+        if Name::read(&mut d).is_err() {
+            return false;
+        }
+        let Ok(fixed) = d.read_slice(10) else {
+            return false;
+        };
+        let fixed = fixed.unverified(/*only compared and used as a length below*/);
+        let rdlen = usize::from(u16::from_be_bytes([fixed[8], fixed[9]]));
+        let Ok(data) = d.read_slice(rdlen) else {
+            return false;
+        };
+        let is_opt = u16::from_be_bytes([fixed[0], fixed[1]]) == u16::from(RecordType::OPT);
+        if is_opt && packet[start] == 0 && options_overlong(data.unverified(/*walked with bounds*/))
+        {
+            return true;
+        }
+    }
+    false
+}
+
+/// Whether the OPT record data `opt` holds a Client Subnet option (code 8) longer than
+/// 4 octets plus the octets its source prefix needs.
+fn options_overlong(mut opt: &[u8]) -> bool {
+    while let [c0, c1, l0, l1, rest @ ..] = opt {
+        let (code, len) = (
+            u16::from_be_bytes([*c0, *c1]),
+            usize::from(u16::from_be_bytes([*l0, *l1])),
+        );
+        let Some(data) = rest.get(..len) else {
+            return false;
+        };
+        if code == u16::from(EdnsCode::Subnet)
+            && data
+                .get(2)
+                .is_some_and(|&prefix| len > 4 + usize::from(prefix).div_ceil(8))
+        {
+            return true;
+        }
+        opt = &rest[len..];
+    }
+    false
 }
 
 /// Answers a decoded query. `resolver` is the address the query came from; `explain` fills

@@ -484,6 +484,43 @@ fn edns_payload_truncation_and_badvers() {
     );
 }
 
+/// A query for `api.example.test.` A whose OPT record carries `options` as written on the wire.
+fn with_raw_options(options: &[u8]) -> Vec<u8> {
+    let mut q = query("api.example.test.", RecordType::A);
+    q.set_edns(Edns::new());
+    let mut bytes = q.to_vec().unwrap();
+    let n = bytes.len();
+    assert_eq!(
+        bytes[n - 2..],
+        [0, 0],
+        "an OPT record without options ends the message"
+    );
+    bytes[n - 2..].copy_from_slice(&u16::try_from(options.len()).unwrap().to_be_bytes());
+    bytes.extend_from_slice(options);
+    bytes
+}
+
+#[test]
+fn ecs_with_more_address_octets_than_its_prefix_needs_is_formerr() {
+    let resolver: IpAddr = RESOLVER.parse().unwrap();
+    let cookie = [0, 10, 0, 8, 1, 2, 3, 4, 5, 6, 7, 8];
+    let exact = [0, 8, 0, 7, 0, 1, 24, 0, 81, 2, 69];
+    let long = [0, 8, 0, 8, 0, 1, 24, 0, 81, 2, 69, 0];
+    for (options, rcode) in [
+        (exact.to_vec(), ResponseCode::NoError),
+        ([&cookie[..], &exact].concat(), ResponseCode::NoError),
+        (long.to_vec(), ResponseCode::FormErr),
+        ([&cookie[..], &long].concat(), ResponseCode::FormErr),
+    ] {
+        let bytes = with_raw_options(&options);
+        let (out, trace) =
+            answer::handle(&zone(), &bytes, resolver, Transport::Udp, &Fixed::up()).unwrap();
+        assert_eq!(trace.rcode, rcode, "options {options:?}");
+        let m = Message::from_vec(&out).unwrap();
+        assert_eq!((m.id, m.response_code), (4242, rcode));
+    }
+}
+
 #[test]
 fn garbage_and_responses() {
     let env = Fixed::up();

@@ -186,7 +186,13 @@ fn malformed_packets_never_crash_or_stall_the_server() {
         Some(0),
         "names are case-insensitive: {rcodes:?}"
     );
-    assert_eq!(of("ecs-host-bits-set"), Some(1), "RFC 7871 §6: {rcodes:?}");
+    for case in [
+        "ecs-host-bits-set",
+        "ecs-address-too-long",
+        "ecs-address-too-short",
+    ] {
+        assert_eq!(of(case), Some(1), "RFC 7871 §6, {case}: {rcodes:?}");
+    }
     assert_eq!(
         of("response-bit-set"),
         None,
