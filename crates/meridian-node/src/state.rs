@@ -101,6 +101,7 @@ struct Inner {
     links: Mutex<BTreeMap<String, PeerLink>>,
     conflicts: Mutex<VecDeque<Conflict>>,
     closing: watch::Sender<bool>,
+    oplog_start: crate::repl::gc::OpLogStart,
 }
 
 impl Node {
@@ -150,6 +151,7 @@ impl Node {
                 links: Mutex::new(BTreeMap::new()),
                 conflicts: Mutex::new(VecDeque::new()),
                 closing: watch::channel(false).0,
+                oplog_start: crate::repl::gc::OpLogStart::default(),
             }),
         })
     }
@@ -167,6 +169,11 @@ impl Node {
     /// The store.
     pub fn store(&self) -> &Store {
         &self.inner.store
+    }
+
+    /// Where garbage collection knows each origin's op log to start.
+    pub(crate) fn oplog_start(&self) -> &crate::repl::gc::OpLogStart {
+        &self.inner.oplog_start
     }
 
     /// The keyspace called `name`, or a 404 that lists the known ones.

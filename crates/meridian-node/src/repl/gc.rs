@@ -57,6 +57,29 @@ pub(crate) fn index_collectable(txn: &mut Txn<'_>, data_key: &[u8], record: &Rec
     txn.put(Table::Meta, &[keys::TOMB_PREFIX, data_key].concat(), &bytes);
 }
 
+/// Where each origin's op log starts, as far as this process knows: the sequence number after
+/// the last entry a pass deleted (every entry below it is gone). A deleted entry stays in the
+/// LSM tree as a tombstone until compaction drops it, so a seek from the start of an origin's
+/// keys would walk over every entry collected so far, each pass; a seek from here does not.
+/// Unknown after a restart: the first pass seeks from the start once.
+#[derive(Debug, Default)]
+pub struct OpLogStart(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+
+impl OpLogStart {
+    /// The first sequence number of `origin` that may still be in the op log (0: unknown).
+    fn get(&self, origin: &str) -> u64 {
+        let starts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        starts.get(origin).copied().unwrap_or(0)
+    }
+
+    /// Records that every entry of `origin` below `next` is deleted.
+    fn advance(&self, origin: &str, next: u64) {
+        let mut starts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let start = starts.entry(origin.to_string()).or_default();
+        *start = (*start).max(next);
+    }
+}
+
 /// What one pass collected.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Collected {
@@ -86,41 +109,48 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
     let stable = stable(reports.iter().copied(), &regions);
     let newest = newest(reports.iter().copied());
 
-    let mut doomed = Vec::new();
+    let mut done = Collected::default();
     for origin in &regions {
         let floor = stable.get(origin);
         if floor == 0 {
             continue;
         }
-        // An origin's entries are contiguous from the oldest kept: one seek finds where they
-        // start, and the keys to delete follow from the sequence numbers — no scan.
+        // An origin's entries are contiguous from the oldest kept: one seek (from where the
+        // last pass stopped) finds where they start, and the keys to delete follow from the
+        // sequence numbers — no scan.
         let prefix = [origin.as_bytes(), &[0]].concat();
+        let after = node
+            .oplog_start()
+            .get(origin)
+            .checked_sub(1)
+            .map(|seq| keys::oplog_key(origin, seq));
         let oldest = node
             .store()
-            .scan(Table::OpLog, &prefix, None, 1)
+            .scan(Table::OpLog, &prefix, after.as_deref(), 1)
             .map_err(|e| e.to_string())?
             .first()
             .and_then(|(k, _)| keys::parse_oplog_key(k))
             .map(|(_, seq)| seq);
-        if let Some(first) = oldest.filter(|first| *first <= floor) {
-            let last = floor.min(first.saturating_add(PASS_LIMIT as u64 - 1));
-            doomed.extend((first..=last).map(|seq| keys::oplog_key(origin, seq)));
+        let Some(first) = oldest.filter(|first| *first <= floor) else {
+            continue;
+        };
+        let last = floor.min(first.saturating_add(PASS_LIMIT as u64 - 1));
+        let doomed: Vec<Vec<u8>> = (first..=last)
+            .map(|seq| keys::oplog_key(origin, seq))
+            .collect();
+        for chunk in doomed.chunks(CHUNK) {
+            let chunk = chunk.to_vec();
+            node.store()
+                .transact(move |txn| {
+                    for k in chunk {
+                        txn.delete(Table::OpLog, &k);
+                    }
+                })
+                .await
+                .map_err(|e| e.to_string())?;
         }
-    }
-    let mut done = Collected {
-        oplog: doomed.len(),
-        tombstones: 0,
-    };
-    for chunk in doomed.chunks(CHUNK) {
-        let chunk = chunk.to_vec();
-        node.store()
-            .transact(move |txn| {
-                for k in chunk {
-                    txn.delete(Table::OpLog, &k);
-                }
-            })
-            .await
-            .map_err(|e| e.to_string())?;
+        node.oplog_start().advance(origin, last.saturating_add(1));
+        done.oplog += doomed.len();
     }
 
     let now = node.now();
@@ -275,6 +305,7 @@ mod tests {
         a.peer_heads("b", &applied("a:6"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 6);
         assert_eq!(seqs(), (7..=10).collect::<Vec<_>>());
+        assert_eq!(a.oplog_start().get("a"), 7, "the next pass seeks from a:7");
         assert_eq!(collect(&a).await.expect("gc").oplog, 0, "nothing twice");
 
         a.peer_heads("b", &applied("a:10"));
