@@ -68,13 +68,19 @@ pub struct OpLogStart(std::sync::Mutex<std::collections::BTreeMap<String, u64>>)
 impl OpLogStart {
     /// The first sequence number of `origin` that may still be in the op log (0: unknown).
     fn get(&self, origin: &str) -> u64 {
-        let starts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let starts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         starts.get(origin).copied().unwrap_or(0)
     }
 
     /// Records that every entry of `origin` below `next` is deleted.
     fn advance(&self, origin: &str, next: u64) {
-        let mut starts = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut starts = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         let start = starts.entry(origin.to_string()).or_default();
         *start = (*start).max(next);
     }
