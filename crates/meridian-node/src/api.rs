@@ -63,9 +63,10 @@ pub fn router(node: Node) -> Router {
         .route("/v1/repl/stream", get(crate::repl::stream))
         .route("/v1/repl/digest/{keyspace}", get(crate::repl::digest))
         .route(
-            "/v1/repl/buckets/{keyspace}/{list}",
-            get(crate::repl::buckets),
+            "/v1/repl/hashes/{keyspace}/{list}",
+            get(crate::repl::hashes),
         )
+        .route("/v1/repl/records/{keyspace}", post(crate::repl::records))
         .route(
             "/v1/admin/status",
             get(admin_status).layer(middleware::from_fn_with_state(admin_token, admin_auth)),

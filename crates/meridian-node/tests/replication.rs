@@ -705,11 +705,35 @@ async fn digest_comparison_repairs_silent_divergence() {
     let r = as_peer("/v1/repl/digest/eu_only").await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     // A page position that is not base64url is refused, saying what it should be.
-    let r = as_peer("/v1/repl/buckets/reg/0,1?after=not*base64")
+    let r = as_peer("/v1/repl/hashes/reg/0,1?after=not*base64")
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_of(r).await.0, "bad_after");
+    // A records request must be a list of at most RECORDS_PER_REQUEST keys.
+    let records = |body: Vec<u8>| {
+        c.post(w.url("us-east-1", "/v1/repl/records/reg"))
+            .header(
+                "authorization",
+                meridian_node::repl::auth::header(SECRET, "eu-west-1", now_ms()),
+            )
+            .body(body)
+            .send()
+    };
+    let r = records(vec![0xff; 3]).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(r).await.0, "bad_keys");
+    let many = vec![b"reg\0k".to_vec(); meridian_node::repl::digest::RECORDS_PER_REQUEST + 1];
+    let r = records(postcard::to_stdvec(&many).unwrap()).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(r).await.0, "too_many_keys");
+    let r = c
+        .post(w.url("us-east-1", "/v1/repl/records/reg"))
+        .body(postcard::to_stdvec(&many[..1]).unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNAUTHORIZED, "peers only");
 }
 
 /// A TTL is an absolute HLC expiry carried by the value: every region serves the key until the

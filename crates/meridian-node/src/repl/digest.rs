@@ -2,12 +2,15 @@
 //! the same version — a bit flip, a restored backup, a bug). Each keyspace is cut into
 //! [`BUCKETS`] buckets by key hash; a bucket's digest is the XOR of a hash of every (key,
 //! record) in it, so it does not depend on order. Where a peer's buckets differ, this node
-//! fetches the peer's records of all of them (pages of at most [`PAGE_BYTES`], each one scan)
-//! and merges them in — merging is idempotent and commutative, so a repair never loses a write,
-//! and the peer repairs itself the same way. Scans stream over a snapshot on the blocking pool:
-//! memory stays bounded by a page whatever the keyspace's size, and no runtime worker stalls.
-//! Keyspaces that are pinned (`residency`) or `local` are never digested: no digest of a pinned
-//! key ever leaves its zone.
+//! fetches the peer's (key, hash) pairs of those buckets (pages of at most [`PAGE_BYTES`]),
+//! compares each page with its own pairs of the same key range, and fetches and merges only the
+//! records that differ or are missing here ([`RECORDS_PER_REQUEST`] keys per request). Writes
+//! still in flight make buckets differ all the time under load; this way they cost a hash per
+//! key and the few in-flight records, not every record of every differing bucket. Merging is
+//! idempotent and commutative, so a repair never loses a write, and the peer repairs itself the
+//! same way. Scans stream over a snapshot on the blocking pool: memory stays bounded by a page
+//! whatever the keyspace's size, and no runtime worker stalls. Keyspaces that are pinned
+//! (`residency`) or `local` are never digested: no digest of a pinned key ever leaves its zone.
 
 use std::ops::ControlFlow;
 
@@ -27,14 +30,21 @@ use crate::{keys, metrics};
 
 /// Buckets per keyspace.
 pub const BUCKETS: usize = 256;
-/// Most record bytes (keys and values) in one answer of the buckets endpoint; a page that
-/// reaches it says where the next one starts.
+/// Most bytes (keys and hashes, or keys and records) in one answer of the hashes or records
+/// endpoint; a hashes page that reaches it says where the next one starts.
 pub const PAGE_BYTES: usize = 4 << 20;
 /// Most pages one comparison fetches per keyspace; the next comparison goes on from scratch.
 pub const MAX_PAGES: usize = 1024;
+/// Most keys one request to the records endpoint may name.
+pub const RECORDS_PER_REQUEST: usize = 1024;
 /// Response header of a page cut at [`PAGE_BYTES`]: the last key sent (base64url), to be
 /// given back as `?after=` for the next page.
 pub const MORE_HEADER: &str = "meridian-more-after";
+
+/// A data key and the hash of its stored record ([`entry_hash`]).
+pub type KeyHash = (Vec<u8>, u64);
+/// A data key and its stored record, `None` where it holds nothing.
+pub type MaybeRecord = (Vec<u8>, Option<Vec<u8>>);
 
 /// Whether a keyspace takes part in digest comparison.
 pub fn digested(ks: &Keyspace) -> bool {
@@ -63,16 +73,16 @@ pub fn digests(node: &Node, keyspace: &str) -> Result<Vec<u64>, String> {
     Ok(out)
 }
 
-/// One page of the records of `keyspace` in any of `buckets` with keys after `after`, from
-/// one streaming scan: records until their bytes reach `max_bytes` (at least one), and the
-/// last key sent when more may follow.
-fn bucket_page(
+/// One page of the (key, hash) pairs of `keyspace` in any of `buckets` with keys after
+/// `after`, from one streaming scan: pairs until their bytes reach `max_bytes` (at least one),
+/// and the last key sent when more may follow.
+fn hash_page(
     node: &Node,
     keyspace: &str,
     buckets: &[bool],
     after: Option<&[u8]>,
     max_bytes: usize,
-) -> Result<(Vec<KeyValue>, Option<Vec<u8>>), String> {
+) -> Result<(Vec<KeyHash>, Option<Vec<u8>>), String> {
     let prefix = keys::data_key(keyspace, "");
     let (mut rows, mut bytes, mut cut) = (Vec::new(), 0, false);
     node.store()
@@ -82,14 +92,83 @@ fn bucket_page(
                 return ControlFlow::Break(());
             }
             if buckets[bucket_of(k)] {
-                bytes += k.len() + v.len();
-                rows.push((k.to_vec(), v.to_vec()));
+                bytes += k.len() + 8;
+                rows.push((k.to_vec(), entry_hash(k, v)));
             }
             ControlFlow::Continue(())
         })
         .map_err(|e| e.to_string())?;
     let more = cut.then(|| rows.last().map(|(k, _)| k.clone())).flatten();
     Ok((rows, more))
+}
+
+/// The keys of `theirs` (a peer's hash page of `buckets`, keys after `after`, ascending) whose
+/// record here is missing or hashes differently: one streaming scan of this node's keys over
+/// the same range, walked beside the page. Keys only this node holds are left out (the peer
+/// fetches them in its own comparison).
+fn differing_keys(
+    node: &Node,
+    keyspace: &str,
+    buckets: &[bool],
+    after: Option<&[u8]>,
+    theirs: &[KeyHash],
+) -> Result<Vec<Vec<u8>>, String> {
+    let Some((last, _)) = theirs.last() else {
+        return Ok(Vec::new());
+    };
+    let prefix = keys::data_key(keyspace, "");
+    let (mut wanted, mut i) = (Vec::new(), 0);
+    node.store()
+        .scan_each(Table::Data, &prefix, after, |k, v| {
+            if k > last.as_slice() {
+                return ControlFlow::Break(());
+            }
+            if !buckets[bucket_of(k)] {
+                return ControlFlow::Continue(());
+            }
+            while let Some((key, _)) = theirs.get(i).filter(|(key, _)| key.as_slice() < k) {
+                wanted.push(key.clone());
+                i += 1;
+            }
+            if let Some((key, hash)) = theirs.get(i).filter(|(key, _)| key.as_slice() == k) {
+                if *hash != entry_hash(k, v) {
+                    wanted.push(key.clone());
+                }
+                i += 1;
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    wanted.extend(theirs[i..].iter().map(|(k, _)| k.clone()));
+    Ok(wanted)
+}
+
+/// The records of `wanted` (data keys of `keyspace`), in order, until their bytes reach
+/// `max_bytes` (at least one key answered): one entry per key answered, `None` where the key
+/// holds nothing. Keys outside the keyspace are answered `None`.
+fn records_of(
+    node: &Node,
+    keyspace: &str,
+    wanted: &[Vec<u8>],
+    max_bytes: usize,
+) -> Result<Vec<MaybeRecord>, String> {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    for k in wanted {
+        if bytes >= max_bytes {
+            break;
+        }
+        let record = match keys::user_key(keyspace, k) {
+            Some(_) => node
+                .store()
+                .get(Table::Data, k)
+                .map_err(|e| e.to_string())?,
+            None => None,
+        };
+        bytes += k.len() + record.as_ref().map_or(0, Vec::len);
+        out.push((k.clone(), record));
+    }
+    Ok(out)
 }
 
 /// Runs `f` on the blocking pool (scans of a whole keyspace must not hold a runtime worker).
@@ -141,17 +220,17 @@ pub(crate) async fn digest(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Query of the buckets endpoint.
+/// Query of the hashes endpoint.
 #[derive(serde::Deserialize)]
 pub(crate) struct PageQuery {
     /// Base64url of the last key of the previous page.
     after: Option<String>,
 }
 
-/// `GET /v1/repl/buckets/{keyspace}/{list}?after=K`: postcard `Vec<(data key, record)>` of the
-/// buckets in `list` (comma-separated numbers) with keys after `K` (base64url), at most
-/// [`PAGE_BYTES`] of them; when cut there, [`MORE_HEADER`] names the last key sent.
-pub(crate) async fn buckets(
+/// `GET /v1/repl/hashes/{keyspace}/{list}?after=K`: postcard `Vec<(data key, hash)>` of the
+/// buckets in `list` (comma-separated numbers) with keys after `K` (base64url), ascending, at
+/// most [`PAGE_BYTES`] of them; when cut there, [`MORE_HEADER`] names the last key sent.
+pub(crate) async fn hashes(
     State(node): State<Node>,
     headers: HeaderMap,
     Path((ks, list)): Path<(String, String)>,
@@ -160,19 +239,7 @@ pub(crate) async fn buckets(
     let run = async {
         super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks)?;
-        let mut wanted = vec![false; BUCKETS];
-        for b in list.split(',') {
-            match b.parse::<usize>() {
-                Ok(b) if b < BUCKETS => wanted[b] = true,
-                _ => {
-                    return Err(ApiError::bad_request(
-                        "bad_bucket",
-                        format!("`{b}` is not a bucket"),
-                        format!("comma-separated numbers from 0 to {}", BUCKETS - 1),
-                    ));
-                }
-            }
-        }
+        let wanted = bucket_list(&list)?;
         let after = match page.after {
             Some(a) => Some(URL_SAFE_NO_PAD.decode(a.as_bytes()).map_err(|e| {
                 ApiError::bad_request(
@@ -185,7 +252,7 @@ pub(crate) async fn buckets(
         };
         let n = node.clone();
         let (rows, more) =
-            blocking(move || bucket_page(&n, &ks, &wanted, after.as_deref(), PAGE_BYTES))
+            blocking(move || hash_page(&n, &ks, &wanted, after.as_deref(), PAGE_BYTES))
                 .await
                 .map_err(ApiError::internal)?;
         let mut resp =
@@ -195,7 +262,68 @@ pub(crate) async fn buckets(
         {
             resp.headers_mut().insert(MORE_HEADER, v);
         }
-        Ok(resp)
+        Ok::<_, ApiError>(resp)
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// The buckets named by `list` (comma-separated numbers below [`BUCKETS`]), as a membership
+/// table; a 400 naming the first entry that is not a bucket.
+fn bucket_list(list: &str) -> Result<Vec<bool>, ApiError> {
+    let mut wanted = vec![false; BUCKETS];
+    for b in list.split(',') {
+        match b.parse::<usize>() {
+            Ok(b) if b < BUCKETS => wanted[b] = true,
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_bucket",
+                    format!("`{b}` is not a bucket"),
+                    format!("comma-separated numbers from 0 to {}", BUCKETS - 1),
+                ));
+            }
+        }
+    }
+    Ok(wanted)
+}
+
+/// `POST /v1/repl/records/{keyspace}` with a postcard `Vec<data key>` body (at most
+/// [`RECORDS_PER_REQUEST`] keys): postcard `Vec<(data key, Option<record>)>` answering the keys
+/// in order until the records reach [`PAGE_BYTES`] (at least one); the caller asks again for
+/// the keys not answered.
+pub(crate) async fn records(
+    State(node): State<Node>,
+    headers: HeaderMap,
+    Path(ks): Path<String>,
+    body: Bytes,
+) -> Response {
+    let run = async {
+        super::serve::authenticate(&node, &headers)?;
+        digested_keyspace(&node, &ks)?;
+        let hint = format!(
+            "a postcard list of at most {RECORDS_PER_REQUEST} data keys of the keyspace, as the \
+             hashes endpoint names them"
+        );
+        let wanted: Vec<Vec<u8>> = postcard::from_bytes(&body).map_err(|e| {
+            ApiError::bad_request(
+                "bad_keys",
+                format!("the body is not a list of keys: {e}"),
+                hint.clone(),
+            )
+        })?;
+        if wanted.len() > RECORDS_PER_REQUEST {
+            return Err(ApiError::bad_request(
+                "too_many_keys",
+                format!("{} keys asked for in one request", wanted.len()),
+                hint,
+            ));
+        }
+        let n = node.clone();
+        let rows = blocking(move || records_of(&n, &ks, &wanted, PAGE_BYTES))
+            .await
+            .map_err(ApiError::internal)?;
+        Ok::<_, ApiError>(octets(
+            postcard::to_stdvec(&rows).map_err(|e| ApiError::internal(e.to_string()))?,
+        ))
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -217,7 +345,7 @@ pub async fn compare_and_repair(
         .collect();
     for ks in keyspaces {
         let (theirs, _): (Vec<u64>, _) =
-            fetch(node, client, &format!("{url}/v1/repl/digest/{ks}")).await?;
+            send(node, client.get(format!("{url}/v1/repl/digest/{ks}"))).await?;
         let n = node.clone();
         let name = ks.clone();
         let ours = blocking(move || digests(&n, &name)).await?;
@@ -229,17 +357,29 @@ pub async fn compare_and_repair(
             continue;
         }
         let list = differing.join(",");
+        let wanted: Vec<bool> = (0..BUCKETS).map(|b| theirs.get(b) != ours.get(b)).collect();
         let mut n = 0;
         let mut after: Option<String> = None;
         for _ in 0..MAX_PAGES {
-            let query = after.map(|a| format!("?after={a}")).unwrap_or_default();
-            let (rows, more): (Vec<KeyValue>, _) = fetch(
+            let query = after
+                .as_ref()
+                .map(|a| format!("?after={a}"))
+                .unwrap_or_default();
+            let (page, more): (Vec<KeyHash>, _) = send(
                 node,
-                client,
-                &format!("{url}/v1/repl/buckets/{ks}/{list}{query}"),
+                client.get(format!("{url}/v1/repl/hashes/{ks}/{list}{query}")),
             )
             .await?;
-            n += merge_rows(node, &ks, rows).await?;
+            let from = after
+                .as_deref()
+                .map(|a| URL_SAFE_NO_PAD.decode(a.as_bytes()))
+                .transpose()
+                .map_err(|e| format!("{url}: the page position is not base64url: {e}"))?;
+            let (nn, name, buckets) = (node.clone(), ks.clone(), wanted.clone());
+            let keys =
+                blocking(move || differing_keys(&nn, &name, &buckets, from.as_deref(), &page))
+                    .await?;
+            n += fetch_and_merge(node, client, url, &ks, keys).await?;
             match more {
                 Some(m) => after = Some(m),
                 None => break,
@@ -254,17 +394,54 @@ pub async fn compare_and_repair(
     Ok(repaired)
 }
 
-/// GETs `url` as this node's replication identity: the decoded postcard body and the
-/// [`MORE_HEADER`], if any.
-async fn fetch<T: serde::de::DeserializeOwned>(
+/// Fetches the peer's records of `keys` (data keys of `ks`) and merges them in, in requests of
+/// at most [`RECORDS_PER_REQUEST`] keys. Returns how many records changed here.
+async fn fetch_and_merge(
     node: &Node,
     client: &reqwest::Client,
     url: &str,
+    ks: &str,
+    keys: Vec<Vec<u8>>,
+) -> Result<usize, String> {
+    let mut changed = 0;
+    let mut rest = keys.as_slice();
+    while !rest.is_empty() {
+        let ask = &rest[..rest.len().min(RECORDS_PER_REQUEST)];
+        let body = postcard::to_stdvec(ask).map_err(|e| e.to_string())?;
+        let req = client
+            .post(format!("{url}/v1/repl/records/{ks}"))
+            .body(body);
+        let (rows, _): (Vec<MaybeRecord>, _) = send(node, req).await?;
+        if rows.is_empty() || rows.len() > ask.len() {
+            return Err(format!(
+                "{url} answered {} records for {} keys",
+                rows.len(),
+                ask.len()
+            ));
+        }
+        rest = &rest[rows.len()..];
+        let present: Vec<KeyValue> = rows
+            .into_iter()
+            .filter_map(|(k, v)| Some((k, v?)))
+            .collect();
+        changed += merge_rows(node, ks, present).await?;
+    }
+    Ok(changed)
+}
+
+/// Sends `req` as this node's replication identity: the decoded postcard body and the
+/// [`MORE_HEADER`], if any.
+async fn send<T: serde::de::DeserializeOwned>(
+    node: &Node,
+    req: reqwest::RequestBuilder,
 ) -> Result<(T, Option<String>), String> {
-    let resp = client
-        .get(url)
+    let (client, req) = req
         .header("authorization", super::auth_header(node))
-        .send()
+        .build_split();
+    let req = req.map_err(|e| e.to_string())?;
+    let url = req.url().to_string();
+    let resp = client
+        .execute(req)
         .await
         .map_err(|e| format!("{url}: {e}"))?;
     if !resp.status().is_success() {
@@ -341,23 +518,30 @@ mod tests {
 
     use meridian_store::Table;
 
-    use super::{BUCKETS, bucket_of, bucket_page, digests, entry_hash};
+    use super::{BUCKETS, bucket_of, differing_keys, digests, entry_hash, hash_page, records_of};
     use crate::input::WriteHeaders;
     use crate::keys;
     use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
     use crate::write::write;
 
-    /// Paging through the buckets endpoint's scan yields every record of the wanted buckets
-    /// exactly once, in key order, whatever the page size; the digests fold the same records.
-    #[tokio::test]
-    async fn pages_cover_the_wanted_buckets_exactly_once() {
+    /// A node of region `a` holding keys `k000`, `k001`, ... (`n` of them) in keyspace `rep`.
+    async fn node_with_keys(n: usize) -> crate::state::Node {
         let node = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
-        for i in 0..300 {
+        for i in 0..n {
             let key = format!("k{i:03}");
             write(&node, put(&node, "rep", &key, WriteHeaders::default()))
                 .await
                 .expect("write");
         }
+        node
+    }
+
+    /// Paging through the hashes endpoint's scan yields every key of the wanted buckets exactly
+    /// once, in key order, with its record's hash, whatever the page size; the digests fold the
+    /// same hashes.
+    #[tokio::test]
+    async fn pages_cover_the_wanted_buckets_exactly_once() {
+        let node = node_with_keys(300).await;
         let all = node
             .store()
             .scan(Table::Data, &keys::data_key("rep", ""), None, usize::MAX)
@@ -366,7 +550,7 @@ mod tests {
         let expected: Vec<_> = all
             .iter()
             .filter(|(k, _)| wanted[bucket_of(k)])
-            .cloned()
+            .map(|(k, v)| (k.clone(), entry_hash(k, v)))
             .collect();
         assert!(expected.len() > 50, "enough records to page");
 
@@ -374,7 +558,7 @@ mod tests {
             let (mut got, mut after, mut pages) = (Vec::new(), None::<Vec<u8>>, 0);
             loop {
                 let (rows, more) =
-                    bucket_page(&node, "rep", &wanted, after.as_deref(), max_bytes).expect("page");
+                    hash_page(&node, "rep", &wanted, after.as_deref(), max_bytes).expect("page");
                 got.extend(rows);
                 pages += 1;
                 match more {
@@ -397,5 +581,79 @@ mod tests {
             folded[bucket_of(k)] ^= entry_hash(k, v);
         }
         assert_eq!(digests(&node, "rep").expect("digests"), folded);
+    }
+
+    /// The keys to fetch from a peer's hash page are exactly those missing here or hashing
+    /// differently, in the page's key range and buckets; keys only this node holds are not.
+    #[tokio::test]
+    async fn differing_keys_are_the_missing_and_the_changed() {
+        let node = node_with_keys(100).await;
+        let k = |i: usize| keys::data_key("rep", &format!("k{i:03}"));
+        let all = vec![true; BUCKETS];
+        let (mine, more) = hash_page(&node, "rep", &all, None, usize::MAX).expect("page");
+        assert!(more.is_none() && mine.len() == 100);
+        assert!(
+            differing_keys(&node, "rep", &all, None, &mine)
+                .expect("diff")
+                .is_empty(),
+            "the same page differs nowhere"
+        );
+
+        // Theirs: the first 60 keys (k000-k059) with k005 changed, k010 missing (only here),
+        // and k000a and k050a that only they hold.
+        let mut theirs: Vec<_> = mine[..60].to_vec();
+        theirs[5].1 ^= 1;
+        theirs.retain(|(key, _)| *key != k(10));
+        let only_theirs = [
+            keys::data_key("rep", "k000a"),
+            keys::data_key("rep", "k050a"),
+        ];
+        for key in &only_theirs {
+            theirs.push((key.clone(), 7));
+        }
+        theirs.sort();
+        let got = differing_keys(&node, "rep", &all, None, &theirs).expect("diff");
+        let mut expect = vec![k(5), only_theirs[0].clone(), only_theirs[1].clone()];
+        expect.sort();
+        assert_eq!(got, expect);
+
+        // A page that starts after k020 only covers its own range.
+        let from = k(20);
+        let page: Vec<_> = theirs
+            .iter()
+            .filter(|(key, _)| *key > from)
+            .cloned()
+            .collect();
+        let got = differing_keys(&node, "rep", &all, Some(&from), &page).expect("diff");
+        assert_eq!(got, vec![only_theirs[1].clone()]);
+
+        // Buckets outside the comparison are not looked at here.
+        let none = vec![false; BUCKETS];
+        let got = differing_keys(&node, "rep", &none, None, &theirs).expect("diff");
+        assert_eq!(got.len(), theirs.len(), "nothing of ours to match against");
+    }
+
+    /// The records endpoint answers keys in order, `None` for absent keys and keys of other
+    /// keyspaces, and stops once the records reach the size limit (after at least one).
+    #[tokio::test]
+    async fn records_answer_in_order_up_to_the_limit() {
+        let node = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        for key in ["x", "y"] {
+            write(&node, put(&node, "rep", key, WriteHeaders::default()))
+                .await
+                .expect("write");
+        }
+        let ask = vec![
+            keys::data_key("rep", "x"),
+            keys::data_key("rep", "absent"),
+            keys::data_key("other", "x"),
+            keys::data_key("rep", "y"),
+        ];
+        let got = records_of(&node, "rep", &ask, usize::MAX).expect("records");
+        let present: Vec<bool> = got.iter().map(|(_, r)| r.is_some()).collect();
+        assert_eq!(present, [true, false, false, true]);
+        assert_eq!(got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), ask);
+        let got = records_of(&node, "rep", &ask, 1).expect("records");
+        assert_eq!(got.len(), 1, "one record reaches the limit");
     }
 }

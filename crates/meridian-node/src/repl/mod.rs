@@ -18,7 +18,7 @@ use crate::error::ApiError;
 use crate::metrics;
 use crate::state::Node;
 
-pub(crate) use digest::{buckets, digest};
+pub(crate) use digest::{digest, hashes, records};
 pub(crate) use serve::stream;
 
 /// The base URL of every peer: `--peer` overrides, else the region's `node` URL.
