@@ -86,11 +86,20 @@ pub fn start(node: &Node, background: &Background) -> Vec<tokio::task::JoinHandl
 
 /// Serves the data API of `node` on `listener` until `shutdown` completes, then finishes
 /// in-flight requests. The TTL sweeper and the replication links to every peer run alongside.
+/// Accepted connections send at once (`TCP_NODELAY`): a watch feed's event or a replication
+/// frame must not wait for the client's delayed acknowledgement of the previous one (up to
+/// 40 ms on Linux).
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    use axum::serve::ListenerExt as _;
+    let listener = listener.tap_io(|stream| {
+        if let Err(e) = stream.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
+        }
+    });
     serve_on(node, listener, &Background::default(), shutdown).await
 }
 
