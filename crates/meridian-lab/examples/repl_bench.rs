@@ -17,15 +17,19 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::Bytes;
+use http_body_util::{BodyExt as _, Full};
 use rand::{Rng as _, SeedableRng as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
-use tokio::sync::Semaphore;
 use tokio::time::Instant;
 
 /// Bytes of every value.
 const VALUE_BYTES: usize = 256;
-/// Most writes in flight per region; a tick finding none free counts a skipped write.
+/// Most writes in flight per region (one HTTP/1.1 connection each); a tick finding no
+/// connection free counts a skipped write.
 const IN_FLIGHT: usize = 128;
+/// Longest wait for one async write's answer.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Closed-loop clients per region for sync writes.
 const SYNC_CLIENTS: usize = 8;
 /// How long to wait for replication to finish after a phase.
@@ -236,6 +240,13 @@ async fn watch(bench: Arc<Bench>, at: String, origin: String) {
     }
 }
 
+/// The one field of a watch event the bench reads.
+#[derive(serde::Deserialize)]
+struct WatchEvent<'a> {
+    #[serde(borrow)]
+    key: std::borrow::Cow<'a, str>,
+}
+
 async fn watch_once(bench: &Bench, at: &str, origin: &str) {
     let url = format!("{}/v1/watch/notes?prefix={origin}.", bench.nodes[at]);
     let resp = reqwest::Client::new().get(&url).send().await;
@@ -277,11 +288,9 @@ async fn watch_once(bench: &Bench, at: &str, origin: &str) {
             let Some(data) = line.strip_prefix("data:") else {
                 continue;
             };
-            if let Ok(v) = serde_json::from_str::<serde_json::Value>(data.trim())
-                && let Some(key) = v["key"].as_str()
-            {
+            if let Ok(event) = serde_json::from_str::<WatchEvent<'_>>(data.trim()) {
                 bench.seen.lock().expect("invariant: not poisoned").push((
-                    key.to_string(),
+                    event.key.to_string(),
                     at.to_string(),
                     now,
                 ));
@@ -293,7 +302,50 @@ async fn watch_once(bench: &Bench, at: &str, origin: &str) {
 /// Per region: (attempted, acknowledged, failed, skipped because IN_FLIGHT were busy).
 type Counts = BTreeMap<String, (u64, u64, u64, u64)>;
 
-/// Paced async writes (keys `{origin}.{phase}.{n}`) from every region at once.
+/// An HTTP/1.1 connection of the async write phase: hyper's connection-level client, without
+/// a pool or URL parsing, so the driver's own CPU stays small beside the nodes it measures.
+type Conn = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
+
+/// Opens a connection to the node at `base` (`http://host:port`).
+async fn connect(base: &str) -> Result<Conn, String> {
+    let addr = base.trim_start_matches("http://").trim_end_matches('/');
+    let stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    stream.set_nodelay(true).map_err(|e| e.to_string())?;
+    let io = hyper_util::rt::TokioIo::new(stream);
+    let (send, conn) = hyper::client::conn::http1::handshake(io)
+        .await
+        .map_err(|e| format!("{base}: {e}"))?;
+    tokio::spawn(conn);
+    Ok(send)
+}
+
+/// PUTs `value` at `key` of the `notes` keyspace on `conn`: whether a 2xx came back within
+/// [`WRITE_TIMEOUT`] (the body read to its end, so the connection can be reused).
+async fn put_note(conn: &mut Conn, key: &str, value: Vec<u8>) -> bool {
+    let req = hyper::Request::put(format!("/v1/kv/notes/{key}"))
+        .header(hyper::header::HOST, "meridian")
+        .header(hyper::header::CONTENT_TYPE, "application/octet-stream")
+        .body(Full::new(Bytes::from(value)));
+    let Ok(req) = req else {
+        return false;
+    };
+    let exchange = async {
+        conn.ready().await.ok()?;
+        let resp = conn.send_request(req).await.ok()?;
+        let ok = resp.status().is_success();
+        resp.into_body().collect().await.ok()?;
+        Some(ok)
+    };
+    matches!(
+        tokio::time::timeout(WRITE_TIMEOUT, exchange).await,
+        Ok(Some(true))
+    )
+}
+
+/// Paced async writes (keys `{origin}.{phase}.{n}`) from every region at once, each region
+/// over [`IN_FLIGHT`] connections.
 async fn write_phase(
     bench: &Arc<Bench>,
     regions: &[String],
@@ -306,7 +358,15 @@ async fn write_phase(
         let bench = bench.clone();
         let (r, phase) = (r.clone(), phase.to_string());
         tasks.push(tokio::spawn(async move {
-            let sem = Arc::new(Semaphore::new(IN_FLIGHT));
+            let base = bench.nodes[&r].clone();
+            let (idle_tx, mut idle) = tokio::sync::mpsc::unbounded_channel::<Conn>();
+            let mut open = 0;
+            for _ in 0..IN_FLIGHT {
+                if let Ok(c) = connect(&base).await {
+                    open += 1;
+                    let _ = idle_tx.send(c);
+                }
+            }
             let counts = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64)));
             let mut rng = rand::rngs::StdRng::seed_from_u64(i as u64 + phase.len() as u64 * 7);
             let tick = Duration::from_millis(10);
@@ -318,25 +378,18 @@ async fn write_phase(
                 let due = (start.elapsed().as_secs_f64() * rate as f64) as u64;
                 while n < due.min(rate * secs.as_secs()) {
                     n += 1;
-                    let Ok(permit) = sem.clone().try_acquire_owned() else {
+                    let Ok(mut conn) = idle.try_recv() else {
                         counts.lock().expect("invariant: not poisoned").3 += 1;
                         continue;
                     };
                     let key = format!("{r}.{phase}.{n}");
                     let mut value = vec![0u8; VALUE_BYTES];
                     rng.fill(&mut value[..]);
-                    let url = format!("{}/v1/kv/notes/{key}", bench.nodes[&r]);
-                    let (bench, counts) = (bench.clone(), counts.clone());
+                    let (bench, counts, idle_tx, base) =
+                        (bench.clone(), counts.clone(), idle_tx.clone(), base.clone());
                     tokio::spawn(async move {
-                        let res = bench
-                            .client
-                            .put(url)
-                            .header("content-type", "application/octet-stream")
-                            .body(value)
-                            .send()
-                            .await;
+                        let ok = put_note(&mut conn, &key, value).await;
                         let at = Instant::now();
-                        let ok = matches!(&res, Ok(r) if r.status().is_success());
                         if ok {
                             bench
                                 .acks
@@ -344,19 +397,38 @@ async fn write_phase(
                                 .expect("invariant: not poisoned")
                                 .insert(key, at);
                         }
-                        let mut c = counts.lock().expect("invariant: not poisoned");
-                        c.0 += 1;
-                        if ok {
-                            c.1 += 1;
-                        } else {
-                            c.2 += 1;
+                        {
+                            let mut c = counts.lock().expect("invariant: not poisoned");
+                            c.0 += 1;
+                            if ok {
+                                c.1 += 1;
+                            } else {
+                                c.2 += 1;
+                            }
                         }
-                        drop(permit);
+                        // A failed exchange may leave the connection unusable: open another.
+                        let conn = if ok {
+                            Some(conn)
+                        } else {
+                            connect(&base).await.ok()
+                        };
+                        if let Some(conn) = conn {
+                            let _ = idle_tx.send(conn);
+                        }
                     });
                 }
             }
-            // Wait for the writes in flight (bounded by the client timeout).
-            let _ = sem.acquire_many(IN_FLIGHT as u32).await;
+            // Wait for the writes in flight (each bounded by WRITE_TIMEOUT and one connect).
+            drop(idle_tx);
+            let deadline = Instant::now() + WRITE_TIMEOUT * 2;
+            for _ in 0..open {
+                if tokio::time::timeout_at(deadline, idle.recv())
+                    .await
+                    .is_err()
+                {
+                    break;
+                }
+            }
             let c = *counts.lock().expect("invariant: not poisoned");
             (r, c)
         }));
