@@ -362,9 +362,12 @@ async fn write_phase(
             let (idle_tx, mut idle) = tokio::sync::mpsc::unbounded_channel::<Conn>();
             let mut open = 0;
             for _ in 0..IN_FLIGHT {
-                if let Ok(c) = connect(&base).await {
-                    open += 1;
-                    let _ = idle_tx.send(c);
+                match connect(&base).await {
+                    Ok(c) => {
+                        open += 1;
+                        let _ = idle_tx.send(c);
+                    }
+                    Err(e) => eprintln!("{r}: a writer connection failed: {e}"),
                 }
             }
             let counts = Arc::new(Mutex::new((0u64, 0u64, 0u64, 0u64)));

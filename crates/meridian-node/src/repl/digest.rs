@@ -37,6 +37,9 @@ pub const PAGE_BYTES: usize = 4 << 20;
 pub const MAX_PAGES: usize = 1024;
 /// Most keys one request to the records endpoint may name.
 pub const RECORDS_PER_REQUEST: usize = 1024;
+/// Most key bytes one request to the records endpoint carries (under the server's 2 MiB body
+/// limit, whatever `max_key_bytes` allows).
+const REQUEST_KEY_BYTES: usize = 1 << 20;
 /// Response header of a page cut at [`PAGE_BYTES`]: the last key sent (base64url), to be
 /// given back as `?after=` for the next page.
 pub const MORE_HEADER: &str = "meridian-more-after";
@@ -395,7 +398,8 @@ pub async fn compare_and_repair(
 }
 
 /// Fetches the peer's records of `keys` (data keys of `ks`) and merges them in, in requests of
-/// at most [`RECORDS_PER_REQUEST`] keys. Returns how many records changed here.
+/// at most [`RECORDS_PER_REQUEST`] keys and [`REQUEST_KEY_BYTES`] of them (at least one key).
+/// Returns how many records changed here.
 async fn fetch_and_merge(
     node: &Node,
     client: &reqwest::Client,
@@ -406,7 +410,17 @@ async fn fetch_and_merge(
     let mut changed = 0;
     let mut rest = keys.as_slice();
     while !rest.is_empty() {
-        let ask = &rest[..rest.len().min(RECORDS_PER_REQUEST)];
+        let mut bytes = 0;
+        let fit = rest
+            .iter()
+            .take(RECORDS_PER_REQUEST)
+            .take_while(|k| {
+                bytes += k.len();
+                bytes <= REQUEST_KEY_BYTES
+            })
+            .count()
+            .max(1);
+        let ask = &rest[..fit];
         let body = postcard::to_stdvec(ask).map_err(|e| e.to_string())?;
         let req = client
             .post(format!("{url}/v1/repl/records/{ks}"))

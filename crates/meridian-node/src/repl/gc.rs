@@ -63,7 +63,7 @@ pub(crate) fn index_collectable(txn: &mut Txn<'_>, data_key: &[u8], record: &Rec
 /// keys would walk over every entry collected so far, each pass; a seek from here does not.
 /// Unknown after a restart: the first pass seeks from the start once.
 #[derive(Debug, Default)]
-pub struct OpLogStart(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
+pub(crate) struct OpLogStart(std::sync::Mutex<std::collections::BTreeMap<String, u64>>);
 
 impl OpLogStart {
     /// The first sequence number of `origin` that may still be in the op log (0: unknown).
