@@ -41,6 +41,12 @@ pub const QUORUM_TIMEOUTS: &str = "meridian_quorum_timeouts_total";
 pub const CLOCK_SKEW: &str = "meridian_clock_skew_rejections_total";
 /// Records repaired by digest comparison, by keyspace.
 pub const DIGEST_REPAIRS: &str = "meridian_repl_digest_repairs_total";
+/// Keys whose hash a digest comparison fetched from a peer (buckets that differed), by
+/// keyspace: the anti-entropy traffic, about 30 bytes each.
+pub const DIGEST_KEYS_COMPARED: &str = "meridian_repl_digest_keys_compared_total";
+/// Records a digest comparison fetched from a peer (missing here or hashing differently), by
+/// keyspace; those that changed something also count in [`DIGEST_REPAIRS`].
+pub const DIGEST_RECORDS_FETCHED: &str = "meridian_repl_digest_records_fetched_total";
 /// Reads forwarded to another region, by reason (`session`, `strong`) and outcome (see
 /// [`ForwardOutcome`]).
 pub const READ_FORWARDS: &str = "meridian_read_forwards_total";
@@ -144,6 +150,13 @@ pub fn clock_skew(origin: &str) {
 /// Counts records repaired by digest comparison.
 pub fn digest_repairs(keyspace: &str, n: u64) {
     metrics::counter!(DIGEST_REPAIRS, "keyspace" => keyspace.to_string()).increment(n);
+}
+
+/// Counts one page of a digest comparison: `compared` keys' hashes fetched, `fetched` records.
+pub fn digest_page(keyspace: &str, compared: u64, fetched: u64) {
+    metrics::counter!(DIGEST_KEYS_COMPARED, "keyspace" => keyspace.to_string()).increment(compared);
+    metrics::counter!(DIGEST_RECORDS_FETCHED, "keyspace" => keyspace.to_string())
+        .increment(fetched);
 }
 
 /// Why a read was forwarded to another region.

@@ -672,6 +672,27 @@ async fn digest_comparison_repairs_silent_divergence() {
         .await
         .unwrap();
     assert!(a + b >= 1, "a divergent record must be repaired");
+    let metrics = c
+        .get(w.url("us-east-1", "/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let counted = |name: &str| {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(name) && l.contains("keyspace=\"reg\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum::<f64>()
+    };
+    assert!(
+        counted("meridian_repl_digest_records_fetched_total") >= 1.0
+            && counted("meridian_repl_digest_keys_compared_total")
+                >= counted("meridian_repl_digest_records_fetched_total"),
+        "the comparison's traffic is counted: {metrics}"
+    );
     let us = c
         .get(w.url("us-east-1", "/v1/kv/reg/k"))
         .send()

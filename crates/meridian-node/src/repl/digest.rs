@@ -378,10 +378,12 @@ pub async fn compare_and_repair(
                 .map(|a| URL_SAFE_NO_PAD.decode(a.as_bytes()))
                 .transpose()
                 .map_err(|e| format!("{url}: the page position is not base64url: {e}"))?;
+            let compared = page.len() as u64;
             let (nn, name, buckets) = (node.clone(), ks.clone(), wanted.clone());
             let keys =
                 blocking(move || differing_keys(&nn, &name, &buckets, from.as_deref(), &page))
                     .await?;
+            metrics::digest_page(&ks, compared, keys.len() as u64);
             n += fetch_and_merge(node, client, url, &ks, keys).await?;
             match more {
                 Some(m) => after = Some(m),
