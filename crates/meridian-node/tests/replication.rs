@@ -202,6 +202,18 @@ impl World {
             .expect("status JSON")
     }
 
+    /// The body of `GET path` at `region`, as text.
+    async fn get_text(&self, region: &str, path: &str) -> String {
+        self.client
+            .get(self.url(region, path))
+            .send()
+            .await
+            .expect("get")
+            .text()
+            .await
+            .expect("body")
+    }
+
     async fn get_json(&self, region: &str, path: &str) -> (StatusCode, Value) {
         let r = self
             .client
@@ -648,14 +660,7 @@ async fn digest_comparison_repairs_silent_divergence() {
             .unwrap();
     }
     w.start("eu-west-1", &[]).await;
-    let eu = c
-        .get(w.url("eu-west-1", "/v1/kv/reg/k"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let eu = w.get_text("eu-west-1", "/v1/kv/reg/k").await;
     assert_eq!(
         eu, "bit-rotted",
         "the divergence is in place before the repair"
@@ -672,14 +677,7 @@ async fn digest_comparison_repairs_silent_divergence() {
         .await
         .unwrap();
     assert!(a + b >= 1, "a divergent record must be repaired");
-    let metrics = c
-        .get(w.url("us-east-1", "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.get_text("us-east-1", "/metrics").await;
     let counted = |name: &str| {
         metrics
             .lines()
@@ -693,22 +691,8 @@ async fn digest_comparison_repairs_silent_divergence() {
                 >= counted("meridian_repl_digest_records_fetched_total"),
         "the comparison's traffic is counted: {metrics}"
     );
-    let us = c
-        .get(w.url("us-east-1", "/v1/kv/reg/k"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let eu = c
-        .get(w.url("eu-west-1", "/v1/kv/reg/k"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let us = w.get_text("us-east-1", "/v1/kv/reg/k").await;
+    let eu = w.get_text("eu-west-1", "/v1/kv/reg/k").await;
     assert_eq!(us, eu, "both sides settle on the same value");
     assert_eq!(
         meridian_node::repl::digest::digests(&us_node, "reg").unwrap(),
@@ -1109,14 +1093,7 @@ async fn session_reads_are_forwarded_to_the_origin_of_the_write() {
         "no read but the first left eu-west-1"
     );
 
-    let metrics = c
-        .get(w.url("eu-west-1", "/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = w.get_text("eu-west-1", "/metrics").await;
     assert!(
         metrics
             .lines()
