@@ -93,12 +93,7 @@ async fn observe(State(node): State<Node>, req: Request, next: Next) -> Response
     {
         resp.headers_mut().insert(names::REGION, v);
     }
-    metrics::request(
-        &route,
-        method.as_str(),
-        resp.status().as_u16(),
-        started.elapsed(),
-    );
+    metrics::request(&route, &method, resp.status().as_u16(), started.elapsed());
     resp
 }
 

@@ -75,10 +75,30 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     )
 }
 
-/// Counts one answered request.
-pub fn request(route: &str, method: &str, status: u16, took: Duration) {
-    metrics::counter!(HTTP_REQUESTS, "route" => route.to_string(), "method" => method.to_string(), "status" => status.to_string()).increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route.to_string(), "method" => method.to_string()).record(took.as_secs_f64());
+/// Counts one answered request of `route` (a route template, or `unmatched`). Methods outside
+/// the standard ones share the label `other`, so no client can add series without bound.
+pub fn request(route: &str, method: &axum::http::Method, status: u16, took: Duration) {
+    let method = method_label(method);
+    metrics::counter!(HTTP_REQUESTS, "route" => route.to_string(), "method" => method, "status" => status.to_string()).increment(1);
+    metrics::histogram!(HTTP_DURATION, "route" => route.to_string(), "method" => method)
+        .record(took.as_secs_f64());
+}
+
+/// The label of `method`: its name for the standard methods, `other` for any other.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::PUT => "PUT",
+        Method::POST => "POST",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
 }
 
 /// Counts one durable write.
@@ -204,4 +224,52 @@ impl ForwardOutcome {
 pub fn read_forward(reason: ForwardReason, outcome: ForwardOutcome) {
     metrics::counter!(READ_FORWARDS, "reason" => reason.as_str(), "outcome" => outcome.as_str())
         .increment(1);
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use axum::http::Method;
+    use metrics_exporter_prometheus::PrometheusBuilder;
+
+    use super::request;
+
+    /// Requests count under their route, method and status, and a method outside the standard
+    /// ones under `other`.
+    #[test]
+    fn requests_count_by_route_method_and_status() {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _local = metrics::set_default_local_recorder(&recorder);
+        let odd = Method::from_bytes(b"BREW").expect("an extension method");
+        for _ in 0..3 {
+            request("/v1/kv/{keyspace}/{key}", &Method::GET, 200, Duration::ZERO);
+        }
+        request("/v1/kv/{keyspace}/{key}", &Method::GET, 404, Duration::ZERO);
+        request("unmatched", &odd, 404, Duration::ZERO);
+        let text = handle.render();
+        let count = |route: &str, method: &str, status: &str| {
+            text.lines()
+                .find(|l| {
+                    l.starts_with("meridian_http_requests_total{")
+                        && l.contains(&format!("route=\"{route}\""))
+                        && l.contains(&format!("method=\"{method}\""))
+                        && l.contains(&format!("status=\"{status}\""))
+                })
+                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        };
+        assert_eq!(
+            count("/v1/kv/{keyspace}/{key}", "GET", "200"),
+            Some(3),
+            "{text}"
+        );
+        assert_eq!(
+            count("/v1/kv/{keyspace}/{key}", "GET", "404"),
+            Some(1),
+            "{text}"
+        );
+        assert_eq!(count("unmatched", "other", "404"), Some(1), "{text}");
+        assert!(!text.contains("BREW"), "{text}");
+    }
 }
