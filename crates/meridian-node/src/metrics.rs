@@ -233,7 +233,8 @@ mod tests {
     use axum::http::Method;
     use metrics_exporter_prometheus::PrometheusBuilder;
 
-    use super::request;
+    use super::{HTTP_REQUESTS, request};
+    use crate::testing::sample;
 
     /// Requests count under their route, method and status, and a method outside the standard
     /// ones under `other`.
@@ -250,14 +251,13 @@ mod tests {
         request("unmatched", &odd, 404, Duration::ZERO);
         let text = handle.render();
         let count = |route: &str, method: &str, status: &str| {
-            text.lines()
-                .find(|l| {
-                    l.starts_with("meridian_http_requests_total{")
-                        && l.contains(&format!("route=\"{route}\""))
-                        && l.contains(&format!("method=\"{method}\""))
-                        && l.contains(&format!("status=\"{status}\""))
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            let labels = [
+                format!("route=\"{route}\""),
+                format!("method=\"{method}\""),
+                format!("status=\"{status}\""),
+            ];
+            let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+            sample(&text, HTTP_REQUESTS, &labels)
         };
         assert_eq!(
             count("/v1/kv/{keyspace}/{key}", "GET", "200"),

@@ -49,3 +49,29 @@ pub(crate) fn put(node: &Node, ks: &str, key: &str, headers: WriteHeaders) -> Mu
         fingerprint: 1,
     }
 }
+
+/// A node of region `a` of [`TWO_REGIONS`] holding keys `k000`, `k001`, ... (`n` of them) in
+/// keyspace `rep`, written one after another (op-log sequence numbers 1 to `n`).
+pub(crate) async fn node_with_keys(n: usize) -> Node {
+    let node = node(
+        TWO_REGIONS,
+        "a",
+        &Arc::new(AtomicU64::new(1_700_000_000_000)),
+    );
+    for i in 0..n {
+        let key = format!("k{i:03}");
+        crate::write::write(&node, put(&node, "rep", &key, WriteHeaders::default()))
+            .await
+            .expect("write");
+    }
+    node
+}
+
+/// The value of the sample of `metric` in the Prometheus exposition `text` whose labels include
+/// every one of `labels` (`name="value"`), if there is one.
+pub(crate) fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<u64> {
+    let open = format!("{metric}{{");
+    text.lines()
+        .find(|l| l.starts_with(&open) && labels.iter().all(|label| l.contains(label)))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}

@@ -245,7 +245,7 @@ mod tests {
     use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
     use crate::input::WriteHeaders;
-    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
+    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put, sample};
     use crate::write::write;
 
     /// The delay metric measures from the write's HLC time at its origin to the durable apply
@@ -278,13 +278,12 @@ mod tests {
         assert_eq!(applied.written.len(), 1);
         let text = handle.render();
         let bucket = |le: &str| {
-            text.lines()
-                .find(|l| {
-                    l.starts_with("meridian_repl_delay_seconds_bucket{")
-                        && l.contains("origin=\"a\"")
-                        && l.contains(&format!("le=\"{le}\""))
-                })
-                .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            let le = format!("le=\"{le}\"");
+            sample(
+                &text,
+                "meridian_repl_delay_seconds_bucket",
+                &["origin=\"a\"", &le],
+            )
         };
         assert_eq!(
             (bucket("0.11"), bucket("0.12")),

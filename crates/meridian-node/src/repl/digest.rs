@@ -529,28 +529,13 @@ pub async fn run(node: Node, every: std::time::Duration) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::sync::atomic::AtomicU64;
-
     use meridian_store::Table;
 
     use super::{BUCKETS, bucket_of, differing_keys, digests, entry_hash, hash_page, records_of};
     use crate::input::WriteHeaders;
     use crate::keys;
-    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
+    use crate::testing::{node_with_keys, put};
     use crate::write::write;
-
-    /// A node of region `a` holding keys `k000`, `k001`, ... (`n` of them) in keyspace `rep`.
-    async fn node_with_keys(n: usize) -> crate::state::Node {
-        let node = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
-        for i in 0..n {
-            let key = format!("k{i:03}");
-            write(&node, put(&node, "rep", &key, WriteHeaders::default()))
-                .await
-                .expect("write");
-        }
-        node
-    }
 
     /// Paging through the hashes endpoint's scan yields every key of the wanted buckets exactly
     /// once, in key order, with its record's hash, whatever the page size; the digests fold the
@@ -653,7 +638,7 @@ mod tests {
     /// keyspaces, and stops once the records reach the size limit (after at least one).
     #[tokio::test]
     async fn records_answer_in_order_up_to_the_limit() {
-        let node = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        let node = node_with_keys(0).await;
         for key in ["x", "y"] {
             write(&node, put(&node, "rep", key, WriteHeaders::default()))
                 .await

@@ -277,7 +277,7 @@ mod tests {
 
     use super::{Collected, collect};
     use crate::input::WriteHeaders;
-    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put};
+    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, node_with_keys, put};
     use crate::write::write;
 
     fn applied(token: &str) -> VersionVector {
@@ -288,15 +288,7 @@ mod tests {
     /// goes before every peer has reported.
     #[tokio::test]
     async fn collects_the_op_log_up_to_what_every_region_applied() {
-        let a = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
-        for i in 0..10 {
-            write(
-                &a,
-                put(&a, "rep", &format!("k{i}"), WriteHeaders::default()),
-            )
-            .await
-            .expect("write");
-        }
+        let a = node_with_keys(10).await;
         let seqs = || -> Vec<u64> {
             a.store()
                 .scan(Table::OpLog, b"a\0", None, usize::MAX)
