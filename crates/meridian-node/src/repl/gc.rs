@@ -141,26 +141,24 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             continue;
         };
         let last = floor.min(first.saturating_add(PASS_LIMIT as u64 - 1));
-        let doomed: Vec<Vec<u8>> = (first..=last)
-            .map(|seq| keys::oplog_key(origin, seq))
-            .collect();
-        for chunk in doomed.chunks(CHUNK) {
-            let chunk = chunk.to_vec();
+        for from in (first..=last).step_by(CHUNK) {
+            let to = last.min(from.saturating_add(CHUNK as u64 - 1));
+            let owned = origin.to_string();
             node.store()
                 .transact(move |txn| {
-                    for k in chunk {
-                        txn.delete(Table::OpLog, &k);
+                    for seq in from..=to {
+                        txn.delete(Table::OpLog, &keys::oplog_key(&owned, seq));
                     }
                 })
                 .await
                 .map_err(|e| e.to_string())?;
+            node.oplog_start().advance(origin, to.saturating_add(1));
+            done.oplog += (to - from + 1) as usize;
         }
-        node.oplog_start().advance(origin, last.saturating_add(1));
-        done.oplog += doomed.len();
     }
 
     let now = node.now();
-    let steps: Vec<(Vec<u8>, Step)> = node
+    let mut steps: Vec<(Vec<u8>, Step)> = node
         .store()
         .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
         .map_err(|e| e.to_string())?
@@ -170,8 +168,8 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             Some((index_key, step))
         })
         .collect();
-    for chunk in steps.chunks(CHUNK) {
-        let chunk = chunk.to_vec();
+    while !steps.is_empty() {
+        let chunk: Vec<_> = steps.drain(..steps.len().min(CHUNK)).collect();
         done.tombstones += node
             .store()
             .transact(move |txn| take_steps(txn, chunk, now))
@@ -182,7 +180,6 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
 }
 
 /// What a pass does with one indexed tombstone.
-#[derive(Clone)]
 enum Step {
     /// The index entry is unreadable: drop it.
     Drop,
@@ -309,6 +306,22 @@ mod tests {
         a.peer_heads("b", &applied("a:10"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 4);
         assert!(seqs().is_empty());
+    }
+
+    /// More entries than one transaction deletes go in several, all in one pass, and the next
+    /// pass seeks from after the last.
+    #[tokio::test]
+    async fn collects_more_than_a_chunk_in_one_pass() {
+        let n = super::CHUNK * 2 + 3;
+        let a = node_with_keys(n).await;
+        a.peer_heads("b", &applied(&format!("a:{n}")));
+        assert_eq!(collect(&a).await.expect("gc").oplog, n);
+        let left = a
+            .store()
+            .scan(Table::OpLog, b"a\0", None, usize::MAX)
+            .expect("scan");
+        assert!(left.is_empty(), "{} entries left", left.len());
+        assert_eq!(a.oplog_start().get("a"), n as u64 + 1);
     }
 
     /// A register tombstone goes in two passes once every region applied the delete, and
