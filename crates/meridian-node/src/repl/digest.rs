@@ -331,8 +331,9 @@ pub(crate) async fn records(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Compares every digested keyspace with the peer at `url` and merges in the peer's records of
-/// every bucket that differs. Returns how many records changed here.
+/// Compares every digested keyspace with the peer at `url` and, in the buckets that differ,
+/// merges in the peer's records that are missing here or hash differently. Returns how many
+/// records changed here.
 pub async fn compare_and_repair(
     node: &Node,
     client: &reqwest::Client,
@@ -352,15 +353,15 @@ pub async fn compare_and_repair(
         let n = node.clone();
         let name = ks.clone();
         let ours = blocking(move || digests(&n, &name)).await?;
+        let wanted: Vec<bool> = (0..BUCKETS).map(|b| theirs.get(b) != ours.get(b)).collect();
         let differing: Vec<String> = (0..BUCKETS)
-            .filter(|b| theirs.get(*b) != ours.get(*b))
+            .filter(|b| wanted[*b])
             .map(|b| b.to_string())
             .collect();
         if differing.is_empty() {
             continue;
         }
         let list = differing.join(",");
-        let wanted: Vec<bool> = (0..BUCKETS).map(|b| theirs.get(b) != ours.get(b)).collect();
         let mut n = 0;
         let mut after: Option<String> = None;
         for _ in 0..MAX_PAGES {
