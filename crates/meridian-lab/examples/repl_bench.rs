@@ -23,6 +23,9 @@ use rand::{Rng as _, SeedableRng as _};
 use tokio::io::{AsyncBufReadExt as _, AsyncWriteExt as _};
 use tokio::time::Instant;
 
+use meridian_node::metrics::{REPL_DELAY, REPL_SENT_BYTES};
+use meridian_store::COMMIT_SECONDS;
+
 /// Bytes of every value.
 const VALUE_BYTES: usize = 256;
 /// Most writes in flight per region (one HTTP/1.1 connection each); a tick finding no
@@ -118,7 +121,6 @@ async fn run(args: Args) -> Result<(), String> {
         .trim()
         .to_string();
     let client = reqwest::Client::builder()
-        .pool_max_idle_per_host(IN_FLIGHT)
         .timeout(Duration::from_secs(10))
         .build()
         .map_err(|e| e.to_string())?;
@@ -141,15 +143,15 @@ async fn run(args: Args) -> Result<(), String> {
     println!("## async: {rate} writes/s per region for {secs} s, {VALUE_BYTES} B values");
     let bytes_before = repl_sent_bytes(&bench).await?;
     let wan_before = wan_bytes(&control).await?;
-    let commits_before = histogram_buckets(&bench, "meridian_store_commit_seconds").await?;
-    let delay_before = histogram_buckets(&bench, "meridian_repl_delay_seconds").await?;
+    let commits_before = histogram_buckets(&bench, COMMIT_SECONDS).await?;
+    let delay_before = histogram_buckets(&bench, REPL_DELAY).await?;
     let counts = write_phase(&bench, &regions, "a", rate, Duration::from_secs(secs)).await;
     let keys_a = acked_with(&bench, ".a.");
     drain(&bench, &regions, &keys_a).await;
     let bytes_after = repl_sent_bytes(&bench).await?;
     let wan_after = wan_bytes(&control).await?;
-    let commits_after = histogram_buckets(&bench, "meridian_store_commit_seconds").await?;
-    let delay_after = histogram_buckets(&bench, "meridian_repl_delay_seconds").await?;
+    let commits_after = histogram_buckets(&bench, COMMIT_SECONDS).await?;
+    let delay_after = histogram_buckets(&bench, REPL_DELAY).await?;
     report_counts(&counts, secs);
     report_lag(&bench, &keys_a, &delays);
     report_delay(&delay_before, &delay_after, &delays);
@@ -683,7 +685,7 @@ async fn repl_sent_bytes(bench: &Bench) -> Result<u64, String> {
         let text = metrics_text(bench, url).await?;
         total += text
             .lines()
-            .filter(|l| l.starts_with("meridian_repl_sent_bytes_total"))
+            .filter(|l| l.starts_with(REPL_SENT_BYTES))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum::<f64>();
     }
