@@ -216,6 +216,11 @@ impl Node {
         self.inner.last_seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
+    /// The sequence number the next op written here will take (nothing is reserved).
+    pub(crate) fn peek_next_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::SeqCst) + 1
+    }
+
     /// After a failed group commit the reserved sequence numbers were not written: reload the
     /// last durable one so the op log stays contiguous.
     pub(crate) fn reload_seq(&self) {

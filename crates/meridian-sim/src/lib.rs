@@ -12,8 +12,8 @@
 //! acknowledged increments; every register holds the last-writer-wins winner of its
 //! acknowledged writes, so no acknowledged delete is resurrected; every set holds exactly the
 //! members with an acknowledged add that no later change of the member had seen (add wins);
-//! every map field holds the value of its last-writer-wins patch; no byte of a pinned key sits in a region
-//! outside its zone; every sync write acknowledged (its origin alive) was on a quorum of regions
+//! every map field holds the value of its last-writer-wins patch unless a later delete of the
+//! whole map hides it; no byte of a pinned key sits in a region outside its zone; every sync write acknowledged (its origin alive) was on a quorum of regions
 //! and is in every region.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -100,7 +100,7 @@ pub struct Report {
     pub deliveries: usize,
     /// Kills performed.
     pub kills: usize,
-    /// Op-log entries and register tombstones garbage-collected during the run.
+    /// Op-log entries and tombstones (registers and maps) garbage-collected during the run.
     pub collected: (usize, usize),
     /// Sync writes acknowledged (each checked to be on a quorum when acknowledged).
     pub sync_acknowledged: usize,
@@ -122,8 +122,9 @@ pub struct History {
     registers: BTreeMap<String, Vec<(Version, Option<String>)>>,
     /// Per set key, its acknowledged adds and removes in the order made.
     sets: BTreeMap<String, Vec<SetOp>>,
-    /// Per map key and field, the acknowledged patches of it.
-    maps: BTreeMap<String, BTreeMap<String, Vec<FieldWrite>>>,
+    /// Per map key: the acknowledged patches of each field, and the versions of the
+    /// acknowledged deletes of the whole map.
+    maps: BTreeMap<String, MapWrites>,
     writes: usize,
 }
 
@@ -198,8 +199,17 @@ impl History {
                 let patched = self.maps.entry(key).or_default();
                 for (field, value) in fields {
                     let value = (!value.is_null()).then_some(value);
-                    patched.entry(field).or_default().push((v.clone(), value));
+                    patched
+                        .fields
+                        .entry(field)
+                        .or_default()
+                        .push((v.clone(), value));
                 }
+            }
+            // Like a register's: deleting a map with no live field answers no ETag.
+            Op::Delete { .. } if keyspace == "docs" && etag.is_some() => {
+                let v = parse_etag(etag)?;
+                self.maps.entry(key).or_default().deletes.push(v);
             }
             _ => {}
         }
@@ -214,6 +224,31 @@ impl History {
 
 /// An acknowledged patch of one map field: its version and value (`None`: the field deleted).
 type FieldWrite = (Version, Option<serde_json::Value>);
+
+/// The acknowledged writes of one map key.
+#[derive(Default)]
+struct MapWrites {
+    fields: BTreeMap<String, Vec<FieldWrite>>,
+    deletes: Vec<Version>,
+}
+
+impl MapWrites {
+    /// The map they leave: each field's last patch, unless it sets nothing or a delete of the
+    /// whole map came after it.
+    fn expected(&self) -> serde_json::Map<String, serde_json::Value> {
+        let cleared = self.deletes.iter().max();
+        self.fields
+            .iter()
+            .filter_map(|(field, writes)| {
+                let last = writes.iter().max_by(|a, b| a.0.cmp(&b.0))?;
+                if cleared.is_some_and(|c| *c > last.0) {
+                    return None;
+                }
+                Some((field.clone(), last.1.clone()?))
+            })
+            .collect()
+    }
+}
 
 /// An acknowledged change of one set member, made in a region that had applied `seen` (when
 /// known).
@@ -288,8 +323,8 @@ pub struct Checked<'a> {
 /// of its acknowledged increments; every register holds the last-writer-wins winner of its
 /// acknowledged writes (so no acknowledged delete is resurrected); every set holds exactly
 /// its add-wins members (or, where that is undecidable, only acknowledged members); every map
-/// field holds its last-writer-wins patch. Returns the final state of [`EU`], rendered, or
-/// what failed.
+/// field holds its last-writer-wins patch unless a later delete of the map hides it. Returns
+/// the final state of [`EU`], rendered, or what failed.
 pub fn check(
     topology: &Topology,
     replicas: &[Checked<'_>],
@@ -399,21 +434,16 @@ pub fn check(
             return Err(format!("map {key} = {body} was never written"));
         }
     }
-    for (key, fields) in &history.maps {
+    for (key, writes) in &history.maps {
         let got: serde_json::Map<String, serde_json::Value> = match eu_state["docs"].get(key) {
             Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
             None => serde_json::Map::new(),
         };
-        let want: serde_json::Map<String, serde_json::Value> = fields
-            .iter()
-            .filter_map(|(field, writes)| {
-                let last = writes.iter().max_by(|a, b| a.0.cmp(&b.0))?;
-                Some((field.clone(), last.1.clone()?))
-            })
-            .collect();
+        let want = writes.expected();
         if got != want {
             return Err(format!(
-                "map {key} = {got:?}; the last-writer-wins patches of its fields give {want:?}"
+                "map {key} = {got:?}; the last-writer-wins patches of its fields and its deletes \
+                 give {want:?}"
             ));
         }
     }
@@ -878,6 +908,10 @@ impl Sim {
                         },
                     )
                 }
+            }
+            3 if self.rng.random_bool(0.15) => {
+                let key = format!("d{}", self.rng.random_range(0..2));
+                ("docs", key, Op::Delete { context: None })
             }
             3 => {
                 let key = format!("d{}", self.rng.random_range(0..2));

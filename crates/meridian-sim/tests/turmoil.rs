@@ -4,7 +4,7 @@
 //! TCP through the node's `Dialer` seam: HTTP/1.1, the negotiated stream protocol, silence
 //! detection and reconnects with backoff all run as in production. A client writes over HTTP to
 //! random regions (register puts and deletes, counter increments, set adds and removes, map
-//! patches, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of zone `eu`)
+//! patches and deletes, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of zone `eu`)
 //! while a seeded schedule cuts links (both ways, one way, a region isolated), slows them
 //! (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's store outlives it, as a disk would. The
 //! client retries a write whose answer it did not get (connection lost, timeout, 503) with the
@@ -15,9 +15,10 @@
 //! until every replica holds the same data (bounded), then `meridian_sim::check` holds them to
 //! the acknowledged writes: replicas equal, no acknowledged sync write lost (each was also on a
 //! quorum when acknowledged), counters equal the sum of acknowledged increments, registers hold
-//! their last-writer-wins winner (no resurrected delete), map fields their last patch, sets
-//! only acknowledged members (their exact add-wins membership needs what the region had applied
-//! at each change, which an HTTP client cannot observe), no pinned byte outside its zone.
+//! their last-writer-wins winner (no resurrected delete), map fields their last patch unless a
+//! later delete of the whole map hides it, sets only acknowledged members (their exact add-wins
+//! membership needs what the region had applied at each change, which an HTTP client cannot
+//! observe), no pinned byte outside its zone.
 //!
 //! Not simulated: digest repair (its reqwest client reaches peers over real sockets, which a
 //! turmoil host does not have; it is switched off through `Background::digest_repair`), and
@@ -222,7 +223,12 @@ fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
                 ("tags", key, Op::Remove { members }, "/remove", json, body)
             }
         }
-        60..72 => {
+        60..62 => {
+            let key = format!("d{}", rng.random_range(0..2));
+            let op = Op::Delete { context: None };
+            ("docs", key, op, "", "text/plain", String::new())
+        }
+        62..72 => {
             let key = format!("d{}", rng.random_range(0..2));
             let field = format!("f{}", rng.random_range(0..4));
             let value = if rng.random_bool(0.2) {

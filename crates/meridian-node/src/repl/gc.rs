@@ -1,6 +1,6 @@
 //! Garbage collection of replicated state, by the rules of `meridian_core::gc`: op-log entries
-//! every region has applied, and register tombstones once no concurrent write can still be in
-//! flight anywhere. Nothing is collected while any peer's applied state is unknown (a peer down
+//! every region has applied, and dead registers and maps (deleted or expired) once no write
+//! they superseded can still be in flight anywhere. Nothing is collected while any peer's applied state is unknown (a peer down
 //! since this node started, however long), so a delete never comes back.
 //!
 //! A pass deletes in transactions of at most [`CHUNK`] keys, one after another, so the writer
@@ -10,7 +10,7 @@
 use meridian_core::KeyspaceType;
 use meridian_core::gc::{TombstoneStep, newest, stable, tombstone_step};
 use meridian_core::hlc::Timestamp;
-use meridian_core::record::{Record, Value};
+use meridian_core::record::Record;
 use meridian_core::version::VersionVector;
 use meridian_store::{Table, Txn};
 use serde::{Deserialize, Serialize};
@@ -23,7 +23,8 @@ pub const PASS_LIMIT: usize = 8_192;
 /// Most keys one collection transaction deletes or updates.
 pub const CHUNK: usize = 256;
 
-/// A register tombstone awaiting collection: `Meta` `tomb/<data key>`.
+/// A dead record awaiting collection: `Meta` `tomb/<data key>`. It may go once every region has
+/// applied op `seq` of `origin` and, after that, everything any region had applied by then.
 #[derive(Serialize, Deserialize)]
 struct Tombstone {
     origin: String,
@@ -32,22 +33,60 @@ struct Tombstone {
     noted: Option<String>,
 }
 
-/// Indexes `record` for collection if it is a register tombstone written by op `seq` of
-/// `origin`. Called in the transaction that writes it.
+/// Whether collecting `record` once it is dead can never bring anything back: a register (last
+/// writer wins whole) or a map (each field by last writer wins, a whole-map delete by its
+/// version). Both order writes by HLC alone, so a write made after a region applied the delete
+/// beats it everywhere, with or without the tombstone. The other types number their writes per
+/// origin from what the record holds; collecting one would restart those numbers, and a region
+/// still holding the tombstone would take new writes for ones it already removed.
+fn collectable_kind(record: &Record) -> bool {
+    matches!(record.kind(), KeyspaceType::Register | KeyspaceType::Map)
+}
+
+/// Indexes `record` for collection if the write that gave it its version (op `seq` of that
+/// version's origin) left it deleted: a register without a value, a map without a live field.
+/// Called in the transaction that writes it.
 pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
-    if matches!(&record.value, Value::Register(r) if r.value.is_none()) {
-        index_collectable(txn, data_key, record, seq);
+    if collectable_kind(record) && record.value.is_empty() {
+        index(txn, data_key, record, record.version.origin.clone(), seq);
     }
 }
 
-/// Indexes a register record that is dead — deleted, or expired (an expiry is a delete at a
-/// known instant) — for collection by the tombstone rule; `seq` is the op that wrote its version.
-pub(crate) fn index_collectable(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
-    if record.kind() != KeyspaceType::Register {
-        return;
+/// Indexes a record that has just expired (`now` is past its expiry) for collection by the
+/// tombstone rule; `seq` is the op that wrote its version. Called by the expiry sweep, in its
+/// transaction.
+///
+/// A register goes once every region has applied that op (as for a delete): any write made
+/// before its expiry that a region had not yet applied then is noted in phase one, and it
+/// replaces the register whole wherever it lands. A map needs more: a region whose clock is
+/// behind may still write a field "before" the expiry after applying that op, and such a field
+/// would show here on an empty map but stay hidden behind the expired record elsewhere. So a
+/// map waits for the next op this region writes — stamped after the expiry (the clock is moved
+/// past it here) — to be applied everywhere: from then on every region's clock is past the
+/// expiry, and phase one notes every earlier write.
+pub(crate) fn index_expired(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    data_key: &[u8],
+    record: &Record,
+    seq: u64,
+) {
+    match (record.kind(), record.expires) {
+        (KeyspaceType::Register, _) => {
+            index(txn, data_key, record, record.version.origin.clone(), seq);
+        }
+        (KeyspaceType::Map, Some(expires)) => {
+            node.with_hlc(|hlc, wall| hlc.now_after(expires, wall));
+            let next = node.peek_next_seq();
+            index(txn, data_key, record, node.region().to_string(), next);
+        }
+        _ => {}
     }
+}
+
+fn index(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, origin: String, seq: u64) {
     let t = Tombstone {
-        origin: record.version.origin.clone(),
+        origin,
         seq,
         etag: record.version.etag(),
         noted: None,
@@ -229,8 +268,8 @@ fn take_steps(txn: &mut Txn<'_>, steps: Vec<(Vec<u8>, Step)>, now: Timestamp) ->
     removed
 }
 
-/// Whether the record at `data_key` is still the dead register (deleted or expired) with this
-/// version (a later write replaces it, and then there is nothing to collect).
+/// Whether the record at `data_key` is still dead (deleted or expired) at this version (a later
+/// write changes the version, and then there is nothing to collect).
 fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> bool {
     let Ok(Some(bytes)) = txn.get(Table::Data, data_key) else {
         return false;
@@ -238,10 +277,7 @@ fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> boo
     let Ok(record) = Record::decode(&bytes) else {
         return false;
     };
-    record.kind() == KeyspaceType::Register
-        && (matches!(&record.value, Value::Register(r) if r.value.is_none())
-            || record.is_expired(now))
-        && record.version.etag() == etag
+    collectable_kind(&record) && !record.is_live(now) && record.version.etag() == etag
 }
 
 /// Runs [`collect`] every `every` until the task is dropped.
@@ -354,5 +390,103 @@ mod tests {
         assert_eq!(c.tombstones, 1, "phase two collects");
         assert!(data().is_none());
         assert_eq!(collect(&a).await.expect("gc"), Collected::default());
+    }
+
+    /// `TWO_REGIONS` plus a map keyspace `m` and a set keyspace `s`.
+    const WITH_MAP: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"m\"\ntype = \"map\"\n\n[[keyspace]]\nname = \"s\"\ntype = \"set\"\n";
+
+    fn with_op(
+        a: &crate::state::Node,
+        ks: &str,
+        key: &str,
+        op: meridian_core::op::Op,
+        headers: WriteHeaders,
+    ) -> crate::write::Mutation {
+        let mut m = put(a, ks, key, headers);
+        m.op = op;
+        m
+    }
+
+    fn patch(fields: serde_json::Value) -> meridian_core::op::Op {
+        meridian_core::op::Op::Patch {
+            fields: fields.as_object().cloned().expect("an object"),
+        }
+    }
+
+    fn stored(a: &crate::state::Node, ks: &str, key: &str) -> bool {
+        a.store()
+            .get(Table::Data, &crate::keys::data_key(ks, key))
+            .expect("get")
+            .is_some()
+    }
+
+    /// A deleted map goes by the same two phases as a register; a deleted set is never indexed
+    /// (its dots would restart).
+    #[tokio::test]
+    async fn collects_a_deleted_map_but_not_a_deleted_set() {
+        let a = node(WITH_MAP, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        let delete = || meridian_core::op::Op::Delete { context: None };
+        let h = WriteHeaders::default;
+        write(
+            &a,
+            with_op(&a, "m", "k", patch(serde_json::json!({"f": 1})), h()),
+        )
+        .await
+        .expect("patch");
+        write(&a, with_op(&a, "m", "k", delete(), h()))
+            .await
+            .expect("delete map");
+        let add = meridian_core::op::Op::Add {
+            members: vec!["x".into()],
+        };
+        write(&a, with_op(&a, "s", "k", add, h()))
+            .await
+            .expect("add");
+        write(&a, with_op(&a, "s", "k", delete(), h()))
+            .await
+            .expect("delete set");
+
+        a.peer_heads("b", &applied("a:4"));
+        assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
+        assert_eq!(collect(&a).await.expect("gc").tombstones, 1, "phase two");
+        assert!(!stored(&a, "m", "k"), "the map's tombstone is gone");
+        assert!(stored(&a, "s", "k"), "the set's tombstone stays");
+    }
+
+    /// An expired map waits until every region has applied an op this region wrote after the
+    /// expiry (so no region can still write a field from before it), then goes in two phases.
+    #[tokio::test]
+    async fn an_expired_map_waits_for_an_op_written_after_its_expiry() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let a = node(WITH_MAP, "a", &clock);
+        let ttl = WriteHeaders {
+            ttl: Some(std::time::Duration::from_secs(1)),
+            ..WriteHeaders::default()
+        };
+        write(
+            &a,
+            with_op(&a, "m", "k", patch(serde_json::json!({"f": 1})), ttl),
+        )
+        .await
+        .expect("patch");
+        clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
+        assert_eq!(crate::expiry::sweep_once(&a).await.expect("sweep"), 1);
+
+        a.peer_heads("b", &applied("a:1"));
+        for _ in 0..3 {
+            assert_eq!(collect(&a).await.expect("gc").tombstones, 0);
+        }
+        assert!(
+            stored(&a, "m", "k"),
+            "b may still write a field stamped before the expiry"
+        );
+
+        write(&a, put(&a, "rep", "later", WriteHeaders::default()))
+            .await
+            .expect("a later write");
+        a.peer_heads("b", &applied("a:2"));
+        assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
+        assert_eq!(collect(&a).await.expect("gc").tombstones, 1, "phase two");
+        assert!(!stored(&a, "m", "k"));
     }
 }
