@@ -474,8 +474,14 @@ async fn send<T: serde::de::DeserializeOwned>(
     Ok((value, more))
 }
 
+/// Merges a peer's records `rows` (data keys of `ks`) into this node's; returns how many changed
+/// here. A peer's dead register or map (deleted or expired) that has no record here is not stored:
+/// no record reads the same, and this node may have collected that very tombstone already
+/// (peers collect a few seconds apart) — storing it again would keep it forever, for it would
+/// not be indexed for collection a second time.
 async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
     let ks = ks.to_string();
+    let now = node.now();
     node.store()
         .transact(move |txn| -> Result<usize, String> {
             let mut changed = 0;
@@ -492,6 +498,7 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
                         ours.merge(&theirs).map_err(|e| e.to_string())?;
                         (ours.encode() != before).then_some(ours)
                     }
+                    None if super::gc::collectable_kind(&theirs) && !theirs.is_live(now) => None,
                     None => Some(theirs),
                 };
                 if let Some(m) = merged {
@@ -657,5 +664,42 @@ mod tests {
         assert_eq!(got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), ask);
         let got = records_of(&node, "rep", &ask, 1).expect("records");
         assert_eq!(got.len(), 1, "one record reaches the limit");
+    }
+
+    /// A peer's dead register missing here is not stored (it may be one this node collected);
+    /// a live one is, and so is a dead one that lands on a record held here.
+    #[tokio::test]
+    async fn a_dead_record_missing_here_is_not_stored() {
+        use meridian_core::record::{Record, Value};
+        let node = node_with_keys(2).await;
+        let stored = |i: usize| {
+            node.store()
+                .get(Table::Data, &keys::data_key("rep", &format!("k{i:03}")))
+                .expect("get")
+        };
+        let live = Record::decode(&stored(0).expect("k000")).expect("record");
+        let mut dead = live.clone();
+        let Value::Register(r) = &mut dead.value else {
+            panic!("a register")
+        };
+        r.value = None;
+        r.version.ts = meridian_core::hlc::Timestamp(r.version.ts.0 + 1);
+        dead.version = r.version.clone();
+        let row =
+            |i: usize, rec: &Record| (keys::data_key("rep", &format!("k{i:03}")), rec.encode());
+
+        let changed = super::merge_rows(&node, "rep", vec![row(7, &dead), row(8, &live)])
+            .await
+            .expect("merge");
+        assert_eq!(changed, 1);
+        assert!(stored(7).is_none(), "the dead one missing here");
+        assert!(stored(8).is_some(), "the live one missing here");
+
+        let changed = super::merge_rows(&node, "rep", vec![row(0, &dead)])
+            .await
+            .expect("merge");
+        assert_eq!(changed, 1, "a newer delete of a record held here");
+        let here = Record::decode(&stored(0).expect("k000")).expect("record");
+        assert!(!here.is_live(node.now()));
     }
 }

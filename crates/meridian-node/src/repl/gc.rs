@@ -39,7 +39,7 @@ struct Tombstone {
 /// beats it everywhere, with or without the tombstone. The other types number their writes per
 /// origin from what the record holds; collecting one would restart those numbers, and a region
 /// still holding the tombstone would take new writes for ones it already removed.
-fn collectable_kind(record: &Record) -> bool {
+pub(crate) fn collectable_kind(record: &Record) -> bool {
     matches!(record.kind(), KeyspaceType::Register | KeyspaceType::Map)
 }
 
