@@ -63,7 +63,10 @@ pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Recor
 /// would show here on an empty map but stay hidden behind the expired record elsewhere. So a
 /// map waits for the next op this region writes — stamped after the expiry (the clock is moved
 /// past it here) — to be applied everywhere: from then on every region's clock is past the
-/// expiry, and phase one notes every earlier write.
+/// expiry, and phase one notes every earlier write. (A region whose clock is more than the skew
+/// bound behind refuses to move its clock to that stamp; it is already counted in
+/// `meridian_clock_skew_rejections_total`, and until its clock is fixed a write it makes to
+/// such a map may read differently where the map was collected and where it was not.)
 pub(crate) fn index_expired(
     node: &Node,
     txn: &mut Txn<'_>,
