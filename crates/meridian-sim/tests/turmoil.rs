@@ -4,12 +4,12 @@
 //! TCP through the node's `Dialer` seam: HTTP/1.1, the negotiated stream protocol, silence
 //! detection and reconnects with backoff all run as in production. A client writes over HTTP to
 //! random regions (register puts and deletes, counter increments, set adds and removes, map
-//! patches and deletes, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of zone `eu`)
-//! while a seeded schedule cuts links (both ways, one way, a region isolated), slows them
-//! (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's store outlives it, as a disk would. The
-//! client retries a write whose answer it did not get (connection lost, timeout, 503) with the
-//! same `Idempotency-Key` until it gets one, so every write ends acknowledged or refused and
-//! the checker's sums are exact.
+//! patches and deletes, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of
+//! zone `eu`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
+//! them (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's
+//! store outlives it, as a disk would. The client retries a write whose answer it did not get
+//! (connection lost, timeout, 503) with the same `Idempotency-Key` until it gets one, so every
+//! write ends acknowledged or refused and the checker's sums are exact.
 //!
 //! After the schedule every link is repaired and every host restarted; the simulation runs
 //! until every replica holds the same data (bounded), then `meridian_sim::check` holds them to

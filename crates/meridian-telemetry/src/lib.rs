@@ -58,7 +58,11 @@ fn handle() -> &'static PrometheusHandle {
                 }
             });
         if let Err(error) = spawned {
-            tracing::warn!(%error, "metrics upkeep thread not started: histogram samples are drained only when /metrics is scraped");
+            tracing::warn!(
+                %error,
+                "metrics upkeep thread not started: histogram samples are drained only when \
+                 /metrics is scraped"
+            );
         }
         handle
     })

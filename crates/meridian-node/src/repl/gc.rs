@@ -1,7 +1,8 @@
 //! Garbage collection of replicated state, by the rules of `meridian_core::gc`: op-log entries
 //! every region has applied, and dead registers and maps (deleted or expired) once no write
-//! they superseded can still be in flight anywhere. Nothing is collected while any peer's applied state is unknown (a peer down
-//! since this node started, however long), so a delete never comes back.
+//! they superseded can still be in flight anywhere. Nothing is collected while any peer's
+//! applied state is unknown (a peer down since this node started, however long), so a delete
+//! never comes back.
 //!
 //! A pass deletes in transactions of at most [`CHUNK`] keys, one after another, so the writer
 //! interleaves them with the writes and applies queued meanwhile: collecting thousands of
