@@ -33,6 +33,12 @@ pub const REPL_LAG: &str = "meridian_repl_lag_seconds";
 /// origin: the replication delay a reader in this region sees. Skew between the two regions'
 /// clocks adds to (or takes from) it.
 pub const REPL_DELAY: &str = meridian_telemetry::REPL_DELAY;
+/// Replicated garbage removed, by `what`: `oplog` (entries every region applied) or
+/// `tombstones` (dead records no superseded write can reach any more).
+pub const GC_COLLECTED: &str = "meridian_gc_collected_total";
+/// Peers that have not reported what they applied since this node started; while above 0
+/// nothing is collected, and the op log and tombstones grow.
+pub const GC_PEERS_UNHEARD: &str = "meridian_gc_peers_unheard";
 /// Concurrent writes where last-writer-wins overwrote one, by keyspace.
 pub const CONFLICTS: &str = "meridian_conflicts_total";
 /// Sync writes answered `quorum_unavailable`, by keyspace.
@@ -150,6 +156,17 @@ pub fn link_up(peer: &str, up: bool) {
 pub fn peer_lag(peer: &str, unacked: u64, lag_seconds: f64) {
     metrics::gauge!(REPL_UNACKED, "peer" => peer.to_string()).set(unacked as f64);
     metrics::gauge!(REPL_LAG, "peer" => peer.to_string()).set(lag_seconds);
+}
+
+/// Counts what one garbage-collection pass removed.
+pub fn gc_collected(oplog: usize, tombstones: usize) {
+    metrics::counter!(GC_COLLECTED, "what" => "oplog").increment(oplog as u64);
+    metrics::counter!(GC_COLLECTED, "what" => "tombstones").increment(tombstones as u64);
+}
+
+/// Sets how many peers have not reported what they applied since this node started.
+pub fn gc_peers_unheard(n: usize) {
+    metrics::gauge!(GC_PEERS_UNHEARD).set(n as f64);
 }
 
 /// Counts a conflict.

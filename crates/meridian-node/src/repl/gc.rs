@@ -16,8 +16,8 @@ use meridian_core::version::VersionVector;
 use meridian_store::{Table, Txn};
 use serde::{Deserialize, Serialize};
 
-use crate::keys;
 use crate::state::Node;
+use crate::{keys, metrics};
 
 /// Most entries one pass examines per origin's op log, and per tombstone index.
 pub const PASS_LIMIT: usize = 8_192;
@@ -149,11 +149,16 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
         .map(|r| r.name.as_str())
         .collect();
     let mut reports: Vec<&VersionVector> = vec![&own];
+    let mut unheard = 0;
     for r in regions.iter().filter(|r| **r != node.region()) {
         match acked.get(*r) {
             Some(vv) => reports.push(vv),
-            None => return Ok(Collected::default()),
+            None => unheard += 1,
         }
+    }
+    metrics::gc_peers_unheard(unheard);
+    if unheard > 0 {
+        return Ok(Collected::default());
     }
     let stable = stable(reports.iter().copied(), &regions);
     let newest = newest(reports.iter().copied());
@@ -219,6 +224,7 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    metrics::gc_collected(done.oplog, done.tombstones);
     Ok(done)
 }
 
@@ -325,6 +331,14 @@ mod tests {
     /// goes before every peer has reported.
     #[tokio::test]
     async fn collects_the_op_log_up_to_what_every_region_applied() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let gauge = |text: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix("meridian_gc_peers_unheard "))
+                .map(str::to_string)
+        };
         let a = node_with_keys(10).await;
         let seqs = || -> Vec<u64> {
             a.store()
@@ -336,6 +350,11 @@ mod tests {
         };
         assert_eq!(collect(&a).await.expect("gc"), Collected::default());
         assert_eq!(seqs(), (1..=10).collect::<Vec<_>>(), "b has not reported");
+        assert_eq!(
+            gauge(&handle.render()).as_deref(),
+            Some("1"),
+            "b is unheard"
+        );
 
         a.peer_heads("b", &applied("a:6"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 6);
@@ -346,6 +365,10 @@ mod tests {
         a.peer_heads("b", &applied("a:10"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 4);
         assert!(seqs().is_empty());
+        let text = handle.render();
+        assert_eq!(gauge(&text).as_deref(), Some("0"));
+        let collected = crate::testing::sample(&text, "meridian_gc_collected_total", &["oplog"]);
+        assert_eq!(collected, Some(10), "{text}");
     }
 
     /// More entries than one transaction deletes go in several, all in one pass, and the next
