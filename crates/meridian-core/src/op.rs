@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::crdt::{LwwMap, LwwRegister};
+use crate::crdt::{LwwMap, LwwRegister, PnEntry};
 use crate::hlc::Timestamp;
 use crate::record::{Record, Value};
 use crate::version::{Version, VersionVector};
@@ -74,6 +74,21 @@ pub struct WriteMeta {
     pub expires: Option<Timestamp>,
     /// Home region of the written record (`None`: none).
     pub home: Option<String>,
+    /// What the origin has issued on any key; see [`Floor`].
+    pub floor: Floor,
+}
+
+/// What an origin has issued on any key: its highest dot counter (sets, mvregisters) and its
+/// highest running totals (counters). A write to a key that holds nothing of the origin's — a
+/// new key, or one whose tombstone was collected here — numbers its dots, or starts its totals,
+/// above these, so a region still holding the collected tombstone never takes the new write
+/// for one it saw deleted. The default (nothing issued) numbers from scratch.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Floor {
+    /// The highest dot counter.
+    pub dot: u64,
+    /// The highest running totals of a counter.
+    pub count: PnEntry,
 }
 
 /// Which operations each type takes, for [`Error::OpNotSupported`].
@@ -129,10 +144,10 @@ pub fn apply(
         let mut reset = reset_delta(state, &meta.version);
         let mut fresh = state.clone();
         fresh.merge(&reset)?;
-        reset.merge(&op_delta(&fresh, op, &meta.version)?)?;
+        reset.merge(&op_delta(&fresh, op, meta)?)?;
         reset
     } else {
-        op_delta(state, op, &meta.version)?
+        op_delta(state, op, meta)?
     };
     Ok(Record {
         value,
@@ -157,7 +172,8 @@ fn reset_delta(state: &Value, version: &Version) -> Value {
     }
 }
 
-fn op_delta(state: &Value, op: &Op, version: &Version) -> Result<Value, Error> {
+fn op_delta(state: &Value, op: &Op, meta: &WriteMeta) -> Result<Value, Error> {
+    let version = &meta.version;
     let origin = version.origin.as_str();
     Ok(match (state, op) {
         (
@@ -184,12 +200,17 @@ fn op_delta(state: &Value, op: &Op, version: &Version) -> Result<Value, Error> {
             value.clone(),
             content_type.clone(),
             context.as_ref(),
+            meta.floor.dot,
         )?),
         (Value::MvRegister(r), Op::Delete { context }) => {
             Value::MvRegister(r.resolve(context.as_ref()))
         }
-        (Value::Counter(c), Op::Incr { by }) => Value::Counter(c.incr_delta(origin, *by)?),
-        (Value::Set(s), Op::Add { members }) => Value::Set(s.add_delta(origin, members)?),
+        (Value::Counter(c), Op::Incr { by }) => {
+            Value::Counter(c.incr_delta(origin, *by, meta.floor.count)?)
+        }
+        (Value::Set(s), Op::Add { members }) => {
+            Value::Set(s.add_delta(origin, members, meta.floor.dot)?)
+        }
         (Value::Set(s), Op::Remove { members }) => {
             Value::Set(s.remove_delta(members.iter().map(String::as_str)))
         }
@@ -202,7 +223,7 @@ fn op_delta(state: &Value, op: &Op, version: &Version) -> Result<Value, Error> {
                         .into(),
                 })?;
             let mut delta = s.clear_delta();
-            delta.merge(&s.add_delta(origin, &members)?);
+            delta.merge(&s.add_delta(origin, &members, meta.floor.dot)?);
             Value::Set(delta)
         }
         (Value::Map(_), Op::Patch { fields }) => Value::Map(LwwMap::patch_delta(fields, version)),
@@ -242,6 +263,7 @@ mod tests {
             },
             expires: None,
             home: None,
+            floor: Floor::default(),
         }
     }
 

@@ -17,6 +17,7 @@ fn meta(ts: u64, origin: &str) -> WriteMeta {
         },
         expires: Some(Timestamp(ts + 1000)),
         home: Some(origin.into()),
+        floor: Default::default(),
     }
 }
 

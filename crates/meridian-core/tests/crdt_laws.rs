@@ -407,6 +407,7 @@ fn simulate(kind: KeyspaceType, n: usize, steps: &[Step], seed: u64) -> Outcome 
                     version,
                     expires: None,
                     home: None,
+                    floor: Default::default(),
                 };
                 let delta = apply(kind, r.state.as_ref(), &op, &meta).expect("valid op");
                 assert_eq!(delta.kind(), kind);

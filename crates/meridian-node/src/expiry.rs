@@ -2,11 +2,11 @@
 //! node's clock); this sweeper only reclaims the space, walking the expiry index in time order.
 //!
 //! It removes expired records at once only where they never leave this region (a `local`
-//! keyspace, or a topology of one region). A replicated expired register or map is handed to the
+//! keyspace, or a topology of one region). A replicated expired register is handed to the
 //! tombstone rule of replicated garbage collection (removing it early would let a late write it
 //! superseded come back here alone). Replicated expired records of the other types stay,
-//! invisible: removing them would drop the per-origin counters that keep later writes'
-//! identities fresh.
+//! invisible: a write after the expiry resets what they hold, which a collected record could not
+//! do where the record was not collected yet (`crate::repl::gc::collectable`).
 
 use std::time::Duration;
 
@@ -79,13 +79,7 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                             } else if let Some(seq) = keys::decode_u64(&index_value) {
                                 // Replicated: collected by the tombstone rule once no write it
                                 // superseded can still arrive anywhere.
-                                crate::repl::gc::index_expired(
-                                    &node_for_txn,
-                                    txn,
-                                    table_key,
-                                    &rec,
-                                    seq,
-                                );
+                                crate::repl::gc::index_expired(txn, table_key, &rec, seq);
                             }
                             let (ks, key) = keys::split_data_key(table_key).unwrap_or_default();
                             changes.push(Change {

@@ -25,6 +25,31 @@ pub fn oplog_key(origin: &str, seq: u64) -> Vec<u8> {
 
 /// `Table::Meta` key holding the highest op-log sequence this region issued.
 pub const META_LAST_SEQ: &[u8] = b"node/last_seq";
+/// `Table::Meta` key holding what this region issued on any key (`meridian_core::op::Floor`):
+/// its highest dot counter, then its highest counter totals `p` and `n`, each u64 BE.
+pub const META_FLOOR: &[u8] = b"node/floor";
+
+/// The stored form of a [`META_FLOOR`].
+pub fn encode_floor(f: &meridian_core::op::Floor) -> [u8; 24] {
+    let mut out = [0u8; 24];
+    out[..8].copy_from_slice(&f.dot.to_be_bytes());
+    out[8..16].copy_from_slice(&f.count.p.to_be_bytes());
+    out[16..].copy_from_slice(&f.count.n.to_be_bytes());
+    out
+}
+
+/// A stored [`META_FLOOR`]; `None` when it is not 24 bytes.
+pub fn decode_floor(v: &[u8]) -> Option<meridian_core::op::Floor> {
+    let word = |i: usize| Some(u64::from_be_bytes(v.get(i..i + 8)?.try_into().ok()?));
+    (v.len() == 24).then_some(())?;
+    Some(meridian_core::op::Floor {
+        dot: word(0)?,
+        count: meridian_core::crdt::PnEntry {
+            p: word(8)?,
+            n: word(16)?,
+        },
+    })
+}
 /// `Table::Meta` key holding the highest HLC timestamp this region issued (restored at start).
 pub const META_HLC: &[u8] = b"node/hlc";
 /// `Table::Meta` prefix of the applied sequence per remote origin: `vv/<origin>` → u64 BE.

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 
 use meridian_core::config::{Keyspace, Topology};
 use meridian_core::hlc::{Hlc, Timestamp};
+use meridian_core::op::Floor;
 use meridian_core::version::{Dot, VersionVector};
 use meridian_store::{Store, Table};
 use tokio::sync::{broadcast, watch};
@@ -94,6 +95,8 @@ struct Inner {
     clock: Arc<dyn Clock>,
     hlc: Mutex<Hlc>,
     last_seq: AtomicU64,
+    /// See [`Node::floor`].
+    floor: Mutex<Floor>,
     changes: broadcast::Sender<Change>,
     applied: watch::Sender<VersionVector>,
     config: NodeConfig,
@@ -121,6 +124,7 @@ impl Node {
             });
         }
         let last_seq = meta_u64(&store, keys::META_LAST_SEQ)?;
+        let floor = stored_floor(&store, region)?;
         let mut hlc = Hlc::new(MAX_CLOCK_OFFSET_MS);
         hlc.restore(Timestamp(meta_u64(&store, keys::META_HLC)?));
         let mut vv = VersionVector::default();
@@ -144,6 +148,7 @@ impl Node {
                 clock,
                 hlc: Mutex::new(hlc),
                 last_seq: AtomicU64::new(last_seq),
+                floor: Mutex::new(floor),
                 changes,
                 applied,
                 config,
@@ -216,9 +221,28 @@ impl Node {
         self.inner.last_seq.fetch_add(1, Ordering::SeqCst) + 1
     }
 
-    /// The sequence number the next op written here will take (nothing is reserved).
-    pub(crate) fn peek_next_seq(&self) -> u64 {
-        self.inner.last_seq.load(Ordering::SeqCst) + 1
+    /// What this region has issued on any key (see [`Floor`]): where a write to a key holding
+    /// nothing of this region's starts its dots or totals.
+    pub(crate) fn floor(&self) -> Floor {
+        *self.lock_floor()
+    }
+
+    /// Raises the floor to cover what `record` holds of this region's; returns it, for the
+    /// caller to store in the same transaction as the write. (After a failed group commit it
+    /// may be above anything made durable: a floor above every dot is still one.)
+    pub(crate) fn raise_floor(&self, record: &meridian_core::record::Record) -> Floor {
+        let mut floor = self.lock_floor();
+        raise(&mut floor, record, &self.inner.region);
+        *floor
+    }
+
+    fn lock_floor(&self) -> std::sync::MutexGuard<'_, Floor> {
+        // A poisoned lock only means a panic elsewhere while holding it; the floor itself is
+        // a plain value that is always whole.
+        self.inner
+            .floor
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// After a failed group commit the reserved sequence numbers were not written: reload the
@@ -348,6 +372,42 @@ impl Node {
         // An error means the sender is gone, which only happens when the node is dropped.
         let _ = rx.wait_for(|closing| *closing).await;
     }
+}
+
+/// Raises `floor` to cover what `record` holds of `region`'s: its dots (sets, mvregisters) or
+/// its totals (counters).
+fn raise(floor: &mut Floor, record: &meridian_core::record::Record, region: &str) {
+    use meridian_core::record::Value;
+    match &record.value {
+        Value::Set(s) => floor.dot = floor.dot.max(s.max_counter(region)),
+        Value::MvRegister(r) => floor.dot = floor.dot.max(r.context().get(region)),
+        Value::Counter(c) => {
+            let e = c.entry(region);
+            floor.count.p = floor.count.p.max(e.p);
+            floor.count.n = floor.count.n.max(e.n);
+        }
+        Value::Register(_) | Value::Map(_) => {}
+    }
+}
+
+/// The stored [`keys::META_FLOOR`]; when a store written before it existed has none, what
+/// `region` holds in every record, found once by a scan and stored.
+fn stored_floor(store: &Store, region: &str) -> Result<Floor, meridian_store::Error> {
+    if let Some(v) = store.get(Table::Meta, keys::META_FLOOR)?
+        && let Some(floor) = keys::decode_floor(&v)
+    {
+        return Ok(floor);
+    }
+    let mut floor = Floor::default();
+    store.scan_each(Table::Data, b"", None, |_, v| {
+        if let Ok(record) = meridian_core::record::Record::decode(v) {
+            raise(&mut floor, &record, region);
+        }
+        std::ops::ControlFlow::Continue(())
+    })?;
+    let bytes = keys::encode_floor(&floor);
+    store.transact_blocking(move |txn| txn.put(Table::Meta, keys::META_FLOOR, &bytes))?;
+    Ok(floor)
 }
 
 /// A counter kept in `Table::Meta`; 0 when absent.

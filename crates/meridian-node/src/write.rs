@@ -4,6 +4,7 @@
 //! + idempotency outcome together. The caller hears back only once all of it is on disk.
 
 use axum::http::StatusCode;
+use meridian_core::KeyspaceType;
 use meridian_core::config::{Keyspace, Replication, Residency, Writer};
 use meridian_core::hlc::Timestamp;
 use meridian_core::op::{self, Op, WriteMeta};
@@ -237,6 +238,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
             },
             expires: expiry(&m, live, ts),
             home: home.clone(),
+            floor: node.floor(),
         };
         let delta =
             op::apply(m.keyspace.kind, current.as_ref(), &m.op, &meta).map_err(core_error)?;
@@ -298,6 +300,13 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     );
     txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
     txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
+    if matches!(
+        new.kind(),
+        KeyspaceType::Set | KeyspaceType::MvRegister | KeyspaceType::Counter
+    ) {
+        let floor = node.raise_floor(&new);
+        txn.put(Table::Meta, keys::META_FLOOR, &keys::encode_floor(&floor));
+    }
 
     let change = Change {
         keyspace: m.keyspace.name.clone(),

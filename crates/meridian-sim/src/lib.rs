@@ -9,11 +9,11 @@
 //!
 //! After the schedule, every link is healed and every node restarted, deliveries run until
 //! nothing moves, and a checker asserts: all replicas equal; counters equal the exact sum of
-//! acknowledged increments; every register holds the last-writer-wins winner of its
-//! acknowledged writes, so no acknowledged delete is resurrected; every set holds exactly the
-//! members with an acknowledged add that no later change of the member had seen (add wins);
-//! every map field holds the value of its last-writer-wins patch unless a later delete of the
-//! whole map hides it; no byte of a pinned key sits in a region outside its zone; every sync
+//! the acknowledged increments no acknowledged delete had seen; every register holds the
+//! last-writer-wins winner of its acknowledged writes, so no acknowledged delete is
+//! resurrected; every set holds exactly the members with an acknowledged add that no later
+//! change of the member had seen (add wins); every map field holds the value of its
+//! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned key sits in a region outside its zone; every sync
 //! write acknowledged (its origin alive) was on a quorum of regions and is in every region.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -115,10 +115,16 @@ struct Replica {
     node: Option<Node>,
 }
 
+/// Writes each region makes right after its own collection pass while settling.
+const AFTER_COLLECTION_WRITES: usize = 8;
+/// Step numbers of those writes start here (values name their step; schedule steps are fewer).
+const STEPS_AFTER: usize = 1_000_000;
+
 /// The acknowledged writes of a run: what [`check`] holds the replicas to.
 #[derive(Default)]
 pub struct History {
-    counters: BTreeMap<String, i64>,
+    /// Per counter key, its acknowledged increments and deletes in the order made.
+    counters: BTreeMap<String, Vec<CounterOp>>,
     registers: BTreeMap<String, Vec<(Version, Option<String>)>>,
     /// Per set key, its acknowledged adds and removes in the order made.
     sets: BTreeMap<String, Vec<SetOp>>,
@@ -163,7 +169,25 @@ impl History {
             seen,
         } = w;
         match op {
-            Op::Incr { by } if keyspace == "cnt" => *self.counters.entry(key).or_default() += by,
+            Op::Incr { by } if keyspace == "cnt" => {
+                let seq = session
+                    .and_then(|t| VersionVector::parse_token(t).ok())
+                    .map(|vv| vv.get(region))
+                    .ok_or("an acknowledged increment answers its session token")?;
+                self.counters.entry(key).or_default().push(CounterOp::Incr {
+                    by,
+                    origin: region.to_string(),
+                    seq,
+                });
+            }
+            // A delete of a counter with nothing counted since its last reset changes nothing
+            // and answers no ETag.
+            Op::Delete { .. } if keyspace == "cnt" && etag.is_some() => {
+                self.counters
+                    .entry(key)
+                    .or_default()
+                    .push(CounterOp::Reset { seen: seen.clone() });
+            }
             Op::Put { value, .. } if keyspace == "reg" => {
                 let v = parse_etag(etag)?;
                 let text = String::from_utf8_lossy(&value).into_owned();
@@ -220,6 +244,35 @@ impl History {
     pub fn writes(&self) -> usize {
         self.writes
     }
+}
+
+/// An acknowledged change of one counter.
+enum CounterOp {
+    /// An increment, the `seq`-th write of `origin`.
+    Incr { by: i64, origin: String, seq: u64 },
+    /// A delete (an observed reset), made in a region that had applied `seen` (when known).
+    Reset { seen: Option<VersionVector> },
+}
+
+/// What a counter must read after `ops`: the sum of the increments no reset had seen. `None`
+/// when some reset's `seen` is unknown: the value is then not decidable.
+fn expected_count(ops: &[CounterOp]) -> Option<i64> {
+    let mut seen = Vec::new();
+    for op in ops {
+        if let CounterOp::Reset { seen: s } = op {
+            seen.push(s.as_ref()?);
+        }
+    }
+    Some(
+        ops.iter()
+            .filter_map(|op| match op {
+                CounterOp::Incr { by, origin, seq } => {
+                    (!seen.iter().any(|s| s.get(origin) >= *seq)).then_some(*by)
+                }
+                CounterOp::Reset { .. } => None,
+            })
+            .sum(),
+    )
 }
 
 /// An acknowledged patch of one map field: its version and value (`None`: the field deleted).
@@ -320,7 +373,8 @@ pub struct Checked<'a> {
 /// The checker of a healed, quiet cluster (every keyspace of [`topology`]). Passes when: all
 /// replicas equal (pinned keys aside); no byte of a pinned key — record or op-log payload —
 /// sits outside [`EU`]; every key of `sync_acknowledged` is held; every counter equals the sum
-/// of its acknowledged increments; every register holds the last-writer-wins winner of its
+/// of its acknowledged increments no acknowledged delete had seen (where that is decidable);
+/// every register holds the last-writer-wins winner of its
 /// acknowledged writes (so no acknowledged delete is resurrected); every set holds exactly
 /// its add-wins members (or, where that is undecidable, only acknowledged members); every map
 /// field holds its last-writer-wins patch unless a later delete of the map hides it. Returns
@@ -366,12 +420,15 @@ pub fn check(
             return Err(format!("acknowledged sync write {key} is lost"));
         }
     }
-    for (key, sum) in &history.counters {
-        // A counter that never counted anything but zero is empty, and reads as absent.
+    for (key, ops) in &history.counters {
+        let Some(sum) = expected_count(ops) else {
+            continue;
+        };
+        // A counter that never counted anything but zero, or reset since, reads as absent.
         let got = eu_state["cnt"].get(key).map(String::as_str).unwrap_or("0");
         if got != sum.to_string() {
             return Err(format!(
-                "counter {key} = {got}, acknowledged increments sum to {sum}"
+                "counter {key} = {got}; the acknowledged increments no delete had seen sum to {sum}"
             ));
         }
     }
@@ -664,15 +721,27 @@ impl Sim {
         self.note("heal all, restart all, deliver until quiet".into());
         self.settling = true;
         self.quiesce().await?;
+        // Collect at one region after another, each then writing and sending its writes to the
+        // others at once: keys it collected are written again while regions after it still
+        // hold their tombstones.
+        for _ in 0..2 {
+            for i in 0..n {
+                self.collect_at(i).await?;
+                for k in 0..AFTER_COLLECTION_WRITES {
+                    self.write_at(i, STEPS_AFTER + k).await?;
+                }
+                for j in (0..n).filter(|j| *j != i) {
+                    self.deliver(i, j).await?;
+                }
+            }
+            self.quiesce().await?;
+        }
+        self.note("collected one region after another, writing between".into());
         // Collect everywhere (twice: tombstones go in two phases), deliver again, and check: no
         // collection may change what any region serves.
         for _ in 0..2 {
             for i in 0..n {
-                if let Some(node) = self.replicas[i].node.clone() {
-                    let c = meridian_node::repl::gc::collect(&node).await?;
-                    self.collected.0 += c.oplog;
-                    self.collected.1 += c.tombstones;
-                }
+                self.collect_at(i).await?;
             }
             self.quiesce().await?;
         }
@@ -727,6 +796,11 @@ impl Sim {
     /// A garbage-collection pass at a random live node.
     async fn collect_garbage(&mut self) -> Result<(), String> {
         let i = self.rng.random_range(0..self.replicas.len());
+        self.collect_at(i).await
+    }
+
+    /// A garbage-collection pass at region `i`, if it is up; counted and traced.
+    async fn collect_at(&mut self, i: usize) -> Result<(), String> {
         let Some(node) = self.replicas[i].node.clone() else {
             return Ok(());
         };
@@ -858,14 +932,22 @@ impl Sim {
     }
 
     async fn write(&mut self, step: usize) -> Result<(), String> {
-        let n = self.replicas.len();
-        let i = self.rng.random_range(0..n);
+        let i = self.rng.random_range(0..self.replicas.len());
+        self.write_at(i, step).await
+    }
+
+    /// A random write at region `i` (nothing when it is down).
+    async fn write_at(&mut self, i: usize, step: usize) -> Result<(), String> {
         let Some(node) = self.replicas[i].node.clone() else {
             return Ok(());
         };
         let region = self.name(i);
         let kind = self.rng.random_range(0..5u32);
         let (ks, key, op) = match kind {
+            0 if self.rng.random_bool(0.1) => {
+                let key = format!("c{}", self.rng.random_range(0..3));
+                ("cnt", key, Op::Delete { context: None })
+            }
             0 => {
                 let by = self.rng.random_range(-5..=10i64);
                 let key = format!("c{}", self.rng.random_range(0..3));

@@ -62,6 +62,23 @@ impl DotContext {
         in_cloud.unwrap_or(0).max(self.vv.get(origin))
     }
 
+    /// Whether every dot seen is in the contiguous prefix.
+    #[cfg(test)]
+    pub(crate) fn cloud_is_empty(&self) -> bool {
+        self.cloud.is_empty()
+    }
+
+    /// Marks every dot of `origin` up to `counter` as seen.
+    pub(crate) fn claim_through(&mut self, origin: &str, counter: u64) {
+        if counter > self.vv.get(origin) {
+            self.vv.add(&Dot {
+                origin: origin.to_owned(),
+                counter,
+            });
+            self.compact();
+        }
+    }
+
     /// Moves every cloud dot that extends the contiguous prefix into `vv`; drops covered ones.
     fn compact(&mut self) {
         // The cloud is sorted by (origin, counter), so one pass fills every prefix.

@@ -65,10 +65,23 @@ impl PnCounter {
         self.entries.get(origin).copied().unwrap_or_default()
     }
 
-    /// The delta of adding `by` at `origin`: that origin's new totals. Fails with
-    /// [`Error::InvalidValue`] when a total would pass `u64::MAX`.
-    pub(crate) fn incr_delta(&self, origin: &str, by: i64) -> Result<PnCounter, Error> {
-        let mut e = self.entry(origin);
+    /// The delta of adding `by` at `origin`: that origin's new totals, with its base (so a
+    /// region that collected this key's tombstone counts only what came after the reset). When
+    /// `origin` has no totals here (a new key, or one whose tombstone was collected here) they
+    /// start from `floor`, the highest totals `origin` reached on any key, as both entry and
+    /// base: a region still holding the old tombstone, whose entry and base for `origin` are at
+    /// most that, then counts exactly `by`. Fails with [`Error::InvalidValue`] when a total
+    /// would pass `u64::MAX`.
+    pub(crate) fn incr_delta(
+        &self,
+        origin: &str,
+        by: i64,
+        floor: PnEntry,
+    ) -> Result<PnCounter, Error> {
+        let (mut e, base) = match self.entries.get(origin) {
+            Some(e) => (*e, self.base.get(origin).copied().unwrap_or_default()),
+            None => (floor, floor),
+        };
         let total = if by >= 0 { &mut e.p } else { &mut e.n };
         *total = total
             .checked_add(by.unsigned_abs())
@@ -85,6 +98,9 @@ impl PnCounter {
         let mut delta = PnCounter::default();
         if e != PnEntry::default() {
             delta.entries.insert(origin.to_owned(), e);
+        }
+        if base != PnEntry::default() {
+            delta.base.insert(origin.to_owned(), base);
         }
         Ok(delta)
     }
@@ -111,7 +127,9 @@ mod tests {
     use super::*;
 
     fn apply(c: &mut PnCounter, origin: &str, by: i64) {
-        let d = c.incr_delta(origin, by).expect("no overflow");
+        let d = c
+            .incr_delta(origin, by, PnEntry::default())
+            .expect("no overflow");
         c.merge(&d);
     }
 
@@ -138,18 +156,64 @@ mod tests {
         let mut c = PnCounter::default();
         apply(&mut c, "a", i64::MIN);
         assert_eq!(c.value(), i64::MIN);
-        let err = c.incr_delta("a", i64::MIN).expect_err("n would be 2^64");
+        let err = c
+            .incr_delta("a", i64::MIN, PnEntry::default())
+            .expect_err("n would be 2^64");
         assert!(err.to_string().contains("overflow"), "{err}");
         apply(&mut c, "a", 0);
-        assert!(c.incr_delta("b", 0).expect("zero is fine").is_empty());
+        assert!(
+            c.incr_delta("b", 0, PnEntry::default())
+                .expect("zero is fine")
+                .is_empty()
+        );
         apply(&mut c, "a", i64::MAX);
         apply(&mut c, "a", i64::MAX);
         apply(&mut c, "a", 1);
         assert_eq!(c.value(), i64::MAX);
-        assert!(c.incr_delta("a", 1).is_err());
+        assert!(c.incr_delta("a", 1, PnEntry::default()).is_err());
         for origin in ["b", "c"] {
             apply(&mut c, origin, i64::MAX);
         }
         assert_eq!(c.value(), i64::MAX, "saturates");
+    }
+
+    /// A counter reset everywhere and collected at `eu`, then counted again there: from the
+    /// floor (the highest totals `eu` reached) a region still holding the tombstone counts
+    /// exactly the new increment, and so does `eu`; from scratch the old tombstone would hide it.
+    #[test]
+    fn an_increment_after_a_collection_starts_from_the_floor() {
+        let mut eu = PnCounter::default();
+        apply(&mut eu, "eu", 50);
+        apply(&mut eu, "eu", -3);
+        let reset = eu.reset_delta();
+        eu.merge(&reset);
+        assert!(eu.is_empty());
+        let tombstone = eu.clone();
+        let floor = tombstone.entry("eu");
+        for (floor, elsewhere_sees) in [(PnEntry::default(), 0), (floor, 7)] {
+            let d = PnCounter::default()
+                .incr_delta("eu", 7, floor)
+                .expect("fits");
+            let mut here = PnCounter::default();
+            here.merge(&d);
+            assert_eq!(here.value(), 7);
+            let mut elsewhere = tombstone.clone();
+            elsewhere.merge(&d);
+            assert_eq!(elsewhere.value(), elsewhere_sees, "floor {floor:?}");
+        }
+    }
+
+    /// An increment made where the reset is still held carries that origin's base, so a region
+    /// that already collected the tombstone counts only the increment.
+    #[test]
+    fn an_increment_carries_its_origins_base() {
+        let mut us = PnCounter::default();
+        apply(&mut us, "us", 4);
+        let reset = us.reset_delta();
+        us.merge(&reset);
+        let d = us.incr_delta("us", 2, PnEntry::default()).expect("fits");
+        let mut collected = PnCounter::default();
+        collected.merge(&d);
+        assert_eq!(collected.value(), 2);
     }
 }

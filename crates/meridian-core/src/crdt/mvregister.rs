@@ -111,17 +111,26 @@ impl MvRegister {
     }
 
     /// The delta of writing `value` at `origin`: the siblings `seen` does not cover (all when
-    /// `None`) plus a new sibling with the next dot of `origin`.
+    /// `None`) plus a new sibling with the next dot of `origin`. When this register holds no dot
+    /// of `origin` (a new key, or one whose tombstone was collected here) the dot comes after
+    /// `floor`, the highest dot counter `origin` issued on any key, and the context then covers
+    /// every lower dot of `origin`: a region still holding the old tombstone has seen those
+    /// deleted. No live sibling has one: every live dot of `origin` is in `origin`'s own state.
     pub(crate) fn put_delta(
         &self,
         origin: &str,
         value: Bytes,
         content_type: String,
         seen: Option<&VersionVector>,
+        floor: u64,
     ) -> Result<MvRegister, Error> {
+        let last = match self.context.get(origin) {
+            0 => floor,
+            mine => mine,
+        };
         let dot = Dot {
             origin: origin.to_owned(),
-            counter: super::next_counter(self.context.get(origin))?,
+            counter: super::next_counter(last)?,
         };
         let mut delta = match seen {
             None => self.clone(),
@@ -152,6 +161,7 @@ mod tests {
             Bytes::from_static(v.as_bytes()),
             "text/plain".into(),
             seen,
+            0,
         )
         .expect("counter fits")
     }
@@ -208,5 +218,31 @@ mod tests {
         assert!(r.is_empty());
         let later = put(&r, "eu", "b", None);
         assert_eq!(later.siblings().next().map(|s| s.dot.counter), Some(2));
+    }
+
+    /// A key collected at `eu` and written again: with the floor the new sibling survives a
+    /// merge into the old tombstone another region still holds; from scratch it would not.
+    #[test]
+    fn a_write_after_a_collection_is_numbered_after_the_floor() {
+        let mut eu = MvRegister::default();
+        let d = put(&eu, "eu", "a", None);
+        eu.merge(&d);
+        let tombstone = eu.resolve(None);
+        assert!(tombstone.is_empty());
+        let floor = tombstone.context().get("eu");
+        for (floor, survives) in [(0, false), (floor, true)] {
+            let d = MvRegister::default()
+                .put_delta(
+                    "eu",
+                    Bytes::from_static(b"b"),
+                    "text/plain".into(),
+                    None,
+                    floor,
+                )
+                .expect("fits");
+            let mut elsewhere = tombstone.clone();
+            elsewhere.merge(&d);
+            assert_eq!(!elsewhere.is_empty(), survives, "floor {floor}");
+        }
     }
 }

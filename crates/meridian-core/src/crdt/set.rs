@@ -72,6 +72,11 @@ impl OrSet {
         self.context.merge(&other.context);
     }
 
+    /// The highest dot counter of `origin` this set has seen.
+    pub fn max_counter(&self, origin: &str) -> u64 {
+        self.context.max_counter(origin)
+    }
+
     /// Whether the set has no member.
     pub fn is_empty(&self) -> bool {
         self.members.is_empty()
@@ -80,13 +85,29 @@ impl OrSet {
     /// The delta of adding `names` at `origin`: a new dot per distinct name, replacing the dots
     /// the name had here. (Dots are never shared between members: removing one member must not
     /// cover another.) Adding nothing is the empty delta.
-    pub(crate) fn add_delta(&self, origin: &str, names: &[String]) -> Result<OrSet, Error> {
+    ///
+    /// `floor` is the highest dot counter `origin` has issued on any key. When this set holds
+    /// none of `origin`'s dots (a new key, or one whose tombstone was collected here) the new
+    /// dots are numbered after it and the delta claims every dot of `origin` up to it as seen:
+    /// a region still holding the collected tombstone has seen dots of the old key's life
+    /// removed, and must not take the new ones for them. The claim removes nothing live, for
+    /// every live dot of `origin` is in `origin`'s own state.
+    pub(crate) fn add_delta(
+        &self,
+        origin: &str,
+        names: &[String],
+        floor: u64,
+    ) -> Result<OrSet, Error> {
         let names: BTreeSet<&str> = names.iter().map(String::as_str).collect();
         let mut delta = OrSet {
             members: BTreeMap::new(),
             context: self.observed(names.iter().copied()),
         };
         let mut counter = self.context.max_counter(origin);
+        if counter == 0 && floor > 0 && !names.is_empty() {
+            counter = floor;
+            delta.context.claim_through(origin, floor);
+        }
         for name in names {
             counter = super::next_counter(counter)?;
             let dot = Dot {
@@ -127,7 +148,7 @@ mod tests {
 
     fn add(s: &mut OrSet, origin: &str, names: &[&str]) -> OrSet {
         let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
-        let d = s.add_delta(origin, &names).expect("counter fits");
+        let d = s.add_delta(origin, &names, 0).expect("counter fits");
         s.merge(&d);
         d
     }
@@ -160,5 +181,47 @@ mod tests {
         us.merge(&first);
         assert_eq!(us.members().collect::<Vec<_>>(), vec!["a", "b"]);
         assert_eq!(us, eu);
+    }
+
+    /// A key collected at `eu` and added to again: with the floor (the highest dot `eu` ever
+    /// issued) the new add survives a merge into the old tombstone another region still holds;
+    /// numbered from scratch it would be taken for the removed one.
+    #[test]
+    fn an_add_after_a_collection_is_numbered_after_the_floor() {
+        let mut eu = OrSet::default();
+        add(&mut eu, "eu", &["x", "y"]);
+        let clear = eu.clear_delta();
+        eu.merge(&clear);
+        assert!(eu.is_empty());
+        let tombstone = eu.clone();
+        let floor = tombstone.max_counter("eu");
+
+        let collected = OrSet::default();
+        let names = vec!["z".to_string()];
+        for (floor, survives) in [(0, false), (floor, true)] {
+            let d = collected.add_delta("eu", &names, floor).expect("fits");
+            let mut elsewhere = tombstone.clone();
+            elsewhere.merge(&d);
+            assert_eq!(elsewhere.contains("z"), survives, "floor {floor}");
+            let mut here = collected.clone();
+            here.merge(&d);
+            assert!(here.contains("z"));
+            assert!(
+                here.context.cloud_is_empty(),
+                "the claim keeps the context a prefix"
+            );
+        }
+    }
+
+    /// The floor only numbers dots of a set that holds none of the origin's; otherwise the
+    /// origin's own next counter is used, and the floor claims nothing.
+    #[test]
+    fn a_set_holding_the_origins_dots_ignores_the_floor() {
+        let mut eu = OrSet::default();
+        add(&mut eu, "eu", &["x"]);
+        let d = eu.add_delta("eu", &["y".to_string()], 1_000).expect("fits");
+        eu.merge(&d);
+        assert_eq!(eu.max_counter("eu"), 2);
+        assert_eq!(eu.members().collect::<Vec<_>>(), vec!["x", "y"]);
     }
 }

@@ -475,10 +475,10 @@ async fn send<T: serde::de::DeserializeOwned>(
 }
 
 /// Merges a peer's records `rows` (data keys of `ks`) into this node's; returns how many changed
-/// here. A peer's dead register or map (deleted or expired) that has no record here is not stored:
-/// no record reads the same, and this node may have collected that very tombstone already
-/// (peers collect a few seconds apart) — storing it again would keep it forever, for it would
-/// not be indexed for collection a second time.
+/// here. A peer's dead record that garbage collection removes ([`super::gc::collectable`]) and
+/// that has no record here is not stored: no record reads the same, and this node may have
+/// collected that very tombstone already (peers collect a few seconds apart) — storing it again
+/// would keep it forever, for it would not be indexed for collection a second time.
 async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
     let ks = ks.to_string();
     let now = node.now();
@@ -498,7 +498,7 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
                         ours.merge(&theirs).map_err(|e| e.to_string())?;
                         (ours.encode() != before).then_some(ours)
                     }
-                    None if super::gc::collectable_kind(&theirs) && !theirs.is_live(now) => None,
+                    None if super::gc::collectable(&theirs, now) => None,
                     None => Some(theirs),
                 };
                 if let Some(m) = merged {

@@ -1,6 +1,6 @@
 //! Garbage collection of replicated state, by the rules of `meridian_core::gc`: op-log entries
-//! every region has applied, and dead registers and maps (deleted or expired) once no write
-//! they superseded can still be in flight anywhere. Nothing is collected while any peer's
+//! every region has applied, and dead records ([`collectable`]: deleted ones, and expired
+//! registers) once no write they superseded can still be in flight anywhere. Nothing is collected while any peer's
 //! applied state is unknown (a peer down since this node started, however long), so a delete
 //! never comes back.
 //!
@@ -34,63 +34,49 @@ struct Tombstone {
     noted: Option<String>,
 }
 
-/// Whether collecting `record` once it is dead can never bring anything back: a register (last
-/// writer wins whole) or a map (each field by last writer wins, a whole-map delete by its
-/// version). Both order writes by HLC alone, so a write made after a region applied the delete
-/// beats it everywhere, with or without the tombstone. The other types number their writes per
-/// origin from what the record holds; collecting one would restart those numbers, and a region
-/// still holding the tombstone would take new writes for ones it already removed.
-pub(crate) fn collectable_kind(record: &Record) -> bool {
-    matches!(record.kind(), KeyspaceType::Register | KeyspaceType::Map)
+/// Whether `record` is dead in a way that collecting it can never bring anything back, in any
+/// region that still holds it when a later write arrives:
+/// - a register, deleted or expired: a later write replaces it whole;
+/// - a deleted map (no live field): fields written before the delete are gone from the record
+///   already, and a later write's fields beat the delete by their HLC versions;
+/// - a deleted set, mvregister or counter: their writes are numbered per origin (dots, running
+///   totals), and a region writing a key that holds nothing of its own numbers them above
+///   everything it ever issued on any key ([`crate::state::Node::floor`]), so a later write is
+///   never one the tombstone saw deleted; a counter's increments carry their origin's base, so
+///   a region that collected the reset counts only what came after it.
+///
+/// An expired map, set, mvregister or counter still holds its values (the expiry hides them): a
+/// write to the expired record resets them, but a write to a collected key finds nothing to
+/// reset, and its delta would show them again where the record was not collected yet. Those
+/// stay.
+pub(crate) fn collectable(record: &Record, now: Timestamp) -> bool {
+    match record.kind() {
+        KeyspaceType::Register => !record.is_live(now),
+        _ => record.value.is_empty(),
+    }
 }
 
 /// Indexes `record` for collection if the write that gave it its version (op `seq` of that
-/// version's origin) left it deleted: a register without a value, a map without a live field.
-/// Called in the transaction that writes it.
+/// version's origin) left it deleted (nothing a reader would see). Called in the transaction
+/// that writes it.
 pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
-    if collectable_kind(record) && record.value.is_empty() {
-        index(txn, data_key, record, record.version.origin.clone(), seq);
+    if record.value.is_empty() && collectable(record, Timestamp::ZERO) {
+        index(txn, data_key, record, seq);
     }
 }
 
-/// Indexes a record that has just expired (`now` is past its expiry) for collection by the
-/// tombstone rule; `seq` is the op that wrote its version. Called by the expiry sweep, in its
-/// transaction.
-///
-/// A register goes once every region has applied that op (as for a delete): any write made
-/// before its expiry that a region had not yet applied then is noted in phase one, and it
-/// replaces the register whole wherever it lands. A map needs more: a region whose clock is
-/// behind may still write a field "before" the expiry after applying that op, and such a field
-/// would show here on an empty map but stay hidden behind the expired record elsewhere. So a
-/// map waits for the next op this region writes — stamped after the expiry (the clock is moved
-/// past it here) — to be applied everywhere: from then on every region's clock is past the
-/// expiry, and phase one notes every earlier write. (A region whose clock is more than the skew
-/// bound behind refuses to move its clock to that stamp; it is already counted in
-/// `meridian_clock_skew_rejections_total`, and until its clock is fixed a write it makes to
-/// such a map may read differently where the map was collected and where it was not.)
-pub(crate) fn index_expired(
-    node: &Node,
-    txn: &mut Txn<'_>,
-    data_key: &[u8],
-    record: &Record,
-    seq: u64,
-) {
-    match (record.kind(), record.expires) {
-        (KeyspaceType::Register, _) => {
-            index(txn, data_key, record, record.version.origin.clone(), seq);
-        }
-        (KeyspaceType::Map, Some(expires)) => {
-            node.with_hlc(|hlc, wall| hlc.now_after(expires, wall));
-            let next = node.peek_next_seq();
-            index(txn, data_key, record, node.region().to_string(), next);
-        }
-        _ => {}
+/// Indexes a register that has just expired — an expiry is a delete at a known instant — for
+/// collection by the tombstone rule; `seq` is the op that wrote its version. Called by the
+/// expiry sweep, in its transaction. Other expired records are not collected ([`collectable`]).
+pub(crate) fn index_expired(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
+    if record.kind() == KeyspaceType::Register {
+        index(txn, data_key, record, seq);
     }
 }
 
-fn index(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, origin: String, seq: u64) {
+fn index(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
     let t = Tombstone {
-        origin,
+        origin: record.version.origin.clone(),
         seq,
         etag: record.version.etag(),
         noted: None,
@@ -287,7 +273,7 @@ fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> boo
     let Ok(record) = Record::decode(&bytes) else {
         return false;
     };
-    collectable_kind(&record) && !record.is_live(now) && record.version.etag() == etag
+    collectable(&record, now) && record.version.etag() == etag
 }
 
 /// Runs [`collect`] every `every` until the task is dropped.
@@ -419,8 +405,8 @@ mod tests {
         assert_eq!(collect(&a).await.expect("gc"), Collected::default());
     }
 
-    /// `TWO_REGIONS` plus a map keyspace `m` and a set keyspace `s`.
-    const WITH_MAP: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"m\"\ntype = \"map\"\n\n[[keyspace]]\nname = \"s\"\ntype = \"set\"\n";
+    /// `TWO_REGIONS` plus a map keyspace `m`, a set keyspace `s` and a counter keyspace `c`.
+    const WITH_MAP: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"m\"\ntype = \"map\"\n\n[[keyspace]]\nname = \"s\"\ntype = \"set\"\n\n[[keyspace]]\nname = \"c\"\ntype = \"counter\"\n";
 
     fn with_op(
         a: &crate::state::Node,
@@ -447,73 +433,124 @@ mod tests {
             .is_some()
     }
 
-    /// A deleted map goes by the same two phases as a register; a deleted set is never indexed
-    /// (its dots would restart).
+    /// Deleted maps, sets and counters go by the same two phases as a register. A write to a
+    /// collected set or counter starts above everything this region issued, so a region still
+    /// holding the old tombstone reads it the same: the new member, exactly the new count.
     #[tokio::test]
-    async fn collects_a_deleted_map_but_not_a_deleted_set() {
+    async fn collects_deleted_values_and_a_later_write_reads_the_same_everywhere() {
         let a = node(WITH_MAP, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
         let delete = || meridian_core::op::Op::Delete { context: None };
-        let h = WriteHeaders::default;
-        write(
-            &a,
-            with_op(&a, "m", "k", patch(serde_json::json!({"f": 1})), h()),
-        )
-        .await
-        .expect("patch");
-        write(&a, with_op(&a, "m", "k", delete(), h()))
-            .await
-            .expect("delete map");
-        let add = meridian_core::op::Op::Add {
-            members: vec!["x".into()],
+        let add = |m: &str| meridian_core::op::Op::Add {
+            members: vec![m.into()],
         };
-        write(&a, with_op(&a, "s", "k", add, h()))
-            .await
-            .expect("add");
-        write(&a, with_op(&a, "s", "k", delete(), h()))
-            .await
-            .expect("delete set");
+        let incr = |by: i64| meridian_core::op::Op::Incr { by };
+        let h = WriteHeaders::default;
+        let ops = [
+            ("m", patch(serde_json::json!({"f": 1}))),
+            ("m", delete()),
+            ("s", add("x")),
+            ("s", delete()),
+            ("c", incr(5)),
+            ("c", delete()),
+        ];
+        for (ks, op) in ops {
+            write(&a, with_op(&a, ks, "k", op, h())).await.expect(ks);
+        }
+        let record = |ks: &str| {
+            a.store()
+                .get(Table::Data, &crate::keys::data_key(ks, "k"))
+                .expect("get")
+                .map(|b| meridian_core::record::Record::decode(&b).expect("record"))
+        };
+        let (old_set, old_counter) = (record("s").expect("set"), record("c").expect("counter"));
 
-        a.peer_heads("b", &applied("a:4"));
+        a.peer_heads("b", &applied("a:6"));
         assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
-        assert_eq!(collect(&a).await.expect("gc").tombstones, 1, "phase two");
-        assert!(!stored(&a, "m", "k"), "the map's tombstone is gone");
-        assert!(stored(&a, "s", "k"), "the set's tombstone stays");
+        assert_eq!(collect(&a).await.expect("gc").tombstones, 3, "phase two");
+        assert!(record("m").is_none() && record("s").is_none() && record("c").is_none());
+
+        write(&a, with_op(&a, "s", "k", add("y"), h()))
+            .await
+            .expect("add after the collection");
+        write(&a, with_op(&a, "c", "k", incr(2), h()))
+            .await
+            .expect("increment after the collection");
+        let elsewhere = |mut old: meridian_core::record::Record, ks: &str| {
+            old.merge(&record(ks).expect("written")).expect("merge");
+            old.value
+        };
+        let meridian_core::record::Value::Set(set) = elsewhere(old_set, "s") else {
+            panic!("a set")
+        };
+        assert!(
+            set.contains("y"),
+            "the new add is kept where the tombstone is"
+        );
+        let meridian_core::record::Value::Counter(c) = elsewhere(old_counter, "c") else {
+            panic!("a counter")
+        };
+        assert_eq!(
+            c.value(),
+            2,
+            "exactly the new increment where the tombstone is"
+        );
+        let meridian_core::record::Value::Counter(c) = record("c").expect("c").value else {
+            panic!("a counter")
+        };
+        assert_eq!(c.value(), 2, "and here");
     }
 
-    /// An expired map waits until every region has applied an op this region wrote after the
-    /// expiry (so no region can still write a field from before it), then goes in two phases.
+    /// An expired map stays (a write to a collected key could not reset its fields where it is
+    /// still held); an expired register goes by the tombstone rule.
     #[tokio::test]
-    async fn an_expired_map_waits_for_an_op_written_after_its_expiry() {
+    async fn an_expired_map_stays_and_an_expired_register_goes() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
         let a = node(WITH_MAP, "a", &clock);
-        let ttl = WriteHeaders {
+        let ttl = || WriteHeaders {
             ttl: Some(std::time::Duration::from_secs(1)),
             ..WriteHeaders::default()
         };
         write(
             &a,
-            with_op(&a, "m", "k", patch(serde_json::json!({"f": 1})), ttl),
+            with_op(&a, "m", "k", patch(serde_json::json!({"f": 1})), ttl()),
         )
         .await
         .expect("patch");
+        write(&a, put(&a, "rep", "k", ttl())).await.expect("put");
         clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(crate::expiry::sweep_once(&a).await.expect("sweep"), 1);
+        assert_eq!(crate::expiry::sweep_once(&a).await.expect("sweep"), 2);
 
-        a.peer_heads("b", &applied("a:1"));
-        for _ in 0..3 {
-            assert_eq!(collect(&a).await.expect("gc").tombstones, 0);
-        }
-        assert!(
-            stored(&a, "m", "k"),
-            "b may still write a field stamped before the expiry"
-        );
-
-        write(&a, put(&a, "rep", "later", WriteHeaders::default()))
-            .await
-            .expect("a later write");
         a.peer_heads("b", &applied("a:2"));
         assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
         assert_eq!(collect(&a).await.expect("gc").tombstones, 1, "phase two");
-        assert!(!stored(&a, "m", "k"));
+        assert!(stored(&a, "m", "k"), "the expired map stays");
+        assert!(!stored(&a, "rep", "k"), "the expired register goes");
+    }
+
+    /// The highest dot this region issued survives a restart, and a store from before it was
+    /// kept finds it by a scan: a key collected before the restart still gets fresh dots.
+    #[tokio::test]
+    async fn the_dot_floor_survives_a_restart_and_is_found_in_an_older_store() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let a = node(WITH_MAP, "a", &clock);
+        let add = meridian_core::op::Op::Add {
+            members: vec!["x".into(), "y".into(), "z".into()],
+        };
+        write(&a, with_op(&a, "s", "k", add, WriteHeaders::default()))
+            .await
+            .expect("add");
+        assert_eq!(a.floor().dot, 3);
+        let reopen = |store: meridian_store::Store| {
+            let t = Arc::new(meridian_core::config::parse("t.toml", WITH_MAP).expect("topology"));
+            let clock = Arc::new(crate::testing::FakeClock(clock.clone()));
+            crate::state::Node::new(t, "a", store, clock, crate::NodeConfig::default())
+                .expect("node")
+        };
+        assert_eq!(reopen(a.store().clone()).floor().dot, 3, "stored");
+        a.store()
+            .transact(|txn| txn.delete(Table::Meta, crate::keys::META_FLOOR))
+            .await
+            .expect("forget it");
+        assert_eq!(reopen(a.store().clone()).floor().dot, 3, "scanned");
     }
 }
