@@ -40,16 +40,18 @@ pub fn encode_floor(f: &meridian_core::op::Floor) -> [u8; 24] {
 
 /// A stored [`META_FLOOR`]; `None` when it is not 24 bytes.
 pub fn decode_floor(v: &[u8]) -> Option<meridian_core::op::Floor> {
-    let word = |i: usize| Some(u64::from_be_bytes(v.get(i..i + 8)?.try_into().ok()?));
-    (v.len() == 24).then_some(())?;
+    if v.len() != 24 {
+        return None;
+    }
     Some(meridian_core::op::Floor {
-        dot: word(0)?,
+        dot: decode_u64(&v[..8])?,
         count: meridian_core::crdt::PnEntry {
-            p: word(8)?,
-            n: word(16)?,
+            p: decode_u64(&v[8..16])?,
+            n: decode_u64(&v[16..])?,
         },
     })
 }
+
 /// `Table::Meta` key holding the highest HLC timestamp this region issued (restored at start).
 pub const META_HLC: &[u8] = b"node/hlc";
 /// `Table::Meta` prefix of the applied sequence per remote origin: `vv/<origin>` → u64 BE.
