@@ -13,8 +13,9 @@
 //! last-writer-wins winner of its acknowledged writes, so no acknowledged delete is
 //! resurrected; every set holds exactly the members with an acknowledged add that no later
 //! change of the member had seen (add wins); every map field holds the value of its
-//! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned key sits in a region outside its zone; every sync
-//! write acknowledged (its origin alive) was on a quorum of regions and is in every region.
+//! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned
+//! key sits in a region outside its zone; every sync write acknowledged (its origin alive) was
+//! on a quorum of regions and is in every region.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;

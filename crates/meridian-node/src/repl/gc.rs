@@ -1,8 +1,8 @@
 //! Garbage collection of replicated state, by the rules of `meridian_core::gc`: op-log entries
 //! every region has applied, and dead records ([`collectable`]: deleted ones, and expired
-//! registers) once no write they superseded can still be in flight anywhere. Nothing is collected while any peer's
-//! applied state is unknown (a peer down since this node started, however long), so a delete
-//! never comes back.
+//! registers) once no write they superseded can still be in flight anywhere. Nothing is
+//! collected while any peer's applied state is unknown (a peer down since this node started,
+//! however long), so a delete never comes back.
 //!
 //! A pass deletes in transactions of at most [`CHUNK`] keys, one after another, so the writer
 //! interleaves them with the writes and applies queued meanwhile: collecting thousands of
@@ -57,10 +57,10 @@ pub(crate) fn collectable(record: &Record, now: Timestamp) -> bool {
 }
 
 /// Indexes `record` for collection if the write that gave it its version (op `seq` of that
-/// version's origin) left it deleted (nothing a reader would see). Called in the transaction
-/// that writes it.
+/// version's origin) left it deleted (nothing a reader would see; every deleted record is
+/// [`collectable`]). Called in the transaction that writes it.
 pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
-    if record.value.is_empty() && collectable(record, Timestamp::ZERO) {
+    if record.value.is_empty() {
         index(txn, data_key, record, seq);
     }
 }
