@@ -80,16 +80,24 @@ pub fn render() -> String {
 
 #[cfg(test)]
 mod tests {
+    /// One upkeep thread, however often `install` is called. (A new thread names itself once
+    /// it runs, so the test waits for the name, up to 5 s.)
     #[test]
     fn installing_starts_one_upkeep_thread() {
         super::install();
         super::install();
-        let upkeep_threads = std::fs::read_dir("/proc/self/task")
-            .expect("procfs")
-            .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
-            .filter(|comm| comm.trim_end() == super::UPKEEP_THREAD)
-            .count();
-        assert_eq!(upkeep_threads, 1);
+        let upkeep_threads = || {
+            std::fs::read_dir("/proc/self/task")
+                .expect("procfs")
+                .filter_map(|task| std::fs::read_to_string(task.ok()?.path().join("comm")).ok())
+                .filter(|comm| comm.trim_end() == super::UPKEEP_THREAD)
+                .count()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while upkeep_threads() == 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(upkeep_threads(), 1);
     }
 
     #[test]
