@@ -37,14 +37,26 @@ pub(crate) fn node(topology: &str, region: &str, clock: &Arc<AtomicU64>) -> Node
 
 /// A PUT of `v` (text/plain) to `key` of keyspace `ks` on `node`.
 pub(crate) fn put(node: &Node, ks: &str, key: &str, headers: WriteHeaders) -> Mutation {
+    let op = meridian_core::op::Op::Put {
+        value: bytes::Bytes::from_static(b"v"),
+        content_type: "text/plain".into(),
+        context: None,
+    };
+    mutation(node, ks, key, op, headers)
+}
+
+/// `op` on `key` of keyspace `ks` on `node`.
+pub(crate) fn mutation(
+    node: &Node,
+    ks: &str,
+    key: &str,
+    op: meridian_core::op::Op,
+    headers: WriteHeaders,
+) -> Mutation {
     Mutation {
         keyspace: node.topology().keyspace(ks).expect("keyspace").clone(),
         key: key.into(),
-        op: meridian_core::op::Op::Put {
-            value: bytes::Bytes::from_static(b"v"),
-            content_type: "text/plain".into(),
-            context: None,
-        },
+        op,
         headers,
         fingerprint: 1,
     }

@@ -304,9 +304,9 @@ mod tests {
     use meridian_core::version::VersionVector;
     use meridian_store::Table;
 
-    use super::{Collected, collect};
+    use super::{Collected, Record, collect};
     use crate::input::WriteHeaders;
-    use crate::testing::{TWO_REGIONS as TOPOLOGY, node, node_with_keys, put};
+    use crate::testing::{TWO_REGIONS as TOPOLOGY, mutation, node, node_with_keys, put};
     use crate::write::write;
 
     fn applied(token: &str) -> VersionVector {
@@ -381,14 +381,14 @@ mod tests {
         write(&a, put(&a, "rep", "k", WriteHeaders::default()))
             .await
             .expect("put");
-        let mut delete = put(&a, "rep", "k", WriteHeaders::default());
-        delete.op = meridian_core::op::Op::Delete { context: None };
-        write(&a, delete).await.expect("delete");
-        let data = || {
-            a.store()
-                .get(Table::Data, &crate::keys::data_key("rep", "k"))
-                .expect("get")
-        };
+        let delete = meridian_core::op::Op::Delete { context: None };
+        write(
+            &a,
+            mutation(&a, "rep", "k", delete, WriteHeaders::default()),
+        )
+        .await
+        .expect("delete");
+        let data = || stored(&a, "rep", "k");
         assert!(data().is_some(), "a tombstone is stored");
 
         let expect = |oplog, tombstones| Collected { oplog, tombstones };
@@ -405,19 +405,17 @@ mod tests {
         assert_eq!(collect(&a).await.expect("gc"), Collected::default());
     }
 
-    /// `TWO_REGIONS` plus a map keyspace `m`, a set keyspace `s` and a counter keyspace `c`.
-    const WITH_MAP: &str = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n\n[[keyspace]]\nname = \"m\"\ntype = \"map\"\n\n[[keyspace]]\nname = \"s\"\ntype = \"set\"\n\n[[keyspace]]\nname = \"c\"\ntype = \"counter\"\n";
-
-    fn with_op(
-        a: &crate::state::Node,
-        ks: &str,
-        key: &str,
-        op: meridian_core::op::Op,
-        headers: WriteHeaders,
-    ) -> crate::write::Mutation {
-        let mut m = put(a, ks, key, headers);
-        m.op = op;
-        m
+    /// [`TOPOLOGY`] plus a map keyspace `m`, a set keyspace `s` and a counter keyspace `c`.
+    fn with_map() -> String {
+        let more = ["m", "map", "s", "set", "c", "counter"];
+        let mut t = TOPOLOGY.to_string();
+        for kind in more.chunks(2) {
+            t.push_str(&format!(
+                "\n[[keyspace]]\nname = \"{}\"\ntype = \"{}\"\n",
+                kind[0], kind[1]
+            ));
+        }
+        t
     }
 
     fn patch(fields: serde_json::Value) -> meridian_core::op::Op {
@@ -426,11 +424,12 @@ mod tests {
         }
     }
 
-    fn stored(a: &crate::state::Node, ks: &str, key: &str) -> bool {
+    /// The record stored at `key` of keyspace `ks` on `a`, if any.
+    fn stored(a: &crate::state::Node, ks: &str, key: &str) -> Option<Record> {
         a.store()
             .get(Table::Data, &crate::keys::data_key(ks, key))
             .expect("get")
-            .is_some()
+            .map(|b| Record::decode(&b).expect("record"))
     }
 
     /// Deleted maps, sets and counters go by the same two phases as a register. A write to a
@@ -438,7 +437,11 @@ mod tests {
     /// holding the old tombstone reads it the same: the new member, exactly the new count.
     #[tokio::test]
     async fn collects_deleted_values_and_a_later_write_reads_the_same_everywhere() {
-        let a = node(WITH_MAP, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        let a = node(
+            &with_map(),
+            "a",
+            &Arc::new(AtomicU64::new(1_700_000_000_000)),
+        );
         let delete = || meridian_core::op::Op::Delete { context: None };
         let add = |m: &str| meridian_core::op::Op::Add {
             members: vec![m.into()],
@@ -454,14 +457,9 @@ mod tests {
             ("c", delete()),
         ];
         for (ks, op) in ops {
-            write(&a, with_op(&a, ks, "k", op, h())).await.expect(ks);
+            write(&a, mutation(&a, ks, "k", op, h())).await.expect(ks);
         }
-        let record = |ks: &str| {
-            a.store()
-                .get(Table::Data, &crate::keys::data_key(ks, "k"))
-                .expect("get")
-                .map(|b| meridian_core::record::Record::decode(&b).expect("record"))
-        };
+        let record = |ks: &str| stored(&a, ks, "k");
         let (old_set, old_counter) = (record("s").expect("set"), record("c").expect("counter"));
 
         a.peer_heads("b", &applied("a:6"));
@@ -469,13 +467,13 @@ mod tests {
         assert_eq!(collect(&a).await.expect("gc").tombstones, 3, "phase two");
         assert!(record("m").is_none() && record("s").is_none() && record("c").is_none());
 
-        write(&a, with_op(&a, "s", "k", add("y"), h()))
+        write(&a, mutation(&a, "s", "k", add("y"), h()))
             .await
             .expect("add after the collection");
-        write(&a, with_op(&a, "c", "k", incr(2), h()))
+        write(&a, mutation(&a, "c", "k", incr(2), h()))
             .await
             .expect("increment after the collection");
-        let elsewhere = |mut old: meridian_core::record::Record, ks: &str| {
+        let elsewhere = |mut old: Record, ks: &str| {
             old.merge(&record(ks).expect("written")).expect("merge");
             old.value
         };
@@ -505,14 +503,14 @@ mod tests {
     #[tokio::test]
     async fn an_expired_map_stays_and_an_expired_register_goes() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
-        let a = node(WITH_MAP, "a", &clock);
+        let a = node(&with_map(), "a", &clock);
         let ttl = || WriteHeaders {
             ttl: Some(std::time::Duration::from_secs(1)),
             ..WriteHeaders::default()
         };
         write(
             &a,
-            with_op(&a, "m", "k", patch(serde_json::json!({"f": 1})), ttl()),
+            mutation(&a, "m", "k", patch(serde_json::json!({"f": 1})), ttl()),
         )
         .await
         .expect("patch");
@@ -523,8 +521,11 @@ mod tests {
         a.peer_heads("b", &applied("a:2"));
         assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
         assert_eq!(collect(&a).await.expect("gc").tombstones, 1, "phase two");
-        assert!(stored(&a, "m", "k"), "the expired map stays");
-        assert!(!stored(&a, "rep", "k"), "the expired register goes");
+        assert!(stored(&a, "m", "k").is_some(), "the expired map stays");
+        assert!(
+            stored(&a, "rep", "k").is_none(),
+            "the expired register goes"
+        );
     }
 
     /// The highest dot this region issued survives a restart, and a store from before it was
@@ -532,16 +533,17 @@ mod tests {
     #[tokio::test]
     async fn the_dot_floor_survives_a_restart_and_is_found_in_an_older_store() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
-        let a = node(WITH_MAP, "a", &clock);
+        let a = node(&with_map(), "a", &clock);
         let add = meridian_core::op::Op::Add {
             members: vec!["x".into(), "y".into(), "z".into()],
         };
-        write(&a, with_op(&a, "s", "k", add, WriteHeaders::default()))
+        write(&a, mutation(&a, "s", "k", add, WriteHeaders::default()))
             .await
             .expect("add");
         assert_eq!(a.floor().dot, 3);
         let reopen = |store: meridian_store::Store| {
-            let t = Arc::new(meridian_core::config::parse("t.toml", WITH_MAP).expect("topology"));
+            let t =
+                Arc::new(meridian_core::config::parse("t.toml", &with_map()).expect("topology"));
             let clock = Arc::new(crate::testing::FakeClock(clock.clone()));
             crate::state::Node::new(t, "a", store, clock, crate::NodeConfig::default())
                 .expect("node")
