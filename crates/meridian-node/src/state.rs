@@ -227,13 +227,14 @@ impl Node {
         *self.lock_floor()
     }
 
-    /// Raises the floor to cover what `record` holds of this region's; returns it, for the
-    /// caller to store in the same transaction as the write. (After a failed group commit it
-    /// may be above anything made durable: a floor above every dot is still one.)
-    pub(crate) fn raise_floor(&self, record: &meridian_core::record::Record) -> Floor {
+    /// Raises the floor to cover what `record` holds of this region's and returns it, for the
+    /// caller to store in the same transaction as the write; `None` for a type without dots or
+    /// totals. (After a failed group commit it may be above anything made durable: a floor
+    /// above every dot is still one. Stored with every such write, not only when it rises, so
+    /// the stored floor never lags a dot made durable after that failure.)
+    pub(crate) fn raise_floor(&self, record: &meridian_core::record::Record) -> Option<Floor> {
         let mut floor = self.lock_floor();
-        raise(&mut floor, record, &self.inner.region);
-        *floor
+        raise(&mut floor, record, &self.inner.region).then_some(*floor)
     }
 
     fn lock_floor(&self) -> std::sync::MutexGuard<'_, Floor> {
@@ -375,8 +376,8 @@ impl Node {
 }
 
 /// Raises `floor` to cover what `record` holds of `region`'s: its dots (sets, mvregisters) or
-/// its totals (counters).
-fn raise(floor: &mut Floor, record: &meridian_core::record::Record, region: &str) {
+/// its totals (counters). False for the types that have neither (registers, maps).
+fn raise(floor: &mut Floor, record: &meridian_core::record::Record, region: &str) -> bool {
     use meridian_core::record::Value;
     match &record.value {
         Value::Set(s) => floor.dot = floor.dot.max(s.max_counter(region)),
@@ -386,8 +387,9 @@ fn raise(floor: &mut Floor, record: &meridian_core::record::Record, region: &str
             floor.count.p = floor.count.p.max(e.p);
             floor.count.n = floor.count.n.max(e.n);
         }
-        Value::Register(_) | Value::Map(_) => {}
+        Value::Register(_) | Value::Map(_) => return false,
     }
+    true
 }
 
 /// The stored [`keys::META_FLOOR`]; when a store written before it existed has none, what

@@ -4,7 +4,6 @@
 //! + idempotency outcome together. The caller hears back only once all of it is on disk.
 
 use axum::http::StatusCode;
-use meridian_core::KeyspaceType;
 use meridian_core::config::{Keyspace, Replication, Residency, Writer};
 use meridian_core::hlc::Timestamp;
 use meridian_core::op::{self, Op, WriteMeta};
@@ -300,11 +299,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     );
     txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
     txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
-    if matches!(
-        new.kind(),
-        KeyspaceType::Set | KeyspaceType::MvRegister | KeyspaceType::Counter
-    ) {
-        let floor = node.raise_floor(&new);
+    if let Some(floor) = node.raise_floor(&new) {
         txn.put(Table::Meta, keys::META_FLOOR, &keys::encode_floor(&floor));
     }
 
