@@ -80,10 +80,13 @@ pub(crate) async fn node_with_keys(n: usize) -> Node {
 }
 
 /// The value of the sample of `metric` in the Prometheus exposition `text` whose labels include
-/// every one of `labels` (`name="value"`), if there is one.
+/// every one of `labels` (`name="value"`; none: also a sample without labels), if there is one.
 pub(crate) fn sample(text: &str, metric: &str, labels: &[&str]) -> Option<u64> {
-    let open = format!("{metric}{{");
+    let (open, bare) = (format!("{metric}{{"), format!("{metric} "));
     text.lines()
-        .find(|l| l.starts_with(&open) && labels.iter().all(|label| l.contains(label)))
+        .find(|l| {
+            (l.starts_with(&open) && labels.iter().all(|label| l.contains(label)))
+                || (labels.is_empty() && l.starts_with(&bare))
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }

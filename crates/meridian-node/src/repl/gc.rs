@@ -320,11 +320,8 @@ mod tests {
         let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
         let handle = recorder.handle();
         let _local = ::metrics::set_default_local_recorder(&recorder);
-        let gauge = |text: &str| {
-            text.lines()
-                .find_map(|l| l.strip_prefix("meridian_gc_peers_unheard "))
-                .map(str::to_string)
-        };
+        let unheard =
+            |text: &str| crate::testing::sample(text, crate::metrics::GC_PEERS_UNHEARD, &[]);
         let a = node_with_keys(10).await;
         let seqs = || -> Vec<u64> {
             a.store()
@@ -336,11 +333,7 @@ mod tests {
         };
         assert_eq!(collect(&a).await.expect("gc"), Collected::default());
         assert_eq!(seqs(), (1..=10).collect::<Vec<_>>(), "b has not reported");
-        assert_eq!(
-            gauge(&handle.render()).as_deref(),
-            Some("1"),
-            "b is unheard"
-        );
+        assert_eq!(unheard(&handle.render()), Some(1), "b is unheard");
 
         a.peer_heads("b", &applied("a:6"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 6);
@@ -352,8 +345,8 @@ mod tests {
         assert_eq!(collect(&a).await.expect("gc").oplog, 4);
         assert!(seqs().is_empty());
         let text = handle.render();
-        assert_eq!(gauge(&text).as_deref(), Some("0"));
-        let collected = crate::testing::sample(&text, "meridian_gc_collected_total", &["oplog"]);
+        assert_eq!(unheard(&text), Some(0));
+        let collected = crate::testing::sample(&text, crate::metrics::GC_COLLECTED, &["oplog"]);
         assert_eq!(collected, Some(10), "{text}");
     }
 
