@@ -101,7 +101,7 @@ pub struct Report {
     pub deliveries: usize,
     /// Kills performed.
     pub kills: usize,
-    /// Op-log entries and tombstones (registers and maps) garbage-collected during the run.
+    /// Op-log entries and tombstones garbage-collected during the run.
     pub collected: (usize, usize),
     /// Sync writes acknowledged (each checked to be on a quorum when acknowledged).
     pub sync_acknowledged: usize,
@@ -171,10 +171,7 @@ impl History {
         } = w;
         match op {
             Op::Incr { by } if keyspace == "cnt" => {
-                let seq = session
-                    .and_then(|t| VersionVector::parse_token(t).ok())
-                    .map(|vv| vv.get(region))
-                    .ok_or("an acknowledged increment answers its session token")?;
+                let seq = own_seq(session, region, "increment")?;
                 self.counters.entry(key).or_default().push(CounterOp::Incr {
                     by,
                     origin: region.to_string(),
@@ -200,10 +197,7 @@ impl History {
                 self.registers.entry(key).or_default().push((v, None));
             }
             Op::Add { members } if keyspace == "tags" => {
-                let seq = session
-                    .and_then(|t| VersionVector::parse_token(t).ok())
-                    .map(|vv| vv.get(region))
-                    .ok_or("an acknowledged add answers its session token")?;
+                let seq = own_seq(session, region, "add")?;
                 let ops = self.sets.entry(key).or_default();
                 ops.extend(members.into_iter().map(|member| SetOp {
                     member,
@@ -245,6 +239,15 @@ impl History {
     pub fn writes(&self) -> usize {
         self.writes
     }
+}
+
+/// Which write of `region` an acknowledged write was: its own entry in the answer's session
+/// token, which an acknowledged `what` must carry.
+fn own_seq(session: Option<&str>, region: &str, what: &str) -> Result<u64, String> {
+    session
+        .and_then(|t| VersionVector::parse_token(t).ok())
+        .map(|vv| vv.get(region))
+        .ok_or_else(|| format!("an acknowledged {what} answers its session token"))
 }
 
 /// An acknowledged change of one counter.
