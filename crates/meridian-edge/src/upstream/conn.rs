@@ -11,6 +11,7 @@ use std::time::Duration;
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncWrite as _, Interest};
 use tokio::net::TcpStream;
+use tokio_util::io::poll_read_buf;
 
 use super::{MAX_HEAD, MAX_HEADERS, PROBE_AFTER, READ_MAX, READ_MIN, eof};
 
@@ -55,23 +56,18 @@ impl Conn {
         }
     }
 
-    /// Reads what the socket has into `read`: `Ready(Ok(0))` when the backend closed it.
+    /// Reads what the socket has into `read`: `Ready(Ok(0))` when the backend closed it. A read
+    /// that leaves room in the buffer drained the socket, so the runtime forgets its readiness
+    /// (tokio's `poll_read`): the next read waits for the backend's next bytes instead of
+    /// first finding the socket empty with a system call, once per response.
     pub(super) fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         self.read.reserve(self.read_size);
-        loop {
-            ready!(self.io.poll_read_ready(cx))?;
-            let spare = self.read.capacity() - self.read.len();
-            match self.io.try_read_buf(&mut self.read) {
-                Ok(n) => {
-                    if n == spare && self.read_size < READ_MAX {
-                        self.read_size *= 2;
-                    }
-                    return Poll::Ready(Ok(n));
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Poll::Ready(Err(e)),
-            }
+        let spare = self.read.capacity() - self.read.len();
+        let n = ready!(poll_read_buf(Pin::new(&mut self.io), cx, &mut self.read))?;
+        if n == spare && self.read_size < READ_MAX {
+            self.read_size *= 2;
         }
+        Poll::Ready(Ok(n))
     }
 
     /// Reads more into `read`; the backend closing the connection is an error saying `what`
