@@ -34,7 +34,7 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
 
-const HOP_BY_HOP: [HeaderName; 8] = [
+static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -109,7 +109,12 @@ pub(crate) fn full(b: impl Into<Bytes>) -> ProxyBody {
     Full::new(b.into()).map_err(|never| match never {}).boxed()
 }
 
+/// Removes the hop-by-hop headers of RFC 9110 §7.6.1 and those `Connection` names. Most
+/// messages carry none: one pass over their names then replaces a hashed lookup of each.
 fn strip_hop_by_hop(h: &mut HeaderMap) {
+    if !h.keys().any(|n| HOP_BY_HOP.contains(n)) {
+        return;
+    }
     if h.contains_key(header::CONNECTION) {
         let listed: Vec<HeaderName> = h
             .get_all(header::CONNECTION)
@@ -515,8 +520,11 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
 }
 
 fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    strip_hop_by_hop(resp.headers_mut());
-    resp.headers_mut().remove(REPLAY);
+    let h = resp.headers_mut();
+    strip_hop_by_hop(h);
+    if h.keys().any(|n| n == REPLAY) {
+        h.remove(REPLAY);
+    }
     resp
 }
 
@@ -579,5 +587,31 @@ mod tests {
         plain.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
         strip_hop_by_hop(&mut plain);
         assert_eq!(plain.len(), 1, "{plain:?}");
+        let mut none = HeaderMap::new();
+        none.insert(header::ACCEPT, HeaderValue::from_static("*/*"));
+        none.insert("x-keep-alive", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut none);
+        assert_eq!(
+            none.len(),
+            2,
+            "nothing hop-by-hop, nothing removed: {none:?}"
+        );
+    }
+
+    #[test]
+    fn a_finished_response_loses_the_replay_request_and_hop_by_hop_headers() {
+        let mut resp = Response::new(full("x"));
+        let h = resp.headers_mut();
+        h.insert(REPLAY, HeaderValue::from_static("region=eu"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        let resp = finish(resp);
+        let names: Vec<&str> = resp.headers().keys().map(HeaderName::as_str).collect();
+        assert_eq!(names, ["content-type"]);
+        let mut only_replay = Response::new(full("x"));
+        only_replay
+            .headers_mut()
+            .insert(REPLAY, HeaderValue::from_static("region=eu"));
+        assert!(finish(only_replay).headers().is_empty());
     }
 }
