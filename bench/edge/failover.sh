@@ -8,6 +8,7 @@ set -euo pipefail
 SECS=${1:-12}; KILL_AT=${2:-4}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/edge"
+export LUA_PATH="$ROOT/bench/lib/?.lua;;"  # bench/lib/pace.lua for the wrk scripts
 PEERS="$ROOT/../shared/bench/peers/http"
 [ -d "$PEERS" ] || PEERS="/work/shared/bench/peers/http"
 for b in wrk nginx; do

@@ -11,6 +11,7 @@ set -euo pipefail
 SECS=${1:-10}; W=${2:-1}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/edge"
+export LUA_PATH="$ROOT/bench/lib/?.lua;;"  # bench/lib/pace.lua for the wrk scripts
 PEERS="$ROOT/../shared/bench/peers/http"
 [ -d "$PEERS" ] || PEERS="/work/shared/bench/peers/http"
 need=()

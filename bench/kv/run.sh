@@ -7,6 +7,7 @@ set -euo pipefail
 SECS=${1:-10}
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 HERE="$ROOT/bench/kv"
+export LUA_PATH="$ROOT/bench/lib/?.lua;;"  # bench/lib/pace.lua for the wrk scripts
 need=()
 for b in wrk redis-server redis-benchmark; do command -v "$b" >/dev/null || need+=("$b"); done
 if [ ${#need[@]} -gt 0 ]; then
@@ -47,11 +48,11 @@ PIDS+=($MPID)
 for _ in $(seq 1 100); do curl -sf http://127.0.0.1:17801/health/ready >/dev/null && break; sleep 0.1; done
 
 wrk_run() { # $1 = put|get, $2 = rate (0 = flat out)
-  MODE=$1 RATE=$2 CONNS=64 wrk -t2 -c64 -d"${SECS}s" -s "$HERE/wrk.lua" http://127.0.0.1:17801 \
+  MODE=$1 RATE=$2 wrk -t2 -c64 -d"${SECS}s" -s "$HERE/wrk.lua" http://127.0.0.1:17801 \
     | awk '/^RESULT/{for(i=2;i<=NF;i++){split($i,a,"="); printf "%s ", a[2]}}'
 }
 # Fill every key once (so GETs find them), then measure.
-MODE=fill CONNS=64 wrk -t2 -c64 -d8s -s "$HERE/wrk.lua" http://127.0.0.1:17801 >/dev/null
+MODE=fill wrk -t2 -c64 -d8s -s "$HERE/wrk.lua" http://127.0.0.1:17801 >/dev/null
 R[m_put]=$(wrk_run put 0)
 R[m_get]=$(wrk_run get 0)
 put_peak=$(echo "${R[m_put]}" | cut -d' ' -f1)

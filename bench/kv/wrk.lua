@@ -4,12 +4,10 @@
 -- MODE=fill writes k1..kKEYS in order (each thread takes every THREADS-th key, wrapping), so a
 -- later GET run finds every key.
 -- Environment: MODE=fill|put|get, KEYS (default 100000), THREADS (default 2),
--- RATE (total req/s to pace to; 0 = flat out), CONNS (connections, to split RATE).
+-- RATE (total req/s to pace to; 0 = flat out; see bench/lib/pace.lua, found through LUA_PATH).
 local mode = os.getenv("MODE") or "put"
 local keys = tonumber(os.getenv("KEYS") or "100000")
 local threads = tonumber(os.getenv("THREADS") or "2")
-local rate = tonumber(os.getenv("RATE") or "0")
-local conns = tonumber(os.getenv("CONNS") or "64")
 local body = string.rep("v", 256)
 local next_id = 0
 local reqs = {}
@@ -42,12 +40,7 @@ function init(args)
   end
 end
 
-function delay()
-  if rate > 0 then
-    return 1000 * conns / rate
-  end
-  return 0
-end
+delay = require("pace")(tonumber(os.getenv("RATE") or "0"), threads)
 
 function request()
   i = i % count + 1
