@@ -54,9 +54,9 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
     }
     let region = node.region().to_string();
     let node_for_txn = node.clone();
-    let expired = node
-        .store()
-        .transact(move |txn| -> Result<Vec<Change>, meridian_store::Error> {
+    let expired = crate::repl::digest::transact(
+        node,
+        move |txn, digests| -> Result<Vec<Change>, meridian_store::Error> {
             let mut changes = Vec::new();
             for (k, index_value) in due {
                 txn.delete(Table::Meta, &k);
@@ -76,6 +76,7 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                         if rec.expires == Some(at) {
                             if reclaimable(&node_for_txn, table_key) {
                                 txn.delete(Table::Data, table_key);
+                                digests.record(table_key, Some(&bytes), None);
                             } else if let Some(seq) = keys::decode_u64(&index_value) {
                                 // Replicated: collected by the tombstone rule once no write it
                                 // superseded can still arrive anywhere.
@@ -96,8 +97,9 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                 }
             }
             Ok(changes)
-        })
-        .await??;
+        },
+    )
+    .await??;
     for c in expired {
         metrics::expired(&c.keyspace, 1);
         node.publish_change(c);

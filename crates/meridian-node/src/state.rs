@@ -105,6 +105,7 @@ struct Inner {
     conflicts: Mutex<VecDeque<Conflict>>,
     closing: watch::Sender<bool>,
     oplog_start: crate::repl::gc::OpLogStart,
+    digests: crate::repl::digest::Digests,
 }
 
 impl Node {
@@ -138,6 +139,8 @@ impl Node {
             origin: region.to_string(),
             counter: last_seq,
         });
+        // Before anything can write: every later change to a record is applied to these.
+        let digests = crate::repl::digest::Digests::build(&store, &topology)?;
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
         let (applied, _) = watch::channel(vv);
         Ok(Node {
@@ -157,6 +160,7 @@ impl Node {
                 conflicts: Mutex::new(VecDeque::new()),
                 closing: watch::channel(false).0,
                 oplog_start: crate::repl::gc::OpLogStart::default(),
+                digests,
             }),
         })
     }
@@ -169,6 +173,12 @@ impl Node {
     /// This node's region name.
     pub fn region(&self) -> &str {
         &self.inner.region
+    }
+
+    /// The bucket digests of the digested keyspaces, current with every committed record
+    /// change made through [`crate::repl::digest::transact`].
+    pub fn digests(&self) -> &crate::repl::digest::Digests {
+        &self.inner.digests
     }
 
     /// The store.

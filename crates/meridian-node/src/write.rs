@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::ApiError;
 use crate::input::{IfMatch, WriteHeaders};
 use crate::render;
+use crate::repl::digest::Changes;
 use crate::state::{Change, Node};
 use crate::{keys, metrics};
 
@@ -109,10 +110,9 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     let session_in = m.headers.session.clone();
     let keyspace = m.keyspace.clone();
     let op_name = m.op.name();
-    let result = node
-        .store()
-        .transact(move |txn| apply_in_txn(&n, txn, m))
-        .await;
+    let result =
+        crate::repl::digest::transact(node, move |txn, digests| apply_in_txn(&n, txn, digests, m))
+            .await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {
@@ -155,7 +155,12 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     Ok(Written { outcome, replayed })
 }
 
-fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult, ApiError> {
+fn apply_in_txn(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    digests: &mut Changes,
+    m: Mutation,
+) -> Result<TxnResult, ApiError> {
     let region = node.region().to_string();
     let now = node.now();
     let idem_key = m
@@ -184,8 +189,9 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
     }
 
     let dk = keys::data_key(&m.keyspace.name, &m.key);
-    let current = match txn.get(Table::Data, &dk)? {
-        Some(bytes) => Some(Record::decode(&bytes).map_err(|e| {
+    let stored_bytes = txn.get(Table::Data, &dk)?;
+    let current = match &stored_bytes {
+        Some(bytes) => Some(Record::decode(bytes).map_err(|e| {
             ApiError::internal(format!("stored record of `{}` is unreadable: {e}", m.key))
         })?),
         None => None,
@@ -275,7 +281,9 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, m: Mutation) -> Result<TxnResult
         put_idempotency(txn, ik, &stored);
         stored.encode()
     });
-    txn.put(Table::Data, &dk, &new.encode());
+    let new_bytes = new.encode();
+    txn.put(Table::Data, &dk, &new_bytes);
+    digests.record(&dk, stored_bytes.as_deref(), Some(&new_bytes));
     crate::repl::gc::index_tombstone(txn, &dk, &new, seq);
     if let Some(exp) = new.expires {
         // The index remembers which op wrote this expiry, for replicated garbage collection.

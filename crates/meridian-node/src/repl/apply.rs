@@ -10,6 +10,7 @@ use meridian_core::version::{Dot, VersionVector};
 use meridian_core::wire::{Entry, LogBody, OpPayload, encode_log_body};
 use meridian_store::{Table, Txn};
 
+use super::digest::Changes;
 use crate::state::{Change, Conflict, Node};
 use crate::write::{StoredOutcome, put_idempotency};
 use crate::{keys, metrics};
@@ -34,11 +35,11 @@ pub(crate) struct Applied {
 /// (which are durable) have been published.
 pub(crate) async fn apply_batch(node: &Node, entries: Vec<Entry>) -> Result<Applied, String> {
     let n = node.clone();
-    let applied = node
-        .store()
-        .transact(move |txn| apply_in_txn(&n, txn, entries))
-        .await
-        .map_err(|e| e.to_string())?;
+    let applied = super::digest::transact(node, move |txn, digests| {
+        apply_in_txn(&n, txn, digests, entries)
+    })
+    .await
+    .map_err(|e| e.to_string())?;
     node.applied_remote(&applied.vv);
     let now = node.wall_ms();
     for run in applied.written.chunk_by(|a, b| a.0 == b.0) {
@@ -54,7 +55,12 @@ pub(crate) async fn apply_batch(node: &Node, entries: Vec<Entry>) -> Result<Appl
     }
 }
 
-fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Applied {
+fn apply_in_txn(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    digests: &mut Changes,
+    entries: Vec<Entry>,
+) -> Applied {
     let mut at: BTreeMap<String, u64> = BTreeMap::new();
     let mut out = Applied {
         vv: VersionVector::default(),
@@ -97,7 +103,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Applied 
             break;
         }
         let stored_body = match e.body {
-            LogBody::Op(p) => match apply_op(node, txn, &e.origin, e.seq, &p, &mut out) {
+            LogBody::Op(p) => match apply_op(node, txn, digests, &e.origin, e.seq, &p, &mut out) {
                 Ok(true) => LogBody::Op(p),
                 Ok(false) => LogBody::Skip {
                     allowed: Vec::new(),
@@ -130,6 +136,7 @@ fn apply_in_txn(node: &Node, txn: &mut Txn<'_>, entries: Vec<Entry>) -> Applied 
 fn apply_op(
     node: &Node,
     txn: &mut Txn<'_>,
+    digests: &mut Changes,
     origin: &str,
     seq: u64,
     p: &OpPayload,
@@ -150,8 +157,9 @@ fn apply_op(
         metrics::clock_skew(origin);
     }
     let dk = keys::data_key(&p.keyspace, &p.key);
-    let current = match txn.get(Table::Data, &dk).map_err(|e| e.to_string())? {
-        Some(b) => Some(Record::decode(&b).map_err(|e| format!("stored `{}`: {e}", p.key))?),
+    let stored = txn.get(Table::Data, &dk).map_err(|e| e.to_string())?;
+    let current = match &stored {
+        Some(b) => Some(Record::decode(b).map_err(|e| format!("stored `{}`: {e}", p.key))?),
         None => None,
     };
     let now = node.now();
@@ -167,7 +175,9 @@ fn apply_op(
         }
         None => delta,
     };
-    txn.put(Table::Data, &dk, &new.encode());
+    let new_bytes = new.encode();
+    txn.put(Table::Data, &dk, &new_bytes);
+    digests.record(&dk, stored.as_deref(), Some(&new_bytes));
     if new.version == delta_version {
         super::gc::index_tombstone(txn, &dk, &new, seq);
     }

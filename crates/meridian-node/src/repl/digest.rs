@@ -1,18 +1,25 @@
 //! Digest anti-entropy: catches silent divergence the op log cannot (a record that differs under
-//! the same version — a bit flip, a restored backup, a bug). Each keyspace is cut into
+//! the same version — a restored backup, a merge bug). Each keyspace is cut into
 //! [`BUCKETS`] buckets by key hash; a bucket's digest is the XOR of a hash of every (key,
 //! record) in it, so it does not depend on order. Where a peer's buckets differ, this node
 //! fetches the peer's (key, hash) pairs of those buckets (pages of at most [`PAGE_BYTES`]),
 //! compares each page with its own pairs of the same key range, and fetches and merges only the
-//! records that differ or are missing here ([`RECORDS_PER_REQUEST`] keys per request). Writes
+//! records that differ or are missing here ([`RECORDS_PER_REQUEST`] keys per request). The
+//! bucket digests themselves are kept in memory ([`Digests`]): built by one scan when the node
+//! starts, then changed by every transaction that writes or removes a record, once it has
+//! committed ([`transact`]) — a comparison reads 256 numbers per keyspace, not every record. A
+//! store changed while the node was stopped is seen at the next start; bit rot in the running
+//! store's files fails the engine's block checksums at the read. Writes
 //! still in flight make buckets differ all the time under load; this way they cost a hash per
 //! key and the few in-flight records, not every record of every differing bucket. Merging is
 //! idempotent and commutative, so a repair never loses a write, and the peer repairs itself the
-//! same way. Scans stream over a snapshot on the blocking pool: memory stays bounded by a page
-//! whatever the keyspace's size, and no runtime worker stalls. Keyspaces that are pinned
+//! same way. Page scans stream over a snapshot on the blocking pool: memory stays bounded by a
+//! page whatever the keyspace's size, and no runtime worker stalls. Keyspaces that are pinned
 //! (`residency`) or `local` are never digested: no digest of a pinned key ever leaves its zone.
 
+use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -20,9 +27,10 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use meridian_core::config::Topology;
 use meridian_core::config::{Keyspace, Replication};
 use meridian_core::record::Record;
-use meridian_store::{KeyValue, Table};
+use meridian_store::{KeyValue, Store, Table, Txn};
 
 use crate::error::ApiError;
 use crate::state::Node;
@@ -62,17 +70,97 @@ fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
     xxhash_rust::xxh3::xxh3_64(&[&(key.len() as u64).to_le_bytes(), key, record].concat())
 }
 
-/// The bucket digests of a keyspace at this node, from one streaming scan (call it from a
+/// The bucket digests of a keyspace in `store`, from one streaming scan (call it from a
 /// blocking context: it reads the whole keyspace).
-pub fn digests(node: &Node, keyspace: &str) -> Result<Vec<u64>, String> {
+pub fn scan_digests(store: &Store, keyspace: &str) -> Result<Vec<u64>, meridian_store::Error> {
     let mut out = vec![0u64; BUCKETS];
     let prefix = keys::data_key(keyspace, "");
-    node.store()
-        .scan_each(Table::Data, &prefix, None, |k, v| {
-            out[bucket_of(k)] ^= entry_hash(k, v);
-            ControlFlow::Continue(())
+    store.scan_each(Table::Data, &prefix, None, |k, v| {
+        out[bucket_of(k)] ^= entry_hash(k, v);
+        ControlFlow::Continue(())
+    })?;
+    Ok(out)
+}
+
+/// The bucket digests of every digested keyspace of a node, as [`scan_digests`] would find
+/// them once every committed transaction's [`Changes`] are applied. A digest is an XOR of
+/// entry hashes, so changes apply in any order, and at once from any thread.
+pub struct Digests(HashMap<String, Box<[AtomicU64]>>);
+
+impl Digests {
+    /// Scans every keyspace of `topology` that is [`digested`]. Must run before anything
+    /// writes to `store`: a transaction committed during the scan would be counted twice, or
+    /// not at all.
+    pub(crate) fn build(
+        store: &Store,
+        topology: &Topology,
+    ) -> Result<Digests, meridian_store::Error> {
+        let mut by_keyspace = HashMap::new();
+        for ks in topology.keyspaces.iter().filter(|k| digested(k)) {
+            let buckets = scan_digests(store, &ks.name)?
+                .into_iter()
+                .map(AtomicU64::new)
+                .collect();
+            by_keyspace.insert(ks.name.clone(), buckets);
+        }
+        Ok(Digests(by_keyspace))
+    }
+
+    /// The bucket digests of `keyspace`; `None` when it is not digested.
+    pub fn get(&self, keyspace: &str) -> Option<Vec<u64>> {
+        let buckets = self.0.get(keyspace)?;
+        Some(buckets.iter().map(|b| b.load(Ordering::Relaxed)).collect())
+    }
+
+    fn apply(&self, changes: &Changes) {
+        for (keyspace, bucket, flip) in &changes.0 {
+            if let Some(b) = self.0.get(keyspace).and_then(|b| b.get(*bucket)) {
+                b.fetch_xor(*flip, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// How one transaction changes the digests: noted beside each write or removal of a record,
+/// applied by [`transact`] once the transaction has committed.
+#[derive(Default)]
+pub(crate) struct Changes(Vec<(String, usize, u64)>);
+
+impl Changes {
+    /// Notes that the record at `data_key` goes from `old` to `new` (`None`: no record).
+    pub(crate) fn record(&mut self, data_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+        if old == new {
+            return;
+        }
+        let Some((keyspace, _)) = keys::split_data_key(data_key) else {
+            return;
+        };
+        let hash = |record: Option<&[u8]>| record.map_or(0, |r| entry_hash(data_key, r));
+        self.0.push((
+            keyspace.to_string(),
+            bucket_of(data_key),
+            hash(old) ^ hash(new),
+        ));
+    }
+}
+
+/// Runs `f` as one transaction of the node's store and, once it has committed, applies the
+/// digest [`Changes`] it noted. Every transaction that writes or removes a record goes
+/// through here, and notes each such change.
+pub(crate) async fn transact<R, F>(node: &Node, f: F) -> Result<R, meridian_store::Error>
+where
+    F: FnOnce(&mut Txn<'_>, &mut Changes) -> R + Send + 'static,
+    R: Send + 'static,
+{
+    let (out, changes) = node
+        .store()
+        .transact(move |txn| {
+            let mut changes = Changes::default();
+            let out = f(txn, &mut changes);
+            (out, changes)
         })
-        .map_err(|e| e.to_string())?;
+        .await?;
+    node.digests().apply(&changes);
     Ok(out)
 }
 
@@ -212,10 +300,10 @@ pub(crate) async fn digest(
     let run = async {
         super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks)?;
-        let n = node.clone();
-        let d = blocking(move || digests(&n, &ks))
-            .await
-            .map_err(ApiError::internal)?;
+        let d = node
+            .digests()
+            .get(&ks)
+            .ok_or_else(|| ApiError::internal(format!("no digests of `{ks}`")))?;
         Ok::<_, ApiError>(octets(
             postcard::to_stdvec(&d).map_err(|e| ApiError::internal(e.to_string()))?,
         ))
@@ -350,9 +438,10 @@ pub async fn compare_and_repair(
     for ks in keyspaces {
         let (theirs, _): (Vec<u64>, _) =
             send(node, client.get(format!("{url}/v1/repl/digest/{ks}"))).await?;
-        let n = node.clone();
-        let name = ks.clone();
-        let ours = blocking(move || digests(&n, &name)).await?;
+        let ours = node
+            .digests()
+            .get(&ks)
+            .ok_or_else(|| format!("no digests of `{ks}`"))?;
         let wanted: Vec<bool> = (0..BUCKETS).map(|b| theirs.get(b) != ours.get(b)).collect();
         let differing: Vec<String> = (0..BUCKETS)
             .filter(|b| wanted[*b])
@@ -482,34 +571,35 @@ async fn send<T: serde::de::DeserializeOwned>(
 async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
     let ks = ks.to_string();
     let now = node.now();
-    node.store()
-        .transact(move |txn| -> Result<usize, String> {
-            let mut changed = 0;
-            for (k, theirs) in rows {
-                // Only records of this keyspace; never trust a peer with other keys.
-                if keys::user_key(&ks, &k).is_none() {
-                    continue;
-                }
-                let theirs = Record::decode(&theirs).map_err(|e| e.to_string())?;
-                let merged = match txn.get(Table::Data, &k).map_err(|e| e.to_string())? {
-                    Some(bytes) => {
-                        let mut ours = Record::decode(&bytes).map_err(|e| e.to_string())?;
-                        let before = ours.encode();
-                        ours.merge(&theirs).map_err(|e| e.to_string())?;
-                        (ours.encode() != before).then_some(ours)
-                    }
-                    None if super::gc::collectable(&theirs, now) => None,
-                    None => Some(theirs),
-                };
-                if let Some(m) = merged {
-                    txn.put(Table::Data, &k, &m.encode());
-                    changed += 1;
-                }
+    transact(node, move |txn, digests| -> Result<usize, String> {
+        let mut changed = 0;
+        for (k, theirs) in rows {
+            // Only records of this keyspace; never trust a peer with other keys.
+            if keys::user_key(&ks, &k).is_none() {
+                continue;
             }
-            Ok(changed)
-        })
-        .await
-        .map_err(|e| e.to_string())?
+            let theirs = Record::decode(&theirs).map_err(|e| e.to_string())?;
+            let stored = txn.get(Table::Data, &k).map_err(|e| e.to_string())?;
+            let merged = match &stored {
+                Some(bytes) => {
+                    let mut ours = Record::decode(bytes).map_err(|e| e.to_string())?;
+                    let before = ours.encode();
+                    ours.merge(&theirs).map_err(|e| e.to_string())?;
+                    Some(ours.encode()).filter(|m| *m != before)
+                }
+                None if super::gc::collectable(&theirs, now) => None,
+                None => Some(theirs.encode()),
+            };
+            if let Some(m) = merged {
+                txn.put(Table::Data, &k, &m);
+                digests.record(&k, stored.as_deref(), Some(&m));
+                changed += 1;
+            }
+        }
+        Ok(changed)
+    })
+    .await
+    .map_err(|e| e.to_string())?
 }
 
 /// Every `every`, compares with one peer (in turn) and repairs; runs until dropped.
@@ -539,11 +629,104 @@ pub async fn run(node: Node, every: std::time::Duration) {
 mod tests {
     use meridian_store::Table;
 
-    use super::{BUCKETS, bucket_of, differing_keys, digests, entry_hash, hash_page, records_of};
+    use super::{
+        BUCKETS, bucket_of, differing_keys, entry_hash, hash_page, records_of, scan_digests,
+    };
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use meridian_core::op::Op;
+    use meridian_core::version::VersionVector;
+
+    use crate::Node;
     use crate::input::WriteHeaders;
     use crate::keys;
-    use crate::testing::{node_with_keys, put};
+    use crate::testing::{TWO_REGIONS, mutation, node, node_with_keys, put};
     use crate::write::write;
+
+    /// Asserts that the digests `node` keeps of `rep` are those a scan of its store finds.
+    fn kept_as_scanned(node: &Node, after: &str) {
+        let scanned = scan_digests(node.store(), "rep").expect("scan");
+        assert_eq!(node.digests().get("rep"), Some(scanned), "after {after}");
+    }
+
+    /// The digests kept in memory are those a scan finds after every kind of change to the
+    /// records: local writes, overwrites and deletes, ops applied from a peer, a digest repair,
+    /// a collected tombstone, and an expired record the sweep reclaims.
+    #[tokio::test]
+    async fn kept_digests_follow_every_kind_of_record_change() {
+        let t0 = 1_700_000_000_000;
+        let (at_a, at_b) = (Arc::new(AtomicU64::new(t0)), Arc::new(AtomicU64::new(t0)));
+        let (a, b) = (node(TWO_REGIONS, "a", &at_a), node(TWO_REGIONS, "b", &at_b));
+        let none = WriteHeaders::default;
+        for i in 0..40 {
+            write(&a, put(&a, "rep", &format!("k{i}"), none()))
+                .await
+                .expect("write");
+        }
+        kept_as_scanned(&a, "writes");
+        write(&a, put(&a, "rep", "k1", none()))
+            .await
+            .expect("write");
+        let delete = Op::Delete { context: None };
+        write(&a, mutation(&a, "rep", "k2", delete, none()))
+            .await
+            .expect("delete");
+        kept_as_scanned(&a, "an overwrite and a delete");
+
+        let entries =
+            crate::repl::serve::collect(&a, "b", &mut VersionVector::default(), 1_000, |_| true)
+                .expect("collect");
+        crate::repl::apply::apply_batch(&b, entries)
+            .await
+            .expect("apply");
+        kept_as_scanned(&b, "applying the peer's ops");
+        assert_eq!(
+            a.digests().get("rep"),
+            b.digests().get("rep"),
+            "same records"
+        );
+
+        write(&a, put(&a, "rep", "only-a", none()))
+            .await
+            .expect("write");
+        let rows = a
+            .store()
+            .scan(Table::Data, &keys::data_key("rep", "only"), None, 10)
+            .expect("scan");
+        assert_eq!(super::merge_rows(&b, "rep", rows).await.expect("merge"), 1);
+        kept_as_scanned(&b, "a digest repair");
+
+        let everything = VersionVector::parse_token("a:43").expect("vv");
+        a.peer_heads("b", &everything);
+        let gc = crate::repl::gc::collect;
+        assert_eq!(gc(&a).await.expect("gc").tombstones, 0, "phase one notes");
+        assert_eq!(
+            gc(&a).await.expect("gc").tombstones,
+            1,
+            "phase two collects"
+        );
+        kept_as_scanned(&a, "collecting the deleted record");
+
+        let one_region = "[cluster]\nname = \"t\"\n\n[[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\n[[keyspace]]\nname = \"rep\"\ntype = \"register\"\n";
+        let alone = node(one_region, "a", &at_a);
+        let ttl = WriteHeaders {
+            ttl: Some(std::time::Duration::from_secs(1)),
+            ..WriteHeaders::default()
+        };
+        write(&alone, put(&alone, "rep", "brief", ttl))
+            .await
+            .expect("write");
+        at_a.fetch_add(1_500, Ordering::SeqCst);
+        assert_eq!(crate::expiry::sweep_once(&alone).await.expect("sweep"), 1);
+        assert!(
+            alone
+                .digests()
+                .get("rep")
+                .is_some_and(|d| d.iter().all(|b| *b == 0))
+        );
+        kept_as_scanned(&alone, "the sweep reclaiming an expired record");
+    }
 
     /// Paging through the hashes endpoint's scan yields every key of the wanted buckets exactly
     /// once, in key order, with its record's hash, whatever the page size; the digests fold the
@@ -589,7 +772,8 @@ mod tests {
         for (k, v) in &all {
             folded[bucket_of(k)] ^= entry_hash(k, v);
         }
-        assert_eq!(digests(&node, "rep").expect("digests"), folded);
+        assert_eq!(scan_digests(node.store(), "rep").expect("digests"), folded);
+        assert_eq!(node.digests().get("rep"), Some(folded), "kept as scanned");
     }
 
     /// The keys to fetch from a peer's hash page are exactly those missing here or hashing

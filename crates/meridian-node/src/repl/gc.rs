@@ -16,6 +16,7 @@ use meridian_core::version::VersionVector;
 use meridian_store::{Table, Txn};
 use serde::{Deserialize, Serialize};
 
+use super::digest::Changes;
 use crate::state::Node;
 use crate::{keys, metrics};
 
@@ -204,11 +205,11 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
         .collect();
     while !steps.is_empty() {
         let chunk: Vec<_> = steps.drain(..steps.len().min(CHUNK)).collect();
-        done.tombstones += node
-            .store()
-            .transact(move |txn| take_steps(txn, chunk, now))
-            .await
-            .map_err(|e| e.to_string())?;
+        done.tombstones += super::digest::transact(node, move |txn, digests| {
+            take_steps(txn, digests, chunk, now)
+        })
+        .await
+        .map_err(|e| e.to_string())?;
     }
     metrics::gc_collected(done.oplog, done.tombstones);
     Ok(done)
@@ -245,7 +246,12 @@ fn next_step(entry: &[u8], stable: &VersionVector, newest: &VersionVector) -> Op
 }
 
 /// Takes `steps` (index key, step) in one transaction; returns how many records it removed.
-fn take_steps(txn: &mut Txn<'_>, steps: Vec<(Vec<u8>, Step)>, now: Timestamp) -> usize {
+fn take_steps(
+    txn: &mut Txn<'_>,
+    digests: &mut Changes,
+    steps: Vec<(Vec<u8>, Step)>,
+    now: Timestamp,
+) -> usize {
     let mut removed = 0;
     for (index_key, step) in steps {
         match step {
@@ -253,8 +259,9 @@ fn take_steps(txn: &mut Txn<'_>, steps: Vec<(Vec<u8>, Step)>, now: Timestamp) ->
             Step::Note(entry) => txn.put(Table::Meta, &index_key, &entry),
             Step::Collect { etag } => {
                 let data_key = &index_key[keys::TOMB_PREFIX.len()..];
-                if still_dead(txn, data_key, &etag, now) {
+                if let Some(dead) = still_dead(txn, data_key, &etag, now) {
                     txn.delete(Table::Data, data_key);
+                    digests.record(data_key, Some(&dead), None);
                     removed += 1;
                 }
                 txn.delete(Table::Meta, &index_key);
@@ -264,16 +271,12 @@ fn take_steps(txn: &mut Txn<'_>, steps: Vec<(Vec<u8>, Step)>, now: Timestamp) ->
     removed
 }
 
-/// Whether the record at `data_key` is still dead (deleted or expired) at this version (a later
-/// write changes the version, and then there is nothing to collect).
-fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> bool {
-    let Ok(Some(bytes)) = txn.get(Table::Data, data_key) else {
-        return false;
-    };
-    let Ok(record) = Record::decode(&bytes) else {
-        return false;
-    };
-    collectable(&record, now) && record.version.etag() == etag
+/// The stored record at `data_key` if it is still dead (deleted or expired) at this version (a
+/// later write changes the version, and then there is nothing to collect).
+fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> Option<Vec<u8>> {
+    let bytes = txn.get(Table::Data, data_key).ok()??;
+    let record = Record::decode(&bytes).ok()?;
+    (collectable(&record, now) && record.version.etag() == etag).then_some(bytes)
 }
 
 /// Runs [`collect`] every `every` until the task is dropped.
