@@ -175,8 +175,8 @@ impl Node {
         &self.inner.region
     }
 
-    /// The bucket digests of the digested keyspaces, current with every committed record
-    /// change made through [`crate::repl::digest::transact`].
+    /// The bucket digests of the digested keyspaces, current with every committed change to a
+    /// record (see [`crate::repl::digest`]).
     pub fn digests(&self) -> &crate::repl::digest::Digests {
         &self.inner.digests
     }

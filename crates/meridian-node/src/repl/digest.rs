@@ -27,8 +27,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use meridian_core::config::Topology;
-use meridian_core::config::{Keyspace, Replication};
+use meridian_core::config::{Keyspace, Replication, Topology};
 use meridian_core::record::Record;
 use meridian_store::{KeyValue, Store, Table, Txn};
 
@@ -95,6 +94,7 @@ impl Digests {
         store: &Store,
         topology: &Topology,
     ) -> Result<Digests, meridian_store::Error> {
+        let started = std::time::Instant::now();
         let mut by_keyspace = HashMap::new();
         for ks in topology.keyspaces.iter().filter(|k| digested(k)) {
             let buckets = scan_digests(store, &ks.name)?
@@ -102,6 +102,14 @@ impl Digests {
                 .map(AtomicU64::new)
                 .collect();
             by_keyspace.insert(ks.name.clone(), buckets);
+        }
+        let took = started.elapsed();
+        if took >= std::time::Duration::from_secs(1) {
+            tracing::info!(
+                seconds = took.as_secs_f64(),
+                keyspaces = by_keyspace.len(),
+                "digests built from a scan of the store"
+            );
         }
         Ok(Digests(by_keyspace))
     }
