@@ -50,6 +50,9 @@ pub const DIGEST_REPAIRS: &str = "meridian_repl_digest_repairs_total";
 /// Keys whose hash a digest comparison fetched from a peer (buckets that differed), by
 /// keyspace: the anti-entropy traffic, about 30 bytes each.
 pub const DIGEST_KEYS_COMPARED: &str = "meridian_repl_digest_keys_compared_total";
+/// Differing buckets a digest comparison left for a later one because they were still
+/// changing, by keyspace.
+pub const DIGEST_BUCKETS_DEFERRED: &str = "meridian_repl_digest_buckets_deferred_total";
 /// Records a digest comparison fetched from a peer (missing here or hashing differently), by
 /// keyspace; those that changed something also count in [`DIGEST_REPAIRS`].
 pub const DIGEST_RECORDS_FETCHED: &str = "meridian_repl_digest_records_fetched_total";
@@ -187,6 +190,11 @@ pub fn clock_skew(origin: &str) {
 /// Counts records repaired by digest comparison.
 pub fn digest_repairs(keyspace: &str, n: u64) {
     metrics::counter!(DIGEST_REPAIRS, "keyspace" => keyspace.to_string()).increment(n);
+}
+
+/// Counts `n` differing buckets a digest comparison left for a later one.
+pub fn digest_deferred(keyspace: &str, n: u64) {
+    metrics::counter!(DIGEST_BUCKETS_DEFERRED, "keyspace" => keyspace.to_string()).increment(n);
 }
 
 /// Counts one page of a digest comparison: `compared` keys' hashes fetched, `fetched` records.

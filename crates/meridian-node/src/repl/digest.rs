@@ -9,9 +9,11 @@
 //! starts, then changed by every transaction that writes or removes a record, once it has
 //! committed ([`transact`]) — a comparison reads 256 numbers per keyspace, not every record. A
 //! store changed while the node was stopped is seen at the next start; bit rot in the running
-//! store's files fails the engine's block checksums at the read. Writes
-//! still in flight make buckets differ all the time under load; this way they cost a hash per
-//! key and the few in-flight records, not every record of every differing bucket. Merging is
+//! store's files fails the engine's block checksums at the read. Writes still in flight make
+//! buckets differ all the time under load: a comparison walks only the buckets that differ and
+//! stayed the same on both sides for [`SETTLE`] ([`buckets_to_compare`]), all of them after
+//! [`MAX_DEFERRALS`] comparisons that left some out, and a walk costs a hash per key and the few
+//! in-flight records, not every record of every differing bucket. Merging is
 //! idempotent and commutative, so a repair never loses a write, and the peer repairs itself the
 //! same way. Page scans stream over a snapshot on the blocking pool: memory stays bounded by a
 //! page whatever the keyspace's size, and no runtime worker stalls. Keyspaces that are pinned
@@ -427,13 +429,54 @@ pub(crate) async fn records(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Compares every digested keyspace with the peer at `url` and, in the buckets that differ,
-/// merges in the peer's records that are missing here or hash differently. Returns how many
-/// records changed here.
+/// How long a comparison waits between its two looks at both sides' digests.
+pub const SETTLE: std::time::Duration = std::time::Duration::from_secs(1);
+/// How many comparisons with a peer in a row may leave out buckets that kept changing before
+/// one compares every differing bucket.
+pub const MAX_DEFERRALS: u32 = 10;
+
+/// The buckets a comparison walks, from both sides' digests at a first look and at a second
+/// one [`SETTLE`] later: those that differ at the second look and changed on neither side
+/// since the first (writes still in flight keep changing a bucket; a divergence does not), or
+/// every one that differs when `all`. Also how many differing buckets were left out.
+pub fn buckets_to_compare(
+    first: (&[u64], &[u64]),
+    second: (&[u64], &[u64]),
+    all: bool,
+) -> (Vec<bool>, u64) {
+    let mut deferred = 0;
+    let wanted = (0..BUCKETS)
+        .map(|b| {
+            let (theirs, ours) = (second.0.get(b), second.1.get(b));
+            if theirs == ours {
+                return false;
+            }
+            let wanted = all || (first.0.get(b) == theirs && first.1.get(b) == ours);
+            deferred += u64::from(!wanted);
+            wanted
+        })
+        .collect();
+    (wanted, deferred)
+}
+
+/// Compares every digested keyspace with the peer at `url` and, in the buckets that differ and
+/// have settled ([`buckets_to_compare`]), merges in the peer's records that are missing here or
+/// hash differently. Returns how many records changed here.
 pub async fn compare_and_repair(
     node: &Node,
     client: &reqwest::Client,
     url: &str,
+) -> Result<usize, String> {
+    compare_and_repair_deferring(node, client, url, &mut 0).await
+}
+
+/// [`compare_and_repair`], counting in `deferred` the comparisons in a row that left out a
+/// bucket still changing; at [`MAX_DEFERRALS`] it compares every differing bucket.
+async fn compare_and_repair_deferring(
+    node: &Node,
+    client: &reqwest::Client,
+    url: &str,
+    deferred: &mut u32,
 ) -> Result<usize, String> {
     let mut repaired = 0;
     let keyspaces: Vec<String> = node
@@ -443,14 +486,30 @@ pub async fn compare_and_repair(
         .filter(|k| digested(k))
         .map(|k| k.name.clone())
         .collect();
-    for ks in keyspaces {
+    let look = |ks: String| async move {
         let (theirs, _): (Vec<u64>, _) =
             send(node, client.get(format!("{url}/v1/repl/digest/{ks}"))).await?;
         let ours = node
             .digests()
             .get(&ks)
             .ok_or_else(|| format!("no digests of `{ks}`"))?;
-        let wanted: Vec<bool> = (0..BUCKETS).map(|b| theirs.get(b) != ours.get(b)).collect();
+        Ok::<_, String>((theirs, ours))
+    };
+    let mut first = Vec::with_capacity(keyspaces.len());
+    for ks in &keyspaces {
+        first.push(look(ks.clone()).await?);
+    }
+    tokio::time::sleep(SETTLE).await;
+    let all = *deferred >= MAX_DEFERRALS;
+    let mut left_out = false;
+    for (ks, (first_theirs, first_ours)) in keyspaces.into_iter().zip(first) {
+        let (theirs, ours) = look(ks.clone()).await?;
+        let (wanted, deferred_here) =
+            buckets_to_compare((&first_theirs, &first_ours), (&theirs, &ours), all);
+        if deferred_here > 0 {
+            metrics::digest_deferred(&ks, deferred_here);
+            left_out = true;
+        }
         let differing: Vec<String> = (0..BUCKETS)
             .filter(|b| wanted[*b])
             .map(|b| b.to_string())
@@ -494,6 +553,7 @@ pub async fn compare_and_repair(
         }
         repaired += n;
     }
+    *deferred = if left_out { *deferred + 1 } else { 0 };
     Ok(repaired)
 }
 
@@ -625,9 +685,10 @@ pub async fn run(node: Node, every: std::time::Duration) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    for (peer, url) in peers.iter().cycle() {
+    let mut deferred = vec![0u32; peers.len()];
+    for (i, (peer, url)) in peers.iter().enumerate().cycle() {
         tick.tick().await;
-        if let Err(e) = compare_and_repair(&node, &client, url).await {
+        if let Err(e) = compare_and_repair_deferring(&node, &client, url, &mut deferred[i]).await {
             tracing::debug!(%peer, error = %e, "digest comparison skipped");
         }
     }
@@ -651,6 +712,40 @@ mod tests {
     use crate::keys;
     use crate::testing::{TWO_REGIONS, mutation, node, node_with_keys, put};
     use crate::write::write;
+
+    /// A differing bucket is compared once it stayed the same on both sides between the two
+    /// looks; one still changing on either side waits (and says so), unless all are wanted.
+    #[test]
+    fn only_settled_differing_buckets_are_compared_unless_all_are() {
+        let base = vec![7u64; BUCKETS];
+        let mut theirs = base.clone();
+        theirs[1] = 1; // differs, settled
+        theirs[2] = 2; // differs, changed here (theirs) between the looks
+        theirs[3] = 3; // differs, changed on our side between the looks
+        let mut first_theirs = theirs.clone();
+        first_theirs[2] = 20;
+        let mut first_ours = base.clone();
+        first_ours[3] = 30;
+        let first = (first_theirs.as_slice(), first_ours.as_slice());
+        let second = (theirs.as_slice(), base.as_slice());
+
+        let (wanted, deferred) = super::buckets_to_compare(first, second, false);
+        let picked: Vec<usize> = (0..BUCKETS).filter(|b| wanted[*b]).collect();
+        assert_eq!(picked, [1]);
+        assert_eq!(deferred, 2, "buckets 2 and 3 were left out");
+
+        let (wanted, deferred) = super::buckets_to_compare(first, second, true);
+        let picked: Vec<usize> = (0..BUCKETS).filter(|b| wanted[*b]).collect();
+        assert_eq!(picked, [1, 2, 3]);
+        assert_eq!(deferred, 0);
+
+        let same = (base.as_slice(), base.as_slice());
+        let (wanted, deferred) = super::buckets_to_compare(first, same, false);
+        assert!(
+            !wanted.contains(&true) && deferred == 0,
+            "equal buckets are never compared"
+        );
+    }
 
     /// Asserts that the digests `node` keeps of `rep` are those a scan of its store finds.
     fn kept_as_scanned(node: &Node, after: &str) {
