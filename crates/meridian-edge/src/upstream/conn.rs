@@ -6,14 +6,13 @@ use std::io;
 use std::mem::MaybeUninit;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
-use std::time::Duration;
 
 use bytes::{Buf as _, BytesMut};
 use tokio::io::{AsyncWrite as _, Interest};
 use tokio::net::TcpStream;
 use tokio_util::io::poll_read_buf;
 
-use super::{MAX_HEAD, MAX_HEADERS, PROBE_AFTER, READ_MAX, READ_MIN, eof};
+use super::{MAX_HEAD, MAX_HEADERS, READ_MAX, READ_MIN, eof};
 
 /// One backend connection: the socket and its buffers.
 pub(super) struct Conn {
@@ -36,19 +35,18 @@ impl Conn {
         }
     }
 
-    /// Whether this idle connection, idle for `idle`, may carry a request: the backend has not
-    /// closed it (as far as the event loop has reported) and, when it was readable and idle for
-    /// [`PROBE_AFTER`] or more, a read finds neither data nor a close.
-    pub(super) fn usable(&self, idle: Duration) -> bool {
+    /// Whether this idle connection may carry a request: the backend has neither closed it nor
+    /// sent anything since its last response. The last response's reads left the socket's
+    /// readiness cleared ([`Conn::poll_fill`]), so the usual answer needs no system call; a
+    /// socket reported readable since (unasked bytes such as a `408`, a close in flight, or a
+    /// last read that filled the buffer exactly) is read from to tell.
+    pub(super) fn usable(&self) -> bool {
         let mut cx = Context::from_waker(Waker::noop());
         match pin!(self.io.ready(Interest::READABLE)).poll(&mut cx) {
-            // Nothing reported since a read last found the socket empty.
+            // Nothing reported since a read last found the socket drained.
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             Poll::Ready(Ok(r)) if r.is_read_closed() || r.is_error() => false,
-            // Readable: almost always left from the last response (whose reads never had to
-            // find the socket empty), so a young connection is trusted without a system call.
-            Poll::Ready(Ok(_)) if idle < PROBE_AFTER => true,
             Poll::Ready(Ok(_)) => {
                 let mut byte = [0u8; 1];
                 matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)

@@ -13,9 +13,9 @@
 //! passed on without a body (the edge does not upgrade connections) and ends the connection.
 //!
 //! Idle connections are dropped after [`IDLE_TIMEOUT`] (checked when a thread uses its pool)
-//! or when the backend has closed them (seen without a system call from the event loop's
-//! readiness; a connection idle for [`PROBE_AFTER`] or more is also read from, and dropped if
-//! the backend sent anything); a thread keeps at most [`MAX_IDLE`] per backend.
+//! or when the backend has closed them or sent anything unasked (seen without a system call
+//! from the event loop's readiness, which the last response's reads cleared; a socket reported
+//! readable since is read from to tell); a thread keeps at most [`MAX_IDLE`] per backend.
 //! [`send_once`], for rare calls, uses hyper's client on a connection of its own.
 
 mod body;
@@ -54,10 +54,6 @@ const MAX_IDLE: usize = 256;
 const MAX_HEAD: usize = 64 * 1024;
 /// Most header fields in a response head; more fail the exchange.
 const MAX_HEADERS: usize = 100;
-/// An idle connection that has been readable since its last response and is older than this
-/// is read from before reuse, to find data or a close the event loop has not reported. Younger
-/// ones are trusted: their readiness is almost always left over from their last response.
-const PROBE_AFTER: Duration = Duration::from_secs(1);
 /// Request body data up to this size is copied behind the request head, so both go out in one
 /// write.
 const COPY_BODY: usize = 16 * 1024;

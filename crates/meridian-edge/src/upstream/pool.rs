@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::BytesMut;
 
@@ -60,7 +60,7 @@ impl Pool {
                 list.clear();
                 return None;
             }
-            if c.conn.usable(idle) {
+            if c.conn.usable() {
                 return Some(c.conn);
             }
         }
@@ -74,9 +74,7 @@ impl Pool {
         {
             self.swept = Some(now);
             self.idle.retain(|_, list| {
-                list.retain(|c| {
-                    now.duration_since(c.since) < IDLE_TIMEOUT && c.conn.usable(Duration::ZERO)
-                });
+                list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT && c.conn.usable());
                 !list.is_empty()
             });
         }
