@@ -638,6 +638,20 @@ async fn digest_comparison_repairs_silent_divergence() {
         .await
         .unwrap();
     w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    let us_url = w.nodes["us-east-1"].base.clone();
+    let started = std::time::Instant::now();
+    let repaired = meridian_node::repl::digest::compare_and_repair(
+        &w.nodes["eu-west-1"].node.clone(),
+        &c,
+        &us_url,
+    )
+    .await
+    .unwrap();
+    assert_eq!(repaired, 0, "converged replicas have nothing to repair");
+    assert!(
+        started.elapsed() < meridian_node::repl::digest::SETTLE,
+        "equal digests at the first look need no second one"
+    );
 
     w.stop("eu-west-1").await;
     {
@@ -668,7 +682,6 @@ async fn digest_comparison_repairs_silent_divergence() {
 
     let us_node = w.nodes["us-east-1"].node.clone();
     let eu_node = w.nodes["eu-west-1"].node.clone();
-    let us_url = w.nodes["us-east-1"].base.clone();
     let eu_url = w.nodes["eu-west-1"].base.clone();
     let a = meridian_node::repl::digest::compare_and_repair(&us_node, &c, &eu_url)
         .await
