@@ -75,8 +75,7 @@ pub async fn sweep_once(node: &Node) -> Result<usize, meridian_store::Error> {
                         };
                         if rec.expires == Some(at) {
                             if reclaimable(&node_for_txn, table_key) {
-                                txn.delete(Table::Data, table_key);
-                                digests.record(table_key, Some(&bytes), None);
+                                digests.delete(txn, table_key, &bytes);
                             } else if let Some(seq) = keys::decode_u64(&index_value) {
                                 // Replicated: collected by the tombstone rule once no write it
                                 // superseded can still arrive anywhere.

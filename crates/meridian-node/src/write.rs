@@ -281,9 +281,7 @@ fn apply_in_txn(
         put_idempotency(txn, ik, &stored);
         stored.encode()
     });
-    let new_bytes = new.encode();
-    txn.put(Table::Data, &dk, &new_bytes);
-    digests.record(&dk, stored_bytes.as_deref(), Some(&new_bytes));
+    digests.put(txn, &dk, stored_bytes.as_deref(), &new.encode());
     crate::repl::gc::index_tombstone(txn, &dk, &new, seq);
     if let Some(exp) = new.expires {
         // The index remembers which op wrote this expiry, for replicated garbage collection.

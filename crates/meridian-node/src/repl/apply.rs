@@ -175,9 +175,7 @@ fn apply_op(
         }
         None => delta,
     };
-    let new_bytes = new.encode();
-    txn.put(Table::Data, &dk, &new_bytes);
-    digests.record(&dk, stored.as_deref(), Some(&new_bytes));
+    digests.put(txn, &dk, stored.as_deref(), &new.encode());
     if new.version == delta_version {
         super::gc::index_tombstone(txn, &dk, &new, seq);
     }

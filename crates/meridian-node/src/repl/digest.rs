@@ -68,7 +68,13 @@ fn bucket_of(key: &[u8]) -> usize {
 }
 
 fn entry_hash(key: &[u8], record: &[u8]) -> u64 {
-    xxhash_rust::xxh3::xxh3_64(&[&(key.len() as u64).to_le_bytes(), key, record].concat())
+    // Streamed: the same hash as one call over the concatenation, without copying the record
+    // (two hashes per write).
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    h.update(&(key.len() as u64).to_le_bytes());
+    h.update(key);
+    h.update(record);
+    h.digest()
 }
 
 /// The bucket digests of a keyspace in `store`, from one streaming scan (call it from a
@@ -131,14 +137,33 @@ impl Digests {
     }
 }
 
-/// How one transaction changes the digests: noted beside each write or removal of a record,
-/// applied by [`transact`] once the transaction has committed.
+/// How one transaction changes the digests, applied by [`transact`] once it has committed.
+/// Records are written and removed through it ([`Changes::put`], [`Changes::delete`]), so no
+/// change to a record can miss the digests.
 #[derive(Default)]
 pub(crate) struct Changes(Vec<(String, usize, u64)>);
 
 impl Changes {
+    /// Stores `new` as the record at `data_key`, which held `old` (`None`: no record).
+    pub(crate) fn put(
+        &mut self,
+        txn: &mut Txn<'_>,
+        data_key: &[u8],
+        old: Option<&[u8]>,
+        new: &[u8],
+    ) {
+        txn.put(Table::Data, data_key, new);
+        self.note(data_key, old, Some(new));
+    }
+
+    /// Removes the record at `data_key`, which held `old`.
+    pub(crate) fn delete(&mut self, txn: &mut Txn<'_>, data_key: &[u8], old: &[u8]) {
+        txn.delete(Table::Data, data_key);
+        self.note(data_key, Some(old), None);
+    }
+
     /// Notes that the record at `data_key` goes from `old` to `new` (`None`: no record).
-    pub(crate) fn record(&mut self, data_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
+    fn note(&mut self, data_key: &[u8], old: Option<&[u8]>, new: Option<&[u8]>) {
         if old == new {
             return;
         }
@@ -155,8 +180,8 @@ impl Changes {
 }
 
 /// Runs `f` as one transaction of the node's store and, once it has committed, applies the
-/// digest [`Changes`] it noted. Every transaction that writes or removes a record goes
-/// through here, and notes each such change.
+/// digest [`Changes`] through which `f` wrote and removed records. Every transaction that
+/// writes or removes a record goes through here.
 pub(crate) async fn transact<R, F>(node: &Node, f: F) -> Result<R, meridian_store::Error>
 where
     F: FnOnce(&mut Txn<'_>, &mut Changes) -> R + Send + 'static,
@@ -669,8 +694,7 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
                 None => Some(theirs.encode()),
             };
             if let Some(m) = merged {
-                txn.put(Table::Data, &k, &m);
-                digests.record(&k, stored.as_deref(), Some(&m));
+                digests.put(txn, &k, stored.as_deref(), &m);
                 changed += 1;
             }
         }
@@ -839,6 +863,15 @@ mod tests {
                 .is_some_and(|d| d.iter().all(|b| *b == 0))
         );
         kept_as_scanned(&alone, "the sweep reclaiming an expired record");
+    }
+
+    /// An entry's hash is xxh3 of the key's length, the key and the record, one after another:
+    /// streamed, it must stay the value peers of earlier builds compute in one call.
+    #[test]
+    fn the_entry_hash_is_that_of_the_concatenation() {
+        let (key, record) = (b"rep/k".as_slice(), vec![7u8; 300]);
+        let whole = [&(key.len() as u64).to_le_bytes(), key, &record].concat();
+        assert_eq!(entry_hash(key, &record), xxhash_rust::xxh3::xxh3_64(&whole));
     }
 
     /// Paging through the hashes endpoint's scan yields every key of the wanted buckets exactly

@@ -260,8 +260,7 @@ fn take_steps(
             Step::Collect { etag } => {
                 let data_key = &index_key[keys::TOMB_PREFIX.len()..];
                 if let Some(dead) = still_dead(txn, data_key, &etag, now) {
-                    txn.delete(Table::Data, data_key);
-                    digests.record(data_key, Some(&dead), None);
+                    digests.delete(txn, data_key, &dead);
                     removed += 1;
                 }
                 txn.delete(Table::Meta, &index_key);
