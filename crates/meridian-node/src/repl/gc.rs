@@ -401,7 +401,7 @@ mod tests {
     }
 
     /// [`TOPOLOGY`] plus a map keyspace `m`, a set keyspace `s` and a counter keyspace `c`.
-    fn with_map() -> String {
+    fn more_types() -> String {
         let more = ["m", "map", "s", "set", "c", "counter"];
         let mut t = TOPOLOGY.to_string();
         for kind in more.chunks(2) {
@@ -433,7 +433,7 @@ mod tests {
     #[tokio::test]
     async fn collects_deleted_values_and_a_later_write_reads_the_same_everywhere() {
         let a = node(
-            &with_map(),
+            &more_types(),
             "a",
             &Arc::new(AtomicU64::new(1_700_000_000_000)),
         );
@@ -498,7 +498,7 @@ mod tests {
     #[tokio::test]
     async fn an_expired_map_stays_and_an_expired_register_goes() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
-        let a = node(&with_map(), "a", &clock);
+        let a = node(&more_types(), "a", &clock);
         let ttl = || WriteHeaders {
             ttl: Some(std::time::Duration::from_secs(1)),
             ..WriteHeaders::default()
@@ -528,7 +528,7 @@ mod tests {
     #[tokio::test]
     async fn the_dot_floor_survives_a_restart_and_is_found_in_an_older_store() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
-        let a = node(&with_map(), "a", &clock);
+        let a = node(&more_types(), "a", &clock);
         let add = meridian_core::op::Op::Add {
             members: vec!["x".into(), "y".into(), "z".into()],
         };
@@ -538,7 +538,7 @@ mod tests {
         assert_eq!(a.floor().dot, 3);
         let reopen = |store: meridian_store::Store| {
             let t =
-                Arc::new(meridian_core::config::parse("t.toml", &with_map()).expect("topology"));
+                Arc::new(meridian_core::config::parse("t.toml", &more_types()).expect("topology"));
             let clock = Arc::new(crate::testing::FakeClock(clock.clone()));
             crate::state::Node::new(t, "a", store, clock, crate::NodeConfig::default())
                 .expect("node")
