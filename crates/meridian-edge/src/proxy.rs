@@ -520,11 +520,8 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
 }
 
 fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {
-    let h = resp.headers_mut();
-    strip_hop_by_hop(h);
-    if h.keys().any(|n| n == REPLAY) {
-        h.remove(REPLAY);
-    }
+    strip_hop_by_hop(resp.headers_mut());
+    resp.headers_mut().remove(REPLAY);
     resp
 }
 
