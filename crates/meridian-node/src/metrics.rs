@@ -65,6 +65,10 @@ pub const STORE_TRANSACTIONS: &str = "meridian_store_transactions_total";
 pub const STORE_GROUP_COMMITS: &str = "meridian_store_group_commits_total";
 /// fsync calls made by the store.
 pub const STORE_FSYNCS: &str = "meridian_store_fsyncs_total";
+/// Record reads answered from the store's read cache.
+pub const STORE_READ_CACHE_HITS: &str = "meridian_store_read_cache_hits_total";
+/// Record reads that missed the store's read cache and read the engine.
+pub const STORE_READ_CACHE_MISSES: &str = "meridian_store_read_cache_misses_total";
 
 /// Installs the process's recorder; call once at start so early events are not lost.
 pub fn install() {
@@ -78,6 +82,8 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_TRANSACTIONS).absolute(stats.transactions_committed);
     metrics::counter!(STORE_GROUP_COMMITS).absolute(stats.group_commits);
     metrics::counter!(STORE_FSYNCS).absolute(stats.fsyncs);
+    metrics::counter!(STORE_READ_CACHE_HITS).absolute(stats.read_cache_hits);
+    metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
     (
         [("content-type", "text/plain; version=0.0.4")],
         meridian_telemetry::render(),

@@ -967,6 +967,11 @@ async fn health_metrics_and_routing_errors() {
         .send()
         .await
         .unwrap();
+    // The first read fills the store's read cache, the second is answered from it.
+    for _ in 0..2 {
+        let r = t.client.get(t.url("/v1/kv/reg/m")).send().await.unwrap();
+        assert_eq!(r.text().await.unwrap(), "x");
+    }
     let m = t
         .client
         .get(t.url("/metrics"))
@@ -985,6 +990,12 @@ async fn health_metrics_and_routing_errors() {
     ] {
         assert!(m.contains(name), "metric {name} missing from:\n{m}");
     }
+    let hits = m
+        .lines()
+        .find_map(|l| l.strip_prefix("meridian_store_read_cache_hits_total "))
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    assert!(hits >= Some(1), "read cache hits counted: {hits:?}\n{m}");
+    assert!(m.contains("meridian_store_read_cache_misses_total"));
     let r = t.client.get(t.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "no_route");

@@ -9,6 +9,7 @@
 
 #![forbid(unsafe_code)]
 
+mod cache;
 mod engine;
 mod error;
 mod overlay;
@@ -17,7 +18,8 @@ mod txn;
 
 pub use error::Error;
 pub use store::{
-    COMMIT_SECONDS, Durability, FORMAT_VERSION, FORMAT_VERSION_KEY, Store, StoreOptions, StoreStats,
+    COMMIT_SECONDS, DEFAULT_READ_CACHE_BYTES, Durability, FORMAT_VERSION, FORMAT_VERSION_KEY,
+    Store, StoreOptions, StoreStats,
 };
 pub use txn::{MAX_KEY_LEN, MAX_VALUE_LEN, Txn};
 

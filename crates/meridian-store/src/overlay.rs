@@ -22,6 +22,13 @@ impl Overlay {
         self.tables[table.index()].insert(key.to_vec(), value.map(<[u8]>::to_vec));
     }
 
+    /// Every write to `table`, ascending by key.
+    pub(crate) fn entries(&self, table: Table) -> impl Iterator<Item = (&[u8], Option<&[u8]>)> {
+        self.tables[table.index()]
+            .iter()
+            .map(|(key, value)| (key.as_slice(), value.as_deref()))
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
         self.tables.iter().all(BTreeMap::is_empty)
     }

@@ -1,5 +1,6 @@
 //! [`Store`]: the handle, its options, and the group-committing writer thread.
 
+use crate::cache::ReadCache;
 use crate::engine::{Disk, Engine};
 use crate::overlay::{KeyRange, Overlay, merge_scan};
 use crate::{Error, KeyValue, Table, Txn};
@@ -30,7 +31,8 @@ pub enum Durability {
     Buffered,
 }
 
-/// How a [`Store`] commits. `StoreOptions::default()` is `Fsync` with groups of up to 1024.
+/// How a [`Store`] commits and caches. `StoreOptions::default()` is `Fsync` with groups of up
+/// to 1024 and a read cache of [`DEFAULT_READ_CACHE_BYTES`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StoreOptions {
     /// When a transaction is acknowledged. Default: [`Durability::Fsync`].
@@ -38,13 +40,21 @@ pub struct StoreOptions {
     /// Most transactions committed together in one group (one batch, one sync). Default: 1024;
     /// 0 is treated as 1.
     pub max_batch: usize,
+    /// Bytes of [`Table::Data`] keys and values kept in memory for [`Store::get`] (0: no
+    /// cache). A cached value is never older than what a new snapshot shows once a group is
+    /// published (see [`Store::get`]). Default: [`DEFAULT_READ_CACHE_BYTES`].
+    pub read_cache_bytes: usize,
 }
+
+/// The default size of the read cache: 64 MiB.
+pub const DEFAULT_READ_CACHE_BYTES: usize = 64 << 20;
 
 impl Default for StoreOptions {
     fn default() -> StoreOptions {
         StoreOptions {
             durability: Durability::Fsync,
             max_batch: 1024,
+            read_cache_bytes: DEFAULT_READ_CACHE_BYTES,
         }
     }
 }
@@ -68,6 +78,10 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Bytes of keys and values handed to the engine (logical, before journal framing).
     pub bytes_written: u64,
+    /// [`Store::get`] calls on [`Table::Data`] answered from the read cache.
+    pub read_cache_hits: u64,
+    /// [`Store::get`] calls on [`Table::Data`] that read the engine (0 without a cache).
+    pub read_cache_misses: u64,
 }
 
 #[derive(Default)]
@@ -102,6 +116,7 @@ pub struct Store {
 
 struct Inner {
     engine: Arc<Engine>,
+    cache: Option<Arc<ReadCache>>,
     counters: Arc<Counters>,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<thread::JoinHandle<()>>,
@@ -185,9 +200,11 @@ impl Store {
     fn start(engine: Engine, opts: StoreOptions) -> std::io::Result<Store> {
         let engine = Arc::new(engine);
         let counters = Arc::new(Counters::default());
+        let cache = ReadCache::new(opts.read_cache_bytes).map(Arc::new);
         let (jobs, queue) = mpsc::channel();
         let writer = Writer {
             engine: Arc::clone(&engine),
+            cache: cache.clone(),
             counters: Arc::clone(&counters),
             opts,
         };
@@ -197,6 +214,7 @@ impl Store {
         Ok(Store {
             inner: Arc::new(Inner {
                 engine,
+                cache,
                 counters,
                 jobs: Some(jobs),
                 writer: Some(writer),
@@ -213,10 +231,25 @@ impl Store {
     /// sees a group entirely or not at all. A reader may see a group shortly *before* its
     /// writers' `transact` calls return (the acknowledgement travels after the sync).
     ///
+    /// [`Table::Data`] reads go through the read cache (see [`StoreOptions::read_cache_bytes`])
+    /// with the same guarantees: a value from the cache is the latest published one, and once
+    /// a reader has seen a key's new value no later read returns the old one.
+    ///
     /// # Errors
     /// [`Error::Read`] if the engine fails to read.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        self.inner.engine.view().get(table, key)
+        let Some(cache) = self.inner.cache.as_deref().filter(|_| table == Table::Data) else {
+            return self.inner.engine.view().get(table, key);
+        };
+        if let Some(cached) = cache.get(key) {
+            return Ok(cached);
+        }
+        // The ticket is taken before the snapshot, so a group published in between is seen
+        // by the fill (see `cache.rs`).
+        let ticket = cache.ticket(key);
+        let value = self.inner.engine.view().get(table, key)?;
+        cache.fill(key, ticket, &value);
+        Ok(value)
     }
 
     /// Up to `limit` committed pairs of `table`, ascending by key, whose keys start with
@@ -341,12 +374,20 @@ impl Store {
     /// A snapshot of the store's counters (relaxed atomic loads; cheap).
     pub fn stats(&self) -> StoreStats {
         let c = &self.inner.counters;
+        let cache = self
+            .inner
+            .cache
+            .as_ref()
+            .map(|cache| cache.stats())
+            .unwrap_or_default();
         StoreStats {
             transactions_committed: c.transactions_committed.load(Ordering::Relaxed),
             transactions_panicked: c.transactions_panicked.load(Ordering::Relaxed),
             group_commits: c.group_commits.load(Ordering::Relaxed),
             fsyncs: c.fsyncs.load(Ordering::Relaxed),
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
+            read_cache_hits: cache.hits,
+            read_cache_misses: cache.misses,
         }
     }
 }
@@ -354,6 +395,7 @@ impl Store {
 /// The writer thread: the only code that mutates the engine.
 struct Writer {
     engine: Arc<Engine>,
+    cache: Option<Arc<ReadCache>>,
     counters: Arc<Counters>,
     opts: StoreOptions,
 }
@@ -404,8 +446,15 @@ impl Writer {
             // Nothing to write: everything these transactions read was already committed.
             Ok(())
         } else {
+            let begun = self
+                .cache
+                .as_ref()
+                .map(|cache| cache.begin(writes.entries(Table::Data)));
             let started = std::time::Instant::now();
             let committed = self.engine.commit(writes, self.opts.durability);
+            if let (Some(cache), Some(begun)) = (&self.cache, begun) {
+                cache.finish(begun, committed.is_ok());
+            }
             metrics::histogram!(COMMIT_SECONDS).record(started.elapsed().as_secs_f64());
             match committed {
                 Ok(written) => {

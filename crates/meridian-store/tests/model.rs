@@ -1,6 +1,7 @@
 //! Model-based test: the fjall store and the in-memory store against a `BTreeMap` per table,
 //! over random sequences of transactions (single and grouped, some panicking), reads, prefix
-//! scans and reopens.
+//! scans and reopens. Both stores read through their read cache (the in-memory one through a
+//! cache of a few entries).
 
 use meridian_store::{Error, FORMAT_VERSION, FORMAT_VERSION_KEY, Store, StoreOptions, Table, Txn};
 use proptest::prelude::*;
@@ -216,7 +217,11 @@ fn open(dir: &Path) -> Store {
 fn run(ops: &[Op]) -> Result<(), TestCaseError> {
     let dir = tempfile::tempdir().expect("invariant: temp dir");
     let mut disk = open(dir.path());
-    let memory = Store::in_memory(StoreOptions::default());
+    // A cache of a few entries, so the in-memory store also evicts and refills.
+    let memory = Store::in_memory(StoreOptions {
+        read_cache_bytes: 400,
+        ..StoreOptions::default()
+    });
     let runtime = tokio::runtime::Builder::new_current_thread()
         .build()
         .expect("invariant: runtime");
