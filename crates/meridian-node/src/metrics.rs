@@ -1,6 +1,7 @@
 //! Prometheus metrics of the node. Names are constants so code and dashboards cannot drift;
 //! labels are bounded (route template, method, status, keyspace, op) — never a key.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::State;
@@ -94,9 +95,54 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
 /// the standard ones share the label `other`, so no client can add series without bound.
 pub fn request(route: &str, method: &axum::http::Method, status: u16, took: Duration) {
     let method = method_label(method);
-    metrics::counter!(HTTP_REQUESTS, "route" => route.to_string(), "method" => method, "status" => status.to_string()).increment(1);
-    metrics::histogram!(HTTP_DURATION, "route" => route.to_string(), "method" => method)
-        .record(took.as_secs_f64());
+    let record = |(requests, duration): &Series| {
+        requests.increment(1);
+        duration.record(took.as_secs_f64());
+    };
+    match find_series(&REQUEST_SERIES.load(), route, method, status) {
+        Some(series) => record(series),
+        None => record(&register_series(route, method, status)),
+    }
+}
+
+/// The request counter and latency histogram of one route, method and status.
+type Series = (metrics::Counter, metrics::Histogram);
+
+/// Series by route template: each method and status seen with it, and its series.
+type SeriesByRoute = HashMap<String, Vec<(&'static str, u16, Series)>>;
+
+/// Series handles by route template, then method and status, registered on first use: the
+/// recorder's registry lookup (labels built, hashed, compared) runs once per series instead of
+/// once per request. Read without locking; a new series copies the map (a few dozen entries).
+static REQUEST_SERIES: std::sync::LazyLock<arc_swap::ArcSwap<SeriesByRoute>> =
+    std::sync::LazyLock::new(Default::default);
+
+fn find_series<'m>(
+    map: &'m SeriesByRoute,
+    route: &str,
+    method: &str,
+    status: u16,
+) -> Option<&'m Series> {
+    map.get(route)?
+        .iter()
+        .find(|(m, s, _)| *m == method && *s == status)
+        .map(|(_, _, series)| series)
+}
+
+fn register_series(route: &str, method: &'static str, status: u16) -> Series {
+    let series: Series = (
+        metrics::counter!(HTTP_REQUESTS, "route" => route.to_string(), "method" => method, "status" => status.to_string()),
+        metrics::histogram!(HTTP_DURATION, "route" => route.to_string(), "method" => method),
+    );
+    REQUEST_SERIES.rcu(|map| {
+        let mut map = HashMap::clone(map);
+        let entries = map.entry(route.to_string()).or_default();
+        if !entries.iter().any(|(m, s, _)| *m == method && *s == status) {
+            entries.push((method, status, series.clone()));
+        }
+        map
+    });
+    series
 }
 
 /// The label of `method`: its name for the standard methods, `other` for any other.

@@ -972,6 +972,13 @@ async fn health_metrics_and_routing_errors() {
         let r = t.client.get(t.url("/v1/kv/reg/m")).send().await.unwrap();
         assert_eq!(r.text().await.unwrap(), "x");
     }
+    let r = t
+        .client
+        .get(t.url("/v1/kv/reg/absent"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
     let m = t
         .client
         .get(t.url("/metrics"))
@@ -996,6 +1003,20 @@ async fn health_metrics_and_routing_errors() {
         .and_then(|v| v.trim().parse::<u64>().ok());
     assert!(hits >= Some(1), "read cache hits counted: {hits:?}\n{m}");
     assert!(m.contains("meridian_store_read_cache_misses_total"));
+    // Each route, method and status is its own series, counted once per request.
+    let count = |status: &str| {
+        m.lines()
+            .find(|l| {
+                l.starts_with("meridian_http_requests_total{")
+                    && l.contains(r#"route="/v1/kv/{keyspace}/{key}""#)
+                    && l.contains(r#"method="GET""#)
+                    && l.contains(&format!(r#"status="{status}""#))
+            })
+            .and_then(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+    };
+    // (Other tests of this binary share the process's recorder: at least, not exactly.)
+    assert!(count("200") >= Some(2), "{m}");
+    assert!(count("404") >= Some(1), "{m}");
     let r = t.client.get(t.url("/v2/nothing")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(error_code(r).await, "no_route");
