@@ -212,6 +212,7 @@ fn defaults_are_filled_in() {
     assert_eq!(t.limits.max_key_bytes, 1024);
     assert_eq!(t.limits.idempotency_ttl, Duration::from_secs(86_400));
     assert_eq!(t.limits.session_wait, Duration::from_secs(2));
+    assert_eq!(t.limits.read_cache_bytes, 64 << 20);
     assert!(t.dns.is_none());
     assert!(t.edges.is_empty());
 }
@@ -744,7 +745,7 @@ fn at_least_one_region() {
 #[test]
 fn limits_out_of_range() {
     let text = with(
-        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\n",
+        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\nread_cache_bytes = -1\n",
     );
     assert_diag(
         &text,
@@ -761,6 +762,10 @@ fn limits_out_of_range() {
     let d = assert_diag(&text, "\"60d\"", 0, "idempotency_ttl = 60d is out of range");
     assert!(hint(&d).contains("between 1s and 30d"), "{d}");
     assert_diag(&text, "\"5m\"", 0, "session_wait = 5m is out of range");
+    assert_diag(&text, "= -1", 2, "read_cache_bytes = -1 is out of range");
+    let t = parse("meridian.toml", &with("[limits]\nread_cache_bytes = 0\n"))
+        .expect("0 turns the cache off");
+    assert_eq!(t.limits.read_cache_bytes, 0);
 }
 
 #[test]

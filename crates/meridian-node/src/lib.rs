@@ -143,7 +143,11 @@ pub fn open(
     data_dir: &std::path::Path,
     config: NodeConfig,
 ) -> Result<Node, Error> {
-    let store = meridian_store::Store::open(data_dir, meridian_store::StoreOptions::default())?;
+    let options = meridian_store::StoreOptions {
+        read_cache_bytes: topology.limits.read_cache_bytes,
+        ..meridian_store::StoreOptions::default()
+    };
+    let store = meridian_store::Store::open(data_dir, options)?;
     Node::new(
         topology,
         region,
@@ -151,4 +155,28 @@ pub fn open(
         Arc::new(clock::SystemClock),
         config,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meridian_store::Table;
+
+    /// `[limits] read_cache_bytes` sizes the opened store's read cache; 0 turns it off.
+    #[test]
+    fn open_sizes_the_read_cache_from_the_topology() {
+        for (limits, cached) in [("", true), ("\n[limits]\nread_cache_bytes = 0\n", false)] {
+            let text = format!("{}{limits}", crate::testing::TWO_REGIONS);
+            let topology = meridian_core::config::parse("t.toml", &text).expect("topology");
+            let dir = tempfile::tempdir().expect("tempdir");
+            let node =
+                super::open(Arc::new(topology), "a", dir.path(), Default::default()).expect("node");
+            for _ in 0..2 {
+                assert_eq!(node.store().get(Table::Data, b"rep/k").expect("get"), None);
+            }
+            let hits = node.store().stats().read_cache_hits;
+            assert_eq!(hits > 0, cached, "{limits:?}: {hits} hits");
+        }
+    }
 }

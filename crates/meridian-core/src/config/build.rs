@@ -81,6 +81,7 @@ const LIMITS_KEYS: &[&str] = &[
     "max_value_bytes",
     "idempotency_ttl",
     "session_wait",
+    "read_cache_bytes",
 ];
 const POLICIES: &[&str] = &["latency", "proximity", "geo", "weighted", "failover"];
 const RECORD_TYPES: &[&str] = &["A", "AAAA", "CNAME", "TXT", "MX", "NS"];
@@ -519,6 +520,11 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
     };
     let max_key_bytes = bytes(cx, "max_key_bytes", 65_536, d.max_key_bytes);
     let max_value_bytes = bytes(cx, "max_value_bytes", 64 * 1024 * 1024, d.max_value_bytes);
+    let read_cache_bytes = match t.int_in(cx, "read_cache_bytes", 0, 64 << 30, "bytes") {
+        Some(v) => usize::try_from(v.v).ok(),
+        None if t.has("read_cache_bytes") => None,
+        None => Some(d.read_cache_bytes),
+    };
     let ranged = |cx: &mut Cx<'_>, key: &str, lo: Duration, hi: Duration, default: Duration| {
         let Some(v) = t.duration(cx, key) else {
             return if t.has(key) { None } else { Some(default) };
@@ -560,6 +566,7 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         max_value_bytes: max_value_bytes?,
         idempotency_ttl: idempotency_ttl?,
         session_wait: session_wait?,
+        read_cache_bytes: read_cache_bytes?,
     })
 }
 

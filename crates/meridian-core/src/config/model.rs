@@ -451,6 +451,9 @@ pub struct Limits {
     /// How long a `consistency=session` read may wait for its token's writes, 0..=60s
     /// (0: forward at once). Default: 2s.
     pub session_wait: Duration,
+    /// Bytes of records a region node keeps in memory for reads, 0..=68719476736 (64 GiB; 0:
+    /// no cache). Default: 67108864 (64 MiB).
+    pub read_cache_bytes: usize,
 }
 
 impl Default for Limits {
@@ -460,6 +463,7 @@ impl Default for Limits {
             max_value_bytes: 1_048_576,
             idempotency_ttl: Duration::from_secs(24 * 3600),
             session_wait: Duration::from_secs(2),
+            read_cache_bytes: 64 << 20,
         }
     }
 }

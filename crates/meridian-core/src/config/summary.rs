@@ -180,11 +180,12 @@ impl Topology {
         writeln!(s, "\nlimits")?;
         writeln!(
             s,
-            "  max_key_bytes {}  max_value_bytes {}  idempotency_ttl {}  session_wait {}",
+            "  max_key_bytes {}  max_value_bytes {}  idempotency_ttl {}  session_wait {}  read_cache_bytes {}",
             l.max_key_bytes,
             l.max_value_bytes,
             format_duration(l.idempotency_ttl),
-            format_duration(l.session_wait)
+            format_duration(l.session_wait),
+            l.read_cache_bytes
         )
     }
 }
