@@ -15,7 +15,9 @@
 //! read from a snapshot older than a group that wrote the key is refused, whether the reader
 //! fills during that group's commit (pending) or after it (epoch moved). Readers therefore see
 //! a key's value change once, at most one group commit after the snapshot shows it, and never
-//! back.
+//! back. The writer's own transactions read through the cache too, and fill it without a
+//! ticket ([`ReadCache::fill_current`]): they run between groups, on the latest published
+//! state, so what they read is current until the writer itself begins the next group.
 
 use quick_cache::Weighter;
 use std::collections::HashSet;
@@ -133,6 +135,16 @@ impl ReadCache {
         }
     }
 
+    /// Caches `value` for `key`, read by the writer thread from the latest published state
+    /// between groups (no group is committing, so no ticket is needed), unless the key is
+    /// pending.
+    pub(crate) fn fill_current(&self, key: &[u8], value: &Cached) {
+        let (_, guard) = self.stripe(key);
+        if !guard.pending.contains(key) {
+            self.values.insert(key.to_vec(), value.clone());
+        }
+    }
+
     /// Marks the keys of `writes` (each key and its new value, `None` for a delete), about to
     /// be written by one group, pending and forgets their cached values.
     pub(crate) fn begin<'k>(
@@ -244,6 +256,18 @@ mod tests {
         c.finish(begun, true);
         assert_eq!(c.get(b"other"), None);
         assert_eq!(c.stats().hits, 3);
+    }
+
+    #[test]
+    fn the_writers_fill_is_refused_only_while_the_key_is_pending() {
+        let c = cache();
+        let begun = c.begin([(&b"k"[..], Some(&b"new"[..]))].into_iter());
+        c.fill_current(b"k", &value(b"old"));
+        assert_eq!(c.get(b"k"), None);
+        c.finish(begun, true);
+        assert_eq!(c.get(b"k"), None);
+        c.fill_current(b"k", &value(b"new"));
+        assert_eq!(c.get(b"k"), Some(value(b"new")));
     }
 
     #[test]

@@ -78,9 +78,10 @@ pub struct StoreStats {
     pub fsyncs: u64,
     /// Bytes of keys and values handed to the engine (logical, before journal framing).
     pub bytes_written: u64,
-    /// [`Store::get`] calls on [`Table::Data`] answered from the read cache.
+    /// Reads of [`Table::Data`] ([`Store::get`], and transactions' reads of what was committed
+    /// before their group) answered from the read cache.
     pub read_cache_hits: u64,
-    /// [`Store::get`] calls on [`Table::Data`] that read the engine (0 without a cache).
+    /// Reads of [`Table::Data`] that read the engine (0 without a cache).
     pub read_cache_misses: u64,
 }
 
@@ -425,7 +426,7 @@ impl Writer {
         {
             let view = self.engine.view();
             for job in jobs {
-                let mut txn = Txn::new(&view, &writes);
+                let mut txn = Txn::new(&view, self.cache.as_deref(), &writes);
                 match (job(&mut txn), txn.into_writes()) {
                     (Outcome::Ran(finish), Ok(own)) => {
                         writes.absorb(own);

@@ -530,3 +530,36 @@ fn cached_reads_never_go_back_under_concurrent_writes() {
         }
     }
 }
+
+/// Transactions read committed records through the read cache and fill it, and a later group's
+/// write to a cached key is what the next transaction and reader see.
+#[test]
+fn transactions_read_through_the_cache() {
+    on_both(|store| {
+        put(store, Table::Data, b"k", b"v0");
+        let read = |store: &Store| {
+            store
+                .transact_blocking(|txn| txn.get(Table::Data, b"k").expect("txn get"))
+                .expect("txn")
+        };
+        let before = store.stats().read_cache_hits;
+        assert_eq!(read(store), Some(b"v0".to_vec()));
+        assert_eq!(read(store), Some(b"v0".to_vec()));
+        assert_eq!(
+            store.stats().read_cache_hits,
+            before + 1,
+            "the first read filled it"
+        );
+        put(store, Table::Data, b"k", b"v1");
+        assert_eq!(read(store), Some(b"v1".to_vec()));
+        assert_eq!(
+            store.get(Table::Data, b"k").expect("get"),
+            Some(b"v1".to_vec())
+        );
+        assert_eq!(
+            store.stats().read_cache_hits,
+            before + 3,
+            "the write kept it cached"
+        );
+    });
+}

@@ -1,5 +1,6 @@
 //! [`Txn`]: the handle a transaction closure reads and writes through.
 
+use crate::cache::ReadCache;
 use crate::engine::View;
 use crate::overlay::{KeyRange, Overlay, merge_overlays, merge_scan};
 use crate::{Error, KeyValue, Table};
@@ -21,15 +22,23 @@ pub const MAX_VALUE_LEN: usize = 4_294_967_295;
 /// writes are discarded and the transaction fails.
 pub struct Txn<'a> {
     view: &'a View<'a>,
+    cache: Option<&'a ReadCache>,
     group: &'a Overlay,
     own: Overlay,
     rejected: Option<Error>,
 }
 
 impl<'a> Txn<'a> {
-    pub(crate) fn new(view: &'a View<'a>, group: &'a Overlay) -> Txn<'a> {
+    /// A transaction reading `group`'s earlier writes over `view`, the latest published state,
+    /// with [`Table::Data`] reads of `view` through `cache`.
+    pub(crate) fn new(
+        view: &'a View<'a>,
+        cache: Option<&'a ReadCache>,
+        group: &'a Overlay,
+    ) -> Txn<'a> {
         Txn {
             view,
+            cache,
             group,
             own: Overlay::default(),
             rejected: None,
@@ -67,7 +76,17 @@ impl<'a> Txn<'a> {
             .or_else(|| self.group.get(table, key))
         {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
-            None => self.view.get(table, key),
+            None => match self.cache.filter(|_| table == Table::Data) {
+                Some(cache) => {
+                    if let Some(cached) = cache.get(key) {
+                        return Ok(cached);
+                    }
+                    let value = self.view.get(table, key)?;
+                    cache.fill_current(key, &value);
+                    Ok(value)
+                }
+                None => self.view.get(table, key),
+            },
         }
     }
 
