@@ -40,8 +40,8 @@ pub struct StoreOptions {
     /// Most transactions committed together in one group (one batch, one sync). Default: 1024;
     /// 0 is treated as 1.
     pub max_batch: usize,
-    /// Bytes of [`Table::Data`] keys and values kept in memory for [`Store::get`] (0: no
-    /// cache). A cached value is never older than what a new snapshot shows once a group is
+    /// Bytes of [`Table::Data`] keys and values kept in memory for reads ([`Store::get`] and
+    /// transactions' reads; 0: no cache). A cached value is never older than what a new snapshot shows once a group is
     /// published (see [`Store::get`]). Default: [`DEFAULT_READ_CACHE_BYTES`].
     pub read_cache_bytes: usize,
 }
