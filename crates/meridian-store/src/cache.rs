@@ -49,12 +49,10 @@ struct Stripe {
     pending: HashSet<Vec<u8>>,
 }
 
-/// Permission to fill one key, taken before the snapshot the value is read from.
+/// Permission to fill one key: its stripe's epoch, taken before the snapshot the value is read
+/// from.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct Ticket {
-    stripe: usize,
-    epoch: u64,
-}
+struct Ticket(u64);
 
 /// The keys of one group, as [`ReadCache::begin`] left them for [`ReadCache::finish`].
 pub(crate) struct Begun {
@@ -94,16 +92,46 @@ impl ReadCache {
         })
     }
 
-    fn stripe(&self, key: &[u8]) -> (usize, MutexGuard<'_, Stripe>) {
+    fn stripe(&self, key: &[u8]) -> MutexGuard<'_, Stripe> {
         let index = (self.hasher.hash_one(key) as usize) & (STRIPES - 1);
-        let guard = self.stripes[index]
+        self.stripes[index]
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        (index, guard)
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// A reader's read of `key`: the cached value, else what `read` finds in a snapshot it
+    /// takes when called, cached unless a group wrote the key meanwhile (see the module doc).
+    pub(crate) fn read<E>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce() -> Result<Cached, E>,
+    ) -> Result<Cached, E> {
+        if let Some(cached) = self.get(key) {
+            return Ok(cached);
+        }
+        let ticket = self.ticket(key);
+        let value = read()?;
+        self.fill(key, ticket, &value);
+        Ok(value)
+    }
+
+    /// The writer thread's read of `key` between groups: the cached value, else what `read`
+    /// finds in the latest published state, cached ([`ReadCache::fill_current`]).
+    pub(crate) fn read_current<E>(
+        &self,
+        key: &[u8],
+        read: impl FnOnce() -> Result<Cached, E>,
+    ) -> Result<Cached, E> {
+        if let Some(cached) = self.get(key) {
+            return Ok(cached);
+        }
+        let value = read()?;
+        self.fill_current(key, &value);
+        Ok(value)
     }
 
     /// The cached value of `key` (`Some(None)`: cached as absent); `None` on a miss.
-    pub(crate) fn get(&self, key: &[u8]) -> Option<Cached> {
+    fn get(&self, key: &[u8]) -> Option<Cached> {
         let found = self.values.get(key);
         let counter = if found.is_some() {
             &self.hits
@@ -115,22 +143,14 @@ impl ReadCache {
     }
 
     /// A ticket to fill `key` with what a snapshot taken after this call reads.
-    pub(crate) fn ticket(&self, key: &[u8]) -> Ticket {
-        let (stripe, guard) = self.stripe(key);
-        Ticket {
-            stripe,
-            epoch: guard.epoch,
-        }
+    fn ticket(&self, key: &[u8]) -> Ticket {
+        Ticket(self.stripe(key).epoch)
     }
 
     /// Caches `value` for `key` unless a group wrote or is writing the key since `ticket`.
-    pub(crate) fn fill(&self, key: &[u8], ticket: Ticket, value: &Cached) {
-        let (stripe, guard) = self.stripe(key);
-        debug_assert_eq!(
-            stripe, ticket.stripe,
-            "a ticket belongs to its key's stripe"
-        );
-        if guard.epoch == ticket.epoch && !guard.pending.contains(key) {
+    fn fill(&self, key: &[u8], ticket: Ticket, value: &Cached) {
+        let guard = self.stripe(key);
+        if guard.epoch == ticket.0 && !guard.pending.contains(key) {
             self.values.insert(key.to_vec(), value.clone());
         }
     }
@@ -138,8 +158,8 @@ impl ReadCache {
     /// Caches `value` for `key`, read by the writer thread from the latest published state
     /// between groups (no group is committing, so no ticket is needed), unless the key is
     /// pending.
-    pub(crate) fn fill_current(&self, key: &[u8], value: &Cached) {
-        let (_, guard) = self.stripe(key);
+    fn fill_current(&self, key: &[u8], value: &Cached) {
+        let guard = self.stripe(key);
         if !guard.pending.contains(key) {
             self.values.insert(key.to_vec(), value.clone());
         }
@@ -153,7 +173,7 @@ impl ReadCache {
     ) -> Begun {
         let keys = writes
             .map(|(key, value)| {
-                let (_, mut guard) = self.stripe(key);
+                let mut guard = self.stripe(key);
                 guard.pending.insert(key.to_vec());
                 let was_cached = self.values.remove(key).is_some();
                 (key.to_vec(), was_cached.then(|| value.map(<[u8]>::to_vec)))
@@ -166,7 +186,7 @@ impl ReadCache {
     /// `published`, caches the new values of the keys that were cached before it.
     pub(crate) fn finish(&self, begun: Begun, published: bool) {
         for (key, new) in begun.keys {
-            let (_, mut guard) = self.stripe(&key);
+            let mut guard = self.stripe(&key);
             guard.epoch += 1;
             guard.pending.remove(&key);
             if published && let Some(value) = new {

@@ -242,15 +242,7 @@ impl Store {
         let Some(cache) = self.inner.cache.as_deref().filter(|_| table == Table::Data) else {
             return self.inner.engine.view().get(table, key);
         };
-        if let Some(cached) = cache.get(key) {
-            return Ok(cached);
-        }
-        // The ticket is taken before the snapshot, so a group published in between is seen
-        // by the fill (see `cache.rs`).
-        let ticket = cache.ticket(key);
-        let value = self.inner.engine.view().get(table, key)?;
-        cache.fill(key, ticket, &value);
-        Ok(value)
+        cache.read(key, || self.inner.engine.view().get(table, key))
     }
 
     /// Up to `limit` committed pairs of `table`, ascending by key, whose keys start with

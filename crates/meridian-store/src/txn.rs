@@ -77,14 +77,7 @@ impl<'a> Txn<'a> {
         {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
             None => match self.cache.filter(|_| table == Table::Data) {
-                Some(cache) => {
-                    if let Some(cached) = cache.get(key) {
-                        return Ok(cached);
-                    }
-                    let value = self.view.get(table, key)?;
-                    cache.fill_current(key, &value);
-                    Ok(value)
-                }
+                Some(cache) => cache.read_current(key, || self.view.get(table, key)),
                 None => self.view.get(table, key),
             },
         }
