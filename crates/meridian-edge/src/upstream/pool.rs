@@ -16,6 +16,13 @@ struct IdleConn {
     since: Instant,
 }
 
+impl IdleConn {
+    /// Whether it has been idle for [`IDLE_TIMEOUT`] or more at `now`.
+    fn expired(&self, now: Instant) -> bool {
+        now.saturating_duration_since(self.since) >= IDLE_TIMEOUT
+    }
+}
+
 /// Hashes a pool key by one multiplication: keys are distinct counter values from
 /// [`new_key`](super::new_key), chosen by no client, so SipHash's guard against chosen keys
 /// buys nothing.
@@ -54,8 +61,7 @@ impl Pool {
     fn checkout(&mut self, key: u64, now: Instant) -> Option<Conn> {
         let list = self.idle.get_mut(&key)?;
         while let Some(c) = list.pop() {
-            let idle = now.saturating_duration_since(c.since);
-            if idle >= IDLE_TIMEOUT {
+            if c.expired(now) {
                 // Returned in time order: every older one has expired too.
                 list.clear();
                 return None;
@@ -74,7 +80,7 @@ impl Pool {
         {
             self.swept = Some(now);
             self.idle.retain(|_, list| {
-                list.retain(|c| now.duration_since(c.since) < IDLE_TIMEOUT && c.conn.usable());
+                list.retain(|c| !c.expired(now) && c.conn.usable());
                 !list.is_empty()
             });
         }
