@@ -1,6 +1,7 @@
 -- Pacing for wrk scripts: `require("pace")(rate, threads)` returns a delay() for a wrk script
--- that sends `rate` requests per second in total over `threads` wrk threads (rate <= 0: flat
--- out). Load it with LUA_PATH="<repository>/bench/lib/?.lua;;".
+-- that sends `rate` requests per second in total over `threads` wrk threads; for rate <= 0 it
+-- returns nil, so the script has no delay() and wrk sends flat out without a timer per request.
+-- Load it with LUA_PATH="<repository>/bench/lib/?.lua;;".
 --
 -- Each thread keeps a schedule of send slots threads/rate ms apart on the monotonic clock; a
 -- connection whose response came back waits for the next free slot. The slots, not the
@@ -24,7 +25,7 @@ end
 
 return function(rate, threads)
   if rate <= 0 then
-    return function() return 0 end
+    return nil
   end
   local interval = 1000 * threads / rate
   local due = nil
