@@ -16,8 +16,8 @@
 //! fills during that group's commit (pending) or after it (epoch moved). Readers therefore see
 //! a key's value change once, at most one group commit after the snapshot shows it, and never
 //! back. The writer's own transactions read through the cache too, and fill it without a
-//! ticket ([`ReadCache::fill_current`]): they run between groups, on the latest published
-//! state, so what they read is current until the writer itself begins the next group.
+//! ticket ([`Source::Published`]): they run between groups, on the latest published state, so
+//! what they read is current until the writer itself begins the next group.
 
 use quick_cache::Weighter;
 use std::collections::HashSet;
@@ -53,6 +53,15 @@ struct Stripe {
 /// from.
 #[derive(Clone, Copy, Debug)]
 struct Ticket(u64);
+
+/// Where a [`ReadCache::read`] that misses reads from.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Source {
+    /// A snapshot the reader takes, which a group may publish past while it reads.
+    Snapshot,
+    /// The latest published state, read by the writer thread between groups.
+    Published,
+}
 
 /// The keys of one group, as [`ReadCache::begin`] left them for [`ReadCache::finish`].
 pub(crate) struct Begun {
@@ -99,34 +108,24 @@ impl ReadCache {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// A reader's read of `key`: the cached value, else what `read` finds in a snapshot it
-    /// takes when called, cached unless a group wrote the key meanwhile (see the module doc).
+    /// A read of `key`: the cached value, else what `read` finds, which is then cached unless
+    /// the key is pending or, for a [`Source::Snapshot`], a group wrote it since the snapshot
+    /// (see the module doc).
     pub(crate) fn read<E>(
         &self,
         key: &[u8],
+        source: Source,
         read: impl FnOnce() -> Result<Cached, E>,
     ) -> Result<Cached, E> {
         if let Some(cached) = self.get(key) {
             return Ok(cached);
         }
-        let ticket = self.ticket(key);
+        let ticket = match source {
+            Source::Snapshot => Some(self.ticket(key)),
+            Source::Published => None,
+        };
         let value = read()?;
         self.fill(key, ticket, &value);
-        Ok(value)
-    }
-
-    /// The writer thread's read of `key` between groups: the cached value, else what `read`
-    /// finds in the latest published state, cached ([`ReadCache::fill_current`]).
-    pub(crate) fn read_current<E>(
-        &self,
-        key: &[u8],
-        read: impl FnOnce() -> Result<Cached, E>,
-    ) -> Result<Cached, E> {
-        if let Some(cached) = self.get(key) {
-            return Ok(cached);
-        }
-        let value = read()?;
-        self.fill_current(key, &value);
         Ok(value)
     }
 
@@ -147,20 +146,12 @@ impl ReadCache {
         Ticket(self.stripe(key).epoch)
     }
 
-    /// Caches `value` for `key` unless a group wrote or is writing the key since `ticket`.
-    fn fill(&self, key: &[u8], ticket: Ticket, value: &Cached) {
+    /// Caches `value` for `key` unless the key is pending or, with a `ticket`, a group wrote
+    /// it since the ticket was taken. Without one, `value` must be the latest published value
+    /// (the writer's read between groups).
+    fn fill(&self, key: &[u8], ticket: Option<Ticket>, value: &Cached) {
         let guard = self.stripe(key);
-        if guard.epoch == ticket.0 && !guard.pending.contains(key) {
-            self.values.insert(key.to_vec(), value.clone());
-        }
-    }
-
-    /// Caches `value` for `key`, read by the writer thread from the latest published state
-    /// between groups (no group is committing, so no ticket is needed), unless the key is
-    /// pending.
-    fn fill_current(&self, key: &[u8], value: &Cached) {
-        let guard = self.stripe(key);
-        if !guard.pending.contains(key) {
+        if ticket.is_none_or(|t| guard.epoch == t.0) && !guard.pending.contains(key) {
             self.values.insert(key.to_vec(), value.clone());
         }
     }
@@ -221,7 +212,7 @@ mod tests {
         // Read before the group, filled while it commits: refused (pending).
         let early = c.ticket(b"k");
         let begun = c.begin([(&b"k"[..], Some(&b"new"[..]))].into_iter());
-        c.fill(b"k", early, &value(b"old"));
+        c.fill(b"k", Some(early), &value(b"old"));
         assert_eq!(c.get(b"k"), None);
         c.finish(begun, true);
         assert_eq!(
@@ -233,17 +224,17 @@ mod tests {
         let early = c.ticket(b"k");
         let begun = c.begin([(&b"k"[..], None)].into_iter());
         c.finish(begun, true);
-        c.fill(b"k", early, &value(b"new"));
+        c.fill(b"k", Some(early), &value(b"new"));
         assert_eq!(c.get(b"k"), None);
         // A ticket taken while the key is pending cannot fill either.
         let begun = c.begin([(&b"k"[..], None)].into_iter());
         let during = c.ticket(b"k");
-        c.fill(b"k", during, &value(b"maybe old"));
+        c.fill(b"k", Some(during), &value(b"maybe old"));
         c.finish(begun, true);
         assert_eq!(c.get(b"k"), None);
         // A ticket taken after the group fills.
         let late = c.ticket(b"k");
-        c.fill(b"k", late, &None);
+        c.fill(b"k", Some(late), &None);
         assert_eq!(c.get(b"k"), Some(None), "absence is cached too");
     }
 
@@ -251,7 +242,7 @@ mod tests {
     fn a_cached_key_takes_the_published_value_and_is_dropped_on_failure() {
         let c = cache();
         let t = c.ticket(b"k");
-        c.fill(b"k", t, &value(b"v0"));
+        c.fill(b"k", Some(t), &value(b"v0"));
         assert_eq!(c.get(b"k"), Some(value(b"v0")));
         let begun = c.begin([(&b"k"[..], Some(&b"v1"[..]))].into_iter());
         assert_eq!(
@@ -282,11 +273,11 @@ mod tests {
     fn the_writers_fill_is_refused_only_while_the_key_is_pending() {
         let c = cache();
         let begun = c.begin([(&b"k"[..], Some(&b"new"[..]))].into_iter());
-        c.fill_current(b"k", &value(b"old"));
+        c.fill(b"k", None, &value(b"old"));
         assert_eq!(c.get(b"k"), None);
         c.finish(begun, true);
         assert_eq!(c.get(b"k"), None);
-        c.fill_current(b"k", &value(b"new"));
+        c.fill(b"k", None, &value(b"new"));
         assert_eq!(c.get(b"k"), Some(value(b"new")));
     }
 

@@ -1,6 +1,6 @@
 //! [`Store`]: the handle, its options, and the group-committing writer thread.
 
-use crate::cache::ReadCache;
+use crate::cache::{ReadCache, Source};
 use crate::engine::{Disk, Engine};
 use crate::overlay::{KeyRange, Overlay, merge_scan};
 use crate::{Error, KeyValue, Table, Txn};
@@ -242,7 +242,9 @@ impl Store {
         let Some(cache) = self.inner.cache.as_deref().filter(|_| table == Table::Data) else {
             return self.inner.engine.view().get(table, key);
         };
-        cache.read(key, || self.inner.engine.view().get(table, key))
+        cache.read(key, Source::Snapshot, || {
+            self.inner.engine.view().get(table, key)
+        })
     }
 
     /// Up to `limit` committed pairs of `table`, ascending by key, whose keys start with

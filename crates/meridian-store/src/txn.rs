@@ -1,6 +1,6 @@
 //! [`Txn`]: the handle a transaction closure reads and writes through.
 
-use crate::cache::ReadCache;
+use crate::cache::{ReadCache, Source};
 use crate::engine::View;
 use crate::overlay::{KeyRange, Overlay, merge_overlays, merge_scan};
 use crate::{Error, KeyValue, Table};
@@ -77,7 +77,7 @@ impl<'a> Txn<'a> {
         {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
             None => match self.cache.filter(|_| table == Table::Data) {
-                Some(cache) => cache.read_current(key, || self.view.get(table, key)),
+                Some(cache) => cache.read(key, Source::Published, || self.view.get(table, key)),
                 None => self.view.get(table, key),
             },
         }
