@@ -166,6 +166,12 @@ mod tests {
     /// `[limits] read_cache_bytes` sizes the opened store's read cache; 0 turns it off.
     #[test]
     fn open_sizes_the_read_cache_from_the_topology() {
+        // The topology's default is the store's own, written twice (the config crate does not
+        // depend on the store).
+        assert_eq!(
+            meridian_core::config::Limits::default().read_cache_bytes,
+            meridian_store::DEFAULT_READ_CACHE_BYTES
+        );
         for (limits, cached) in [("", true), ("\n[limits]\nread_cache_bytes = 0\n", false)] {
             let text = format!("{}{limits}", crate::testing::TWO_REGIONS);
             let topology = meridian_core::config::parse("t.toml", &text).expect("topology");
