@@ -157,6 +157,34 @@ pub fn apply(
     })
 }
 
+/// The write that ends an expired record of a type a later write merges into — every type but
+/// `register`, whose expiry is a tombstone already: a delete of everything `record` holds,
+/// stamped `(expires, "")`, after every write made before the expiry and before every write
+/// made at or after it; with no expiry and `record`'s home. `None` when `record` is a register,
+/// does not expire, or its version is not before its expiry (a write at or after the expiry
+/// has reset it already).
+///
+/// Computed where `record` holds every write made anywhere before its expiry, it removes all of
+/// them and nothing else: merged in any order with writes made at or after the expiry (which
+/// reset what they saw first, see [`apply`]), it leaves exactly what those added — so the
+/// record it leaves is empty where there are none, and can be collected as a tombstone.
+pub fn expiry_reset(record: &Record) -> Option<Record> {
+    let expires = record.expires?;
+    if record.kind() == KeyspaceType::Register || record.version.ts >= expires {
+        return None;
+    }
+    let version = Version {
+        ts: expires,
+        origin: String::new(),
+    };
+    Some(Record {
+        value: reset_delta(&record.value, &version),
+        version,
+        expires: None,
+        home: record.home.clone(),
+    })
+}
+
 /// The delta of deleting everything `state` holds, at `version`.
 fn reset_delta(state: &Value, version: &Version) -> Value {
     match state {
@@ -300,6 +328,123 @@ mod tests {
         );
         assert!(!r.is_live(Timestamp(2)));
         assert_eq!(r.version.ts, Timestamp(2));
+    }
+
+    /// What a reader of `r` sees, whatever its type (registers aside).
+    fn visible(r: &Record) -> String {
+        match &r.value {
+            Value::Set(s) => s.members().collect::<Vec<_>>().join(","),
+            Value::Map(m) => serde_json::Value::Object(m.to_json()).to_string(),
+            Value::Counter(c) => c.value().to_string(),
+            Value::MvRegister(m) => m
+                .siblings()
+                .map(|s| String::from_utf8_lossy(&s.value).into_owned())
+                .collect::<Vec<_>>()
+                .join(","),
+            Value::Register(_) => unreachable!("registers are not reset"),
+        }
+    }
+
+    fn merged(records: &[&Record]) -> Record {
+        let mut out = records[0].clone();
+        for r in &records[1..] {
+            out.merge(r).expect("same kind");
+        }
+        out
+    }
+
+    /// The reset of an expired record, computed where every write before the expiry is held,
+    /// leaves in every merge order exactly what a write after the expiry added — though that
+    /// write was made in a region that had not seen one of the writes before the expiry.
+    #[test]
+    fn an_expiry_reset_removes_what_came_before_the_expiry_and_nothing_after() {
+        let e = 100;
+        for kind in [
+            KeyspaceType::Set,
+            KeyspaceType::Map,
+            KeyspaceType::Counter,
+            KeyspaceType::MvRegister,
+        ] {
+            let op = |i: u32| match kind {
+                KeyspaceType::Set => Op::Add {
+                    members: vec![format!("m{i}")],
+                },
+                KeyspaceType::Map => Op::Patch {
+                    fields: json!({ format!("f{i}"): i })
+                        .as_object()
+                        .cloned()
+                        .expect("object"),
+                },
+                KeyspaceType::Counter => Op::Incr { by: 1 << i },
+                _ => put(&format!("v{i}"), None),
+            };
+            let until_e = |ts: u64, origin: &str| {
+                let mut m = meta(ts, origin);
+                m.expires = Some(Timestamp(e));
+                m
+            };
+            let d = |cur: Option<&Record>, i: u32, m: &WriteMeta| {
+                apply(kind, cur, &op(i), m).expect("op applies")
+            };
+            // eu writes twice before the expiry; us once, unseen by eu.
+            let d1 = d(None, 1, &until_e(10, "eu"));
+            let d2 = d(Some(&d1), 2, &until_e(20, "eu"));
+            let d3 = d(None, 3, &until_e(30, "us"));
+            // After the expiry eu writes again, still without us's write.
+            let at_eu = merged(&[&d1, &d2]);
+            let after = d(Some(&at_eu), 4, &meta(e + 5, "eu"));
+            let everything_before = merged(&[&d1, &d2, &d3]);
+            let reset = expiry_reset(&everything_before).expect("an expired record resets");
+            assert_eq!(reset.version.ts, Timestamp(e), "{kind:?}");
+            assert!(reset.version.origin.is_empty());
+            assert_eq!(reset.expires, None);
+            assert!(
+                merged(&[&everything_before, &reset]).value.is_empty(),
+                "{kind:?}: nothing is left without a write after the expiry"
+            );
+            let want = visible(&d(None, 4, &meta(e + 5, "eu")));
+            let all = [&d1, &d2, &d3, &after, &reset];
+            let mut first: Option<Record> = None;
+            for perm in permutations(all.len()) {
+                let order: Vec<&Record> = perm.iter().map(|i| all[*i]).collect();
+                let got = merged(&order);
+                assert_eq!(visible(&got), want, "{kind:?} in order {perm:?}");
+                assert!(got.is_live(Timestamp(e + 6)));
+                match &first {
+                    Some(f) => assert_eq!(&got, f, "{kind:?}: merge order matters"),
+                    None => first = Some(got),
+                }
+            }
+            // Once written after its expiry, or not expiring, a record has nothing to reset.
+            assert_eq!(expiry_reset(&merged(&[&everything_before, &after])), None);
+            assert_eq!(expiry_reset(&d(None, 5, &meta(10, "eu"))), None);
+        }
+        let reg = run(KeyspaceType::Register, None, put("a", None), &{
+            let mut m = meta(10, "eu");
+            m.expires = Some(Timestamp(e));
+            m
+        });
+        assert_eq!(
+            expiry_reset(&reg),
+            None,
+            "a register's expiry is a tombstone"
+        );
+    }
+
+    /// Every order of `0..n`.
+    fn permutations(n: usize) -> Vec<Vec<usize>> {
+        if n == 0 {
+            return vec![Vec::new()];
+        }
+        let mut out = Vec::new();
+        for p in permutations(n - 1) {
+            for at in 0..=p.len() {
+                let mut q = p.clone();
+                q.insert(at, n - 1);
+                out.push(q);
+            }
+        }
+        out
     }
 
     #[test]

@@ -4,7 +4,8 @@
 //! where the payload is LZ4-compressed when `flags & 1`. The payload's first byte is the
 //! protocol version, as the variant index of [`Frame`]: `0` is version 1, whose payload is
 //! `postcard(Frame::V1)`; `1` is version 2, a compact encoding of the same messages whose frames
-//! depend on the frames before them in the stream (see [`FrameEncoder`]). A new version is a new
+//! depend on the frames before them in the stream (see [`FrameEncoder`]); `2` is version 3, the
+//! encoding of version 2 plus one message, [`FrameV1::Watermark`]. A new version is a new
 //! variant that only peers advertising it are sent. Op-log entries on disk are
 //! `[version: u8][postcard(LogBody)]`.
 
@@ -13,6 +14,7 @@ mod v2;
 use serde::{Deserialize, Serialize};
 
 use crate::Error;
+use crate::hlc::Timestamp;
 use crate::version::{Version, VersionVector};
 
 /// Format byte of op-log entries written by this build.
@@ -23,7 +25,7 @@ pub const MAX_FRAME_BYTES: usize = 64 * 1024 * 1024;
 /// section of a batch this large only when that makes it smaller.
 pub const COMPRESS_FROM_BYTES: usize = 256;
 /// The protocol versions this build speaks, oldest first.
-pub const VERSIONS: [u8; 2] = [1, 2];
+pub const VERSIONS: [u8; 3] = [1, 2, 3];
 pub use v2::{MAX_BATCH_ENTRIES, MAX_DICT_STRING_BYTES, MAX_DICT_STRINGS, MAX_ORIGINS};
 const FLAG_LZ4: u8 = 1;
 const HEADER_BYTES: usize = 5;
@@ -77,11 +79,25 @@ pub enum FrameV1 {
     Batch(Vec<Entry>),
     /// The sender's applied version vector: progress, and a keepalive on an idle stream.
     Heads(VersionVector),
+    /// The sender's watermark: every write the sender itself made with an HLC time before `at`
+    /// is one of its writes `1..=seq`, and it makes no more before `at`. Sent only on streams of
+    /// version 3 (a peer of an older version cannot read it); what garbage collection of
+    /// expired records waits for.
+    Watermark {
+        /// Nothing more of the sender's is stamped before this time.
+        at: Timestamp,
+        /// The sender's last write stamped before `at` is at most its `seq`-th.
+        seq: u64,
+    },
 }
 
 /// Version 2 of the replication protocol carries the messages of version 1; only their
 /// encoding differs (see [`FrameEncoder`]).
 pub type FrameV2 = FrameV1;
+
+/// Version 3 of the replication protocol: the encoding of version 2, which may also carry
+/// [`FrameV1::Watermark`].
+pub type FrameV3 = FrameV1;
 
 /// A frame of the replication stream; the variant is the protocol version.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -90,21 +106,33 @@ pub enum Frame {
     V1(FrameV1),
     /// Protocol version 2.
     V2(FrameV2),
+    /// Protocol version 3.
+    V3(FrameV3),
 }
 
 impl Frame {
-    /// The protocol version of the frame (1 or 2).
+    /// The message `message` as a frame of protocol `version` (1, 2 or 3; any other is 1).
+    pub fn of_version(version: u8, message: FrameV1) -> Frame {
+        match version {
+            3 => Frame::V3(message),
+            2 => Frame::V2(message),
+            _ => Frame::V1(message),
+        }
+    }
+
+    /// The protocol version of the frame (1, 2 or 3).
     pub fn version(&self) -> u8 {
         match self {
             Frame::V1(_) => 1,
             Frame::V2(_) => 2,
+            Frame::V3(_) => 3,
         }
     }
 
     /// The message, whatever the version that carried it.
     pub fn into_message(self) -> FrameV1 {
         match self {
-            Frame::V1(m) | Frame::V2(m) => m,
+            Frame::V1(m) | Frame::V2(m) | Frame::V3(m) => m,
         }
     }
 }
@@ -164,8 +192,8 @@ impl FrameEncoder {
                     (0, plain)
                 }
             }
-            Frame::V2(m) => {
-                let mut plain = vec![1];
+            Frame::V2(m) | Frame::V3(m) => {
+                let mut plain = vec![frame.version() - 1];
                 plain.extend(self.v2.encode(m));
                 (0, plain)
             }
@@ -204,10 +232,11 @@ impl FrameDecoder {
                 .map_err(|e| Error::Decode {
                     message: format!("frame: {e}"),
                 }),
-            Some((1, rest)) => self.v2.decode(rest).map(|m| Some(Frame::V2(m))),
+            Some((1, rest)) => self.v2.decode(rest, false).map(|m| Some(Frame::V2(m))),
+            Some((2, rest)) => self.v2.decode(rest, true).map(|m| Some(Frame::V3(m))),
             Some((v, _)) => Err(Error::Decode {
                 message: format!(
-                    "frame of protocol version {}; this build speaks versions 1 and 2",
+                    "frame of protocol version {}; this build speaks versions 1 to 3",
                     u16::from(*v) + 1
                 ),
             }),
@@ -306,7 +335,7 @@ mod tests {
     fn sample_entry() -> Entry {
         match sample().into_message() {
             FrameV1::Batch(mut entries) => entries.remove(0),
-            FrameV1::Heads(_) => unreachable!("sample() is a batch"),
+            _ => unreachable!("sample() is a batch"),
         }
     }
 
@@ -391,6 +420,36 @@ mod tests {
         let mut d = FrameDecoder::default();
         d.push(&[0, 0, 0, 8, 1, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4]);
         assert!(d.next_frame().is_err(), "lying decompressed size");
+    }
+
+    /// A watermark travels on version 3 streams; the same bytes under a version 2 header are
+    /// refused, as a peer of version 2 refuses them.
+    #[test]
+    fn watermarks_are_version_3_only() {
+        let mark = FrameV1::Watermark {
+            at: Timestamp(1 << 40),
+            seq: 300,
+        };
+        let bytes = FrameEncoder::default().encode(&Frame::V3(mark.clone()));
+        assert_eq!(bytes[HEADER_BYTES], 2, "version 3 is variant 2");
+        let mut d = FrameDecoder::default();
+        d.push(&bytes);
+        assert_eq!(d.next_frame().expect("valid"), Some(Frame::V3(mark)));
+        let mut as_v2 = bytes.clone();
+        as_v2[HEADER_BYTES] = 1;
+        let mut d = FrameDecoder::default();
+        d.push(&as_v2);
+        let err = d
+            .next_frame()
+            .expect_err("no watermark in version 2")
+            .to_string();
+        assert!(err.contains("unknown message kind 2"), "{err}");
+        let mut v4 = bytes;
+        v4[HEADER_BYTES] = 3;
+        let mut d = FrameDecoder::default();
+        d.push(&v4);
+        let err = d.next_frame().expect_err("version 4").to_string();
+        assert!(err.contains("protocol version 4"), "{err}");
     }
 
     #[test]

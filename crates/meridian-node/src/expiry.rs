@@ -4,9 +4,9 @@
 //! It removes expired records at once only where they never leave this region (a `local`
 //! keyspace, or a topology of one region). A replicated expired register is handed to the
 //! tombstone rule of replicated garbage collection (removing it early would let a late write it
-//! superseded come back here alone). Replicated expired records of the other types stay,
-//! invisible: a write after the expiry resets what they hold, which a collected record could not
-//! do where the record was not collected yet (`crate::repl::gc::collectable`).
+//! superseded come back here alone). A replicated expired record of another type is indexed for
+//! its reset (`crate::repl::gc`): it still holds its values, which a write after the expiry
+//! resets, so it is emptied by a replicated write before it is collected.
 
 use std::time::Duration;
 

@@ -107,6 +107,22 @@ pub fn parse_expiry_key(k: &[u8]) -> Option<(Timestamp, ExpiryKind, &[u8])> {
     Some((Timestamp(u64::from_be_bytes(*at)), kind, table_key))
 }
 
+/// `Table::Meta` prefix of the expired records awaiting their reset (a map, set, counter or
+/// mvregister of a replicated keyspace; see `crate::repl::gc`): `reset/` + expiry (big-endian)
+/// + data key, so they sort by expiry.
+pub const RESET_PREFIX: &[u8] = b"reset/";
+
+/// The key of the record at `data_key`, expired at `at`, in the index of [`RESET_PREFIX`].
+pub fn reset_key(at: Timestamp, data_key: &[u8]) -> Vec<u8> {
+    [RESET_PREFIX, &at.0.to_be_bytes(), data_key].concat()
+}
+
+/// Splits a [`reset_key`] back into (expiry, data key); `None` if it is not one.
+pub fn parse_reset_key(k: &[u8]) -> Option<(Timestamp, &[u8])> {
+    let (at, data_key) = k.strip_prefix(RESET_PREFIX)?.split_first_chunk::<8>()?;
+    Some((Timestamp(u64::from_be_bytes(*at)), data_key))
+}
+
 /// The user key of a `Table::Data` key of `keyspace`; `None` if it belongs elsewhere.
 pub fn user_key<'a>(keyspace: &str, data_key: &'a [u8]) -> Option<&'a str> {
     split_data_key(data_key)
@@ -150,6 +166,13 @@ mod tests {
             Some((Timestamp(5), ExpiryKind::Data, &b"ks\0k"[..]))
         );
         assert_eq!(parse_expiry_key(b"exp/short"), None);
+        let (r5, r256) = (
+            reset_key(Timestamp(5), b"ks\0z"),
+            reset_key(Timestamp(256), b"ks\0a"),
+        );
+        assert!(r5 < r256, "the reset index sorts by expiry");
+        assert_eq!(parse_reset_key(&r5), Some((Timestamp(5), &b"ks\0z"[..])));
+        assert_eq!(parse_reset_key(b"reset/short"), None);
     }
 
     #[test]

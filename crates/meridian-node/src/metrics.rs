@@ -34,8 +34,9 @@ pub const REPL_LAG: &str = "meridian_repl_lag_seconds";
 /// origin: the replication delay a reader in this region sees. Skew between the two regions'
 /// clocks adds to (or takes from) it.
 pub const REPL_DELAY: &str = meridian_telemetry::REPL_DELAY;
-/// Replicated garbage removed, by `what`: `oplog` (entries every region applied) or
-/// `tombstones` (dead records no superseded write can reach any more).
+/// Replicated garbage removed, by `what`: `oplog` (entries every region applied),
+/// `tombstones` (dead records no superseded write can reach any more) or `expired` (expired
+/// records this region emptied with a replicated reset, to be collected as tombstones).
 pub const GC_COLLECTED: &str = "meridian_gc_collected_total";
 /// Peers that have not reported what they applied since this node started; while above 0
 /// nothing is collected, and the op log and tombstones grow.
@@ -214,9 +215,10 @@ pub fn peer_lag(peer: &str, unacked: u64, lag_seconds: f64) {
 }
 
 /// Counts what one garbage-collection pass removed.
-pub fn gc_collected(oplog: usize, tombstones: usize) {
+pub fn gc_collected(oplog: usize, tombstones: usize, expired: usize) {
     metrics::counter!(GC_COLLECTED, "what" => "oplog").increment(oplog as u64);
     metrics::counter!(GC_COLLECTED, "what" => "tombstones").increment(tombstones as u64);
+    metrics::counter!(GC_COLLECTED, "what" => "expired").increment(expired as u64);
 }
 
 /// Sets how many peers have not reported what they applied since this node started.

@@ -105,6 +105,7 @@ struct Inner {
     conflicts: Mutex<VecDeque<Conflict>>,
     closing: watch::Sender<bool>,
     oplog_start: crate::repl::gc::OpLogStart,
+    watermarks: crate::repl::watermark::Watermarks,
     digests: crate::repl::digest::Digests,
 }
 
@@ -160,6 +161,7 @@ impl Node {
                 conflicts: Mutex::new(VecDeque::new()),
                 closing: watch::channel(false).0,
                 oplog_start: crate::repl::gc::OpLogStart::default(),
+                watermarks: crate::repl::watermark::Watermarks::default(),
                 digests,
             }),
         })
@@ -223,6 +225,17 @@ impl Node {
             .hlc
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// This node's watermark and its peers' (see [`crate::repl::watermark`]).
+    pub(crate) fn watermarks(&self) -> &crate::repl::watermark::Watermarks {
+        &self.inner.watermarks
+    }
+
+    /// The last op-log sequence number reserved. On the store's writer thread, every write
+    /// made before has at most this one.
+    pub(crate) fn last_seq(&self) -> u64 {
+        self.inner.last_seq.load(Ordering::SeqCst)
     }
 
     /// Reserves the next op-log sequence number. Called only on the store's writer thread, so

@@ -282,7 +282,7 @@ fn apply_in_txn(
         stored.encode()
     });
     digests.put(txn, &dk, stored_bytes.as_deref(), &new.encode());
-    crate::repl::gc::index_tombstone(txn, &dk, &new, seq);
+    crate::repl::gc::index_tombstone(txn, &dk, &new, &region, seq);
     if let Some(exp) = new.expires {
         // The index remembers which op wrote this expiry, for replicated garbage collection.
         txn.put(
@@ -298,13 +298,7 @@ fn apply_in_txn(
         prev: current.as_ref().map(|r| r.version.clone()),
         idempotency: m.headers.idempotency_key.clone().zip(stored),
     };
-    txn.put(
-        Table::OpLog,
-        &keys::oplog_key(&region, seq),
-        &encode_log_body(&LogBody::Op(payload)),
-    );
-    txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
-    txn.put(Table::Meta, keys::META_HLC, &new.version.ts.0.to_be_bytes());
+    log_own_op(txn, &region, seq, payload, new.version.ts);
     if let Some(floor) = node.raise_floor(&new) {
         txn.put(Table::Meta, keys::META_FLOOR, &keys::encode_floor(&floor));
     }
@@ -323,6 +317,25 @@ fn apply_in_txn(
         seq: Some(seq),
         home: new.home,
     })
+}
+
+/// Stages this region's op number `seq` in the transaction that writes its record: its op-log
+/// entry, the last sequence number, and `ts`, the HLC time it advanced the clock to (restored
+/// at start, so no later write is stamped before it).
+pub(crate) fn log_own_op(
+    txn: &mut Txn<'_>,
+    region: &str,
+    seq: u64,
+    payload: OpPayload,
+    ts: Timestamp,
+) {
+    txn.put(
+        Table::OpLog,
+        &keys::oplog_key(region, seq),
+        &encode_log_body(&LogBody::Op(payload)),
+    );
+    txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
+    txn.put(Table::Meta, keys::META_HLC, &ts.0.to_be_bytes());
 }
 
 /// The expiry of a write: its `Meridian-TTL`, else the keyspace's default TTL, else — for an

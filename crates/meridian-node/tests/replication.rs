@@ -813,6 +813,63 @@ async fn ttl_expires_at_the_same_instant_everywhere() {
     }
 }
 
+/// An expired set and counter are not only hidden but collected in every region, over the real
+/// streams: the watermarks travel on them, the region that wrote the values last resets them,
+/// and the reset's tombstone is collected like a delete's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_sets_and_counters_are_collected_everywhere() {
+    let w = World::new().await;
+    let c = &w.client;
+    let r = c
+        .post(w.url("us-east-1", "/v1/kv/tags/expiring/add"))
+        .header("meridian-ttl", "1s")
+        .json(&json!({"members": ["a", "b"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = c
+        .post(w.url("eu-west-1", "/v1/kv/cnt/expiring/incr"))
+        .header("meridian-ttl", "1s")
+        .json(&json!({"by": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let held = |ks: &str| -> Vec<&str> {
+        let key = meridian_node::keys::data_key(ks, "expiring");
+        REGIONS
+            .iter()
+            .copied()
+            .filter(|r| {
+                let store = w.nodes[r].node.store();
+                matches!(store.get(meridian_store::Table::Data, &key), Ok(Some(_)))
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let left = (held("tags"), held("cnt"));
+        if left.0.is_empty() && left.1.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "30 s on, still held (set, counter): {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for r in REGIONS {
+        let s = c
+            .get(w.url(r, "/v1/kv/tags/expiring"))
+            .send()
+            .await
+            .unwrap()
+            .status();
+        assert_eq!(s, StatusCode::NOT_FOUND, "{r}");
+    }
+}
+
 /// A write to a `writer = "home"`, `forward = true` keyspace made in another region is forwarded
 /// to the key's home and answered from there — once: a forwarded request is never forwarded on.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1357,9 +1414,10 @@ async fn pull_until(
     }
 }
 
-/// Current nodes stream version 2 to each other and converge; a puller that does not advertise
-/// versions (one built before version 2) still gets a working version 1 stream, and one that
-/// names versions this build does not know gets the newest both speak.
+/// Current nodes stream version 3 to each other and converge; a puller that does not advertise
+/// versions (one built before version 2) still gets a working version 1 stream, one built
+/// before version 3 a version 2 stream, and one that names versions this build does not know
+/// gets the newest both speak.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_version_is_negotiated() {
     let mut w = World::new().await;
@@ -1374,7 +1432,7 @@ async fn stream_version_is_negotiated() {
     for r in REGIONS {
         let status = w.status(r).await;
         for p in REGIONS.iter().filter(|p| **p != r) {
-            assert_eq!(status["peers"][p]["wire_version"], json!(2), "{status}");
+            assert_eq!(status["peers"][p]["wire_version"], json!(3), "{status}");
         }
     }
     // Stop the real eu-west-1 so what it acknowledged does not hide new writes from the
@@ -1392,6 +1450,9 @@ async fn stream_version_is_negotiated() {
     let (version, new) = pull_until(&w, "us-east-1", "eu-west-1", Some("1, 2,9,x"), "legacy").await;
     assert_eq!(version, "2");
     assert!(new.iter().all(|f| f.version() == 2), "{new:?}");
+    let (version, newest) = pull_until(&w, "us-east-1", "eu-west-1", Some("3,1,2"), "legacy").await;
+    assert_eq!(version, "3");
+    assert!(newest.iter().all(|f| f.version() == 3), "{newest:?}");
     let batches = |frames: Vec<meridian_core::wire::Frame>| -> Vec<_> {
         frames
             .into_iter()
@@ -1401,7 +1462,8 @@ async fn stream_version_is_negotiated() {
     };
     assert_eq!(
         batches(old),
-        batches(new),
+        batches(new.clone()),
         "both versions deliver the same entries"
     );
+    assert_eq!(batches(new), batches(newest), "and version 3 too");
 }

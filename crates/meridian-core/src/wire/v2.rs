@@ -27,6 +27,8 @@ pub const MAX_BATCH_ENTRIES: usize = 1 << 16;
 
 const KIND_BATCH: u8 = 0;
 const KIND_HEADS: u8 = 1;
+/// Version 3 only.
+const KIND_WATERMARK: u8 = 2;
 const BATCH_VALUES_LZ4: u8 = 1;
 
 const BODY_SKIP: u8 = 0;
@@ -241,6 +243,12 @@ impl Context {
         match message {
             FrameV2::Heads(vv) => self.encode_heads(vv),
             FrameV2::Batch(entries) => self.encode_batch(entries),
+            FrameV2::Watermark { at, seq } => {
+                let mut out = vec![KIND_WATERMARK];
+                put_varint(&mut out, at.0);
+                put_varint(&mut out, *seq);
+                out
+            }
         }
     }
 
@@ -379,13 +387,21 @@ impl Context {
         }
     }
 
-    /// Decodes one message (the version byte excluded). An error leaves the context in an
-    /// unspecified state: the stream cannot be read any further.
-    pub(super) fn decode(&mut self, bytes: &[u8]) -> Result<FrameV2, Error> {
+    /// Decodes one message (the version byte excluded); a watermark only when `version_3`. An
+    /// error leaves the context in an unspecified state: the stream cannot be read any further.
+    pub(super) fn decode(&mut self, bytes: &[u8], version_3: bool) -> Result<FrameV2, Error> {
         let mut r = Reader { bytes };
         let message = match r.u8()? {
             KIND_HEADS => FrameV2::Heads(self.decode_heads(&mut r)?),
             KIND_BATCH => FrameV2::Batch(self.decode_batch(&mut r)?),
+            KIND_WATERMARK if version_3 => {
+                let at = Timestamp(r.varint()?);
+                let seq = r.varint()?;
+                if !r.bytes.is_empty() {
+                    return Err(bad(format!("{} bytes after the watermark", r.bytes.len())));
+                }
+                FrameV2::Watermark { at, seq }
+            }
             k => return Err(bad(format!("unknown message kind {k}"))),
         };
         Ok(message)

@@ -177,7 +177,7 @@ fn apply_op(
     };
     digests.put(txn, &dk, stored.as_deref(), &new.encode());
     if new.version == delta_version {
-        super::gc::index_tombstone(txn, &dk, &new, seq);
+        super::gc::index_tombstone(txn, &dk, &new, origin, seq);
     }
     // An expiry the delta did not set is already indexed with the op that set it.
     if let Some(exp) = new.expires.filter(|_| new.version == delta_version) {
@@ -192,8 +192,12 @@ fn apply_op(
     {
         put_idempotency(txn, &keys::idempotency_key(&p.keyspace, idem), &stored);
     }
-    out.written
-        .push((origin.to_string(), delta_version.ts.millis()));
+    // A reset of an expired record is stamped at the expiry, long before it is made: not a
+    // delay.
+    if !delta_version.origin.is_empty() {
+        out.written
+            .push((origin.to_string(), delta_version.ts.millis()));
+    }
     out.changes.push(Change {
         keyspace: p.keyspace.clone(),
         key: p.key.clone(),

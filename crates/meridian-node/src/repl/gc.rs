@@ -4,6 +4,13 @@
 //! collected while any peer's applied state is unknown (a peer down since this node started,
 //! however long), so a delete never comes back.
 //!
+//! An expired map, set, counter or mvregister still holds its values (the expiry only hides
+//! them), so it is first emptied by a replicated write: once every peer's watermark is past the
+//! expiry ([`super::watermark`]) — no write made before it can still arrive — the region that
+//! made the record's last write issues `meridian_core::op::expiry_reset`, a delete of all of it
+//! stamped at the expiry; what it leaves is a deleted record, which the tombstone rule collects.
+//! Each pass first takes a new watermark of this node.
+//!
 //! A pass deletes in transactions of at most [`CHUNK`] keys, one after another, so the writer
 //! interleaves them with the writes and applies queued meanwhile: collecting thousands of
 //! entries never holds a commit group (and the replication delay behind it) for long.
@@ -13,6 +20,7 @@ use meridian_core::gc::{TombstoneStep, newest, stable, tombstone_step};
 use meridian_core::hlc::Timestamp;
 use meridian_core::record::Record;
 use meridian_core::version::VersionVector;
+use meridian_core::wire::OpPayload;
 use meridian_store::{Table, Txn};
 use serde::{Deserialize, Serialize};
 
@@ -49,7 +57,7 @@ struct Tombstone {
 /// An expired map, set, mvregister or counter still holds its values (the expiry hides them): a
 /// write to the expired record resets them, but a write to a collected key finds nothing to
 /// reset, and its delta would show them again where the record was not collected yet. Those
-/// stay.
+/// are emptied first, by a replicated reset (see the module documentation).
 pub(crate) fn collectable(record: &Record, now: Timestamp) -> bool {
     match record.kind() {
         KeyspaceType::Register => !record.is_live(now),
@@ -57,27 +65,37 @@ pub(crate) fn collectable(record: &Record, now: Timestamp) -> bool {
     }
 }
 
-/// Indexes `record` for collection if the write that gave it its version (op `seq` of that
-/// version's origin) left it deleted (nothing a reader would see; every deleted record is
+/// Indexes `record` for collection if the write that gave it its version (op `seq` of
+/// `origin`) left it deleted (nothing a reader would see; every deleted record is
 /// [`collectable`]). Called in the transaction that writes it.
-pub(crate) fn index_tombstone(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
+pub(crate) fn index_tombstone(
+    txn: &mut Txn<'_>,
+    data_key: &[u8],
+    record: &Record,
+    origin: &str,
+    seq: u64,
+) {
     if record.value.is_empty() {
-        index(txn, data_key, record, seq);
+        index(txn, data_key, record, origin, seq);
     }
 }
 
-/// Indexes a register that has just expired — an expiry is a delete at a known instant — for
-/// collection by the tombstone rule; `seq` is the op that wrote its version. Called by the
-/// expiry sweep, in its transaction. Other expired records are not collected ([`collectable`]).
+/// Indexes a record that has just expired, in the expiry sweep's transaction; `seq` is the op
+/// that wrote its version. A register — an expiry is a delete at a known instant — goes to the
+/// tombstone rule; any other type waits for its reset (see the module documentation).
 pub(crate) fn index_expired(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
-    if record.kind() == KeyspaceType::Register {
-        index(txn, data_key, record, seq);
+    match record.expires {
+        _ if record.kind() == KeyspaceType::Register => {
+            index(txn, data_key, record, &record.version.origin, seq);
+        }
+        Some(at) => txn.put(Table::Meta, &keys::reset_key(at, data_key), &[]),
+        None => {}
     }
 }
 
-fn index(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, seq: u64) {
+fn index(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, origin: &str, seq: u64) {
     let t = Tombstone {
-        origin: record.version.origin.clone(),
+        origin: origin.to_string(),
         seq,
         etag: record.version.etag(),
         noted: None,
@@ -121,12 +139,19 @@ impl OpLogStart {
 pub struct Collected {
     /// Op-log entries deleted.
     pub oplog: usize,
-    /// Register tombstones deleted.
+    /// Tombstones (deleted records) deleted.
     pub tombstones: usize,
+    /// Expired records this region emptied with a replicated reset (collected later as
+    /// tombstones).
+    pub expired: usize,
 }
 
-/// One collection pass. Does nothing until every peer has reported what it applied.
+/// One collection pass, after taking a new watermark of this node. Does nothing until every
+/// peer has reported what it applied.
 pub async fn collect(node: &Node) -> Result<Collected, String> {
+    super::watermark::advance(node)
+        .await
+        .map_err(|e| e.to_string())?;
     let acked = node.acked().borrow().clone();
     let own = node.applied().borrow().clone();
     let regions: Vec<&str> = node
@@ -211,8 +236,114 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
         .await
         .map_err(|e| e.to_string())?;
     }
-    metrics::gc_collected(done.oplog, done.tombstones);
+
+    let peers: Vec<&str> = regions
+        .iter()
+        .copied()
+        .filter(|r| *r != node.region())
+        .collect();
+    if let Some(cutoff) = node.watermarks().cutoff(&peers, &own) {
+        done.expired = reset_expired(node, cutoff).await?;
+    }
+    metrics::gc_collected(done.oplog, done.tombstones, done.expired);
     Ok(done)
+}
+
+/// Empties the expired records awaiting their reset whose expiry is at or before `cutoff` —
+/// before which every peer's writes are applied here — and that this region wrote last (each
+/// region resets the ones it wrote last; a record rewritten since its expiry has nothing to
+/// reset). Returns how many it reset.
+async fn reset_expired(node: &Node, cutoff: Timestamp) -> Result<usize, String> {
+    let due: Vec<Vec<u8>> = node
+        .store()
+        .scan(Table::Meta, keys::RESET_PREFIX, None, PASS_LIMIT)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(k, _)| k)
+        .take_while(|k| keys::parse_reset_key(k).is_some_and(|(at, _)| at <= cutoff))
+        .collect();
+    let mut reset = 0;
+    for chunk in due.chunks(CHUNK) {
+        let (n, chunk) = (node.clone(), chunk.to_vec());
+        let written = super::digest::transact(node, move |txn, digests| {
+            // A read error ends the chunk; the resets before it are written, and published.
+            let mut seqs = Vec::new();
+            for index_key in &chunk {
+                match reset_one(&n, txn, digests, index_key) {
+                    Ok(seq) => seqs.extend(seq),
+                    Err(e) => return (seqs, Some(e)),
+                }
+            }
+            (seqs, None)
+        })
+        .await;
+        let (seqs, failed) = match written {
+            Ok(w) => w,
+            Err(e) => {
+                node.reload_seq();
+                return Err(e.to_string());
+            }
+        };
+        reset += seqs.len();
+        for seq in seqs {
+            node.published(None, Some(seq));
+        }
+        if let Some(e) = failed {
+            return Err(e.to_string());
+        }
+    }
+    Ok(reset)
+}
+
+/// Drops one entry of the reset index and, if the record it names is still expired at that
+/// time and was last written here, writes its reset as this region's next op; the op's
+/// sequence number, if it wrote one.
+fn reset_one(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    digests: &mut Changes,
+    index_key: &[u8],
+) -> Result<Option<u64>, meridian_store::Error> {
+    let Some((at, data_key)) = keys::parse_reset_key(index_key) else {
+        txn.delete(Table::Meta, index_key);
+        return Ok(None);
+    };
+    // Read before staging anything: an error leaves the entry for a later pass.
+    let stored = txn.get(Table::Data, data_key)?;
+    txn.delete(Table::Meta, index_key);
+    let Some(bytes) = stored else {
+        return Ok(None);
+    };
+    let Ok(record) = Record::decode(&bytes) else {
+        return Ok(None);
+    };
+    if record.expires != Some(at) || record.version.origin != node.region() {
+        return Ok(None);
+    }
+    let Some(delta) = meridian_core::op::expiry_reset(&record) else {
+        return Ok(None);
+    };
+    let Some((keyspace, key)) = keys::split_data_key(data_key) else {
+        return Ok(None);
+    };
+    let mut new = record.clone();
+    if new.merge(&delta).is_err() {
+        return Ok(None);
+    }
+    // Every later write of this region is stamped after the expiry, even after a restart.
+    let ts = node.with_hlc(|hlc, wall| hlc.now_after(at, wall));
+    let seq = node.next_seq();
+    digests.put(txn, data_key, Some(&bytes), &new.encode());
+    index_tombstone(txn, data_key, &new, node.region(), seq);
+    let payload = OpPayload {
+        keyspace: keyspace.to_string(),
+        key: key.to_string(),
+        delta: delta.encode(),
+        prev: Some(record.version),
+        idempotency: None,
+    };
+    crate::write::log_own_op(txn, node.region(), seq, payload, ts);
+    Ok(Some(seq))
 }
 
 /// What a pass does with one indexed tombstone.
@@ -386,7 +517,11 @@ mod tests {
         let data = || stored(&a, "rep", "k");
         assert!(data().is_some(), "a tombstone is stored");
 
-        let expect = |oplog, tombstones| Collected { oplog, tombstones };
+        let expect = |oplog, tombstones| Collected {
+            oplog,
+            tombstones,
+            expired: 0,
+        };
         a.peer_heads("b", &applied("a:1"));
         let c = collect(&a).await.expect("gc");
         assert_eq!(c, expect(1, 0), "b has not applied the delete");
@@ -493,34 +628,151 @@ mod tests {
         assert_eq!(c.value(), 2, "and here");
     }
 
-    /// An expired map stays (a write to a collected key could not reset its fields where it is
-    /// still held); an expired register goes by the tombstone rule.
-    #[tokio::test]
-    async fn an_expired_map_stays_and_an_expired_register_goes() {
-        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
-        let a = node(&more_types(), "a", &clock);
-        let ttl = || WriteHeaders {
+    /// Two nodes of [`more_types`], `a` and `b`, with their clocks at `clock`.
+    fn pair(clock: &Arc<AtomicU64>) -> (crate::state::Node, crate::state::Node) {
+        (
+            node(&more_types(), "a", clock),
+            node(&more_types(), "b", clock),
+        )
+    }
+
+    /// A write's headers with a TTL of one second.
+    fn ttl() -> WriteHeaders {
+        WriteHeaders {
             ttl: Some(std::time::Duration::from_secs(1)),
             ..WriteHeaders::default()
+        }
+    }
+
+    /// Everything `from` has that `to` lacks, with `from`'s heads and watermark.
+    async fn deliver(from: &crate::state::Node, to: &crate::state::Node) {
+        crate::repl::exchange(from, to, usize::MAX)
+            .await
+            .expect("exchange");
+    }
+
+    /// An expired map, set and counter are emptied by a reset from the region that wrote them
+    /// last, once every peer's watermark is past the expiry — not before — and then collected
+    /// everywhere like deleted records; an expired register goes by the tombstone rule.
+    #[tokio::test]
+    async fn expired_records_are_reset_by_their_last_writer_then_collected_everywhere() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let (a, b) = pair(&clock);
+        let ops = [
+            ("m", patch(serde_json::json!({"f": 1}))),
+            (
+                "s",
+                meridian_core::op::Op::Add {
+                    members: vec!["x".into()],
+                },
+            ),
+            ("c", meridian_core::op::Op::Incr { by: 5 }),
+        ];
+        for (ks, op) in ops {
+            write(&a, mutation(&a, ks, "k", op, ttl())).await.expect(ks);
+        }
+        write(&a, put(&a, "rep", "k", ttl())).await.expect("put");
+        deliver(&a, &b).await;
+        clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
+        for n in [&a, &b] {
+            assert_eq!(crate::expiry::sweep_once(n).await.expect("sweep"), 4);
+        }
+        let resets = |n: &crate::state::Node| {
+            n.store()
+                .scan(Table::Meta, crate::keys::RESET_PREFIX, None, usize::MAX)
+                .expect("scan")
+                .len()
         };
+        assert_eq!((resets(&a), resets(&b)), (3, 3), "all but the register");
+
+        assert_eq!(
+            collect(&a).await.expect("gc").expired,
+            0,
+            "b's watermark unknown"
+        );
+        assert_eq!(
+            collect(&b).await.expect("gc").expired,
+            0,
+            "a's watermark unknown"
+        );
+        deliver(&b, &a).await;
+        assert_eq!(
+            collect(&a).await.expect("gc").expired,
+            3,
+            "a wrote them last"
+        );
+        for ks in ["m", "s", "c"] {
+            let r = stored(&a, ks, "k").expect("still stored");
+            assert!(r.value.is_empty() && r.expires.is_none(), "{ks}: {r:?}");
+        }
+        deliver(&a, &b).await;
+        deliver(&b, &a).await;
+        assert_eq!(
+            collect(&b).await.expect("gc").expired,
+            0,
+            "b did not write them"
+        );
+        assert_eq!(resets(&b), 0, "b drops its entries once past the expiry");
+        for _ in 0..3 {
+            for (x, y) in [(&a, &b), (&b, &a)] {
+                collect(x).await.expect("gc");
+                deliver(x, y).await;
+            }
+        }
+        for n in [&a, &b] {
+            for ks in ["m", "s", "c", "rep"] {
+                assert_eq!(stored(n, ks, "k"), None, "{ks} in {}", n.region());
+            }
+        }
+    }
+
+    /// A write made after the expiry in a region the reset's author had not heard from yet is
+    /// not removed by the reset: both regions end with exactly what it added.
+    #[tokio::test]
+    async fn a_write_after_the_expiry_survives_a_reset_that_did_not_see_it() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let (a, b) = pair(&clock);
+        let add = |m: &str| meridian_core::op::Op::Add {
+            members: vec![m.into()],
+        };
+        write(&a, mutation(&a, "s", "k", add("x"), ttl()))
+            .await
+            .expect("add");
+        deliver(&a, &b).await;
+        clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
+        for n in [&a, &b] {
+            crate::expiry::sweep_once(n).await.expect("sweep");
+        }
+        collect(&b).await.expect("gc");
+        deliver(&b, &a).await;
         write(
-            &a,
-            mutation(&a, "m", "k", patch(serde_json::json!({"f": 1})), ttl()),
+            &b,
+            mutation(&b, "s", "k", add("y"), WriteHeaders::default()),
         )
         .await
-        .expect("patch");
-        write(&a, put(&a, "rep", "k", ttl())).await.expect("put");
-        clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
-        assert_eq!(crate::expiry::sweep_once(&a).await.expect("sweep"), 2);
-
-        a.peer_heads("b", &applied("a:2"));
-        assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
-        assert_eq!(collect(&a).await.expect("gc").tombstones, 1, "phase two");
-        assert!(stored(&a, "m", "k").is_some(), "the expired map stays");
-        assert!(
-            stored(&a, "rep", "k").is_none(),
-            "the expired register goes"
-        );
+        .expect("add after the expiry");
+        assert_eq!(collect(&a).await.expect("gc").expired, 1);
+        for _ in 0..3 {
+            for (x, y) in [(&a, &b), (&b, &a)] {
+                deliver(x, y).await;
+                collect(x).await.expect("gc");
+            }
+        }
+        let now = a.now();
+        for n in [&a, &b] {
+            let r = stored(n, "s", "k").expect("stored");
+            assert!(r.is_live(now), "{r:?}");
+            let meridian_core::record::Value::Set(set) = &r.value else {
+                panic!("a set")
+            };
+            assert_eq!(
+                set.members().collect::<Vec<_>>(),
+                ["y"],
+                "in {}",
+                n.region()
+            );
+        }
+        assert_eq!(stored(&a, "s", "k"), stored(&b, "s", "k"));
     }
 
     /// The highest dot this region issued survives a restart, and a store from before it was

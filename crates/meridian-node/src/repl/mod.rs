@@ -10,6 +10,7 @@ pub mod digest;
 pub mod gc;
 mod pull;
 mod serve;
+pub mod watermark;
 
 use axum::http::StatusCode;
 use meridian_core::config::Keyspace;
@@ -187,7 +188,8 @@ fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
 /// entries `dest` lacks, of every origin (a stream waits for a stall before forwarding a third
 /// region's writes — a bandwidth choice, not a correctness one), residency-filtered, applied durably
 /// at `dest`, then `source`'s heads recorded at `dest` as the stream's next `Heads` frame would
-/// be — possibly ahead of what was delivered, as on a real stream with more batches pending.
+/// be — possibly ahead of what was delivered, as on a real stream with more batches pending —
+/// and its watermark, if it took one.
 /// Returns how many entries moved. This is the seam deterministic simulations drive; the links
 /// in [`start`] do the same over HTTP.
 pub async fn exchange(source: &Node, dest: &Node, max_entries: usize) -> Result<usize, String> {
@@ -205,5 +207,8 @@ pub async fn exchange(source: &Node, dest: &Node, max_entries: usize) -> Result<
     }
     let heads = source.applied().borrow().clone();
     dest.peer_heads(source.region(), &heads);
+    if let Some(mark) = source.watermarks().own() {
+        dest.watermarks().report(source.region(), mark);
+    }
     Ok(moved)
 }

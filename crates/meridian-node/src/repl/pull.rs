@@ -217,6 +217,9 @@ async fn read(
                         }
                     }
                     FrameV1::Heads(vv) => node.peer_heads(&peer, &vv),
+                    FrameV1::Watermark { at, seq } => node
+                        .watermarks()
+                        .report(&peer, super::watermark::Mark { at, seq }),
                 },
                 Ok(None) => break,
                 Err(e) => {

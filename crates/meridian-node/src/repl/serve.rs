@@ -4,7 +4,8 @@
 //! they commit. The op log is the queue: catch-up after a partition and live tailing are one
 //! loop. A `Heads` frame (this node's applied version vector) precedes every batch when it has
 //! changed and is sent each second on an idle stream: it is the peer's acknowledgement source
-//! and keepalive.
+//! and keepalive. On version 3 streams a `Watermark` frame follows whenever this node took a
+//! new one ([`super::watermark`]).
 //!
 //! The puller names the protocol versions it speaks in [`VERSIONS_HEADER`] (e.g. `1,2`); the
 //! stream uses the newest one both speak — version 1 when the header is absent — and says which
@@ -50,7 +51,7 @@ pub const FROM_HEADER: &str = "meridian-from";
 /// Absent: version 1 only. Entries this build does not know are ignored.
 pub const VERSIONS_HEADER: &str = "meridian-repl-versions";
 
-/// Response header naming the protocol version of the stream (`1` or `2`).
+/// Response header naming the protocol version of the stream (`1`, `2` or `3`).
 pub const VERSION_HEADER: &str = "meridian-repl-version";
 
 /// The newest protocol version both this build and the puller speak: the greatest entry of
@@ -134,14 +135,10 @@ async fn feed(
     tx: mpsc::Sender<Bytes>,
 ) {
     let mut encoder = FrameEncoder::default();
-    let mut encode = |message: FrameV1| {
-        encoder.encode(&match version {
-            2 => Frame::V2(message),
-            _ => Frame::V1(message),
-        })
-    };
+    let mut encode = |message: FrameV1| encoder.encode(&Frame::of_version(version, message));
     let mut applied = node.applied();
     let mut last_heads: Option<VersionVector> = None;
+    let mut last_mark = None;
     let mut progress = Progress::default();
     loop {
         // Mark the current state seen *before* reading the log: a commit after this point
@@ -172,6 +169,17 @@ async fn feed(
         if idle || last_heads.as_ref() != Some(&heads) {
             frames.push(encode(FrameV1::Heads(heads.clone())));
             last_heads = Some(heads);
+        }
+        let mark = node.watermarks().own();
+        if version >= 3
+            && mark != last_mark
+            && let Some(m) = mark
+        {
+            frames.push(encode(FrameV1::Watermark {
+                at: m.at,
+                seq: m.seq,
+            }));
+            last_mark = mark;
         }
         if !idle {
             frames.push(encode(FrameV1::Batch(batch)));
