@@ -16,6 +16,12 @@
 //! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned
 //! key sits in a region outside its zone; every sync write acknowledged (its origin alive) was
 //! on a quorum of regions and is in every region.
+//!
+//! Keyspace `tmp` is a set written by adds with a TTL and PUTs without one (which clear the
+//! expiry), while expiry sweeps and collection passes (which reset expired records) run at
+//! random: once the clock has passed every expiry and collection has settled, a key whose
+//! newest write expired is stored nowhere, and one whose newest write is a PUT holds that
+//! write's member and only members some acknowledged write added.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -48,6 +54,8 @@ pub const REGIONS: [&str; 5] = [
 pub const EU: &str = "eu-west-1";
 /// Largest clock offset of a simulated node, either way.
 pub const MAX_SKEW_MS: i64 = 1_000;
+/// Longest TTL of a write to keyspace `tmp`.
+pub const MAX_TTL_MS: u64 = 1_500;
 const START_MS: u64 = 1_700_000_000_000;
 
 /// A simulated wall clock: shared virtual time plus this node's fixed offset.
@@ -101,8 +109,9 @@ pub struct Report {
     pub deliveries: usize,
     /// Kills performed.
     pub kills: usize,
-    /// Op-log entries and tombstones garbage-collected during the run.
-    pub collected: (usize, usize),
+    /// Op-log entries and tombstones garbage-collected during the run, and expired records
+    /// reset.
+    pub collected: (usize, usize, usize),
     /// Sync writes acknowledged (each checked to be on a quorum when acknowledged).
     pub sync_acknowledged: usize,
     /// A digest of the final state of every replica (equal across runs of one seed).
@@ -132,6 +141,9 @@ pub struct History {
     /// Per map key: the acknowledged patches of each field, and the versions of the
     /// acknowledged deletes of the whole map.
     maps: BTreeMap<String, MapWrites>,
+    /// Per key of keyspace `tmp`: the members of its acknowledged adds and PUTs (version,
+    /// member, whether the write had a TTL).
+    expiring: BTreeMap<String, Vec<(Version, String, bool)>>,
     writes: usize,
 }
 
@@ -140,7 +152,8 @@ pub struct History {
 pub struct Acknowledged<'a> {
     /// The region that acknowledged it.
     pub region: &'a str,
-    /// Keyspace of the key (`cnt`, `reg`, `tags`, `docs`; others are counted, not checked).
+    /// Keyspace of the key (`cnt`, `reg`, `tags`, `docs`, `tmp`; others are counted, not
+    /// checked).
     pub keyspace: &'a str,
     /// The key.
     pub key: String,
@@ -153,6 +166,8 @@ pub struct Acknowledged<'a> {
     /// What the region had applied when it made the change, when the client knows it; a set
     /// with a change of unknown `seen` is held only to members some acknowledged add added.
     pub seen: Option<VersionVector>,
+    /// Whether the write carried a TTL.
+    pub ttl: bool,
 }
 
 impl History {
@@ -168,6 +183,7 @@ impl History {
             etag,
             session,
             seen,
+            ttl,
         } = w;
         match op {
             Op::Incr { by } if keyspace == "cnt" => {
@@ -224,6 +240,18 @@ impl History {
                         .or_default()
                         .push((v.clone(), value));
                 }
+            }
+            Op::Add { members } if keyspace == "tmp" => {
+                let v = parse_etag(etag)?;
+                let adds = self.expiring.entry(key).or_default();
+                adds.extend(members.into_iter().map(|m| (v.clone(), m, ttl)));
+            }
+            Op::Put { value, .. } if keyspace == "tmp" => {
+                let v = parse_etag(etag)?;
+                let members: Vec<String> =
+                    serde_json::from_slice(&value).map_err(|e| e.to_string())?;
+                let adds = self.expiring.entry(key).or_default();
+                adds.extend(members.into_iter().map(|m| (v.clone(), m, ttl)));
             }
             // Like a register's: deleting a map with no live field answers no ETag.
             Op::Delete { .. } if keyspace == "docs" && etag.is_some() => {
@@ -508,7 +536,56 @@ pub fn check(
             ));
         }
     }
+    check_expiring(replicas, eu_state, history)?;
     Ok(format!("{:?}", states[eu]))
+}
+
+/// Keyspace `tmp`, once every expiry has passed and collection has settled: a key whose newest
+/// acknowledged write (an add) had a TTL is stored in no replica (expired, reset and
+/// collected); one whose newest write (a PUT) had none holds its member, and only members some
+/// acknowledged write added.
+fn check_expiring(replicas: &[Checked<'_>], eu: &State, history: &History) -> Result<(), String> {
+    for (key, adds) in &history.expiring {
+        let Some((_, member, ttl)) = adds.iter().max_by(|a, b| a.0.cmp(&b.0)) else {
+            continue;
+        };
+        if *ttl {
+            let dk = keys::data_key("tmp", key);
+            for r in replicas {
+                if r.store
+                    .get(Table::Data, &dk)
+                    .map_err(|e| e.to_string())?
+                    .is_some()
+                {
+                    return Err(format!(
+                        "expired set tmp/{key} is still stored in {} after collection settled",
+                        r.region
+                    ));
+                }
+            }
+            continue;
+        }
+        let got: BTreeSet<String> = match eu["tmp"].get(key) {
+            Some(body) => serde_json::from_str(body).map_err(|e| e.to_string())?,
+            None => BTreeSet::new(),
+        };
+        if !got.contains(member) {
+            return Err(format!(
+                "set tmp/{key} = {got:?} lacks {member}, put by its newest write (no TTL)"
+            ));
+        }
+        if let Some(m) = got.iter().find(|m| !adds.iter().any(|a| a.1 == **m)) {
+            return Err(format!(
+                "set tmp/{key} = {got:?} holds {m}, which no acknowledged write added"
+            ));
+        }
+    }
+    for (key, body) in &eu["tmp"] {
+        if !history.expiring.contains_key(key) {
+            return Err(format!("set tmp/{key} = {body} was never written"));
+        }
+    }
+    Ok(())
 }
 
 /// No op-log entry of a pinned key outside its zone carries more than a bare skip.
@@ -550,6 +627,7 @@ pub fn topology_with(n: usize, sync_timeout: &str) -> Topology {
         ("cnt", "counter", ""),
         ("tags", "set", ""),
         ("docs", "map", ""),
+        ("tmp", "set", ""),
         ("pinned", "register", "residency = \"eu\"\n"),
         (
             "orders",
@@ -591,7 +669,7 @@ struct Sim {
     trace: Vec<String>,
     deliveries: usize,
     kills: usize,
-    collected: (usize, usize),
+    collected: (usize, usize, usize),
     settling: bool,
     /// Kills per replica so far: a sync write whose origin was killed while it waited has an
     /// unknown outcome (its client saw the connection drop), and is not counted.
@@ -635,7 +713,7 @@ impl Sim {
             trace: Vec::new(),
             deliveries: 0,
             kills: 0,
-            collected: (0, 0),
+            collected: (0, 0, 0),
             settling: false,
             generation: vec![0; n],
             pending_sync: Vec::new(),
@@ -749,6 +827,23 @@ impl Sim {
             }
             self.quiesce().await?;
         }
+        // Past every expiry (TTLs and clock offsets included): sweep, then collect until the
+        // expired records are reset (watermarks out, confirmed, the reset sent) and their
+        // tombstones collected (two more rounds).
+        self.now.fetch_add(
+            MAX_TTL_MS + 2 * MAX_SKEW_MS as u64 + 1_000,
+            Ordering::SeqCst,
+        );
+        self.note("past every expiry: sweep and collect everywhere".into());
+        for i in 0..n {
+            self.sweep_at(i).await?;
+        }
+        for _ in 0..5 {
+            for i in 0..n {
+                self.collect_at(i).await?;
+            }
+            self.quiesce().await?;
+        }
         let acknowledged = self.settle_sync_writes().await?;
         self.check(&acknowledged)
     }
@@ -797,10 +892,26 @@ impl Sim {
         Ok(moved)
     }
 
-    /// A garbage-collection pass at a random live node.
+    /// An expiry sweep and a garbage-collection pass at a random live node.
     async fn collect_garbage(&mut self) -> Result<(), String> {
         let i = self.rng.random_range(0..self.replicas.len());
+        self.sweep_at(i).await?;
         self.collect_at(i).await
+    }
+
+    /// An expiry sweep at region `i`, if it is up.
+    async fn sweep_at(&mut self, i: usize) -> Result<(), String> {
+        let Some(node) = self.replicas[i].node.clone() else {
+            return Ok(());
+        };
+        loop {
+            let n = meridian_node::expiry::sweep_once(&node)
+                .await
+                .map_err(|e| format!("{}: expiry sweep: {e}", self.name(i)))?;
+            if n < meridian_node::expiry::SWEEP_BATCH {
+                return Ok(());
+            }
+        }
     }
 
     /// A garbage-collection pass at region `i`, if it is up; counted and traced.
@@ -809,9 +920,10 @@ impl Sim {
             return Ok(());
         };
         let c = meridian_node::repl::gc::collect(&node).await?;
-        if c.oplog + c.tombstones > 0 {
+        if c.oplog + c.tombstones + c.expired > 0 {
             self.collected.0 += c.oplog;
             self.collected.1 += c.tombstones;
+            self.collected.2 += c.expired;
             self.note(format!("{}: collected {c:?}", self.name(i)));
         }
         Ok(())
@@ -946,7 +1058,10 @@ impl Sim {
             return Ok(());
         };
         let region = self.name(i);
-        let kind = self.rng.random_range(0..5u32);
+        // Keyspace `tmp` only during the schedule: its checks need every expiry passed.
+        let kinds = if self.settling { 5 } else { 6 };
+        let kind = self.rng.random_range(0..kinds);
+        let mut ttl = None;
         let (ks, key, op) = match kind {
             0 if self.rng.random_bool(0.1) => {
                 let key = format!("c{}", self.rng.random_range(0..3));
@@ -1011,6 +1126,28 @@ impl Sim {
                 fields.insert(field, value);
                 ("docs", key, Op::Patch { fields })
             }
+            5 => {
+                let key = format!("t{}", self.rng.random_range(0..3));
+                if self.rng.random_bool(0.7) {
+                    ttl = Some(std::time::Duration::from_millis(
+                        self.rng.random_range(50..=MAX_TTL_MS),
+                    ));
+                }
+                let member = format!("{region}-{step}");
+                // An add keeps a live key's expiry unless it sets one; a PUT without a TTL
+                // clears it.
+                let op = match ttl {
+                    Some(_) => Op::Add {
+                        members: vec![member],
+                    },
+                    None => Op::Put {
+                        value: Bytes::from(format!("[\"{member}\"]")),
+                        content_type: "application/json".into(),
+                        context: None,
+                    },
+                };
+                ("tmp", key, op)
+            }
             _ => {
                 let value = Bytes::from(format!("PINNED-{region}-{step}"));
                 (
@@ -1038,13 +1175,14 @@ impl Sim {
             op,
             headers: WriteHeaders {
                 content_type: "text/plain".into(),
+                ttl,
                 ..WriteHeaders::default()
             },
             fingerprint: step as u128,
         };
         let result = write(&node, m).await;
         self.note(format!(
-            "{region}: {ks}/{key} {op_for_history:?} -> {:?} session {:?} seen {}",
+            "{region}: {ks}/{key} {op_for_history:?} ttl {ttl:?} -> {:?} session {:?} seen {}",
             result
                 .as_ref()
                 .map(|w| w.outcome.status)
@@ -1066,6 +1204,7 @@ impl Sim {
                 etag: w.outcome.etag.as_deref(),
                 session: w.outcome.session.as_deref(),
                 seen: Some(seen),
+                ttl: ttl.is_some(),
             }),
         }
     }

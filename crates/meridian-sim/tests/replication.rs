@@ -29,7 +29,7 @@ async fn batch(regions: usize) {
     let (seeds, budget) = seeds();
     let started = Instant::now();
     let mut ran = 0;
-    let mut collected = (0, 0);
+    let mut collected = (0, 0, 0);
     let mut sync_acknowledged = 0;
     for seed in seeds {
         if budget.is_some_and(|b| started.elapsed() > b) {
@@ -47,6 +47,7 @@ async fn batch(regions: usize) {
                 ran += 1;
                 collected.0 += report.collected.0;
                 collected.1 += report.collected.1;
+                collected.2 += report.collected.2;
                 sync_acknowledged += report.sync_acknowledged;
             }
             Err(f) => panic!("{f}"),
@@ -58,11 +59,11 @@ async fn batch(regions: usize) {
         "the batch must acknowledge sync writes"
     );
     assert!(
-        collected.0 > 0 && (ran < 20 || collected.1 > 0),
-        "the batch must exercise garbage collection: {collected:?} (op-log entries, tombstones)"
+        collected.0 > 0 && (ran < 20 || collected.1 > 0 && collected.2 > 0),
+        "the batch must exercise garbage collection: {collected:?} (op-log entries, tombstones, expired records reset)"
     );
     eprintln!(
-        "{ran} seeds of {regions} regions passed in {:?}; collected {collected:?} (op-log entries, tombstones); {sync_acknowledged} sync writes acknowledged on a quorum, none lost",
+        "{ran} seeds of {regions} regions passed in {:?}; collected {collected:?} (op-log entries, tombstones, expired records reset); {sync_acknowledged} sync writes acknowledged on a quorum, none lost",
         started.elapsed()
     );
 }

@@ -358,6 +358,7 @@ async fn write_until_answered(
                     etag,
                     session,
                     seen: None,
+                    ttl: false,
                 });
             }
             Ok((status, _, body))

@@ -726,6 +726,47 @@ mod tests {
         }
     }
 
+    /// A peer's watermark counts only once the writes it covers are applied: a region that has
+    /// the watermark but not the peer's later write (made before the expiry) does not reset a
+    /// record it only thinks it wrote last — that would leave the peer's values without an
+    /// expiry. The peer, the real last writer, resets it once it has the other's watermark.
+    #[tokio::test]
+    async fn a_reset_waits_for_the_writes_a_watermark_covers() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let (a, b) = pair(&clock);
+        let add = |m: &str| meridian_core::op::Op::Add {
+            members: vec![m.into()],
+        };
+        write(&a, mutation(&a, "s", "k", add("x"), ttl()))
+            .await
+            .expect("add at a");
+        clock.fetch_add(10, std::sync::atomic::Ordering::SeqCst);
+        write(&b, mutation(&b, "s", "k", add("y"), ttl()))
+            .await
+            .expect("add at b, later");
+        clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
+        crate::expiry::sweep_once(&a).await.expect("sweep");
+        collect(&b).await.expect("b takes its watermark");
+        crate::repl::exchange(&b, &a, 0)
+            .await
+            .expect("heads and watermark only");
+        assert_eq!(
+            collect(&a).await.expect("gc").expired,
+            0,
+            "a lacks b's write, which b's watermark covers"
+        );
+        for _ in 0..4 {
+            for (x, y) in [(&a, &b), (&b, &a)] {
+                deliver(x, y).await;
+                crate::expiry::sweep_once(x).await.expect("sweep");
+                collect(x).await.expect("gc");
+            }
+        }
+        for n in [&a, &b] {
+            assert_eq!(stored(n, "s", "k"), None, "in {}", n.region());
+        }
+    }
+
     /// A write made after the expiry in a region the reset's author had not heard from yet is
     /// not removed by the reset: both regions end with exactly what it added.
     #[tokio::test]
