@@ -636,6 +636,13 @@ mod tests {
         )
     }
 
+    /// An add of `member` to a set.
+    fn add(member: &str) -> meridian_core::op::Op {
+        meridian_core::op::Op::Add {
+            members: vec![member.into()],
+        }
+    }
+
     /// A write's headers with a TTL of one second.
     fn ttl() -> WriteHeaders {
         WriteHeaders {
@@ -734,9 +741,6 @@ mod tests {
     async fn a_reset_waits_for_the_writes_a_watermark_covers() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
         let (a, b) = pair(&clock);
-        let add = |m: &str| meridian_core::op::Op::Add {
-            members: vec![m.into()],
-        };
         write(&a, mutation(&a, "s", "k", add("x"), ttl()))
             .await
             .expect("add at a");
@@ -773,9 +777,6 @@ mod tests {
     async fn a_write_after_the_expiry_survives_a_reset_that_did_not_see_it() {
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
         let (a, b) = pair(&clock);
-        let add = |m: &str| meridian_core::op::Op::Add {
-            members: vec![m.into()],
-        };
         write(&a, mutation(&a, "s", "k", add("x"), ttl()))
             .await
             .expect("add");
