@@ -867,6 +867,11 @@ async fn expired_sets_and_counters_are_collected_everywhere() {
             .unwrap()
             .status();
         assert_eq!(s, StatusCode::NOT_FOUND, "{r}");
+        let status = w.status(r).await;
+        for p in REGIONS.iter().filter(|p| **p != r) {
+            let mark = status["peers"][p]["watermark_ms"].as_u64();
+            assert!(mark.is_some(), "{r} shows {p}'s watermark: {status}");
+        }
     }
 }
 

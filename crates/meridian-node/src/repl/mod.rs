@@ -134,6 +134,10 @@ pub struct PeerStatus {
     pub lag_seconds: f64,
     /// What the peer last said it has applied.
     pub applied: String,
+    /// The peer's confirmed watermark, HLC milliseconds: every write it made before that time
+    /// is applied here (`None`: none yet). Expired maps, sets, counters and mvregisters are
+    /// reset once every peer's has passed their expiry.
+    pub watermark_ms: Option<u64>,
 }
 
 /// Status of every peer; also refreshes the lag and unacked gauges.
@@ -163,6 +167,7 @@ pub fn peer_status(node: &Node) -> std::collections::BTreeMap<String, PeerStatus
                 unacked_ops: unacked,
                 lag_seconds,
                 applied: vv.to_token(),
+                watermark_ms: node.watermarks().confirmed(&r.name).map(|t| t.millis()),
             };
             (r.name.clone(), status)
         })

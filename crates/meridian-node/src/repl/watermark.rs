@@ -86,6 +86,11 @@ impl Watermarks {
         self.lock().own
     }
 
+    /// The newest watermark of `peer` confirmed so far (by [`Watermarks::cutoff`]).
+    pub(crate) fn confirmed(&self, peer: &str) -> Option<Timestamp> {
+        self.lock().peers.get(peer).and_then(|p| p.confirmed)
+    }
+
     /// Records that `peer` reported `mark`.
     pub(crate) fn report(&self, peer: &str, mark: Mark) {
         self.lock()
