@@ -708,6 +708,12 @@ mod tests {
             3,
             "a wrote them last"
         );
+        let b_at_a = &crate::repl::peer_status(&a)["b"];
+        assert_eq!(
+            (b_at_a.unacked_ops, b_at_a.lag_seconds),
+            (3, 0.0),
+            "resets, stamped at the expiry 0.5 s ago, are not lag"
+        );
         for ks in ["m", "s", "c"] {
             let r = stored(&a, ks, "k").expect("still stored");
             assert!(r.value.is_empty() && r.expires.is_none(), "{ks}: {r:?}");

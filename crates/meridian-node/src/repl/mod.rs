@@ -174,19 +174,25 @@ pub fn peer_status(node: &Node) -> std::collections::BTreeMap<String, PeerStatus
         .collect()
 }
 
-/// HLC milliseconds of this region's write number `seq`, from its op log.
+/// HLC milliseconds of this region's write number `seq`, from its op log — or of the first
+/// write after it, among the next few entries, when it is the reset of an expired record (stamped
+/// at the expiry, not when it was made; see [`gc`]).
 fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
-    let key = crate::keys::oplog_key(node.region(), seq);
-    let bytes = node
+    let prefix = [node.region().as_bytes(), &[0]].concat();
+    let from = crate::keys::oplog_key(node.region(), seq.saturating_sub(1));
+    let rows = node
         .store()
-        .get(meridian_store::Table::OpLog, &key)
-        .ok()??;
-    match meridian_core::wire::decode_log_body(&bytes).ok()? {
-        meridian_core::wire::LogBody::Op(p) => meridian_core::record::Record::decode(&p.delta)
-            .ok()
-            .map(|r| r.version.ts.millis()),
-        meridian_core::wire::LogBody::Skip { .. } => None,
-    }
+        .scan(meridian_store::Table::OpLog, &prefix, Some(&from), 64)
+        .ok()?;
+    rows.iter().find_map(
+        |(_, bytes)| match meridian_core::wire::decode_log_body(bytes).ok()? {
+            meridian_core::wire::LogBody::Op(p) => meridian_core::record::Record::decode(&p.delta)
+                .ok()
+                .filter(|r| !r.version.origin.is_empty())
+                .map(|r| r.version.ts.millis()),
+            meridian_core::wire::LogBody::Skip { .. } => None,
+        },
+    )
 }
 
 /// One delivery from `source` to `dest` without the network: at most `max_entries` of the
