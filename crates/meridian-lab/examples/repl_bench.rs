@@ -513,6 +513,10 @@ fn report_lag(bench: &Bench, keys: &[(String, String)], delays: &BTreeMap<(Strin
     let origin_of: HashMap<&str, &str> =
         keys.iter().map(|(k, o)| (k.as_str(), o.as_str())).collect();
     let mut lags: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    // Per link, how many arrivals missed the p99 target in each second of the phase (from the
+    // first acknowledgement): whether the tail is spread out or comes in bursts.
+    let start = acks.values().min().copied();
+    let mut late: BTreeMap<(String, String), Vec<u32>> = BTreeMap::new();
     let mut early = 0u64;
     for (k, at, t) in seen.iter() {
         let (Some(origin), Some(ack)) = (origin_of.get(k.as_str()), acks.get(k)) else {
@@ -522,9 +526,19 @@ fn report_lag(bench: &Bench, keys: &[(String, String)], delays: &BTreeMap<(Strin
             early += 1;
         }
         let ms = t.saturating_duration_since(*ack).as_secs_f64() * 1000.0;
-        lags.entry((origin.to_string(), at.clone()))
-            .or_default()
-            .push(ms);
+        let link = (origin.to_string(), at.clone());
+        let one_way = delays.get(&link).copied().unwrap_or(f64::INFINITY);
+        if ms > one_way + 25.0
+            && let Some(start) = start
+        {
+            let second = ack.saturating_duration_since(start).as_secs() as usize;
+            let counts = late.entry(link.clone()).or_default();
+            if counts.len() <= second {
+                counts.resize(second + 1, 0);
+            }
+            counts[second] += 1;
+        }
+        lags.entry(link).or_default().push(ms);
     }
     println!("async lag (ack at origin → visible via /v1/watch in the other region):");
     println!(
@@ -548,6 +562,10 @@ fn report_lag(bench: &Bench, keys: &[(String, String)], delays: &BTreeMap<(Strin
     }
     if early > 0 {
         println!("  ({early} events arrived before the client saw the origin's ack; counted as 0)");
+    }
+    println!("writes over one-way + 25 ms, by second of the phase their acknowledgement fell in:");
+    for ((o, r), counts) in &late {
+        println!("  {o} → {r}: {counts:?}");
     }
 }
 
