@@ -540,29 +540,50 @@ pub fn check(
     Ok(format!("{:?}", states[eu]))
 }
 
+/// The first key of keyspace `tmp` whose newest acknowledged write (an add) had a TTL that is
+/// still stored in one of `replicas`, and where: once every expiry has passed and collection
+/// has settled there is none (expired, reset by its last writer, collected as a tombstone).
+pub fn expired_still_stored(
+    replicas: &[Checked<'_>],
+    history: &History,
+) -> Result<Option<String>, String> {
+    for (key, adds) in &history.expiring {
+        if !adds
+            .iter()
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .is_some_and(|a| a.2)
+        {
+            continue;
+        }
+        let dk = keys::data_key("tmp", key);
+        for r in replicas {
+            if r.store
+                .get(Table::Data, &dk)
+                .map_err(|e| e.to_string())?
+                .is_some()
+            {
+                return Ok(Some(format!("tmp/{key} in {}", r.region)));
+            }
+        }
+    }
+    Ok(None)
+}
+
 /// Keyspace `tmp`, once every expiry has passed and collection has settled: a key whose newest
-/// acknowledged write (an add) had a TTL is stored in no replica (expired, reset and
-/// collected); one whose newest write (a PUT) had none holds its member, and only members some
+/// acknowledged write (an add) had a TTL is stored in no replica ([`expired_still_stored`]);
+/// one whose newest write (a PUT) had none holds its member, and only members some
 /// acknowledged write added.
 fn check_expiring(replicas: &[Checked<'_>], eu: &State, history: &History) -> Result<(), String> {
+    if let Some(held) = expired_still_stored(replicas, history)? {
+        return Err(format!(
+            "expired set {held} is still stored after collection settled"
+        ));
+    }
     for (key, adds) in &history.expiring {
         let Some((_, member, ttl)) = adds.iter().max_by(|a, b| a.0.cmp(&b.0)) else {
             continue;
         };
         if *ttl {
-            let dk = keys::data_key("tmp", key);
-            for r in replicas {
-                if r.store
-                    .get(Table::Data, &dk)
-                    .map_err(|e| e.to_string())?
-                    .is_some()
-                {
-                    return Err(format!(
-                        "expired set tmp/{key} is still stored in {} after collection settled",
-                        r.region
-                    ));
-                }
-            }
             continue;
         }
         let got: BTreeSet<String> = match eu["tmp"].get(key) {

@@ -5,20 +5,22 @@
 //! detection and reconnects with backoff all run as in production. A client writes over HTTP to
 //! random regions (register puts and deletes, counter increments, set adds and removes, map
 //! patches and deletes, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of
-//! zone `eu`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
+//! zone `eu`, adds with a TTL and PUTs without one to the set keyspace `tmp`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
 //! them (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's
 //! store outlives it, as a disk would. The client retries a write whose answer it did not get
 //! (connection lost, timeout, 503) with the same `Idempotency-Key` until it gets one, so every
 //! write ends acknowledged or refused and the checker's sums are exact.
 //!
 //! After the schedule every link is repaired and every host restarted; the simulation runs
-//! until every replica holds the same data (bounded), then `meridian_sim::check` holds them to
+//! until every replica holds the same data and every expired `tmp` record is collected by the
+//! nodes' own sweeps and collection passes (bounded), then `meridian_sim::check` holds them to
 //! the acknowledged writes: replicas equal, no acknowledged sync write lost (each was also on a
 //! quorum when acknowledged), counters equal the sum of acknowledged increments, registers hold
 //! their last-writer-wins winner (no resurrected delete), map fields their last patch unless a
 //! later delete of the whole map hides it, sets only acknowledged members (their exact add-wins
 //! membership needs what the region had applied at each change, which an HTTP client cannot
-//! observe), no pinned byte outside its zone.
+//! observe), no pinned byte outside its zone, and a `tmp` key whose newest write is a PUT holding
+//! its member.
 //!
 //! Not simulated: digest repair (its reqwest client reaches peers over real sockets, which a
 //! turmoil host does not have; it is switched off through `Background::digest_repair`), and
@@ -187,10 +189,13 @@ struct Write {
     content_type: &'static str,
     body: Bytes,
     idempotency_key: String,
+    /// `Meridian-TTL` in milliseconds, if the write sets one.
+    ttl_ms: Option<u64>,
 }
 
 fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
     let json = "application/json";
+    let mut ttl_ms = None;
     let (keyspace, key, op, suffix, content_type, body) = match rng.random_range(0..100u32) {
         0..20 => {
             let by = rng.random_range(-5..=10i64);
@@ -241,7 +246,26 @@ fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
             let body = serde_json::Value::Object(fields.clone()).to_string();
             ("docs", key, Op::Patch { fields }, "", json, body)
         }
-        72..90 => {
+        72..80 => {
+            // An add with a TTL, or a PUT without one (which clears the expiry).
+            let key = format!("t{}", rng.random_range(0..3));
+            let member = format!("{region}-{i}");
+            if rng.random_bool(0.7) {
+                ttl_ms = Some(rng.random_range(50..=meridian_sim::MAX_TTL_MS));
+                let members = vec![member];
+                let body = serde_json::json!({ "members": members }).to_string();
+                ("tmp", key, Op::Add { members }, "/add", json, body)
+            } else {
+                let body = serde_json::json!([member]).to_string();
+                let op = Op::Put {
+                    value: Bytes::from(body.clone()),
+                    content_type: json.into(),
+                    context: None,
+                };
+                ("tmp", key, op, "", json, body)
+            }
+        }
+        80..90 => {
             let value = format!("order-{i}");
             let op = Op::Put {
                 value: Bytes::from(value.clone()),
@@ -276,6 +300,7 @@ fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
         content_type,
         body: Bytes::from(body),
         idempotency_key: format!("w{i}"),
+        ttl_ms,
     }
 }
 
@@ -291,12 +316,16 @@ async fn send(w: &Write) -> Result<(StatusCode, HeaderMap, Bytes), String> {
         let _driver = AbortOnDrop(tokio::spawn(async move {
             let _ = conn.await;
         }));
-        let req = Request::builder()
+        let mut req = Request::builder()
             .method(w.method.clone())
             .uri(&w.path)
             .header(HOST, w.region)
             .header(CONTENT_TYPE, w.content_type)
-            .header("idempotency-key", &w.idempotency_key)
+            .header("idempotency-key", &w.idempotency_key);
+        if let Some(ms) = w.ttl_ms {
+            req = req.header("meridian-ttl", format!("{ms}ms"));
+        }
+        let req = req
             .body(Full::new(w.body.clone()))
             .map_err(|e| e.to_string())?;
         let resp = sender
@@ -358,7 +387,7 @@ async fn write_until_answered(
                     etag,
                     session,
                     seen: None,
-                    ttl: false,
+                    ttl: w.ttl_ms.is_some(),
                 });
             }
             Ok((status, _, body))
@@ -597,23 +626,27 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
             }
         }
         let s = states(&topology, &stores, sim.elapsed()).map_err(|e| fail(e, &shared))?;
-        if s.iter().all(|x| *x == s[0]) {
+        // Agreeing, and every expired record collected: resets and tombstones take a few of
+        // the nodes' collection passes after the repair.
+        let checked = checked_at(&regions, &stores, sim.elapsed());
+        let left = meridian_sim::expired_still_stored(&checked, &lock(&shared).history)
+            .map_err(|e| fail(e, &shared))?;
+        if s.iter().all(|x| *x == s[0]) && left.is_none() {
             break;
         }
         if sim.elapsed() > deadline {
+            let why = match left {
+                Some(held) => format!("expired record {held} still stored"),
+                None => "replicas still differ".into(),
+            };
             return Err(fail(
-                format!("replicas still differ {SETTLE:?} after the client finished"),
+                format!("{why} {SETTLE:?} after the client finished"),
                 &shared,
             ));
         }
     }
     let converged_after = sim.elapsed();
-    let now = Timestamp::from_parts(START_MS + converged_after.as_millis() as u64, 0);
-    let checked: Vec<Checked<'_>> = regions
-        .iter()
-        .zip(&stores)
-        .map(|(region, store)| Checked { region, store, now })
-        .collect();
+    let checked = checked_at(&regions, &stores, converged_after);
     let s = lock(&shared);
     meridian_sim::check(&topology, &checked, &s.history, &s.sync_acknowledged)
         .map_err(|e| (e, s.trace.clone()))?;
@@ -623,6 +656,20 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
         faults,
         converged_after,
     })
+}
+
+/// The replicas as the checker reads them, at `elapsed` simulated time.
+fn checked_at<'a>(
+    regions: &'a [&'static str],
+    stores: &'a [Store],
+    elapsed: Duration,
+) -> Vec<Checked<'a>> {
+    let now = Timestamp::from_parts(START_MS + elapsed.as_millis() as u64, 0);
+    regions
+        .iter()
+        .zip(stores)
+        .map(|(region, store)| Checked { region, store, now })
+        .collect()
 }
 
 /// Repairs every link between regions and gives each its normal latency back.
