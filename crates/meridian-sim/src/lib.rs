@@ -893,9 +893,12 @@ impl Sim {
             return Ok(0);
         };
         // Deliveries are partial during the schedule (a stream's batch, with the sender's heads
-        // possibly ahead of it) and whole while settling.
+        // and watermark possibly ahead of it; sometimes only those, as when they lead a batch
+        // on a stream) and whole while settling.
         let max = if self.settling {
             usize::MAX
+        } else if self.rng.random_bool(0.2) {
+            0
         } else {
             self.rng.random_range(1..=12)
         };
