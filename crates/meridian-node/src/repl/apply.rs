@@ -168,6 +168,7 @@ fn apply_op(
     {
         out.conflicts.push(conflict);
     }
+    let held_values = current.as_ref().is_some_and(|c| !c.value.is_empty());
     let new = match current {
         Some(mut c) => {
             c.merge(&delta).map_err(|e| e.to_string())?;
@@ -176,7 +177,10 @@ fn apply_op(
         None => delta,
     };
     digests.put(txn, &dk, stored.as_deref(), &new.encode());
-    if new.version == delta_version {
+    // A record left with nothing is indexed for collection by the op that gave it its version,
+    // or by one that emptied it under a newer version: an older change arriving after a delete
+    // (or reset) that had seen it — the delete removed only what its region still held.
+    if new.version == delta_version || held_values {
         super::gc::index_tombstone(txn, &dk, &new, origin, seq);
     }
     // An expiry the delta did not set is already indexed with the op that set it.

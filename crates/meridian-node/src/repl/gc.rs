@@ -779,6 +779,63 @@ mod tests {
         }
     }
 
+    /// A delete that reaches a region before an older change it had seen — here a's add,
+    /// which b's PUT replaced and c deleted after seeing the PUT — leaves the record live there
+    /// until that change arrives and empties it under the delete's newer version. The record is
+    /// indexed then, by the change that emptied it, and collected like any tombstone.
+    #[tokio::test]
+    async fn a_record_emptied_by_an_older_change_is_collected() {
+        let topology = format!(
+            "{}\n[[region]]\nname = \"c\"\nnode = \"http://127.0.0.1:3\"\n",
+            more_types()
+        );
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let [a, b, c] = ["a", "b", "c"].map(|r| node(&topology, r, &clock));
+        let h = WriteHeaders::default;
+        write(&a, mutation(&a, "s", "k", add("x"), h()))
+            .await
+            .expect("add at a");
+        deliver(&a, &b).await;
+        deliver(&a, &c).await;
+        let put = meridian_core::op::Op::Put {
+            value: bytes::Bytes::from_static(b"[\"y\"]"),
+            content_type: "application/json".into(),
+            context: None,
+        };
+        write(&b, mutation(&b, "s", "k", put, h()))
+            .await
+            .expect("put at b");
+        deliver(&b, &c).await;
+        let delete = meridian_core::op::Op::Delete { context: None };
+        write(&c, mutation(&c, "s", "k", delete, h()))
+            .await
+            .expect("delete at c");
+        // a gets c's delete first, then b's PUT.
+        for origin in ["c", "b"] {
+            let mut sent = a.applied().borrow().clone();
+            let entries =
+                crate::repl::serve::collect(&c, "a", &mut sent, usize::MAX, |o| o == origin)
+                    .expect("entries");
+            super::super::apply::apply_batch(&a, entries)
+                .await
+                .expect("apply");
+            let live = stored(&a, "s", "k").expect("stored").is_live(a.now());
+            assert_eq!(live, origin == "c", "after {origin}'s entries");
+        }
+        let tomb = [crate::keys::TOMB_PREFIX, &crate::keys::data_key("s", "k")].concat();
+        let indexed = a.store().get(Table::Meta, &tomb).expect("get");
+        assert!(indexed.is_some(), "the emptied record is indexed");
+        for _ in 0..3 {
+            for (x, y) in [(&a, &b), (&b, &c), (&c, &a), (&a, &c), (&c, &b), (&b, &a)] {
+                deliver(x, y).await;
+                collect(x).await.expect("gc");
+            }
+        }
+        for n in [&a, &b, &c] {
+            assert_eq!(stored(n, "s", "k"), None, "in {}", n.region());
+        }
+    }
+
     /// A write made after the expiry in a region the reset's author had not heard from yet is
     /// not removed by the reset: both regions end with exactly what it added.
     #[tokio::test]
