@@ -220,14 +220,18 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
     }
 
     let now = node.now();
-    let mut steps: Vec<(Vec<u8>, Step)> = node
+    let mut steps: Vec<Pending> = node
         .store()
         .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
         .map_err(|e| e.to_string())?
         .into_iter()
-        .filter_map(|(index_key, v)| {
-            let step = next_step(&v, &stable, &newest)?;
-            Some((index_key, step))
+        .filter_map(|(index_key, entry)| {
+            let step = next_step(&entry, &stable, &newest)?;
+            Some(Pending {
+                index_key,
+                entry,
+                step,
+            })
         })
         .collect();
     while !steps.is_empty() {
@@ -348,6 +352,15 @@ fn reset_one(
     Ok(Some(seq))
 }
 
+/// A step decided from an index entry as a pass read it.
+struct Pending {
+    index_key: Vec<u8>,
+    /// The entry the step was decided from: a write may index the key anew before the step's
+    /// transaction runs, and then the step no longer applies.
+    entry: Vec<u8>,
+    step: Step,
+}
+
 /// What a pass does with one indexed tombstone.
 enum Step {
     /// The index entry is unreadable: drop it.
@@ -378,15 +391,25 @@ fn next_step(entry: &[u8], stable: &VersionVector, newest: &VersionVector) -> Op
     }
 }
 
-/// Takes `steps` (index key, step) in one transaction; returns how many records it removed.
+/// Takes `steps` in one transaction, each only if its index entry is still the one it was
+/// decided from (an entry written since — a record dead again under a newer version — waits for
+/// the next pass); returns how many records it removed.
 fn take_steps(
     txn: &mut Txn<'_>,
     digests: &mut Changes,
-    steps: Vec<(Vec<u8>, Step)>,
+    steps: Vec<Pending>,
     now: Timestamp,
 ) -> usize {
     let mut removed = 0;
-    for (index_key, step) in steps {
+    for Pending {
+        index_key,
+        entry,
+        step,
+    } in steps
+    {
+        if !matches!(txn.get(Table::Meta, &index_key), Ok(Some(current)) if current == entry) {
+            continue;
+        }
         match step {
             Step::Drop => txn.delete(Table::Meta, &index_key),
             Step::Note(entry) => txn.put(Table::Meta, &index_key, &entry),
@@ -535,6 +558,53 @@ mod tests {
         assert_eq!(c.tombstones, 1, "phase two collects");
         assert!(data().is_none());
         assert_eq!(collect(&a).await.expect("gc"), Collected::default());
+    }
+
+    /// A step decided from an index entry is not taken once the key was indexed anew between
+    /// the pass's read and its transaction (here: the key written and deleted again, dead under
+    /// a newer version): the new entry stays for a later pass, which collects the record.
+    #[tokio::test]
+    async fn a_step_decided_from_a_replaced_entry_is_not_taken() {
+        let a = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
+        let live_and_die = || async {
+            write(&a, put(&a, "rep", "k", WriteHeaders::default()))
+                .await
+                .expect("put");
+            let delete = meridian_core::op::Op::Delete { context: None };
+            write(
+                &a,
+                mutation(&a, "rep", "k", delete, WriteHeaders::default()),
+            )
+            .await
+            .expect("delete");
+        };
+        live_and_die().await;
+        let index_key = [super::keys::TOMB_PREFIX, &super::keys::data_key("rep", "k")].concat();
+        let entry = || a.store().get(Table::Meta, &index_key).expect("get");
+        let read = entry().expect("indexed");
+        let etag = postcard::from_bytes::<super::Tombstone>(&read)
+            .expect("entry")
+            .etag;
+        let stale = super::Pending {
+            index_key: index_key.clone(),
+            entry: read.clone(),
+            step: super::Step::Collect { etag },
+        };
+        live_and_die().await;
+        assert_ne!(entry(), Some(read), "indexed anew");
+        let now = a.now();
+        let removed = super::super::digest::transact(&a, move |txn, digests| {
+            super::take_steps(txn, digests, vec![stale], now)
+        })
+        .await
+        .expect("transact");
+        assert_eq!(removed, 0);
+        assert!(entry().is_some(), "the new entry stays");
+        a.peer_heads("b", &applied("a:4"));
+        for _ in 0..2 {
+            collect(&a).await.expect("gc");
+        }
+        assert_eq!(stored(&a, "rep", "k"), None, "collected by a later pass");
     }
 
     /// [`TOPOLOGY`] plus a map keyspace `m`, a set keyspace `s` and a counter keyspace `c`.
