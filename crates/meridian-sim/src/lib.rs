@@ -15,7 +15,8 @@
 //! change of the member had seen (add wins); every map field holds the value of its
 //! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned
 //! key sits in a region outside its zone; every sync write acknowledged (its origin alive) was
-//! on a quorum of regions and is in every region.
+//! on a quorum of regions and is in every region; and, after the final collection rounds, no
+//! region stores a record no reader sees (every tombstone collected, whichever way it died).
 //!
 //! Keyspace `tmp` is a set written by adds with a TTL and PUTs without one (which clear the
 //! expiry), while expiry sweeps and collection passes (which reset expired records) run at
@@ -607,6 +608,26 @@ fn check_expiring(replicas: &[Checked<'_>], eu: &State, history: &History) -> Re
         }
     }
     Ok(())
+}
+
+/// The first record of any replica that no reader sees (deleted, or expired) — after the
+/// final collection rounds there is none: every tombstone, whichever way the record died, is
+/// collected once every region has applied what killed it.
+fn dead_record(replicas: &[Checked<'_>]) -> Result<Option<String>, String> {
+    for r in replicas {
+        for (k, v) in r
+            .store
+            .scan(Table::Data, b"", None, usize::MAX)
+            .map_err(|e| e.to_string())?
+        {
+            let rec = Record::decode(&v).map_err(|e| e.to_string())?;
+            if !rec.is_live(r.now) {
+                let (ks, key) = keys::split_data_key(&k).unwrap_or_default();
+                return Ok(Some(format!("{ks}/{key} in {}", r.region)));
+            }
+        }
+    }
+    Ok(None)
 }
 
 /// No op-log entry of a pinned key outside its zone carries more than a bare skip.
@@ -1247,6 +1268,9 @@ impl Sim {
             })
             .collect::<Result<Vec<_>, String>>()?;
         let final_state = check(&self.topology, &replicas, &self.history, sync_acknowledged)?;
+        if let Some(dead) = dead_record(&replicas)? {
+            return Err(format!("{dead} is dead and was not collected"));
+        }
         Ok(Report {
             writes: self.history.writes(),
             deliveries: self.deliveries,
