@@ -613,7 +613,7 @@ fn check_expiring(replicas: &[Checked<'_>], eu: &State, history: &History) -> Re
 /// The first record of any replica that no reader sees (deleted, or expired) — after the
 /// final collection rounds there is none: every tombstone, whichever way the record died, is
 /// collected once every region has applied what killed it.
-fn dead_record(replicas: &[Checked<'_>]) -> Result<Option<String>, String> {
+pub fn dead_record(replicas: &[Checked<'_>]) -> Result<Option<String>, String> {
     for r in replicas {
         for (k, v) in r
             .store
