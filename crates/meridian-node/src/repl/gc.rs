@@ -9,7 +9,7 @@
 //! expiry ([`super::watermark`]) — no write made before it can still arrive — the region that
 //! made the record's last write issues `meridian_core::op::expiry_reset`, a delete of all of it
 //! stamped at the expiry; what it leaves is a deleted record, which the tombstone rule collects.
-//! Each pass first takes a new watermark of this node.
+//! Each pass first takes a new watermark of this node (when it has peers).
 //!
 //! A pass deletes in transactions of at most [`CHUNK`] keys, one after another, so the writer
 //! interleaves them with the writes and applies queued meanwhile: collecting thousands of
