@@ -41,6 +41,12 @@ pub const GC_COLLECTED: &str = "meridian_gc_collected_total";
 /// Peers that have not reported what they applied since this node started; while above 0
 /// nothing is collected, and the op log and tombstones grow.
 pub const GC_PEERS_UNHEARD: &str = "meridian_gc_peers_unheard";
+/// Dead records waiting for collection when the last pass began, by `what`: `tombstones`
+/// (indexed, waiting for every region to apply what killed them and what was reported by then)
+/// or `expired` (expired maps, sets, counters and mvregisters waiting for every peer's
+/// watermark to pass their expiry; those another region wrote last go when its reset
+/// arrives). Each counts up to 8,192, the most one pass reads.
+pub const GC_PENDING: &str = "meridian_gc_pending";
 /// Concurrent writes where last-writer-wins overwrote one, by keyspace.
 pub const CONFLICTS: &str = "meridian_conflicts_total";
 /// Sync writes answered `quorum_unavailable`, by keyspace.
@@ -219,6 +225,12 @@ pub fn gc_collected(oplog: usize, tombstones: usize, expired: usize) {
     metrics::counter!(GC_COLLECTED, "what" => "oplog").increment(oplog as u64);
     metrics::counter!(GC_COLLECTED, "what" => "tombstones").increment(tombstones as u64);
     metrics::counter!(GC_COLLECTED, "what" => "expired").increment(expired as u64);
+}
+
+/// Sets how many dead records waited for collection when a pass began (each up to 8,192).
+pub fn gc_pending(tombstones: usize, expired: usize) {
+    metrics::gauge!(GC_PENDING, "what" => "tombstones").set(tombstones as f64);
+    metrics::gauge!(GC_PENDING, "what" => "expired").set(expired as f64);
 }
 
 /// Sets how many peers have not reported what they applied since this node started.

@@ -154,6 +154,19 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    // What waits, read first so it is counted also while nothing can be collected.
+    let tombstones = node
+        .store()
+        .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
+        .map_err(|e| e.to_string())?;
+    let expired: Vec<Vec<u8>> = node
+        .store()
+        .scan(Table::Meta, keys::RESET_PREFIX, None, PASS_LIMIT)
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .map(|(k, _)| k)
+        .collect();
+    metrics::gc_pending(tombstones.len(), expired.len());
     let acked = node.acked().borrow().clone();
     let own = node.applied().borrow().clone();
     let regions: Vec<&str> = node
@@ -220,10 +233,7 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
     }
 
     let now = node.now();
-    let mut steps: Vec<Pending> = node
-        .store()
-        .scan(Table::Meta, keys::TOMB_PREFIX, None, PASS_LIMIT)
-        .map_err(|e| e.to_string())?
+    let mut steps: Vec<Pending> = tombstones
         .into_iter()
         .filter_map(|(index_key, entry)| {
             let step = next_step(&entry, &stable, &newest)?;
@@ -249,23 +259,23 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
         .filter(|r| *r != node.region())
         .collect();
     if let Some(cutoff) = node.watermarks().cutoff(&peers, &own) {
-        done.expired = reset_expired(node, cutoff).await?;
+        done.expired = reset_expired(node, expired, cutoff).await?;
     }
     metrics::gc_collected(done.oplog, done.tombstones, done.expired);
     Ok(done)
 }
 
-/// Empties the expired records awaiting their reset whose expiry is at or before `cutoff` —
-/// before which every peer's writes are applied here — and that this region wrote last (each
-/// region resets the ones it wrote last; a record rewritten since its expiry has nothing to
-/// reset). Returns how many it reset.
-async fn reset_expired(node: &Node, cutoff: Timestamp) -> Result<usize, String> {
-    let due: Vec<Vec<u8>> = node
-        .store()
-        .scan(Table::Meta, keys::RESET_PREFIX, None, PASS_LIMIT)
-        .map_err(|e| e.to_string())?
+/// Of `indexed` (keys of the reset index, in order), empties the expired records whose expiry
+/// is at or before `cutoff` — before which every peer's writes are applied here — and that this
+/// region wrote last (each region resets the ones it wrote last; a record rewritten since its
+/// expiry has nothing to reset). Returns how many it reset.
+async fn reset_expired(
+    node: &Node,
+    indexed: Vec<Vec<u8>>,
+    cutoff: Timestamp,
+) -> Result<usize, String> {
+    let due: Vec<Vec<u8>> = indexed
         .into_iter()
-        .map(|(k, _)| k)
         .take_while(|k| keys::parse_reset_key(k).is_some_and(|(at, _)| at <= cutoff))
         .collect();
     let mut reset = 0;
@@ -504,6 +514,7 @@ mod tests {
         assert!(seqs().is_empty());
         let text = handle.render();
         assert_eq!(unheard(&text), Some(0));
+
         let collected = crate::testing::sample(&text, crate::metrics::GC_COLLECTED, &["oplog"]);
         assert_eq!(collected, Some(10), "{text}");
     }
@@ -735,6 +746,13 @@ mod tests {
     /// everywhere like deleted records; an expired register goes by the tombstone rule.
     #[tokio::test]
     async fn expired_records_are_reset_by_their_last_writer_then_collected_everywhere() {
+        let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let _local = ::metrics::set_default_local_recorder(&recorder);
+        let pending = |what: &str| {
+            let label = format!("what=\"{what}\"");
+            crate::testing::sample(&handle.render(), crate::metrics::GC_PENDING, &[&label])
+        };
         let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
         let (a, b) = pair(&clock);
         let ops = [
@@ -769,6 +787,7 @@ mod tests {
             0,
             "b's watermark unknown"
         );
+        assert_eq!(pending("expired"), Some(3), "waiting for b's watermark");
         assert_eq!(
             collect(&b).await.expect("gc").expired,
             0,
@@ -809,6 +828,11 @@ mod tests {
                 assert_eq!(stored(n, ks, "k"), None, "{ks} in {}", n.region());
             }
         }
+        collect(&b).await.expect("gc");
+        assert_eq!(
+            (pending("tombstones"), pending("expired")),
+            (Some(0), Some(0))
+        );
     }
 
     /// A peer's watermark counts only once the writes it covers are applied: a region that has
