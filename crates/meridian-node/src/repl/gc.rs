@@ -535,21 +535,23 @@ mod tests {
         assert_eq!(a.oplog_start().get("a"), n as u64 + 1);
     }
 
+    /// Writes `rep/k` on `a`, then deletes it.
+    async fn put_then_delete(a: &crate::state::Node) {
+        write(a, put(a, "rep", "k", WriteHeaders::default()))
+            .await
+            .expect("put");
+        let delete = meridian_core::op::Op::Delete { context: None };
+        write(a, mutation(a, "rep", "k", delete, WriteHeaders::default()))
+            .await
+            .expect("delete");
+    }
+
     /// A register tombstone goes in two passes once every region applied the delete, and
     /// only then; the op log goes with it.
     #[tokio::test]
     async fn collects_a_tombstone_in_two_passes_after_every_region_applied_it() {
         let a = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
-        write(&a, put(&a, "rep", "k", WriteHeaders::default()))
-            .await
-            .expect("put");
-        let delete = meridian_core::op::Op::Delete { context: None };
-        write(
-            &a,
-            mutation(&a, "rep", "k", delete, WriteHeaders::default()),
-        )
-        .await
-        .expect("delete");
+        put_then_delete(&a).await;
         let data = || stored(&a, "rep", "k");
         assert!(data().is_some(), "a tombstone is stored");
 
@@ -577,19 +579,7 @@ mod tests {
     #[tokio::test]
     async fn a_step_decided_from_a_replaced_entry_is_not_taken() {
         let a = node(TOPOLOGY, "a", &Arc::new(AtomicU64::new(1_700_000_000_000)));
-        let live_and_die = || async {
-            write(&a, put(&a, "rep", "k", WriteHeaders::default()))
-                .await
-                .expect("put");
-            let delete = meridian_core::op::Op::Delete { context: None };
-            write(
-                &a,
-                mutation(&a, "rep", "k", delete, WriteHeaders::default()),
-            )
-            .await
-            .expect("delete");
-        };
-        live_and_die().await;
+        put_then_delete(&a).await;
         let index_key = [super::keys::TOMB_PREFIX, &super::keys::data_key("rep", "k")].concat();
         let entry = || a.store().get(Table::Meta, &index_key).expect("get");
         let read = entry().expect("indexed");
@@ -601,7 +591,7 @@ mod tests {
             entry: read.clone(),
             step: super::Step::Collect { etag },
         };
-        live_and_die().await;
+        put_then_delete(&a).await;
         assert_ne!(entry(), Some(read), "indexed anew");
         let now = a.now();
         let removed = super::super::digest::transact(&a, move |txn, digests| {
