@@ -143,8 +143,8 @@ fn register_series(route: &str, method: &'static str, status: u16) -> Series {
     );
     REQUEST_SERIES.rcu(|map| {
         let mut map = HashMap::clone(map);
-        let entries = map.entry(route.to_string()).or_default();
-        if !entries.iter().any(|(m, s, _)| *m == method && *s == status) {
+        if find_series(&map, route, method, status).is_none() {
+            let entries = map.entry(route.to_string()).or_default();
             entries.push((method, status, series.clone()));
         }
         map
