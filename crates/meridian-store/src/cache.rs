@@ -54,6 +54,21 @@ struct Stripe {
 #[derive(Clone, Copy, Debug)]
 struct Ticket(u64);
 
+/// A read of `key` in `table` through `cache` when there is one and it holds that table
+/// ([`Table::Data`](crate::Table::Data)), else `read` itself.
+pub(crate) fn read_through<E>(
+    cache: Option<&ReadCache>,
+    table: crate::Table,
+    key: &[u8],
+    source: Source,
+    read: impl FnOnce() -> Result<Cached, E>,
+) -> Result<Cached, E> {
+    match cache.filter(|_| table == crate::Table::Data) {
+        Some(cache) => cache.read(key, source, read),
+        None => read(),
+    }
+}
+
 /// Where a [`ReadCache::read`] that misses reads from.
 #[derive(Clone, Copy, Debug)]
 pub(crate) enum Source {

@@ -1,6 +1,6 @@
 //! [`Store`]: the handle, its options, and the group-committing writer thread.
 
-use crate::cache::{ReadCache, Source};
+use crate::cache::{ReadCache, Source, read_through};
 use crate::engine::{Disk, Engine};
 use crate::overlay::{KeyRange, Overlay, merge_scan};
 use crate::{Error, KeyValue, Table, Txn};
@@ -239,12 +239,13 @@ impl Store {
     /// # Errors
     /// [`Error::Read`] if the engine fails to read.
     pub fn get(&self, table: Table, key: &[u8]) -> Result<Option<Vec<u8>>, Error> {
-        let Some(cache) = self.inner.cache.as_deref().filter(|_| table == Table::Data) else {
-            return self.inner.engine.view().get(table, key);
-        };
-        cache.read(key, Source::Snapshot, || {
-            self.inner.engine.view().get(table, key)
-        })
+        read_through(
+            self.inner.cache.as_deref(),
+            table,
+            key,
+            Source::Snapshot,
+            || self.inner.engine.view().get(table, key),
+        )
     }
 
     /// Up to `limit` committed pairs of `table`, ascending by key, whose keys start with

@@ -1,6 +1,6 @@
 //! [`Txn`]: the handle a transaction closure reads and writes through.
 
-use crate::cache::{ReadCache, Source};
+use crate::cache::{ReadCache, Source, read_through};
 use crate::engine::View;
 use crate::overlay::{KeyRange, Overlay, merge_overlays, merge_scan};
 use crate::{Error, KeyValue, Table};
@@ -76,10 +76,9 @@ impl<'a> Txn<'a> {
             .or_else(|| self.group.get(table, key))
         {
             Some(value) => Ok(value.map(<[u8]>::to_vec)),
-            None => match self.cache.filter(|_| table == Table::Data) {
-                Some(cache) => cache.read(key, Source::Published, || self.view.get(table, key)),
-                None => self.view.get(table, key),
-            },
+            None => read_through(self.cache, table, key, Source::Published, || {
+                self.view.get(table, key)
+            }),
         }
     }
 
