@@ -335,6 +335,12 @@ pub(crate) fn log_own_op(
         &encode_log_body(&LogBody::Op(payload)),
     );
     txn.put(Table::Meta, keys::META_LAST_SEQ, &seq.to_be_bytes());
+    store_hlc(txn, ts);
+}
+
+/// Stages `ts`, a time the HLC was advanced to, as the one it restarts from: no write after
+/// a restart is stamped before it.
+pub(crate) fn store_hlc(txn: &mut Txn<'_>, ts: Timestamp) {
     txn.put(Table::Meta, keys::META_HLC, &ts.0.to_be_bytes());
 }
 

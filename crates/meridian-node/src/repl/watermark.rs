@@ -15,9 +15,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use meridian_core::hlc::Timestamp;
 use meridian_core::version::VersionVector;
-use meridian_store::Table;
 
-use crate::keys;
 use crate::state::Node;
 
 /// A region's watermark: nothing more of its writes is stamped before `at`, and those stamped
@@ -125,7 +123,7 @@ pub async fn advance(node: &Node) -> Result<Mark, meridian_store::Error> {
         .store()
         .transact(move |txn| {
             let at = n.with_hlc(|hlc, wall| hlc.now(wall));
-            txn.put(Table::Meta, keys::META_HLC, &at.0.to_be_bytes());
+            crate::write::store_hlc(txn, at);
             Mark {
                 at,
                 seq: n.last_seq(),
