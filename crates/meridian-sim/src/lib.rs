@@ -541,6 +541,11 @@ pub fn check(
     Ok(format!("{:?}", states[eu]))
 }
 
+/// The newest of a `tmp` key's acknowledged writes (version, member, whether it had a TTL).
+fn newest_write(writes: &[(Version, String, bool)]) -> Option<&(Version, String, bool)> {
+    writes.iter().max_by(|a, b| a.0.cmp(&b.0))
+}
+
 /// The first key of keyspace `tmp` whose newest acknowledged write (an add) had a TTL that is
 /// still stored in one of `replicas`, and where: once every expiry has passed and collection
 /// has settled there is none (expired, reset by its last writer, collected as a tombstone).
@@ -549,11 +554,7 @@ pub fn expired_still_stored(
     history: &History,
 ) -> Result<Option<String>, String> {
     for (key, adds) in &history.expiring {
-        if !adds
-            .iter()
-            .max_by(|a, b| a.0.cmp(&b.0))
-            .is_some_and(|a| a.2)
-        {
+        if !newest_write(adds).is_some_and(|w| w.2) {
             continue;
         }
         let dk = keys::data_key("tmp", key);
@@ -581,7 +582,7 @@ fn check_expiring(replicas: &[Checked<'_>], eu: &State, history: &History) -> Re
         ));
     }
     for (key, adds) in &history.expiring {
-        let Some((_, member, ttl)) = adds.iter().max_by(|a, b| a.0.cmp(&b.0)) else {
+        let Some((_, member, ttl)) = newest_write(adds) else {
             continue;
         };
         if *ttl {
