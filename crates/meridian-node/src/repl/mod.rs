@@ -12,6 +12,8 @@ mod pull;
 mod serve;
 pub mod watermark;
 
+use std::ops::ControlFlow;
+
 use axum::http::StatusCode;
 use meridian_core::config::Keyspace;
 
@@ -180,19 +182,34 @@ pub fn peer_status(node: &Node) -> std::collections::BTreeMap<String, PeerStatus
 fn oldest_unacked_ms(node: &Node, seq: u64) -> Option<u64> {
     let prefix = [node.region().as_bytes(), &[0]].concat();
     let from = crate::keys::oplog_key(node.region(), seq.saturating_sub(1));
-    let rows = node
-        .store()
-        .scan(meridian_store::Table::OpLog, &prefix, Some(&from), 64)
-        .ok()?;
-    rows.iter().find_map(
-        |(_, bytes)| match meridian_core::wire::decode_log_body(bytes).ok()? {
-            meridian_core::wire::LogBody::Op(p) => meridian_core::record::Record::decode(&p.delta)
-                .ok()
-                .filter(|r| !r.version.origin.is_empty())
-                .map(|r| r.version.ts.millis()),
-            meridian_core::wire::LogBody::Skip { .. } => None,
+    let (mut found, mut looked) = (None, 0);
+    let read = node.store().scan_each(
+        meridian_store::Table::OpLog,
+        &prefix,
+        Some(&from),
+        |_, bytes| {
+            looked += 1;
+            found = stamped_ms(bytes);
+            if found.is_some() || looked == 64 {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
         },
-    )
+    );
+    read.ok().and(found)
+}
+
+/// The HLC milliseconds an op-log entry's write was stamped at, unless it is a skip or a reset
+/// of an expired record (stamped at the expiry).
+fn stamped_ms(entry: &[u8]) -> Option<u64> {
+    match meridian_core::wire::decode_log_body(entry).ok()? {
+        meridian_core::wire::LogBody::Op(p) => meridian_core::record::Record::decode(&p.delta)
+            .ok()
+            .filter(|r| !r.version.origin.is_empty())
+            .map(|r| r.version.ts.millis()),
+        meridian_core::wire::LogBody::Skip { .. } => None,
+    }
 }
 
 /// One delivery from `source` to `dest` without the network: at most `max_entries` of the
