@@ -26,6 +26,10 @@ const FLUSH_BYTES: u64 = 8 << 20;
 pub(crate) struct Disk {
     db: Database,
     keyspaces: [Keyspace; 4],
+    /// Syncs table files as fjall writes them (`None` where the OS offers no inotify, or
+    /// refused it: the store then works the same, with longer commit stalls under flushes).
+    #[cfg(target_os = "linux")]
+    writeback: Option<crate::writeback::Writeback>,
 }
 
 /// Outcome of writing one group.
@@ -68,8 +72,28 @@ impl Disk {
             open(Table::Idempotency)?,
             open(Table::Meta)?,
         ];
-        Ok(Disk { db, keyspaces })
+        Ok(Disk {
+            #[cfg(target_os = "linux")]
+            writeback: start_writeback(&keyspaces),
+            db,
+            keyspaces,
+        })
     }
+}
+
+/// Paces write-back of the table files of `keyspaces` (each tree writes its tables into its
+/// folder's `tables`, lsm-tree's layout).
+#[cfg(target_os = "linux")]
+fn start_writeback(keyspaces: &[Keyspace; 4]) -> Option<crate::writeback::Writeback> {
+    let dirs = keyspaces.iter().map(|k| k.path().join("tables")).collect();
+    crate::writeback::Writeback::start(dirs)
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = %e,
+                "table write-back is not paced: group commits may stall behind memtable flushes"
+            );
+        })
+        .ok()
 }
 
 impl Engine {
@@ -135,6 +159,17 @@ impl Engine {
                     synced: false,
                 })
             }
+        }
+    }
+
+    /// Syncs the pacing thread made of table files being written (0 in memory, or unpaced).
+    pub(crate) fn writeback_syncs(&self) -> u64 {
+        match self {
+            #[cfg(target_os = "linux")]
+            Engine::Disk(disk) => disk.writeback.as_ref().map_or(0, |w| w.syncs()),
+            #[cfg(not(target_os = "linux"))]
+            Engine::Disk(_) => 0,
+            Engine::Memory(_) => 0,
         }
     }
 

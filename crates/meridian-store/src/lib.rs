@@ -15,6 +15,8 @@ mod error;
 mod overlay;
 mod store;
 mod txn;
+#[cfg(target_os = "linux")]
+mod writeback;
 
 pub use error::Error;
 pub use store::{

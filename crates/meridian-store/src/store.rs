@@ -83,6 +83,9 @@ pub struct StoreStats {
     pub read_cache_hits: u64,
     /// Reads of [`Table::Data`] that read the engine (0 without a cache).
     pub read_cache_misses: u64,
+    /// Syncs of table files made while fjall wrote them, one per 1 MiB written, so group
+    /// commits do not wait behind a whole table's write-back (0 in memory).
+    pub writeback_syncs: u64,
 }
 
 #[derive(Default)]
@@ -384,6 +387,7 @@ impl Store {
             bytes_written: c.bytes_written.load(Ordering::Relaxed),
             read_cache_hits: cache.hits,
             read_cache_misses: cache.misses,
+            writeback_syncs: self.inner.engine.writeback_syncs(),
         }
     }
 }

@@ -283,6 +283,38 @@ fn stats_count_transactions_groups_and_fsyncs() {
     assert!(store.stats().transactions_committed >= 1);
 }
 
+#[cfg(target_os = "linux")]
+#[test]
+fn a_flushed_table_is_synced_while_fjall_writes_it() {
+    let buffered = StoreOptions {
+        durability: Durability::Buffered,
+        ..StoreOptions::default()
+    };
+    let dir = tempfile::tempdir().expect("invariant: temp dir");
+    let store = Store::open(dir.path(), buffered).expect("open");
+    assert_eq!(store.stats().writeback_syncs, 0);
+    // 12 MiB of distinct keys: more than one memtable (8 MiB), so one is flushed to a table.
+    for batch in 0..48u32 {
+        let value = vec![7u8; 4096];
+        store
+            .transact_blocking(move |txn| {
+                for i in 0..64u32 {
+                    txn.put(Table::Data, &(batch * 64 + i).to_be_bytes(), &value);
+                }
+            })
+            .expect("write");
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while store.stats().writeback_syncs < 4 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no table was synced while written: {:?}",
+            store.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn reopen_keeps_committed_data_and_format_version() {
     let dir = tempfile::tempdir().expect("invariant: temp dir");
