@@ -12,6 +12,8 @@
 mod cache;
 mod engine;
 mod error;
+#[cfg(target_os = "linux")]
+mod mounts;
 mod overlay;
 mod store;
 mod txn;

@@ -140,6 +140,27 @@ impl Drop for Inner {
     }
 }
 
+/// Logs a warning when `dir` is on a filesystem mounted with online `discard`, which makes
+/// commits wait for the trims of deleted tables (see `mounts`).
+#[cfg(target_os = "linux")]
+fn warn_of_online_discard(dir: &Path) {
+    let (Ok(dir), Ok(table)) = (
+        dir.canonicalize(),
+        std::fs::read_to_string("/proc/self/mountinfo"),
+    ) else {
+        return;
+    };
+    if let Some(mount) = crate::mounts::discard_mount(&table, &dir) {
+        tracing::warn!(
+            dir = %dir.display(),
+            %mount,
+            "the store's filesystem is mounted with online discard: commits wait for the \
+             trims of deleted tables (tail latency several ms higher); mount it without \
+             `discard` and trim periodically (fstrim.timer) instead"
+        );
+    }
+}
+
 impl Store {
     /// Opens the store in `dir`, creating the directory and a new store (format version
     /// [`FORMAT_VERSION`]) if there is none.
@@ -155,6 +176,8 @@ impl Store {
             source,
         };
         std::fs::create_dir_all(dir).map_err(io_error)?;
+        #[cfg(target_os = "linux")]
+        warn_of_online_discard(dir);
         let store = Store::start(Engine::Disk(Disk::open(dir)?), opts).map_err(io_error)?;
         match store.get(Table::Meta, FORMAT_VERSION_KEY)? {
             None => store.transact_blocking(|txn| {
