@@ -10,12 +10,23 @@
 
 use std::time::Duration;
 
+use meridian_core::hlc::Timestamp;
 use meridian_core::record::Record;
 use meridian_store::Table;
 
 use crate::keys::{self, ExpiryKind};
 use crate::metrics;
 use crate::state::{Change, Node};
+
+/// Indexes a record's expiry `at` for the sweep, in the transaction that writes the record;
+/// `seq` is the op that wrote the record's version (replicated garbage collection waits for it).
+pub(crate) fn index(txn: &mut meridian_store::Txn<'_>, data_key: &[u8], at: Timestamp, seq: u64) {
+    txn.put(
+        Table::Meta,
+        &keys::expiry_key(at, ExpiryKind::Data, data_key),
+        &seq.to_be_bytes(),
+    );
+}
 
 /// How many index entries one sweep transaction handles at most.
 pub const SWEEP_BATCH: usize = 512;

@@ -284,12 +284,7 @@ fn apply_in_txn(
     digests.put(txn, &dk, stored_bytes.as_deref(), &new.encode());
     crate::repl::gc::index_tombstone(txn, &dk, &new, &region, seq);
     if let Some(exp) = new.expires {
-        // The index remembers which op wrote this expiry, for replicated garbage collection.
-        txn.put(
-            Table::Meta,
-            &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
-            &seq.to_be_bytes(),
-        );
+        crate::expiry::index(txn, &dk, exp, seq);
     }
     let payload = OpPayload {
         keyspace: m.keyspace.name.clone(),

@@ -185,11 +185,7 @@ fn apply_op(
     }
     // An expiry the delta did not set is already indexed with the op that set it.
     if let Some(exp) = new.expires.filter(|_| new.version == delta_version) {
-        txn.put(
-            Table::Meta,
-            &keys::expiry_key(exp, keys::ExpiryKind::Data, &dk),
-            &seq.to_be_bytes(),
-        );
+        crate::expiry::index(txn, &dk, exp, seq);
     }
     if let Some((idem, bytes)) = &p.idempotency
         && let Ok(stored) = StoredOutcome::decode(bytes)

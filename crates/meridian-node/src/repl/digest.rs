@@ -671,9 +671,14 @@ async fn send<T: serde::de::DeserializeOwned>(
 /// that has no record here is not stored: no record reads the same, and this node may have
 /// collected that very tombstone already (peers collect a few seconds apart) — storing it again
 /// would keep it forever, for it would not be indexed for collection a second time.
+///
+/// A record the merge leaves deleted, or with an expiry, is indexed for collection or the
+/// sweep like one a replicated op writes ([`repair_anchor`]), so a repair never leaves a dead
+/// record behind for good.
 async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
     let ks = ks.to_string();
     let now = node.now();
+    let here = node.clone();
     transact(node, move |txn, digests| -> Result<usize, String> {
         let mut changed = 0;
         for (k, theirs) in rows {
@@ -686,15 +691,24 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
             let merged = match &stored {
                 Some(bytes) => {
                     let mut ours = Record::decode(bytes).map_err(|e| e.to_string())?;
-                    let before = ours.encode();
                     ours.merge(&theirs).map_err(|e| e.to_string())?;
-                    Some(ours.encode()).filter(|m| *m != before)
+                    let encoded = ours.encode();
+                    (encoded != *bytes).then_some((ours, encoded))
                 }
                 None if super::gc::collectable(&theirs, now) => None,
-                None => Some(theirs.encode()),
+                None => {
+                    let encoded = theirs.encode();
+                    Some((theirs, encoded))
+                }
             };
-            if let Some(m) = merged {
-                digests.put(txn, &k, stored.as_deref(), &m);
+            if let Some((record, encoded)) = merged {
+                digests.put(txn, &k, stored.as_deref(), &encoded);
+                if let Some((origin, seq)) = repair_anchor(&here, &record) {
+                    super::gc::index_tombstone(txn, &k, &record, &origin, seq);
+                    if let Some(exp) = record.expires {
+                        crate::expiry::index(txn, &k, exp, seq);
+                    }
+                }
                 changed += 1;
             }
         }
@@ -702,6 +716,22 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
     })
     .await
     .map_err(|e| e.to_string())?
+}
+
+/// The op a repaired record is indexed by for collection (see `gc`): one at or after the op
+/// of `record.version.origin` that gave it its version, which the tombstone rule then waits
+/// for every region to have applied. Known when this region made that write (its last op),
+/// or when the origin's confirmed watermark is past the version's time (the origin's op is
+/// among those applied here). `None` otherwise: that op is still to arrive here, and applying
+/// it indexes the record then; and for a reset (no origin region).
+fn repair_anchor(node: &Node, record: &Record) -> Option<(String, u64)> {
+    let origin = record.version.origin.as_str();
+    if origin == node.region() {
+        return Some((origin.to_string(), node.last_seq()));
+    }
+    let confirmed = node.watermarks().confirmed(origin)?;
+    (record.version.ts < confirmed)
+        .then(|| (origin.to_string(), node.applied().borrow().get(origin)))
 }
 
 /// Every `every`, compares with one peer (in turn) and repairs; runs until dropped.
@@ -994,6 +1024,75 @@ mod tests {
         assert_eq!(got.iter().map(|(k, _)| k.clone()).collect::<Vec<_>>(), ask);
         let got = records_of(&node, "rep", &ask, 1).expect("records");
         assert_eq!(got.len(), 1, "one record reaches the limit");
+    }
+
+    /// A record a repair deletes, or gives an expiry, is indexed for collection and the sweep
+    /// by an op known to be at or after the write that gave it its version: this region's last
+    /// one when it made that write, the origin's applied ops once its watermark is past the
+    /// write; not before (applying the origin's op indexes it then).
+    #[tokio::test]
+    async fn a_record_a_repair_deletes_or_gives_an_expiry_is_indexed() {
+        use meridian_core::hlc::Timestamp;
+        use meridian_core::record::{Record, Value};
+        let node = node_with_keys(4).await;
+        let dk = |i: usize| keys::data_key("rep", &format!("k{i:03}"));
+        let record = |i: usize| {
+            let bytes = node.store().get(Table::Data, &dk(i)).expect("get");
+            Record::decode(&bytes.expect("stored")).expect("record")
+        };
+        let tombstoned = |i: usize| {
+            let key = [keys::TOMB_PREFIX, &dk(i)].concat();
+            node.store().get(Table::Meta, &key).expect("get").is_some()
+        };
+        let newer = |i: usize, origin: &str, delete: bool| {
+            let mut rec = record(i);
+            let Value::Register(r) = &mut rec.value else {
+                panic!("a register")
+            };
+            if delete {
+                r.value = None;
+            }
+            r.version.ts = Timestamp(r.version.ts.0 + 1);
+            r.version.origin = origin.to_string();
+            rec.version = r.version.clone();
+            (dk(i), rec)
+        };
+        let merge = |rows: Vec<(Vec<u8>, Record)>| {
+            let rows = rows.into_iter().map(|(k, r)| (k, r.encode())).collect();
+            super::merge_rows(&node, "rep", rows)
+        };
+
+        let (own, peer) = (newer(0, "a", true), newer(1, "b", true));
+        assert_eq!(merge(vec![own, peer]).await.expect("merge"), 2);
+        assert!(tombstoned(0), "deleted by this region's write");
+        assert!(
+            !tombstoned(1),
+            "b's delete is not known to be applied here yet"
+        );
+
+        let (_, late) = newer(2, "b", true);
+        let mark = super::super::watermark::Mark {
+            at: Timestamp(late.version.ts.0 + 1),
+            seq: 0,
+        };
+        node.watermarks().report("b", mark);
+        let applied = node.applied().borrow().clone();
+        assert_eq!(node.watermarks().cutoff(&["b"], &applied), Some(mark.at));
+        assert_eq!(merge(vec![(dk(2), late)]).await.expect("merge"), 1);
+        assert!(tombstoned(2), "b's watermark is past its delete");
+
+        let (key, mut expiring) = newer(3, "a", false);
+        let at = Timestamp(expiring.version.ts.0 + 1_000_000);
+        expiring.expires = Some(at);
+        assert_eq!(merge(vec![(key, expiring)]).await.expect("merge"), 1);
+        let index = keys::expiry_key(at, keys::ExpiryKind::Data, &dk(3));
+        assert!(
+            node.store()
+                .get(Table::Meta, &index)
+                .expect("get")
+                .is_some(),
+            "the repaired expiry is swept"
+        );
     }
 
     /// A peer's dead register missing here is not stored (it may be one this node collected);
