@@ -23,6 +23,14 @@ pub(crate) enum Engine {
 /// when it creates it, so this applies to stores created since.
 const FLUSH_BYTES: u64 = 8 << 20;
 
+/// fjall's flush and compaction threads. fjall takes one per core up to 4; with fewer than 4,
+/// its first worker hands every compaction request back to the queue for the others and, while
+/// they are busy, takes it again at once — a third of the workers' CPU spent spinning on a
+/// two-core machine (`bench/kv` at 18,000 PUT/s: workers ~19 % of a core with 2, ~13 % with
+/// 4, the spin 31 % and 2 % of their samples; docs/BENCHMARKS.md, session 11). Four, as fjall
+/// picks on machines of four cores or more.
+const WORKERS: usize = 4;
+
 pub(crate) struct Disk {
     db: Database,
     keyspaces: [Keyspace; 4],
@@ -41,6 +49,7 @@ pub(crate) struct Written {
 impl Disk {
     pub(crate) fn open(dir: &Path) -> Result<Disk, Error> {
         let db = Database::builder(dir)
+            .worker_threads(WORKERS)
             // Every batch states its own durability; nothing is persisted behind our back.
             .manual_journal_persist(true)
             .open()
