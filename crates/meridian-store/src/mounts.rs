@@ -2,9 +2,10 @@
 //!
 //! A filesystem mounted with online `discard` trims the blocks of every deleted file as the
 //! deletion commits. fjall deletes tables after each compaction, and a group commit's journal
-//! sync issued meanwhile waits for those trims: `bench/kv` PUT p99 at half of peak was
-//! 8.4–8.5 ms without `discard` and 11–34 ms with it on the same disk (docs/BENCHMARKS.md,
-//! session 11). Periodic trimming (`fstrim.timer`) frees the same blocks off the commit path.
+//! sync issued meanwhile waits for those trims: `bench/kv` PUT p99 at half of peak, without
+//! paced write-back, was 8.4–9.9 ms without `discard` and 10.7–34.3 ms with it on the same
+//! disk (docs/BENCHMARKS.md, session 11). Periodic trimming (`fstrim.timer`) frees the same
+//! blocks off the commit path.
 
 use std::path::Path;
 

@@ -29,8 +29,8 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify, InotifyEvent, WatchDescriptor};
 use std::os::fd::AsFd as _;
 
-/// Bytes of a table file written between two syncs of it. Measured with `bench/kv` at half of
-/// peak PUT load: the journal sync's tail follows how much table data can queue ahead of it.
+/// Bytes of a table file written between two syncs of it. `bench/kv` at half of peak PUT load
+/// measured 256 KiB no better than this, and each step is one more device flush.
 pub(crate) const STEP: u64 = 1 << 20;
 
 /// How often the sizes of files being written are looked at.
