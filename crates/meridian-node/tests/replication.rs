@@ -626,6 +626,7 @@ async fn concurrent_overwrites_converge_and_are_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_comparison_repairs_silent_divergence() {
     use meridian_core::record::{Record, Value};
+    use meridian_node::repl::digest::{HttpPeer, SETTLE, compare_and_repair};
     let mut w = World::new().await;
     let c = w.client.clone();
     c.put(w.url("us-east-1", "/v1/kv/reg/k"))
@@ -640,16 +641,21 @@ async fn digest_comparison_repairs_silent_divergence() {
     w.converged("/v1/kv/cnt/marker", &json!(1)).await;
     let us_url = w.nodes["us-east-1"].base.clone();
     let started = std::time::Instant::now();
-    let repaired = meridian_node::repl::digest::compare_and_repair(
-        &w.nodes["eu-west-1"].node.clone(),
-        &c,
-        &us_url,
-    )
-    .await
-    .unwrap();
+    let repair = |node: &meridian_node::Node, url: &str| {
+        let (node, peer) = (
+            node.clone(),
+            HttpPeer::new(node.clone(), c.clone(), url.to_string()),
+        );
+        async move {
+            compare_and_repair(&node, &peer, SETTLE, &mut 0)
+                .await
+                .unwrap()
+        }
+    };
+    let repaired = repair(&w.nodes["eu-west-1"].node, &us_url).await;
     assert_eq!(repaired, 0, "converged replicas have nothing to repair");
     assert!(
-        started.elapsed() < meridian_node::repl::digest::SETTLE,
+        started.elapsed() < SETTLE,
         "equal digests at the first look need no second one"
     );
 
@@ -683,12 +689,8 @@ async fn digest_comparison_repairs_silent_divergence() {
     let us_node = w.nodes["us-east-1"].node.clone();
     let eu_node = w.nodes["eu-west-1"].node.clone();
     let eu_url = w.nodes["eu-west-1"].base.clone();
-    let a = meridian_node::repl::digest::compare_and_repair(&us_node, &c, &eu_url)
-        .await
-        .unwrap();
-    let b = meridian_node::repl::digest::compare_and_repair(&eu_node, &c, &us_url)
-        .await
-        .unwrap();
+    let a = repair(&us_node, &eu_url).await;
+    let b = repair(&eu_node, &us_url).await;
     assert!(a + b >= 1, "a divergent record must be repaired");
     let metrics = w.get_text("us-east-1", "/metrics").await;
     let counted = |name: &str| {

@@ -18,6 +18,15 @@
 //! on a quorum of regions and is in every region; and, after the final collection rounds, no
 //! region stores a record no reader sees (every tombstone collected, whichever way it died).
 //!
+//! Digest comparison runs between live pairs at random, and a node's store is silently
+//! damaged while it is down (a register's value cut short under an unchanged version, as bit
+//! rot or a bad restore would leave it; each key at most once a run, so other regions hold
+//! what it lost): after the heal, comparisons run until none repairs anything, and the checks
+//! above then find every damaged record mended. A record a comparison merged in may hold
+//! writes its region has not applied yet, and a later change there sees them too: the
+//! `seen` of a write is its region's applied version vector joined with what every
+//! comparison that changed that record brought (the peer's applied vector, itself so joined).
+//!
 //! Keyspace `tmp` is a set written by adds with a TTL and PUTs without one (which clear the
 //! expiry), while expiry sweeps and collection passes (which reset expired records) run at
 //! random: once the clock has passed every expiry and collection has settled, a key whose
@@ -32,11 +41,12 @@ use bytes::Bytes;
 use meridian_core::config::Topology;
 use meridian_core::hlc::Timestamp;
 use meridian_core::op::Op;
-use meridian_core::record::Record;
+use meridian_core::record::{Record, Value};
 use meridian_core::version::{Version, VersionVector};
 use meridian_core::wire::{LogBody, decode_log_body};
 use meridian_node::clock::Clock;
 use meridian_node::input::WriteHeaders;
+use meridian_node::repl::digest::compare_and_repair;
 use meridian_node::write::{Mutation, write};
 use meridian_node::{Node, NodeConfig, keys, render};
 use meridian_store::{Store, StoreOptions, Table};
@@ -115,6 +125,8 @@ pub struct Report {
     pub collected: (usize, usize, usize),
     /// Sync writes acknowledged (each checked to be on a quorum when acknowledged).
     pub sync_acknowledged: usize,
+    /// Records damaged in a stopped node's store, and records digest comparison changed.
+    pub damaged_repaired: (usize, usize),
     /// A digest of the final state of every replica (equal across runs of one seed).
     pub final_state: String,
 }
@@ -718,6 +730,12 @@ struct Sim {
     /// unknown outcome (its client saw the connection drop), and is not counted.
     generation: Vec<usize>,
     pending_sync: Vec<PendingSync>,
+    /// Data keys damaged so far (each at most once a run).
+    damaged: BTreeSet<Vec<u8>>,
+    repaired: usize,
+    /// Per replica, per data key a digest comparison changed: the writes the record may hold
+    /// beyond what the replica has applied.
+    brought: Vec<BTreeMap<Vec<u8>, VersionVector>>,
 }
 
 /// A sync write waiting for its quorum while the schedule goes on.
@@ -760,6 +778,9 @@ impl Sim {
             settling: false,
             generation: vec![0; n],
             pending_sync: Vec::new(),
+            damaged: BTreeSet::new(),
+            repaired: 0,
+            brought: vec![BTreeMap::new(); n],
         };
         for i in 0..n {
             sim.restart(i);
@@ -788,9 +809,13 @@ impl Sim {
                 0..28 => self.write(step).await?,
                 28..32 => self.sync_write(step).await?,
                 32..40 => self.collect_garbage().await?,
-                40..80 => {
+                40..76 => {
                     let (a, b) = self.pair();
                     self.deliver(a, b).await?;
+                }
+                76..80 => {
+                    let (a, b) = self.pair();
+                    self.repair(a, b).await?;
                 }
                 80..88 => {
                     let (a, b) = self.pair();
@@ -829,6 +854,9 @@ impl Sim {
                 }
                 _ => {
                     if let Some(i) = (0..n).find(|i| self.replicas[*i].node.is_none()) {
+                        if self.rng.random_bool(0.5) {
+                            self.damage(i)?;
+                        }
                         self.restart(i);
                         self.note(format!("restart {}", self.name(i)));
                     }
@@ -846,6 +874,7 @@ impl Sim {
         self.note("heal all, restart all, deliver until quiet".into());
         self.settling = true;
         self.quiesce().await?;
+        self.repair_all().await?;
         // Collect at one region after another, each then writing and sending its writes to the
         // others at once: keys it collected are written again while regions after it still
         // hold their tombstones.
@@ -936,6 +965,109 @@ impl Sim {
             ));
         }
         Ok(moved)
+    }
+
+    /// `to` compares digests with `from` and merges in what differs, unless either is down or
+    /// the link is cut either way (a comparison is requests and their answers). No second look
+    /// after a wait: nothing changes between the two in a simulation.
+    async fn repair(&mut self, from: usize, to: usize) -> Result<usize, String> {
+        if self.cut.contains(&(from, to)) || self.cut.contains(&(to, from)) {
+            return Ok(0);
+        }
+        let (Some(src), Some(dst)) = (&self.replicas[from].node, &self.replicas[to].node) else {
+            return Ok(0);
+        };
+        let before = records(&self.replicas[to].store)?;
+        let zero = std::time::Duration::ZERO;
+        let changed = compare_and_repair(dst, src, zero, &mut 0)
+            .await
+            .map_err(|e| {
+                format!(
+                    "digest repair {} <- {}: {e}",
+                    self.name(to),
+                    self.name(from)
+                )
+            })?;
+        if changed > 0 {
+            let applied = src.applied().borrow().clone();
+            for (key, record) in records(&self.replicas[to].store)? {
+                if before.get(&key) == Some(&record) {
+                    continue;
+                }
+                let mut vv = applied.clone();
+                if let Some(b) = self.brought[from].get(&key) {
+                    vv.merge(b);
+                }
+                self.brought[to].entry(key).or_default().merge(&vv);
+            }
+            self.repaired += changed;
+            self.note(format!(
+                "digest repair {} <- {}: {changed}",
+                self.name(to),
+                self.name(from)
+            ));
+        }
+        Ok(changed)
+    }
+
+    /// Digest comparisons between every ordered pair, until a round changes nothing.
+    async fn repair_all(&mut self) -> Result<(), String> {
+        let n = self.replicas.len();
+        for _ in 0..10 {
+            let mut changed = 0;
+            for a in 0..n {
+                for b in (0..n).filter(|b| *b != a) {
+                    changed += self.repair(b, a).await?;
+                }
+            }
+            if changed == 0 {
+                return Ok(());
+            }
+        }
+        Err("digest comparisons kept repairing after the heal".into())
+    }
+
+    /// Damages up to three registers of the stopped region `i` in place: the value loses its
+    /// last byte under the same version (still a value, and ordered below the true one, so
+    /// merging the true one mends it). Keys of `reg` and `orders` only, each at most once a
+    /// run. Not counters, sets or maps: a change made on a damaged one (an increment, a
+    /// remove, a delete) carries the damage to every region as a write, which is no longer a
+    /// divergence a comparison can see.
+    fn damage(&mut self, i: usize) -> Result<(), String> {
+        let store = self.replicas[i].store.clone();
+        let mut candidates = Vec::new();
+        for ks in ["reg", "orders"] {
+            let prefix = keys::data_key(ks, "");
+            store
+                .scan_each(Table::Data, &prefix, None, |k, v| {
+                    if !self.damaged.contains(k)
+                        && let Ok(record) = Record::decode(v)
+                        && let Some(damaged) = damaged(&record)
+                    {
+                        candidates.push((k.to_vec(), damaged));
+                    }
+                    std::ops::ControlFlow::Continue(())
+                })
+                .map_err(|e| e.to_string())?;
+        }
+        for _ in 0..3 {
+            if candidates.is_empty() {
+                break;
+            }
+            let (key, record) = candidates.swap_remove(self.rng.random_range(0..candidates.len()));
+            let bytes = record.encode();
+            let k = key.clone();
+            store
+                .transact_blocking(move |txn| txn.put(Table::Data, &k, &bytes))
+                .map_err(|e| e.to_string())?;
+            self.note(format!(
+                "{}: damaged {}",
+                self.name(i),
+                String::from_utf8_lossy(&key).replace('\0', "/")
+            ));
+            self.damaged.insert(key);
+        }
+        Ok(())
     }
 
     /// An expiry sweep and a garbage-collection pass at a random live node.
@@ -1213,8 +1345,12 @@ impl Sim {
             .cloned()
             .ok_or("unknown keyspace")?;
         let op_for_history = op.clone();
-        // What the region has applied before the write: the set adds its change can see.
-        let seen = node.applied().borrow().clone();
+        // What the region has applied before the write, and what comparisons brought to the
+        // record: the adds and increments its change can see.
+        let mut seen = node.applied().borrow().clone();
+        if let Some(b) = self.brought[i].get(&keys::data_key(ks, &key)) {
+            seen.merge(b);
+        }
         let m = Mutation {
             keyspace,
             key: key.clone(),
@@ -1278,9 +1414,35 @@ impl Sim {
             kills: self.kills,
             collected: self.collected,
             sync_acknowledged: sync_acknowledged.len(),
+            damaged_repaired: (self.damaged.len(), self.repaired),
             final_state,
         })
     }
+}
+
+/// `record` damaged as [`Sim::damage`] says, or `None` when it is not a register with a
+/// value of two bytes or more.
+fn damaged(record: &Record) -> Option<Record> {
+    let mut record = record.clone();
+    let Value::Register(r) = &mut record.value else {
+        return None;
+    };
+    let cut = r.value.as_ref().filter(|v| v.len() > 1)?;
+    let cut = cut.slice(..cut.len() - 1);
+    r.value = Some(cut);
+    Some(record)
+}
+
+/// Every data record of `store`, by data key.
+fn records(store: &Store) -> Result<BTreeMap<Vec<u8>, Vec<u8>>, String> {
+    let mut out = BTreeMap::new();
+    store
+        .scan_each(Table::Data, b"", None, |k, v| {
+            out.insert(k.to_vec(), v.to_vec());
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(out)
 }
 
 fn parse_etag(etag: Option<&str>) -> Result<Version, String> {

@@ -31,6 +31,7 @@ async fn batch(regions: usize) {
     let mut ran = 0;
     let mut collected = (0, 0, 0);
     let mut sync_acknowledged = 0;
+    let mut damaged_repaired = (0, 0);
     for seed in seeds {
         if budget.is_some_and(|b| started.elapsed() > b) {
             break;
@@ -49,6 +50,8 @@ async fn batch(regions: usize) {
                 collected.1 += report.collected.1;
                 collected.2 += report.collected.2;
                 sync_acknowledged += report.sync_acknowledged;
+                damaged_repaired.0 += report.damaged_repaired.0;
+                damaged_repaired.1 += report.damaged_repaired.1;
             }
             Err(f) => panic!("{f}"),
         }
@@ -62,9 +65,15 @@ async fn batch(regions: usize) {
         collected.0 > 0 && (ran < 20 || collected.1 > 0 && collected.2 > 0),
         "the batch must exercise garbage collection: {collected:?} (op-log entries, tombstones, expired records reset)"
     );
+    assert!(
+        ran < 20 || damaged_repaired.0 > 0 && damaged_repaired.1 > 0,
+        "the batch must damage records and repair them by digest comparison: {damaged_repaired:?}"
+    );
     eprintln!(
-        "{ran} seeds of {regions} regions passed in {:?}; collected {collected:?} (op-log entries, tombstones, expired records reset); {sync_acknowledged} sync writes acknowledged on a quorum, none lost",
-        started.elapsed()
+        "{ran} seeds of {regions} regions passed in {:?}; collected {collected:?} (op-log entries, tombstones, expired records reset); {sync_acknowledged} sync writes acknowledged on a quorum, none lost; {} records damaged, {} changed by digest repair",
+        started.elapsed(),
+        damaged_repaired.0,
+        damaged_repaired.1
     );
 }
 

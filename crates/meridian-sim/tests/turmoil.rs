@@ -22,8 +22,9 @@
 //! observe), no pinned byte outside its zone, and a `tmp` key whose newest write is a PUT holding
 //! its member.
 //!
-//! Not simulated: digest repair (its reqwest client reaches peers over real sockets, which a
-//! turmoil host does not have; it is switched off through `Background::digest_repair`), and
+//! Not simulated here: digest repair (its reqwest client reaches peers over real sockets, which
+//! a turmoil host does not have; it is switched off through `Background::digest_repair`; the
+//! seeded simulation of `meridian_sim::run` compares digests in process), and
 //! request forwarding (the simulated topology has no keyspace that forwards, and the client
 //! sends no session or strong reads). Runs are seeded (network, schedule, client, skew), but
 //! the store commits on its own thread, so a replayed seed follows the same schedule without

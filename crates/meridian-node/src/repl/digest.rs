@@ -376,11 +376,10 @@ pub(crate) async fn hashes(
             })?),
             None => None,
         };
-        let n = node.clone();
-        let (rows, more) =
-            blocking(move || hash_page(&n, &ks, &wanted, after.as_deref(), PAGE_BYTES))
-                .await
-                .map_err(ApiError::internal)?;
+        let (rows, more) = node
+            .hashes(&ks, &wanted, after.as_deref())
+            .await
+            .map_err(ApiError::internal)?;
         let mut resp =
             octets(postcard::to_stdvec(&rows).map_err(|e| ApiError::internal(e.to_string()))?);
         if let Some(last) = more
@@ -443,8 +442,8 @@ pub(crate) async fn records(
                 hint,
             ));
         }
-        let n = node.clone();
-        let rows = blocking(move || records_of(&n, &ks, &wanted, PAGE_BYTES))
+        let rows = node
+            .records(&ks, &wanted)
             .await
             .map_err(ApiError::internal)?;
         Ok::<_, ApiError>(octets(
@@ -485,23 +484,160 @@ pub fn buckets_to_compare(
     (wanted, deferred)
 }
 
-/// Compares every digested keyspace with the peer at `url` and, in the buckets that differ and
-/// have settled ([`buckets_to_compare`]), merges in the peer's records that are missing here or
-/// hash differently. Returns how many records changed here.
-pub async fn compare_and_repair(
-    node: &Node,
-    client: &reqwest::Client,
-    url: &str,
-) -> Result<usize, String> {
-    compare_and_repair_deferring(node, client, url, &mut 0).await
+/// What a digest comparison asks of the peer it compares with, one method per endpoint of the
+/// replication API. A [`Node`] answers for itself (the endpoints' handlers use it, and a
+/// simulation compares nodes through it directly); an [`HttpPeer`] asks a peer over the API.
+pub trait DigestPeer {
+    /// The peer, as errors and logs name it.
+    fn name(&self) -> &str;
+
+    /// The bucket digests of `keyspace`.
+    fn digest(&self, keyspace: &str) -> impl Future<Output = Result<Vec<u64>, String>> + Send;
+
+    /// One page of the peer's (key, hash) pairs of `keyspace` in `buckets` with keys after
+    /// `after`, ascending, and the last key sent when more may follow.
+    fn hashes(
+        &self,
+        keyspace: &str,
+        buckets: &[bool],
+        after: Option<&[u8]>,
+    ) -> impl Future<Output = Result<(Vec<KeyHash>, Option<Vec<u8>>), String>> + Send;
+
+    /// The peer's records of `keys`, in order: at least one key answered when any is asked,
+    /// possibly fewer than asked.
+    fn records(
+        &self,
+        keyspace: &str,
+        keys: &[Vec<u8>],
+    ) -> impl Future<Output = Result<Vec<MaybeRecord>, String>> + Send;
 }
 
-/// [`compare_and_repair`], counting in `deferred` the comparisons in a row that left out a
-/// bucket still changing; at [`MAX_DEFERRALS`] it compares every differing bucket.
-async fn compare_and_repair_deferring(
+impl DigestPeer for Node {
+    fn name(&self) -> &str {
+        self.region()
+    }
+
+    async fn digest(&self, keyspace: &str) -> Result<Vec<u64>, String> {
+        self.digests()
+            .get(keyspace)
+            .ok_or_else(|| format!("no digests of `{keyspace}`"))
+    }
+
+    async fn hashes(
+        &self,
+        keyspace: &str,
+        buckets: &[bool],
+        after: Option<&[u8]>,
+    ) -> Result<(Vec<KeyHash>, Option<Vec<u8>>), String> {
+        let (node, ks, buckets) = (self.clone(), keyspace.to_string(), buckets.to_vec());
+        let after = after.map(<[u8]>::to_vec);
+        blocking(move || hash_page(&node, &ks, &buckets, after.as_deref(), PAGE_BYTES)).await
+    }
+
+    async fn records(&self, keyspace: &str, keys: &[Vec<u8>]) -> Result<Vec<MaybeRecord>, String> {
+        let (node, ks, keys) = (self.clone(), keyspace.to_string(), keys.to_vec());
+        blocking(move || records_of(&node, &ks, &keys, PAGE_BYTES)).await
+    }
+}
+
+/// A peer reached over the replication API, asked as `node` (its authorization header).
+pub struct HttpPeer {
+    node: Node,
+    client: reqwest::Client,
+    url: String,
+}
+
+impl HttpPeer {
+    /// The peer at base URL `url`, asked through `client` as `node`.
+    pub fn new(node: Node, client: reqwest::Client, url: impl Into<String>) -> HttpPeer {
+        HttpPeer {
+            node,
+            client,
+            url: url.into(),
+        }
+    }
+
+    /// Sends `req` as this node's replication identity: the decoded postcard body and the
+    /// [`MORE_HEADER`], if any.
+    async fn send<T: serde::de::DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<(T, Option<String>), String> {
+        let (client, req) = req
+            .header("authorization", super::auth_header(&self.node))
+            .build_split();
+        let req = req.map_err(|e| e.to_string())?;
+        let url = req.url().to_string();
+        let resp = client
+            .execute(req)
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !resp.status().is_success() {
+            return Err(format!("{url} answered {}", resp.status()));
+        }
+        let more = resp
+            .headers()
+            .get(MORE_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
+        let value = postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))?;
+        Ok((value, more))
+    }
+}
+
+impl DigestPeer for HttpPeer {
+    fn name(&self) -> &str {
+        &self.url
+    }
+
+    async fn digest(&self, keyspace: &str) -> Result<Vec<u64>, String> {
+        let url = format!("{}/v1/repl/digest/{keyspace}", self.url);
+        Ok(self.send(self.client.get(url)).await?.0)
+    }
+
+    async fn hashes(
+        &self,
+        keyspace: &str,
+        buckets: &[bool],
+        after: Option<&[u8]>,
+    ) -> Result<(Vec<KeyHash>, Option<Vec<u8>>), String> {
+        let list: Vec<String> = (0..BUCKETS)
+            .filter(|b| buckets.get(*b) == Some(&true))
+            .map(|b| b.to_string())
+            .collect();
+        let query = after
+            .map(|a| format!("?after={}", URL_SAFE_NO_PAD.encode(a)))
+            .unwrap_or_default();
+        let url = format!(
+            "{}/v1/repl/hashes/{keyspace}/{}{query}",
+            self.url,
+            list.join(",")
+        );
+        let (page, more) = self.send(self.client.get(url)).await?;
+        let more = more
+            .map(|m| URL_SAFE_NO_PAD.decode(m.as_bytes()))
+            .transpose()
+            .map_err(|e| format!("{}: the page position is not base64url: {e}", self.url))?;
+        Ok((page, more))
+    }
+
+    async fn records(&self, keyspace: &str, keys: &[Vec<u8>]) -> Result<Vec<MaybeRecord>, String> {
+        let body = postcard::to_stdvec(keys).map_err(|e| e.to_string())?;
+        let url = format!("{}/v1/repl/records/{keyspace}", self.url);
+        Ok(self.send(self.client.post(url).body(body)).await?.0)
+    }
+}
+
+/// Compares every digested keyspace with `peer` and, in the buckets that differ and have
+/// settled ([`buckets_to_compare`], a second look `settle` after the first), merges in the
+/// peer's records that are missing here or hash differently. `deferred` counts the comparisons
+/// with this peer in a row that left out a bucket still changing; at [`MAX_DEFERRALS`] it
+/// compares every differing bucket. Returns how many records changed here.
+pub async fn compare_and_repair<P: DigestPeer>(
     node: &Node,
-    client: &reqwest::Client,
-    url: &str,
+    peer: &P,
+    settle: std::time::Duration,
     deferred: &mut u32,
 ) -> Result<usize, String> {
     let mut repaired = 0;
@@ -513,8 +649,7 @@ async fn compare_and_repair_deferring(
         .map(|k| k.name.clone())
         .collect();
     let look = |ks: String| async move {
-        let (theirs, _): (Vec<u64>, _) =
-            send(node, client.get(format!("{url}/v1/repl/digest/{ks}"))).await?;
+        let theirs = peer.digest(&ks).await?;
         let ours = node
             .digests()
             .get(&ks)
@@ -534,7 +669,7 @@ async fn compare_and_repair_deferring(
         *deferred = 0;
         return Ok(0);
     }
-    tokio::time::sleep(SETTLE).await;
+    tokio::time::sleep(settle).await;
     let all = *deferred >= MAX_DEFERRALS;
     let mut left_out = false;
     for (ks, (first_theirs, first_ours)) in first {
@@ -545,38 +680,21 @@ async fn compare_and_repair_deferring(
             metrics::digest_deferred(&ks, deferred_here);
             left_out = true;
         }
-        let differing: Vec<String> = (0..BUCKETS)
-            .filter(|b| wanted[*b])
-            .map(|b| b.to_string())
-            .collect();
-        if differing.is_empty() {
+        let buckets = wanted.iter().filter(|w| **w).count();
+        if buckets == 0 {
             continue;
         }
-        let list = differing.join(",");
         let mut n = 0;
-        let mut after: Option<String> = None;
+        let mut after: Option<Vec<u8>> = None;
         for _ in 0..MAX_PAGES {
-            let query = after
-                .as_ref()
-                .map(|a| format!("?after={a}"))
-                .unwrap_or_default();
-            let (page, more): (Vec<KeyHash>, _) = send(
-                node,
-                client.get(format!("{url}/v1/repl/hashes/{ks}/{list}{query}")),
-            )
-            .await?;
-            let from = after
-                .as_deref()
-                .map(|a| URL_SAFE_NO_PAD.decode(a.as_bytes()))
-                .transpose()
-                .map_err(|e| format!("{url}: the page position is not base64url: {e}"))?;
+            let (page, more) = peer.hashes(&ks, &wanted, after.as_deref()).await?;
             let compared = page.len() as u64;
             let (nn, name, buckets) = (node.clone(), ks.clone(), wanted.clone());
             let keys =
-                blocking(move || differing_keys(&nn, &name, &buckets, from.as_deref(), &page))
+                blocking(move || differing_keys(&nn, &name, &buckets, after.as_deref(), &page))
                     .await?;
             metrics::digest_page(&ks, compared, keys.len() as u64);
-            n += fetch_and_merge(node, client, url, &ks, keys).await?;
+            n += fetch_and_merge(node, peer, &ks, keys).await?;
             match more {
                 Some(m) => after = Some(m),
                 None => break,
@@ -584,7 +702,7 @@ async fn compare_and_repair_deferring(
         }
         if n > 0 {
             metrics::digest_repairs(&ks, n as u64);
-            tracing::warn!(keyspace = %ks, buckets = differing.len(), records = n, "digest comparison repaired divergent records");
+            tracing::warn!(keyspace = %ks, peer = peer.name(), buckets, records = n, "digest comparison repaired divergent records");
         }
         repaired += n;
     }
@@ -595,10 +713,9 @@ async fn compare_and_repair_deferring(
 /// Fetches the peer's records of `keys` (data keys of `ks`) and merges them in, in requests of
 /// at most [`RECORDS_PER_REQUEST`] keys and [`REQUEST_KEY_BYTES`] of them (at least one key).
 /// Returns how many records changed here.
-async fn fetch_and_merge(
+async fn fetch_and_merge<P: DigestPeer>(
     node: &Node,
-    client: &reqwest::Client,
-    url: &str,
+    peer: &P,
     ks: &str,
     keys: Vec<Vec<u8>>,
 ) -> Result<usize, String> {
@@ -616,14 +733,11 @@ async fn fetch_and_merge(
             .count()
             .max(1);
         let ask = &rest[..fit];
-        let body = postcard::to_stdvec(ask).map_err(|e| e.to_string())?;
-        let req = client
-            .post(format!("{url}/v1/repl/records/{ks}"))
-            .body(body);
-        let (rows, _): (Vec<MaybeRecord>, _) = send(node, req).await?;
+        let rows = peer.records(ks, ask).await?;
         if rows.is_empty() || rows.len() > ask.len() {
             return Err(format!(
-                "{url} answered {} records for {} keys",
+                "{} answered {} records for {} keys",
+                peer.name(),
                 rows.len(),
                 ask.len()
             ));
@@ -636,34 +750,6 @@ async fn fetch_and_merge(
         changed += merge_rows(node, ks, present).await?;
     }
     Ok(changed)
-}
-
-/// Sends `req` as this node's replication identity: the decoded postcard body and the
-/// [`MORE_HEADER`], if any.
-async fn send<T: serde::de::DeserializeOwned>(
-    node: &Node,
-    req: reqwest::RequestBuilder,
-) -> Result<(T, Option<String>), String> {
-    let (client, req) = req
-        .header("authorization", super::auth_header(node))
-        .build_split();
-    let req = req.map_err(|e| e.to_string())?;
-    let url = req.url().to_string();
-    let resp = client
-        .execute(req)
-        .await
-        .map_err(|e| format!("{url}: {e}"))?;
-    if !resp.status().is_success() {
-        return Err(format!("{url} answered {}", resp.status()));
-    }
-    let more = resp
-        .headers()
-        .get(MORE_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
-    let value = postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))?;
-    Ok((value, more))
 }
 
 /// Merges a peer's records `rows` (data keys of `ks`) into this node's; returns how many changed
@@ -746,14 +832,18 @@ pub async fn run(node: Node, every: std::time::Duration) {
     if peers.is_empty() {
         return;
     }
+    let peers: Vec<(String, HttpPeer)> = peers
+        .into_iter()
+        .map(|(name, url)| (name, HttpPeer::new(node.clone(), client.clone(), url)))
+        .collect();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     let mut deferred = vec![0u32; peers.len()];
-    for (i, (peer, url)) in peers.iter().enumerate().cycle() {
+    for (i, (name, peer)) in peers.iter().enumerate().cycle() {
         tick.tick().await;
-        if let Err(e) = compare_and_repair_deferring(&node, &client, url, &mut deferred[i]).await {
-            tracing::debug!(%peer, error = %e, "digest comparison skipped");
+        if let Err(e) = compare_and_repair(&node, peer, SETTLE, &mut deferred[i]).await {
+            tracing::debug!(peer = %name, error = %e, "digest comparison skipped");
         }
     }
 }
