@@ -72,6 +72,11 @@ pub fn parse_oplog_key(k: &[u8]) -> Option<(&str, u64)> {
 /// `Table::Meta` prefix of the register tombstones awaiting collection: `tomb/<data key>`.
 pub const TOMB_PREFIX: &[u8] = b"tomb/";
 
+/// `Table::Meta` prefix of the records a digest repair left dead or expiring before it could
+/// tell which op to index them by: `reanchor/<data key>`, holding the record's ETag then (see
+/// `crate::repl::gc`).
+pub const REANCHOR_PREFIX: &[u8] = b"reanchor/";
+
 /// `Table::Meta` prefix of the expiry index: `exp/` + expiry (big-endian) + kind + table key.
 pub const EXPIRY_PREFIX: &[u8] = b"exp/";
 

@@ -60,16 +60,16 @@ pub enum Error {
 pub struct Background {
     /// Opens the connections of the replication links. Default: [`repl::dial::TcpDialer`].
     pub dialer: Arc<dyn repl::dial::Dialer>,
-    /// Whether digest anti-entropy runs (it reaches peers with its own HTTP client over TCP).
-    /// Default: true.
-    pub digest_repair: bool,
+    /// How often digest anti-entropy compares with one peer in turn (over connections from
+    /// `dialer`); `None` turns it off. Default: [`repl::DIGEST_INTERVAL`].
+    pub digest_every: Option<std::time::Duration>,
 }
 
 impl Default for Background {
     fn default() -> Self {
         Background {
             dialer: Arc::new(repl::dial::TcpDialer),
-            digest_repair: true,
+            digest_every: Some(repl::DIGEST_INTERVAL),
         }
     }
 }

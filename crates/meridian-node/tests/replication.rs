@@ -642,9 +642,10 @@ async fn digest_comparison_repairs_silent_divergence() {
     let us_url = w.nodes["us-east-1"].base.clone();
     let started = std::time::Instant::now();
     let repair = |node: &meridian_node::Node, url: &str| {
+        let dialer = std::sync::Arc::new(meridian_node::repl::dial::TcpDialer);
         let (node, peer) = (
             node.clone(),
-            HttpPeer::new(node.clone(), c.clone(), url.to_string()),
+            HttpPeer::new(node.clone(), dialer, url).unwrap(),
         );
         async move {
             compare_and_repair(&node, &peer, SETTLE, &mut 0)

@@ -21,6 +21,7 @@
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use axum::body::Bytes;
@@ -29,10 +30,17 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper::header::{AUTHORIZATION, HOST};
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
 use meridian_core::config::{Keyspace, Replication, Topology};
 use meridian_core::record::Record;
 use meridian_store::{KeyValue, Store, Table, Txn};
 
+use super::dial::Dialer;
+use super::pull::{LinkTask, Target};
 use crate::error::ApiError;
 use crate::state::Node;
 use crate::{keys, metrics};
@@ -540,49 +548,117 @@ impl DigestPeer for Node {
     }
 }
 
-/// A peer reached over the replication API, asked as `node` (its authorization header).
+/// How long [`HttpPeer`] waits for an answer, and then for its body.
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// A peer reached over the replication API, asked as `node` (its authorization header), over
+/// one HTTP/1.1 connection from a [`Dialer`] kept between requests and opened again after a
+/// failure.
 pub struct HttpPeer {
     node: Node,
-    client: reqwest::Client,
+    dialer: Arc<dyn Dialer>,
+    target: Target,
     url: String,
+    conn: tokio::sync::Mutex<Option<Connection>>,
+}
+
+/// An open connection to a peer: its request sender and the task that drives it.
+struct Connection {
+    sender: SendRequest<Full<Bytes>>,
+    _driver: LinkTask,
 }
 
 impl HttpPeer {
-    /// The peer at base URL `url`, asked through `client` as `node`.
-    pub fn new(node: Node, client: reqwest::Client, url: impl Into<String>) -> HttpPeer {
-        HttpPeer {
+    /// The peer at base URL `url` (`http://host[:port][/path]`), reached through `dialer` as
+    /// `node`; an error says why the URL is not one.
+    pub fn new(node: Node, dialer: Arc<dyn Dialer>, url: &str) -> Result<HttpPeer, String> {
+        Ok(HttpPeer {
             node,
-            client,
-            url: url.into(),
-        }
+            dialer,
+            target: Target::parse(url)?,
+            url: url.trim_end_matches('/').to_string(),
+            conn: tokio::sync::Mutex::new(None),
+        })
     }
 
-    /// Sends `req` as this node's replication identity: the decoded postcard body and the
-    /// [`MORE_HEADER`], if any.
+    /// Sends `method` `path` (under the peer's base path) with `body` as this node's
+    /// replication identity; answers the decoded postcard body and the [`MORE_HEADER`], if
+    /// any. A failed connection is dropped, and the next request opens another.
     async fn send<T: serde::de::DeserializeOwned>(
         &self,
-        req: reqwest::RequestBuilder,
+        method: Method,
+        path: &str,
+        body: Vec<u8>,
     ) -> Result<(T, Option<String>), String> {
-        let (client, req) = req
-            .header("authorization", super::auth_header(&self.node))
-            .build_split();
-        let req = req.map_err(|e| e.to_string())?;
-        let url = req.url().to_string();
-        let resp = client
-            .execute(req)
-            .await
+        let url = format!("{}{path}", self.url);
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("{}{path}", self.target.base_path))
+            .header(HOST, &self.target.authority)
+            .header(AUTHORIZATION, super::auth_header(&self.node))
+            .body(Full::new(Bytes::from(body)))
             .map_err(|e| format!("{url}: {e}"))?;
-        if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()));
+        let mut conn = self.conn.lock().await;
+        let answer = async {
+            let usable = match conn.as_mut() {
+                Some(c) => c.sender.ready().await.is_ok(),
+                None => false,
+            };
+            if !usable {
+                *conn = Some(self.connect().await?);
+            }
+            let open = conn.as_mut().ok_or("no connection")?;
+            let resp = open
+                .sender
+                .send_request(req)
+                .await
+                .map_err(|e| e.to_string())?;
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            Ok::<_, String>((parts, body))
+        };
+        let (parts, body) = match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
+            Ok(Ok(answer)) => answer,
+            Ok(Err(e)) => {
+                *conn = None;
+                return Err(format!("{url}: {e}"));
+            }
+            Err(_) => {
+                *conn = None;
+                return Err(format!("{url}: no answer within {REQUEST_TIMEOUT:?}"));
+            }
+        };
+        drop(conn);
+        if !parts.status.is_success() {
+            return Err(format!("{url} answered {}", parts.status));
         }
-        let more = resp
-            .headers()
+        let more = parts
+            .headers
             .get(MORE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let body = resp.bytes().await.map_err(|e| format!("{url}: {e}"))?;
         let value = postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))?;
         Ok((value, more))
+    }
+
+    /// A new connection to the peer.
+    async fn connect(&self) -> Result<Connection, String> {
+        let io = self
+            .dialer
+            .dial(&self.target.authority)
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| format!("connect: {e}"))?;
+        let driver = LinkTask(tokio::spawn(async move {
+            // A failed connection shows in the next request's answer.
+            let _ = conn.await;
+        }));
+        Ok(Connection {
+            sender,
+            _driver: driver,
+        })
     }
 }
 
@@ -592,8 +668,8 @@ impl DigestPeer for HttpPeer {
     }
 
     async fn digest(&self, keyspace: &str) -> Result<Vec<u64>, String> {
-        let url = format!("{}/v1/repl/digest/{keyspace}", self.url);
-        Ok(self.send(self.client.get(url)).await?.0)
+        let path = format!("/v1/repl/digest/{keyspace}");
+        Ok(self.send(Method::GET, &path, Vec::new()).await?.0)
     }
 
     async fn hashes(
@@ -609,12 +685,8 @@ impl DigestPeer for HttpPeer {
         let query = after
             .map(|a| format!("?after={}", URL_SAFE_NO_PAD.encode(a)))
             .unwrap_or_default();
-        let url = format!(
-            "{}/v1/repl/hashes/{keyspace}/{}{query}",
-            self.url,
-            list.join(",")
-        );
-        let (page, more) = self.send(self.client.get(url)).await?;
+        let path = format!("/v1/repl/hashes/{keyspace}/{}{query}", list.join(","));
+        let (page, more) = self.send(Method::GET, &path, Vec::new()).await?;
         let more = more
             .map(|m| URL_SAFE_NO_PAD.decode(m.as_bytes()))
             .transpose()
@@ -624,8 +696,8 @@ impl DigestPeer for HttpPeer {
 
     async fn records(&self, keyspace: &str, keys: &[Vec<u8>]) -> Result<Vec<MaybeRecord>, String> {
         let body = postcard::to_stdvec(keys).map_err(|e| e.to_string())?;
-        let url = format!("{}/v1/repl/records/{keyspace}", self.url);
-        Ok(self.send(self.client.post(url).body(body)).await?.0)
+        let path = format!("/v1/repl/records/{keyspace}");
+        Ok(self.send(Method::POST, &path, body).await?.0)
     }
 }
 
@@ -760,7 +832,10 @@ async fn fetch_and_merge<P: DigestPeer>(
 ///
 /// A record the merge leaves deleted, or with an expiry, is indexed for collection or the
 /// sweep like one a replicated op writes ([`repair_anchor`]), so a repair never leaves a dead
-/// record behind for good.
+/// record behind for good. When that op is not known yet, the record waits in the
+/// `reanchor/` index until it is ([`super::gc`] resolves it): the op that gave the record its
+/// version may have been applied here already, with the record left live by an older change
+/// it lacked — the repair brings that change, and the op is not coming again.
 async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
     let ks = ks.to_string();
     let now = node.now();
@@ -789,11 +864,11 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
             };
             if let Some((record, encoded)) = merged {
                 digests.put(txn, &k, stored.as_deref(), &encoded);
-                if let Some((origin, seq)) = repair_anchor(&here, &record) {
-                    super::gc::index_tombstone(txn, &k, &record, &origin, seq);
-                    if let Some(exp) = record.expires {
-                        crate::expiry::index(txn, &k, exp, seq);
+                match repair_anchor(&here, &record) {
+                    Some((origin, seq)) => {
+                        super::gc::index_repaired(txn, &k, &record, &origin, seq)
                     }
+                    None => super::gc::reanchor_later(txn, &k, &record),
                 }
                 changed += 1;
             }
@@ -806,36 +881,41 @@ async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize,
 
 /// The op a repaired record is indexed by for collection (see `gc`): one at or after the op
 /// of `record.version.origin` that gave it its version, which the tombstone rule then waits
-/// for every region to have applied. Known when this region made that write (its last op),
-/// or when the origin's confirmed watermark is past the version's time (the origin's op is
-/// among those applied here). `None` otherwise: that op is still to arrive here, and applying
-/// it indexes the record then; and for a reset (no origin region).
-fn repair_anchor(node: &Node, record: &Record) -> Option<(String, u64)> {
+/// for every region to have applied (after which no region can make a write older than the
+/// version). Known when this region made that write (its last op), or when the origin's
+/// confirmed watermark is past the version's time (the origin's op is among those applied
+/// here). A reset (no origin region) needs no such wait — every region's watermark was past
+/// its expiry before it was made, so no write older than it can be made any more — and is
+/// indexed by this region's last op. `None` otherwise, until the watermark passes (see
+/// [`super::gc::reanchor_later`]).
+pub(super) fn repair_anchor(node: &Node, record: &Record) -> Option<(String, u64)> {
     let origin = record.version.origin.as_str();
-    if origin == node.region() {
-        return Some((origin.to_string(), node.last_seq()));
+    if origin == node.region() || origin.is_empty() {
+        return Some((node.region().to_string(), node.last_seq()));
     }
     let confirmed = node.watermarks().confirmed(origin)?;
     (record.version.ts < confirmed)
         .then(|| (origin.to_string(), node.applied().borrow().get(origin)))
 }
 
-/// Every `every`, compares with one peer (in turn) and repairs; runs until dropped.
-pub async fn run(node: Node, every: std::time::Duration) {
-    let Ok(client) = reqwest::Client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-    else {
-        return;
-    };
-    let peers = super::peer_urls(&node);
+/// Every `every`, compares with one peer (in turn, over connections from `dialer`) and
+/// repairs; runs until dropped. A peer whose URL is not plain HTTP is left out, with a warning.
+pub async fn run(node: Node, every: std::time::Duration, dialer: Arc<dyn Dialer>) {
+    let peers: Vec<(String, HttpPeer)> = super::peer_urls(&node)
+        .into_iter()
+        .filter_map(
+            |(name, url)| match HttpPeer::new(node.clone(), Arc::clone(&dialer), &url) {
+                Ok(peer) => Some((name, peer)),
+                Err(e) => {
+                    tracing::warn!(peer = %name, error = %e, "no digest comparison with this peer");
+                    None
+                }
+            },
+        )
+        .collect();
     if peers.is_empty() {
         return;
     }
-    let peers: Vec<(String, HttpPeer)> = peers
-        .into_iter()
-        .map(|(name, url)| (name, HttpPeer::new(node.clone(), client.clone(), url)))
-        .collect();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
@@ -1119,12 +1199,14 @@ mod tests {
     /// A record a repair deletes, or gives an expiry, is indexed for collection and the sweep
     /// by an op known to be at or after the write that gave it its version: this region's last
     /// one when it made that write, the origin's applied ops once its watermark is past the
-    /// write; not before (applying the origin's op indexes it then).
+    /// write; not before — it is noted, and the next collection pass indexes it once the
+    /// watermark has passed (its op may have been applied here already, and not come again).
+    /// A reset is indexed at once.
     #[tokio::test]
     async fn a_record_a_repair_deletes_or_gives_an_expiry_is_indexed() {
         use meridian_core::hlc::Timestamp;
         use meridian_core::record::{Record, Value};
-        let node = node_with_keys(4).await;
+        let node = node_with_keys(5).await;
         let dk = |i: usize| keys::data_key("rep", &format!("k{i:03}"));
         let record = |i: usize| {
             let bytes = node.store().get(Table::Data, &dk(i)).expect("get");
@@ -1159,6 +1241,9 @@ mod tests {
             !tombstoned(1),
             "b's delete is not known to be applied here yet"
         );
+        let note = [keys::REANCHOR_PREFIX, &dk(1)].concat();
+        let noted = || node.store().get(Table::Meta, &note).expect("get").is_some();
+        assert!(noted(), "noted until it is known");
 
         let (_, late) = newer(2, "b", true);
         let mark = super::super::watermark::Mark {
@@ -1170,6 +1255,16 @@ mod tests {
         assert_eq!(node.watermarks().cutoff(&["b"], &applied), Some(mark.at));
         assert_eq!(merge(vec![(dk(2), late)]).await.expect("merge"), 1);
         assert!(tombstoned(2), "b's watermark is past its delete");
+        super::super::gc::collect(&node).await.expect("collect");
+        assert!(
+            tombstoned(1) && !noted(),
+            "the pass after the watermark indexes what was noted"
+        );
+
+        let (key, mut reset) = newer(4, "", true);
+        reset.expires = None;
+        assert_eq!(merge(vec![(key, reset)]).await.expect("merge"), 1);
+        assert!(tombstoned(4), "a reset is indexed at once");
 
         let (key, mut expiring) = newer(3, "a", false);
         let at = Timestamp(expiring.version.ts.0 + 1_000_000);

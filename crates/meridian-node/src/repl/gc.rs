@@ -80,6 +80,80 @@ pub(crate) fn index_tombstone(
     }
 }
 
+/// Indexes a record a digest repair merged, by op `seq` of `origin` (see
+/// `super::digest::repair_anchor`): for collection if it is deleted, for the sweep if it
+/// expires.
+pub(crate) fn index_repaired(
+    txn: &mut Txn<'_>,
+    data_key: &[u8],
+    record: &Record,
+    origin: &str,
+    seq: u64,
+) {
+    index_tombstone(txn, data_key, record, origin, seq);
+    if let Some(exp) = record.expires {
+        crate::expiry::index(txn, data_key, exp, seq);
+    }
+}
+
+/// Notes a record a digest repair merged, deleted or expiring, whose op to index it by is not
+/// known yet; [`reanchor`] indexes it once it is.
+pub(crate) fn reanchor_later(txn: &mut Txn<'_>, data_key: &[u8], record: &Record) {
+    if record.value.is_empty() || record.expires.is_some() {
+        let key = [keys::REANCHOR_PREFIX, data_key].concat();
+        txn.put(Table::Meta, &key, record.version.etag().as_bytes());
+    }
+}
+
+/// Indexes the records [`reanchor_later`] noted whose op is now known (the origin's confirmed
+/// watermark is past their version: that op is applied here, at or before the origin's
+/// applied sequence), unless the record is already indexed under its version (applying the
+/// op did it); drops the notes of records written or collected since (a later write indexes
+/// itself). Returns how many notes it resolved.
+async fn reanchor(node: &Node) -> Result<usize, String> {
+    let pending = node
+        .store()
+        .scan(Table::Meta, keys::REANCHOR_PREFIX, None, PASS_LIMIT)
+        .map_err(|e| e.to_string())?;
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    let n = node.clone();
+    node.store()
+        .transact(move |txn| {
+            let mut resolved = 0;
+            for (note, etag) in pending {
+                let data_key = &note[keys::REANCHOR_PREFIX.len()..];
+                let record = txn
+                    .get(Table::Data, data_key)?
+                    .and_then(|b| Record::decode(&b).ok())
+                    .filter(|r| r.version.etag().as_bytes() == etag.as_slice());
+                let Some(record) = record else {
+                    txn.delete(Table::Meta, &note);
+                    resolved += 1;
+                    continue;
+                };
+                let Some((origin, seq)) = super::digest::repair_anchor(&n, &record) else {
+                    continue;
+                };
+                let tomb = [keys::TOMB_PREFIX, data_key].concat();
+                let indexed = txn
+                    .get(Table::Meta, &tomb)?
+                    .and_then(|b| postcard::from_bytes::<Tombstone>(&b).ok())
+                    .is_some_and(|t| t.etag.as_bytes() == etag.as_slice());
+                if !indexed {
+                    index_repaired(txn, data_key, &record, &origin, seq);
+                }
+                txn.delete(Table::Meta, &note);
+                resolved += 1;
+            }
+            Ok::<_, meridian_store::Error>(resolved)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+}
+
 /// Indexes a record that has just expired, in the expiry sweep's transaction; `seq` is the op
 /// that wrote its version. A register — an expiry is a delete at a known instant — goes to the
 /// tombstone rule; any other type waits for its reset (see the module documentation).
@@ -154,6 +228,7 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
             .await
             .map_err(|e| e.to_string())?;
     }
+    reanchor(node).await?;
     // What waits, read first so it is counted also while nothing can be collected.
     let tombstones = node
         .store()

@@ -51,7 +51,7 @@ pub(crate) fn auth_header(node: &Node) -> String {
 }
 
 /// Starts a link to every peer region, dialing through `background.dialer`, and the digest
-/// comparison when `background.digest_repair` says so; the tasks run until aborted.
+/// comparison as often as `background.digest_every` says; the tasks run until aborted.
 pub fn start(node: &Node, background: &crate::Background) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks: Vec<_> = peer_urls(node)
         .into_iter()
@@ -60,8 +60,9 @@ pub fn start(node: &Node, background: &crate::Background) -> Vec<tokio::task::Jo
             tokio::spawn(pull::run(node.clone(), peer, url, dialer))
         })
         .collect();
-    if background.digest_repair {
-        tasks.push(tokio::spawn(digest::run(node.clone(), DIGEST_INTERVAL)));
+    if let Some(every) = background.digest_every {
+        let dialer = std::sync::Arc::clone(&background.dialer);
+        tasks.push(tokio::spawn(digest::run(node.clone(), every, dialer)));
     }
     tasks
 }

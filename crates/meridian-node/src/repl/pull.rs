@@ -57,14 +57,14 @@ pub(crate) async fn run(node: Node, peer: String, url: String, dialer: Arc<dyn D
 }
 
 /// Where a peer's base URL points: `host:port` to dial and the path the API is under.
-struct Target {
-    authority: String,
-    base_path: String,
+pub(super) struct Target {
+    pub(super) authority: String,
+    pub(super) base_path: String,
 }
 
 impl Target {
     /// Parses `http://host[:port][/path]`; the port defaults to 80. Links speak plain HTTP/1.1.
-    fn parse(url: &str) -> Result<Target, String> {
+    pub(super) fn parse(url: &str) -> Result<Target, String> {
         let uri: Uri = url
             .parse()
             .map_err(|e| format!("peer URL `{url}` is invalid: {e}"))?;
@@ -83,7 +83,7 @@ impl Target {
 
 /// A task that ends with the link (the connection's driver, the frame reader): aborted when
 /// the link's attempt returns.
-struct LinkTask(tokio::task::JoinHandle<()>);
+pub(super) struct LinkTask(pub(super) tokio::task::JoinHandle<()>);
 
 impl Drop for LinkTask {
     fn drop(&mut self) {
