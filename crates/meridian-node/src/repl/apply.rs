@@ -128,6 +128,12 @@ fn apply_in_txn(
         });
         metrics::repl_applied();
     }
+    // A write made here after a restart must still be stamped after every write applied here
+    // (a region that applied a delete and then collected it must not write the key under an
+    // older version): the HLC restarts from what is stored, so store what it has seen.
+    if !out.changes.is_empty() {
+        crate::write::store_hlc(txn, node.with_hlc(|hlc, _| hlc.last()));
+    }
     out
 }
 
@@ -259,6 +265,48 @@ mod tests {
     use crate::input::WriteHeaders;
     use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put, sample};
     use crate::write::write;
+
+    /// A node stamps its writes after every write it applied, also once restarted: the HLC it
+    /// observed while applying is stored with the batch. `a`'s clock runs 500 ms ahead of
+    /// `b`'s; after `b` applies `a`'s write and restarts, its next write is stamped later.
+    #[tokio::test]
+    async fn a_restarted_node_stamps_its_writes_after_what_it_applied() {
+        let t0 = 1_700_000_000_000;
+        let (at_a, at_b) = (
+            Arc::new(AtomicU64::new(t0 + 500)),
+            Arc::new(AtomicU64::new(t0)),
+        );
+        let (a, b) = (node(TOPOLOGY, "a", &at_a), node(TOPOLOGY, "b", &at_b));
+        let theirs = write(&a, put(&a, "rep", "k", WriteHeaders::default()))
+            .await
+            .expect("write");
+        crate::repl::exchange(&a, &b, 10).await.expect("exchange");
+        let restarted = crate::Node::new(
+            Arc::new(b.topology().clone()),
+            "b",
+            b.store().clone(),
+            Arc::new(crate::testing::FakeClock(at_b.clone())),
+            crate::NodeConfig::default(),
+        )
+        .expect("restart");
+        drop(b);
+        let ours = write(
+            &restarted,
+            put(&restarted, "rep", "other", WriteHeaders::default()),
+        )
+        .await
+        .expect("write");
+        let version = |w: &crate::write::Written| {
+            meridian_core::version::Version::parse_etag(w.outcome.etag.as_deref().expect("etag"))
+                .expect("etag")
+        };
+        assert!(
+            version(&ours).ts > version(&theirs).ts,
+            "{:?} must come after {:?}",
+            version(&ours),
+            version(&theirs)
+        );
+    }
 
     /// The delay metric measures from the write's HLC time at its origin to the durable apply
     /// here: a write made at T and applied at T + 120 ms lands in the (110, 120] ms bucket.
