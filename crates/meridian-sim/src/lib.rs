@@ -1027,45 +1027,15 @@ impl Sim {
         Err("digest comparisons kept repairing after the heal".into())
     }
 
-    /// Damages up to three registers of the stopped region `i` in place: the value loses its
-    /// last byte under the same version (still a value, and ordered below the true one, so
-    /// merging the true one mends it). Keys of `reg` and `orders` only, each at most once a
-    /// run. Not counters, sets or maps: a change made on a damaged one (an increment, a
-    /// remove, a delete) carries the damage to every region as a write, which is no longer a
-    /// divergence a comparison can see.
+    /// Damages up to three registers of the stopped region `i` ([`damage_registers`]). Not
+    /// counters, sets or maps: a change made on a damaged one (an increment, a remove, a
+    /// delete) carries the damage to every region as a write, which is no longer a divergence
+    /// a comparison can see.
     fn damage(&mut self, i: usize) -> Result<(), String> {
         let store = self.replicas[i].store.clone();
-        let mut candidates = Vec::new();
-        for ks in ["reg", "orders"] {
-            let prefix = keys::data_key(ks, "");
-            store
-                .scan_each(Table::Data, &prefix, None, |k, v| {
-                    if !self.damaged.contains(k)
-                        && let Ok(record) = Record::decode(v)
-                        && let Some(damaged) = damaged(&record)
-                    {
-                        candidates.push((k.to_vec(), damaged));
-                    }
-                    std::ops::ControlFlow::Continue(())
-                })
-                .map_err(|e| e.to_string())?;
-        }
-        for _ in 0..3 {
-            if candidates.is_empty() {
-                break;
-            }
-            let (key, record) = candidates.swap_remove(self.rng.random_range(0..candidates.len()));
-            let bytes = record.encode();
-            let k = key.clone();
-            store
-                .transact_blocking(move |txn| txn.put(Table::Data, &k, &bytes))
-                .map_err(|e| e.to_string())?;
-            self.note(format!(
-                "{}: damaged {}",
-                self.name(i),
-                String::from_utf8_lossy(&key).replace('\0', "/")
-            ));
-            self.damaged.insert(key);
+        for key in damage_registers(&store, &mut self.rng, &mut self.damaged, 3)? {
+            let line = format!("{}: damaged {key}", self.name(i));
+            self.note(line);
         }
         Ok(())
     }
@@ -1420,9 +1390,52 @@ impl Sim {
     }
 }
 
-/// `record` damaged as [`Sim::damage`] says, or `None` when it is not a register with a
-/// value of two bytes or more.
-fn damaged(record: &Record) -> Option<Record> {
+/// Damages up to `most` registers of keyspaces `reg` and `orders` in `store` (of a stopped
+/// node) in place: each value loses its last byte under the same version — still a value, and
+/// ordered below the true one, so merging the true one from another region mends it, as bit
+/// rot or a bad restore would need. Keys in `damaged` are left alone and the ones damaged are
+/// added to it (a key damaged once a run, another region still holds what it lost). Returns
+/// the damaged keys as `keyspace/key`.
+///
+/// # Errors
+/// When the store fails to read or write.
+pub fn damage_registers(
+    store: &Store,
+    rng: &mut StdRng,
+    damaged: &mut BTreeSet<Vec<u8>>,
+    most: usize,
+) -> Result<Vec<String>, String> {
+    let mut candidates = Vec::new();
+    for ks in ["reg", "orders"] {
+        let prefix = keys::data_key(ks, "");
+        store
+            .scan_each(Table::Data, &prefix, None, |k, v| {
+                if !damaged.contains(k)
+                    && let Ok(record) = Record::decode(v)
+                    && let Some(cut) = cut_short(&record)
+                {
+                    candidates.push((k.to_vec(), cut));
+                }
+                std::ops::ControlFlow::Continue(())
+            })
+            .map_err(|e| e.to_string())?;
+    }
+    let mut done = Vec::new();
+    while done.len() < most && !candidates.is_empty() {
+        let (key, record) = candidates.swap_remove(rng.random_range(0..candidates.len()));
+        let (k, bytes) = (key.clone(), record.encode());
+        store
+            .transact_blocking(move |txn| txn.put(Table::Data, &k, &bytes))
+            .map_err(|e| e.to_string())?;
+        done.push(String::from_utf8_lossy(&key).replace('\0', "/"));
+        damaged.insert(key);
+    }
+    Ok(done)
+}
+
+/// `record` with its register's value one byte shorter, or `None` when it is not a register
+/// with a value of two bytes or more.
+fn cut_short(record: &Record) -> Option<Record> {
     let mut record = record.clone();
     let Value::Register(r) = &mut record.value else {
         return None;

@@ -34,7 +34,7 @@
 //! `MERIDIAN_TURMOIL_SEEDS=<count>` runs a longer batch, `MERIDIAN_TURMOIL_TRACE=1` prints a
 //! failing run's whole trace.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -53,7 +53,9 @@ use meridian_core::op::Op;
 use meridian_node::clock::Clock;
 use meridian_node::repl::dial::{Conn, Dialer};
 use meridian_node::{Background, Node, NodeConfig};
-use meridian_sim::{Acknowledged, Checked, EU, History, MAX_SKEW_MS, REGIONS, State};
+use meridian_sim::{
+    Acknowledged, Checked, EU, History, MAX_SKEW_MS, REGIONS, State, damage_registers,
+};
 use meridian_store::{Store, StoreOptions, Table};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 use rand::rngs::StdRng;
@@ -473,6 +475,8 @@ struct Ran {
     writes: usize,
     sync_acknowledged: usize,
     faults: usize,
+    /// Registers damaged in stopped hosts' stores.
+    damaged: usize,
     converged_after: Duration,
 }
 
@@ -549,6 +553,7 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
 
     let max_down = n / 2;
     let mut down: Vec<&'static str> = Vec::new();
+    let mut damaged = BTreeSet::new();
     let mut faults = 0;
     let mut next_fault = Duration::from_millis(500);
     loop {
@@ -593,9 +598,27 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
                     format!("crash {ra}")
                 }
                 86..100 if !down.is_empty() => {
-                    let r = down.remove(rng.random_range(0..down.len()));
+                    let i = rng.random_range(0..down.len());
+                    let r = down.remove(i);
+                    let at = regions
+                        .iter()
+                        .position(|x| *x == r)
+                        .ok_or_else(|| fail(format!("{r} is not a region"), &shared))?;
+                    let hurt = if rng.random_bool(0.5) {
+                        damage_registers(&stores[at], &mut rng, &mut damaged, 3)
+                            .map_err(|e| fail(e, &shared))?
+                    } else {
+                        Vec::new()
+                    };
                     sim.bounce(r);
-                    format!("restart {r}")
+                    if hurt.is_empty() {
+                        format!("restart {r}")
+                    } else {
+                        format!(
+                            "restart {r}, damaged while it was down: {}",
+                            hurt.join(", ")
+                        )
+                    }
                 }
                 _ if !down.contains(&ra) => {
                     sim.bounce(ra);
@@ -666,6 +689,7 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
         writes: s.history.writes(),
         sync_acknowledged: s.sync_acknowledged.len(),
         faults,
+        damaged: damaged.len(),
         converged_after,
     })
 }
@@ -758,6 +782,7 @@ fn batch(regions: usize) {
     let (seeds, budget) = seeds(regions);
     let started = Instant::now();
     let (mut ran, mut writes, mut sync_acknowledged, mut faults) = (0, 0, 0, 0);
+    let mut damaged = 0;
     for seed in seeds {
         if ran > 0 && budget.is_some_and(|b| started.elapsed() > b) {
             break;
@@ -768,6 +793,7 @@ fn batch(regions: usize) {
                 writes += r.writes;
                 sync_acknowledged += r.sync_acknowledged;
                 faults += r.faults;
+                damaged += r.damaged;
                 eprintln!(
                     "seed {seed}: {} writes acknowledged, {} sync, {} faults, converged at {:?}",
                     r.writes, r.sync_acknowledged, r.faults, r.converged_after
@@ -799,8 +825,12 @@ fn batch(regions: usize) {
         compared > 0.0,
         "digest comparisons must walk differing buckets"
     );
+    assert!(
+        ran < 10 || damaged > 0,
+        "the batch must damage registers for digest comparison to mend"
+    );
     eprintln!(
-        "{ran} turmoil seeds of {regions} regions passed in {:?}: {writes} writes acknowledged ({sync_acknowledged} sync), {faults} faults; digest comparisons so far (both batches): {compared} keys compared, {repaired} records repaired",
+        "{ran} turmoil seeds of {regions} regions passed in {:?}: {writes} writes acknowledged ({sync_acknowledged} sync), {faults} faults, {damaged} registers damaged; digest comparisons so far (both batches): {compared} keys compared, {repaired} records repaired",
         started.elapsed()
     );
 }
