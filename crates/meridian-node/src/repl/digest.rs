@@ -30,7 +30,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use http_body_util::{BodyExt, Full};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Method, Request};
@@ -614,7 +614,11 @@ impl HttpPeer {
                 .await
                 .map_err(|e| e.to_string())?;
             let (parts, body) = resp.into_parts();
-            let body = body.collect().await.map_err(|e| e.to_string())?.to_bytes();
+            let body = Limited::new(body, self.answer_limit())
+                .collect()
+                .await
+                .map_err(|e| e.to_string())?
+                .to_bytes();
             Ok::<_, String>((parts, body))
         };
         let (parts, body) = match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
@@ -639,6 +643,13 @@ impl HttpPeer {
             .map(str::to_string);
         let value = postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))?;
         Ok((value, more))
+    }
+
+    /// The most bytes an answer may have: a page, and the one record (of the largest value
+    /// and key the topology allows, with its metadata) that may take it past the page.
+    fn answer_limit(&self) -> usize {
+        let limits = &self.node.topology().limits;
+        PAGE_BYTES + limits.max_value_bytes + limits.max_key_bytes + 64 * 1024
     }
 
     /// A new connection to the peer.
@@ -1278,6 +1289,39 @@ mod tests {
                 .is_some(),
             "the repaired expiry is swept"
         );
+    }
+
+    /// An answer larger than a page and a record can be is refused, not read into memory
+    /// whole; the connection is dropped and the next request opens another.
+    #[tokio::test]
+    async fn an_oversized_answer_is_refused() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let node = node_with_keys(1).await;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let peer = super::HttpPeer::new(
+            node.clone(),
+            Arc::new(super::super::dial::TcpDialer),
+            &format!("http://{addr}"),
+        )
+        .expect("peer");
+        let too_big = peer.answer_limit() + 1;
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.expect("accept");
+            let mut request = [0u8; 4096];
+            let _ = s.read(&mut request).await.expect("read");
+            let head = format!("HTTP/1.1 200 OK\r\ncontent-length: {too_big}\r\n\r\n");
+            s.write_all(head.as_bytes()).await.expect("head");
+            // The client stops reading at its limit and closes: a write may then fail.
+            let _ = s.write_all(&vec![0u8; too_big]).await;
+        });
+        let err = super::DigestPeer::digest(&peer, "rep")
+            .await
+            .expect_err("refused");
+        assert!(err.contains("length limit"), "{err}");
+        server.await.expect("server");
     }
 
     /// A peer's dead register missing here is not stored (it may be one this node collected);
