@@ -109,49 +109,57 @@ pub(crate) fn reanchor_later(txn: &mut Txn<'_>, data_key: &[u8], record: &Record
 /// watermark is past their version: that op is applied here, at or before the origin's
 /// applied sequence), unless the record is already indexed under its version (applying the
 /// op did it); drops the notes of records written or collected since (a later write indexes
-/// itself). Returns how many notes it resolved.
-async fn reanchor(node: &Node) -> Result<usize, String> {
+/// itself). In transactions of at most [`CHUNK`] notes.
+async fn reanchor(node: &Node) -> Result<(), String> {
     let pending = node
         .store()
         .scan(Table::Meta, keys::REANCHOR_PREFIX, None, PASS_LIMIT)
         .map_err(|e| e.to_string())?;
-    if pending.is_empty() {
-        return Ok(0);
-    }
-    let n = node.clone();
-    node.store()
-        .transact(move |txn| {
-            let mut resolved = 0;
-            for (note, etag) in pending {
-                let data_key = &note[keys::REANCHOR_PREFIX.len()..];
-                let record = txn
-                    .get(Table::Data, data_key)?
-                    .and_then(|b| Record::decode(&b).ok())
-                    .filter(|r| r.version.etag().as_bytes() == etag.as_slice());
-                let Some(record) = record else {
-                    txn.delete(Table::Meta, &note);
-                    resolved += 1;
-                    continue;
-                };
-                let Some((origin, seq)) = super::digest::repair_anchor(&n, &record) else {
-                    continue;
-                };
-                let tomb = [keys::TOMB_PREFIX, data_key].concat();
-                let indexed = txn
-                    .get(Table::Meta, &tomb)?
-                    .and_then(|b| postcard::from_bytes::<Tombstone>(&b).ok())
-                    .is_some_and(|t| t.etag.as_bytes() == etag.as_slice());
-                if !indexed {
-                    index_repaired(txn, data_key, &record, &origin, seq);
+    for chunk in pending.chunks(CHUNK) {
+        let (n, chunk) = (node.clone(), chunk.to_vec());
+        node.store()
+            .transact(move |txn| {
+                for (note, etag) in chunk {
+                    reanchor_one(&n, txn, &note, &etag)?;
                 }
-                txn.delete(Table::Meta, &note);
-                resolved += 1;
-            }
-            Ok::<_, meridian_store::Error>(resolved)
-        })
-        .await
-        .map_err(|e| e.to_string())?
-        .map_err(|e| e.to_string())
+                Ok::<_, meridian_store::Error>(())
+            })
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+/// Resolves one note of [`reanchor`]: `note` is its key, `etag` the version it was noted at.
+fn reanchor_one(
+    node: &Node,
+    txn: &mut Txn<'_>,
+    note: &[u8],
+    etag: &[u8],
+) -> Result<(), meridian_store::Error> {
+    let data_key = &note[keys::REANCHOR_PREFIX.len()..];
+    let record = txn
+        .get(Table::Data, data_key)?
+        .and_then(|b| Record::decode(&b).ok())
+        .filter(|r| r.version.etag().as_bytes() == etag);
+    let Some(record) = record else {
+        txn.delete(Table::Meta, note);
+        return Ok(());
+    };
+    let Some((origin, seq)) = super::digest::repair_anchor(node, &record) else {
+        return Ok(());
+    };
+    let tomb = [keys::TOMB_PREFIX, data_key].concat();
+    let indexed = txn
+        .get(Table::Meta, &tomb)?
+        .and_then(|b| postcard::from_bytes::<Tombstone>(&b).ok())
+        .is_some_and(|t| t.etag.as_bytes() == etag);
+    if !indexed {
+        index_repaired(txn, data_key, &record, &origin, seq);
+    }
+    txn.delete(Table::Meta, note);
+    Ok(())
 }
 
 /// Indexes a record that has just expired, in the expiry sweep's transaction; `seq` is the op
