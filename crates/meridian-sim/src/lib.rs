@@ -968,8 +968,8 @@ impl Sim {
     }
 
     /// `to` compares digests with `from` and merges in what differs, unless either is down or
-    /// the link is cut either way (a comparison is requests and their answers). No second look
-    /// after a wait: nothing changes between the two in a simulation.
+    /// the link is cut either way (a comparison is requests and their answers). The second
+    /// look at the digests follows the first at once: nothing changes between the two here.
     async fn repair(&mut self, from: usize, to: usize) -> Result<usize, String> {
         if self.cut.contains(&(from, to)) || self.cut.contains(&(to, from)) {
             return Ok(0);
