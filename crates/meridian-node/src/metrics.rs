@@ -52,6 +52,8 @@ pub const CONFLICTS: &str = "meridian_conflicts_total";
 /// Sync writes answered `quorum_unavailable`, by keyspace.
 pub const QUORUM_TIMEOUTS: &str = "meridian_quorum_timeouts_total";
 /// Remote timestamps further ahead of this node's clock than the allowed offset, by origin.
+/// Counted, not refused: the HLC still moves past them, so this node's later writes are
+/// ordered after what it applied.
 pub const CLOCK_SKEW: &str = "meridian_clock_skew_rejections_total";
 /// Records repaired by digest comparison, by keyspace.
 pub const DIGEST_REPAIRS: &str = "meridian_repl_digest_repairs_total";
