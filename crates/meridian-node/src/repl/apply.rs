@@ -270,14 +270,14 @@ mod tests {
     use crate::testing::{TWO_REGIONS as TOPOLOGY, node, put, sample};
     use crate::write::write;
 
-    /// A node stamps its writes after every write it applied, also once restarted: the HLC it
-    /// observed while applying is stored with the batch. `a`'s clock runs 500 ms ahead of
-    /// `b`'s; after `b` applies `a`'s write and restarts, its next write is stamped later.
-    #[tokio::test]
-    async fn a_restarted_node_stamps_its_writes_after_what_it_applied() {
+    /// Node `b` (its clock, at T) after applying `a`'s write (returned), made with `a`'s clock
+    /// `ahead_ms` ahead of `b`'s.
+    async fn applied_from_ahead(
+        ahead_ms: u64,
+    ) -> (crate::Node, Arc<AtomicU64>, crate::write::Written) {
         let t0 = 1_700_000_000_000;
         let (at_a, at_b) = (
-            Arc::new(AtomicU64::new(t0 + 500)),
+            Arc::new(AtomicU64::new(t0 + ahead_ms)),
             Arc::new(AtomicU64::new(t0)),
         );
         let (a, b) = (node(TOPOLOGY, "a", &at_a), node(TOPOLOGY, "b", &at_b));
@@ -285,6 +285,29 @@ mod tests {
             .await
             .expect("write");
         crate::repl::exchange(&a, &b, 10).await.expect("exchange");
+        (b, at_b, theirs)
+    }
+
+    /// Asserts that write `ours` is stamped after write `theirs`.
+    fn assert_stamped_after(ours: &crate::write::Written, theirs: &crate::write::Written) {
+        let version = |w: &crate::write::Written| {
+            meridian_core::version::Version::parse_etag(w.outcome.etag.as_deref().expect("etag"))
+                .expect("etag")
+        };
+        assert!(
+            version(ours).ts > version(theirs).ts,
+            "{:?} must come after {:?}",
+            version(ours),
+            version(theirs)
+        );
+    }
+
+    /// A node stamps its writes after every write it applied, also once restarted: the HLC it
+    /// observed while applying is stored with the batch. `a`'s clock runs 500 ms ahead of
+    /// `b`'s; after `b` applies `a`'s write and restarts, its next write is stamped later.
+    #[tokio::test]
+    async fn a_restarted_node_stamps_its_writes_after_what_it_applied() {
+        let (b, at_b, theirs) = applied_from_ahead(500).await;
         let restarted = crate::Node::new(
             Arc::new(b.topology().clone()),
             "b",
@@ -300,45 +323,18 @@ mod tests {
         )
         .await
         .expect("write");
-        let version = |w: &crate::write::Written| {
-            meridian_core::version::Version::parse_etag(w.outcome.etag.as_deref().expect("etag"))
-                .expect("etag")
-        };
-        assert!(
-            version(&ours).ts > version(&theirs).ts,
-            "{:?} must come after {:?}",
-            version(&ours),
-            version(&theirs)
-        );
+        assert_stamped_after(&ours, &theirs);
     }
 
     /// A write applied from a clock further ahead than the allowed offset still orders what
     /// this node writes next: `a` runs 1.5 s ahead of `b` (the offset allows 1 s).
     #[tokio::test]
     async fn a_write_from_a_clock_too_far_ahead_still_orders_the_next_one() {
-        let t0 = 1_700_000_000_000;
-        let (at_a, at_b) = (
-            Arc::new(AtomicU64::new(t0 + 1_500)),
-            Arc::new(AtomicU64::new(t0)),
-        );
-        let (a, b) = (node(TOPOLOGY, "a", &at_a), node(TOPOLOGY, "b", &at_b));
-        let theirs = write(&a, put(&a, "rep", "k", WriteHeaders::default()))
-            .await
-            .expect("write");
-        crate::repl::exchange(&a, &b, 10).await.expect("exchange");
+        let (b, _, theirs) = applied_from_ahead(1_500).await;
         let ours = write(&b, put(&b, "rep", "other", WriteHeaders::default()))
             .await
             .expect("write");
-        let version = |w: &crate::write::Written| {
-            meridian_core::version::Version::parse_etag(w.outcome.etag.as_deref().expect("etag"))
-                .expect("etag")
-        };
-        assert!(
-            version(&ours).ts > version(&theirs).ts,
-            "{:?} must come after {:?}",
-            version(&ours),
-            version(&theirs)
-        );
+        assert_stamped_after(&ours, &theirs);
     }
 
     /// The delay metric measures from the write's HLC time at its origin to the durable apply
