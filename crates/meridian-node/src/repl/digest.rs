@@ -343,10 +343,7 @@ pub(crate) async fn digest(
     let run = async {
         super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks)?;
-        let d = node
-            .digests()
-            .get(&ks)
-            .ok_or_else(|| ApiError::internal(format!("no digests of `{ks}`")))?;
+        let d = node.digest(&ks).await.map_err(ApiError::internal)?;
         Ok::<_, ApiError>(octets(
             postcard::to_stdvec(&d).map_err(|e| ApiError::internal(e.to_string()))?,
         ))
@@ -733,10 +730,7 @@ pub async fn compare_and_repair<P: DigestPeer>(
         .collect();
     let look = |ks: String| async move {
         let theirs = peer.digest(&ks).await?;
-        let ours = node
-            .digests()
-            .get(&ks)
-            .ok_or_else(|| format!("no digests of `{ks}`"))?;
+        let ours = DigestPeer::digest(node, &ks).await?;
         Ok::<_, String>((theirs, ours))
     };
     // Keyspaces equal at the first look need no second one: in a quiet cluster a comparison
