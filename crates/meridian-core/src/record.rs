@@ -155,19 +155,7 @@ impl Record {
                 ),
             });
         }
-        let (record, rest) =
-            postcard::take_from_bytes::<Record>(body).map_err(|e| Error::Decode {
-                message: format!("format {FORMAT_V1} record is malformed: {e}"),
-            })?;
-        if !rest.is_empty() {
-            return Err(Error::Decode {
-                message: format!(
-                    "{} unexpected bytes after a format {FORMAT_V1} record",
-                    rest.len()
-                ),
-            });
-        }
-        Ok(record)
+        crate::wire::from_postcard_exact(body, &format!("format {FORMAT_V1} record"))
     }
 }
 

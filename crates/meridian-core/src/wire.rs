@@ -137,6 +137,24 @@ impl Frame {
     }
 }
 
+/// Decodes one postcard value that must fill `bytes` exactly: input with bytes left over after
+/// the value is refused, as a truncated one is, so two different inputs never decode to the same
+/// value. `what` names the input in the error.
+pub fn from_postcard_exact<'a, T: Deserialize<'a>>(
+    bytes: &'a [u8],
+    what: &str,
+) -> Result<T, Error> {
+    let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode {
+        message: format!("{what}: {e}"),
+    })?;
+    if !rest.is_empty() {
+        return Err(Error::Decode {
+            message: format!("{what}: {} unexpected bytes after the value", rest.len()),
+        });
+    }
+    Ok(value)
+}
+
 /// Encodes an op-log entry body for the store.
 pub fn encode_log_body(body: &LogBody) -> Vec<u8> {
     let mut out = vec![LOG_FORMAT_V1];
@@ -148,9 +166,7 @@ pub fn encode_log_body(body: &LogBody) -> Vec<u8> {
 /// Decodes an op-log entry body; refuses unknown format bytes.
 pub fn decode_log_body(bytes: &[u8]) -> Result<LogBody, Error> {
     match bytes.split_first() {
-        Some((&LOG_FORMAT_V1, rest)) => postcard::from_bytes(rest).map_err(|e| Error::Decode {
-            message: format!("op-log entry: {e}"),
-        }),
+        Some((&LOG_FORMAT_V1, rest)) => from_postcard_exact(rest, "op-log entry"),
         Some((v, _)) => Err(Error::Decode {
             message: format!("op-log entry format {v}; this build reads format {LOG_FORMAT_V1}"),
         }),
@@ -227,11 +243,7 @@ impl FrameDecoder {
             return Ok(None);
         };
         match plain.split_first() {
-            Some((0, rest)) => postcard::from_bytes(rest)
-                .map(|m| Some(Frame::V1(m)))
-                .map_err(|e| Error::Decode {
-                    message: format!("frame: {e}"),
-                }),
+            Some((0, rest)) => from_postcard_exact(rest, "frame").map(|m| Some(Frame::V1(m))),
             Some((1, rest)) => self.v2.decode(rest, false).map(|m| Some(Frame::V2(m))),
             Some((2, rest)) => self.v2.decode(rest, true).map(|m| Some(Frame::V3(m))),
             Some((v, _)) => Err(Error::Decode {
@@ -420,6 +432,31 @@ mod tests {
         let mut d = FrameDecoder::default();
         d.push(&[0, 0, 0, 8, 1, 0xff, 0xff, 0xff, 0x7f, 1, 2, 3, 4]);
         assert!(d.next_frame().is_err(), "lying decompressed size");
+    }
+
+    /// A version 1 frame or an op-log entry with a byte after its value is refused: the same
+    /// message must not arrive as two different byte strings.
+    #[test]
+    fn bytes_after_a_value_are_refused() {
+        let Frame::V1(m) = sample() else {
+            unreachable!("sample is a version 1 frame")
+        };
+        let mut plain = postcard::to_extend(&m, vec![0]).expect("encode");
+        plain.push(0);
+        let mut framed = (plain.len() as u32).to_be_bytes().to_vec();
+        framed.push(0);
+        framed.extend(&plain);
+        let mut d = FrameDecoder::default();
+        d.push(&framed);
+        let err = d.next_frame().expect_err("trailing byte").to_string();
+        assert!(err.contains("1 unexpected bytes"), "{err}");
+
+        let mut entry = encode_log_body(&LogBody::Skip {
+            allowed: vec!["a".into()],
+        });
+        entry.extend([1, 2]);
+        let err = decode_log_body(&entry).expect_err("trailing").to_string();
+        assert!(err.contains("op-log entry: 2 unexpected bytes"), "{err}");
     }
 
     /// A watermark travels on version 3 streams; the same bytes under a version 2 header are

@@ -751,6 +751,11 @@ async fn digest_comparison_repairs_silent_divergence() {
     let r = records(vec![0xff; 3]).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert_eq!(error_of(r).await.0, "bad_keys");
+    let mut trailing = postcard::to_stdvec(&[b"reg\0k".to_vec()]).unwrap();
+    trailing.push(0);
+    let r = records(trailing).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(error_of(r).await.0, "bad_keys");
     let many = vec![b"reg\0k".to_vec(); meridian_node::repl::digest::RECORDS_PER_REQUEST + 1];
     let r = records(postcard::to_stdvec(&many).unwrap()).await.unwrap();
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);

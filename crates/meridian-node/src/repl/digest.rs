@@ -37,6 +37,7 @@ use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
 use meridian_core::config::{Keyspace, Replication, Topology};
 use meridian_core::record::Record;
+use meridian_core::wire::from_postcard_exact;
 use meridian_store::{KeyValue, Store, Table, Txn};
 
 use super::dial::Dialer;
@@ -433,7 +434,7 @@ pub(crate) async fn records(
             "a postcard list of at most {RECORDS_PER_REQUEST} data keys of the keyspace, as the \
              hashes endpoint names them"
         );
-        let wanted: Vec<Vec<u8>> = postcard::from_bytes(&body).map_err(|e| {
+        let wanted: Vec<Vec<u8>> = from_postcard_exact(&body, "keys").map_err(|e| {
             ApiError::bad_request(
                 "bad_keys",
                 format!("the body is not a list of keys: {e}"),
@@ -638,7 +639,7 @@ impl HttpPeer {
             .get(MORE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let value = postcard::from_bytes(&body).map_err(|e| format!("{url}: {e}"))?;
+        let value = from_postcard_exact(&body, "answer").map_err(|e| format!("{url}: {e}"))?;
         Ok((value, more))
     }
 
