@@ -305,7 +305,10 @@ fn a_flushed_table_is_synced_while_fjall_writes_it() {
             .expect("write");
     }
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    while store.stats().writeback_syncs < 4 {
+    // One sync at least: how many 1 MiB steps the thread sees depends on how fast fjall writes
+    // the table (an optimized build writes it in a few of the thread's looks); the steps
+    // themselves are writeback's own test.
+    while store.stats().writeback_syncs < 1 {
         assert!(
             std::time::Instant::now() < deadline,
             "no table was synced while written: {:?}",
