@@ -32,6 +32,9 @@ const FLUSH_BYTES: u64 = 8 << 20;
 const WORKERS: usize = 4;
 
 pub(crate) struct Disk {
+    /// Frees what the trees let go of off their locks (`None` if no thread could start).
+    /// First, so it stops before the database closes.
+    _reclaim: Option<crate::reclaim::Reclaimer>,
     db: Database,
     keyspaces: [Keyspace; 4],
     /// Syncs table files as fjall writes them (`None` where the OS offers no inotify, or
@@ -82,6 +85,7 @@ impl Disk {
             open(Table::Meta)?,
         ];
         Ok(Disk {
+            _reclaim: crate::reclaim::Reclaimer::start(&keyspaces),
             #[cfg(target_os = "linux")]
             writeback: start_writeback(&keyspaces),
             db,

@@ -15,6 +15,7 @@ mod error;
 #[cfg(target_os = "linux")]
 mod mounts;
 mod overlay;
+mod reclaim;
 mod store;
 mod txn;
 #[cfg(target_os = "linux")]
