@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
@@ -218,7 +218,11 @@ async fn accept_loop(
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().writev(false);
+    builder
+        .http1()
+        .writev(false)
+        .timer(TokioTimer::new())
+        .header_read_timeout(edge.options().client_header_timeout);
     let builder = std::sync::Arc::new(builder);
     let tls = edge
         .options()

@@ -40,6 +40,11 @@ pub struct EdgeOptions {
     pub seed: u64,
     /// How long to wait for a backend's response head. Default: 30s.
     pub upstream_timeout: Duration,
+    /// How long an HTTP/1 client has to send a request's head, from when the connection is
+    /// ready for it (accepted, or its previous response sent); past it the connection is
+    /// closed, so idle or slow clients cannot hold connections open (haproxy's
+    /// `timeout http-request`, nginx's `client_header_timeout`). Default: 30s.
+    pub client_header_timeout: Duration,
     /// Largest request body buffered so the request can be retried or replayed; larger bodies
     /// stream through and are sent once. Default: 1 MiB.
     pub replay_limit: usize,
@@ -64,6 +69,7 @@ impl EdgeOptions {
             secret: None,
             seed: 0,
             upstream_timeout: Duration::from_secs(30),
+            client_header_timeout: Duration::from_secs(30),
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,

@@ -190,15 +190,15 @@ async fn world(extra: &str, secret: bool) -> World {
 }
 
 async fn world_with(extra: &str, secret: bool, tls: Option<Arc<rustls::ServerConfig>>) -> World {
-    world_full(extra, secret, tls, None).await
+    world_tuned(extra, secret, |o| o.tls = tls).await
 }
 
-async fn world_full(
-    extra: &str,
-    secret: bool,
-    tls: Option<Arc<rustls::ServerConfig>>,
-    geoip: Option<Arc<meridian_edge::geo::GeoIp>>,
-) -> World {
+async fn world_geo(extra: &str, geoip: meridian_edge::geo::GeoIp) -> World {
+    world_tuned(extra, false, |o| o.geoip = Some(Arc::new(geoip))).await
+}
+
+/// Three upstream regions behind edge `e1`, whose options `tune` sets past the defaults.
+async fn world_tuned(extra: &str, secret: bool, tune: impl FnOnce(&mut EdgeOptions)) -> World {
     let ups = vec![
         Upstream::start("a").await,
         Upstream::start("b").await,
@@ -212,11 +212,10 @@ async fn world_full(
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let mut opts = EdgeOptions::new("e1");
     opts.seed = 7;
-    opts.tls = tls;
-    opts.geoip = geoip;
     if secret {
         opts.secret = Some(SECRET.to_string());
     }
+    tune(&mut opts);
     let edge = Edge::new(topo, opts).unwrap();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(meridian_edge::serve(edge.clone(), l, a, async move {
@@ -692,6 +691,52 @@ async fn serves_http2_with_prior_knowledge() {
     assert_eq!(&body[..], b"a:");
 }
 
+/// A client that does not finish a request's head within `client_header_timeout`, or stays
+/// idle that long after a response, has its connection closed; one that does is served.
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limit = Duration::from_millis(300);
+    let w = world_tuned(FAILOVER, false, |o| o.client_header_timeout = limit).await;
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    // Reads until the edge closes the connection; what it read and when the close came.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got));
+        assert!(read.await.is_ok(), "still open after 5 s: {got:?}");
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    slow.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .unwrap();
+    let (_, after) = until_closed(&mut slow).await;
+    assert!(
+        after >= limit - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+
+    let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /idle HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (answer, after) = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.ends_with("a:"),
+        "the whole response came first: {answer}"
+    );
+    assert!(
+        after >= limit - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn terminates_tls_from_pem_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -937,7 +982,7 @@ async fn geoip_locates_clients_for_the_geo_policy() {
         Default::default()
     );
     let extra = "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"c\"\ndefault = \"a\"\n";
-    let w = world_full(extra, false, None, Some(Arc::new(geo))).await;
+    let w = world_geo(extra, geo).await;
     let c = client();
     let via = |ip: &'static str| {
         c.get(format!("{}/g", w.proxy))
@@ -964,7 +1009,7 @@ async fn geoip_locates_clients_for_the_geo_policy() {
 async fn a_policy_tree_keeps_clients_inside_their_pool() {
     let extra = "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"bc\"\ndefault = \"a\"\n\
                  [routing.pool.bc]\nmembers = [\"b\", \"c\"]\npolicy = \"failover\"\n";
-    let mut w = world_full(extra, false, None, Some(Arc::new(tiny_geoip()))).await;
+    let mut w = world_geo(extra, tiny_geoip()).await;
     let c = client();
     let region_for = |ip: &'static str| {
         let req = c
