@@ -86,7 +86,7 @@ async fn start_node(
     let base = format!("http://{}", listener.local_addr().expect("addr"));
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(async move {
-        let _ = meridian_node::serve(node, listener, async {
+        meridian_node::serve(node, listener, async {
             let _ = rx.await;
         })
         .await;

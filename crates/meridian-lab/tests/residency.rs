@@ -69,7 +69,7 @@ async fn start(
     .expect("node");
     let (stop, rx) = tokio::sync::oneshot::channel::<()>();
     let done = tokio::spawn(async move {
-        let _ = meridian_node::serve(node, listener, async {
+        meridian_node::serve(node, listener, async {
             let _ = rx.await;
         })
         .await;

@@ -30,6 +30,10 @@ pub use state::{Node, NodeConfig};
 pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the TTL sweeper reclaims expired records.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
+/// How long an HTTP/1 client has to send a request's head, counted from the accept or from its
+/// previous response, before its connection is closed. Longer than [`repl::DIGEST_INTERVAL`],
+/// so a peer's kept digest connection is never closed between two comparisons.
+pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -45,17 +49,10 @@ pub enum Error {
     /// The store failed to open or read.
     #[error(transparent)]
     Store(#[from] meridian_store::Error),
-    /// The listener could not be bound or failed.
-    #[error("HTTP listener on {addr}: {source}")]
-    Listen {
-        /// The address.
-        addr: String,
-        /// The OS error.
-        source: std::io::Error,
-    },
 }
 
-/// What a serving node's background work needs from its surroundings.
+/// What a serving node needs from its surroundings: for its background work, and for its
+/// clients.
 #[derive(Clone)]
 pub struct Background {
     /// Opens the connections of the replication links. Default: [`repl::dial::TcpDialer`].
@@ -63,6 +60,10 @@ pub struct Background {
     /// How often digest anti-entropy compares with one peer in turn (over connections from
     /// `dialer`); `None` turns it off. Default: [`repl::DIGEST_INTERVAL`].
     pub digest_every: Option<std::time::Duration>,
+    /// How long an HTTP/1 client has to send each request's head (from the accept, or from
+    /// its previous response) before its connection is closed, so idle and slow clients do
+    /// not hold connections open. Default: [`CLIENT_HEADER_TIMEOUT`].
+    pub client_header_timeout: Duration,
 }
 
 impl Default for Background {
@@ -70,6 +71,7 @@ impl Default for Background {
         Background {
             dialer: Arc::new(repl::dial::TcpDialer),
             digest_every: Some(repl::DIGEST_INTERVAL),
+            client_header_timeout: CLIENT_HEADER_TIMEOUT,
         }
     }
 }
@@ -93,7 +95,7 @@ pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error> {
+) {
     use axum::serve::ListenerExt as _;
     let listener = listener.tap_io(|stream| {
         if let Err(e) = stream.set_nodelay(true) {
@@ -103,15 +105,14 @@ pub async fn serve(
     serve_on(node, listener, &Background::default(), shutdown).await
 }
 
-/// [`serve`] on any listener axum accepts (a simulated network's, say), with the background
-/// work `background` describes. Stops the background work when serving stops.
+/// [`serve`] on any listener axum accepts (a simulated network's, say), as `background`
+/// describes. Stops the background work when serving stops.
 pub async fn serve_on<L>(
     node: Node,
     listener: L,
     background: &Background,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), Error>
-where
+) where
     L: axum::serve::Listener,
     L::Addr: std::fmt::Debug,
 {
@@ -127,13 +128,51 @@ where
         shutdown.await;
         closing.close();
     };
-    let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
-        .await;
+    accept_loop(listener, app, background.client_header_timeout, shutdown).await;
+    tracing::debug!(%addr, "listener closed");
     for t in tasks {
         t.abort();
     }
-    served.map_err(|source| Error::Listen { addr, source })
+}
+
+/// Serves `app` on every connection `listener` accepts (HTTP/1.1 or HTTP/2) until `shutdown`
+/// completes, then waits for the connections to finish their requests. An HTTP/1 connection
+/// whose next request head does not arrive within `header_timeout` is closed.
+async fn accept_loop<L>(
+    mut listener: L,
+    app: axum::Router,
+    header_timeout: Duration,
+    shutdown: impl Future<Output = ()>,
+) where
+    L: axum::serve::Listener,
+{
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::server::conn::auto;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let io = tokio::select! {
+            (io, _) = listener.accept() => io,
+            () = &mut shutdown => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "client connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
 }
 
 /// Opens the store at `data_dir` and builds the node for `region`.

@@ -11,6 +11,62 @@ async fn json_of(resp: reqwest::Response) -> Value {
     resp.json().await.expect("JSON body")
 }
 
+/// A client that does not finish a request's head within the header timeout, or stays idle
+/// that long after a response, has its connection closed; one that does is served.
+#[tokio::test]
+async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let limit = Duration::from_millis(300);
+    let background = meridian_node::Background {
+        client_header_timeout: limit,
+        digest_every: None,
+        ..meridian_node::Background::default()
+    };
+    let t = TestNode::start_full(None, Some(background)).await;
+    let addr = t
+        .base
+        .strip_prefix("http://")
+        .expect("http base")
+        .to_string();
+    // Reads until the node closes the connection: what it read, and after how long.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
+        let started = Instant::now();
+        let mut got = Vec::new();
+        let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got));
+        assert!(read.await.is_ok(), "still open after 5 s: {got:?}");
+        (
+            String::from_utf8_lossy(&got).into_owned(),
+            started.elapsed(),
+        )
+    }
+
+    let mut slow = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    slow.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n")
+        .await
+        .expect("write");
+    let (_, after) = until_closed(&mut slow).await;
+    assert!(
+        after >= limit - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+
+    let mut idle = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    idle.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let (answer, after) = until_closed(&mut idle).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        after >= limit - Duration::from_millis(50),
+        "closed after {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn register_put_get_replace_delete() {
     let t = TestNode::start().await;

@@ -162,7 +162,7 @@ impl World {
         let listener = bind_retry(&self.addrs[region]).await;
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(async move {
-            let _ = meridian_node::serve(node, listener, async {
+            meridian_node::serve(node, listener, async {
                 let _ = rx.await;
             })
             .await;

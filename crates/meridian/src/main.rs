@@ -782,7 +782,7 @@ async fn serve_region(
         .with_context(|| format!("binding {addr} (is another process listening there?)"))?;
     let bound = listener.local_addr().context("reading the bound address")?;
     tracing::info!(%region, data = %data.display(), "region node listening on http://{bound}");
-    meridian_node::serve(node, listener, shutdown_signal()).await?;
+    meridian_node::serve(node, listener, shutdown_signal()).await;
     tracing::info!(%region, "region node stopped");
     Ok(())
 }

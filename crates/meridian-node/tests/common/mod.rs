@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use meridian_node::{Node, NodeConfig, clock::SystemClock};
+use meridian_node::{Background, Node, NodeConfig, clock::SystemClock};
 use meridian_store::{Store, StoreOptions};
 
 pub const TOPOLOGY: &str = r#"
@@ -85,6 +85,14 @@ impl TestNode {
     }
 
     pub async fn start_with(admin_token: Option<String>) -> TestNode {
+        Self::start_full(admin_token, None).await
+    }
+
+    /// A node served as `background` says; `None` serves it as `meridian region` does.
+    pub async fn start_full(
+        admin_token: Option<String>,
+        background: Option<Background>,
+    ) -> TestNode {
         let topology = meridian_core::config::parse("test.toml", TOPOLOGY).expect("test topology");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
@@ -106,7 +114,11 @@ impl TestNode {
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let n = node.clone();
         let server = tokio::spawn(async move {
-            let _ = meridian_node::serve(n, listener, std::future::pending()).await;
+            let forever = std::future::pending();
+            match background {
+                None => meridian_node::serve(n, listener, forever).await,
+                Some(b) => meridian_node::serve_on(n, listener, &b, forever).await,
+            }
         });
         TestNode {
             base,
