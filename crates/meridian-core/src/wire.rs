@@ -145,7 +145,7 @@ pub fn from_postcard_exact<'a, T: Deserialize<'a>>(
     what: &str,
 ) -> Result<T, Error> {
     let (value, rest) = postcard::take_from_bytes::<T>(bytes).map_err(|e| Error::Decode {
-        message: format!("{what}: {e}"),
+        message: format!("{what} is malformed: {e}"),
     })?;
     if !rest.is_empty() {
         return Err(Error::Decode {
