@@ -78,6 +78,9 @@ pub const STORE_FSYNCS: &str = "meridian_store_fsyncs_total";
 /// Syncs of table files the store made while fjall wrote them (one per 1 MiB), so group
 /// commits do not wait behind a whole table's write-back.
 pub const STORE_WRITEBACK_SYNCS: &str = "meridian_store_writeback_syncs_total";
+/// Flushed memtables and superseded versions the store freed on its own thread, off the lock
+/// every write takes.
+pub const STORE_RECLAIMED: &str = "meridian_store_reclaimed_total";
 /// Record reads answered from the store's read cache.
 pub const STORE_READ_CACHE_HITS: &str = "meridian_store_read_cache_hits_total";
 /// Record reads that missed the store's read cache and read the engine.
@@ -96,6 +99,7 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_GROUP_COMMITS).absolute(stats.group_commits);
     metrics::counter!(STORE_FSYNCS).absolute(stats.fsyncs);
     metrics::counter!(STORE_WRITEBACK_SYNCS).absolute(stats.writeback_syncs);
+    metrics::counter!(STORE_RECLAIMED).absolute(stats.reclaimed);
     metrics::counter!(STORE_READ_CACHE_HITS).absolute(stats.read_cache_hits);
     metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
     (

@@ -1050,6 +1050,7 @@ async fn health_metrics_and_routing_errors() {
         "meridian_http_request_duration_seconds",
         "meridian_store_fsyncs_total",
         "meridian_store_writeback_syncs_total",
+        "meridian_store_reclaimed_total",
         "meridian_store_commit_seconds_bucket",
     ] {
         assert!(m.contains(name), "metric {name} missing from:\n{m}");

@@ -34,7 +34,7 @@ const WORKERS: usize = 4;
 pub(crate) struct Disk {
     /// Frees what the trees let go of off their locks (`None` if no thread could start).
     /// First, so it stops before the database closes.
-    _reclaim: Option<crate::reclaim::Reclaimer>,
+    reclaim: Option<crate::reclaim::Reclaimer>,
     db: Database,
     keyspaces: [Keyspace; 4],
     /// Syncs table files as fjall writes them (`None` where the OS offers no inotify, or
@@ -85,7 +85,7 @@ impl Disk {
             open(Table::Meta)?,
         ];
         Ok(Disk {
-            _reclaim: crate::reclaim::Reclaimer::start(&keyspaces),
+            reclaim: crate::reclaim::Reclaimer::start(&keyspaces),
             #[cfg(target_os = "linux")]
             writeback: start_writeback(&keyspaces),
             db,
@@ -182,6 +182,14 @@ impl Engine {
             Engine::Disk(disk) => disk.writeback.as_ref().map_or(0, |w| w.syncs()),
             #[cfg(not(target_os = "linux"))]
             Engine::Disk(_) => 0,
+            Engine::Memory(_) => 0,
+        }
+    }
+
+    /// Memtables and versions freed off the trees' locks (0 in memory, or without the thread).
+    pub(crate) fn reclaimed(&self) -> u64 {
+        match self {
+            Engine::Disk(disk) => disk.reclaim.as_ref().map_or(0, |r| r.freed()),
             Engine::Memory(_) => 0,
         }
     }

@@ -18,6 +18,7 @@
 
 use std::any::Any;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
 use std::time::Duration;
@@ -33,6 +34,7 @@ const LOOK: Duration = Duration::from_millis(20);
 /// The running reclaim thread. Dropping it stops the thread, which frees what it still holds,
 /// and waits for it.
 pub(crate) struct Reclaimer {
+    freed: Arc<AtomicU64>,
     stop: Option<mpsc::Sender<()>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -43,13 +45,14 @@ impl Reclaimer {
     pub(crate) fn start(keyspaces: &[Keyspace]) -> Option<Reclaimer> {
         let (stop, stopped) = mpsc::channel();
         let mut trees: Vec<Held> = keyspaces.iter().cloned().map(Held::new).collect();
+        let freed = Arc::new(AtomicU64::new(0));
+        let counted = freed.clone();
         let thread = thread::Builder::new()
             .name("meridian-reclaim".into())
             .spawn(move || {
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(LOOK) {
-                    for held in &mut trees {
-                        held.look();
-                    }
+                    let n: usize = trees.iter_mut().map(Held::look).sum();
+                    counted.fetch_add(n as u64, Ordering::Relaxed);
                 }
             })
             .inspect_err(|e| {
@@ -58,9 +61,17 @@ impl Reclaimer {
             })
             .ok()?;
         Some(Reclaimer {
+            freed,
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl Reclaimer {
+    /// Memtables and versions freed on this thread so far.
+    pub(crate) fn freed(&self) -> u64 {
+        self.freed.load(Ordering::Relaxed)
     }
 }
 

@@ -86,6 +86,9 @@ pub struct StoreStats {
     /// Syncs of table files made while fjall wrote them, one per 1 MiB written, so group
     /// commits do not wait behind a whole table's write-back (0 in memory).
     pub writeback_syncs: u64,
+    /// Flushed memtables and superseded versions of fjall's trees freed on the store's
+    /// reclaim thread rather than under a tree's lock (0 in memory).
+    pub reclaimed: u64,
 }
 
 #[derive(Default)]
@@ -411,6 +414,7 @@ impl Store {
             read_cache_hits: cache.hits,
             read_cache_misses: cache.misses,
             writeback_syncs: self.inner.engine.writeback_syncs(),
+            reclaimed: self.inner.engine.reclaimed(),
         }
     }
 }
