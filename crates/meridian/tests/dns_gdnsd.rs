@@ -163,8 +163,8 @@ default = "us-east"
 
 [health]
 interval = "200ms"
-timeout = "150ms"
-down_after = 2
+timeout = "190ms"
+down_after = 3
 up_after = 1
 
 [[edge]]
@@ -498,9 +498,11 @@ fn same_answers_as_gdnsd() {
     let mut mismatches = compare_geo(gd_port, m_port, "all up", &mut rows);
     mismatches += compare_static(gd_port, m_port, &mut rows);
 
-    // Regions down: meridian's app stand-ins stop answering probes (down after 2 failed 200 ms
-    // probes); gdnsd's datacenters are forced down in admin_state (applied when the file
-    // changes). One at a time, then two at once (the failover goes to the third of the list).
+    // Regions down: meridian's app stand-ins stop answering probes (down after 3 refused 200 ms
+    // probes — three, not two: one CI run saw NODATA for a network whose last live region was
+    // up, most likely two probes of it held up on the loaded machine); gdnsd's datacenters are
+    // forced down in admin_state (applied when the file changes). One at a time, then two at
+    // once (the failover goes to the third of the list).
     let logs = [gd_log.as_path(), m_log.as_path()];
     let scenarios: [&[usize]; 5] = [&[0], &[1], &[2], &[0, 1], &[0, 2]];
     for down in scenarios {
