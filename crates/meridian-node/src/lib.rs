@@ -94,7 +94,7 @@ pub fn start(node: &Node, background: &Background) -> Vec<tokio::task::JoinHandl
 pub async fn serve(
     node: Node,
     listener: tokio::net::TcpListener,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) {
     use axum::serve::ListenerExt as _;
     let listener = listener.tap_io(|stream| {
@@ -111,16 +111,11 @@ pub async fn serve_on<L>(
     node: Node,
     listener: L,
     background: &Background,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) where
     L: axum::serve::Listener,
-    L::Addr: std::fmt::Debug,
 {
     metrics::install();
-    let addr = listener
-        .local_addr()
-        .map(|a| format!("{a:?}"))
-        .unwrap_or_default();
     let tasks = start(&node, background);
     let app = api::router(node.clone());
     let closing = node.clone();
@@ -129,7 +124,6 @@ pub async fn serve_on<L>(
         closing.close();
     };
     accept_loop(listener, app, background.client_header_timeout, shutdown).await;
-    tracing::debug!(%addr, "listener closed");
     for t in tasks {
         t.abort();
     }
