@@ -235,6 +235,66 @@ fn allowed_regions_follow_residency() {
     assert_eq!(t.zone_of("eu-west-1"), Some("eu"));
 }
 
+/// A topology of `regions` (in this order) with `writer = "home"` keyspaces `any_region` and
+/// `us_only` (pinned to the zone `us`), and a multi-writer `multi`.
+fn homed_topology(regions: &[&str]) -> meridian_core::config::Topology {
+    let mut text = String::from(
+        "[cluster]\nname = \"shop\"\n\n[zones]\nus = [\"us-east-1\", \"us-west-2\"]\n",
+    );
+    for (i, r) in regions.iter().enumerate() {
+        text += &format!(
+            "\n[[region]]\nname = \"{r}\"\nnode = \"http://127.0.0.1:{}\"\n",
+            7601 + i
+        );
+    }
+    text += "\n[[keyspace]]\nname = \"any_region\"\ntype = \"register\"\nwriter = \"home\"\n\n\
+             [[keyspace]]\nname = \"us_only\"\ntype = \"register\"\nwriter = \"home\"\nresidency = \"us\"\n\n\
+             [[keyspace]]\nname = \"multi\"\ntype = \"register\"\n";
+    parse("m.toml", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
+const THREE: [&str; 3] = ["us-east-1", "eu-west-1", "us-west-2"];
+
+#[test]
+fn default_home_is_only_for_home_keyspaces_and_spreads_keys() {
+    let t = homed_topology(&THREE);
+    let ks = |n: &str| t.keyspace(n).expect("invariant: defined");
+    assert_eq!(t.default_home(ks("multi"), "k"), None);
+    let mut counts = std::collections::BTreeMap::<&str, usize>::new();
+    for i in 0..3000 {
+        let home = t
+            .default_home(ks("any_region"), &format!("user-{i}"))
+            .unwrap();
+        *counts.entry(home).or_default() += 1;
+    }
+    assert_eq!(counts.len(), 3, "{counts:?}");
+    assert!(
+        counts.values().all(|&n| (850..=1150).contains(&n)),
+        "{counts:?}"
+    );
+}
+
+proptest! {
+    /// Every region computes the same home for a key, whatever the order of `[[region]]`; it is
+    /// one the keyspace may be held in; removing a region moves only the keys that region won.
+    #[test]
+    fn default_home_is_the_same_everywhere_and_stable(key in "\\PC{0,40}") {
+        let t = homed_topology(&THREE);
+        let reordered = homed_topology(&["us-west-2", "us-east-1", "eu-west-1"]);
+        let without_eu = homed_topology(&["us-east-1", "us-west-2"]);
+        for name in ["any_region", "us_only"] {
+            let home = t.default_home(t.keyspace(name).unwrap(), &key).unwrap();
+            let other = reordered.default_home(reordered.keyspace(name).unwrap(), &key).unwrap();
+            prop_assert_eq!(home, other);
+            prop_assert!(t.allowed_regions(t.keyspace(name).unwrap()).contains(&home));
+            let fewer = without_eu.default_home(without_eu.keyspace(name).unwrap(), &key).unwrap();
+            if home != "eu-west-1" {
+                prop_assert_eq!(home, fewer);
+            }
+        }
+    }
+}
+
 // ---- one case per class of mistake ----------------------------------------------------------
 
 #[test]

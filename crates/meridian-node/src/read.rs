@@ -44,8 +44,8 @@ pub fn load(node: &Node, ks: &str, key: &str) -> Result<Option<Record>, ApiError
         .map_err(|e| ApiError::internal(format!("stored record of `{key}` is unreadable: {e}")))
 }
 
-/// The key's home as a write made here would see it (see `write.rs`): the live record's home,
-/// else `Meridian-Home`, else this region.
+/// The key's home as a write made here would see it: the live record's home, else
+/// [`write::new_key_home`], else this region.
 fn key_home(
     node: &Node,
     ks: &Keyspace,
@@ -59,7 +59,8 @@ fn key_home(
     if let Some(home) = stored {
         return Ok(home);
     }
-    Ok(input::home_header(headers, node.topology())?.unwrap_or_else(|| node.region().to_string()))
+    let named = input::home_header(headers, node.topology())?;
+    Ok(write::new_key_home(node, ks, key, named).unwrap_or_else(|| node.region().to_string()))
 }
 
 /// Why a transport failure happened, in a few words, with its causes.

@@ -203,13 +203,7 @@ fn apply_in_txn(
     check_preconditions(&m, live)?;
     let home = live
         .and_then(|r| r.home.clone())
-        .or_else(|| m.headers.home.clone())
-        .or_else(|| {
-            // A key that has a home by policy is homed where it is created, unless told otherwise.
-            let homed = m.keyspace.writer == Writer::Home
-                || matches!(m.keyspace.residency, Some(Residency::HomeZone));
-            homed.then(|| region.clone())
-        });
+        .or_else(|| new_key_home(node, &m.keyspace, &m.key, m.headers.home.clone()));
     check_placement(node, &m.keyspace, home.as_deref())?;
 
     if matches!(m.op, Op::Delete { .. }) && live.is_none() {
@@ -398,6 +392,23 @@ fn check_preconditions(m: &Mutation, live: Option<&Record>) -> Result<(), ApiErr
             }
         }
     }
+}
+
+/// The home of a key with no live record here, as a write made here gives it: `named` (the
+/// request's `Meridian-Home`) when given; else, in a `writer = "home"` keyspace, the
+/// topology's default home of the key (the same in every region, so no two regions take the
+/// same new key); else, in a `home-zone` keyspace, this region; else none.
+pub fn new_key_home(
+    node: &Node,
+    ks: &Keyspace,
+    key: &str,
+    named: Option<String>,
+) -> Option<String> {
+    named
+        .or_else(|| node.topology().default_home(ks, key).map(str::to_string))
+        .or_else(|| {
+            matches!(ks.residency, Some(Residency::HomeZone)).then(|| node.region().to_string())
+        })
 }
 
 /// Refuses a write this region may not take: a `writer = "home"` key homed elsewhere, or a

@@ -220,7 +220,10 @@ async fn conditional_writes_only_on_home_keyspaces() {
         "a refused write changes nothing"
     );
 
-    let url = t.url("/v1/kv/homed/k");
+    let url = t.url(&format!(
+        "/v1/kv/homed/{}",
+        t.key_homed_at("homed", "us-east-1", "k")
+    ));
     let r = t
         .client
         .put(&url)
@@ -818,16 +821,17 @@ async fn sessions_and_consistency() {
 }
 
 /// Strong reads of a `writer = "home"` keyspace are served by the key's home: here when this
-/// region is the home (the stored home, else `Meridian-Home`, else here); a home that cannot be
-/// reached is a 503 naming it, never a local (possibly stale) answer.
+/// region is the home (the stored home, else `Meridian-Home`, else the key's default home); a
+/// home that cannot be reached is a 503 naming it, never a local (possibly stale) answer.
 #[tokio::test]
 async fn strong_reads_are_served_by_the_home() {
     let t = TestNode::start().await;
-    let url = t.url("/v1/kv/homed/h?consistency=strong");
+    let h = t.key_homed_at("homed", "us-east-1", "h");
+    let url = t.url(&format!("/v1/kv/homed/{h}?consistency=strong"));
     let r = t.client.get(&url).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND, "absent, homed here");
     t.client
-        .put(t.url("/v1/kv/homed/h"))
+        .put(t.url(&format!("/v1/kv/homed/{h}")))
         .body("a")
         .send()
         .await
@@ -856,6 +860,16 @@ async fn strong_reads_are_served_by_the_home() {
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(r.headers()["meridian-home"], "eu-west-1");
     assert_eq!(error_code(r).await, "home_unavailable");
+    // No header: an absent key's default home is asked.
+    let away = t.key_homed_at("homed", "eu-west-1", "away");
+    let r = t
+        .client
+        .get(t.url(&format!("/v1/kv/homed/{away}?consistency=strong")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.headers()["meridian-home"], "eu-west-1");
     // Already forwarded once: say where the home is instead of forwarding again.
     let r = t
         .client
@@ -1161,12 +1175,14 @@ async fn openapi_matches_the_router() {
     );
 }
 
-/// A key of a `writer = "home"` keyspace is homed where it was created: a later write naming
-/// another home cannot move it, and the stored home is what later writes are checked against.
+/// A new key of a `writer = "home"` keyspace is homed where `Meridian-Home` says, else at its
+/// default home — the same region whichever region is asked, so no two regions take its first
+/// write; once it exists, its stored home decides and a header naming another cannot move it.
 #[tokio::test]
-async fn home_keys_are_homed_where_created() {
+async fn new_home_keys_go_to_their_default_home_unless_named() {
     let t = TestNode::start().await;
-    let url = t.url("/v1/kv/homed/h");
+    let here = t.key_homed_at("homed", "us-east-1", "h");
+    let url = t.url(&format!("/v1/kv/homed/{here}"));
     assert_eq!(
         t.client.put(&url).body("a").send().await.unwrap().status(),
         StatusCode::CREATED
@@ -1180,11 +1196,39 @@ async fn home_keys_are_homed_where_created() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK, "an existing key keeps its home");
-    let page = t
+    let r = t.client.get(&url).send().await.unwrap();
+    assert_eq!(r.text().await.unwrap(), "b");
+
+    let away = t.key_homed_at("homed", "eu-west-1", "h");
+    let url = t.url(&format!("/v1/kv/homed/{away}"));
+    let r = t
         .client
-        .get(t.url("/v1/kv/homed?values=true"))
+        .put(&url)
+        .header("if-none-match", "*")
+        .body("c")
         .send()
         .await
         .unwrap();
-    assert_eq!(json_of(page).await["items"][0]["value"], json!("b"));
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(r.headers()["meridian-home"], "eu-west-1");
+    assert_eq!(error_code(r).await, "wrong_region");
+    let r = t.client.get(&url).send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::NOT_FOUND,
+        "a refused write changes nothing"
+    );
+    let r = t
+        .client
+        .put(&url)
+        .header("meridian-home", "us-east-1")
+        .body("d")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        StatusCode::CREATED,
+        "a named home wins over the default"
+    );
 }

@@ -891,6 +891,7 @@ async fn writes_are_forwarded_to_the_home_region() {
     let c = &w.client;
     let r = c
         .put(w.url("eu-west-1", "/v1/kv/accounts/alice"))
+        .header("meridian-home", "eu-west-1")
         .body("v1")
         .send()
         .await
@@ -931,6 +932,42 @@ async fn writes_are_forwarded_to_the_home_region() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "no second hop");
+}
+
+/// A create-only write (`If-None-Match: *`) of the same new keys sent to every region at once,
+/// without `Meridian-Home`: each key's first write is taken once, at its default home (the
+/// others are forwarded there and find it taken) — never once per region, as a "homed where
+/// created" rule would let happen while replication lags.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_key_is_created_once_whichever_regions_are_asked() {
+    let w = World::new().await;
+    let regions = ["us-east-1", "eu-west-1", "ap-southeast-1"];
+    for i in 0..12 {
+        let key = format!("/v1/kv/accounts/new-{i}");
+        let tries = regions.map(|region| {
+            w.client
+                .put(w.url(region, &key))
+                .header("if-none-match", "*")
+                .body(region)
+                .send()
+        });
+        let statuses: Vec<StatusCode> = futures_util::future::join_all(tries)
+            .await
+            .into_iter()
+            .map(|r| r.unwrap().status())
+            .collect();
+        let created = statuses
+            .iter()
+            .filter(|s| **s == StatusCode::CREATED)
+            .count();
+        assert_eq!(created, 1, "{key}: {statuses:?}");
+        assert!(
+            statuses
+                .iter()
+                .all(|s| [StatusCode::CREATED, StatusCode::PRECONDITION_FAILED].contains(s)),
+            "{key}: {statuses:?}"
+        );
+    }
 }
 
 /// With every link up, a region's writes reach each peer once — from the region itself, not
@@ -1317,6 +1354,7 @@ async fn strong_reads_are_answered_by_the_home_region() {
     let c = &w.client;
     let put = |region: &str, key: &str, v: &'static str| {
         c.put(w.url(region, &format!("/v1/kv/accounts/{key}")))
+            .header("meridian-home", "us-east-1")
             .body(v)
             .send()
     };
@@ -1360,6 +1398,30 @@ async fn strong_reads_are_answered_by_the_home_region() {
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert_eq!(r.text().await.unwrap(), "b1");
+    // And without a header at the key's default home, where its first write went.
+    let topology = w.nodes["us-east-1"].node.topology();
+    let accounts = topology.keyspace("accounts").unwrap();
+    let carol = (0..)
+        .map(|i| format!("carol{i}"))
+        .find(|k| topology.default_home(accounts, k) == Some("us-east-1"))
+        .unwrap();
+    let r = c
+        .put(w.url("us-east-1", &format!("/v1/kv/accounts/{carol}")))
+        .body("c1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let r = c
+        .get(w.url(
+            "eu-west-1",
+            &format!("/v1/kv/accounts/{carol}?consistency=strong"),
+        ))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), "c1");
     let r = c
         .get(w.url("eu-west-1", "/v1/kv/reg/alice?consistency=strong"))
         .send()

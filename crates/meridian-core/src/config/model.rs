@@ -527,6 +527,23 @@ impl Topology {
         )
     }
 
+    /// The home of a new key of a `writer = "home"` keyspace that no write has named one for:
+    /// one of `allowed_regions(keyspace)`, chosen by rendezvous hashing of the key with each
+    /// region's name (xxh3, a fixed algorithm). Every region computes the same answer from the
+    /// same topology without talking to the others, so two regions can never both take a key's
+    /// first write as its home — which a "homed where created" rule would let happen while
+    /// replication lags. Adding or removing a region moves only the keys it wins or won; the order
+    /// of `[[region]]` does not matter. `None` for other keyspaces and when no region may hold
+    /// the key.
+    pub fn default_home<'a>(&'a self, keyspace: &'a Keyspace, key: &str) -> Option<&'a str> {
+        if keyspace.writer != Writer::Home {
+            return None;
+        }
+        self.allowed_regions(keyspace)
+            .into_iter()
+            .max_by_key(|region| (rendezvous_score(region, key), *region))
+    }
+
     /// The regions that may hold keys of `keyspace`, in file order of `[[region]]`: every region
     /// when unpinned; the listed ones; the zone's; for `home-zone`, every region in some zone
     /// (a given key is narrower: its home region's zone).
@@ -542,4 +559,14 @@ impl Topology {
             })
             .collect()
     }
+}
+
+/// A region's score for a key in [`Topology::default_home`]: xxh3 of the region's name, a zero
+/// byte (names have none, so no two (region, key) pairs share an input) and the key.
+fn rendezvous_score(region: &str, key: &str) -> u64 {
+    let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+    hasher.update(region.as_bytes());
+    hasher.update(&[0]);
+    hasher.update(key.as_bytes());
+    hasher.digest()
 }

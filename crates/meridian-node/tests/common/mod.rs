@@ -132,6 +132,19 @@ impl TestNode {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
+
+    /// The first key `{stem}{i}` of `keyspace` (a `writer = "home"` one) whose default home —
+    /// the home of its first write when no `Meridian-Home` names one — is `region`.
+    pub fn key_homed_at(&self, keyspace: &str, region: &str, stem: &str) -> String {
+        let topology = self.node.topology();
+        let ks = topology
+            .keyspace(keyspace)
+            .expect("keyspace of the test topology");
+        (0..)
+            .map(|i| format!("{stem}{i}"))
+            .find(|k| topology.default_home(ks, k) == Some(region))
+            .expect("some key is homed in each region")
+    }
 }
 
 /// The `error.code` of a JSON error response (panics with the body if it is not one).
