@@ -615,6 +615,15 @@ fn bad_addresses() {
     assert!(hint(&d).contains("http://127.0.0.1:7601"), "{d}");
     let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"http://127.0.0.1\"");
     assert_diag(&text, "\"http://127.0.0.1\"", 0, "a port is required");
+    // The edge could not start with it, so `check` must not pass it.
+    let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"https://127.0.0.1:8601\"");
+    let d = assert_diag(
+        &text,
+        "\"https://127.0.0.1:8601\"",
+        0,
+        "region `us-east-1`: app: `https://127.0.0.1:8601` must start with `http://`",
+    );
+    assert!(hint(&d).contains("terminate TLS next to the app"), "{d}");
     let text = BASE.replace("\"192.0.2.1\"", "\"192.0.2.300\"");
     assert_diag(
         &text,

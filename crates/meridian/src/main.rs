@@ -41,7 +41,8 @@ enum Command {
     /// Validate a topology file and print the resolved topology.
     ///
     /// Every problem is reported with file, line and column, what is wrong and what would be
-    /// right; the exit code is 2 when the file is invalid.
+    /// right; the exit code is 2 when the file is invalid. The files it names are checked too:
+    /// the cluster secret (readable, at least 16 characters) and each edge's GeoIP database.
     ///
     /// Example: meridian check --config examples/meridian.toml
     Check {
@@ -338,6 +339,12 @@ fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Check { config } => {
             let topology = load_topology(&config)?;
+            // What the roles read at start besides the file: a process must not fail on what
+            // `check` passed.
+            read_secret(&config, &topology)?;
+            for edge in &topology.edges {
+                open_geoip(&config, &topology, &edge.name)?;
+            }
             print!("{}", topology.render_summary());
             println!("{}: ok", config.display());
             Ok(())

@@ -43,6 +43,43 @@ fn check_reports_bad_config_with_position_and_exit_2() {
     assert!(err.contains("quorum"), "{err}");
 }
 
+/// `check` reads what every role reads at start, so a file it passes cannot fail a process:
+/// the cluster secret and each edge's GeoIP database.
+#[test]
+fn check_reads_the_secret_and_geoip_files_the_topology_names() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("m.toml");
+    let config = |extra: &str| {
+        let text = format!(
+            "[cluster]\nname = \"x\"\nsecret_file = \"cluster.secret\"\n\n[[region]]\nname = \"a\"\n\
+             node = \"http://127.0.0.1:1\"\n\n[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:2\"\n\
+             admin = \"127.0.0.1:3\"\n{extra}"
+        );
+        std::fs::write(&f, text).expect("write");
+        meridian(&["check", "--config", f.to_str().expect("utf8")])
+    };
+    let (code, _, err) = config("");
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(
+        err.contains("cluster.secret") && err.contains("openssl rand"),
+        "{err}"
+    );
+    std::fs::write(dir.path().join("cluster.secret"), "short\n").expect("write");
+    let (code, _, err) = config("");
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(err.contains("at least 16"), "{err}");
+    std::fs::write(dir.path().join("cluster.secret"), "0123456789abcdef0123\n").expect("write");
+    let (code, _, err) = config("geoip = \"missing.mmdb\"\n");
+    assert_eq!(code, 2, "stderr: {err}");
+    assert!(
+        err.contains("missing.mmdb") && err.contains("GeoIP"),
+        "{err}"
+    );
+    let (code, out, err) = config("");
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains(": ok"), "{out}");
+}
+
 #[test]
 fn missing_file_and_unknown_region_exit_2() {
     let (code, _, err) = meridian(&["check", "--config", "/nonexistent/m.toml"]);

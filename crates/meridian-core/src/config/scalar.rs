@@ -87,23 +87,10 @@ fn matches_name(text: &str, underscore: bool) -> bool {
 }
 
 /// A validated `http://host:port` (or `https://` when `https_ok`); returns `host:port`.
-pub(super) fn http_url(text: &str, https_ok: bool) -> Result<String, String> {
+pub(super) fn http_url(text: &str) -> Result<String, String> {
     let rest = text
         .strip_prefix("http://")
-        .or_else(|| {
-            if https_ok {
-                text.strip_prefix("https://")
-            } else {
-                None
-            }
-        })
-        .ok_or_else(|| {
-            if https_ok {
-                format!("`{text}` must start with `http://` or `https://`")
-            } else {
-                format!("`{text}` must start with `http://`")
-            }
-        })?;
+        .ok_or_else(|| format!("`{text}` must start with `http://`"))?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('/') || authority.contains('?') || authority.contains('#') {
         return Err(format!(
@@ -310,16 +297,13 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(
-            http_url("http://127.0.0.1:7601", false),
+            http_url("http://127.0.0.1:7601"),
             Ok("127.0.0.1:7601".to_string())
         );
-        assert_eq!(
-            http_url("http://[::1]:7601/", false),
-            Ok("[::1]:7601".to_string())
-        );
-        assert!(http_url("https://a:1", false).is_err());
-        assert!(http_url("http://a", false).is_err());
-        assert!(http_url("http://a:1/x", true).is_err());
+        assert_eq!(http_url("http://[::1]:7601/"), Ok("[::1]:7601".to_string()));
+        assert!(http_url("https://a:1").is_err());
+        assert!(http_url("http://a").is_err());
+        assert!(http_url("http://a:1/x").is_err());
     }
 
     #[test]
