@@ -605,12 +605,37 @@ fn order_level<'a>(
             });
         }
         Policy::Weighted => {
-            let w = |m: &Member<'_>| match m.pool {
+            // A member's share is its dial times its capacity; a pool counts with the mean
+            // capacity of its regions, so with equal capacities its dial alone is its share.
+            let dial = |m: &Member<'_>| match m.pool {
                 Some(p) => f64::from(routing.weights.get(&p.name).copied().unwrap_or(100)),
                 None => f64::from(view(m.name).weight),
             };
+            let capacity = |m: &Member<'_>| {
+                let regions = m.regions();
+                let sum: f64 = regions
+                    .iter()
+                    .map(|r| f64::from(f.topology.region(r).map_or(100, |x| x.capacity)))
+                    .sum();
+                if regions.is_empty() {
+                    100.0
+                } else {
+                    sum / regions.len() as f64
+                }
+            };
+            let w = |m: &Member<'_>| dial(m) * capacity(m);
             let shown = if why.on {
-                let s: Vec<String> = v.iter().map(|m| format!("{} {}%", m.name, w(m))).collect();
+                let s: Vec<String> = v
+                    .iter()
+                    .map(|m| {
+                        let c = capacity(m);
+                        if c == 100.0 {
+                            format!("{} {}%", m.name, dial(m))
+                        } else {
+                            format!("{} {}% × capacity {c}", m.name, dial(m))
+                        }
+                    })
+                    .collect();
                 s.join(", ")
             } else {
                 String::new()
@@ -1261,10 +1286,19 @@ location = { lat = 1.3, lon = 103.8 }
             }
         }
 
-        /// The share of first choices follows the weights within statistical bounds.
+        /// The share of first choices follows weight × capacity within statistical bounds.
         #[test]
-        fn weights_are_honoured(w in proptest::collection::vec(1u8..=100, 4), seed in any::<u64>()) {
-            let t = topo("[routing]\npolicy = \"weighted\"");
+        fn weights_are_honoured(
+            w in proptest::collection::vec(1u8..=100, 4),
+            c in proptest::collection::vec(1u32..=400, 4),
+            seed in any::<u64>(),
+        ) {
+            let mut text = format!("{BASE}\n[routing]\npolicy = \"weighted\"");
+            for (i, cap) in c.iter().enumerate() {
+                let node = format!("node = \"http://127.0.0.1:760{}\"", i + 1);
+                text = text.replace(&node, &format!("{node}\ncapacity = {cap}"));
+            }
+            let t = parse("t.toml", &text).unwrap();
             let h: HealthView = names().into_iter().zip(&w).map(|(n, &weight)| {
                 (n.to_string(), RegionView { weight, ..Default::default() })
             }).collect();
@@ -1276,9 +1310,10 @@ location = { lat = 1.3, lon = 103.8 }
                 let d = decide(&t, &h, &get(), None, r);
                 *counts.entry(d.regions[0].clone()).or_default() += 1;
             }
-            let total: f64 = w.iter().map(|&x| x as f64).sum();
-            for (name, &weight) in names().iter().zip(&w) {
-                let p = weight as f64 / total;
+            let share = |i: usize| f64::from(w[i]) * f64::from(c[i]);
+            let total: f64 = (0..4).map(share).sum();
+            for (i, (name, &weight)) in names().iter().zip(&w).enumerate() {
+                let p = share(i) / total;
                 let expected = p * n as f64;
                 let sd = (n as f64 * p * (1.0 - p)).sqrt();
                 let got = *counts.get(*name).unwrap_or(&0) as f64;

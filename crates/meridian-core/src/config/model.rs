@@ -81,7 +81,8 @@ pub struct Region {
     pub app: Vec<String>,
     /// What GeoDNS answers for this region. Default: empty.
     pub addresses: Vec<IpAddr>,
-    /// Relative serving capacity, 1..=1_000_000. Default: 100.
+    /// Relative serving capacity, 1..=1_000_000: a `weighted` policy draws a region by its
+    /// weight × capacity. Default: 100.
     pub capacity: u32,
 }
 
