@@ -433,7 +433,7 @@ async fn get_key(
     try_resp!(input::check_key(&key, node.topology().limits.max_key_bytes));
     // A pinned key is never held here if this region may not hold it: say where to go, at
     // once, whatever the consistency (nothing is forwarded for it from here).
-    try_resp!(write::check_placement(&node, ks, None));
+    try_resp!(write::check_residency(&node, ks, None));
     let answer = match params.consistency {
         Some(Consistency::Strong) => try_resp!(read::strong(&node, ks, &key, &uri, &headers).await),
         Some(Consistency::Session) => {
@@ -452,6 +452,10 @@ async fn get_key(
     let record = try_resp!(read::load(&node, &ks.name, &key));
     let now = node.now();
     let Some(record) = record.filter(|r| r.is_live(now)) else {
+        // A `home-zone` key absent here whose home (as the client names it) is in another zone
+        // is never held here: say where it is instead of 404.
+        let named = try_resp!(input::home_header(&headers, node.topology()));
+        try_resp!(write::check_residency(&node, ks, named.as_deref()));
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "not_found",

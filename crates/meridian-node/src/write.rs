@@ -414,12 +414,19 @@ pub fn new_key_home(
 /// Refuses a write this region may not take: a `writer = "home"` key homed elsewhere, or a
 /// pinned key whose allowed regions exclude this one. Both answer 421 naming where to go.
 pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result<(), ApiError> {
-    let region = node.region();
     if ks.writer == Writer::Home
-        && let Some(h) = home.filter(|h| *h != region)
+        && let Some(h) = home.filter(|h| *h != node.region())
     {
         return Err(wrong_region(ks, h));
     }
+    check_residency(node, ks, home)
+}
+
+/// Refuses a request for a pinned key whose allowed regions — for `home-zone`, those of the
+/// zone of `home` (this region when `None`) — exclude this one: 421 `residency` naming an
+/// allowed region in `Meridian-Allowed-Region`.
+pub fn check_residency(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result<(), ApiError> {
+    let region = node.region();
     if let Some(allowed) = node.topology().regions_for_key(ks, home.unwrap_or(region))
         && !allowed.contains(&region)
     {

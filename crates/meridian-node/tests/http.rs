@@ -929,6 +929,24 @@ async fn residency_sends_requests_to_allowed_regions() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::CREATED);
+    // A read of a profile homed in the EU is sent there, not answered 404; one homed here that
+    // does not exist is a 404, and a stored profile is served whatever home the reader names.
+    let read = |key: &str, home: &'static str| {
+        t.client
+            .get(t.url(&format!("/v1/kv/profiles/{key}")))
+            .header("meridian-home", home)
+            .send()
+    };
+    let r = read("u1", "eu-west-1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    assert_eq!(r.headers()["meridian-allowed-region"], "eu-west-1");
+    assert_eq!(error_code(r).await, "residency");
+    let r = read("u3", "us-east-1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let r = read("u2", "eu-west-1").await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = read("u3", "mars-1").await.unwrap();
+    assert_eq!(error_code(r).await, "unknown_region");
     // A session read of a key this region may not hold is sent on at once, not waited for.
     let started = std::time::Instant::now();
     let r = t
