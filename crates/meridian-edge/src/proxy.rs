@@ -30,6 +30,10 @@ pub const REPLAY_HEADER: &str = "meridian-replay";
 const REGION: HeaderName = HeaderName::from_static(REGION_HEADER);
 const ZONE: HeaderName = HeaderName::from_static(ZONE_HEADER);
 const REPLAY: HeaderName = HeaderName::from_static(REPLAY_HEADER);
+/// On a region node's 421: the key's home region (`writer = "home"`).
+const MISDIRECTED_HOME: HeaderName = HeaderName::from_static("meridian-home");
+/// On a region node's 421: a region allowed to hold the pinned key.
+const MISDIRECTED_ALLOWED: HeaderName = HeaderName::from_static("meridian-allowed-region");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
@@ -228,11 +232,25 @@ fn json_error(status: StatusCode, code: &str, message: &str, hint: &str) -> Resp
     r
 }
 
-fn replay_target(h: &HeaderMap) -> Option<String> {
-    let v = h.get(REPLAY)?.to_str().ok()?;
-    v.split(';')
-        .find_map(|p| p.trim().strip_prefix("region="))
-        .map(|r| r.trim().to_string())
+/// Where an app's answer asks the edge to send the request instead: `Meridian-Replay:
+/// region=<name>`, or a 421 (the request was not processed, RFC 9110 §15.5.20) naming the
+/// region in `Meridian-Home` or `Meridian-Allowed-Region`, as a region node answers for a key
+/// homed or pinned elsewhere and an app may pass on as it is.
+fn replay_target(status: StatusCode, h: &HeaderMap) -> Option<String> {
+    if let Some(v) = h.get(REPLAY) {
+        let v = v.to_str().ok()?;
+        return v
+            .split(';')
+            .find_map(|p| p.trim().strip_prefix("region="))
+            .map(|r| r.trim().to_string());
+    }
+    if status != StatusCode::MISDIRECTED_REQUEST {
+        return None;
+    }
+    let named = h
+        .get(MISDIRECTED_HOME)
+        .or_else(|| h.get(MISDIRECTED_ALLOWED))?;
+    named.to_str().ok().map(|r| r.trim().to_string())
 }
 
 /// Serves one request. Never fails: every problem becomes a response.
@@ -447,9 +465,11 @@ async fn forward(
             }
             Ok(Ok(resp)) => {
                 edge.observe(&backend, Event::TrafficOk);
-                if let (Some(target), Body::Buffered(_), false) =
-                    (replay_target(resp.headers()), &body, replayed)
-                    && target != region
+                if let (Some(target), Body::Buffered(_), false) = (
+                    replay_target(resp.status(), resp.headers()),
+                    &body,
+                    replayed,
+                ) && target != region
                     && allowed(routes, facts, &target)
                 {
                     replayed = true;

@@ -143,6 +143,19 @@ async fn app(
             resp = resp.header("meridian-replay", "region=b");
             "wrong region".to_string()
         }
+        // A region node's 421s, passed on by the app as they are.
+        "/homed-in-c" if region != "c" => {
+            resp = resp.status(421).header("meridian-home", "c");
+            "wrong_region".to_string()
+        }
+        "/pinned-to-c" if region != "c" => {
+            resp = resp.status(421).header("meridian-allowed-region", "c");
+            "residency".to_string()
+        }
+        "/misdirected" => {
+            resp = resp.status(421);
+            "misdirected, no region named".to_string()
+        }
         _ => format!("{region}:{}", String::from_utf8_lossy(&body)),
     };
     Ok(resp.body(Full::new(Bytes::from(text))).unwrap())
@@ -480,6 +493,35 @@ async fn unsafe_requests_are_not_retried_and_replay_moves_regions() {
         "b:payload",
         "replayed with its body"
     );
+    // A 421 naming a region (c, last in the failover order) is replayed there, even a POST
+    // without a key (it was not processed); one naming none is the answer.
+    let posts = |i: usize| w.ups[i].hits.posts.load(Ordering::SeqCst);
+    for (path, to, i) in [("/homed-in-c", "c", 2), ("/pinned-to-c", "c", 2)] {
+        let (all_before, to_before) = (posts(0) + posts(1) + posts(2), posts(i));
+        let r = c
+            .post(format!("{}{path}", w.proxy))
+            .body("p")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        assert_eq!(r.headers()["meridian-region"], to, "{path}");
+        assert_eq!(r.text().await.unwrap(), format!("{to}:p"), "{path}");
+        assert_eq!(posts(i), to_before + 1, "{path}: replayed once");
+        assert_eq!(
+            posts(0) + posts(1) + posts(2),
+            all_before + 2,
+            "{path}: the misdirected attempt and the replay"
+        );
+    }
+    let r = c
+        .post(format!("{}/misdirected", w.proxy))
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 421);
+    assert_ne!(r.headers()["meridian-region"], "c", "not replayed");
 
     let r = c
         .get(format!("{}/who", w.proxy))
