@@ -13,6 +13,7 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::{self, Next};
@@ -73,8 +74,33 @@ pub fn router(edge: Edge) -> Router {
         .route("/v1/explain", get(explain))
         .route("/v1/explain/dns", get(explain_dns))
         .route("/metrics", get(|| async { metrics::render() }))
+        .fallback(unknown_call)
+        .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(edge.clone(), auth))
         .with_state(edge)
+}
+
+/// The calls, for the hints of the two fallbacks.
+const CALLS: &str = "GET /v1/status, GET /v1/views, PUT /v1/regions/{region}/weight, \
+                     POST /v1/regions/{region}/drain, GET /v1/explain, GET /v1/explain/dns, \
+                     GET /metrics";
+
+async fn unknown_call(req: Request) -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        format!("the admin API has no {} {}", req.method(), req.uri().path()),
+        &format!("the calls are: {CALLS} (docs/edge.md)"),
+    )
+}
+
+async fn wrong_method(req: Request) -> Response {
+    err(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{} does not take {}", req.uri().path(), req.method()),
+        &format!("the calls are: {CALLS} (docs/edge.md)"),
+    )
 }
 
 async fn status(State(edge): State<Edge>) -> Json<Value> {
@@ -129,9 +155,17 @@ struct WeightBody {
 async fn weight(
     State(edge): State<Edge>,
     Path(region): Path<String>,
-    Json(b): Json<WeightBody>,
+    body: Result<Json<WeightBody>, JsonRejection>,
 ) -> Response {
-    set(&edge, &region, b.weight)
+    match body {
+        Ok(Json(b)) => set(&edge, &region, b.weight),
+        Err(e) => err(
+            StatusCode::BAD_REQUEST,
+            "bad_weight",
+            e.body_text(),
+            "send a JSON body like {\"weight\": 50} (0..=100) with Content-Type: application/json",
+        ),
+    }
 }
 
 async fn drain(State(edge): State<Edge>, Path(region): Path<String>) -> Response {
@@ -161,7 +195,22 @@ struct ExplainQuery {
     idempotency_key: Option<bool>,
 }
 
-async fn explain(State(edge): State<Edge>, Query(q): Query<ExplainQuery>) -> Response {
+async fn explain(
+    State(edge): State<Edge>,
+    q: Result<Query<ExplainQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                e.body_text(),
+                "ip=203.0.113.9 (required), and optionally method=, path=, token=, cookie=, \
+                 zone=, idempotency_key=true",
+            );
+        }
+    };
     let routes = edge.routes();
     let mut h = HeaderMap::new();
     let mut put = |k: header::HeaderName, v: String| {
@@ -220,7 +269,21 @@ struct ExplainDnsQuery {
     subnet: Option<String>,
 }
 
-async fn explain_dns(State(edge): State<Edge>, Query(q): Query<ExplainDnsQuery>) -> Response {
+async fn explain_dns(
+    State(edge): State<Edge>,
+    q: Result<Query<ExplainDnsQuery>, QueryRejection>,
+) -> Response {
+    let Query(q) = match q {
+        Ok(q) => q,
+        Err(e) => {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "bad_query",
+                e.body_text(),
+                "name=www&ip=192.0.2.1 (both required), and optionally type=A, subnet=81.2.69.0/24",
+            );
+        }
+    };
     if edge.topology().dns.is_none() {
         return err(
             StatusCode::NOT_FOUND,

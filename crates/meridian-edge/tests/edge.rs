@@ -581,6 +581,47 @@ async fn admin_api_weights_explain_and_metrics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+    // Every refusal is a JSON error with a code and a hint, like the node's.
+    let refused = [
+        (
+            auth(c.put(format!("{}/v1/regions/a/weight", w.admin))).body("{\"weight\": 300}"),
+            400,
+            "bad_weight",
+        ),
+        (
+            auth(c.get(format!("{}/v1/explain?ip=not-an-ip", w.admin))),
+            400,
+            "bad_query",
+        ),
+        (
+            auth(c.get(format!("{}/v1/explain/dns?ip=192.0.2.1", w.admin))),
+            400,
+            "bad_query",
+        ),
+        (
+            auth(c.get(format!("{}/v1/nothing", w.admin))),
+            404,
+            "not_found",
+        ),
+        (
+            auth(c.delete(format!("{}/v1/status", w.admin))),
+            405,
+            "method_not_allowed",
+        ),
+    ];
+    for (rb, status, code) in refused {
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), status, "{code}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], code, "{body}");
+        assert!(
+            body["error"]["hint"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty()),
+            "{body}"
+        );
+    }
+    assert_eq!(w.edge.weight("a"), 100, "a refused weight changes nothing");
 
     let e: serde_json::Value = auth(c.get(format!(
         "{}/v1/explain?ip=198.51.100.7&method=POST&path=/o",

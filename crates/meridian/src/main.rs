@@ -644,14 +644,25 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
         .await
         .with_context(|| format!("calling the admin API at {admin}"))?;
     let status = resp.status();
-    let body: serde_json::Value = resp
-        .json()
+    let text = resp
+        .text()
         .await
         .context("reading the admin API's answer")?;
-    if !status.is_success() {
+    let Ok(body) = serde_json::from_str::<serde_json::Value>(&text) else {
+        let shown: String = text.trim().chars().take(200).collect();
         anyhow::bail!(
-            "{status}: {}",
-            body["error"]["message"].as_str().unwrap_or("no message")
+            "{status}: the answer is not JSON ({shown:?}); is {admin} an edge's `admin` address?"
+        );
+    };
+    if !status.is_success() {
+        let error = &body["error"];
+        anyhow::bail!(
+            "{status}: {}{}",
+            error["message"].as_str().unwrap_or("no message"),
+            error["hint"]
+                .as_str()
+                .map(|h| format!("\nhint: {h}"))
+                .unwrap_or_default()
         );
     }
     match command {

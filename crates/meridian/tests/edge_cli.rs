@@ -103,6 +103,10 @@ fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
     let (code, _, err) = ctl(admin_url, "/dev/null", &["status"]);
     assert_eq!(code, 1, "a missing token is refused");
     assert!(err.contains("401"), "{err}");
+    assert!(err.contains("hint: send `Authorization: Bearer"), "{err}");
+    let (code, _, err) = ctl(admin_url, token, &["drain", "mars-1"]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("400") && err.contains("hint:"), "{err}");
 
     std::fs::write(cfg, "[cluster]\nname = \"t\"\n[[region]]\n").expect("write");
     Command::new("kill")
