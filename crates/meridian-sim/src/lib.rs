@@ -684,6 +684,7 @@ pub fn topology_with(n: usize, sync_timeout: &str) -> Topology {
         ("docs", "map", ""),
         ("tmp", "set", ""),
         ("pinned", "register", "residency = \"eu\"\n"),
+        ("homed", "register", "writer = \"home\"\n"),
         (
             "orders",
             "register",

@@ -5,7 +5,8 @@
 //! detection and reconnects with backoff all run as in production. A client writes over HTTP to
 //! random regions (register puts and deletes, counter increments, set adds and removes, map
 //! patches and deletes, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of
-//! zone `eu`, adds with a TTL and PUTs without one to the set keyspace `tmp`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
+//! zone `eu`, adds with a TTL and PUTs without one to the set keyspace `tmp`, create-only PUTs
+//! (`If-None-Match: *`) to the `writer = "home"` keyspace `homed`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
 //! them (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's
 //! store outlives it, as a disk would. The client retries a write whose answer it did not get
 //! (connection lost, timeout, 503) with the same `Idempotency-Key` until it gets one, so every
@@ -20,7 +21,8 @@
 //! later delete of the whole map hides it, sets only acknowledged members (their exact add-wins
 //! membership needs what the region had applied at each change, which an HTTP client cannot
 //! observe), no pinned byte outside its zone, and a `tmp` key whose newest write is a PUT holding
-//! its member.
+//! its member; and each `homed` key created at most once, at its default home, holding the
+//! value of that one acknowledged create.
 //!
 //! Digest comparison runs too, every [`DIGEST_EVERY`] with one peer in turn, over connections
 //! from the same dialer: its requests, settling wait and repairs cross the simulated network
@@ -164,6 +166,8 @@ impl Drop for AbortOnDrop {
 struct Shared {
     history: History,
     sync_acknowledged: Vec<String>,
+    /// Acknowledged creates (201) of `homed` keys: key → (region, value) of each.
+    creates: BTreeMap<String, Vec<(&'static str, String)>>,
     trace: Vec<String>,
     healed: bool,
 }
@@ -201,6 +205,8 @@ struct Write {
     idempotency_key: String,
     /// `Meridian-TTL` in milliseconds, if the write sets one.
     ttl_ms: Option<u64>,
+    /// Sent with `If-None-Match: *` (create only).
+    create_only: bool,
 }
 
 fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
@@ -275,7 +281,17 @@ fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
                 ("tmp", key, op, "", json, body)
             }
         }
-        80..90 => {
+        86..90 => {
+            let value = format!("{region}-{i}");
+            let op = Op::Put {
+                value: Bytes::from(value.clone()),
+                content_type: "text/plain".into(),
+                context: None,
+            };
+            let key = format!("h{}", rng.random_range(0..4));
+            ("homed", key, op, "", "text/plain", value)
+        }
+        80..86 => {
             let value = format!("order-{i}");
             let op = Op::Put {
                 value: Bytes::from(value.clone()),
@@ -311,6 +327,7 @@ fn random_write(rng: &mut StdRng, i: usize, region: &'static str) -> Write {
         body: Bytes::from(body),
         idempotency_key: format!("w{i}"),
         ttl_ms,
+        create_only: keyspace == "homed",
     }
 }
 
@@ -334,6 +351,9 @@ async fn send(w: &Write) -> Result<(StatusCode, HeaderMap, Bytes), String> {
             .header("idempotency-key", &w.idempotency_key);
         if let Some(ms) = w.ttl_ms {
             req = req.header("meridian-ttl", format!("{ms}ms"));
+        }
+        if w.create_only {
+            req = req.header("if-none-match", "*");
         }
         let req = req
             .body(Full::new(w.body.clone()))
@@ -373,6 +393,18 @@ async fn write_until_answered(
                 let etag = header(ETAG.as_str()).map(|e| e.trim_matches('"'));
                 let session = header("meridian-session");
                 note(&shared, format!("{what} -> {status} etag {etag:?}"));
+                if w.create_only {
+                    if status != StatusCode::CREATED {
+                        return Err(format!("{what}: a create-only write answered {status}"));
+                    }
+                    let value = String::from_utf8_lossy(&w.body).into_owned();
+                    let mut s = lock(&shared);
+                    s.creates
+                        .entry(w.key.clone())
+                        .or_default()
+                        .push((w.region, value));
+                    return Ok(());
+                }
                 if w.keyspace == "orders" {
                     let dk = meridian_node::keys::data_key("orders", &w.key);
                     let holders = stores
@@ -407,6 +439,15 @@ async fn write_until_answered(
                     && String::from_utf8_lossy(&body).contains("\"residency\"") =>
             {
                 note(&shared, format!("{what} -> {status} (residency)"));
+                return Ok(());
+            }
+            // Taken already, or not this region's key: refused, nothing written.
+            Ok((status, _, body))
+                if w.create_only
+                    && (status == StatusCode::PRECONDITION_FAILED
+                        || String::from_utf8_lossy(&body).contains("\"wrong_region\"")) =>
+            {
+                note(&shared, format!("{what} -> {status}"));
                 return Ok(());
             }
             Ok((StatusCode::SERVICE_UNAVAILABLE, _, _)) => {
@@ -477,6 +518,8 @@ struct Ran {
     faults: usize,
     /// Registers damaged in stopped hosts' stores.
     damaged: usize,
+    /// `homed` keys created.
+    created: usize,
     converged_after: Duration,
 }
 
@@ -685,14 +728,51 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
     let checked = checked_at(&regions, &stores, converged_after);
     let s = lock(&shared);
     meridian_sim::check(&topology, &checked, &s.history, &s.sync_acknowledged)
+        .and_then(|_| check_creates(&topology, &stores, converged_after, &s.creates))
         .map_err(|e| (e, s.trace.clone()))?;
     Ok(Ran {
         writes: s.history.writes(),
         sync_acknowledged: s.sync_acknowledged.len(),
         faults,
         damaged: damaged.len(),
+        created: s.creates.len(),
         converged_after,
     })
+}
+
+/// Each `homed` key was created (201) at most once, by its default home, and every replica
+/// holds exactly the keys created, with the value of their one create.
+fn check_creates(
+    topology: &meridian_core::config::Topology,
+    stores: &[Store],
+    elapsed: Duration,
+    creates: &BTreeMap<String, Vec<(&'static str, String)>>,
+) -> Result<(), String> {
+    let homed = topology.keyspace("homed").ok_or("no keyspace homed")?;
+    let mut expected = BTreeMap::new();
+    for (key, made) in creates {
+        let [(region, value)] = made.as_slice() else {
+            return Err(format!(
+                "homed key {key} was created more than once: {made:?}"
+            ));
+        };
+        let home = topology.default_home(homed, key);
+        if home != Some(*region) {
+            return Err(format!(
+                "homed key {key} was created in {region}, its home is {home:?}"
+            ));
+        }
+        expected.insert(key.clone(), value.clone());
+    }
+    for s in states(topology, stores, elapsed)? {
+        if s["homed"] != expected {
+            return Err(format!(
+                "homed keys held {:?}; the acknowledged creates were {expected:?}",
+                s["homed"]
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The replicas as the checker reads them, at `elapsed` simulated time.
@@ -783,7 +863,7 @@ fn batch(regions: usize) {
     let (seeds, budget) = seeds(regions);
     let started = Instant::now();
     let (mut ran, mut writes, mut sync_acknowledged, mut faults) = (0, 0, 0, 0);
-    let mut damaged = 0;
+    let (mut damaged, mut created) = (0, 0);
     for seed in seeds {
         if ran > 0 && budget.is_some_and(|b| started.elapsed() > b) {
             break;
@@ -795,6 +875,7 @@ fn batch(regions: usize) {
                 sync_acknowledged += r.sync_acknowledged;
                 faults += r.faults;
                 damaged += r.damaged;
+                created += r.created;
                 eprintln!(
                     "seed {seed}: {} writes acknowledged, {} sync, {} faults, converged at {:?}",
                     r.writes, r.sync_acknowledged, r.faults, r.converged_after
@@ -825,6 +906,10 @@ fn batch(regions: usize) {
     assert!(
         compared > 0.0,
         "digest comparisons must walk differing buckets"
+    );
+    assert!(
+        created > 0,
+        "the batch must create home keys for the create-once check to hold to"
     );
     assert!(
         ran < 10 || damaged > 0,
