@@ -615,15 +615,19 @@ fn bad_addresses() {
     assert!(hint(&d).contains("http://127.0.0.1:7601"), "{d}");
     let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"http://127.0.0.1\"");
     assert_diag(&text, "\"http://127.0.0.1\"", 0, "a port is required");
-    // The edge could not start with it, so `check` must not pass it.
-    let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"https://127.0.0.1:8601\"");
+    let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"ftp://127.0.0.1:8601\"");
     let d = assert_diag(
         &text,
-        "\"https://127.0.0.1:8601\"",
+        "\"ftp://127.0.0.1:8601\"",
         0,
-        "region `us-east-1`: app: `https://127.0.0.1:8601` must start with `http://`",
+        "region `us-east-1`: app: `ftp://127.0.0.1:8601` must start with `http://` or `https://`",
     );
-    assert!(hint(&d).contains("terminate TLS next to the app"), "{d}");
+    assert!(hint(&d).contains("https://host:port"), "{d}");
+    let text = BASE.replace("\"http://127.0.0.1:8601\"", "\"https://127.0.0.1:8601\"");
+    assert!(
+        parse("m.toml", &text).is_ok(),
+        "https:// app backends are accepted"
+    );
     let text = BASE.replace("\"192.0.2.1\"", "\"192.0.2.300\"");
     assert_diag(
         &text,

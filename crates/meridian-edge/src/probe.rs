@@ -89,6 +89,7 @@ async fn fetch_peer(edge: Edge, name: String, admin: SocketAddr) {
         let target = Target {
             host: admin.ip().to_string(),
             port: admin.port(),
+            tls: None,
         };
         let resp = upstream::send_once(&target, edge.connect_timeout(), req)
             .await

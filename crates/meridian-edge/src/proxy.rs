@@ -412,6 +412,8 @@ async fn forward(
     let mut replayed = false;
     let mut free_next = false;
     let mut last: Option<(String, Response<ProxyBody>)> = None;
+    // What went wrong with the last attempt that got no answer, for the 502 when none is left.
+    let mut last_failure: Option<String> = None;
     while let Some(region) = queue.pop_front() {
         let Some(backend) = edge.pick_backend(routes, &region) else {
             continue;
@@ -498,6 +500,7 @@ async fn forward(
         };
         edge.observe(&backend, Event::TrafficFail);
         tracing::debug!(%region, error = %err, "attempt failed");
+        last_failure = Some(format!("{region}: {err}"));
         let may_retry = matches!(body, Body::Buffered(_))
             && (err.retry_class() == RetryClass::NotSent || retryable);
         if !may_retry {
@@ -519,15 +522,23 @@ async fn forward(
     }
     match last {
         Some((region, resp)) => (Some(region), resp),
-        None => (
-            None,
-            json_error(
-                StatusCode::BAD_GATEWAY,
-                "upstream_failed",
-                "every region tried failed, or the retry budget is spent",
-                "retry later",
-            ),
-        ),
+        None => {
+            let message = match last_failure {
+                Some(f) => format!(
+                    "every region tried failed, or the retry budget is spent; last failure: {f}"
+                ),
+                None => "every region tried failed, or the retry budget is spent".to_string(),
+            };
+            (
+                None,
+                json_error(
+                    StatusCode::BAD_GATEWAY,
+                    "upstream_failed",
+                    &message,
+                    "retry later",
+                ),
+            )
+        }
     }
 }
 

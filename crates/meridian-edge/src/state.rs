@@ -17,6 +17,8 @@ use ipnet::IpNet;
 use meridian_core::config::{self, Topology};
 use meridian_core::health::{self, BackendHealth, Event, Ewma, PeerView, Thresholds, Transition};
 use meridian_core::routing::{HealthView, RegionView, RetryBudget};
+use rustls_pki_types::ServerName;
+use tokio_rustls::TlsConnector;
 
 use crate::metrics::{self, RegionMetrics};
 use crate::upstream::{self, Target};
@@ -59,6 +61,9 @@ pub struct EdgeOptions {
     /// [`crate::token::ed25519_public_key_from_pem`]). Default: `None` (only HS256 tokens with
     /// the cluster secret).
     pub token_public_key: Option<Vec<u8>>,
+    /// TLS towards `https://` app backends (see [`crate::tls::backend_client_config`]).
+    /// Default: `None` (a topology with an `https://` backend is refused).
+    pub backend_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl EdgeOptions {
@@ -74,6 +79,7 @@ impl EdgeOptions {
             tls: None,
             geoip: None,
             token_public_key: None,
+            backend_tls: None,
         }
     }
 }
@@ -83,7 +89,7 @@ impl EdgeOptions {
 pub(crate) struct Backend {
     pub region: String,
     pub url: String,
-    /// `host:port` of `url` (always `http://`), parsed once.
+    /// `host:port` of `url` (`http://` or `https://`), parsed once.
     pub authority: Authority,
     /// Where to connect, from `authority`.
     pub target: Target,
@@ -164,7 +170,7 @@ impl Edge {
     /// Builds the edge `opts.name` of `topology`. Fails when the topology has no such edge or
     /// a backend URL cannot be served (this build speaks plain HTTP to backends).
     pub fn new(topology: Arc<Topology>, opts: EdgeOptions) -> Result<Edge, Error> {
-        let routes = build_routes(topology, &opts.name, None)?;
+        let routes = build_routes(topology, &opts, None)?;
         let budget = retry_budget(&routes.topology);
         let connect_timeout = routes.topology.health.timeout.max(Duration::from_secs(1));
         Ok(Edge {
@@ -210,7 +216,7 @@ impl Edge {
         geoip: Option<Option<Arc<crate::geo::GeoIp>>>,
     ) -> Result<(), Error> {
         let old = self.inner.routes.load_full();
-        let routes = build_routes(topology, &self.inner.opts.name, Some(&old))?;
+        let routes = build_routes(topology, &self.inner.opts, Some(&old))?;
         if let Some(g) = geoip {
             self.inner.geoip.store(g);
         }
@@ -533,9 +539,10 @@ fn region_local_up(r: &RegionState, now: Duration) -> bool {
 
 fn build_routes(
     topology: Arc<Topology>,
-    name: &str,
+    opts: &EdgeOptions,
     old: Option<&Routes>,
 ) -> Result<Routes, Error> {
+    let name = opts.name.as_str();
     let Some(edge) = topology.edge(name).cloned() else {
         let known: Vec<&str> = topology.edges.iter().map(|e| e.name.as_str()).collect();
         return Err(Error::Config {
@@ -565,25 +572,43 @@ fn build_routes(
         let old_region = old.and_then(|o| o.regions.get(&r.name));
         let mut backends = Vec::new();
         for url in &r.app {
-            let Some(host_port) = url.trim_end_matches('/').strip_prefix("http://") else {
-                return Err(Error::Config {
-                    message: format!(
-                        "region `{}`: app backend {url}: this edge speaks plain http:// to \
-                         backends; terminate TLS next to the app or use an http:// URL",
-                        r.name
-                    ),
-                });
+            let bad = |what: String| Error::Config {
+                message: format!("region `{}`: app backend {url}: {what}", r.name),
             };
-            let authority = host_port.parse::<Authority>().map_err(|e| Error::Config {
-                message: format!("region `{}`: app backend {url}: {e}", r.name),
-            })?;
+            let url_ = url.trim_end_matches('/');
+            let (host_port, https) = match url_.strip_prefix("http://") {
+                Some(rest) => (rest, false),
+                None => match url_.strip_prefix("https://") {
+                    Some(rest) => (rest, true),
+                    None => return Err(bad("give http://host:port or https://host:port".into())),
+                },
+            };
+            let authority = host_port
+                .parse::<Authority>()
+                .map_err(|e| bad(e.to_string()))?;
+            let host = authority
+                .host()
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string();
+            let tls = match (https, &opts.backend_tls) {
+                (false, _) => None,
+                (true, None) => {
+                    return Err(bad(
+                        "this edge was given no TLS client configuration for https:// backends"
+                            .into(),
+                    ));
+                }
+                (true, Some(config)) => {
+                    let name = ServerName::try_from(host.clone())
+                        .map_err(|e| bad(format!("`{host}` cannot name a TLS server: {e}")))?;
+                    Some((TlsConnector::from(config.clone()), name))
+                }
+            };
             let target = Target {
-                host: authority
-                    .host()
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_string(),
-                port: authority.port_u16().unwrap_or(80),
+                host,
+                port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
+                tls,
             };
             let kept = old_region.and_then(|o| o.backends.iter().find(|b| b.url == *url));
             backends.push(match kept {

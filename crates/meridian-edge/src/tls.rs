@@ -1,15 +1,16 @@
 //! TLS for the public listener: rustls with the `ring` provider (one provider, chosen here,
 //! no process-wide default installed), certificates and key from PEM files, re-read on demand
-//! (SIGHUP) without dropping a connection.
+//! (SIGHUP) without dropping a connection. And TLS towards `https://` app backends
+//! ([`backend_client_config`]).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
@@ -111,4 +112,59 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certi
 /// [`CertFiles`] for one that can be).
 pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error> {
     CertFiles::load(cert, key)?.server_config()
+}
+
+/// The client configuration for `https://` app backends: TLS 1.2 and 1.3 with the `ring`
+/// provider, HTTP/1.1 by ALPN, no client certificate, and the server's certificate checked
+/// against the CA certificates of `ca` (a PEM bundle, for a private CA) when given, else
+/// against the system's trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the platform's
+/// bundle). System certificates that cannot be read or parsed are skipped with a warning; an
+/// unreadable or empty `ca` file is an error.
+pub fn backend_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
+    let mut roots = RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+                .map_err(|e| ca_error(path, e))?
+                .collect::<Result<_, _>>()
+                .map_err(|e| ca_error(path, e))?;
+            let (added, _) = roots.add_parsable_certificates(certs);
+            if added == 0 {
+                return Err(ca_error(path, "the file has no usable CERTIFICATE block"));
+            }
+        }
+        None => {
+            let found = rustls_native_certs::load_native_certs();
+            for e in &found.errors {
+                tracing::warn!(error = %e, "a system CA certificate could not be loaded");
+            }
+            let (_, ignored) = roots.add_parsable_certificates(found.certs);
+            if ignored > 0 {
+                tracing::warn!(
+                    ignored,
+                    "system CA certificates that do not parse were skipped"
+                );
+            }
+        }
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Config {
+            message: format!("TLS protocol versions: {e}"),
+        })?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn ca_error(path: &Path, e: impl std::fmt::Display) -> Error {
+    Error::Config {
+        message: format!(
+            "{}: cannot read CA certificates: {e}; give a PEM file of the CA certificates \
+             that sign the app backends' certificates",
+            path.display()
+        ),
+    }
 }

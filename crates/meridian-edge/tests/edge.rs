@@ -1263,3 +1263,116 @@ async fn an_ejected_backend_is_probed_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// A private CA, written to `path` as PEM, and a certificate it signs for 127.0.0.1 with its
+/// key, as a TLS server configuration.
+fn private_ca(path: &std::path::Path) -> Arc<rustls::ServerConfig> {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    std::fs::write(path, ca.pem()).unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca, &ca_key)
+        .unwrap();
+    let key = rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![leaf.der().clone()], key)
+        .unwrap();
+    Arc::new(config)
+}
+
+/// An HTTPS app backend answering `tls:<method>:<body>`; counts the TCP connections it accepts.
+async fn https_backend(config: Arc<rustls::ServerConfig>) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    let acceptor = tokio_rustls::TlsAcceptor::from(config);
+    tokio::spawn(async move {
+        let mut conns = JoinSet::new();
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let acceptor = acceptor.clone();
+            conns.spawn(async move {
+                let Ok(tls) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                let svc = service_fn(|req: Request<hyper::body::Incoming>| async move {
+                    let method = req.method().to_string();
+                    let body = req.into_body().collect().await?.to_bytes();
+                    let text = format!("tls:{method}:{}", String::from_utf8_lossy(&body));
+                    Ok::<_, hyper::Error>(Response::new(Full::new(Bytes::from(text))))
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(tls), svc)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// An `https://` app backend: the edge checks its certificate against the CA it is given,
+/// keeps the TLS connection pooled across requests (a TLS 1.3 session ticket is no answer),
+/// and a certificate that CA did not sign is a connection failure, not an answer.
+#[tokio::test]
+async fn proxies_to_https_backends_and_verifies_their_certificates() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, other_ca) = (dir.path().join("ca.pem"), dir.path().join("other.pem"));
+    let (addr, accepted) = https_backend(private_ca(&ca)).await;
+    private_ca(&other_ca);
+    let start = |ca: Option<&std::path::Path>| {
+        let ca = ca.map(std::path::Path::to_path_buf);
+        async move {
+            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
+            let text = config(&[("a", format!("https://{addr}"))], &[("e1", la, aa)], "")
+                .replace("us = [\"b\", \"c\"]\n", "");
+            let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+            let mut opts = EdgeOptions::new("e1");
+            if let Some(ca) = &ca {
+                opts.backend_tls = Some(meridian_edge::tls::backend_client_config(Some(ca))?);
+            }
+            let edge = Edge::new(topo, opts)?;
+            tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
+            Ok::<_, meridian_edge::Error>(format!("http://{la}"))
+        }
+    };
+    let refused = start(None).await.unwrap_err().to_string();
+    assert!(refused.contains("no TLS client configuration"), "{refused}");
+
+    let proxy = start(Some(&ca)).await.unwrap();
+    let c = client();
+    for _ in 0..5 {
+        let r = c.get(format!("{proxy}/x")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.headers()["meridian-region"], "a");
+        assert_eq!(r.text().await.unwrap(), "tls:GET:");
+    }
+    let r = c
+        .post(format!("{proxy}/x"))
+        .body("hello")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.text().await.unwrap(), "tls:POST:hello");
+    let opened = accepted.load(Ordering::SeqCst);
+    assert!(
+        opened <= 2,
+        "{opened} TLS connections for six requests and the probes"
+    );
+
+    let proxy = start(Some(&other_ca)).await.unwrap();
+    let r = c.get(format!("{proxy}/x")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    let body = r.text().await.unwrap();
+    assert!(body.contains("TLS handshake"), "{body}");
+}

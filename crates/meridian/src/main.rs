@@ -138,6 +138,10 @@ enum Command {
         /// signed with the cluster secret).
         #[arg(long, value_name = "FILE")]
         token_public_key: Option<PathBuf>,
+        /// PEM bundle of the CA certificates that sign the `https://` app backends'
+        /// certificates (a private CA). Default: the system's trust store.
+        #[arg(long, value_name = "FILE")]
+        backend_ca: Option<PathBuf>,
         /// Proxy threads, each with its own single-threaded runtime, listener (SO_REUSEPORT)
         /// and backend connections, so a request never changes threads; the first also runs
         /// the admin API, probes and GeoDNS over TCP. Default: one per CPU core. On a machine
@@ -393,6 +397,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             token_public_key,
+            backend_ca,
             threads,
         } => {
             let topology = Arc::new(load_topology(&config)?);
@@ -400,6 +405,10 @@ fn run(command: Command) -> anyhow::Result<()> {
             let mut opts = meridian_edge::EdgeOptions::new(&edge);
             opts.secret = secret;
             opts.geoip = open_geoip(&config, &topology, &edge)?;
+            opts.backend_tls = Some(
+                meridian_edge::tls::backend_client_config(backend_ca.as_deref())
+                    .map_err(|e| BadConfig(e.to_string()))?,
+            );
             if let Some(path) = &token_public_key {
                 opts.token_public_key = Some(
                     meridian_edge::token::ed25519_public_key_from_pem(path)

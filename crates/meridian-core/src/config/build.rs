@@ -366,7 +366,7 @@ fn regions(
         };
         let node = t
             .req_str(cx, "node", "node = \"http://127.0.0.1:7601\"")
-            .and_then(|n| match scalar::http_url(&n.v) {
+            .and_then(|n| match scalar::http_url(&n.v, false) {
                 Ok(addr) => {
                     listen(listeners, &addr, &n.span, format!("{} node", t.label));
                     Some(n.v)
@@ -385,7 +385,7 @@ fn regions(
             });
         let mut app = Vec::new();
         for a in t.str_array(cx, "app").map(|a| a.v).unwrap_or_default() {
-            match scalar::http_url(&a.v) {
+            match scalar::http_url(&a.v, true) {
                 Ok(addr) => {
                     listen(
                         listeners,
@@ -400,14 +400,11 @@ fn regions(
                     cx.error(
                         &a.span,
                         format!("{}: app: {e}", t.label),
-                        Some(if a.v.starts_with("https://") {
-                            "the edge speaks plain HTTP to app backends: terminate TLS next to \
-                             the app and list its `http://host:port`"
-                                .to_string()
-                        } else {
-                            "an app backend is `http://host:port`, like `http://127.0.0.1:8601`"
-                                .to_string()
-                        }),
+                        Some(
+                            "an app backend is `http://host:port` or `https://host:port`, like \
+                             `http://127.0.0.1:8601`"
+                                .to_string(),
+                        ),
                     );
                 }
             }

@@ -87,10 +87,17 @@ fn matches_name(text: &str, underscore: bool) -> bool {
 }
 
 /// A validated `http://host:port` (or `https://` when `https_ok`); returns `host:port`.
-pub(super) fn http_url(text: &str) -> Result<String, String> {
+pub(super) fn http_url(text: &str, https_ok: bool) -> Result<String, String> {
     let rest = text
         .strip_prefix("http://")
-        .ok_or_else(|| format!("`{text}` must start with `http://`"))?;
+        .or_else(|| text.strip_prefix("https://").filter(|_| https_ok))
+        .ok_or_else(|| {
+            if https_ok {
+                format!("`{text}` must start with `http://` or `https://`")
+            } else {
+                format!("`{text}` must start with `http://`")
+            }
+        })?;
     let authority = rest.strip_suffix('/').unwrap_or(rest);
     if authority.contains('/') || authority.contains('?') || authority.contains('#') {
         return Err(format!(
@@ -297,13 +304,17 @@ mod tests {
     #[test]
     fn urls() {
         assert_eq!(
-            http_url("http://127.0.0.1:7601"),
+            http_url("http://127.0.0.1:7601", false),
             Ok("127.0.0.1:7601".to_string())
         );
-        assert_eq!(http_url("http://[::1]:7601/"), Ok("[::1]:7601".to_string()));
-        assert!(http_url("https://a:1").is_err());
-        assert!(http_url("http://a").is_err());
-        assert!(http_url("http://a:1/x").is_err());
+        assert_eq!(
+            http_url("http://[::1]:7601/", false),
+            Ok("[::1]:7601".to_string())
+        );
+        assert!(http_url("https://a:1", false).is_err());
+        assert!(http_url("http://a", false).is_err());
+        assert!(http_url("http://a:1/x", true).is_err());
+        assert_eq!(http_url("https://a:1", true), Ok("a:1".to_string()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
-//! One backend connection ([`Conn`]): its socket and buffers, reading from the socket into
-//! them and writing to it, and telling whether an idle one may still carry a request.
+//! One backend connection ([`Conn`]): its socket (plain, or TLS for an `https://` backend) and
+//! buffers, reading from the socket into them and writing to it, and telling whether an idle
+//! one may still carry a request.
 
 use std::future::{Future as _, poll_fn};
 use std::io;
@@ -8,15 +9,64 @@ use std::pin::{Pin, pin};
 use std::task::{Context, Poll, Waker, ready};
 
 use bytes::{Buf as _, BytesMut};
-use tokio::io::{AsyncWrite as _, Interest};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_rustls::client::TlsStream;
 use tokio_util::io::poll_read_buf;
 
 use super::{MAX_HEAD, MAX_HEADERS, READ_MAX, READ_MIN, eof};
 
+/// A backend connection's transport.
+pub(super) enum Io {
+    /// Plain TCP (`http://`).
+    Plain(TcpStream),
+    /// TLS over TCP (`https://`); boxed, as its session state is large.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for Io {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Io {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Io::Tls(s) => Pin::new(s).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_flush(cx),
+            Io::Tls(s) => Pin::new(s).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Io::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Io::Tls(s) => Pin::new(s).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One backend connection: the socket and its buffers.
 pub(super) struct Conn {
-    io: TcpStream,
+    io: Io,
     /// Bytes read and not yet consumed.
     pub(super) read: BytesMut,
     /// Bytes to write (kept between requests for its capacity).
@@ -26,7 +76,7 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub(super) fn new(io: TcpStream) -> Conn {
+    pub(super) fn new(io: Io) -> Conn {
         Conn {
             io,
             read: BytesMut::new(),
@@ -40,16 +90,29 @@ impl Conn {
     /// readiness cleared ([`Conn::poll_fill`]), so the usual answer needs no system call; a
     /// socket reported readable since (unasked bytes such as a `408`, a close in flight, or a
     /// last read that filled the buffer exactly) is read from to tell.
-    pub(super) fn usable(&self) -> bool {
+    /// A TLS connection is asked its TLS stream instead, which takes in what the backend sent
+    /// since (a TLS 1.3 session ticket is no answer) without waiting.
+    pub(super) fn usable(&mut self) -> bool {
+        let tcp = match &mut self.io {
+            Io::Plain(tcp) => tcp,
+            Io::Tls(_) => {
+                let mut byte = [0u8; 1];
+                let mut buf = ReadBuf::new(&mut byte);
+                let mut cx = Context::from_waker(Waker::noop());
+                return Pin::new(&mut self.io)
+                    .poll_read(&mut cx, &mut buf)
+                    .is_pending();
+            }
+        };
         let mut cx = Context::from_waker(Waker::noop());
-        match pin!(self.io.ready(Interest::READABLE)).poll(&mut cx) {
+        match pin!(tcp.ready(Interest::READABLE)).poll(&mut cx) {
             // Nothing reported since a read last found the socket drained.
             Poll::Pending => true,
             Poll::Ready(Err(_)) => false,
             Poll::Ready(Ok(r)) if r.is_read_closed() || r.is_error() => false,
             Poll::Ready(Ok(_)) => {
                 let mut byte = [0u8; 1];
-                matches!(self.io.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                matches!(tcp.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
             }
         }
     }
@@ -86,33 +149,53 @@ impl Conn {
         poll_fn(|cx| self.poll_fill_or(cx, what)).await
     }
 
-    /// Writes all of `data`, unless the backend answers while the socket takes no more (it
-    /// may answer without reading the whole request): then [`Wrote::Answered`], with what it
-    /// sent in `read`. A failure says whether any byte was written.
+    /// Writes all of `data` (for TLS, through to the socket), unless the backend answers while
+    /// the socket takes no more (it may answer without reading the whole request): then
+    /// [`Wrote::Answered`], with what it sent in `read`. A failure says whether any byte was
+    /// written.
     pub(super) async fn write_all(&mut self, data: &[u8]) -> Result<Wrote, (io::Error, bool)> {
         let mut done = 0;
         poll_fn(|cx| {
-            while done < data.len() {
+            loop {
+                if done == data.len() {
+                    // Plain TCP has nothing buffered; TLS may hold records the socket did not
+                    // take yet.
+                    match Pin::new(&mut self.io).poll_flush(cx) {
+                        Poll::Ready(Ok(())) => break,
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err((e, done > 0))),
+                        Poll::Pending => return self.poll_early_answer(cx, done > 0),
+                    }
+                }
                 match Pin::new(&mut self.io).poll_write(cx, &data[done..]) {
                     Poll::Ready(Ok(0)) => {
                         return Poll::Ready(Err((io::ErrorKind::WriteZero.into(), done > 0)));
                     }
                     Poll::Ready(Ok(n)) => done += n,
                     Poll::Ready(Err(e)) => return Poll::Ready(Err((e, done > 0))),
-                    Poll::Pending => loop {
-                        match self.poll_fill(cx) {
-                            // A close without an answer: the write fails in its turn.
-                            Poll::Pending | Poll::Ready(Ok(0)) => return Poll::Pending,
-                            Poll::Ready(Ok(_)) if self.interim_only() => {}
-                            Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Wrote::Answered)),
-                            Poll::Ready(Err(e)) => return Poll::Ready(Err((e, done > 0))),
-                        }
-                    },
+                    Poll::Pending => return self.poll_early_answer(cx, done > 0),
                 }
             }
             Poll::Ready(Ok(Wrote::All))
         })
         .await
+    }
+
+    /// While the socket takes no more of the request: [`Wrote::Answered`] when the backend
+    /// has answered (interim 1xx heads aside), else pending (also when it closed without an
+    /// answer: the write fails in its turn). `written`: whether any byte was written.
+    fn poll_early_answer(
+        &mut self,
+        cx: &mut Context<'_>,
+        written: bool,
+    ) -> Poll<Result<Wrote, (io::Error, bool)>> {
+        loop {
+            match self.poll_fill(cx) {
+                Poll::Pending | Poll::Ready(Ok(0)) => return Poll::Pending,
+                Poll::Ready(Ok(_)) if self.interim_only() => {}
+                Poll::Ready(Ok(_)) => return Poll::Ready(Ok(Wrote::Answered)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err((e, written))),
+            }
+        }
     }
 
     /// Drops complete interim heads (1xx but 101, such as `100 Continue`) from the start of
@@ -146,7 +229,15 @@ impl Conn {
     pub(super) fn answered(&mut self) -> bool {
         if self.read.is_empty() {
             self.read.reserve(self.read_size);
-            let _ = self.io.try_read_buf(&mut self.read);
+            match &mut self.io {
+                Io::Plain(tcp) => {
+                    let _ = tcp.try_read_buf(&mut self.read);
+                }
+                Io::Tls(_) => {
+                    let mut cx = Context::from_waker(Waker::noop());
+                    let _ = poll_read_buf(Pin::new(&mut self.io), &mut cx, &mut self.read);
+                }
+            }
         }
         !self.read.is_empty()
     }

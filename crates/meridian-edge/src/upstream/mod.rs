@@ -35,12 +35,14 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
+use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 
 use crate::state::ProxyBody;
 
 use body::{Chunk, State, UpstreamBody};
-use conn::{Conn, Wrote};
+use conn::{Conn, Io, Wrote};
 use head::{Framing, read_head};
 use pool::{checkin, checkout};
 use request::{BodySender, Sending, encode_head};
@@ -68,13 +70,27 @@ pub(crate) fn new_key() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Where a backend listens: host (without IPv6 brackets) and port.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Where a backend listens: host (without IPv6 brackets) and port, and how to speak TLS to it
+/// for an `https://` backend.
+#[derive(Clone)]
 pub(crate) struct Target {
     /// Host name or IP address.
     pub host: String,
-    /// TCP port (80 when the URL names none).
+    /// TCP port (80 when the URL names none, 443 for `https://`).
     pub port: u16,
+    /// For an `https://` backend: the client configuration and the name its certificate must
+    /// carry (the URL's host, also sent as SNI).
+    pub tls: Option<(TlsConnector, ServerName<'static>)>,
+}
+
+impl std::fmt::Debug for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Target")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls.is_some())
+            .finish()
+    }
 }
 
 /// Why an exchange failed.
@@ -221,12 +237,27 @@ pub(crate) async fn send_once(
         .map_err(|e| Failure::Exchange(io::Error::other(e)))
 }
 
-/// A new connection to `target` for [`send`].
+/// A new connection to `target` for [`send`], with its TLS handshake done for an `https://`
+/// backend, within `timeout` in all. A failed handshake is a connect failure: no byte of a
+/// request was sent.
 async fn connect(target: &Target, timeout: Duration) -> Result<Conn, Failure> {
-    open(target, timeout)
-        .await
-        .map(Conn::new)
-        .map_err(Failure::Connect)
+    let started = tokio::time::Instant::now();
+    let tcp = open(target, timeout).await.map_err(Failure::Connect)?;
+    let Some((connector, name)) = &target.tls else {
+        return Ok(Conn::new(Io::Plain(tcp)));
+    };
+    let handshake = connector.connect(name.clone(), tcp);
+    match tokio::time::timeout_at(started + timeout, handshake).await {
+        Ok(Ok(tls)) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
+        Ok(Err(e)) => Err(Failure::Connect(io::Error::new(
+            e.kind(),
+            format!("TLS handshake: {e}"),
+        ))),
+        Err(_) => Err(Failure::Connect(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no TLS handshake within {timeout:?}"),
+        ))),
+    }
 }
 
 /// A TCP connection to `target` (no Nagle delay) opened within `timeout`.

@@ -60,7 +60,7 @@ impl Pool {
     /// dropped, so a checkout takes constant time amortised, however many are idle.
     fn checkout(&mut self, key: u64, now: Instant) -> Option<Conn> {
         let list = self.idle.get_mut(&key)?;
-        while let Some(c) = list.pop() {
+        while let Some(mut c) = list.pop() {
             if c.expired(now) {
                 // Returned in time order: every older one has expired too.
                 list.clear();
@@ -80,7 +80,7 @@ impl Pool {
         {
             self.swept = Some(now);
             self.idle.retain(|_, list| {
-                list.retain(|c| !c.expired(now) && c.conn.usable());
+                list.retain_mut(|c| !c.expired(now) && c.conn.usable());
                 !list.is_empty()
             });
         }

@@ -138,6 +138,7 @@ fn target(addr: SocketAddr) -> Target {
     Target {
         host: addr.ip().to_string(),
         port: addr.port(),
+        tls: None,
     }
 }
 
