@@ -250,7 +250,7 @@ async fn accept_loop(
             None => {
                 let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                 let conn = builder
-                    .serve_connection(TokioIo::new(stream), svc)
+                    .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .into_owned();
                 let conn = watcher.watch(conn);
                 tokio::spawn(async move {
@@ -273,7 +273,7 @@ async fn accept_loop(
                             Err(_) => return,
                         };
                     let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
-                    let conn = builder.serve_connection(TokioIo::new(stream), svc);
+                    let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
                     if let Err(e) = watcher.watch(conn).await {
                         tracing::debug!(error = %e, "client connection ended with an error");
                     }

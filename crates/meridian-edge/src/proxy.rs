@@ -12,6 +12,7 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
 use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
@@ -318,7 +319,7 @@ async fn forward(
     conn: &Conn,
     facts: &ClientFacts,
     decision: &Decision,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> (Option<String>, Response<ProxyBody>) {
     if decision.outcome == Outcome::FailClosed {
         let why = decision.explanation.join("; ");
@@ -332,6 +333,7 @@ async fn forward(
             ),
         );
     }
+    let upgrade = upgrade_request(&mut req);
     let (mut parts, incoming) = req.into_parts();
     let length = parts
         .headers
@@ -361,6 +363,15 @@ async fn forward(
     };
 
     strip_hop_by_hop(&mut parts.headers);
+    let mut client_upgrade = None;
+    if let Some((protocol, on_upgrade)) = upgrade {
+        // The one hop-by-hop pair that must reach the backend: what to switch to.
+        parts.headers.insert(header::UPGRADE, protocol);
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        client_upgrade = Some(on_upgrade);
+    }
     let h = &mut parts.headers;
     if Edge::trusted(routes, conn.peer.ip()) {
         // Behind a trusted proxy: append this hop to what it forwarded.
@@ -465,6 +476,10 @@ async fn forward(
                 }
                 return (Some(region), resp);
             }
+            Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
+                edge.observe(&backend, Event::TrafficOk);
+                return (Some(region), switch_protocols(resp, client_upgrade.take()));
+            }
             Ok(Ok(resp)) => {
                 edge.observe(&backend, Event::TrafficOk);
                 if let (Some(target), Body::Buffered(_), false) = (
@@ -548,6 +563,54 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
             .zone
             .as_deref()
             .is_none_or(|z| routes.topology.zone_of(region) == Some(z))
+}
+
+/// For an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and `Upgrade`,
+/// e.g. WebSocket): the protocol asked for and the client connection's upgrade, taken from
+/// the request. HTTP/2 requests have none (their extended CONNECT is not supported).
+fn upgrade_request(req: &mut Request<Incoming>) -> Option<(HeaderValue, OnUpgrade)> {
+    let protocol = req.headers().get(header::UPGRADE)?.clone();
+    if req.version() != http::Version::HTTP_11 {
+        return None;
+    }
+    let asks = req
+        .headers()
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
+    asks.then(|| (protocol, hyper::upgrade::on(req)))
+}
+
+/// A backend's `101 Switching Protocols`: when the client asked to switch, its connection is
+/// spliced to the backend's once the `101` has gone out (in a task of its own, until both
+/// sides close) and the answer keeps `Connection: upgrade` and `Upgrade`; otherwise the `101`
+/// is passed on and the backend's connection closed.
+fn switch_protocols(
+    mut resp: Response<ProxyBody>,
+    client: Option<OnUpgrade>,
+) -> Response<ProxyBody> {
+    let protocol = resp.headers().get(header::UPGRADE).cloned();
+    let tunnel = resp.extensions_mut().remove::<upstream::Tunnel>();
+    let mut resp = finish(resp);
+    let (Some(client), Some(tunnel), Some(protocol)) = (client, tunnel, protocol) else {
+        return resp;
+    };
+    resp.headers_mut().insert(header::UPGRADE, protocol);
+    resp.headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    tokio::spawn(async move {
+        let spliced = match client.await {
+            Ok(upgraded) => upstream::splice(tunnel, upgraded).await,
+            Err(e) => Err(std::io::Error::other(e)),
+        };
+        match spliced {
+            Ok((up, down)) => tracing::debug!(up, down, "switched-protocol connection closed"),
+            Err(e) => tracing::debug!(error = %e, "switched-protocol connection failed"),
+        }
+    });
+    resp
 }
 
 fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {

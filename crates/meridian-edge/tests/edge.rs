@@ -1376,3 +1376,117 @@ async fn proxies_to_https_backends_and_verifies_their_certificates() {
     let body = r.text().await.unwrap();
     assert!(body.contains("TLS handshake"), "{body}");
 }
+
+/// A backend that switches to an "echo" protocol when asked with `Upgrade: echo`: it sends
+/// `!` with its 101, then answers each chunk it reads in capitals. Anything else gets a 400.
+async fn switching_backend() -> SocketAddr {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+                if !(head.contains("\r\nupgrade: echo\r\n") && head.contains("connection: upgrade"))
+                {
+                    let _ = s
+                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
+                        .await;
+                    return;
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\
+                          connection: upgrade\r\n\r\n!",
+                    )
+                    .await;
+                loop {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if s.write_all(&buf[..n].to_ascii_uppercase()).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// An HTTP/1.1 request to switch protocols (WebSocket's handshake) reaches the backend with its
+/// `Upgrade` and `Connection: upgrade`; after the backend's 101 the client's connection and the
+/// backend's are spliced, bytes flowing both ways, including what the backend sent with its 101.
+#[tokio::test]
+async fn upgraded_connections_are_spliced_to_the_backend() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let addr = switching_backend().await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
+    let text = config(&[("a", format!("http://{addr}"))], &[("e1", la, aa)], "")
+        .replace("us = [\"b\", \"c\"]\n", "");
+    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+    let edge = Edge::new(topo, EdgeOptions::new("e1")).unwrap();
+    tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
+
+    let mut s = tokio::net::TcpStream::connect(la).await.unwrap();
+    s.write_all(b"GET /chat HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: echo\r\n\r\n")
+        .await
+        .unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1024];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    // The head, then the byte the backend sent with its 101.
+    while !(got.windows(4).any(|w| w == b"\r\n\r\n") && got.ends_with(b"!")) {
+        assert!(
+            Instant::now() < deadline,
+            "{}",
+            String::from_utf8_lossy(&got)
+        );
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(
+        head.contains("upgrade: echo") && head.contains("meridian-region: a"),
+        "{head}"
+    );
+    for word in ["hello", "again"] {
+        s.write_all(word.as_bytes()).await.unwrap();
+        let mut echoed = Vec::new();
+        while echoed.len() < word.len() {
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            assert!(n > 0);
+            echoed.extend_from_slice(&buf[..n]);
+        }
+        assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
+    }
+
+    // Without `Connection: upgrade` the header is hop-by-hop and stripped: no switch.
+    let r = client()
+        .get(format!("http://{la}/chat"))
+        .header("upgrade", "echo")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}

@@ -76,6 +76,12 @@ pub(super) struct Conn {
 }
 
 impl Conn {
+    /// The transport and what was read from it but not consumed, for a connection that
+    /// switched protocols.
+    pub(super) fn into_parts(self) -> (Io, BytesMut) {
+        (self.io, self.read)
+    }
+
     pub(super) fn new(io: Io) -> Conn {
         Conn {
             io,

@@ -10,7 +10,8 @@
 //! Response framing follows RFC 9112 §6.3: no body for `HEAD` and for 1xx/204/304; a chunked
 //! body when `Transfer-Encoding` ends in `chunked`; else a `Content-Length` body; else the body
 //! runs to the connection's close. Interim 1xx responses are skipped, except `101`, which is
-//! passed on without a body (the edge does not upgrade connections) and ends the connection.
+//! passed on without a body and hands the connection over as a [`Tunnel`] in the response's
+//! extensions (the proxy splices it to the client's upgraded connection, or drops it).
 //!
 //! Idle connections are dropped after [`IDLE_TIMEOUT`] (checked when a thread uses its pool)
 //! or when the backend has closed them or sent anything unasked (seen without a system call
@@ -28,14 +29,17 @@ mod tests;
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use bytes::BytesMut;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
+use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -185,6 +189,15 @@ pub(crate) async fn send(
         .map_err(Failure::Exchange)?;
     // After a request cut short, the connection is in no state for another.
     head.keep_alive &= complete;
+    if head.status == http::StatusCode::SWITCHING_PROTOCOLS {
+        let mut resp = Response::new(ProxyBody::default());
+        *resp.status_mut() = head.status;
+        *resp.version_mut() = head.version;
+        *resp.headers_mut() = head.headers;
+        resp.extensions_mut()
+            .insert(Tunnel(Arc::new(Mutex::new(Some(conn.into_parts())))));
+        return Ok(resp);
+    }
     let state = match head.framing {
         Framing::Empty => {
             if head.keep_alive && conn.read.is_empty() {
@@ -211,6 +224,32 @@ pub(crate) async fn send(
         resp.extensions_mut().insert(reason);
     }
     Ok(resp)
+}
+
+/// The backend's side of a connection that switched protocols (`101`): its transport and the
+/// bytes it sent past the response head. [`splice`] takes it, once.
+#[derive(Clone)]
+pub(crate) struct Tunnel(Arc<Mutex<Option<(Io, BytesMut)>>>);
+
+/// Copies bytes both ways between the client's upgraded connection and the backend's side of
+/// `tunnel` until both have closed (or one fails): first what the backend sent with its `101`,
+/// then everything each side sends. Returns the bytes sent to the backend and to the client.
+pub(crate) async fn splice(
+    tunnel: Tunnel,
+    client: hyper::upgrade::Upgraded,
+) -> io::Result<(u64, u64)> {
+    let taken = tunnel
+        .0
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .take();
+    let Some((mut backend, early)) = taken else {
+        return Ok((0, 0));
+    };
+    let mut client = TokioIo::new(client);
+    client.write_all(&early).await?;
+    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut backend).await?;
+    Ok((up, down + early.len() as u64))
 }
 
 /// Sends `req` on a connection of its own, closed after the answer (for rare calls such as
