@@ -1,0 +1,126 @@
+//! The files in `deploy/` against the code: every metric the alerting rules and the dashboard
+//! name is one the binary exports, and each systemd unit's command line is one it accepts.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn read(rel: &str) -> String {
+    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
+}
+
+/// Every `meridian_…` name in `text` (letters, digits and `_` after the prefix).
+fn metric_names(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("meridian_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'))
+            .unwrap_or(tail.len());
+        out.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    out
+}
+
+/// The metric names the crates define: string literals `"meridian_…"` in their sources.
+fn exported() -> BTreeSet<String> {
+    fn walk(dir: &Path, out: &mut BTreeSet<String>) {
+        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                for piece in text.split('"').skip(1).step_by(2) {
+                    if piece.starts_with("meridian_") && metric_names(piece).contains(piece) {
+                        out.insert(piece.to_string());
+                    }
+                }
+            }
+        }
+    }
+    let mut out = BTreeSet::new();
+    for krate in std::fs::read_dir(root().join("crates")).unwrap().flatten() {
+        let src = krate.path().join("src");
+        if src.is_dir() {
+            walk(&src, &mut out);
+        }
+    }
+    out
+}
+
+#[test]
+fn alerts_and_dashboard_name_only_exported_metrics() {
+    let exported = exported();
+    assert!(
+        exported.contains("meridian_repl_lag_seconds") && exported.len() > 30,
+        "the scan of the sources found {exported:?}"
+    );
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&read("deploy/grafana/meridian.json")).expect("dashboard JSON");
+    let mut exprs = String::new();
+    for panel in dashboard["panels"].as_array().expect("panels") {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().expect("every target has an expr");
+            assert!(!expr.trim().is_empty(), "{}", panel["title"]);
+            exprs += expr;
+            exprs.push('\n');
+        }
+    }
+    let alerts = read("deploy/prometheus/alerts.yml");
+    let rules = alerts.matches("- alert: ").count();
+    assert!(rules >= 10, "{rules} rules");
+    assert_eq!(rules, alerts.matches("\n        expr: ").count(), "one expr per rule");
+    for (file, text) in [("dashboard", &exprs), ("alerts.yml", &alerts)] {
+        let named = metric_names(text);
+        assert!(!named.is_empty(), "{file} names no metric");
+        for name in named {
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .unwrap_or(&name);
+            assert!(
+                exported.contains(&name) || exported.contains(base),
+                "{file} names {name}, which no crate exports"
+            );
+        }
+    }
+}
+
+#[test]
+fn systemd_units_run_command_lines_the_binary_accepts() {
+    for (unit, role) in [
+        ("meridian-region@.service", "region"),
+        ("meridian-edge@.service", "edge"),
+    ] {
+        let text = read(&format!("deploy/systemd/{unit}"));
+        let exec = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStart="))
+            .unwrap_or_else(|| panic!("{unit} has no ExecStart"));
+        let mut args = exec.split_whitespace();
+        assert_eq!(args.next(), Some("/usr/local/bin/meridian"), "{unit}");
+        let args: Vec<String> = args.map(|a| a.replace("%i", "us-east-1")).collect();
+        assert_eq!(args.first().map(String::as_str), Some(role), "{unit}");
+        // clap refuses an unknown flag before it reaches `--help`: exit 0 means every flag
+        // of the unit is one the command takes.
+        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(&args)
+            .arg("--help")
+            .output()
+            .expect("run meridian");
+        assert!(
+            out.status.success(),
+            "{unit}: `meridian {}` is refused: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(text.contains("RestartPreventExitStatus=2"), "{unit}");
+    }
+}
