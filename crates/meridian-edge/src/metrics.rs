@@ -22,6 +22,12 @@ pub const REPLAYS: &str = "meridian_edge_replays_total";
 pub const HEALTH_TRANSITIONS: &str = "meridian_edge_health_transitions_total";
 /// 1 while the edge routes to a region, 0 while it treats it as down; by region.
 pub const REGION_UP: &str = "meridian_edge_region_up";
+/// Connections that switched protocols (WebSocket, any `Upgrade`) and are spliced to a
+/// backend now.
+pub const UPGRADED_OPEN: &str = "meridian_edge_upgraded_connections";
+/// Bytes copied over switched connections once they closed, by `direction` (`to_backend`,
+/// `to_client`).
+pub const UPGRADED_BYTES: &str = "meridian_edge_upgraded_bytes_total";
 
 /// Installs the process's recorder; call once at start so early events are not lost.
 pub fn install() {

@@ -601,12 +601,21 @@ fn switch_protocols(
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     tokio::spawn(async move {
+        let open = metrics::gauge!(metrics::UPGRADED_OPEN);
+        open.increment(1.0);
         let spliced = match client.await {
             Ok(upgraded) => upstream::splice(tunnel, upgraded).await,
             Err(e) => Err(std::io::Error::other(e)),
         };
+        open.decrement(1.0);
         match spliced {
-            Ok((up, down)) => tracing::debug!(up, down, "switched-protocol connection closed"),
+            Ok((up, down)) => {
+                metrics::counter!(metrics::UPGRADED_BYTES, "direction" => "to_backend")
+                    .increment(up);
+                metrics::counter!(metrics::UPGRADED_BYTES, "direction" => "to_client")
+                    .increment(down);
+                tracing::debug!(up, down, "switched-protocol connection closed");
+            }
             Err(e) => tracing::debug!(error = %e, "switched-protocol connection failed"),
         }
     });

@@ -1480,6 +1480,10 @@ async fn upgraded_connections_are_spliced_to_the_backend() {
         }
         assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
     }
+    let open = meridian_edge::metrics::render()
+        .lines()
+        .any(|l| l.starts_with("meridian_edge_upgraded_connections") && l.ends_with(" 1"));
+    assert!(open, "one spliced connection is counted open");
 
     // Without `Connection: upgrade` the header is hop-by-hop and stripped: no switch.
     let r = client()

@@ -76,7 +76,11 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
     let alerts = read("deploy/prometheus/alerts.yml");
     let rules = alerts.matches("- alert: ").count();
     assert!(rules >= 10, "{rules} rules");
-    assert_eq!(rules, alerts.matches("\n        expr: ").count(), "one expr per rule");
+    assert_eq!(
+        rules,
+        alerts.matches("\n        expr: ").count(),
+        "one expr per rule"
+    );
     for (file, text) in [("dashboard", &exprs), ("alerts.yml", &alerts)] {
         let named = metric_names(text);
         assert!(!named.is_empty(), "{file} names no metric");
