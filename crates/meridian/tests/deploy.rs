@@ -31,12 +31,14 @@ fn metric_names(text: &str) -> BTreeSet<String> {
 /// The metric names the crates define: string literals `"meridian_…"` in their sources.
 fn exported() -> BTreeSet<String> {
     fn walk(dir: &Path, out: &mut BTreeSet<String>) {
-        for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+        for entry in entries.flatten() {
             let path = entry.path();
             if path.is_dir() {
                 walk(&path, out);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).unwrap();
+                let text = std::fs::read_to_string(&path)
+                    .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
                 for piece in text.split('"').skip(1).step_by(2) {
                     if piece.starts_with("meridian_") && metric_names(piece).contains(piece) {
                         out.insert(piece.to_string());
@@ -46,7 +48,8 @@ fn exported() -> BTreeSet<String> {
         }
     }
     let mut out = BTreeSet::new();
-    for krate in std::fs::read_dir(root().join("crates")).unwrap().flatten() {
+    let crates = std::fs::read_dir(root().join("crates")).expect("the crates folder");
+    for krate in crates.flatten() {
         let src = krate.path().join("src");
         if src.is_dir() {
             walk(&src, &mut out);
