@@ -103,6 +103,18 @@ async fn wrong_method(req: Request) -> Response {
     )
 }
 
+/// A call's query, or its refusal: 400 `bad_query` saying what was wrong, with `hint`.
+fn query<T>(q: Result<Query<T>, QueryRejection>, hint: &str) -> Result<T, Box<Response>> {
+    q.map(|Query(q)| q).map_err(|e| {
+        Box::new(err(
+            StatusCode::BAD_REQUEST,
+            "bad_query",
+            e.body_text(),
+            hint,
+        ))
+    })
+}
+
 async fn status(State(edge): State<Edge>) -> Json<Value> {
     let routes = edge.routes();
     let view = edge.health_view();
@@ -199,17 +211,13 @@ async fn explain(
     State(edge): State<Edge>,
     q: Result<Query<ExplainQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match q {
+    let q = match query(
+        q,
+        "ip=203.0.113.9 (required), and optionally method=, path=, token=, cookie=, zone=, \
+         idempotency_key=true",
+    ) {
         Ok(q) => q,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                e.body_text(),
-                "ip=203.0.113.9 (required), and optionally method=, path=, token=, cookie=, \
-                 zone=, idempotency_key=true",
-            );
-        }
+        Err(refused) => return *refused,
     };
     let routes = edge.routes();
     let mut h = HeaderMap::new();
@@ -273,16 +281,12 @@ async fn explain_dns(
     State(edge): State<Edge>,
     q: Result<Query<ExplainDnsQuery>, QueryRejection>,
 ) -> Response {
-    let Query(q) = match q {
+    let q = match query(
+        q,
+        "name=www&ip=192.0.2.1 (both required), and optionally type=A, subnet=81.2.69.0/24",
+    ) {
         Ok(q) => q,
-        Err(e) => {
-            return err(
-                StatusCode::BAD_REQUEST,
-                "bad_query",
-                e.body_text(),
-                "name=www&ip=192.0.2.1 (both required), and optionally type=A, subnet=81.2.69.0/24",
-            );
-        }
+        Err(refused) => return *refused,
     };
     if edge.topology().dns.is_none() {
         return err(
