@@ -13,6 +13,7 @@ use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
+use meridian_core::config::Writes;
 use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
@@ -31,8 +32,9 @@ pub const REPLAY_HEADER: &str = "meridian-replay";
 const REGION: HeaderName = HeaderName::from_static(REGION_HEADER);
 const ZONE: HeaderName = HeaderName::from_static(ZONE_HEADER);
 const REPLAY: HeaderName = HeaderName::from_static(REPLAY_HEADER);
-/// On a region node's 421: the key's home region (`writer = "home"`).
-const MISDIRECTED_HOME: HeaderName = HeaderName::from_static("meridian-home");
+/// A key's home region: on a request, where `writes = "home"` sends it without a home
+/// claim; on a region node's 421, the home it belongs to (`writer = "home"`).
+const HOME: HeaderName = HeaderName::from_static("meridian-home");
 /// On a region node's 421: a region allowed to hold the pinned key.
 const MISDIRECTED_ALLOWED: HeaderName = HeaderName::from_static("meridian-allowed-region");
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
@@ -171,7 +173,8 @@ fn cookie_region(headers: &HeaderMap) -> Option<String> {
 }
 
 /// Client facts of a request as the edge sees it: address, residency (verified token claim, or
-/// a `Meridian-Zone` header from a trusted proxy), sticky cookie, method, idempotency key.
+/// a `Meridian-Zone` header from a trusted proxy), home region (token claim, else
+/// `Meridian-Home` under `writes = "home"`), sticky cookie, method, idempotency key.
 pub(crate) fn facts(
     edge: &Edge,
     routes: &Routes,
@@ -219,6 +222,17 @@ pub(crate) fn facts(
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
     }
+    // Without a home claim, `writes = "home"` follows the key's home as the client names it for
+    // the region node (`Meridian-Home`): a placement hint, not a residency claim — the zone
+    // still bounds where the request may go.
+    if f.home.is_none() && routes.topology.routing.writes == Writes::Home {
+        f.home = headers
+            .get(HOME)
+            .and_then(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|r| routes.topology.region(r).is_some())
+            .map(str::to_string);
+    }
     f
 }
 
@@ -248,9 +262,7 @@ fn replay_target(status: StatusCode, h: &HeaderMap) -> Option<String> {
     if status != StatusCode::MISDIRECTED_REQUEST {
         return None;
     }
-    let named = h
-        .get(MISDIRECTED_HOME)
-        .or_else(|| h.get(MISDIRECTED_ALLOWED))?;
+    let named = h.get(HOME).or_else(|| h.get(MISDIRECTED_ALLOWED))?;
     named.to_str().ok().map(|r| r.trim().to_string())
 }
 

@@ -545,6 +545,50 @@ async fn unsafe_requests_are_not_retried_and_replay_moves_regions() {
     assert_eq!(r.headers()["meridian-region"], "c", "sticky cookie");
 }
 
+/// Under `writes = "home"`, a write without a home claim goes where its `Meridian-Home` says
+/// (a region of the topology); reads, and writes naming no known region, follow the policy.
+#[tokio::test]
+async fn home_writes_follow_the_meridian_home_header() {
+    let w = world(
+        "[routing]\npolicy = \"failover\"\nwrites = \"home\"\n",
+        false,
+    )
+    .await;
+    let c = client();
+    let served =
+        |r: &reqwest::Response| r.headers()["meridian-region"].to_str().unwrap().to_string();
+    let r = c
+        .post(format!("{}/o", w.proxy))
+        .header("meridian-home", "c")
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served(&r), "c");
+    let r = c
+        .post(format!("{}/o", w.proxy))
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served(&r), "a", "no home: the failover order");
+    let r = c
+        .post(format!("{}/o", w.proxy))
+        .header("meridian-home", "mars-1")
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served(&r), "a", "an unknown region is ignored");
+    let r = c
+        .get(format!("{}/o", w.proxy))
+        .header("meridian-home", "c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served(&r), "a", "reads are not steered by it");
+}
+
 #[tokio::test]
 async fn admin_api_weights_explain_and_metrics() {
     let w = world(
