@@ -88,6 +88,20 @@ impl ResolvesServerCert for CertFiles {
 }
 
 fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<CertifiedKey, Error> {
+    let (certs, key_der) = read_pem_pair(cert, key)?;
+    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| Error::Config {
+        message: format!(
+            "{}: the key does not fit the certificate: {e}",
+            cert.display()
+        ),
+    })
+}
+
+/// A PEM certificate chain (at least one certificate) and a PEM private key.
+fn read_pem_pair(
+    cert: &Path,
+    key: &Path,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), Error> {
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(cert)
         .map_err(|e| config_error(cert, "cannot read certificates", e))?
         .collect::<Result<_, _>>()
@@ -100,12 +114,7 @@ fn read_pair(cert: &Path, key: &Path, provider: &CryptoProvider) -> Result<Certi
         ));
     }
     let key_der = PrivateKeyDer::from_pem_file(key).map_err(|e| config_error(key, "bad key", e))?;
-    CertifiedKey::from_der(certs, key_der, provider).map_err(|e| Error::Config {
-        message: format!(
-            "{}: the key does not fit the certificate: {e}",
-            cert.display()
-        ),
-    })
+    Ok((certs, key_der))
 }
 
 /// A server configuration from a PEM certificate chain and key that are never re-read (see
@@ -115,12 +124,16 @@ pub fn server_config(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, Error
 }
 
 /// The client configuration for `https://` app backends: TLS 1.2 and 1.3 with the `ring`
-/// provider, HTTP/1.1 by ALPN, no client certificate, and the server's certificate checked
-/// against the CA certificates of `ca` (a PEM bundle, for a private CA) when given, else
-/// against the system's trust store (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the platform's
-/// bundle). System certificates that cannot be read or parsed are skipped with a warning; an
-/// unreadable or empty `ca` file is an error.
-pub fn backend_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, Error> {
+/// provider, HTTP/1.1 by ALPN, the server's certificate checked against the CA certificates of
+/// `ca` (a PEM bundle, for a private CA) when given, else against the system's trust store
+/// (`SSL_CERT_FILE`/`SSL_CERT_DIR` or the platform's bundle), and — with `client` (certificate
+/// chain and key, PEM) — that certificate presented to backends that ask for one (mutual
+/// TLS). System certificates that cannot be read or parsed are skipped with a warning; an
+/// unreadable or empty `ca` file, or a bad client pair, is an error.
+pub fn backend_client_config(
+    ca: Option<&Path>,
+    client: Option<(&Path, &Path)>,
+) -> Result<Arc<ClientConfig>, Error> {
     let mut roots = RootCertStore::empty();
     match ca {
         Some(path) => {
@@ -148,13 +161,26 @@ pub fn backend_client_config(ca: Option<&Path>) -> Result<Arc<ClientConfig>, Err
         }
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ClientConfig::builder_with_provider(provider)
+    let builder = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::Config {
             message: format!("TLS protocol versions: {e}"),
         })?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert, key)) => {
+            let (certs, key_der) = read_pem_pair(cert, key)?;
+            builder
+                .with_client_auth_cert(certs, key_der)
+                .map_err(|e| Error::Config {
+                    message: format!(
+                        "{}: the key does not fit the certificate: {e}",
+                        cert.display()
+                    ),
+                })?
+        }
+    };
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

@@ -1308,14 +1308,20 @@ async fn an_ejected_backend_is_probed_at_once() {
     }
 }
 
+/// A new CA certificate (written to `path` as PEM) and its key.
+fn new_ca(path: &std::path::Path) -> (rcgen::Certificate, rcgen::KeyPair) {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = params.self_signed(&key).unwrap();
+    std::fs::write(path, ca.pem()).unwrap();
+    (ca, key)
+}
+
 /// A private CA, written to `path` as PEM, and a certificate it signs for 127.0.0.1 with its
 /// key, as a TLS server configuration.
 fn private_ca(path: &std::path::Path) -> Arc<rustls::ServerConfig> {
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    let ca = ca_params.self_signed(&ca_key).unwrap();
-    std::fs::write(path, ca.pem()).unwrap();
+    let (ca, ca_key) = new_ca(path);
     let leaf_key = rcgen::KeyPair::generate().unwrap();
     let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
         .unwrap()
@@ -1363,6 +1369,89 @@ async fn https_backend(config: Arc<rustls::ServerConfig>) -> (SocketAddr, Arc<At
     (addr, accepted)
 }
 
+/// An edge in front of one region `a` whose one app backend is `app`, with `tls` as its
+/// backend TLS configuration: its proxy's address, or why it refused the topology.
+async fn one_backend_edge(
+    app: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<SocketAddr, meridian_edge::Error> {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
+    let text = config(&[("a", app)], &[("e1", la, aa)], "").replace("us = [\"b\", \"c\"]\n", "");
+    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+    let mut opts = EdgeOptions::new("e1");
+    opts.backend_tls = tls;
+    let edge = Edge::new(topo, opts)?;
+    tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
+    Ok(la)
+}
+
+/// [`one_backend_edge`] for the `https://` backend at `addr`: its proxy's URL.
+async fn https_edge(
+    addr: SocketAddr,
+    tls: Option<Arc<rustls::ClientConfig>>,
+) -> Result<String, meridian_edge::Error> {
+    let la = one_backend_edge(format!("https://{addr}"), tls).await?;
+    Ok(format!("http://{la}"))
+}
+
+/// A backend that asks for a client certificate gets the one the edge was given (mutual TLS);
+/// an edge without one fails the handshake, which is a connection failure (502).
+#[tokio::test]
+async fn presents_a_client_certificate_to_backends_that_ask_for_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name);
+    let (ca, ca_key) = new_ca(&path("ca.pem"));
+    let issue = |name: &str| {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec![name.to_string()])
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (cert, key)
+    };
+    let (server_cert, server_key) = issue("127.0.0.1");
+    let (client_cert, client_key) = issue("edge.example");
+    std::fs::write(path("client.pem"), client_cert.pem()).unwrap();
+    std::fs::write(path("client-key.pem"), client_key.serialize_pem()).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .unwrap();
+    let server = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(
+            vec![server_cert.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(server_key.serialize_der().into()),
+        )
+        .unwrap();
+    let (addr, _) = https_backend(Arc::new(server)).await;
+    let ca = path("ca.pem");
+    let (cert, key) = (path("client.pem"), path("client-key.pem"));
+    let with = meridian_edge::tls::backend_client_config(Some(&ca), Some((&cert, &key))).unwrap();
+    let without = meridian_edge::tls::backend_client_config(Some(&ca), None).unwrap();
+    let c = client();
+    let proxy = https_edge(addr, Some(with)).await.unwrap();
+    let r = c.get(format!("{proxy}/m")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.text().await.unwrap(), "tls:GET:");
+    let proxy = https_edge(addr, Some(without)).await.unwrap();
+    let r = c.get(format!("{proxy}/m")).send().await.unwrap();
+    assert_eq!(r.status(), 502);
+    assert!(
+        meridian_edge::tls::backend_client_config(Some(&ca), Some((&key, &key))).is_err(),
+        "a key is no certificate"
+    );
+}
+
 /// An `https://` app backend: the edge checks its certificate against the CA it is given,
 /// keeps the TLS connection pooled across requests (a TLS 1.3 session ticket is no answer),
 /// and a certificate that CA did not sign is a connection failure, not an answer.
@@ -1373,22 +1462,8 @@ async fn proxies_to_https_backends_and_verifies_their_certificates() {
     let (addr, accepted) = https_backend(private_ca(&ca)).await;
     private_ca(&other_ca);
     let start = |ca: Option<&std::path::Path>| {
-        let ca = ca.map(std::path::Path::to_path_buf);
-        async move {
-            let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-            let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
-            let text = config(&[("a", format!("https://{addr}"))], &[("e1", la, aa)], "")
-                .replace("us = [\"b\", \"c\"]\n", "");
-            let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
-            let mut opts = EdgeOptions::new("e1");
-            if let Some(ca) = &ca {
-                opts.backend_tls = Some(meridian_edge::tls::backend_client_config(Some(ca))?);
-            }
-            let edge = Edge::new(topo, opts)?;
-            tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
-            Ok::<_, meridian_edge::Error>(format!("http://{la}"))
-        }
+        let tls = ca.map(|ca| meridian_edge::tls::backend_client_config(Some(ca), None).unwrap());
+        https_edge(addr, tls)
     };
     let refused = start(None).await.unwrap_err().to_string();
     assert!(refused.contains("no TLS client configuration"), "{refused}");
@@ -1475,14 +1550,9 @@ async fn switching_backend() -> SocketAddr {
 async fn upgraded_connections_are_spliced_to_the_backend() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = switching_backend().await;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
-    let text = config(&[("a", format!("http://{addr}"))], &[("e1", la, aa)], "")
-        .replace("us = [\"b\", \"c\"]\n", "");
-    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
-    let edge = Edge::new(topo, EdgeOptions::new("e1")).unwrap();
-    tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
+    let la = one_backend_edge(format!("http://{addr}"), None)
+        .await
+        .unwrap();
 
     let mut s = tokio::net::TcpStream::connect(la).await.unwrap();
     s.write_all(b"GET /chat HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: echo\r\n\r\n")

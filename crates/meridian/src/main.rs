@@ -142,6 +142,13 @@ enum Command {
         /// certificates (a private CA). Default: the system's trust store.
         #[arg(long, value_name = "FILE")]
         backend_ca: Option<PathBuf>,
+        /// PEM certificate chain the edge presents to `https://` backends that ask for a
+        /// client certificate (mutual TLS); needs --backend-key.
+        #[arg(long, value_name = "FILE", requires = "backend_key")]
+        backend_cert: Option<PathBuf>,
+        /// PEM private key for --backend-cert.
+        #[arg(long, value_name = "FILE", requires = "backend_cert")]
+        backend_key: Option<PathBuf>,
         /// Proxy threads, each with its own single-threaded runtime, listener (SO_REUSEPORT)
         /// and backend connections, so a request never changes threads; the first also runs
         /// the admin API, probes and GeoDNS over TCP. Default: one per CPU core. On a machine
@@ -398,6 +405,8 @@ fn run(command: Command) -> anyhow::Result<()> {
             tls_key,
             token_public_key,
             backend_ca,
+            backend_cert,
+            backend_key,
             threads,
         } => {
             let topology = Arc::new(load_topology(&config)?);
@@ -406,8 +415,11 @@ fn run(command: Command) -> anyhow::Result<()> {
             opts.secret = secret;
             opts.geoip = open_geoip(&config, &topology, &edge)?;
             opts.backend_tls = Some(
-                meridian_edge::tls::backend_client_config(backend_ca.as_deref())
-                    .map_err(|e| BadConfig(e.to_string()))?,
+                meridian_edge::tls::backend_client_config(
+                    backend_ca.as_deref(),
+                    backend_cert.as_deref().zip(backend_key.as_deref()),
+                )
+                .map_err(|e| BadConfig(e.to_string()))?,
             );
             if let Some(path) = &token_public_key {
                 opts.token_public_key = Some(
