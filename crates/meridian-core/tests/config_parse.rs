@@ -213,6 +213,7 @@ fn defaults_are_filled_in() {
     assert_eq!(t.limits.idempotency_ttl, Duration::from_secs(86_400));
     assert_eq!(t.limits.session_wait, Duration::from_secs(2));
     assert_eq!(t.limits.read_cache_bytes, 64 << 20);
+    assert_eq!(t.limits.client_header_timeout, Duration::from_secs(60));
     assert!(t.dns.is_none());
     assert!(t.edges.is_empty());
 }
@@ -839,6 +840,41 @@ fn limits_out_of_range() {
     let t = parse("meridian.toml", &with("[limits]\nread_cache_bytes = 0\n"))
         .expect("0 turns the cache off");
     assert_eq!(t.limits.read_cache_bytes, 0);
+}
+
+#[test]
+fn client_header_timeouts_of_nodes_and_edges() {
+    let edge = |extra: &str| {
+        with(&format!(
+            "[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:9080\"\n{extra}"
+        ))
+    };
+    let t = parse("m.toml", &edge("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].client_header_timeout, Duration::from_secs(30));
+    let t = parse("m.toml", &edge("client_header_timeout = \"5s\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].client_header_timeout, Duration::from_secs(5));
+    let text = edge("client_header_timeout = \"2h\"\n");
+    let d = assert_diag(
+        &text,
+        "\"2h\"",
+        0,
+        "edge `e`: client_header_timeout = 2h is out of range",
+    );
+    assert!(hint(&d).contains("between 1s and 1h"), "{d}");
+    let t = parse(
+        "m.toml",
+        &with("[limits]\nclient_header_timeout = \"90s\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.limits.client_header_timeout, Duration::from_secs(90));
+    let text = with("[limits]\nclient_header_timeout = \"500ms\"\n");
+    assert_diag(
+        &text,
+        "\"500ms\"",
+        0,
+        "[limits]: client_header_timeout = 500ms is out of range",
+    );
 }
 
 #[test]

@@ -217,12 +217,13 @@ async fn accept_loop(
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let graceful = GracefulShutdown::new();
+    let header_timeout = edge.options().client_header_timeout;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .writev(false)
         .timer(TokioTimer::new())
-        .header_read_timeout(edge.options().client_header_timeout);
+        .header_read_timeout(header_timeout);
     let builder = std::sync::Arc::new(builder);
     let tls = edge
         .options()
@@ -248,14 +249,19 @@ async fn accept_loop(
         let watcher = graceful.watcher();
         match tls.clone() {
             None => {
+                let first = conn.clone();
                 let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .into_owned();
                 let conn = watcher.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
+                    match within_first_request(conn, &first.served, header_timeout).await {
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                        Some(Ok(())) => {}
+                        None => tracing::debug!(%peer, "no request within the header timeout"),
                     }
                 });
             }
@@ -272,10 +278,16 @@ async fn accept_loop(
                             }
                             Err(_) => return,
                         };
+                    let first = conn.clone();
                     let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    if let Err(e) = watcher.watch(conn).await {
-                        tracing::debug!(error = %e, "client connection ended with an error");
+                    let conn = watcher.watch(conn);
+                    match within_first_request(conn, &first.served, header_timeout).await {
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "client connection ended with an error");
+                        }
+                        Some(Ok(())) => {}
+                        None => tracing::debug!(%peer, "no request within the header timeout"),
                     }
                 });
             }
@@ -287,5 +299,29 @@ async fn accept_loop(
         .is_err()
     {
         tracing::warn!(%addr, "in-flight requests still running after the drain timeout; closing them");
+    }
+}
+
+/// Runs a client connection's future `conn`, unless none of its requests has reached the
+/// service (`served`) within `limit` of the accept: then drops it, closing the connection.
+/// hyper's header timeout starts only once hyper-util's HTTP/1-or-2 detection has read the
+/// first bytes, so without this a client that connects and sends nothing (or a partial
+/// HTTP/2 preface) would hold its connection forever (hyperium/hyper#3756). `None` when it
+/// was cut off.
+async fn within_first_request<F: Future>(
+    conn: F,
+    served: &std::sync::atomic::AtomicBool,
+    limit: Duration,
+) -> Option<F::Output> {
+    tokio::pin!(conn);
+    tokio::select! {
+        out = &mut conn => Some(out),
+        () = tokio::time::sleep(limit) => {
+            if served.load(std::sync::atomic::Ordering::Relaxed) {
+                Some(conn.await)
+            } else {
+                None
+            }
+        }
     }
 }

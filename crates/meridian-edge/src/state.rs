@@ -45,7 +45,8 @@ pub struct EdgeOptions {
     /// How long an HTTP/1 client has to send a request's head, from when the connection is
     /// ready for it (accepted, or its previous response sent); past it the connection is
     /// closed, so idle or slow clients cannot hold connections open (haproxy's
-    /// `timeout http-request`, nginx's `client_header_timeout`). Default: 30s.
+    /// `timeout http-request`, nginx's `client_header_timeout`). Read when serving starts.
+    /// Default: 30s; the binary passes the `[[edge]]`'s `client_header_timeout`.
     pub client_header_timeout: Duration,
     /// Largest request body buffered so the request can be retried or replayed; larger bodies
     /// stream through and are sent once. Default: 1 MiB.
@@ -74,7 +75,7 @@ impl EdgeOptions {
             secret: None,
             seed: 0,
             upstream_timeout: Duration::from_secs(30),
-            client_header_timeout: Duration::from_secs(30),
+            client_header_timeout: config::EDGE_CLIENT_HEADER_TIMEOUT,
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,

@@ -818,8 +818,9 @@ async fn serves_http2_with_prior_knowledge() {
     assert_eq!(&body[..], b"a:");
 }
 
-/// A client that does not finish a request's head within `client_header_timeout`, or stays
-/// idle that long after a response, has its connection closed; one that does is served.
+/// A client that does not finish a request's head within `client_header_timeout` (sending
+/// nothing at all, part of a head, or part of the HTTP/2 preface), or stays idle that long
+/// after a response, has its connection closed; one that does is served.
 #[tokio::test]
 async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -838,15 +839,21 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
         )
     }
 
-    let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    slow.write_all(b"GET /slow HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .unwrap();
-    let (_, after) = until_closed(&mut slow).await;
-    assert!(
-        after >= limit - Duration::from_millis(50),
-        "closed after {after:?}"
-    );
+    // Silent (nothing sent: HTTP/1-or-2 detection would wait forever), a partial HTTP/2
+    // preface, a partial HTTP/1 head.
+    for sent in [
+        &b""[..],
+        b"PRI * HTTP/2",
+        b"GET /slow HTTP/1.1\r\nhost: x\r\n",
+    ] {
+        let mut slow = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        slow.write_all(sent).await.unwrap();
+        let (_, after) = until_closed(&mut slow).await;
+        assert!(
+            after >= limit - Duration::from_millis(50),
+            "closed after {after:?}"
+        );
+    }
 
     let mut idle = tokio::net::TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /idle HTTP/1.1\r\nhost: x\r\n\r\n")

@@ -21,6 +21,7 @@ pub mod write;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 pub use error::ApiError;
@@ -30,10 +31,6 @@ pub use state::{Node, NodeConfig};
 pub const GC_INTERVAL: Duration = Duration::from_secs(1);
 /// How often the TTL sweeper reclaims expired records.
 pub const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
-/// How long an HTTP/1 client has to send a request's head, counted from the accept or from its
-/// previous response, before its connection is closed. Longer than [`repl::DIGEST_INTERVAL`],
-/// so a peer's kept digest connection is never closed between two comparisons.
-pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why a node could not start or stopped.
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +59,9 @@ pub struct Background {
     pub digest_every: Option<std::time::Duration>,
     /// How long an HTTP/1 client has to send each request's head (from the accept, or from
     /// its previous response) before its connection is closed, so idle and slow clients do
-    /// not hold connections open. Default: [`CLIENT_HEADER_TIMEOUT`].
+    /// not hold connections open. Default: `[limits] client_header_timeout`'s default (60 s,
+    /// longer than [`repl::DIGEST_INTERVAL`], so a peer's kept digest connection is never
+    /// closed between two comparisons); [`serve`] uses the topology's.
     pub client_header_timeout: Duration,
 }
 
@@ -71,7 +70,7 @@ impl Default for Background {
         Background {
             dialer: Arc::new(repl::dial::TcpDialer),
             digest_every: Some(repl::DIGEST_INTERVAL),
-            client_header_timeout: CLIENT_HEADER_TIMEOUT,
+            client_header_timeout: meridian_core::config::Limits::default().client_header_timeout,
         }
     }
 }
@@ -87,7 +86,8 @@ pub fn start(node: &Node, background: &Background) -> Vec<tokio::task::JoinHandl
 }
 
 /// Serves the data API of `node` on `listener` until `shutdown` completes, then finishes
-/// in-flight requests. The TTL sweeper and the replication links to every peer run alongside.
+/// in-flight requests, closing HTTP/1 connections idle past `[limits] client_header_timeout`.
+/// The TTL sweeper and the replication links to every peer run alongside.
 /// Accepted connections send at once (`TCP_NODELAY`): a watch feed's event or a replication
 /// frame must not wait for the client's delayed acknowledgement of the previous one (up to
 /// 40 ms on Linux).
@@ -102,7 +102,11 @@ pub async fn serve(
             tracing::debug!(error = %e, "TCP_NODELAY could not be set on a connection");
         }
     });
-    serve_on(node, listener, &Background::default(), shutdown).await
+    let background = Background {
+        client_header_timeout: node.topology().limits.client_header_timeout,
+        ..Background::default()
+    };
+    serve_on(node, listener, &background, shutdown).await
 }
 
 /// [`serve`] on any listener axum accepts (a simulated network's, say), as `background`
@@ -154,13 +158,32 @@ async fn accept_loop<L>(
             (io, _) = listener.accept() => io,
             () = &mut shutdown => break,
         };
-        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let inner = hyper_util::service::TowerToHyperService::new(app.clone());
+        let served = Arc::new(AtomicBool::new(false));
+        let seen = served.clone();
+        let service = hyper::service::service_fn(move |req| {
+            seen.store(true, Ordering::Relaxed);
+            hyper::service::Service::call(&inner, req)
+        });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            if let Err(e) = conn.await {
+            // hyper's header timeout starts only once hyper-util's HTTP/1-or-2 detection has
+            // read the first bytes: a client that connects and sends nothing (or part of an
+            // HTTP/2 preface) is cut off here instead (hyperium/hyper#3756).
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = &mut conn => ended,
+                () = tokio::time::sleep(header_timeout) => {
+                    if !served.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 tracing::debug!(error = %e, "client connection ended with an error");
             }
         });

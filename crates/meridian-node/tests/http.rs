@@ -11,8 +11,9 @@ async fn json_of(resp: reqwest::Response) -> Value {
     resp.json().await.expect("JSON body")
 }
 
-/// A client that does not finish a request's head within the header timeout, or stays idle
-/// that long after a response, has its connection closed; one that does is served.
+/// A client that does not finish a request's head within the header timeout (sending nothing
+/// at all, part of a head, or part of the HTTP/2 preface), or stays idle that long after a
+/// response, has its connection closed; one that does is served.
 #[tokio::test]
 async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     use std::time::{Duration, Instant};
@@ -41,17 +42,23 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
         )
     }
 
-    let mut slow = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    slow.write_all(b"GET /health/live HTTP/1.1\r\nhost: x\r\n")
-        .await
-        .expect("write");
-    let (_, after) = until_closed(&mut slow).await;
-    assert!(
-        after >= limit - Duration::from_millis(50),
-        "closed after {after:?}"
-    );
+    // Silent (nothing sent: HTTP/1-or-2 detection would wait forever), a partial HTTP/2
+    // preface, a partial HTTP/1 head.
+    for sent in [
+        &b""[..],
+        b"PRI * HTTP/2",
+        b"GET /health/live HTTP/1.1\r\nhost: x\r\n",
+    ] {
+        let mut slow = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        slow.write_all(sent).await.expect("write");
+        let (_, after) = until_closed(&mut slow).await;
+        assert!(
+            after >= limit - Duration::from_millis(50),
+            "closed after {after:?}"
+        );
+    }
 
     let mut idle = tokio::net::TcpStream::connect(&addr)
         .await

@@ -414,6 +414,9 @@ fn run(command: Command) -> anyhow::Result<()> {
             let mut opts = meridian_edge::EdgeOptions::new(&edge);
             opts.secret = secret;
             opts.geoip = open_geoip(&config, &topology, &edge)?;
+            if let Some(e) = topology.edge(&edge) {
+                opts.client_header_timeout = e.client_header_timeout;
+            }
             opts.backend_tls = Some(
                 meridian_edge::tls::backend_client_config(
                     backend_ca.as_deref(),

@@ -270,3 +270,36 @@ fn sighup_reloads_the_geoip_database() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(country(), located, "the last good database stays");
 }
+
+/// `client_header_timeout` of the `[[edge]]` reaches the running edge: a connection that sends
+/// nothing is closed after it, not after the default 30 s.
+#[test]
+fn the_edge_closes_idle_connections_after_its_configured_header_timeout() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
+    let text = config("failover", listen, admin, app) + "client_header_timeout = \"1s\"\n";
+    std::fs::write(&cfg, text).expect("write");
+    let _edge = start_edge(&cfg);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut s = loop {
+        match std::net::TcpStream::connect(("127.0.0.1", listen)) {
+            Ok(s) => break s,
+            Err(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => panic!("the edge does not listen: {e}"),
+        }
+    };
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let started = Instant::now();
+    let mut buf = [0u8; 64];
+    let n = s.read(&mut buf).unwrap_or(0);
+    let after = started.elapsed();
+    assert_eq!(n, 0, "closed without an answer");
+    assert!(
+        after >= Duration::from_millis(800) && after < Duration::from_secs(5),
+        "closed after {after:?}"
+    );
+}

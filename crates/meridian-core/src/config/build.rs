@@ -11,8 +11,9 @@ use toml_edit::Table;
 
 use super::diag::{Cx, Span};
 use super::model::{
-    AllDown, Cluster, Dns, DnsRecord, Edge, GeoMap, Health, Keyspace, LatLon, Limits, Policy,
-    RecordType, Region, Replication, Residency, Routing, Topology, Writer, Writes, Zone,
+    AllDown, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT, Edge, GeoMap, Health, Keyspace,
+    LatLon, Limits, Policy, RecordType, Region, Replication, Residency, Routing, Topology, Writer,
+    Writes, Zone,
 };
 use super::read::{self, Sp, Tbl};
 use super::scalar;
@@ -39,6 +40,7 @@ const EDGE_KEYS: &[&str] = &[
     "location",
     "geoip",
     "trusted_proxies",
+    "client_header_timeout",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -79,6 +81,7 @@ const RECORD_KEYS: &[&str] = &[
 const LIMITS_KEYS: &[&str] = &[
     "max_key_bytes",
     "max_value_bytes",
+    "client_header_timeout",
     "idempotency_ttl",
     "session_wait",
     "read_cache_bytes",
@@ -527,27 +530,15 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         None => Some(d.read_cache_bytes),
     };
     let ranged = |cx: &mut Cx<'_>, key: &str, lo: Duration, hi: Duration, default: Duration| {
-        let Some(v) = t.duration(cx, key) else {
-            return if t.has(key) { None } else { Some(default) };
-        };
-        if v.v < lo || v.v > hi {
-            cx.error(
-                &v.span,
-                format!(
-                    "{}: {key} = {} is out of range",
-                    t.label,
-                    scalar::format_duration(v.v)
-                ),
-                Some(format!(
-                    "{key} must be between {} and {}",
-                    scalar::format_duration(lo),
-                    scalar::format_duration(hi)
-                )),
-            );
-            return None;
-        }
-        Some(v.v)
+        duration_in(cx, &t, key, (lo, hi), default)
     };
+    let client_header_timeout = ranged(
+        cx,
+        "client_header_timeout",
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+        d.client_header_timeout,
+    );
     let idempotency_ttl = ranged(
         cx,
         "idempotency_ttl",
@@ -568,7 +559,39 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         idempotency_ttl: idempotency_ttl?,
         session_wait: session_wait?,
         read_cache_bytes: read_cache_bytes?,
+        client_header_timeout: client_header_timeout?,
     })
+}
+
+/// The duration at `key` of `t`, within `lo..=hi` (both included); `default` when absent; an
+/// error at the value when it is out of range.
+fn duration_in(
+    cx: &mut Cx<'_>,
+    t: &Tbl<'_>,
+    key: &str,
+    (lo, hi): (Duration, Duration),
+    default: Duration,
+) -> Option<Duration> {
+    let Some(v) = t.duration(cx, key) else {
+        return if t.has(key) { None } else { Some(default) };
+    };
+    if v.v < lo || v.v > hi {
+        cx.error(
+            &v.span,
+            format!(
+                "{}: {key} = {} is out of range",
+                t.label,
+                scalar::format_duration(v.v)
+            ),
+            Some(format!(
+                "{key} must be between {} and {}",
+                scalar::format_duration(lo),
+                scalar::format_duration(hi)
+            )),
+        );
+        return None;
+    }
+    Some(v.v)
 }
 
 fn health(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Health> {
@@ -1031,7 +1054,16 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
                 }
             }
         }
-        if let (Some(name), Some(l), Some(a), true) = (name, listen_addr, admin, ok) {
+        let client_header_timeout = duration_in(
+            cx,
+            &t,
+            "client_header_timeout",
+            (Duration::from_secs(1), Duration::from_secs(3600)),
+            EDGE_CLIENT_HEADER_TIMEOUT,
+        );
+        if let (Some(name), Some(l), Some(a), Some(timeout), true) =
+            (name, listen_addr, admin, client_header_timeout, ok)
+        {
             out.push(Edge {
                 name: name.v,
                 listen: l.v,
@@ -1039,6 +1071,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
                 location,
                 geoip,
                 trusted_proxies,
+                client_header_timeout: timeout,
             });
         }
     }

@@ -262,7 +262,14 @@ pub struct Edge {
     /// CIDR prefixes (as written, validated, no host bits set) whose `X-Forwarded-For` is
     /// believed. Default: empty.
     pub trusted_proxies: Vec<String>,
+    /// How long an HTTP/1 client of the edge has to send each request's head (from the
+    /// accept, or from its previous response) before its connection is closed, 1s..=1h.
+    /// Default: 30s (haproxy's `timeout http-request`, nginx's `client_header_timeout`).
+    pub client_header_timeout: Duration,
 }
+
+/// [`Edge::client_header_timeout`] when the file gives none.
+pub const EDGE_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `[health]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -455,6 +462,11 @@ pub struct Limits {
     /// Bytes of records a region node keeps in memory for reads, 0..=68719476736 (64 GiB; 0:
     /// no cache). Default: 67108864 (64 MiB).
     pub read_cache_bytes: usize,
+    /// How long an HTTP/1 client of a region node has to send each request's head (from the
+    /// accept, or from its previous response) before its connection is closed, 1s..=1h.
+    /// Default: 60s — longer than the 30 s between a peer's digest comparisons on its kept
+    /// connection.
+    pub client_header_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -465,6 +477,7 @@ impl Default for Limits {
             idempotency_ttl: Duration::from_secs(24 * 3600),
             session_wait: Duration::from_secs(2),
             read_cache_bytes: 64 << 20,
+            client_header_timeout: Duration::from_secs(60),
         }
     }
 }
