@@ -255,15 +255,7 @@ async fn accept_loop(
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .into_owned();
                 let conn = watcher.watch(conn);
-                tokio::spawn(async move {
-                    match within_first_request(conn, &first.served, header_timeout).await {
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "client connection ended with an error");
-                        }
-                        Some(Ok(())) => {}
-                        None => tracing::debug!(%peer, "no request within the header timeout"),
-                    }
-                });
+                tokio::spawn(serve_client(conn, first, peer, header_timeout));
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
@@ -281,14 +273,7 @@ async fn accept_loop(
                     let first = conn.clone();
                     let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    let conn = watcher.watch(conn);
-                    match within_first_request(conn, &first.served, header_timeout).await {
-                        Some(Err(e)) => {
-                            tracing::debug!(error = %e, "client connection ended with an error");
-                        }
-                        Some(Ok(())) => {}
-                        None => tracing::debug!(%peer, "no request within the header timeout"),
-                    }
+                    serve_client(watcher.watch(conn), first, peer, header_timeout).await;
                 });
             }
         }
@@ -302,26 +287,33 @@ async fn accept_loop(
     }
 }
 
-/// Runs a client connection's future `conn`, unless none of its requests has reached the
-/// service (`served`) within `limit` of the accept: then drops it, closing the connection.
-/// hyper's header timeout starts only once hyper-util's HTTP/1-or-2 detection has read the
-/// first bytes, so without this a client that connects and sends nothing (or a partial
-/// HTTP/2 preface) would hold its connection forever (hyperium/hyper#3756). `None` when it
-/// was cut off.
-async fn within_first_request<F: Future>(
+/// Runs a client connection's future `conn` to its end, unless none of its requests has
+/// reached the service ([`proxy::Conn`]'s `served`) within `limit` of the accept: then drops
+/// it, closing the connection. hyper's header timeout starts only once hyper-util's
+/// HTTP/1-or-2 detection has read the first bytes, so without this a client that connects and
+/// sends nothing (or a partial HTTP/2 preface) would hold its connection forever
+/// (hyperium/hyper#3756).
+async fn serve_client<F, E>(
     conn: F,
-    served: &std::sync::atomic::AtomicBool,
+    client: std::sync::Arc<proxy::Conn>,
+    peer: std::net::SocketAddr,
     limit: Duration,
-) -> Option<F::Output> {
+) where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
     tokio::pin!(conn);
-    tokio::select! {
-        out = &mut conn => Some(out),
+    let ended = tokio::select! {
+        ended = &mut conn => ended,
         () = tokio::time::sleep(limit) => {
-            if served.load(std::sync::atomic::Ordering::Relaxed) {
-                Some(conn.await)
-            } else {
-                None
+            if !client.served.load(std::sync::atomic::Ordering::Relaxed) {
+                tracing::debug!(%peer, "no request within the header timeout");
+                return;
             }
+            conn.await
         }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }
