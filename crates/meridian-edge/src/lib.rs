@@ -292,7 +292,8 @@ async fn accept_loop(
 /// it, closing the connection. hyper's header timeout starts only once hyper-util's
 /// HTTP/1-or-2 detection has read the first bytes, so without this a client that connects and
 /// sends nothing (or a partial HTTP/2 preface) would hold its connection forever
-/// (hyperium/hyper#3756).
+/// (hyperium/hyper#3756). The region node's accept loop does the same (the two crates share
+/// no crate with tokio to hold one copy).
 async fn serve_client<F, E>(
     conn: F,
     client: std::sync::Arc<proxy::Conn>,

@@ -68,7 +68,7 @@ pub(crate) struct Conn {
     /// `Forwarded` with only this hop's element.
     forwarded: HeaderValue,
     /// Whether a request of this connection has reached [`handle`] (see
-    /// [`crate::within_first_request`]).
+    /// [`crate::serve_client`]).
     pub(crate) served: std::sync::atomic::AtomicBool,
 }
 

@@ -576,10 +576,10 @@ fn build_routes(
             let bad = |what: String| Error::Config {
                 message: format!("region `{}`: app backend {url}: {what}", r.name),
             };
-            let url_ = url.trim_end_matches('/');
-            let (host_port, https) = match url_.strip_prefix("http://") {
+            let trimmed = url.trim_end_matches('/');
+            let (host_port, https) = match trimmed.strip_prefix("http://") {
                 Some(rest) => (rest, false),
-                None => match url_.strip_prefix("https://") {
+                None => match trimmed.strip_prefix("https://") {
                     Some(rest) => (rest, true),
                     None => return Err(bad("give http://host:port or https://host:port".into())),
                 },

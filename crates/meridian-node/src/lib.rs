@@ -169,27 +169,36 @@ async fn accept_loop<L>(
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
         let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            // hyper's header timeout starts only once hyper-util's HTTP/1-or-2 detection has
-            // read the first bytes: a client that connects and sends nothing (or part of an
-            // HTTP/2 preface) is cut off here instead (hyperium/hyper#3756).
-            tokio::pin!(conn);
-            let ended = tokio::select! {
-                ended = &mut conn => ended,
-                () = tokio::time::sleep(header_timeout) => {
-                    if !served.load(Ordering::Relaxed) {
-                        return;
-                    }
-                    conn.await
-                }
-            };
-            if let Err(e) = ended {
-                tracing::debug!(error = %e, "client connection ended with an error");
-            }
-        });
+        tokio::spawn(serve_client(conn, served, header_timeout));
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// Runs a client connection's future `conn` to its end, unless none of its requests has
+/// reached the service (`served`) within `limit` of the accept: then drops it, closing the
+/// connection. hyper's header timeout starts only once hyper-util's HTTP/1-or-2 detection has
+/// read the first bytes, so without this a client that connects and sends nothing (or part of
+/// an HTTP/2 preface) would hold its connection forever (hyperium/hyper#3756). The edge's
+/// accept loop does the same.
+async fn serve_client<F, E>(conn: F, served: Arc<AtomicBool>, limit: Duration)
+where
+    F: Future<Output = Result<(), E>>,
+    E: std::fmt::Display,
+{
+    tokio::pin!(conn);
+    let ended = tokio::select! {
+        ended = &mut conn => ended,
+        () = tokio::time::sleep(limit) => {
+            if !served.load(Ordering::Relaxed) {
+                return;
+            }
+            conn.await
+        }
+    };
+    if let Err(e) = ended {
+        tracing::debug!(error = %e, "client connection ended with an error");
+    }
 }
 
 /// Opens the store at `data_dir` and builds the node for `region`.

@@ -86,6 +86,8 @@ const LIMITS_KEYS: &[&str] = &[
     "session_wait",
     "read_cache_bytes",
 ];
+/// The range of a `client_header_timeout` (node or edge), both ends included.
+const HEADER_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
 const POLICIES: &[&str] = &["latency", "proximity", "geo", "weighted", "failover"];
 const RECORD_TYPES: &[&str] = &["A", "AAAA", "CNAME", "TXT", "MX", "NS"];
 
@@ -529,28 +531,25 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         None if t.has("read_cache_bytes") => None,
         None => Some(d.read_cache_bytes),
     };
-    let ranged = |cx: &mut Cx<'_>, key: &str, lo: Duration, hi: Duration, default: Duration| {
-        duration_in(cx, &t, key, (lo, hi), default)
-    };
-    let client_header_timeout = ranged(
+    let client_header_timeout = duration_in(
         cx,
+        &t,
         "client_header_timeout",
-        Duration::from_secs(1),
-        Duration::from_secs(3600),
+        HEADER_TIMEOUTS,
         d.client_header_timeout,
     );
-    let idempotency_ttl = ranged(
+    let idempotency_ttl = duration_in(
         cx,
+        &t,
         "idempotency_ttl",
-        Duration::from_secs(1),
-        Duration::from_secs(30 * 86_400),
+        (Duration::from_secs(1), Duration::from_secs(30 * 86_400)),
         d.idempotency_ttl,
     );
-    let session_wait = ranged(
+    let session_wait = duration_in(
         cx,
+        &t,
         "session_wait",
-        Duration::ZERO,
-        Duration::from_secs(60),
+        (Duration::ZERO, Duration::from_secs(60)),
         d.session_wait,
     );
     Some(Limits {
@@ -1058,7 +1057,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             cx,
             &t,
             "client_header_timeout",
-            (Duration::from_secs(1), Duration::from_secs(3600)),
+            HEADER_TIMEOUTS,
             EDGE_CLIENT_HEADER_TIMEOUT,
         );
         if let (Some(name), Some(l), Some(a), Some(timeout), true) =
