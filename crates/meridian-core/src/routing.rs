@@ -640,24 +640,31 @@ fn order_level<'a>(
             } else {
                 String::new()
             };
-            let mut pool = std::mem::take(&mut v);
+            // Each member's weight once, not once per draw.
+            let mut pool: Vec<(Member<'a>, f64)> = std::mem::take(&mut v)
+                .into_iter()
+                .map(|m| {
+                    let weight = w(&m);
+                    (m, weight)
+                })
+                .collect();
             while !pool.is_empty() {
-                let total: f64 = pool.iter().map(&w).sum();
+                let total: f64 = pool.iter().map(|(_, weight)| weight).sum();
                 let idx = if total <= 0.0 {
                     0
                 } else {
                     let mut x = draws.next_unit() * total;
                     let mut chosen = pool.len() - 1;
-                    for (i, m) in pool.iter().enumerate() {
-                        if x < w(m) {
+                    for (i, (_, weight)) in pool.iter().enumerate() {
+                        if x < *weight {
                             chosen = i;
                             break;
                         }
-                        x -= w(m);
+                        x -= weight;
                     }
                     chosen
                 };
-                v.push(pool.remove(idx));
+                v.push(pool.remove(idx).0);
             }
             why.push(|| {
                 let drawn: Vec<&str> = v.iter().map(|m| m.name).collect();
