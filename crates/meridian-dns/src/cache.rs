@@ -1,0 +1,459 @@
+//! The UDP answer cache: [`UdpCache`], one per UDP thread, and [`Authority::handle_udp`],
+//! which answers from it or from the reference builder ([`answer::handle`]).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hickory_proto::op::ResponseCode;
+use meridian_core::config::LatLon;
+use meridian_core::geodns::DnsClient;
+use meridian_core::routing::HealthView;
+
+use crate::answer::{self, Env};
+use crate::{Authority, Backend, Live, Transport, Zone, metrics};
+
+/// [`Env`] that remembers what an answer depended on: the health view and TTL it was given
+/// and whether it drew a random number (then it cannot be reused).
+struct Recording<'a> {
+    live: Live<'a>,
+    health: RefCell<Option<Arc<HealthView>>>,
+    ttl: Cell<Option<Duration>>,
+    random: Cell<bool>,
+}
+
+impl Env for Recording<'_> {
+    fn health(&self) -> HealthView {
+        let h = self.live.backend.shared_health_view();
+        let view = HealthView::clone(&h);
+        *self.health.borrow_mut() = Some(h);
+        view
+    }
+
+    fn policy_ttl(&self, health: &HealthView, configured: Duration) -> Duration {
+        let t = self.live.policy_ttl(health, configured);
+        self.ttl.set(Some(t));
+        t
+    }
+
+    fn locate(&self, ip: IpAddr) -> DnsClient {
+        self.live.locate(ip)
+    }
+
+    fn edge_location(&self) -> Option<LatLon> {
+        self.live.edge_location()
+    }
+
+    fn random(&self) -> u64 {
+        self.random.set(true);
+        self.live.random()
+    }
+}
+
+/// Most answers one [`UdpCache`] holds; when full it starts over.
+const CACHE_ENTRIES: usize = 4096;
+/// Longest query whose answer is cached.
+const CACHE_QUERY: usize = 512;
+
+/// Encoded UDP answers of one UDP thread, for [`Authority::handle_udp`], keyed by the query's
+/// bytes after its ID (flags, question, EDNS and Client Subnet) with the question name in
+/// lower case, and the resolver address: a seeded hash of both finds the entry, which is used
+/// only when both equal its own (two keys with one hash share a slot, the newer answer
+/// replacing the older). An answer whose records are all A, AAAA or OPT owned by the question
+/// name (a compression pointer to it) or the root serves every spelling of the name (0x20
+/// case mixing): the builder would answer the same bytes with the question as asked, which a
+/// hit copies in. Any other answer serves only the exact spelling it was built for.
+/// The reference builder ([`answer::handle`]) is a pure function of those, the zone and what
+/// the backend says (health view, state-aware TTL, GeoIP of the located address, randomness):
+/// an entry is reused only for the same zone and, for policy answers, the same health view and
+/// TTL, and answers that drew a random number (`weighted`) are never cached. A hit patches the
+/// ID into the stored bytes: the same bytes the builder would produce, without decoding,
+/// deciding or encoding again.
+///
+/// Datagrams received together form a batch ([`UdpCache::end_batch`] closes it): within one,
+/// hits read the topology, the health view and the state-aware TTL once, and their metrics are
+/// counted when the batch ends (or the cache is dropped), in one addition per counter.
+pub struct UdpCache {
+    zone: Option<Arc<Zone>>,
+    /// The seed of [`UdpCache::slot`]'s hash, random per cache: the keys (query bytes) cannot
+    /// be chosen to collide.
+    seed: u64,
+    /// Entries by [`UdpCache::slot`] (already a hash: the map does not hash it again).
+    entries: HashMap<u64, Cached, BuildHasherDefault<Prehashed>>,
+    /// The current query's key: its bytes after the ID, the question name in lower case.
+    key: Vec<u8>,
+    /// The metric counters of each cached answer (`Cached::counters` indexes here), with the
+    /// hits not yet counted in them.
+    counters: Vec<(Vec<::metrics::Counter>, u64)>,
+    /// Indexes into `counters` whose count is not zero.
+    uncounted: Vec<usize>,
+    /// The current batch's reading of the backend.
+    batch: Batch,
+}
+
+/// What the hits of one batch read from the backend, once.
+#[derive(Default)]
+struct Batch {
+    /// The cache's zone is the current topology's.
+    zone_current: bool,
+    /// The health view and policy TTL answers are decided with.
+    policy: Option<(Arc<HealthView>, Duration)>,
+}
+
+impl UdpCache {
+    /// Ends a batch of datagrams: counts its hits in the metrics, and the next query reads the
+    /// topology, health view and TTL from the backend again. Call it once per receive call
+    /// (a batch should span microseconds, not seconds: it is the freshness of hits).
+    pub fn end_batch(&mut self) {
+        self.flush_counters();
+        self.batch = Batch::default();
+    }
+
+    /// Adds the uncounted hits to their metric counters.
+    fn flush_counters(&mut self) {
+        for i in self.uncounted.drain(..) {
+            let (counters, n) = &mut self.counters[i];
+            for c in counters.iter() {
+                c.increment(*n);
+            }
+            *n = 0;
+        }
+    }
+
+    /// The slot of a query (`packet[2..]`, see [`UdpCache`]) from `resolver`: xxh3 of the
+    /// query bytes (one call on the whole slice, the fast path for short inputs), seeded with
+    /// the cache's seed and the resolver address.
+    fn slot(&self, query: &[u8], resolver: IpAddr) -> u64 {
+        let r = match resolver {
+            IpAddr::V4(a) => u64::from(a.to_bits()),
+            IpAddr::V6(a) => {
+                let b = a.to_bits();
+                (b >> 64) as u64 ^ b as u64 ^ (1 << 63)
+            }
+        };
+        let seed = self.seed ^ r.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        xxhash_rust::xxh3::xxh3_64_with_seed(query, seed)
+    }
+
+    /// Forgets every answer (their uncounted hits are counted first).
+    fn clear(&mut self) {
+        self.flush_counters();
+        self.entries.clear();
+        self.counters.clear();
+    }
+}
+
+impl Drop for UdpCache {
+    fn drop(&mut self) {
+        self.flush_counters();
+    }
+}
+
+impl Default for UdpCache {
+    fn default() -> Self {
+        use std::hash::BuildHasher as _;
+        let seed = std::collections::hash_map::RandomState::new().hash_one(0u8);
+        UdpCache {
+            zone: None,
+            seed,
+            entries: HashMap::default(),
+            key: Vec::new(),
+            counters: Vec::new(),
+            uncounted: Vec::new(),
+            batch: Batch::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for UdpCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UdpCache")
+            .field("entries", &self.entries.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A [`Hasher`] for keys that are already hashes ([`UdpCache::slot`]): `u64` keys pass through.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+
+    /// Other keys (none here) fold their bytes in.
+    fn write(&mut self, bytes: &[u8]) {
+        for b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(*b);
+        }
+    }
+}
+
+struct Cached {
+    /// The query's key (see [`UdpCache::key`]) and the resolver address.
+    key: Box<[u8]>,
+    resolver: IpAddr,
+    /// The query bytes after the ID as asked, when the answer serves only that spelling.
+    exact: Option<Box<[u8]>>,
+    /// The response, its ID to be patched.
+    bytes: Box<[u8]>,
+    /// Index of the metrics the query counts in `UdpCache::counters`.
+    counters: usize,
+    /// For policy answers: the health view and TTL they were decided with.
+    policy: Option<(Arc<HealthView>, Duration)>,
+}
+
+impl Authority {
+    /// [`Authority::handle`] for UDP through the thread's `cache`: the answer is written to
+    /// `out` (`false`: send nothing). Byte for byte what [`Authority::handle`] would answer at
+    /// the start of the cache's batch, with the same metrics once the batch ends (see
+    /// [`UdpCache`]).
+    pub fn handle_udp(
+        &self,
+        backend: &dyn Backend,
+        packet: &[u8],
+        resolver: IpAddr,
+        cache: &mut UdpCache,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        // The zone of the current topology: what `zone()` would return, checked without
+        // reference counting once per batch.
+        let current = cache.batch.zone_current
+            || cache
+                .zone
+                .as_ref()
+                .is_some_and(|z| backend.is_current(z.topology()));
+        if !current {
+            match self.zone(backend) {
+                Ok(z) => {
+                    cache.clear();
+                    cache.zone = Some(z);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "no zone to answer from");
+                    return false;
+                }
+            }
+        }
+        cache.batch.zone_current = true;
+        let zone_ttl = cache
+            .zone
+            .as_ref()
+            .expect("invariant: the current zone was set above")
+            .ttl();
+        let live = Live {
+            backend,
+            ttl: &self.ttl,
+        };
+        let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
+        let name_end = question_name_end(packet);
+        if cacheable {
+            cache.key.clear();
+            cache.key.extend_from_slice(&packet[2..]);
+            if let Some(end) = name_end {
+                cache.key[10..end - 2].make_ascii_lowercase();
+            }
+        }
+        let slot = cacheable.then(|| cache.slot(&cache.key, resolver));
+        if let Some(slot) = slot
+            && let Some(hit) = cache.entries.get_mut(&slot)
+            && hit.resolver == resolver
+            && *hit.key == *cache.key
+            && hit.exact.as_deref().is_none_or(|q| *q == packet[2..])
+        {
+            let fresh = match &mut hit.policy {
+                None => true,
+                Some((health, ttl)) => {
+                    // What the builder asks for a policy answer, once per batch.
+                    let (now, now_ttl) = cache.batch.policy.get_or_insert_with(|| {
+                        let now = backend.shared_health_view();
+                        let configured = Duration::from_secs(u64::from(zone_ttl));
+                        let ttl = live.policy_ttl(&now, configured);
+                        (now, ttl)
+                    });
+                    let same = Arc::ptr_eq(now, health) || **now == **health;
+                    if same {
+                        // The next hits compare pointers only.
+                        *health = now.clone();
+                    }
+                    same && *now_ttl == *ttl
+                }
+            };
+            if fresh {
+                out.clear();
+                out.extend_from_slice(&hit.bytes);
+                out[..2].copy_from_slice(&packet[..2]);
+                if hit.exact.is_none()
+                    && let Some(end) = name_end
+                {
+                    // The question as asked (the builder echoes the query's).
+                    out[12..end].copy_from_slice(&packet[12..end]);
+                }
+                let i = hit.counters;
+                let (_, n) = &mut cache.counters[i];
+                if *n == 0 {
+                    cache.uncounted.push(i);
+                }
+                *n += 1;
+                return true;
+            }
+            // Stale: the builder below asks the backend again (as a miss would).
+        }
+        let zone = cache
+            .zone
+            .clone()
+            .expect("invariant: the current zone was set above");
+        let slot = slot.map(|s| (cache, s, name_end));
+        self.build_udp(&zone, live, packet, resolver, slot, out)
+    }
+
+    /// The reference builder for [`Authority::handle_udp`], storing the answer in `cache` at
+    /// its slot (for the key in [`UdpCache::key`]; the question name ends at the offset given,
+    /// when known) when it may be reused (see [`UdpCache`]).
+    fn build_udp(
+        &self,
+        zone: &Zone,
+        live: Live<'_>,
+        packet: &[u8],
+        resolver: IpAddr,
+        cache: Option<(&mut UdpCache, u64, Option<usize>)>,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let rec = Recording {
+            live,
+            health: RefCell::new(None),
+            ttl: Cell::new(None),
+            random: Cell::new(false),
+        };
+        let Some((bytes, trace)) = answer::handle(zone, packet, resolver, Transport::Udp, &rec)
+        else {
+            metrics::dropped();
+            return false;
+        };
+        let counters = metrics::counters(&trace);
+        for c in &counters {
+            c.increment(1);
+        }
+        out.clear();
+        out.extend_from_slice(&bytes);
+        let Some((cache, slot, name_end)) = cache else {
+            return true;
+        };
+        let policy = match (rec.health.into_inner(), rec.ttl.get()) {
+            (None, None) => None,
+            (Some(h), Some(t)) => Some((h, t)),
+            _ => return true,
+        };
+        let keep = !rec.random.get()
+            && matches!(
+                trace.rcode,
+                ResponseCode::NoError | ResponseCode::NXDomain | ResponseCode::Refused
+            )
+            && bytes.len() >= 2;
+        if let Some(p) = &policy {
+            // The newest reading: the batch's next hits are decided with it.
+            cache.batch.policy = Some(p.clone());
+        }
+        if keep {
+            if cache.entries.len() >= CACHE_ENTRIES {
+                cache.clear();
+            }
+            let mut bytes = bytes.into_boxed_slice();
+            bytes[..2].copy_from_slice(&[0, 0]);
+            let index = match cache.entries.get(&slot) {
+                // A stale (or colliding) answer's place: its own uncounted hits are counted
+                // first.
+                Some(stale) => {
+                    let i = stale.counters;
+                    cache.flush_counters();
+                    cache.counters[i] = (counters, 0);
+                    i
+                }
+                None => {
+                    cache.counters.push((counters, 0));
+                    cache.counters.len() - 1
+                }
+            };
+            cache.entries.insert(
+                slot,
+                Cached {
+                    key: cache.key.as_slice().into(),
+                    resolver,
+                    exact: (!name_end.is_some_and(|end| any_spelling(&bytes, &packet[..end])))
+                        .then(|| packet[2..].into()),
+                    bytes,
+                    counters: index,
+                    policy,
+                },
+            );
+        }
+        true
+    }
+}
+
+/// Where the question name of a query with one question ends (the offset after its root
+/// label); `None` when the packet has not exactly one question or its name is cut short,
+/// compressed or has a label longer than 63 bytes (so no name byte but letters is `A`-`Z`).
+fn question_name_end(packet: &[u8]) -> Option<usize> {
+    if packet.get(4..6)? != [0, 1] {
+        return None;
+    }
+    let mut i = 12;
+    loop {
+        let len = usize::from(*packet.get(i)?);
+        if len == 0 {
+            return Some(i + 1);
+        }
+        if len > 63 {
+            return None;
+        }
+        i += 1 + len;
+    }
+}
+
+/// Whether `response` answers every spelling of the question name alike apart from the
+/// question: it echoes the one question of `query` (given up to the end of its name) and each
+/// record is A, AAAA or OPT, owned by the root or by a compression pointer to the question name
+/// (offset 12), so no byte after the question depends on the name's case.
+fn any_spelling(response: &[u8], query: &[u8]) -> bool {
+    let name_end = query.len();
+    if response.get(12..name_end) != query.get(12..) {
+        return false;
+    }
+    let count = |at: usize| {
+        response
+            .get(at..at + 2)
+            .map(|b| u16::from_be_bytes([b[0], b[1]]))
+    };
+    let (Some(1), Some(an), Some(ns), Some(ar)) = (count(4), count(6), count(8), count(10)) else {
+        return false;
+    };
+    let mut i = name_end + 4;
+    for _ in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
+        let owner = match response.get(i) {
+            Some(0) => 1,
+            Some(0xC0) if response.get(i + 1) == Some(&12) => 2,
+            _ => return false,
+        };
+        i += owner;
+        let Some(rtype) = count(i) else {
+            return false;
+        };
+        if !matches!(rtype, 1 | 28 | 41) {
+            return false;
+        }
+        let Some(rdlength) = count(i + 8) else {
+            return false;
+        };
+        i += 10 + usize::from(rdlength);
+    }
+    i == response.len()
+}
