@@ -74,6 +74,9 @@ pub struct PolicyTrace {
     pub ttl: u32,
     /// The ECS scope this answer is valid for.
     pub scope: u8,
+    /// Whether the decision looked at where the client is (the record's routing has `geo`
+    /// rules or `proximity` at some level; see `Routing::located`).
+    pub located: bool,
     /// The routing decision, step by step (only when explaining).
     pub explanation: Vec<String>,
 }
@@ -467,6 +470,7 @@ impl Ctx<'_> {
                     outcome: outcome_name(a.outcome),
                     ttl,
                     scope: a.scope,
+                    located: routing.located(),
                     explanation: a.explanation,
                 });
                 a.addresses

@@ -13,7 +13,10 @@ use meridian_core::config::LatLon;
 use meridian_core::geodns::DnsClient;
 use meridian_core::routing::HealthView;
 
-use crate::answer::{self, Env};
+use meridian_core::routing::Outcome;
+
+use crate::answer::{self, Env, Trace};
+use crate::shape::Shape;
 use crate::{Authority, Backend, Live, Transport, Zone, metrics};
 
 /// [`Env`] that remembers what an answer depended on: the health view and TTL it was given
@@ -73,6 +76,18 @@ const CACHE_QUERY: usize = 512;
 /// ID into the stored bytes: the same bytes the builder would produce, without decoding,
 /// deciding or encoding again.
 ///
+/// A second level serves queries that differ only in the Client Subnet address (clients of
+/// one resolver, or of many: Google's resolvers send each client's /24) or in the resolver
+/// address: an answer is stored under the query's *shape* (its key with the subnet address
+/// zeroed; see [`Shape`]) and, when a policy record that looks at the client's location was
+/// answered, the facts GeoIP gave for the located address that such a decision reads (country
+/// and continent, and coordinates when a record ranks by `proximity`). A hit copies that
+/// answer with the ID, the question as asked, the query's subnet address in the ECS echo and,
+/// when the answer was routed by location, the ECS scope (the located address's GeoIP network
+/// prefix) patched in — again the builder's bytes: its answer depends on the located address
+/// only through those facts and that prefix. Only answers that serve every spelling are kept
+/// there.
+///
 /// Datagrams received together form a batch ([`UdpCache::end_batch`] closes it): within one,
 /// hits read the topology, the health view and the state-aware TTL once, and their metrics are
 /// counted when the batch ends (or the cache is dropped), in one addition per counter.
@@ -85,6 +100,10 @@ pub struct UdpCache {
     entries: HashMap<u64, Cached, BuildHasherDefault<Prehashed>>,
     /// The current query's key: its bytes after the ID, the question name in lower case.
     key: Vec<u8>,
+    /// Second-level entries by [`UdpCache::shaped_slot`].
+    shaped: HashMap<u64, Shaped, BuildHasherDefault<Prehashed>>,
+    /// The current query's shape key: [`UdpCache::key`] with the subnet address zeroed.
+    shape_key: Vec<u8>,
     /// The metric counters of each cached answer (`Cached::counters` indexes here), with the
     /// hits not yet counted in them.
     counters: Vec<(Vec<::metrics::Counter>, u64)>,
@@ -142,8 +161,219 @@ impl UdpCache {
     fn clear(&mut self) {
         self.flush_counters();
         self.entries.clear();
+        self.shaped.clear();
         self.counters.clear();
     }
+
+    /// The second-level slot of a shape key ([`UdpCache::shape_key`]) with the client facts
+    /// the answer depends on (`None`: it depends on none).
+    fn shaped_slot(&self, key: &[u8], facts: Option<&Facts>) -> u64 {
+        let seed = self.seed.rotate_left(29) ^ facts.map_or(0, Facts::hash);
+        xxhash_rust::xxh3::xxh3_64_with_seed(key, seed)
+    }
+
+    /// Counts a hit of the answer whose metrics are at `i` (when the batch ends).
+    fn count_hit(&mut self, i: usize) {
+        let (_, n) = &mut self.counters[i];
+        if *n == 0 {
+            self.uncounted.push(i);
+        }
+        *n += 1;
+    }
+
+    /// A place in `counters` for a new answer's metrics: the `stale` answer's it replaces (its
+    /// uncounted hits are counted first), else a new one.
+    fn counters_at(&mut self, stale: Option<usize>, counters: Vec<::metrics::Counter>) -> usize {
+        match stale {
+            Some(i) => {
+                self.flush_counters();
+                self.counters[i] = (counters, 0);
+                i
+            }
+            None => {
+                self.counters.push((counters, 0));
+                self.counters.len() - 1
+            }
+        }
+    }
+
+    /// Answers `q` into `out` from the second level when an answer for its shape (in
+    /// [`UdpCache::shape_key`]) and `client` (its facts and GeoIP network prefix; `None`: look
+    /// for an answer that depends on no client facts) is there and fresh.
+    fn shaped_hit(
+        &mut self,
+        q: &ShapedQuery<'_>,
+        client: Option<(&Facts, Option<u8>)>,
+        live: &Live<'_>,
+        zone_ttl: u32,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let facts = client.map(|(f, _)| f);
+        let slot = self.shaped_slot(&self.shape_key, facts);
+        let Some(hit) = self.shaped.get_mut(&slot) else {
+            return false;
+        };
+        if *hit.key != *self.shape_key
+            || hit.facts.as_ref() != facts
+            || !fresh(&mut hit.policy, &mut self.batch, live, zone_ttl)
+        {
+            return false;
+        }
+        out.clear();
+        out.extend_from_slice(&hit.bytes);
+        out[..2].copy_from_slice(&q.packet[..2]);
+        out[12..q.name_end].copy_from_slice(&q.packet[12..q.name_end]);
+        q.shape.patch_address(q.packet, out);
+        if let (Some(at), Some((_, prefix))) = (hit.scope_at, client) {
+            out[at] = prefix.unwrap_or(0);
+        }
+        let i = hit.counters;
+        self.count_hit(i);
+        true
+    }
+}
+
+/// Whether an answer decided with `policy` (the health view and TTL of its policy records;
+/// `None`: it has none) is what the builder would answer now: the batch's reading of the
+/// backend (taken once per batch) is the same. An equal view is adopted by pointer, so the
+/// next hits compare pointers only.
+fn fresh(
+    policy: &mut Option<(Arc<HealthView>, Duration)>,
+    batch: &mut Batch,
+    live: &Live<'_>,
+    zone_ttl: u32,
+) -> bool {
+    let Some((health, ttl)) = policy else {
+        return true;
+    };
+    let (now, now_ttl) = batch.policy.get_or_insert_with(|| {
+        let now = live.backend.shared_health_view();
+        let configured = Duration::from_secs(u64::from(zone_ttl));
+        let ttl = live.policy_ttl(&now, configured);
+        (now, ttl)
+    });
+    let same = Arc::ptr_eq(now, health) || **now == **health;
+    if same {
+        *health = now.clone();
+    }
+    same && *now_ttl == *ttl
+}
+
+/// A query with a shape, as a second-level hit patches it in.
+struct ShapedQuery<'p> {
+    shape: Shape,
+    packet: &'p [u8],
+    /// Where its question name ends.
+    name_end: usize,
+}
+
+/// What GeoIP said about a client that a routing decision reads: country and continent, and
+/// the coordinates (as bits) only when some policy record ranks by `proximity`.
+#[derive(Clone, Debug, PartialEq)]
+struct Facts {
+    country: Option<String>,
+    continent: Option<String>,
+    coordinates: Option<(u64, u64)>,
+}
+
+impl Facts {
+    fn of(client: DnsClient, coordinates: bool) -> Facts {
+        Facts {
+            country: client.country,
+            continent: client.continent,
+            coordinates: client
+                .location
+                .filter(|_| coordinates)
+                .map(|l| (l.lat.to_bits(), l.lon.to_bits())),
+        }
+    }
+
+    /// A hash of the facts (absent ones differ from empty ones), for [`UdpCache::shaped_slot`].
+    fn hash(&self) -> u64 {
+        let text = |t: &Option<String>, seed: u64| {
+            t.as_deref().map_or(seed.rotate_left(7), |t| {
+                xxhash_rust::xxh3::xxh3_64_with_seed(t.as_bytes(), seed)
+            })
+        };
+        let (lat, lon) = self.coordinates.unwrap_or((u64::MAX, u64::MAX));
+        text(&self.country, 1)
+            ^ text(&self.continent, 2).rotate_left(21)
+            ^ lat.wrapping_mul(0x9E37_79B9_7F4A_7C15)
+            ^ lon.rotate_left(32).wrapping_mul(0xC2B2_AE3D_27D4_EB4F)
+    }
+}
+
+/// A second-level answer (see [`UdpCache`]).
+struct Shaped {
+    /// The shape key it answers.
+    key: Box<[u8]>,
+    /// The client facts it was decided with; `None` when no decision read any.
+    facts: Option<Facts>,
+    /// The response, its ID, question, subnet address and (with `scope_at`) scope patched on
+    /// each hit.
+    bytes: Box<[u8]>,
+    /// Where the ECS scope octet is when it is the located address's GeoIP network prefix.
+    scope_at: Option<usize>,
+    /// Index of the metrics the query counts in `UdpCache::counters`.
+    counters: usize,
+    /// For policy answers: the health view and TTL they were decided with.
+    policy: Option<(Arc<HealthView>, Duration)>,
+}
+
+impl Shaped {
+    /// The second-level entry for the builder's `bytes` (ID zeroed) and `trace` answering a
+    /// query of `miss`'s shape, whose ECS echo's scope octet is at `echo` (see
+    /// [`Shape::echo`]); `None` when the scope it answered is not the one a hit would patch
+    /// in. Its metrics and policy are to be set by the caller.
+    fn new(
+        miss: &ShapedMiss,
+        echo: Option<usize>,
+        trace: &Trace,
+        bytes: &[u8],
+        key: &[u8],
+    ) -> Option<Shaped> {
+        let located = trace.policy.iter().any(|p| p.located);
+        let routed = answer::outcome_name(Outcome::Routed);
+        let by_network = miss.shape.subnet.is_some_and(|s| s.source > 0)
+            && trace
+                .policy
+                .iter()
+                .any(|p| p.located && p.outcome == routed);
+        let scope_at = match echo {
+            Some(at) if by_network => {
+                if bytes.get(at) != Some(&miss.prefix.unwrap_or(0)) {
+                    return None;
+                }
+                Some(at)
+            }
+            _ => None,
+        };
+        Some(Shaped {
+            key: key.into(),
+            facts: located.then(|| miss.facts.clone()),
+            bytes: bytes.into(),
+            scope_at,
+            counters: 0,
+            policy: None,
+        })
+    }
+}
+
+/// What a cache miss of [`Authority::handle_udp`] hands the builder to store its answer.
+struct Miss<'c> {
+    cache: &'c mut UdpCache,
+    /// The first-level slot.
+    slot: u64,
+    name_end: Option<usize>,
+    /// The query's shape and client, when it has a shape.
+    shaped: Option<ShapedMiss>,
+}
+
+/// A query's shape and what GeoIP said about its located address.
+struct ShapedMiss {
+    shape: Shape,
+    facts: Facts,
+    prefix: Option<u8>,
 }
 
 impl Drop for UdpCache {
@@ -161,6 +391,8 @@ impl Default for UdpCache {
             seed,
             entries: HashMap::default(),
             key: Vec::new(),
+            shaped: HashMap::default(),
+            shape_key: Vec::new(),
             counters: Vec::new(),
             uncounted: Vec::new(),
             batch: Batch::default(),
@@ -244,87 +476,89 @@ impl Authority {
             }
         }
         cache.batch.zone_current = true;
-        let zone_ttl = cache
+        let zone = cache
             .zone
-            .as_ref()
-            .expect("invariant: the current zone was set above")
-            .ttl();
+            .clone()
+            .expect("invariant: the current zone was set above");
         let live = Live {
             backend,
             ttl: &self.ttl,
         };
         let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
         let name_end = question_name_end(packet);
-        if cacheable {
-            cache.key.clear();
-            cache.key.extend_from_slice(&packet[2..]);
-            if let Some(end) = name_end {
-                cache.key[10..end - 2].make_ascii_lowercase();
-            }
+        if !cacheable {
+            return self.build_udp(&zone, live, packet, resolver, None, out);
         }
-        let slot = cacheable.then(|| cache.slot(&cache.key, resolver));
-        if let Some(slot) = slot
-            && let Some(hit) = cache.entries.get_mut(&slot)
+        cache.key.clear();
+        cache.key.extend_from_slice(&packet[2..]);
+        if let Some(end) = name_end {
+            cache.key[10..end - 2].make_ascii_lowercase();
+        }
+        let slot = cache.slot(&cache.key, resolver);
+        if let Some(hit) = cache.entries.get_mut(&slot)
             && hit.resolver == resolver
             && *hit.key == *cache.key
             && hit.exact.as_deref().is_none_or(|q| *q == packet[2..])
+            && fresh(&mut hit.policy, &mut cache.batch, &live, zone.ttl())
         {
-            let fresh = match &mut hit.policy {
-                None => true,
-                Some((health, ttl)) => {
-                    // What the builder asks for a policy answer, once per batch.
-                    let (now, now_ttl) = cache.batch.policy.get_or_insert_with(|| {
-                        let now = backend.shared_health_view();
-                        let configured = Duration::from_secs(u64::from(zone_ttl));
-                        let ttl = live.policy_ttl(&now, configured);
-                        (now, ttl)
-                    });
-                    let same = Arc::ptr_eq(now, health) || **now == **health;
-                    if same {
-                        // The next hits compare pointers only.
-                        *health = now.clone();
-                    }
-                    same && *now_ttl == *ttl
-                }
+            out.clear();
+            out.extend_from_slice(&hit.bytes);
+            out[..2].copy_from_slice(&packet[..2]);
+            if hit.exact.is_none()
+                && let Some(end) = name_end
+            {
+                // The question as asked (the builder echoes the query's).
+                out[12..end].copy_from_slice(&packet[12..end]);
+            }
+            let i = hit.counters;
+            cache.count_hit(i);
+            return true;
+        }
+        // The second level: the answer for this query's shape and where GeoIP puts its client.
+        let shape = name_end.and_then(|end| Some((Shape::of(packet, end)?, end)));
+        let mut shaped = None;
+        if let Some((shape, end)) = shape {
+            cache.shape_key.clear();
+            cache.shape_key.extend_from_slice(&cache.key);
+            shape.mask_key(&mut cache.shape_key);
+            let q = ShapedQuery {
+                shape,
+                packet,
+                name_end: end,
             };
-            if fresh {
-                out.clear();
-                out.extend_from_slice(&hit.bytes);
-                out[..2].copy_from_slice(&packet[..2]);
-                if hit.exact.is_none()
-                    && let Some(end) = name_end
-                {
-                    // The question as asked (the builder echoes the query's).
-                    out[12..end].copy_from_slice(&packet[12..end]);
-                }
-                let i = hit.counters;
-                let (_, n) = &mut cache.counters[i];
-                if *n == 0 {
-                    cache.uncounted.push(i);
-                }
-                *n += 1;
+            if cache.shaped_hit(&q, None, &live, zone.ttl(), out) {
                 return true;
             }
-            // Stale: the builder below asks the backend again (as a miss would).
+            let client = backend.locate(shape.located(resolver));
+            let prefix = client.network_prefix;
+            let facts = Facts::of(client, zone.uses_coordinates());
+            if cache.shaped_hit(&q, Some((&facts, prefix)), &live, zone.ttl(), out) {
+                return true;
+            }
+            shaped = Some(ShapedMiss {
+                shape,
+                facts,
+                prefix,
+            });
         }
-        let zone = cache
-            .zone
-            .clone()
-            .expect("invariant: the current zone was set above");
-        let slot = slot.map(|s| (cache, s, name_end));
-        self.build_udp(&zone, live, packet, resolver, slot, out)
+        let miss = Miss {
+            cache,
+            slot,
+            name_end,
+            shaped,
+        };
+        self.build_udp(&zone, live, packet, resolver, Some(miss), out)
     }
 
-    /// The reference builder for [`Authority::handle_udp`], storing the answer in `cache` at
-    /// its slot (for the key in [`UdpCache::key`]; the question name ends at the offset given,
-    /// when known) when it may be reused (see [`UdpCache`]).
+    /// The reference builder for [`Authority::handle_udp`], storing the answer in the cache
+    /// of `miss` when it may be reused (see [`UdpCache`]).
     fn build_udp(
         &self,
         zone: &Zone,
         live: Live<'_>,
         packet: &[u8],
         resolver: IpAddr,
-        cache: Option<(&mut UdpCache, u64, Option<usize>)>,
+        miss: Option<Miss<'_>>,
         out: &mut Vec<u8>,
     ) -> bool {
         let rec = Recording {
@@ -344,7 +578,13 @@ impl Authority {
         }
         out.clear();
         out.extend_from_slice(&bytes);
-        let Some((cache, slot, name_end)) = cache else {
+        let Some(Miss {
+            cache,
+            slot,
+            name_end,
+            shaped,
+        }) = miss
+        else {
             return true;
         };
         let policy = match (rec.health.into_inner(), rec.ttl.get()) {
@@ -362,39 +602,45 @@ impl Authority {
             // The newest reading: the batch's next hits are decided with it.
             cache.batch.policy = Some(p.clone());
         }
-        if keep {
-            if cache.entries.len() >= CACHE_ENTRIES {
-                cache.clear();
-            }
-            let mut bytes = bytes.into_boxed_slice();
-            bytes[..2].copy_from_slice(&[0, 0]);
-            let index = match cache.entries.get(&slot) {
-                // A stale (or colliding) answer's place: its own uncounted hits are counted
-                // first.
-                Some(stale) => {
-                    let i = stale.counters;
-                    cache.flush_counters();
-                    cache.counters[i] = (counters, 0);
-                    i
-                }
-                None => {
-                    cache.counters.push((counters, 0));
-                    cache.counters.len() - 1
-                }
-            };
-            cache.entries.insert(
+        if !keep {
+            return true;
+        }
+        if cache.entries.len() >= CACHE_ENTRIES || cache.shaped.len() >= CACHE_ENTRIES {
+            cache.clear();
+        }
+        let mut bytes = bytes.into_boxed_slice();
+        bytes[..2].copy_from_slice(&[0, 0]);
+        let spelled = name_end.is_some_and(|end| any_spelling(&bytes, &packet[..end]));
+        if let Some(miss) = shaped
+            && spelled
+            && let Some(echo) = miss.shape.echo(packet, &bytes)
+            && let Some(shaped) = Shaped::new(&miss, echo, &trace, &bytes, &cache.shape_key)
+        {
+            let slot = cache.shaped_slot(&shaped.key, shaped.facts.as_ref());
+            let stale = cache.shaped.get(&slot).map(|s| s.counters);
+            let counters = cache.counters_at(stale, counters.clone());
+            cache.shaped.insert(
                 slot,
-                Cached {
-                    key: cache.key.as_slice().into(),
-                    resolver,
-                    exact: (!name_end.is_some_and(|end| any_spelling(&bytes, &packet[..end])))
-                        .then(|| packet[2..].into()),
-                    bytes,
-                    counters: index,
-                    policy,
+                Shaped {
+                    counters,
+                    policy: policy.clone(),
+                    ..shaped
                 },
             );
         }
+        let stale = cache.entries.get(&slot).map(|c| c.counters);
+        let counters = cache.counters_at(stale, counters);
+        cache.entries.insert(
+            slot,
+            Cached {
+                key: cache.key.as_slice().into(),
+                resolver,
+                exact: (!spelled).then(|| packet[2..].into()),
+                bytes,
+                counters,
+                policy,
+            },
+        );
         true
     }
 }

@@ -12,6 +12,7 @@ mod cache;
 mod error;
 pub mod metrics;
 pub mod server;
+mod shape;
 mod zone;
 
 use std::net::IpAddr;

@@ -74,6 +74,8 @@ pub struct Zone {
     nodes: BTreeMap<Name, Vec<RecordSet>>,
     empty_non_terminals: BTreeSet<Name>,
     cuts: BTreeSet<Name>,
+    /// Some policy record ranks by `proximity`: answers may depend on the client's coordinates.
+    coordinates: bool,
 }
 
 /// SOA timers (seconds): refresh, retry, expire. Informational: this server has no secondaries.
@@ -167,8 +169,12 @@ impl Zone {
                 up = up.base_name();
             }
         }
+        let coordinates = nodes.values().flatten().any(
+            |set| matches!(set, RecordSet::Policy { routing, .. } if routing.uses_coordinates()),
+        );
         Ok(Zone {
             topology,
+            coordinates,
             origin: origin_lower,
             ttl,
             soa,
@@ -191,6 +197,12 @@ impl Zone {
     /// The configured TTL in seconds (at least 1).
     pub fn ttl(&self) -> u32 {
         self.ttl
+    }
+
+    /// Whether some policy record's answer may depend on the client's coordinates (its
+    /// routing ranks by `proximity` at some level), not only on its country and continent.
+    pub fn uses_coordinates(&self) -> bool {
+        self.coordinates
     }
 
     /// The SOA record (owner: the origin).

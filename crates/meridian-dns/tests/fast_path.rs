@@ -12,10 +12,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
-use meridian_core::config::{Topology, parse};
+use meridian_core::config::{LatLon, Topology, parse};
 use meridian_core::geodns::DnsClient;
 use meridian_core::routing::{HealthView, RegionView};
 use meridian_dns::{Authority, Backend, Transport, UdpCache};
@@ -52,18 +52,30 @@ impl Backend for World {
             .collect()
     }
 
+    /// Two GB networks (same country, other coordinates and prefix), one each in CN and the
+    /// US, one without coordinates; the rest unknown (a prefix, no facts) or IPv6 (nothing).
     fn locate(&self, ip: IpAddr) -> DnsClient {
-        let (country, continent, prefix) = match ip.to_string().as_str() {
-            s if s.starts_with("81.2.69.") => ("GB", "EU", 27),
-            s if s.starts_with("175.16.199.") => ("CN", "AS", 24),
-            s if s.starts_with("216.160.83.") => ("US", "NA", 29),
+        let (country, continent, at, prefix) = match ip.to_string().as_str() {
+            s if s.starts_with("81.2.69.") => ("GB", "EU", Some((51.5, -0.13)), 27),
+            // Same country, far away: `proximity` picks another region than for the first.
+            s if s.starts_with("2.125.160.") => ("GB", "EU", Some((-7.3, 72.4)), 29),
+            s if s.starts_with("175.16.199.") => ("CN", "AS", Some((43.88, 125.32)), 24),
+            s if s.starts_with("216.160.83.") => ("US", "NA", Some((47.6, -122.3)), 29),
+            s if s.starts_with("89.160.20.") => ("SE", "EU", None, 25),
+            _ if ip.is_ipv4() => {
+                return DnsClient {
+                    ip: Some(ip),
+                    network_prefix: Some(8),
+                    ..DnsClient::default()
+                };
+            }
             _ => return DnsClient::default(),
         };
         DnsClient {
             ip: Some(ip),
             country: Some(country.into()),
             continent: Some(continent.into()),
-            location: None,
+            location: at.map(|(lat, lon)| LatLon { lat, lon }),
             network_prefix: Some(prefix),
         }
     }
@@ -83,7 +95,7 @@ impl Backend for World {
 
 /// Several spellings of some names (0x20 case mixing): a cached answer may serve another
 /// spelling only when the builder would answer it alike.
-const NAMES: [&str; 21] = [
+const NAMES: [&str; 23] = [
     "www.example.test.",
     "WwW.Example.TEST.",
     "API.example.TEST.",
@@ -105,6 +117,8 @@ const NAMES: [&str; 21] = [
     "deep.a.b.example.test.",
     "big.example.test.",
     "example.org.",
+    "near.example.test.",
+    "NEAR.Example.test.",
 ];
 const TYPES: [RecordType; 8] = [
     RecordType::A,
@@ -116,14 +130,33 @@ const TYPES: [RecordType; 8] = [
     RecordType::ANY,
     RecordType::CNAME,
 ];
-const SUBNETS: [(&str, u8); 5] = [
+/// Client Subnets: several in each located network (answers shared by the second level,
+/// with their own address and scope), unknown ones, IPv6, and the zero prefix.
+const SUBNETS: [(&str, u8); 14] = [
     ("81.2.69.160", 27),
+    ("81.2.69.0", 24),
+    ("81.2.69.161", 32),
+    ("81.2.69.170", 32),
+    ("2.125.160.216", 29),
+    ("2.125.160.218", 32),
     ("175.16.199.0", 24),
+    ("175.16.199.7", 32),
     ("216.160.83.56", 29),
+    ("89.160.20.130", 32),
     ("10.0.0.0", 8),
+    ("198.51.100.0", 24),
+    ("2001:db8:1::", 48),
     ("0.0.0.0", 0),
 ];
-const RESOLVERS: [&str; 3] = ["127.0.0.1", "81.2.69.161", "2001:db8::53"];
+const RESOLVERS: [&str; 5] = [
+    "127.0.0.1",
+    "81.2.69.161",
+    "2.125.160.217",
+    "175.16.199.1",
+    "2001:db8::53",
+];
+/// A record ranking by `proximity` (client coordinates), appended to the zone when asked.
+const NEAR: &str = "\n[[dns.record]]\nname = \"near\"\ntype = \"A\"\npolicy = \"proximity\"\n";
 
 #[derive(Clone, Debug)]
 struct Step {
@@ -141,14 +174,17 @@ struct Step {
 }
 
 fn step() -> impl Strategy<Value = Step> {
+    // Policy names, A questions and one payload size more often than the rest, so that many
+    // queries share a shape and differ in their subnet or resolver (second-level hits).
+    let policy_names = vec![2usize, 3, 8, 10, 12, 13, 21, 22];
     (
-        0..NAMES.len(),
-        0..TYPES.len(),
+        prop_oneof![1 => 0..NAMES.len(), 2 => proptest::sample::select(policy_names)],
+        prop_oneof![1 => 0..TYPES.len(), 2 => Just(0usize)],
         any::<u16>(),
         any::<bool>(),
         proptest::option::of((
-            prop_oneof![Just(512u16), Just(1232), Just(4096), 0u16..2000],
-            proptest::option::of(0..SUBNETS.len()),
+            prop_oneof![1 => Just(512u16), 4 => Just(1232), 1 => Just(4096), 1 => 0u16..2000],
+            proptest::option::weighted(0.8, 0..SUBNETS.len()),
         )),
         0..RESOLVERS.len(),
         prop_oneof![8 => Just(0u64), 1 => 0u64..8],
@@ -205,9 +241,13 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
     #[test]
-    fn fast_path_answers_what_the_builder_answers(steps in proptest::collection::vec(step(), 1..120)) {
+    fn fast_path_answers_what_the_builder_answers(
+        steps in proptest::collection::vec(step(), 1..120),
+        proximity in any::<bool>(),
+    ) {
+        let text = if proximity { format!("{TOPO}{NEAR}") } else { TOPO.to_string() };
         let world = World {
-            topology: Arc::new(parse("t.toml", TOPO).unwrap()),
+            topology: Arc::new(parse("t.toml", &text).unwrap()),
             down: AtomicU64::new(0),
             now_s: AtomicU64::new(100),
         };
@@ -245,4 +285,87 @@ proptest! {
         }
         prop_assert_eq!(samples(&fast_metrics), samples(&reference_metrics));
     }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// A query with bytes of its question tail or OPT record changed (a Client Subnet with
+    /// bits past its prefix, a wrong length, another option, trailing bytes…) right after the
+    /// valid query it came from (whose answer is then cached for its shape) gets the
+    /// builder's answer: a malformed query never takes a cached answer.
+    #[test]
+    fn changed_queries_answer_what_the_builder_answers(
+        base in step(),
+        edits in proptest::collection::vec((any::<u16>(), 1u8.., any::<bool>()), 1..4),
+        extra in proptest::collection::vec(any::<u8>(), 0..3),
+    ) {
+        let world = World {
+            topology: Arc::new(parse("t.toml", &format!("{TOPO}{NEAR}")).unwrap()),
+            down: AtomicU64::new(0),
+            now_s: AtomicU64::new(100),
+        };
+        let (reference, fast) = (Authority::new(), Authority::new());
+        let mut cache = UdpCache::default();
+        let mut out = Vec::new();
+        let resolver: IpAddr = RESOLVERS[base.resolver].parse().unwrap();
+        let valid = packet(&base);
+        let mut changed = valid.clone();
+        // The bytes after the question name: type, class and the OPT record.
+        let tail = 12 + NAMES[base.name].len() + 1;
+        for (at, flip, near_end) in edits {
+            // Half the changes in the last bytes: the subnet's address and prefix.
+            let span = if near_end { 3.min(changed.len() - tail) } else { changed.len() - tail };
+            let i = changed.len() - span + usize::from(at) % span;
+            changed[i] ^= flip;
+        }
+        changed.extend_from_slice(&extra);
+        for q in [&valid, &changed, &valid, &changed] {
+            let want = reference.handle(&world, q, resolver, Transport::Udp);
+            let answered = fast.handle_udp(&world, q, resolver, &mut cache, &mut out);
+            prop_assert_eq!(answered, want.is_some());
+            if let Some(want) = want {
+                prop_assert_eq!(&out, &want, "{:?} {:?}", q, Message::from_vec(&want));
+            }
+        }
+    }
+}
+
+/// A Client Subnet with a bit set past its prefix is FORMERR (RFC 7871 §6), even right after
+/// a valid query of the same shape and network was answered and cached.
+#[test]
+fn a_subnet_with_bits_past_its_prefix_is_not_answered_from_the_cache() {
+    let world = World {
+        topology: Arc::new(parse("t.toml", TOPO).unwrap()),
+        down: AtomicU64::new(0),
+        now_s: AtomicU64::new(100),
+    };
+    let fast = Authority::new();
+    let mut cache = UdpCache::default();
+    let mut out = Vec::new();
+    let step = Step {
+        name: 10,
+        qtype: 0,
+        id: 7,
+        rd: false,
+        edns: Some((1232, Some(0))),
+        resolver: 0,
+        down: 0,
+        advance: 0,
+    };
+    let valid = packet(&step);
+    let mut past = valid.clone();
+    // 81.2.69.160/27 → 81.2.69.161/27.
+    *past.last_mut().unwrap() |= 1;
+    let resolver: IpAddr = RESOLVERS[0].parse().unwrap();
+    assert!(fast.handle_udp(&world, &valid, resolver, &mut cache, &mut out));
+    assert_eq!(
+        Message::from_vec(&out).unwrap().metadata.response_code,
+        ResponseCode::NoError
+    );
+    assert!(fast.handle_udp(&world, &past, resolver, &mut cache, &mut out));
+    assert_eq!(
+        Message::from_vec(&out).unwrap().metadata.response_code,
+        ResponseCode::FormErr
+    );
 }

@@ -224,6 +224,12 @@ impl Routing {
         };
         level(self.policy, &self.geo) || self.pools.iter().any(|p| level(p.policy, &p.geo))
     }
+
+    /// Whether a decision by these rules reads the client's coordinates (some level of the
+    /// tree uses `proximity`); otherwise only its country and continent can matter.
+    pub fn uses_coordinates(&self) -> bool {
+        self.policy == Policy::Proximity || self.pools.iter().any(|p| p.policy == Policy::Proximity)
+    }
 }
 
 /// `[routing.pool.<name>]`: regions (or smaller pools) that the level above ranks as one
