@@ -14,6 +14,7 @@ pub mod kind;
 pub mod op;
 pub mod record;
 pub mod routing;
+pub mod scope;
 pub mod version;
 pub mod wire;
 

@@ -225,6 +225,16 @@ impl Routing {
         level(self.policy, &self.geo) || self.pools.iter().any(|p| level(p.policy, &p.geo))
     }
 
+    /// The geo maps a decision by these rules consults, top level first. Guarantee: when the
+    /// rules do not use coordinates ([`Routing::uses_coordinates`]), two clients for which
+    /// every one of these maps looks up the same member get the same decision under the same
+    /// health view — that is all a decision reads of where a client is.
+    pub fn geo_levels(&self) -> impl Iterator<Item = &GeoMap> {
+        let top = (self.policy == Policy::Geo).then_some(&self.geo);
+        let pools = self.pools.iter().filter(|p| p.policy == Policy::Geo);
+        top.into_iter().chain(pools.map(|p| &p.geo))
+    }
+
     /// Whether a decision by these rules reads the client's coordinates (some level of the
     /// tree uses `proximity`); otherwise only its country and continent can matter.
     pub fn uses_coordinates(&self) -> bool {
