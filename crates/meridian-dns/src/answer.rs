@@ -13,6 +13,7 @@
 //!   exists without the type; both with the SOA in the authority section.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, ResponseCode};
@@ -23,6 +24,7 @@ use meridian_core::geodns::{self, DnsClient, PolicyAnswer};
 use meridian_core::routing::HealthView;
 use serde::Serialize;
 
+use crate::GeoScopes;
 use crate::zone::{Found, RecordSet, Zone, address_data};
 
 /// The UDP payload size this server advertises and the most it sends over UDP (the DNS flag
@@ -77,6 +79,9 @@ pub struct PolicyTrace {
     /// Whether the decision looked at where the client is (the record's routing has `geo`
     /// rules or `proximity` at some level; see `Routing::located`).
     pub located: bool,
+    /// The widest-scope map the scope came from, if any (see [`crate::GeoScopes`]).
+    #[serde(skip)]
+    pub scopes: Option<Arc<dyn GeoScopes>>,
     /// The routing decision, step by step (only when explaining).
     pub explanation: Vec<String>,
 }
@@ -440,8 +445,19 @@ impl Ctx<'_> {
                 .iter()
                 .map(|d| Record::from_rdata(owner.clone(), self.zone.ttl(), d.clone()))
                 .collect(),
-            RecordSet::Policy { family, routing } => {
+            RecordSet::Policy {
+                family,
+                routing,
+                scopes,
+            } => {
                 let client = self.client().clone();
+                // The scope: the widest block around the located address that every
+                // decision of these maps treats alike, else the GeoIP network.
+                let widest = scopes.as_ref().and_then(|s| s.widest(self.located_ip));
+                let scoped = DnsClient {
+                    network_prefix: widest.or(client.network_prefix),
+                    ..client.clone()
+                };
                 let (zone, env, explain) = (self.zone, self.env, self.explain);
                 let (health, ttl) = self.health_and_ttl();
                 let ttl = *ttl;
@@ -457,7 +473,7 @@ impl Ctx<'_> {
                     routing,
                     *family,
                     health,
-                    &client,
+                    &scoped,
                     env.edge_location(),
                     random,
                     explain,
@@ -471,6 +487,7 @@ impl Ctx<'_> {
                     ttl,
                     scope: a.scope,
                     located: routing.located(),
+                    scopes: scopes.clone(),
                     explanation: a.explanation,
                 });
                 a.addresses

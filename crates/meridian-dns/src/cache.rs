@@ -15,9 +15,9 @@ use meridian_core::routing::HealthView;
 
 use meridian_core::routing::Outcome;
 
-use crate::answer::{self, Env, Trace};
+use crate::answer::{self, Env, PolicyTrace, Trace};
 use crate::shape::Shape;
-use crate::{Authority, Backend, Live, Transport, Zone, metrics};
+use crate::{Authority, Backend, GeoScopes, Live, Transport, Zone, metrics};
 
 /// [`Env`] that remembers what an answer depended on: the health view and TTL it was given
 /// and whether it drew a random number (then it cannot be reused).
@@ -198,17 +198,17 @@ impl UdpCache {
     }
 
     /// Answers `q` into `out` from the second level when an answer for its shape (in
-    /// [`UdpCache::shape_key`]) and `client` (its facts and GeoIP network prefix; `None`: look
-    /// for an answer that depends on no client facts) is there and fresh.
+    /// [`UdpCache::shape_key`]) and `client` (its facts, GeoIP network prefix and address;
+    /// `None`: look for an answer that depends on no client facts) is there and fresh.
     fn shaped_hit(
         &mut self,
         q: &ShapedQuery<'_>,
-        client: Option<(&Facts, Option<u8>)>,
+        client: Option<(&Facts, Option<u8>, IpAddr)>,
         live: &Live<'_>,
         zone_ttl: u32,
         out: &mut Vec<u8>,
     ) -> bool {
-        let facts = client.map(|(f, _)| f);
+        let facts = client.map(|(f, _, _)| f);
         let slot = self.shaped_slot(&self.shape_key, facts);
         let Some(hit) = self.shaped.get_mut(&slot) else {
             return false;
@@ -224,8 +224,8 @@ impl UdpCache {
         out[..2].copy_from_slice(&q.packet[..2]);
         out[12..q.name_end].copy_from_slice(&q.packet[12..q.name_end]);
         q.shape.patch_address(q.packet, out);
-        if let (Some(at), Some((_, prefix))) = (hit.scope_at, client) {
-            out[at] = prefix.unwrap_or(0);
+        if let (Some(at), Some((_, prefix, ip))) = (hit.scope_at, client) {
+            out[at] = scope(hit.scopes.as_deref(), ip, prefix);
         }
         let i = hit.counters;
         self.count_hit(i);
@@ -312,8 +312,10 @@ struct Shaped {
     /// The response, its ID, question, subnet address and (with `scope_at`) scope patched on
     /// each hit.
     bytes: Box<[u8]>,
-    /// Where the ECS scope octet is when it is the located address's GeoIP network prefix.
+    /// Where the ECS scope octet is when it depends on the located address (see [`scope`]).
     scope_at: Option<usize>,
+    /// The widest-scope map of the located decision, if it has one.
+    scopes: Option<Arc<dyn GeoScopes>>,
     /// Index of the metrics the query counts in `UdpCache::counters`.
     counters: usize,
     /// For policy answers: the health view and TTL they were decided with.
@@ -323,8 +325,9 @@ struct Shaped {
 impl Shaped {
     /// The second-level entry for the builder's `bytes` (ID zeroed) and `trace` answering a
     /// query of `miss`'s shape, whose ECS echo's scope octet is at `echo` (see
-    /// [`Shape::echo`]); `None` when the scope it answered is not the one a hit would patch
-    /// in. Its metrics and policy are to be set by the caller.
+    /// [`Shape::echo`]); `None` when its located decisions have different scope maps or the
+    /// scope it answered is not the one a hit would patch in. Its metrics and policy are to be
+    /// set by the caller.
     fn new(
         miss: &ShapedMiss,
         echo: Option<usize>,
@@ -334,14 +337,25 @@ impl Shaped {
     ) -> Option<Shaped> {
         let located = trace.policy.iter().any(|p| p.located);
         let routed = answer::outcome_name(Outcome::Routed);
-        let by_network = miss.shape.subnet.is_some_and(|s| s.source > 0)
-            && trace
-                .policy
-                .iter()
-                .any(|p| p.located && p.outcome == routed);
+        let mut by_location = trace
+            .policy
+            .iter()
+            .filter(|p| p.located && p.outcome == routed);
+        let first = by_location.next();
+        let scopes = first.and_then(|p| p.scopes.clone());
+        let same = |p: &PolicyTrace| match (&p.scopes, &scopes) {
+            (None, None) => true,
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            _ => false,
+        };
+        if !by_location.all(same) {
+            return None;
+        }
+        let by_address = miss.shape.subnet.is_some_and(|s| s.source > 0) && first.is_some();
         let scope_at = match echo {
-            Some(at) if by_network => {
-                if bytes.get(at) != Some(&miss.prefix.unwrap_or(0)) {
+            Some(at) if by_address => {
+                let want = scope(scopes.as_deref(), miss.located, miss.prefix);
+                if bytes.get(at) != Some(&want) {
                     return None;
                 }
                 Some(at)
@@ -353,6 +367,7 @@ impl Shaped {
             facts: located.then(|| miss.facts.clone()),
             bytes: bytes.into(),
             scope_at,
+            scopes,
             counters: 0,
             policy: None,
         })
@@ -369,11 +384,19 @@ struct Miss<'c> {
     shaped: Option<ShapedMiss>,
 }
 
-/// A query's shape and what GeoIP said about its located address.
+/// A query's shape, its located address and what GeoIP said about it.
 struct ShapedMiss {
     shape: Shape,
     facts: Facts,
     prefix: Option<u8>,
+    located: IpAddr,
+}
+
+/// The ECS scope of an answer routed by where the client at `ip` is, whose GeoIP network has
+/// `prefix`: the widest block of `scopes` around it when known, else the network's prefix —
+/// what the builder answers (see `answer::Ctx::records`).
+fn scope(scopes: Option<&dyn GeoScopes>, ip: IpAddr, prefix: Option<u8>) -> u8 {
+    scopes.and_then(|s| s.widest(ip)).or(prefix).unwrap_or(0)
 }
 
 impl Drop for UdpCache {
@@ -529,16 +552,18 @@ impl Authority {
             if cache.shaped_hit(&q, None, &live, zone.ttl(), out) {
                 return true;
             }
-            let client = backend.locate(shape.located(resolver));
+            let located = shape.located(resolver);
+            let client = backend.locate(located);
             let prefix = client.network_prefix;
             let facts = Facts::of(client, zone.uses_coordinates());
-            if cache.shaped_hit(&q, Some((&facts, prefix)), &live, zone.ttl(), out) {
+            if cache.shaped_hit(&q, Some((&facts, prefix, located)), &live, zone.ttl(), out) {
                 return true;
             }
             shaped = Some(ShapedMiss {
                 shape,
                 facts,
                 prefix,
+                located,
             });
         }
         let miss = Miss {

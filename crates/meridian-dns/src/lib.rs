@@ -24,7 +24,7 @@ use arc_swap::ArcSwapOption;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
-use meridian_core::config::{LatLon, Topology};
+use meridian_core::config::{LatLon, Routing, Topology};
 use meridian_core::geodns::{DnsClient, StateAwareTtl};
 use meridian_core::routing::HealthView;
 use serde::Serialize;
@@ -59,10 +59,26 @@ pub trait Backend: Send + Sync + 'static {
     fn edge_location(&self) -> Option<LatLon> {
         None
     }
+    /// The widest-scope map for policy records with `routing` (located by geo maps only, no
+    /// coordinates). Called when a zone is built. Default: `None` (the GeoIP network's prefix
+    /// is the scope).
+    fn geo_scopes(&self, routing: &Routing) -> Option<Arc<dyn GeoScopes>> {
+        let _ = routing;
+        None
+    }
     /// Monotonic time (same origin for every call), for the state-aware TTL.
     fn now(&self) -> Duration;
     /// A fresh random number, for `weighted` records.
     fn random(&self) -> u64;
+}
+
+/// The widest ECS scopes of one record's located decision (see [`meridian_core::scope`]),
+/// from the backend's GeoIP database.
+pub trait GeoScopes: Send + Sync + std::fmt::Debug {
+    /// The widest prefix length around `ip` over which every address gets the same decision
+    /// (its geo maps look up the same members); `None` when not known (not built yet, or no
+    /// such map for the address family) — then the GeoIP network's prefix is answered.
+    fn widest(&self, ip: IpAddr) -> Option<u8>;
 }
 
 /// The authoritative server's state: the zone (rebuilt when the backend's topology changes)
@@ -174,7 +190,7 @@ impl Authority {
         {
             return Ok(z);
         }
-        let z = Arc::new(Zone::new(topology)?);
+        let z = Arc::new(Zone::new(topology)?.with_scopes(|r| backend.geo_scopes(r)));
         self.zone.store(Some(z.clone()));
         Ok(z)
     }

@@ -10,7 +10,7 @@ use hickory_proto::rr::{Name, RData, Record, RecordType};
 use meridian_core::config::{self, Routing, Topology};
 use meridian_core::geodns::{self, Family};
 
-use crate::Error;
+use crate::{Error, GeoScopes};
 
 /// One record set at an owner name.
 #[derive(Clone, Debug)]
@@ -28,6 +28,9 @@ pub(crate) enum RecordSet {
         family: Family,
         /// The record's routing rules ([`geodns::record_routing`]).
         routing: Box<Routing>,
+        /// Widest ECS scopes of its decision, when it is located by geo maps only and the
+        /// backend has them ([`Zone::with_scopes`]).
+        scopes: Option<Arc<dyn GeoScopes>>,
     },
 }
 
@@ -120,6 +123,7 @@ impl Zone {
                         Family::V4
                     },
                     routing: Box::new(routing),
+                    scopes: None,
                 },
                 None => static_set(rec, &origin)?,
             };
@@ -182,6 +186,22 @@ impl Zone {
             empty_non_terminals,
             cuts,
         })
+    }
+
+    /// The zone with each policy record located by geo maps only (no `proximity`) given its
+    /// widest-scope map from `scopes` (see [`crate::Backend::geo_scopes`]).
+    pub fn with_scopes(mut self, scopes: impl Fn(&Routing) -> Option<Arc<dyn GeoScopes>>) -> Zone {
+        for set in self.nodes.values_mut().flatten() {
+            if let RecordSet::Policy {
+                routing, scopes: s, ..
+            } = set
+                && routing.located()
+                && !routing.uses_coordinates()
+            {
+                *s = scopes(routing);
+            }
+        }
+        self
     }
 
     /// The zone's name, lower case and absolute.

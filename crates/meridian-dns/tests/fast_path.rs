@@ -15,10 +15,10 @@ use std::time::Duration;
 use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{Name, RecordType};
-use meridian_core::config::{LatLon, Topology, parse};
+use meridian_core::config::{LatLon, Routing, Topology, parse};
 use meridian_core::geodns::DnsClient;
 use meridian_core::routing::{HealthView, RegionView};
-use meridian_dns::{Authority, Backend, Transport, UdpCache};
+use meridian_dns::{Authority, Backend, GeoScopes, Transport, UdpCache};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use proptest::prelude::*;
 
@@ -30,6 +30,34 @@ struct World {
     topology: Arc<Topology>,
     down: AtomicU64,
     now_s: AtomicU64,
+    scopes: Arc<dyn GeoScopes>,
+}
+
+/// Widest scopes: wider than the networks `World::locate` gives, none for 2.125.160.0/29.
+#[derive(Debug)]
+struct Scopes;
+
+impl GeoScopes for Scopes {
+    fn widest(&self, ip: IpAddr) -> Option<u8> {
+        match ip.to_string().as_str() {
+            s if s.starts_with("81.2.69.") => Some(20),
+            s if s.starts_with("175.16.199.") => Some(9),
+            s if s.starts_with("2.125.160.") => None,
+            _ if ip.is_ipv4() => Some(3),
+            _ => None,
+        }
+    }
+}
+
+impl World {
+    fn new(topology: &str) -> World {
+        World {
+            topology: Arc::new(parse("t.toml", topology).unwrap()),
+            down: AtomicU64::new(0),
+            now_s: AtomicU64::new(100),
+            scopes: Arc::new(Scopes),
+        }
+    }
 }
 
 impl Backend for World {
@@ -78,6 +106,12 @@ impl Backend for World {
             location: at.map(|(lat, lon)| LatLon { lat, lon }),
             network_prefix: Some(prefix),
         }
+    }
+
+    /// Every geo-located record gets the same scope map, whose blocks are wider than the
+    /// networks above, unknown for one of them.
+    fn geo_scopes(&self, _: &Routing) -> Option<Arc<dyn GeoScopes>> {
+        Some(self.scopes.clone())
     }
 
     fn now(&self) -> Duration {
@@ -246,11 +280,7 @@ proptest! {
         proximity in any::<bool>(),
     ) {
         let text = if proximity { format!("{TOPO}{NEAR}") } else { TOPO.to_string() };
-        let world = World {
-            topology: Arc::new(parse("t.toml", &text).unwrap()),
-            down: AtomicU64::new(0),
-            now_s: AtomicU64::new(100),
-        };
+        let world = World::new(&text);
         // Two authorities with their own TTL state and metrics, fed the same views at the
         // same times.
         let (reference, fast) = (Authority::new(), Authority::new());
@@ -300,11 +330,7 @@ proptest! {
         edits in proptest::collection::vec((any::<u16>(), 1u8.., any::<bool>()), 1..4),
         extra in proptest::collection::vec(any::<u8>(), 0..3),
     ) {
-        let world = World {
-            topology: Arc::new(parse("t.toml", &format!("{TOPO}{NEAR}")).unwrap()),
-            down: AtomicU64::new(0),
-            now_s: AtomicU64::new(100),
-        };
+        let world = World::new(&format!("{TOPO}{NEAR}"));
         let (reference, fast) = (Authority::new(), Authority::new());
         let mut cache = UdpCache::default();
         let mut out = Vec::new();
@@ -335,11 +361,7 @@ proptest! {
 /// a valid query of the same shape and network was answered and cached.
 #[test]
 fn a_subnet_with_bits_past_its_prefix_is_not_answered_from_the_cache() {
-    let world = World {
-        topology: Arc::new(parse("t.toml", TOPO).unwrap()),
-        down: AtomicU64::new(0),
-        now_s: AtomicU64::new(100),
-    };
+    let world = World::new(TOPO);
     let fast = Authority::new();
     let mut cache = UdpCache::default();
     let mut out = Vec::new();

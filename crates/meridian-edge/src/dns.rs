@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use meridian_core::config::{LatLon, Topology};
+use meridian_core::config::{LatLon, Routing, Topology};
 use meridian_core::geodns::DnsClient;
 use meridian_core::routing::HealthView;
 use tokio::net::{TcpListener, UdpSocket};
@@ -46,6 +46,12 @@ impl meridian_dns::Backend for Edge {
         }
     }
 
+    fn geo_scopes(&self, routing: &Routing) -> Option<Arc<dyn meridian_dns::GeoScopes>> {
+        let geoip = self.geoip();
+        let g = geoip.as_ref()?;
+        Some(g.scopes(routing.geo_levels().cloned().collect()))
+    }
+
     fn edge_location(&self) -> Option<LatLon> {
         self.routes().edge.location
     }
@@ -69,5 +75,10 @@ pub async fn serve_dns(
     shutdown: impl Future<Output = ()> + Send,
 ) {
     let authority = edge.dns_authority().clone();
+    // The zone now rather than at the first query: its records' widest-scope maps start
+    // building at once.
+    if let Err(e) = authority.zone(&edge) {
+        tracing::warn!(error = %e, "cannot build the DNS zone yet");
+    }
     meridian_dns::serve(authority, Arc::new(edge), udp, tcp, shutdown).await;
 }

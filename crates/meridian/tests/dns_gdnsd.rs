@@ -7,7 +7,10 @@
 //! - `geo.example.test. A` with EDNS Client Subnet for every IPv4 network of that database in
 //!   `testdata/geoip/geoip_test_networks.csv` (the network itself, its first and its last address
 //!   as /32), for a few subnets outside all networks (the default), and without ECS: the A answers
-//!   must be the same set;
+//!   must be the same set, and the ECS scopes the same — both servers answer the widest block
+//!   around the client over which the geo map picks the same region (gdnsd merges neighbouring
+//!   networks of one answer; meridian cuts the address space into such runs), e.g.
+//!   149.101.100.0/28 (US → us-east, the default too) is answered with scope /3, not /28;
 //! - static A/AAAA records, NXDOMAIN, NODATA and REFUSED: the same rcode and the same answer
 //!   records (name, TTL, type, data); negative answers both carry the zone's SOA;
 //! - the geo questions again with regions down — us-east, eu-central, ap-southeast one at a time,
@@ -24,12 +27,6 @@
 //!
 //! What legitimately differs, and so is not compared for equality:
 //!
-//! - The ECS scope. gdnsd merges adjacent networks that map to the same answer into one, so its
-//!   scope is often much wider than the database's network (149.101.100.0/28, US → us-east, same
-//!   as the default, is answered with scope /3); meridian answers with the database network's
-//!   prefix. Both are correct (RFC 7871 lets a server answer with any scope over which the answer
-//!   holds), so the test only checks that meridian's scope is never *wider* than gdnsd's
-//!   (a wider scope would let resolvers cache the answer for clients it is wrong for).
 //! - The TTL of the geo answer: meridian's state-aware TTL is short right after start (the
 //!   regions have just been marked up), gdnsd's is the zone's 300 s.
 //! - The SOA data in negative answers: meridian writes its own serial and timers, gdnsd takes the
@@ -324,8 +321,8 @@ fn compare_geo(gd_port: u16, m_port: u16, phase: &str, rows: &mut Vec<Row>) -> u
             note = "ANSWER DIFFERS".to_string();
         } else if subnet.is_some() {
             match (g.scope(), m.scope()) {
-                (Some(gs), Some(ms)) if ms < gs => {
-                    note = format!("meridian scope wider ({scopes})");
+                (Some(gs), Some(ms)) if ms != gs => {
+                    note = format!("SCOPE DIFFERS ({scopes})");
                 }
                 (Some(_), None) => note = "meridian sent no ECS option".to_string(),
                 _ => {}
