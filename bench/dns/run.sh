@@ -151,6 +151,33 @@ r = random.Random(20)
 for _ in range(20000):
     print("".join(c.upper() if r.random() < 0.5 else c for c in "geo.example.test") + " A")' \
   >"$RUN/queries-geo-0x20.txt"
+# The geo question with a Client Subnet per query, as a public resolver sends its clients'
+# subnets: 100,000 queries (fixed seed), 60 % a random public /24, 40 % a random address (/32)
+# in a network of the test database — few repeat, so an answer cache keyed by the exact
+# subnet misses. dnsperf reads them as binary messages (-B: 2-byte length, then the query).
+python3 -c '
+import ipaddress, random, struct, sys
+r = random.Random(7)
+nets = [ipaddress.ip_network(n) for n in ("81.2.69.160/27", "216.160.83.56/29", "89.160.20.128/25",
+        "175.16.199.0/24", "2.125.160.216/29", "67.43.156.0/24", "202.196.224.0/20", "214.0.0.0/16")]
+qname = b"".join(bytes([len(l)]) + l.encode() for l in "geo.example.test".split(".")) + b"\0"
+out = sys.stdout.buffer
+for i in range(100000):
+    if r.random() < 0.6:
+        while True:
+            a = r.getrandbits(32) & 0xFFFFFF00
+            if 1 <= a >> 24 <= 223 and a >> 24 not in (10, 127):
+                break
+        plen = 24
+    else:
+        n = r.choice(nets)
+        a, plen = int(n.network_address) + r.randrange(n.num_addresses), 32
+    opt = struct.pack(">HBB", 1, plen, 0) + a.to_bytes(4, "big")[: (plen + 7) // 8]
+    ecs = struct.pack(">HH", 8, len(opt)) + opt
+    msg = (struct.pack(">6H", i & 0xFFFF, 0, 1, 0, 0, 1) + qname + struct.pack(">HH", 1, 1)
+           + b"\0" + struct.pack(">HHIH", 41, 1232, 0, len(ecs)) + ecs)
+    out.write(struct.pack(">H", len(msg)) + msg)' >"$RUN/queries-geo-ecs-many.bin"
+# label|query file|ECS option for every query (dnsperf -E)|more dnsperf flags
 WORKLOADS=(
   "static-A|$PEERS/queries-static-A.txt|"
   "mix6|$PEERS/queries-mix.txt|"
@@ -158,10 +185,11 @@ WORKLOADS=(
   "geo-ECS-GB|$PEERS/queries-geo-A.txt|8:$(ecs_hex 81.2.69.160/27)"
   "geo-ECS-SG|$PEERS/queries-geo-A.txt|8:$(ecs_hex 214.0.0.0/24)"
   "geo-0x20|$RUN/queries-geo-0x20.txt|"
+  "geo-ECS-many|$RUN/queries-geo-ecs-many.bin||-B"
 )
 for w in "${WORKLOADS[@]}"; do
-  IFS='|' read -r label df ecs <<<"$w"
-  workload "$label" "$df" ${ecs:+-E "$ecs"}
+  IFS='|' read -r label df ecs flags <<<"$w"
+  workload "$label" "$df" ${ecs:+-E "$ecs"} $flags
 done
 
 # Saturated: each server in its own cgroup with the same CFS quota (CAP_PCT % of one core per
@@ -185,12 +213,12 @@ if [ -d "$CG" ] && cap meridian 2>/dev/null && cap gdnsd 2>/dev/null; then
   echo "# more with the same CPU)"
   printf 'workload\tmeridian_qps\tgdnsd_qps\tratio\tmeridian_lost\tgdnsd_lost\truns_qps (meridian; gdnsd)\n'
   for w in "${WORKLOADS[@]}"; do
-    IFS='|' read -r label df ecs <<<"$w"
+    IFS='|' read -r label df ecs flags <<<"$w"
     declare -A cq=() cl=() cr=()
     for ((r = 0; r < ROUNDS; r++)); do
       order="meridian gdnsd"; (( r % 2 )) && order="gdnsd meridian"
       for s in $order; do
-        out=$(perf "$s" "$df" ${ecs:+-E "$ecs"})
+        out=$(perf "$s" "$df" ${ecs:+-E "$ecs"} $flags)
         cr[$s]+="$(awk '/Queries per second/{printf "%d", $4}' <<<"$out") $(awk '/Queries lost/{print $3}' <<<"$out")"$'\n'
       done
     done
