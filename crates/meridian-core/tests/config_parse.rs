@@ -842,13 +842,15 @@ fn limits_out_of_range() {
     assert_eq!(t.limits.read_cache_bytes, 0);
 }
 
+/// The test file with one `[[edge]]` named `e` holding `extra` keys.
+fn edge(extra: &str) -> String {
+    with(&format!(
+        "[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:9080\"\n{extra}"
+    ))
+}
+
 #[test]
 fn client_header_timeouts_of_nodes_and_edges() {
-    let edge = |extra: &str| {
-        with(&format!(
-            "[[edge]]\nname = \"e\"\nlisten = \"127.0.0.1:8080\"\nadmin = \"127.0.0.1:9080\"\n{extra}"
-        ))
-    };
     let t = parse("m.toml", &edge("")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.edges[0].client_header_timeout, Duration::from_secs(30));
     let t = parse("m.toml", &edge("client_header_timeout = \"5s\"\n"))
@@ -875,6 +877,22 @@ fn client_header_timeouts_of_nodes_and_edges() {
         0,
         "[limits]: client_header_timeout = 500ms is out of range",
     );
+}
+
+#[test]
+fn tunnel_idle_timeout_of_edges() {
+    let t = parse("m.toml", &edge("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].tunnel_idle_timeout, Duration::from_secs(3600));
+    let t = parse("m.toml", &edge("tunnel_idle_timeout = \"90s\"\n"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].tunnel_idle_timeout, Duration::from_secs(90));
+    let d = assert_diag(
+        &edge("tunnel_idle_timeout = \"2d\"\n"),
+        "\"2d\"",
+        0,
+        "edge `e`: tunnel_idle_timeout = 2d is out of range",
+    );
+    assert!(hint(&d).contains("between 1s and 1d"), "{d}");
 }
 
 #[test]

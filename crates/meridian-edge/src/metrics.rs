@@ -28,6 +28,9 @@ pub const UPGRADED_OPEN: &str = "meridian_edge_upgraded_connections";
 /// Bytes copied over switched connections once they closed, by `direction` (`to_backend`,
 /// `to_client`).
 pub const UPGRADED_BYTES: &str = "meridian_edge_upgraded_bytes_total";
+/// Switched connections the edge closed because no byte moved either way for the `[[edge]]`'s
+/// `tunnel_idle_timeout`.
+pub const UPGRADED_IDLE_CLOSED: &str = "meridian_edge_upgraded_idle_closed_total";
 
 /// Installs the process's recorder; call once at start so early events are not lost.
 pub fn install() {

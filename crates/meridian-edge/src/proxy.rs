@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -496,7 +496,11 @@ async fn forward(
             }
             Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 edge.observe(&backend, Event::TrafficOk);
-                return (Some(region), switch_protocols(resp, client_upgrade.take()));
+                let idle = edge.options().tunnel_idle_timeout;
+                return (
+                    Some(region),
+                    switch_protocols(resp, client_upgrade.take(), idle),
+                );
             }
             Ok(Ok(resp)) => {
                 edge.observe(&backend, Event::TrafficOk);
@@ -603,11 +607,13 @@ fn upgrade_request(req: &mut Request<Incoming>) -> Option<(HeaderValue, OnUpgrad
 
 /// A backend's `101 Switching Protocols`: when the client asked to switch, its connection is
 /// spliced to the backend's once the `101` has gone out (in a task of its own, until both
-/// sides close) and the answer keeps `Connection: upgrade` and `Upgrade`; otherwise the `101`
-/// is passed on and the backend's connection closed.
+/// sides close or nothing moved either way for `idle`) and the answer keeps `Connection:
+/// upgrade` and `Upgrade`; otherwise the `101` is passed on and the backend's connection
+/// closed.
 fn switch_protocols(
     mut resp: Response<ProxyBody>,
     client: Option<OnUpgrade>,
+    idle: Duration,
 ) -> Response<ProxyBody> {
     let protocol = resp.headers().get(header::UPGRADE).cloned();
     let tunnel = resp.extensions_mut().remove::<upstream::Tunnel>();
@@ -622,17 +628,20 @@ fn switch_protocols(
         let open = metrics::gauge!(metrics::UPGRADED_OPEN);
         open.increment(1.0);
         let spliced = match client.await {
-            Ok(upgraded) => upstream::splice(tunnel, upgraded).await,
+            Ok(upgraded) => upstream::splice(tunnel, upgraded, idle).await,
             Err(e) => Err(std::io::Error::other(e)),
         };
         open.decrement(1.0);
         match spliced {
-            Ok((up, down)) => {
+            Ok(upstream::Spliced { up, down, idle }) => {
                 metrics::counter!(metrics::UPGRADED_BYTES, "direction" => "to_backend")
                     .increment(up);
                 metrics::counter!(metrics::UPGRADED_BYTES, "direction" => "to_client")
                     .increment(down);
-                tracing::debug!(up, down, "switched-protocol connection closed");
+                if idle {
+                    metrics::counter!(metrics::UPGRADED_IDLE_CLOSED).increment(1);
+                }
+                tracing::debug!(up, down, idle, "switched-protocol connection closed");
             }
             Err(e) => tracing::debug!(error = %e, "switched-protocol connection failed"),
         }

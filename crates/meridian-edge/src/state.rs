@@ -48,6 +48,10 @@ pub struct EdgeOptions {
     /// `timeout http-request`, nginx's `client_header_timeout`). Read when serving starts.
     /// Default: 30s; the binary passes the `[[edge]]`'s `client_header_timeout`.
     pub client_header_timeout: Duration,
+    /// How long a connection that switched protocols (WebSocket) may carry no byte either way
+    /// before the edge closes both sides (haproxy's `timeout tunnel`). Default: 1h; the
+    /// binary passes the `[[edge]]`'s `tunnel_idle_timeout`.
+    pub tunnel_idle_timeout: Duration,
     /// Largest request body buffered so the request can be retried or replayed; larger bodies
     /// stream through and are sent once. Default: 1 MiB.
     pub replay_limit: usize,
@@ -76,6 +80,7 @@ impl EdgeOptions {
             seed: 0,
             upstream_timeout: Duration::from_secs(30),
             client_header_timeout: config::EDGE_CLIENT_HEADER_TIMEOUT,
+            tunnel_idle_timeout: config::EDGE_TUNNEL_IDLE_TIMEOUT,
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,

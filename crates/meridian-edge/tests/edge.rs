@@ -1382,13 +1382,21 @@ async fn one_backend_edge(
     app: String,
     tls: Option<Arc<rustls::ClientConfig>>,
 ) -> Result<SocketAddr, meridian_edge::Error> {
+    let mut opts = EdgeOptions::new("e1");
+    opts.backend_tls = tls;
+    one_backend_edge_with(app, opts).await
+}
+
+/// [`one_backend_edge`] with the given options.
+async fn one_backend_edge_with(
+    app: String,
+    opts: EdgeOptions,
+) -> Result<SocketAddr, meridian_edge::Error> {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
     let text = config(&[("a", app)], &[("e1", la, aa)], "").replace("us = [\"b\", \"c\"]\n", "");
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
-    let mut opts = EdgeOptions::new("e1");
-    opts.backend_tls = tls;
     let edge = Edge::new(topo, opts)?;
     tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
     Ok(la)
@@ -1550,17 +1558,10 @@ async fn switching_backend() -> SocketAddr {
     addr
 }
 
-/// An HTTP/1.1 request to switch protocols (WebSocket's handshake) reaches the backend with its
-/// `Upgrade` and `Connection: upgrade`; after the backend's 101 the client's connection and the
-/// backend's are spliced, bytes flowing both ways, including what the backend sent with its 101.
-#[tokio::test]
-async fn upgraded_connections_are_spliced_to_the_backend() {
+/// Opens a connection to the edge at `la` and switches it to the echo protocol of
+/// [`switching_backend`]: returns it once the 101 head (checked) and the backend's `!` are in.
+async fn switch_to_echo(la: SocketAddr) -> tokio::net::TcpStream {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let addr = switching_backend().await;
-    let la = one_backend_edge(format!("http://{addr}"), None)
-        .await
-        .unwrap();
-
     let mut s = tokio::net::TcpStream::connect(la).await.unwrap();
     s.write_all(b"GET /chat HTTP/1.1\r\nhost: x\r\nconnection: keep-alive, Upgrade\r\nupgrade: echo\r\n\r\n")
         .await
@@ -1588,18 +1589,74 @@ async fn upgraded_connections_are_spliced_to_the_backend() {
         head.contains("upgrade: echo") && head.contains("meridian-region: a"),
         "{head}"
     );
+    s
+}
+
+/// Echoes `word` through a connection switched to the echo protocol.
+async fn echo(s: &mut tokio::net::TcpStream, word: &str) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    s.write_all(word.as_bytes()).await.unwrap();
+    let mut echoed = Vec::new();
+    let mut buf = [0u8; 64];
+    while echoed.len() < word.len() {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(n > 0, "closed");
+        echoed.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
+}
+
+/// A switched connection that carries bytes stays open past `tunnel_idle_timeout`; once no
+/// byte moves either way for that long, the edge closes it (the client reads its end).
+#[tokio::test]
+async fn idle_switched_connections_are_closed_after_the_tunnel_idle_timeout() {
+    use tokio::io::AsyncReadExt as _;
+    let addr = switching_backend().await;
+    let mut opts = EdgeOptions::new("e1");
+    opts.tunnel_idle_timeout = Duration::from_millis(600);
+    let la = one_backend_edge_with(format!("http://{addr}"), opts)
+        .await
+        .unwrap();
+    let mut s = switch_to_echo(la).await;
+    // 1.2 s of traffic every 200 ms: never idle for 600 ms.
+    for _ in 0..6 {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        echo(&mut s, "ping").await;
+    }
+    let quiet = Instant::now();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the edge closed the connection");
+    let after = quiet.elapsed();
+    assert!(
+        after >= Duration::from_millis(550) && after < Duration::from_secs(3),
+        "closed {after:?} after the last byte"
+    );
+    let closed = meridian_edge::metrics::render()
+        .lines()
+        .any(|l| l.starts_with("meridian_edge_upgraded_idle_closed_total") && !l.ends_with(" 0"));
+    assert!(closed, "counted as closed for idleness");
+}
+
+/// An HTTP/1.1 request to switch protocols (WebSocket's handshake) reaches the backend with its
+/// `Upgrade` and `Connection: upgrade`; after the backend's 101 the client's connection and the
+/// backend's are spliced, bytes flowing both ways, including what the backend sent with its 101.
+#[tokio::test]
+async fn upgraded_connections_are_spliced_to_the_backend() {
+    let addr = switching_backend().await;
+    let la = one_backend_edge(format!("http://{addr}"), None)
+        .await
+        .unwrap();
+
+    let mut s = switch_to_echo(la).await;
     for word in ["hello", "again"] {
-        s.write_all(word.as_bytes()).await.unwrap();
-        let mut echoed = Vec::new();
-        while echoed.len() < word.len() {
-            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0);
-            echoed.extend_from_slice(&buf[..n]);
-        }
-        assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
+        echo(&mut s, word).await;
     }
     let open = meridian_edge::metrics::render()
         .lines()

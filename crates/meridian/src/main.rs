@@ -416,6 +416,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             opts.geoip = open_geoip(&config, &topology, &edge)?;
             if let Some(e) = topology.edge(&edge) {
                 opts.client_header_timeout = e.client_header_timeout;
+                opts.tunnel_idle_timeout = e.tunnel_idle_timeout;
             }
             opts.backend_tls = Some(
                 meridian_edge::tls::backend_client_config(

@@ -11,9 +11,9 @@ use toml_edit::Table;
 
 use super::diag::{Cx, Span};
 use super::model::{
-    AllDown, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT, Edge, GeoMap, Health, Keyspace,
-    LatLon, Limits, Policy, RecordType, Region, Replication, Residency, Routing, Topology, Writer,
-    Writes, Zone,
+    AllDown, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT, EDGE_TUNNEL_IDLE_TIMEOUT, Edge,
+    GeoMap, Health, Keyspace, LatLon, Limits, Policy, RecordType, Region, Replication, Residency,
+    Routing, Topology, Writer, Writes, Zone,
 };
 use super::read::{self, Sp, Tbl};
 use super::scalar;
@@ -41,6 +41,7 @@ const EDGE_KEYS: &[&str] = &[
     "geoip",
     "trusted_proxies",
     "client_header_timeout",
+    "tunnel_idle_timeout",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -88,6 +89,9 @@ const LIMITS_KEYS: &[&str] = &[
 ];
 /// The range of a `client_header_timeout` (node or edge), both ends included.
 const HEADER_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+/// The range of an edge's `tunnel_idle_timeout`, both ends included.
+const TUNNEL_IDLE_TIMEOUTS: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(86_400));
 const POLICIES: &[&str] = &["latency", "proximity", "geo", "weighted", "failover"];
 const RECORD_TYPES: &[&str] = &["A", "AAAA", "CNAME", "TXT", "MX", "NS"];
 
@@ -1060,9 +1064,21 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             HEADER_TIMEOUTS,
             EDGE_CLIENT_HEADER_TIMEOUT,
         );
-        if let (Some(name), Some(l), Some(a), Some(timeout), true) =
-            (name, listen_addr, admin, client_header_timeout, ok)
-        {
+        let tunnel_idle_timeout = duration_in(
+            cx,
+            &t,
+            "tunnel_idle_timeout",
+            TUNNEL_IDLE_TIMEOUTS,
+            EDGE_TUNNEL_IDLE_TIMEOUT,
+        );
+        if let (Some(name), Some(l), Some(a), Some(timeout), Some(tunnel_idle_timeout), true) = (
+            name,
+            listen_addr,
+            admin,
+            client_header_timeout,
+            tunnel_idle_timeout,
+            ok,
+        ) {
             out.push(Edge {
                 name: name.v,
                 listen: l.v,
@@ -1071,6 +1087,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
                 geoip,
                 trusted_proxies,
                 client_header_timeout: timeout,
+                tunnel_idle_timeout,
             });
         }
     }

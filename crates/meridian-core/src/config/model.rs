@@ -282,10 +282,16 @@ pub struct Edge {
     /// accept, or from its previous response) before its connection is closed, 1s..=1h.
     /// Default: 30s (haproxy's `timeout http-request`, nginx's `client_header_timeout`).
     pub client_header_timeout: Duration,
+    /// How long a connection that switched protocols (a WebSocket) may carry no byte either
+    /// way before the edge closes both sides, 1s..=1d. Default: 1h (haproxy's `timeout
+    /// tunnel`, Envoy's stream idle timeout for upgrades).
+    pub tunnel_idle_timeout: Duration,
 }
 
 /// [`Edge::client_header_timeout`] when the file gives none.
 pub const EDGE_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`Edge::tunnel_idle_timeout`] when the file gives none.
+pub const EDGE_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
 /// `[health]`.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -26,20 +26,21 @@ mod pool;
 mod request;
 #[cfg(test)]
 mod tests;
+mod tunnel;
+
+pub(crate) use tunnel::{Spliced, Tunnel, splice};
 
 use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::BytesMut;
 use http::{Request, Response};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::ServerName;
-use tokio::io::AsyncWriteExt as _;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 
@@ -224,32 +225,6 @@ pub(crate) async fn send(
         resp.extensions_mut().insert(reason);
     }
     Ok(resp)
-}
-
-/// The backend's side of a connection that switched protocols (`101`): its transport and the
-/// bytes it sent past the response head. [`splice`] takes it, once.
-#[derive(Clone)]
-pub(crate) struct Tunnel(Arc<Mutex<Option<(Io, BytesMut)>>>);
-
-/// Copies bytes both ways between the client's upgraded connection and the backend's side of
-/// `tunnel` until both have closed (or one fails): first what the backend sent with its `101`,
-/// then everything each side sends. Returns the bytes sent to the backend and to the client.
-pub(crate) async fn splice(
-    tunnel: Tunnel,
-    client: hyper::upgrade::Upgraded,
-) -> io::Result<(u64, u64)> {
-    let taken = tunnel
-        .0
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .take();
-    let Some((mut backend, early)) = taken else {
-        return Ok((0, 0));
-    };
-    let mut client = TokioIo::new(client);
-    client.write_all(&early).await?;
-    let (up, down) = tokio::io::copy_bidirectional(&mut client, &mut backend).await?;
-    Ok((up, down + early.len() as u64))
 }
 
 /// Sends `req` on a connection of its own, closed after the answer (for rare calls such as
