@@ -883,8 +883,8 @@ fn client_header_timeouts_of_nodes_and_edges() {
 fn tunnel_idle_timeout_of_edges() {
     let t = parse("m.toml", &edge("")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.edges[0].tunnel_idle_timeout, Duration::from_secs(3600));
-    let t = parse("m.toml", &edge("tunnel_idle_timeout = \"90s\"\n"))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let t =
+        parse("m.toml", &edge("tunnel_idle_timeout = \"90s\"\n")).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(t.edges[0].tunnel_idle_timeout, Duration::from_secs(90));
     let d = assert_diag(
         &edge("tunnel_idle_timeout = \"2d\"\n"),

@@ -499,9 +499,11 @@ impl Authority {
             }
         }
         cache.batch.zone_current = true;
-        let zone = cache
+        // Read from the zone without taking a reference: hits need only these.
+        let (zone_ttl, coordinates) = cache
             .zone
-            .clone()
+            .as_deref()
+            .map(|z| (z.ttl(), z.uses_coordinates()))
             .expect("invariant: the current zone was set above");
         let live = Live {
             backend,
@@ -510,6 +512,7 @@ impl Authority {
         let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
         let name_end = question_name_end(packet);
         if !cacheable {
+            let zone = cache.zone.clone().expect("invariant: set above");
             return self.build_udp(&zone, live, packet, resolver, None, out);
         }
         cache.key.clear();
@@ -522,7 +525,7 @@ impl Authority {
             && hit.resolver == resolver
             && *hit.key == *cache.key
             && hit.exact.as_deref().is_none_or(|q| *q == packet[2..])
-            && fresh(&mut hit.policy, &mut cache.batch, &live, zone.ttl())
+            && fresh(&mut hit.policy, &mut cache.batch, &live, zone_ttl)
         {
             out.clear();
             out.extend_from_slice(&hit.bytes);
@@ -549,14 +552,14 @@ impl Authority {
                 packet,
                 name_end: end,
             };
-            if cache.shaped_hit(&q, None, &live, zone.ttl(), out) {
+            if cache.shaped_hit(&q, None, &live, zone_ttl, out) {
                 return true;
             }
             let located = shape.located(resolver);
             let client = backend.locate(located);
             let prefix = client.network_prefix;
-            let facts = Facts::of(client, zone.uses_coordinates());
-            if cache.shaped_hit(&q, Some((&facts, prefix, located)), &live, zone.ttl(), out) {
+            let facts = Facts::of(client, coordinates);
+            if cache.shaped_hit(&q, Some((&facts, prefix, located)), &live, zone_ttl, out) {
                 return true;
             }
             shaped = Some(ShapedMiss {
@@ -566,6 +569,7 @@ impl Authority {
                 located,
             });
         }
+        let zone = cache.zone.clone().expect("invariant: set above");
         let miss = Miss {
             cache,
             slot,
