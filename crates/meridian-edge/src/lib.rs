@@ -32,7 +32,7 @@ pub use dns::serve_dns;
 pub use error::{Error, Origin, RetryClass};
 pub use meridian_dns::bind_udp as bind_dns_udp;
 pub use proxy::{COOKIE, REGION_HEADER, REPLAY_HEADER, ZONE_HEADER};
-pub use state::{Edge, EdgeOptions, ProxyBody};
+pub use state::{Edge, EdgeOptions, HTTP2_KEEPALIVE, ProxyBody};
 
 /// How long a client may take to complete the TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -218,12 +218,20 @@ async fn accept_loop(
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
     let graceful = GracefulShutdown::new();
     let header_timeout = edge.options().client_header_timeout;
+    let ping = edge.options().http2_keepalive;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .writev(false)
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    // A vanished HTTP/2 client (no FIN, no RST) would hold its connection forever: it is sent
+    // a PING and, unanswered, closed.
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(ping))
+        .keep_alive_timeout(ping);
     let builder = std::sync::Arc::new(builder);
     let tls = edge
         .options()

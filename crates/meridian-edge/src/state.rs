@@ -48,6 +48,11 @@ pub struct EdgeOptions {
     /// `timeout http-request`, nginx's `client_header_timeout`). Read when serving starts.
     /// Default: 30s; the binary passes the `[[edge]]`'s `client_header_timeout`.
     pub client_header_timeout: Duration,
+    /// HTTP/2 clients: a connection that has received nothing for this long is sent a PING;
+    /// one that does not answer within as long again is closed, so clients that vanished
+    /// (no FIN, no RST: a phone that left coverage) do not hold connections. Read when serving
+    /// starts. Default: [`HTTP2_KEEPALIVE`].
+    pub http2_keepalive: Duration,
     /// How long a connection that switched protocols (WebSocket) may carry no byte either way
     /// before the edge closes both sides (haproxy's `timeout tunnel`). Default: 1h; the
     /// binary passes the `[[edge]]`'s `tunnel_idle_timeout`.
@@ -71,6 +76,10 @@ pub struct EdgeOptions {
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
 }
 
+/// [`EdgeOptions::http2_keepalive`] by default (nginx's `http2_idle_timeout` checks idle
+/// HTTP/2 connections at a similar scale; Envoy pings when configured to).
+pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
+
 impl EdgeOptions {
     /// Options with every default, for edge `name`.
     pub fn new(name: &str) -> Self {
@@ -81,6 +90,7 @@ impl EdgeOptions {
             upstream_timeout: Duration::from_secs(30),
             client_header_timeout: config::EDGE_CLIENT_HEADER_TIMEOUT,
             tunnel_idle_timeout: config::EDGE_TUNNEL_IDLE_TIMEOUT,
+            http2_keepalive: HTTP2_KEEPALIVE,
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,

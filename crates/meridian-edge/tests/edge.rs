@@ -818,6 +818,94 @@ async fn serves_http2_with_prior_knowledge() {
     assert_eq!(&body[..], b"a:");
 }
 
+/// An HTTP/2 client that vanishes after a request (its bytes stop arriving, the connection
+/// stays open: no FIN, no RST) is sent a PING and, unanswered, has its connection closed after
+/// about twice `http2_keepalive`; an answering client keeps it.
+#[tokio::test]
+async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let w = world_tuned(FAILOVER, false, |o| {
+        o.http2_keepalive = Duration::from_millis(300);
+    })
+    .await;
+    let edge_addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    // A relay between the client and the edge whose client-to-edge direction can be cut
+    // (bytes read and dropped); it reports when the edge closes its side.
+    let relay = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let relay_addr = relay.local_addr().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let (closed_tx, closed_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let cut_in_relay = cut.clone();
+    tokio::spawn(async move {
+        let (client, _) = relay.accept().await.unwrap();
+        let edge = tokio::net::TcpStream::connect(&edge_addr).await.unwrap();
+        let (mut from_client, mut to_client) = client.into_split();
+        let (mut from_edge, mut to_edge) = edge.into_split();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = from_client.read(&mut buf).await {
+                if n == 0 {
+                    return;
+                }
+                if !cut_in_relay.load(Ordering::SeqCst)
+                    && to_edge.write_all(&buf[..n]).await.is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let mut buf = [0u8; 4096];
+        loop {
+            match from_edge.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if to_client.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = closed_tx.send(Instant::now());
+        // Keep the client's side open: it must not see the close.
+        tokio::time::sleep(Duration::from_secs(30)).await;
+        drop(to_client);
+    });
+    let stream = tokio::net::TcpStream::connect(relay_addr).await.unwrap();
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        TokioIo::new(stream),
+    )
+    .await
+    .unwrap();
+    tokio::spawn(conn);
+    let mut closed_rx = closed_rx;
+    // Answering client: idle 1.2 s (four keep-alive periods), its PING answers pass.
+    let req = || {
+        Request::get(format!("http://{relay_addr}/h2"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    };
+    assert_eq!(send.send_request(req()).await.unwrap().status(), 200);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        closed_rx.try_recv().is_err(),
+        "an answering client was cut off"
+    );
+    assert_eq!(send.send_request(req()).await.unwrap().status(), 200);
+    // Vanished client: nothing of it reaches the edge any more.
+    cut.store(true, Ordering::SeqCst);
+    let vanished = Instant::now();
+    let closed = tokio::time::timeout(Duration::from_secs(5), closed_rx)
+        .await
+        .expect("the edge closed the connection within 5 s")
+        .unwrap();
+    let after = closed - vanished;
+    assert!(
+        after < Duration::from_secs(3),
+        "closed {after:?} after the client vanished"
+    );
+}
+
 /// A client that does not finish a request's head within `client_header_timeout` (sending
 /// nothing at all, part of a head, or part of the HTTP/2 preface), or stays idle that long
 /// after a response, has its connection closed; one that does is served.
