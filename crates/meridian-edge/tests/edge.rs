@@ -795,18 +795,24 @@ async fn one_edge_that_cannot_reach_a_region_does_not_fail_it_over() {
     assert_eq!(r.headers()["meridian-region"], "b");
 }
 
-#[tokio::test]
-async fn serves_http2_with_prior_knowledge() {
-    let w = world(FAILOVER, false).await;
-    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
-    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven by a task of its own.
+async fn h2_client(addr: &str) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
         TokioIo::new(stream),
     )
     .await
     .unwrap();
     tokio::spawn(conn);
+    send
+}
+
+#[tokio::test]
+async fn serves_http2_with_prior_knowledge() {
+    let w = world(FAILOVER, false).await;
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    let mut send = h2_client(&addr).await;
     let req = Request::get(format!("http://{addr}/h2"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -870,14 +876,7 @@ async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(to_client);
     });
-    let stream = tokio::net::TcpStream::connect(relay_addr).await.unwrap();
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        TokioIo::new(stream),
-    )
-    .await
-    .unwrap();
-    tokio::spawn(conn);
+    let mut send = h2_client(&relay_addr.to_string()).await;
     let mut closed_rx = closed_rx;
     // Answering client: idle 1.2 s (four keep-alive periods), its PING answers pass.
     let req = || {
