@@ -15,10 +15,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
-use meridian_core::config::GeoMap;
+use meridian_core::config::{GeoMap, LatLon};
 use meridian_core::scope::{Blocks, BlocksBuilder};
-
-use meridian_core::config::LatLon;
 use serde::Deserialize;
 
 use crate::Error;
