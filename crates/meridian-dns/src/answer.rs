@@ -278,10 +278,7 @@ pub fn respond(
     }
     resp.metadata.authoritative = true;
 
-    let located_ip = match ecs {
-        Some(e) if e.source_prefix() > 0 => e.addr(),
-        _ => resolver,
-    };
+    let located_ip = located(ecs.map(|e| (e.addr(), e.source_prefix())), resolver);
     let mut ctx = Ctx {
         zone,
         env,
@@ -320,6 +317,26 @@ fn client_subnet(req: &Message) -> Result<Option<ClientSubnet>, ()> {
         return Err(());
     }
     Ok(Some(*ecs))
+}
+
+/// The address a query is located by: its Client Subnet's (`addr`, source prefix) when the
+/// prefix is not 0, else the resolver's. The UDP cache's second level uses the same rule.
+pub(crate) fn located(subnet: Option<(IpAddr, u8)>, resolver: IpAddr) -> IpAddr {
+    match subnet {
+        Some((addr, source)) if source > 0 => addr,
+        _ => resolver,
+    }
+}
+
+/// The prefix a located decision's ECS scope is made of for the client at `ip` whose GeoIP
+/// network has `network_prefix`: the widest block of `scopes` around it when known, else the
+/// network's. The UDP cache's second level patches scopes with the same rule.
+pub(crate) fn scope_prefix(
+    scopes: Option<&dyn GeoScopes>,
+    ip: IpAddr,
+    network_prefix: Option<u8>,
+) -> Option<u8> {
+    scopes.and_then(|s| s.widest(ip)).or(network_prefix)
 }
 
 /// `ip` with every bit after the first `prefix` cleared; `None` when `prefix` is too long.
@@ -453,9 +470,12 @@ impl Ctx<'_> {
                 let client = self.client().clone();
                 // The scope: the widest block around the located address that every
                 // decision of these maps treats alike, else the GeoIP network.
-                let widest = scopes.as_ref().and_then(|s| s.widest(self.located_ip));
                 let scoped = DnsClient {
-                    network_prefix: widest.or(client.network_prefix),
+                    network_prefix: scope_prefix(
+                        scopes.as_deref(),
+                        self.located_ip,
+                        client.network_prefix,
+                    ),
                     ..client.clone()
                 };
                 let (zone, env, explain) = (self.zone, self.env, self.explain);

@@ -393,10 +393,9 @@ struct ShapedMiss {
 }
 
 /// The ECS scope of an answer routed by where the client at `ip` is, whose GeoIP network has
-/// `prefix`: the widest block of `scopes` around it when known, else the network's prefix —
-/// what the builder answers (see `answer::Ctx::records`).
+/// `prefix`: what the builder answers ([`answer::scope_prefix`], 0 when unknown).
 fn scope(scopes: Option<&dyn GeoScopes>, ip: IpAddr, prefix: Option<u8>) -> u8 {
-    scopes.and_then(|s| s.widest(ip)).or(prefix).unwrap_or(0)
+    answer::scope_prefix(scopes, ip, prefix).unwrap_or(0)
 }
 
 impl Drop for UdpCache {

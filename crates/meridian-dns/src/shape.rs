@@ -113,10 +113,7 @@ impl Shape {
     /// The address GeoIP locates for this query: the subnet's, when its prefix is not 0,
     /// else the resolver's (as the builder does).
     pub(crate) fn located(&self, resolver: IpAddr) -> IpAddr {
-        match self.subnet {
-            Some(s) if s.source > 0 => s.addr,
-            _ => resolver,
-        }
+        crate::answer::located(self.subnet.map(|s| (s.addr, s.source)), resolver)
     }
 
     /// Zeroes the subnet's address octets in `key`, the query's bytes from offset 2 on.
