@@ -143,12 +143,7 @@ impl GeoIp {
         if let Some(l) = DECODED.with_borrow(|d| d.get(&key).cloned()) {
             return (l, prefix);
         }
-        let located = found
-            .decode::<Record>()
-            .ok()
-            .flatten()
-            .map(Record::located)
-            .unwrap_or_default();
+        let located = Record::decode(&found);
         DECODED.with_borrow_mut(|d| {
             if d.len() >= DECODED_RECORDS {
                 d.clear();
@@ -212,42 +207,40 @@ impl GeoIp {
                 continue;
             }
             let mut blocks = BlocksBuilder::new(bits, gap);
-            let networks = ipnetwork::IpNetwork::new(zero, 0)
+            let mut add = |found: maxminddb::LookupResult<'_, Vec<u8>>| -> Result<(), String> {
+                let net = found.network().map_err(|e| e.to_string())?;
+                let key = match found.offset() {
+                    Some(offset) => *by_record
+                        .entry(offset)
+                        .or_insert_with(|| key_of(&Record::decode(&found))),
+                    None => gap,
+                };
+                // The IPv6 tree holds the IPv4 space at ::/96; its networks come as IPv4.
+                let (start, prefix) = match net.network() {
+                    IpAddr::V4(a) if bits == 128 => (u128::from(a.to_bits()), net.prefix() + 96),
+                    IpAddr::V4(a) => (u128::from(a.to_bits()), net.prefix()),
+                    IpAddr::V6(a) => (a.to_bits(), net.prefix()),
+                };
+                if blocks.push(start, prefix, key) {
+                    Ok(())
+                } else {
+                    Err(format!("network {net} out of address order"))
+                }
+            };
+            let read = ipnetwork::IpNetwork::new(zero, 0)
                 .map_err(|e| e.to_string())
                 .and_then(|everything| {
                     let options = maxminddb::WithinOptions::default();
-                    self.reader
-                        .within(everything, options)
-                        .map_err(|e| e.to_string())
-                });
-            let complete = networks.is_ok_and(|networks| {
-                networks.into_iter().all(|found| {
-                    let Ok(found) = found else {
-                        return false;
-                    };
-                    let Ok(net) = found.network() else {
-                        return false;
-                    };
-                    let key = match found.offset() {
-                        Some(offset) => *by_record.entry(offset).or_insert_with(|| {
-                            let record = found.decode::<Record>().ok().flatten();
-                            key_of(&record.map(Record::located).unwrap_or_default())
-                        }),
-                        None => gap,
-                    };
-                    // The IPv6 tree holds the IPv4 space at ::/96; its networks come as IPv4.
-                    let (start, prefix) = match net.network() {
-                        IpAddr::V4(a) if bits == 128 => {
-                            (u128::from(a.to_bits()), net.prefix() + 96)
-                        }
-                        IpAddr::V4(a) => (u128::from(a.to_bits()), net.prefix()),
-                        IpAddr::V6(a) => (a.to_bits(), net.prefix()),
-                    };
-                    blocks.push(start, prefix, key)
+                    let networks = self.reader.within(everything, options);
+                    networks.map_err(|e| e.to_string())
                 })
-            });
-            if !complete {
-                tracing::warn!(path = %self.path.display(), bits, "cannot read every network of the GeoIP database; GeoDNS answers its network prefixes");
+                .and_then(|networks| {
+                    networks
+                        .into_iter()
+                        .try_for_each(|found| add(found.map_err(|e| e.to_string())?))
+                });
+            if let Err(e) = read {
+                tracing::warn!(path = %self.path.display(), bits, error = %e, "cannot read every network of the GeoIP database; GeoDNS answers its network prefixes");
                 continue;
             }
             let blocks = blocks.finish();
@@ -258,6 +251,16 @@ impl GeoIp {
 }
 
 impl Record {
+    /// What a lookup's record says; nothing when it has none or is malformed.
+    fn decode(found: &maxminddb::LookupResult<'_, Vec<u8>>) -> Located {
+        found
+            .decode::<Record>()
+            .ok()
+            .flatten()
+            .map(Record::located)
+            .unwrap_or_default()
+    }
+
     fn located(self) -> Located {
         let r = self;
         let location = r.location.and_then(|l| match (l.latitude, l.longitude) {
