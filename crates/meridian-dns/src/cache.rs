@@ -123,6 +123,14 @@ struct Batch {
 }
 
 impl UdpCache {
+    /// The zone this cache answers from; only after [`Authority`]'s UDP path has made it
+    /// current for the batch.
+    fn current_zone(&self) -> &Arc<Zone> {
+        self.zone
+            .as_ref()
+            .expect("invariant: the UDP path sets the zone before reading it")
+    }
+
     /// Ends a batch of datagrams: counts its hits in the metrics, and the next query reads the
     /// topology, health view and TTL from the backend again. Call it once per receive call
     /// (a batch should span microseconds, not seconds: it is the freshness of hits).
@@ -499,11 +507,10 @@ impl Authority {
         }
         cache.batch.zone_current = true;
         // Read from the zone without taking a reference: hits need only these.
-        let (zone_ttl, coordinates) = cache
-            .zone
-            .as_deref()
-            .map(|z| (z.ttl(), z.uses_coordinates()))
-            .expect("invariant: the current zone was set above");
+        let (zone_ttl, coordinates) = {
+            let zone = cache.current_zone();
+            (zone.ttl(), zone.uses_coordinates())
+        };
         let live = Live {
             backend,
             ttl: &self.ttl,
@@ -511,7 +518,7 @@ impl Authority {
         let cacheable = (12..=CACHE_QUERY).contains(&packet.len()) && packet[2] & 0x80 == 0;
         let name_end = question_name_end(packet);
         if !cacheable {
-            let zone = cache.zone.clone().expect("invariant: set above");
+            let zone = Arc::clone(cache.current_zone());
             return self.build_udp(&zone, live, packet, resolver, None, out);
         }
         cache.key.clear();
@@ -568,7 +575,7 @@ impl Authority {
                 located,
             });
         }
-        let zone = cache.zone.clone().expect("invariant: set above");
+        let zone = Arc::clone(cache.current_zone());
         let miss = Miss {
             cache,
             slot,
