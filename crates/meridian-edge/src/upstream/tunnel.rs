@@ -23,7 +23,7 @@ use super::conn::Io;
 pub(crate) struct Tunnel(pub(super) Arc<Mutex<Option<(Io, BytesMut)>>>);
 
 /// How a spliced connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub(crate) struct Spliced {
     /// Bytes sent to the backend.
     pub up: u64,
@@ -48,11 +48,7 @@ pub(crate) async fn splice(
         .unwrap_or_else(std::sync::PoisonError::into_inner)
         .take();
     let Some((backend, early)) = taken else {
-        return Ok(Spliced {
-            up: 0,
-            down: 0,
-            idle: false,
-        });
+        return Ok(Spliced::default());
     };
     let mut client = TokioIo::new(client);
     client.write_all(&early).await?;
