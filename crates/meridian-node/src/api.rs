@@ -32,6 +32,9 @@ pub const SCAN_DEFAULT_LIMIT: usize = 100;
 /// Largest page size of a scan.
 pub const SCAN_MAX_LIMIT: usize = 1_000;
 
+/// The route of one key: GET, PUT, DELETE and PATCH of `{key}` in `{keyspace}`.
+pub const KEY_ROUTE: &str = "/v1/kv/{keyspace}/{key}";
+
 /// Builds the node's router. The cluster secret, when set, must be presented as
 /// `Authorization: Bearer <secret>` on `/v1/admin/*`; peers authenticate on `/v1/repl/*`.
 pub fn router(node: Node) -> Router {
@@ -49,7 +52,7 @@ pub fn router(node: Node) -> Router {
         )
         .route("/v1/kv/{keyspace}", get(scan))
         .route(
-            "/v1/kv/{keyspace}/{key}",
+            KEY_ROUTE,
             get(get_key)
                 .put(put_key)
                 .delete(delete_key)
@@ -464,23 +467,7 @@ async fn get_key(
         )
         .into_response();
     };
-    let mut resp = if render::has_siblings(&record) {
-        let body = render::siblings_json(&record);
-        (StatusCode::MULTIPLE_CHOICES, Json(body)).into_response()
-    } else {
-        let (ct, body) = render::representation(&record);
-        ([("content-type", ct)], body).into_response()
-    };
-    let h = resp.headers_mut();
-    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", record.version.etag())) {
-        h.insert("etag", v);
-    }
-    if let meridian_core::record::Value::MvRegister(mv) = &record.value
-        && let Ok(v) = HeaderValue::from_str(&mv.context().to_token())
-    {
-        h.insert(names::CONTEXT, v);
-    }
-    resp
+    render::get_response(&record)
 }
 
 #[derive(Deserialize)]

@@ -8,6 +8,7 @@ pub mod error;
 pub mod expiry;
 mod feed;
 pub mod forward;
+pub mod hot;
 pub mod input;
 pub mod keys;
 pub mod metrics;
@@ -122,28 +123,39 @@ pub async fn serve_on<L>(
     metrics::install();
     let tasks = start(&node, background);
     let app = api::router(node.clone());
+    let hot = hot::HotRead::new(node.clone());
     let closing = node.clone();
     let shutdown = async move {
         shutdown.await;
         closing.close();
     };
-    accept_loop(listener, app, background.client_header_timeout, shutdown).await;
+    accept_loop(
+        listener,
+        app,
+        hot,
+        background.client_header_timeout,
+        shutdown,
+    )
+    .await;
     for t in tasks {
         t.abort();
     }
 }
 
-/// Serves `app` on every connection `listener` accepts (HTTP/1.1 or HTTP/2) until `shutdown`
-/// completes, then waits for the connections to finish their requests. An HTTP/1 connection
-/// whose next request head does not arrive within `header_timeout` is closed.
+/// Serves `app` on every connection `listener` accepts (HTTP/1.1 or HTTP/2), each request
+/// that `hot` answers by it, until `shutdown` completes, then waits for the connections to
+/// finish their requests. An HTTP/1 connection whose next request head does not arrive within
+/// `header_timeout` is closed.
 async fn accept_loop<L>(
     mut listener: L,
     app: axum::Router,
+    hot: hot::HotRead,
     header_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) where
     L: axum::serve::Listener,
 {
+    use futures_util::future::Either;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -159,11 +171,15 @@ async fn accept_loop<L>(
             () = &mut shutdown => break,
         };
         let inner = hyper_util::service::TowerToHyperService::new(app.clone());
+        let hot = hot.clone();
         let served = Arc::new(AtomicBool::new(false));
         let seen = served.clone();
         let service = hyper::service::service_fn(move |req| {
             seen.store(true, Ordering::Relaxed);
-            hyper::service::Service::call(&inner, req)
+            match hot.answer(&req) {
+                Some(resp) => Either::Left(std::future::ready(Ok(resp))),
+                None => Either::Right(hyper::service::Service::call(&inner, req)),
+            }
         });
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)

@@ -1,9 +1,14 @@
 //! How a record looks on the wire, per keyspace type: the body of a GET, of a mutation's answer,
 //! and of a scan item.
 
+use axum::http::header::ETAG;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use meridian_core::record::{Record, Value};
 use serde_json::{Map, Value as Json, json};
+
+use crate::input::names::CONTEXT;
 
 /// JSON content type.
 pub const JSON: &str = "application/json";
@@ -32,6 +37,32 @@ pub fn representation(record: &Record) -> (String, Vec<u8>) {
         ),
         Value::Map(m) => (JSON.into(), json_bytes(&Json::Object(m.to_json()))),
     }
+}
+
+/// The answer to a GET of a live record: 200 with its [`representation`], or 300 with
+/// [`siblings_json`] when it [`has_siblings`]; its version as `ETag`, and an mvregister's causal
+/// context as `Meridian-Context`.
+pub fn get_response(record: &Record) -> Response {
+    let mut resp = if has_siblings(record) {
+        (
+            StatusCode::MULTIPLE_CHOICES,
+            axum::Json(siblings_json(record)),
+        )
+            .into_response()
+    } else {
+        let (ct, body) = representation(record);
+        ([("content-type", ct)], body).into_response()
+    };
+    let h = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", record.version.etag())) {
+        h.insert(ETAG, v);
+    }
+    if let Value::MvRegister(mv) = &record.value
+        && let Ok(v) = HeaderValue::from_str(&mv.context().to_token())
+    {
+        h.insert(CONTEXT, v);
+    }
+    resp
 }
 
 /// Whether a GET of this record is a multiple-choice (300) answer: an mvregister with siblings.
