@@ -593,6 +593,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
             "fsyncs": stats.fsyncs,
             "writeback_syncs": stats.writeback_syncs,
             "reclaimed": stats.reclaimed,
+            "trash_freed_bytes": stats.trash_freed_bytes,
             "bytes_written": stats.bytes_written,
             "read_cache_hits": stats.read_cache_hits,
             "read_cache_misses": stats.read_cache_misses,

@@ -81,6 +81,9 @@ pub const STORE_WRITEBACK_SYNCS: &str = "meridian_store_writeback_syncs_total";
 /// Flushed memtables and superseded versions the store freed on its own thread, off the lock
 /// every write takes.
 pub const STORE_RECLAIMED: &str = "meridian_store_reclaimed_total";
+/// Bytes of files the store's engine deleted that the store freed a slice at a time, so a
+/// commit never waits for the trim of a whole table (on filesystems with online `discard`).
+pub const STORE_TRASH_FREED: &str = "meridian_store_trash_freed_bytes_total";
 /// Record reads answered from the store's read cache.
 pub const STORE_READ_CACHE_HITS: &str = "meridian_store_read_cache_hits_total";
 /// Record reads that missed the store's read cache and read the engine.
@@ -100,6 +103,7 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_FSYNCS).absolute(stats.fsyncs);
     metrics::counter!(STORE_WRITEBACK_SYNCS).absolute(stats.writeback_syncs);
     metrics::counter!(STORE_RECLAIMED).absolute(stats.reclaimed);
+    metrics::counter!(STORE_TRASH_FREED).absolute(stats.trash_freed_bytes);
     metrics::counter!(STORE_READ_CACHE_HITS).absolute(stats.read_cache_hits);
     metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
     (

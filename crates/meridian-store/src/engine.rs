@@ -35,6 +35,10 @@ pub(crate) struct Disk {
     /// Frees what the trees let go of off their locks (`None` if no thread could start).
     /// First, so it stops before the database closes.
     reclaim: Option<crate::reclaim::Reclaimer>,
+    /// Frees deleted files a slice at a time (`None` when not asked for, or it could not
+    /// start: fjall's deletes then free files at once).
+    #[cfg(unix)]
+    trash: Option<crate::trash::Trash>,
     db: Database,
     keyspaces: [Keyspace; 4],
     /// Syncs table files as fjall writes them (`None` where the OS offers no inotify, or
@@ -50,7 +54,9 @@ pub(crate) struct Written {
 }
 
 impl Disk {
-    pub(crate) fn open(dir: &Path) -> Result<Disk, Error> {
+    /// Opens fjall in `dir`; with `slice_deletes`, the files it deletes are freed through
+    /// `dir/trash` a slice at a time.
+    pub(crate) fn open(dir: &Path, slice_deletes: bool) -> Result<Disk, Error> {
         let db = Database::builder(dir)
             .worker_threads(WORKERS)
             // Every batch states its own durability; nothing is persisted behind our back.
@@ -84,8 +90,16 @@ impl Disk {
             open(Table::Idempotency)?,
             open(Table::Meta)?,
         ];
+        #[cfg(unix)]
+        let trash = slice_deletes
+            .then(|| start_trash(dir, &keyspaces))
+            .flatten();
+        #[cfg(not(unix))]
+        let _ = slice_deletes;
         Ok(Disk {
             reclaim: crate::reclaim::Reclaimer::start(&keyspaces),
+            #[cfg(unix)]
+            trash,
             #[cfg(target_os = "linux")]
             writeback: start_writeback(&keyspaces),
             db,
@@ -94,12 +108,34 @@ impl Disk {
     }
 }
 
-/// Paces write-back of the table files of `keyspaces` (each tree writes its tables into its
-/// folder's `tables`, lsm-tree's layout).
+/// The folder each tree writes its tables into (its folder's `tables`, lsm-tree's layout).
+#[cfg(unix)]
+fn tables_folders(keyspaces: &[Keyspace; 4]) -> Vec<std::path::PathBuf> {
+    keyspaces.iter().map(|k| k.path().join("tables")).collect()
+}
+
+/// Frees the files fjall deletes in `dir` (journals) and the trees' `tables` folders a slice
+/// at a time.
+#[cfg(unix)]
+fn start_trash(dir: &Path, keyspaces: &[Keyspace; 4]) -> Option<crate::trash::Trash> {
+    let watched = crate::trash::Watched {
+        root: dir.to_path_buf(),
+        tables: tables_folders(keyspaces),
+    };
+    crate::trash::Trash::start(watched)
+        .inspect_err(|e| {
+            tracing::warn!(
+                error = %e,
+                "deleted tables are freed at once: group commits may wait for their trims"
+            );
+        })
+        .ok()
+}
+
+/// Paces write-back of the table files of `keyspaces`.
 #[cfg(target_os = "linux")]
 fn start_writeback(keyspaces: &[Keyspace; 4]) -> Option<crate::writeback::Writeback> {
-    let dirs = keyspaces.iter().map(|k| k.path().join("tables")).collect();
-    crate::writeback::Writeback::start(dirs)
+    crate::writeback::Writeback::start(tables_folders(keyspaces))
         .inspect_err(|e| {
             tracing::warn!(
                 error = %e,
@@ -190,6 +226,17 @@ impl Engine {
     pub(crate) fn reclaimed(&self) -> u64 {
         match self {
             Engine::Disk(disk) => disk.reclaim.as_ref().map_or(0, |r| r.freed()),
+            Engine::Memory(_) => 0,
+        }
+    }
+
+    /// Bytes of deleted files freed through the trash (0 in memory, or without it).
+    pub(crate) fn trash_freed(&self) -> u64 {
+        match self {
+            #[cfg(unix)]
+            Engine::Disk(disk) => disk.trash.as_ref().map_or(0, |t| t.freed()),
+            #[cfg(not(unix))]
+            Engine::Disk(_) => 0,
             Engine::Memory(_) => 0,
         }
     }

@@ -17,6 +17,8 @@ mod mounts;
 mod overlay;
 mod reclaim;
 mod store;
+#[cfg(unix)]
+mod trash;
 mod txn;
 #[cfg(target_os = "linux")]
 mod writeback;

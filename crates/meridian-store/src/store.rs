@@ -44,6 +44,11 @@ pub struct StoreOptions {
     /// transactions' reads; 0: no cache). A cached value is never older than what a new snapshot shows once a group is
     /// published (see [`Store::get`]). Default: [`DEFAULT_READ_CACHE_BYTES`].
     pub read_cache_bytes: usize,
+    /// Whether files fjall deletes are freed a slice at a time through `trash/` in the
+    /// store's directory (see the `trash` module) rather than at once, so a journal sync never
+    /// waits for the trim of a whole table. `None` (the default): where the directory's
+    /// filesystem is mounted with online `discard`, the only case it helps. Unix only.
+    pub slice_deletes: Option<bool>,
 }
 
 /// The default size of the read cache: 64 MiB.
@@ -55,6 +60,7 @@ impl Default for StoreOptions {
             durability: Durability::Fsync,
             max_batch: 1024,
             read_cache_bytes: DEFAULT_READ_CACHE_BYTES,
+            slice_deletes: None,
         }
     }
 }
@@ -89,6 +95,9 @@ pub struct StoreStats {
     /// Flushed memtables and superseded versions of fjall's trees freed on the store's
     /// reclaim thread rather than under a tree's lock (0 in memory).
     pub reclaimed: u64,
+    /// Bytes of deleted files freed a slice at a time through `trash/` (0 in memory, or
+    /// without [`StoreOptions::slice_deletes`]).
+    pub trash_freed_bytes: u64,
 }
 
 #[derive(Default)]
@@ -143,17 +152,29 @@ impl Drop for Inner {
     }
 }
 
-/// Logs a warning when `dir` is on a filesystem mounted with online `discard`, which makes
-/// commits wait for the trims of deleted tables (see `mounts`).
+/// The mount point of `dir` when its filesystem is mounted with online `discard`, which makes
+/// commits wait for the trims of deleted tables (see `mounts`); `None` otherwise or when the
+/// mount table cannot be read.
 #[cfg(target_os = "linux")]
-fn warn_of_online_discard(dir: &Path) {
-    let (Ok(dir), Ok(table)) = (
-        dir.canonicalize(),
-        std::fs::read_to_string("/proc/self/mountinfo"),
-    ) else {
-        return;
-    };
-    if let Some(mount) = crate::mounts::discard_mount(&table, &dir) {
+fn online_discard(dir: &Path) -> Option<String> {
+    let dir = dir.canonicalize().ok()?;
+    let table = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    crate::mounts::discard_mount(&table, &dir)
+}
+
+/// Tells the operator what online `discard` on `mount` costs, given whether deleted files are
+/// freed a slice at a time.
+#[cfg(target_os = "linux")]
+fn report_online_discard(dir: &Path, mount: &str, sliced: bool) {
+    if sliced {
+        tracing::info!(
+            dir = %dir.display(),
+            %mount,
+            "the store's filesystem is mounted with online discard: deleted tables are freed \
+             a slice at a time through trash/ so commits do not wait for whole-table trims; \
+             mounting without `discard` and trimming periodically (fstrim.timer) is cheaper still"
+        );
+    } else {
         tracing::warn!(
             dir = %dir.display(),
             %mount,
@@ -180,8 +201,15 @@ impl Store {
         };
         std::fs::create_dir_all(dir).map_err(io_error)?;
         #[cfg(target_os = "linux")]
-        warn_of_online_discard(dir);
-        let store = Store::start(Engine::Disk(Disk::open(dir)?), opts).map_err(io_error)?;
+        let discard = online_discard(dir);
+        #[cfg(not(target_os = "linux"))]
+        let discard: Option<String> = None;
+        let slice = cfg!(unix) && opts.slice_deletes.unwrap_or(discard.is_some());
+        #[cfg(target_os = "linux")]
+        if let Some(mount) = &discard {
+            report_online_discard(dir, mount, slice);
+        }
+        let store = Store::start(Engine::Disk(Disk::open(dir, slice)?), opts).map_err(io_error)?;
         match store.get(Table::Meta, FORMAT_VERSION_KEY)? {
             None => store.transact_blocking(|txn| {
                 txn.put(
@@ -415,6 +443,7 @@ impl Store {
             read_cache_misses: cache.misses,
             writeback_syncs: self.inner.engine.writeback_syncs(),
             reclaimed: self.inner.engine.reclaimed(),
+            trash_freed_bytes: self.inner.engine.trash_freed(),
         }
     }
 }

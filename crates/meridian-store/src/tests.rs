@@ -318,6 +318,74 @@ fn a_flushed_table_is_synced_while_fjall_writes_it() {
     }
 }
 
+/// With `slice_deletes`, the tables fjall writes get their second name in `trash/` (the
+/// freeing itself is the `trash` module's tests), and nothing committed is lost while the
+/// thread runs, nor after a reopen.
+#[cfg(unix)]
+#[test]
+fn deleted_files_go_through_the_trash_and_nothing_is_lost() {
+    let opts = StoreOptions {
+        durability: Durability::Buffered,
+        slice_deletes: Some(true),
+        ..StoreOptions::default()
+    };
+    let dir = tempfile::tempdir().expect("invariant: temp dir");
+    let store = Store::open(dir.path(), opts).expect("open");
+    // 4 KiB that compress poorly, different for each key and round.
+    let value = |key: u32, round: u32| {
+        let mut x = u64::from(key) << 32 | u64::from(round) | 1;
+        (0..512)
+            .flat_map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x.to_le_bytes()
+            })
+            .collect::<Vec<u8>>()
+    };
+    // Four rounds of 12 MiB over the same keys: memtables are flushed to tables, and as L0
+    // fills, tables are compacted away and deleted.
+    for round in 0..4u32 {
+        for batch in 0..48u32 {
+            store
+                .transact_blocking(move |txn| {
+                    for key in batch * 64..(batch + 1) * 64 {
+                        txn.put(Table::Data, &key.to_be_bytes(), &value(key, round));
+                    }
+                })
+                .expect("write");
+        }
+    }
+    let trash = dir.path().join("trash");
+    let linked = || {
+        std::fs::read_dir(&trash)
+            .map(|entries| entries.filter_map(Result::ok).count())
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while linked() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the store's files were not linked into trash/: {:?}",
+            store.stats()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let all_latest = |store: &Store| {
+        for k in 0..48 * 64u32 {
+            assert_eq!(
+                store.get(Table::Data, &k.to_be_bytes()).expect("get"),
+                Some(value(k, 3)),
+                "key {k}"
+            );
+        }
+    };
+    all_latest(&store);
+    drop(store);
+    let store = Store::open(dir.path(), opts).expect("reopen");
+    all_latest(&store);
+}
+
 #[test]
 fn reopen_keeps_committed_data_and_format_version() {
     let dir = tempfile::tempdir().expect("invariant: temp dir");
