@@ -64,7 +64,14 @@ pub struct Background {
     /// longer than [`repl::DIGEST_INTERVAL`], so a peer's kept digest connection is never
     /// closed between two comparisons); [`serve`] uses the topology's.
     pub client_header_timeout: Duration,
+    /// HTTP/2 clients: a connection that has received nothing for this long is sent a PING,
+    /// and one that does not answer within as long again is closed, so a client that vanished
+    /// (no FIN, no RST) does not hold its connection. Default: [`HTTP2_KEEPALIVE`].
+    pub http2_keepalive: Duration,
 }
+
+/// [`Background::http2_keepalive`] by default, as the edge's.
+pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 impl Default for Background {
     fn default() -> Self {
@@ -72,6 +79,7 @@ impl Default for Background {
             dialer: Arc::new(repl::dial::TcpDialer),
             digest_every: Some(repl::DIGEST_INTERVAL),
             client_header_timeout: meridian_core::config::Limits::default().client_header_timeout,
+            http2_keepalive: HTTP2_KEEPALIVE,
         }
     }
 }
@@ -129,14 +137,7 @@ pub async fn serve_on<L>(
         shutdown.await;
         closing.close();
     };
-    accept_loop(
-        listener,
-        app,
-        hot,
-        background.client_header_timeout,
-        shutdown,
-    )
-    .await;
+    accept_loop(listener, app, hot, background, shutdown).await;
     for t in tasks {
         t.abort();
     }
@@ -145,12 +146,13 @@ pub async fn serve_on<L>(
 /// Serves `app` on every connection `listener` accepts (HTTP/1.1 or HTTP/2), each request
 /// that `hot` answers by it, until `shutdown` completes, then waits for the connections to
 /// finish their requests. An HTTP/1 connection whose next request head does not arrive within
-/// `header_timeout` is closed.
+/// `background`'s `client_header_timeout` is closed, and an HTTP/2 one that does not answer
+/// a PING after `http2_keepalive` of silence.
 async fn accept_loop<L>(
     mut listener: L,
     app: axum::Router,
     hot: hot::HotRead,
-    header_timeout: Duration,
+    background: &Background,
     shutdown: impl Future<Output = ()>,
 ) where
     L: axum::serve::Listener,
@@ -158,11 +160,18 @@ async fn accept_loop<L>(
     use futures_util::future::Either;
     use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     use hyper_util::server::conn::auto;
+    let header_timeout = background.client_header_timeout;
+    let ping = background.http2_keepalive;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(ping))
+        .keep_alive_timeout(ping);
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     tokio::pin!(shutdown);
     loop {

@@ -11,6 +11,23 @@ async fn json_of(resp: reqwest::Response) -> Value {
     resp.json().await.expect("JSON body")
 }
 
+/// A node served with `Background` as `tune` leaves it (no digest repair), and its
+/// `host:port`.
+async fn served_with(tune: impl FnOnce(&mut meridian_node::Background)) -> (TestNode, String) {
+    let mut background = meridian_node::Background {
+        digest_every: None,
+        ..meridian_node::Background::default()
+    };
+    tune(&mut background);
+    let t = TestNode::start_full(None, Some(background)).await;
+    let addr = t
+        .base
+        .strip_prefix("http://")
+        .expect("http base")
+        .to_string();
+    (t, addr)
+}
+
 /// A client that does not finish a request's head within the header timeout (sending nothing
 /// at all, part of a head, or part of the HTTP/2 preface), or stays idle that long after a
 /// response, has its connection closed; one that does is served.
@@ -19,17 +36,7 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     use std::time::{Duration, Instant};
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let limit = Duration::from_millis(300);
-    let background = meridian_node::Background {
-        client_header_timeout: limit,
-        digest_every: None,
-        ..meridian_node::Background::default()
-    };
-    let t = TestNode::start_full(None, Some(background)).await;
-    let addr = t
-        .base
-        .strip_prefix("http://")
-        .expect("http base")
-        .to_string();
+    let (_t, addr) = served_with(|b| b.client_header_timeout = limit).await;
     // Reads until the node closes the connection: what it read, and after how long.
     async fn until_closed(stream: &mut tokio::net::TcpStream) -> (String, Duration) {
         let started = Instant::now();
@@ -71,6 +78,92 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     assert!(
         after >= limit - Duration::from_millis(50),
         "closed after {after:?}"
+    );
+}
+
+/// An HTTP/2 client that stops answering after a request (no FIN, no RST: it vanished) is
+/// sent a PING after `http2_keepalive` of silence and, unanswered, has its connection closed;
+/// a client that answers keeps its connection however long it idles.
+#[tokio::test]
+async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let ping = Duration::from_millis(300);
+    let (_t, addr) = served_with(|b| b.http2_keepalive = ping).await;
+
+    // A client that sends the preface, empty SETTINGS and one `GET /health/live`, then
+    // nothing: it acknowledges no SETTINGS and answers no PING.
+    let mut stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let mut hello = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    hello.extend([0, 0, 0, 4, 0, 0, 0, 0, 0]);
+    // HEADERS on stream 1, END_STREAM | END_HEADERS: :method GET, :scheme http, :path from
+    // the literal "/health/live", :authority "a" (HPACK).
+    let path = b"/health/live";
+    let mut block = vec![0x82, 0x86, 0x04, path.len() as u8];
+    block.extend(path);
+    block.extend([0x41, 1, b'a']);
+    hello.extend([0, 0, block.len() as u8, 1, 5, 0, 0, 0, 1]);
+    hello.extend(block);
+    stream.write_all(&hello).await.expect("send");
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut got)).await;
+    assert!(
+        read.is_ok(),
+        "the silent client's connection is still open after 5 s"
+    );
+    let closed = started.elapsed();
+    // The frames the node sent: (type, flags, stream).
+    let mut frames = Vec::new();
+    let mut rest = &got[..];
+    while rest.len() >= 9 {
+        let len = usize::from(rest[0]) << 16 | usize::from(rest[1]) << 8 | usize::from(rest[2]);
+        let stream_id = u32::from_be_bytes([rest[5], rest[6], rest[7], rest[8]]) & 0x7fff_ffff;
+        frames.push((rest[3], rest[4], stream_id));
+        rest = &rest[(9 + len).min(rest.len())..];
+    }
+    assert!(
+        frames.iter().any(|&(kind, _, id)| kind == 1 && id == 1),
+        "the request was answered: {frames:?}"
+    );
+    assert!(
+        frames
+            .iter()
+            .any(|&(kind, flags, _)| kind == 6 && flags & 1 == 0),
+        "a PING was sent: {frames:?}"
+    );
+    assert!(
+        closed >= ping && closed < Duration::from_secs(3),
+        "closed after {closed:?}"
+    );
+
+    // A client that answers PINGs (hyper's does) keeps its connection through four periods.
+    let stream = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let (mut send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    let conn = tokio::spawn(conn);
+    let get = || {
+        axum::http::Request::get(format!("http://{addr}/health/live"))
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    assert_eq!(send.send_request(get()).await.expect("first").status(), 200);
+    tokio::time::sleep(ping * 4).await;
+    assert!(!conn.is_finished(), "an answering client was cut off");
+    assert_eq!(
+        send.send_request(get())
+            .await
+            .expect("after idling")
+            .status(),
+        200
     );
 }
 
