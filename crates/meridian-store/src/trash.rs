@@ -80,14 +80,17 @@ impl Trash {
             .name("meridian-trash".into())
             .spawn(move || {
                 let mut ticks = 0u32;
+                // Cleared when a link cannot be made; what is linked already is still freed.
+                let mut linking = true;
                 while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-                    if ticks.is_multiple_of(WALK_EVERY)
+                    if linking
+                        && ticks.is_multiple_of(WALK_EVERY)
                         && let Err(e) = link_new(&watched, &folder)
                     {
                         tracing::warn!(error = %e, folder = %folder.display(),
                             "deleted store files are freed at once from now on: cannot link \
                              them into the trash folder");
-                        return;
+                        linking = false;
                     }
                     ticks = ticks.wrapping_add(1);
                     counted.fetch_add(cut(&folder), Ordering::Relaxed);
