@@ -16,6 +16,7 @@ mod proxy;
 mod state;
 pub mod tls;
 pub mod token;
+mod tunnels;
 mod upstream;
 
 use std::future::{Future, IntoFuture as _};
@@ -37,11 +38,13 @@ pub use state::{Edge, EdgeOptions, HTTP2_KEEPALIVE, ProxyBody};
 /// How long a client may take to complete the TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// How long in-flight requests may take to finish after shutdown begins.
+/// How long in-flight requests and open switched-protocol connections may take to finish
+/// after shutdown begins, by default ([`EdgeOptions::drain_timeout`]).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves the proxy on `listener` and the admin API on `admin` until `shutdown` resolves, then
-/// stops accepting and lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]). Probes start
+/// stops accepting and lets in-flight requests and switched-protocol (WebSocket) connections
+/// finish, for at most [`EdgeOptions::drain_timeout`]; those still open then are closed. Probes start
 /// at once; until they report, every backend is up (health is derived from config). Everything
 /// runs on the calling runtime; [`serve_threads`] serves on a runtime per thread.
 pub async fn serve(
@@ -203,7 +206,8 @@ fn spawn_proxy_thread(
 }
 
 /// Accepts client connections on `listener` and serves them on the current runtime until
-/// `stop` turns true, then lets in-flight requests finish (at most [`DRAIN_TIMEOUT`]).
+/// `stop` turns true, then lets in-flight requests and every thread's switched-protocol
+/// connections finish, for at most [`EdgeOptions::drain_timeout`].
 async fn accept_loop(
     edge: Edge,
     listener: TcpListener,
@@ -287,11 +291,16 @@ async fn accept_loop(
         }
     }
     drop(listener);
-    if tokio::time::timeout(DRAIN_TIMEOUT, graceful.shutdown())
+    let deadline = tokio::time::Instant::now() + edge.options().drain_timeout;
+    if tokio::time::timeout_at(deadline, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(%addr, "in-flight requests still running after the drain timeout; closing them");
+    }
+    let cut = edge.tunnels().drain(deadline).await;
+    if cut > 0 {
+        tracing::warn!(%addr, cut, "switched-protocol connections still open after the drain timeout; closed them");
     }
 }
 

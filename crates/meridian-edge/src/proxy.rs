@@ -4,7 +4,7 @@
 use std::convert::Infallible;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
@@ -496,10 +496,9 @@ async fn forward(
             }
             Ok(Ok(resp)) if resp.status() == StatusCode::SWITCHING_PROTOCOLS => {
                 edge.observe(&backend, Event::TrafficOk);
-                let idle = edge.options().tunnel_idle_timeout;
                 return (
                     Some(region),
-                    switch_protocols(resp, client_upgrade.take(), idle),
+                    switch_protocols(edge, resp, client_upgrade.take()),
                 );
             }
             Ok(Ok(resp)) => {
@@ -606,15 +605,16 @@ fn upgrade_request(req: &mut Request<Incoming>) -> Option<(HeaderValue, OnUpgrad
 }
 
 /// A backend's `101 Switching Protocols`: when the client asked to switch, its connection is
-/// spliced to the backend's once the `101` has gone out (in a task of its own, until both
-/// sides close or nothing moved either way for `idle`) and the answer keeps `Connection:
-/// upgrade` and `Upgrade`; otherwise the `101` is passed on and the backend's connection
-/// closed.
+/// spliced to the backend's once the `101` has gone out (in a task of `edge`'s tunnels, until
+/// both sides close, nothing moved either way for the tunnel idle timeout, or shutdown's drain
+/// ends) and the answer keeps `Connection: upgrade` and `Upgrade`; otherwise the `101` is
+/// passed on and the backend's connection closed.
 fn switch_protocols(
+    edge: &Edge,
     mut resp: Response<ProxyBody>,
     client: Option<OnUpgrade>,
-    idle: Duration,
 ) -> Response<ProxyBody> {
+    let idle = edge.options().tunnel_idle_timeout;
     let protocol = resp.headers().get(header::UPGRADE).cloned();
     let tunnel = resp.extensions_mut().remove::<upstream::Tunnel>();
     let mut resp = finish(resp);
@@ -624,7 +624,7 @@ fn switch_protocols(
     resp.headers_mut().insert(header::UPGRADE, protocol);
     resp.headers_mut()
         .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    tokio::spawn(async move {
+    edge.tunnels().spawn(async move {
         let open = metrics::gauge!(metrics::UPGRADED_OPEN);
         open.increment(1.0);
         let spliced = match client.await {

@@ -57,6 +57,9 @@ pub struct EdgeOptions {
     /// before the edge closes both sides (haproxy's `timeout tunnel`). Default: 1h; the
     /// binary passes the `[[edge]]`'s `tunnel_idle_timeout`.
     pub tunnel_idle_timeout: Duration,
+    /// At shutdown, how long in-flight requests and switched-protocol connections may take
+    /// to finish before the edge closes them. Default: [`crate::DRAIN_TIMEOUT`].
+    pub drain_timeout: Duration,
     /// Largest request body buffered so the request can be retried or replayed; larger bodies
     /// stream through and are sent once. Default: 1 MiB.
     pub replay_limit: usize,
@@ -91,6 +94,7 @@ impl EdgeOptions {
             client_header_timeout: config::EDGE_CLIENT_HEADER_TIMEOUT,
             tunnel_idle_timeout: config::EDGE_TUNNEL_IDLE_TIMEOUT,
             http2_keepalive: HTTP2_KEEPALIVE,
+            drain_timeout: crate::DRAIN_TIMEOUT,
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,
@@ -165,6 +169,8 @@ struct Inner {
     health_cache: arc_swap::ArcSwapOption<CachedHealth>,
     /// Per-request metrics of requests no region served (`region="none"`).
     unserved: RegionMetrics,
+    /// Connections that switched protocols, on every proxy thread.
+    tunnels: crate::tunnels::Tunnels,
 }
 
 /// A health view computed at `at` (edge time) while the generation was `generation`.
@@ -204,6 +210,7 @@ impl Edge {
                 health_gen: AtomicU64::new(0),
                 health_cache: arc_swap::ArcSwapOption::empty(),
                 unserved: RegionMetrics::new("none"),
+                tunnels: crate::tunnels::Tunnels::default(),
             }),
         })
     }
@@ -252,6 +259,11 @@ impl Edge {
     /// The options the edge was built with.
     pub fn options(&self) -> &EdgeOptions {
         &self.inner.opts
+    }
+
+    /// The connections that switched protocols, for shutdown to drain.
+    pub(crate) fn tunnels(&self) -> &crate::tunnels::Tunnels {
+        &self.inner.tunnels
     }
 
     /// The GeoDNS authority of this edge (zone and state-aware TTL), shared by the DNS
