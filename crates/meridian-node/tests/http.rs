@@ -167,6 +167,58 @@ async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
     );
 }
 
+/// An HTTP/2 client with no request in flight for the header timeout after its last
+/// response is sent GOAWAY and its connection closed (no header timeout covers HTTP/2); one
+/// that keeps asking keeps its connection.
+#[tokio::test]
+async fn idle_http2_clients_are_sent_goaway() {
+    use std::time::Duration;
+    let limit = Duration::from_millis(300);
+    let (_t, addr) = served_with(|b| b.client_header_timeout = limit).await;
+    let connect = || async {
+        let stream = tokio::net::TcpStream::connect(&addr)
+            .await
+            .expect("connect");
+        let (send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(stream),
+        )
+        .await
+        .expect("h2 handshake");
+        (send, tokio::spawn(conn))
+    };
+    let get = || {
+        axum::http::Request::get(format!("http://{addr}/health/live"))
+            .body(axum::body::Body::empty())
+            .expect("request")
+    };
+    let (mut busy, busy_conn) = connect().await;
+    let (mut idle, idle_conn) = connect().await;
+    assert_eq!(
+        idle.send_request(get()).await.expect("idle's").status(),
+        200
+    );
+    // 1.2 s: a request every 100 ms on one connection, nothing on the other.
+    for _ in 0..12 {
+        assert_eq!(
+            busy.send_request(get()).await.expect("busy's").status(),
+            200
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        !busy_conn.is_finished(),
+        "a client that keeps asking was cut off"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(3), idle_conn)
+        .await
+        .expect("the idle connection ended within 3 s");
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "closed cleanly (GOAWAY): {ended:?}"
+    );
+}
+
 #[tokio::test]
 async fn register_put_get_replace_delete() {
     let t = TestNode::start().await;
