@@ -194,10 +194,12 @@ async fn accept_loop<L>(
                 }
                 None => {
                     let routed = hyper::service::Service::call(&inner, req);
-                    let seen = seen.clone();
+                    // Answered when the head is out, or when hyper drops the request (a reset
+                    // HTTP/2 stream): either way it is no longer in flight.
+                    let answered = Answered(seen.clone());
                     Either::Right(async move {
                         let resp = routed.await;
-                        seen.answered();
+                        drop(answered);
                         resp
                     })
                 }
@@ -217,6 +219,15 @@ async fn accept_loop<L>(
     drop(stopping);
     let _ = stop.send(true);
     stop.closed().await;
+}
+
+/// Marks a routed request of a connection answered when dropped.
+struct Answered(Arc<Activity>);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.answered();
+    }
 }
 
 /// What a client connection's requests have done, for [`serve_client`].
