@@ -217,6 +217,27 @@ async fn idle_http2_clients_are_sent_goaway() {
         matches!(ended, Ok(Ok(()))),
         "closed cleanly (GOAWAY): {ended:?}"
     );
+
+    // A request the client gives up on (its stream reset while the node waits for a session
+    // it has not seen) is no longer in flight: that connection goes idle too.
+    let (mut reset, reset_conn) = connect().await;
+    let waits = axum::http::Request::get(format!("http://{addr}/v1/kv/reg/s?consistency=session"))
+        .header("meridian-session", "eu-west-1:5")
+        .body(axum::body::Body::empty())
+        .expect("request");
+    let given_up =
+        tokio::time::timeout(Duration::from_millis(100), reset.send_request(waits)).await;
+    assert!(
+        given_up.is_err(),
+        "the session read answered before the client gave up"
+    );
+    let ended = tokio::time::timeout(Duration::from_secs(3), reset_conn)
+        .await
+        .expect("the connection of the reset request ended within 3 s");
+    assert!(
+        matches!(ended, Ok(Ok(()))),
+        "closed cleanly (GOAWAY): {ended:?}"
+    );
 }
 
 #[tokio::test]
