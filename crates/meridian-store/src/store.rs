@@ -204,7 +204,7 @@ impl Store {
         let discard = online_discard(dir);
         #[cfg(not(target_os = "linux"))]
         let discard: Option<String> = None;
-        let slice = cfg!(unix) && opts.slice_deletes.unwrap_or(discard.is_some());
+        let slice = opts.slice_deletes.unwrap_or(discard.is_some());
         #[cfg(target_os = "linux")]
         if let Some(mount) = &discard {
             report_online_discard(dir, mount, slice);

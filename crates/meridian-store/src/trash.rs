@@ -8,9 +8,10 @@
 //!
 //! This thread gives every table and journal file a second name, a hard link in `trash/` named
 //! by its inode, within [`WALK`] of its creation, so fjall's delete only removes a name and
-//! frees nothing. A linked file whose other name is gone (link count 1) is then cut short by at
-//! most [`SLICE`] per truncation — each trim a slice's — at a pace that empties the backlog in
-//! about [`DRAIN`], and removed once empty. RocksDB deletes through a rate-limited trash
+//! frees nothing. The same walk finds the linked files whose other name is gone (link count
+//! 1); while there are any, each [`TICK`] cuts them short by at most [`SLICE`] per truncation —
+//! each trim a slice's — at a pace that empties the backlog in about [`DRAIN`], and removes
+//! them once empty. With nothing to free the thread only walks. RocksDB deletes through a rate-limited trash
 //! directory for the same reason.
 //!
 //! Nothing fjall relies on changes: a file is truncated only once no other name of it is left
@@ -26,7 +27,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// The folder of second names, in the store's directory.
 pub(crate) const FOLDER: &str = "trash";
@@ -35,15 +36,12 @@ pub(crate) const FOLDER: &str = "trash";
 /// a millisecond on the measured disk.
 const SLICE: u64 = 1 << 20;
 
-/// How often the backlog is cut.
+/// How often a backlog is cut.
 const TICK: Duration = Duration::from_millis(10);
 
-/// How often new files get their second name; a file fjall creates and deletes quicker than
-/// this is freed at once, as without this thread.
+/// How often new files get their second name and deleted ones are looked for; a file fjall
+/// creates and deletes quicker than this is freed at once, as without this thread.
 const WALK: Duration = Duration::from_millis(50);
-
-/// Ticks between two walks of the watched folders.
-const WALK_EVERY: u32 = (WALK.as_millis() / TICK.as_millis()) as u32;
 
 /// About how long a backlog takes to free: each tick frees at least this share of it.
 const DRAIN: Duration = Duration::from_secs(1);
@@ -79,21 +77,26 @@ impl Trash {
         let thread = thread::Builder::new()
             .name("meridian-trash".into())
             .spawn(move || {
-                let mut ticks = 0u32;
                 // Cleared when a link cannot be made; what is linked already is still freed.
                 let mut linking = true;
-                while let Err(RecvTimeoutError::Timeout) = stopped.recv_timeout(TICK) {
-                    if linking
-                        && ticks.is_multiple_of(WALK_EVERY)
-                        && let Err(e) = link_new(&watched, &folder)
-                    {
-                        tracing::warn!(error = %e, folder = %folder.display(),
-                            "deleted store files are freed at once from now on: cannot link \
-                             them into the trash folder");
-                        linking = false;
+                let mut orphans = Vec::new();
+                let mut walked = Instant::now();
+                loop {
+                    let wait = if orphans.is_empty() { WALK } else { TICK };
+                    if !matches!(stopped.recv_timeout(wait), Err(RecvTimeoutError::Timeout)) {
+                        return;
                     }
-                    ticks = ticks.wrapping_add(1);
-                    counted.fetch_add(cut(&folder), Ordering::Relaxed);
+                    if orphans.is_empty() || walked.elapsed() >= WALK {
+                        walked = Instant::now();
+                        if linking && let Err(e) = link_new(&watched, &folder) {
+                            tracing::warn!(error = %e, folder = %folder.display(),
+                                "deleted store files are freed at once from now on: cannot \
+                                 link them into the trash folder");
+                            linking = false;
+                        }
+                        orphans = orphans_in(&folder);
+                    }
+                    counted.fetch_add(cut(&mut orphans), Ordering::Relaxed);
                 }
             })?;
         Ok(Trash {
@@ -163,42 +166,59 @@ fn files(dir: &Path) -> io::Result<impl Iterator<Item = PathBuf>> {
         .filter_map(|e| e.ok().map(|e| e.path())))
 }
 
-/// One tick's work on `folder`: cuts the files only it names, [`budget`] bytes in all, at
-/// most [`SLICE`] per truncation, and removes those left empty. Returns the bytes freed.
-fn cut(folder: &Path) -> u64 {
+/// A file only `trash/` names (its other name is gone: fjall deleted it) and its length.
+/// Nothing links a trash file again, so an orphan stays one until it is removed.
+struct Orphan {
+    path: PathBuf,
+    len: u64,
+}
+
+/// The files of `folder` (the trash) that no other name holds.
+fn orphans_in(folder: &Path) -> Vec<Orphan> {
     let Ok(entries) = files(folder) else {
-        return 0;
+        return Vec::new();
     };
-    let orphans: Vec<(PathBuf, u64)> = entries
+    entries
         .filter_map(|path| {
             let meta = fs::symlink_metadata(&path).ok()?;
-            (meta.is_file() && meta.nlink() == 1).then_some((path, meta.len()))
+            (meta.is_file() && meta.nlink() == 1).then_some(Orphan {
+                path,
+                len: meta.len(),
+            })
         })
-        .collect();
-    let mut left = budget(orphans.iter().map(|(_, len)| len).sum());
+        .collect()
+}
+
+/// One tick's work: cuts `orphans` by [`budget`] bytes in all, at most [`SLICE`] per
+/// truncation, removes those left empty and forgets them; one that cannot be cut is forgotten
+/// until the next walk finds it again. Returns the bytes freed.
+fn cut(orphans: &mut Vec<Orphan>) -> u64 {
+    let mut left = budget(orphans.iter().map(|o| o.len).sum());
     let mut freed = 0;
-    for (path, mut len) in orphans {
-        while len > 0 && left > 0 {
-            let to = next_len(len, left);
-            if fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
-                .and_then(|f| f.set_len(to))
-                .is_err()
-            {
-                break;
-            }
-            freed += len - to;
-            left = left.saturating_sub(len - to);
-            len = to;
-        }
-        if len == 0 && fs::remove_file(&path).is_err() {
-            tracing::debug!(path = %path.display(), "an emptied trash file could not be removed");
-        }
+    orphans.retain_mut(|o| {
         if left == 0 {
-            break;
+            return true;
         }
-    }
+        let Ok(file) = fs::OpenOptions::new().write(true).open(&o.path) else {
+            return false;
+        };
+        while o.len > 0 && left > 0 {
+            let to = next_len(o.len, left);
+            if file.set_len(to).is_err() {
+                return false;
+            }
+            freed += o.len - to;
+            left -= o.len - to;
+            o.len = to;
+        }
+        if o.len > 0 {
+            return true;
+        }
+        if fs::remove_file(&o.path).is_err() {
+            tracing::debug!(path = %o.path.display(), "an emptied trash file could not be removed");
+        }
+        false
+    });
     freed
 }
 
@@ -268,15 +288,17 @@ mod tests {
         // Linking again changes nothing.
         link_new(&w, &folder).expect("link");
         assert_eq!(files(&folder).expect("trash").count(), 3);
-        // Nothing deleted yet: nothing is cut.
-        assert_eq!(cut(&folder), 0);
+        // Nothing deleted yet: nothing to cut.
+        assert!(orphans_in(&folder).is_empty());
 
         fs::remove_file(&table).expect("fjall deletes a table");
         fs::remove_file(&journal).expect("and a journal");
+        let mut orphans = orphans_in(&folder);
+        assert_eq!(orphans.len(), 2);
         let mut freed = 0;
         let mut ticks = 0;
         while files(&folder).expect("trash").count() > 1 {
-            let now = cut(&folder);
+            let now = cut(&mut orphans);
             assert!(
                 now > 0 && now <= budget(2 * size as u64 - freed),
                 "tick freed {now}"
@@ -286,6 +308,7 @@ mod tests {
             assert!(ticks < 20, "the backlog is not going down");
         }
         assert_eq!(freed, 2 * size as u64);
+        assert!(orphans.is_empty(), "freed files are forgotten");
         assert!(ticks >= 7, "{ticks} ticks: slices of {SLICE} bytes");
         assert_eq!(
             fs::read(&live).expect("live").len(),
@@ -307,12 +330,16 @@ mod tests {
         let trash = Trash::start(w.clone()).expect("start");
         let table = w.tables[0].join("9");
         write(&table, 10);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while (folder.join("12345").exists() || files(&folder).expect("trash").count() != 1)
-            && std::time::Instant::now() < deadline
-        {
-            thread::sleep(TICK);
-        }
+        // Waits up to 10 s for `done`.
+        let wait_until = |done: &dyn Fn() -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !done() && Instant::now() < deadline {
+                thread::sleep(TICK);
+            }
+        };
+        wait_until(&|| {
+            !folder.join("12345").exists() && files(&folder).expect("trash").count() == 1
+        });
         assert!(!folder.join("12345").exists(), "the leftover was freed");
         assert_eq!(trash.freed(), 2 * SLICE);
         let ino = fs::metadata(&table).expect("table").ino();
@@ -321,9 +348,7 @@ mod tests {
             "the new table was linked"
         );
         fs::remove_file(&table).expect("delete");
-        while folder.join(ino.to_string()).exists() && std::time::Instant::now() < deadline {
-            thread::sleep(TICK);
-        }
+        wait_until(&|| !folder.join(ino.to_string()).exists());
         assert!(
             !folder.join(ino.to_string()).exists(),
             "the deleted table was freed"
