@@ -1479,14 +1479,30 @@ async fn one_backend_edge_with(
     app: String,
     opts: EdgeOptions,
 ) -> Result<SocketAddr, meridian_edge::Error> {
+    let (la, _served) = one_backend_edge_until(app, opts, std::future::pending()).await?;
+    Ok(la)
+}
+
+/// [`one_backend_edge_with`] served until `shutdown`: its proxy's address and the task of
+/// `serve`.
+async fn one_backend_edge_until(
+    app: String,
+    opts: EdgeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<
+    (
+        SocketAddr,
+        tokio::task::JoinHandle<Result<(), meridian_edge::Error>>,
+    ),
+    meridian_edge::Error,
+> {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
     let text = config(&[("a", app)], &[("e1", la, aa)], "").replace("us = [\"b\", \"c\"]\n", "");
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let edge = Edge::new(topo, opts)?;
-    tokio::spawn(meridian_edge::serve(edge, l, a, std::future::pending()));
-    Ok(la)
+    Ok((la, tokio::spawn(meridian_edge::serve(edge, l, a, shutdown))))
 }
 
 /// [`one_backend_edge`] for the `https://` backend at `addr`: its proxy's URL.
@@ -1696,11 +1712,21 @@ async fn echo(s: &mut tokio::net::TcpStream, word: &str) {
     assert_eq!(echoed, word.to_ascii_uppercase().as_bytes());
 }
 
+/// Waits (up to 5 s) for the edge to close switched connection `s`: its next read is the end.
+async fn closed_by_edge(s: &mut tokio::net::TcpStream) {
+    use tokio::io::AsyncReadExt as _;
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
+        .await
+        .expect("closed within 5 s")
+        .unwrap_or(0);
+    assert_eq!(n, 0, "the edge closed the connection");
+}
+
 /// A switched connection that carries bytes stays open past `tunnel_idle_timeout`; once no
 /// byte moves either way for that long, the edge closes it (the client reads its end).
 #[tokio::test]
 async fn idle_switched_connections_are_closed_after_the_tunnel_idle_timeout() {
-    use tokio::io::AsyncReadExt as _;
     let addr = switching_backend().await;
     let mut opts = EdgeOptions::new("e1");
     opts.tunnel_idle_timeout = Duration::from_millis(600);
@@ -1714,12 +1740,7 @@ async fn idle_switched_connections_are_closed_after_the_tunnel_idle_timeout() {
         echo(&mut s, "ping").await;
     }
     let quiet = Instant::now();
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf))
-        .await
-        .expect("closed within 5 s")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "the edge closed the connection");
+    closed_by_edge(&mut s).await;
     let after = quiet.elapsed();
     assert!(
         after >= Duration::from_millis(550) && after < Duration::from_secs(3),
@@ -1736,22 +1757,16 @@ async fn idle_switched_connections_are_closed_after_the_tunnel_idle_timeout() {
 /// closed it, and a client whose connection is still open at the deadline reads its end.
 #[tokio::test]
 async fn switched_connections_are_drained_at_shutdown() {
-    use tokio::io::AsyncReadExt as _;
     let backend = switching_backend().await;
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
-    let text = config(&[("a", format!("http://{backend}"))], &[("e1", la, aa)], "")
-        .replace("us = [\"b\", \"c\"]\n", "");
-    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let mut opts = EdgeOptions::new("e1");
     let drain = Duration::from_millis(1500);
     opts.drain_timeout = drain;
-    let edge = Edge::new(topo, opts).unwrap();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let served = tokio::spawn(meridian_edge::serve(edge, l, a, async move {
+    let (la, served) = one_backend_edge_until(format!("http://{backend}"), opts, async move {
         let _ = stopped.await;
-    }));
+    })
+    .await
+    .unwrap();
     let mut ends = switch_to_echo(la).await;
     let mut stays = switch_to_echo(la).await;
     echo(&mut ends, "one").await;
@@ -1779,12 +1794,7 @@ async fn switched_connections_are_drained_at_shutdown() {
     );
 
     // The deadline closes the one left open; serve returns.
-    let mut buf = [0u8; 16];
-    let n = tokio::time::timeout(Duration::from_secs(5), stays.read(&mut buf))
-        .await
-        .expect("closed within 5 s")
-        .unwrap_or(0);
-    assert_eq!(n, 0, "the edge closed the connection");
+    closed_by_edge(&mut stays).await;
     let closed = stopping.elapsed();
     assert!(
         closed >= drain - Duration::from_millis(100) && closed < drain + Duration::from_secs(2),

@@ -140,21 +140,8 @@ async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
     );
 
     // A client that answers PINGs (hyper's does) keeps its connection through four periods.
-    let stream = tokio::net::TcpStream::connect(&addr)
-        .await
-        .expect("connect");
-    let (mut send, conn) = hyper::client::conn::http2::handshake(
-        hyper_util::rt::TokioExecutor::new(),
-        hyper_util::rt::TokioIo::new(stream),
-    )
-    .await
-    .expect("h2 handshake");
-    let conn = tokio::spawn(conn);
-    let get = || {
-        axum::http::Request::get(format!("http://{addr}/health/live"))
-            .body(axum::body::Body::empty())
-            .expect("request")
-    };
+    let (mut send, conn) = h2_connect(&addr).await;
+    let get = || h2_get(&addr, "/health/live");
     assert_eq!(send.send_request(get()).await.expect("first").status(), 200);
     tokio::time::sleep(ping * 4).await;
     assert!(!conn.is_finished(), "an answering client was cut off");
@@ -175,25 +162,9 @@ async fn idle_http2_clients_are_sent_goaway() {
     use std::time::Duration;
     let limit = Duration::from_millis(300);
     let (_t, addr) = served_with(|b| b.client_header_timeout = limit).await;
-    let connect = || async {
-        let stream = tokio::net::TcpStream::connect(&addr)
-            .await
-            .expect("connect");
-        let (send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(stream),
-        )
-        .await
-        .expect("h2 handshake");
-        (send, tokio::spawn(conn))
-    };
-    let get = || {
-        axum::http::Request::get(format!("http://{addr}/health/live"))
-            .body(axum::body::Body::empty())
-            .expect("request")
-    };
-    let (mut busy, busy_conn) = connect().await;
-    let (mut idle, idle_conn) = connect().await;
+    let get = || h2_get(&addr, "/health/live");
+    let (mut busy, busy_conn) = h2_connect(&addr).await;
+    let (mut idle, idle_conn) = h2_connect(&addr).await;
     assert_eq!(
         idle.send_request(get()).await.expect("idle's").status(),
         200
@@ -210,33 +181,59 @@ async fn idle_http2_clients_are_sent_goaway() {
         !busy_conn.is_finished(),
         "a client that keeps asking was cut off"
     );
-    let ended = tokio::time::timeout(Duration::from_secs(3), idle_conn)
-        .await
-        .expect("the idle connection ended within 3 s");
-    assert!(
-        matches!(ended, Ok(Ok(()))),
-        "closed cleanly (GOAWAY): {ended:?}"
-    );
+    ended_with_goaway(idle_conn, "the idle connection").await;
 
     // A request the client gives up on (its stream reset while the node waits for a session
     // it has not seen) is no longer in flight: that connection goes idle too.
-    let (mut reset, reset_conn) = connect().await;
-    let waits = axum::http::Request::get(format!("http://{addr}/v1/kv/reg/s?consistency=session"))
-        .header("meridian-session", "eu-west-1:5")
-        .body(axum::body::Body::empty())
-        .expect("request");
+    let (mut reset, reset_conn) = h2_connect(&addr).await;
+    let mut waits = h2_get(&addr, "/v1/kv/reg/s?consistency=session");
+    waits.headers_mut().insert(
+        "meridian-session",
+        axum::http::HeaderValue::from_static("eu-west-1:5"),
+    );
     let given_up =
         tokio::time::timeout(Duration::from_millis(100), reset.send_request(waits)).await;
     assert!(
         given_up.is_err(),
         "the session read answered before the client gave up"
     );
-    let ended = tokio::time::timeout(Duration::from_secs(3), reset_conn)
+    ended_with_goaway(reset_conn, "the connection of the reset request").await;
+}
+
+/// An HTTP/2 connection to `addr` (hyper's client, which answers PINGs): its sender and the
+/// task driving it.
+async fn h2_connect(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<axum::body::Body>,
+    tokio::task::JoinHandle<hyper::Result<()>>,
+) {
+    let stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let (send, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(stream),
+    )
+    .await
+    .expect("h2 handshake");
+    (send, tokio::spawn(conn))
+}
+
+/// `GET path` of the node at `addr`.
+fn h2_get(addr: &str, path: &str) -> axum::http::Request<axum::body::Body> {
+    axum::http::Request::get(format!("http://{addr}{path}"))
+        .body(axum::body::Body::empty())
+        .expect("request")
+}
+
+/// Asserts that the HTTP/2 connection driven by `conn` ends cleanly (the node sent GOAWAY and
+/// closed it) within 3 s.
+async fn ended_with_goaway(conn: tokio::task::JoinHandle<hyper::Result<()>>, what: &str) {
+    let ended = tokio::time::timeout(std::time::Duration::from_secs(3), conn)
         .await
-        .expect("the connection of the reset request ended within 3 s");
+        .unwrap_or_else(|_| panic!("{what} ended within 3 s"));
     assert!(
         matches!(ended, Ok(Ok(()))),
-        "closed cleanly (GOAWAY): {ended:?}"
+        "{what} closed cleanly (GOAWAY): {ended:?}"
     );
 }
 
