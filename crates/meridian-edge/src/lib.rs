@@ -26,7 +26,6 @@ use std::time::Duration;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 
 pub use dns::serve_dns;
@@ -179,6 +178,28 @@ async fn run(
     }
 }
 
+/// The service answering client connection `conn`'s requests, each marked in flight on
+/// `activity` until its response head is out or hyper drops it (a reset HTTP/2 stream).
+fn client_service(
+    conn: std::sync::Arc<proxy::Conn>,
+    activity: std::sync::Arc<meridian_http::Activity>,
+) -> impl hyper::service::Service<
+    hyper::Request<hyper::body::Incoming>,
+    Response = hyper::Response<ProxyBody>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<hyper::Response<ProxyBody>, std::convert::Infallible>> + Send,
+> + Clone {
+    service_fn(move |req| {
+        let in_flight = activity.request();
+        let resp = proxy::handle(conn.clone(), req);
+        async move {
+            let resp = resp.await;
+            drop(in_flight);
+            resp
+        }
+    })
+}
+
 /// Starts thread `i` serving `listener` on a current-thread runtime of its own until `stop`
 /// turns true; the receiver resolves once it has drained and ended.
 fn spawn_proxy_thread(
@@ -220,7 +241,8 @@ async fn accept_loop(
     let addr = listener
         .local_addr()
         .map_or_else(|_| "?".to_string(), |a| a.to_string());
-    let graceful = GracefulShutdown::new();
+    // Every connection's task holds a receiver: `closed()` resolves once all have ended.
+    let (closing, closing_rx) = tokio::sync::watch::channel(false);
     let header_timeout = edge.options().client_header_timeout;
     let ping = edge.options().http2_keepalive;
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -258,16 +280,20 @@ async fn accept_loop(
         let edge = edge.clone();
         let conn = std::sync::Arc::new(proxy::Conn::new(edge.clone(), peer, tls.is_some()));
         let builder = builder.clone();
-        let watcher = graceful.watcher();
+        let closing = closing_rx.clone();
         match tls.clone() {
             None => {
-                let first = conn.clone();
-                let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
+                let activity = std::sync::Arc::new(meridian_http::Activity::new());
+                let svc = client_service(conn, activity.clone());
                 let conn = builder
                     .serve_connection_with_upgrades(TokioIo::new(stream), svc)
                     .into_owned();
-                let conn = watcher.watch(conn);
-                tokio::spawn(serve_client(conn, first, peer, header_timeout));
+                tokio::spawn(meridian_http::serve_client(
+                    conn,
+                    activity,
+                    header_timeout,
+                    closing,
+                ));
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
@@ -282,17 +308,19 @@ async fn accept_loop(
                             }
                             Err(_) => return,
                         };
-                    let first = conn.clone();
-                    let svc = service_fn(move |req| proxy::handle(conn.clone(), req));
+                    let activity = std::sync::Arc::new(meridian_http::Activity::new());
+                    let svc = client_service(conn, activity.clone());
                     let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), svc);
-                    serve_client(watcher.watch(conn), first, peer, header_timeout).await;
+                    meridian_http::serve_client(conn, activity, header_timeout, closing).await;
                 });
             }
         }
     }
     drop(listener);
+    drop(closing_rx);
     let deadline = tokio::time::Instant::now() + edge.options().drain_timeout;
-    if tokio::time::timeout_at(deadline, graceful.shutdown())
+    let _ = closing.send(true);
+    if tokio::time::timeout_at(deadline, closing.closed())
         .await
         .is_err()
     {
@@ -301,37 +329,5 @@ async fn accept_loop(
     let cut = edge.tunnels().drain(deadline).await;
     if cut > 0 {
         tracing::warn!(%addr, cut, "switched-protocol connections still open after the drain timeout; closed them");
-    }
-}
-
-/// Runs a client connection's future `conn` to its end, unless none of its requests has
-/// reached the service ([`proxy::Conn`]'s `served`) within `limit` of the accept: then drops
-/// it, closing the connection. hyper's header timeout starts only once hyper-util's
-/// HTTP/1-or-2 detection has read the first bytes, so without this a client that connects and
-/// sends nothing (or a partial HTTP/2 preface) would hold its connection forever
-/// (hyperium/hyper#3756). The region node's accept loop does the same (the two crates share
-/// no crate with tokio to hold one copy).
-async fn serve_client<F, E>(
-    conn: F,
-    client: std::sync::Arc<proxy::Conn>,
-    peer: std::net::SocketAddr,
-    limit: Duration,
-) where
-    F: Future<Output = Result<(), E>>,
-    E: std::fmt::Display,
-{
-    tokio::pin!(conn);
-    let ended = tokio::select! {
-        ended = &mut conn => ended,
-        () = tokio::time::sleep(limit) => {
-            if !client.served.load(std::sync::atomic::Ordering::Relaxed) {
-                tracing::debug!(%peer, "no request within the header timeout");
-                return;
-            }
-            conn.await
-        }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "client connection ended with an error");
     }
 }

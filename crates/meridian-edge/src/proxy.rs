@@ -67,9 +67,6 @@ pub(crate) struct Conn {
     xff: HeaderValue,
     /// `Forwarded` with only this hop's element.
     forwarded: HeaderValue,
-    /// Whether a request of this connection has reached [`handle`] (see
-    /// [`crate::serve_client`]).
-    pub(crate) served: std::sync::atomic::AtomicBool,
 }
 
 impl Conn {
@@ -92,7 +89,6 @@ impl Conn {
                 .expect("invariant: `for=<IP>;proto=<scheme>` is a valid header value"),
             peer_text,
             forwarded_text,
-            served: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -275,8 +271,6 @@ pub(crate) async fn handle(
     conn: Arc<Conn>,
     req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
-    conn.served
-        .store(true, std::sync::atomic::Ordering::Relaxed);
     let edge = &conn.edge;
     let started = Instant::now();
     let routes = edge.routes();

@@ -795,8 +795,14 @@ async fn one_edge_that_cannot_reach_a_region_does_not_fail_it_over() {
     assert_eq!(r.headers()["meridian-region"], "b");
 }
 
-/// An HTTP/2 (prior knowledge) client connection to `addr`, driven by a task of its own.
-async fn h2_client(addr: &str) -> hyper::client::conn::http2::SendRequest<Full<Bytes>> {
+/// An HTTP/2 (prior knowledge) client connection to `addr`, driven by a task of its own:
+/// its sender and that task.
+async fn h2_client(
+    addr: &str,
+) -> (
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+    JoinHandle<hyper::Result<()>>,
+) {
     let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let (send, conn) = hyper::client::conn::http2::handshake(
         hyper_util::rt::TokioExecutor::new(),
@@ -804,15 +810,14 @@ async fn h2_client(addr: &str) -> hyper::client::conn::http2::SendRequest<Full<B
     )
     .await
     .unwrap();
-    tokio::spawn(conn);
-    send
+    (send, tokio::spawn(conn))
 }
 
 #[tokio::test]
 async fn serves_http2_with_prior_knowledge() {
     let w = world(FAILOVER, false).await;
     let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
-    let mut send = h2_client(&addr).await;
+    let (mut send, _) = h2_client(&addr).await;
     let req = Request::get(format!("http://{addr}/h2"))
         .body(Full::new(Bytes::new()))
         .unwrap();
@@ -876,7 +881,7 @@ async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
         tokio::time::sleep(Duration::from_secs(30)).await;
         drop(to_client);
     });
-    let mut send = h2_client(&relay_addr.to_string()).await;
+    let (mut send, _) = h2_client(&relay_addr.to_string()).await;
     let mut closed_rx = closed_rx;
     // Answering client: idle 1.2 s (four keep-alive periods), its PING answers pass.
     let req = || {
@@ -907,7 +912,8 @@ async fn vanished_http2_clients_are_closed_after_an_unanswered_ping() {
 
 /// A client that does not finish a request's head within `client_header_timeout` (sending
 /// nothing at all, part of a head, or part of the HTTP/2 preface), or stays idle that long
-/// after a response, has its connection closed; one that does is served.
+/// after a response (HTTP/1: closed; HTTP/2: sent GOAWAY), has its connection closed; one
+/// that does is served.
 #[tokio::test]
 async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -955,6 +961,23 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     assert!(
         after >= limit - Duration::from_millis(50),
         "closed after {after:?}"
+    );
+
+    let (mut send, conn) = h2_client(&addr).await;
+    let req = Request::get(format!("http://{addr}/idle"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send.send_request(req).await.unwrap().status(), 200);
+    let answered = Instant::now();
+    let ended = tokio::time::timeout(Duration::from_secs(3), conn).await;
+    let after = answered.elapsed();
+    assert!(
+        matches!(ended, Ok(Ok(Ok(())))),
+        "the idle HTTP/2 connection ended cleanly (GOAWAY) within 3 s: {ended:?}"
+    );
+    assert!(
+        after >= limit - Duration::from_millis(50),
+        "GOAWAY {after:?} after the response"
     );
 }
 

@@ -22,7 +22,6 @@ pub mod write;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 pub use error::ApiError;
@@ -147,7 +146,7 @@ pub async fn serve_on<L>(
 /// that `hot` answers by it, until `shutdown` completes, then waits for the connections to
 /// finish their requests. An HTTP/1 connection whose next request head does not arrive within
 /// `background`'s `client_header_timeout` is closed, an HTTP/2 one with no request in flight
-/// for as long is sent GOAWAY (see [`serve_client`]), and one that does not answer a PING
+/// for as long is sent GOAWAY (see [`meridian_http::serve_client`]), and one that does not answer a PING
 /// after `http2_keepalive` of silence is closed.
 async fn accept_loop<L>(
     mut listener: L,
@@ -183,23 +182,22 @@ async fn accept_loop<L>(
         };
         let inner = hyper_util::service::TowerToHyperService::new(app.clone());
         let hot = hot.clone();
-        let activity = Arc::new(Activity::new());
+        let activity = Arc::new(meridian_http::Activity::new());
         let seen = activity.clone();
         let service = hyper::service::service_fn(move |req| {
-            seen.started();
+            let in_flight = seen.request();
             match hot.answer(&req) {
                 Some(resp) => {
-                    seen.answered();
+                    drop(in_flight);
                     Either::Left(std::future::ready(Ok(resp)))
                 }
                 None => {
                     let routed = hyper::service::Service::call(&inner, req);
                     // Answered when the head is out, or when hyper drops the request (a reset
                     // HTTP/2 stream): either way it is no longer in flight.
-                    let answered = Answered(seen.clone());
                     Either::Right(async move {
                         let resp = routed.await;
-                        drop(answered);
+                        drop(in_flight);
                         resp
                     })
                 }
@@ -208,7 +206,7 @@ async fn accept_loop<L>(
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        tokio::spawn(serve_client(
+        tokio::spawn(meridian_http::serve_client(
             conn,
             activity,
             header_timeout,
@@ -219,109 +217,6 @@ async fn accept_loop<L>(
     drop(stopping);
     let _ = stop.send(true);
     stop.closed().await;
-}
-
-/// Marks a routed request of a connection answered when dropped.
-struct Answered(Arc<Activity>);
-
-impl Drop for Answered {
-    fn drop(&mut self) {
-        self.0.answered();
-    }
-}
-
-/// What a client connection's requests have done, for [`serve_client`].
-struct Activity {
-    origin: tokio::time::Instant,
-    /// Whether any request reached the service.
-    served: AtomicBool,
-    /// Requests whose response head is not out yet.
-    in_flight: AtomicUsize,
-    /// Milliseconds from `origin` to the last response head (a request in flight is in
-    /// `in_flight`).
-    last: AtomicU64,
-}
-
-impl Activity {
-    fn new() -> Activity {
-        Activity {
-            origin: tokio::time::Instant::now(),
-            served: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            last: AtomicU64::new(0),
-        }
-    }
-
-    fn touch(&self) {
-        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last.store(ms, Ordering::Relaxed);
-    }
-
-    fn started(&self) {
-        self.served.store(true, Ordering::Relaxed);
-        self.in_flight.fetch_add(1, Ordering::Relaxed);
-    }
-
-    fn answered(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
-        self.touch();
-    }
-
-    /// When the connection has been idle for `limit`, as far as is known now.
-    fn idle_at(&self, limit: Duration) -> tokio::time::Instant {
-        self.origin + Duration::from_millis(self.last.load(Ordering::Relaxed)) + limit
-    }
-}
-
-/// Runs a client connection `conn` to its end. Unless one of its requests has reached the
-/// service within `limit` of the accept, it is dropped, closing the connection: hyper's header
-/// timeout starts only once hyper-util's HTTP/1-or-2 detection has read the first bytes, so
-/// without this a client that connects and sends nothing (or part of an HTTP/2 preface) would
-/// hold its connection forever (hyperium/hyper#3756); the edge's accept loop does the same.
-/// Once no request has been in flight for `limit` after the last response head — an idle
-/// HTTP/2 client, which no header timeout covers — or `stop` turns true, the connection is
-/// shut down gracefully: HTTP/2 sends GOAWAY and lets open streams finish, HTTP/1 closes
-/// after the response in progress.
-async fn serve_client<C>(
-    conn: C,
-    activity: Arc<Activity>,
-    limit: Duration,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) where
-    C: hyper_util::server::graceful::GracefulConnection,
-    C::Error: std::fmt::Display,
-{
-    tokio::pin!(conn);
-    let mut closing = false;
-    let mut check_at = activity.idle_at(limit);
-    let ended = loop {
-        tokio::select! {
-            ended = &mut conn => break ended,
-            () = tokio::time::sleep_until(check_at), if !closing => {
-                if !activity.served.load(Ordering::Relaxed) {
-                    return;
-                }
-                let now = tokio::time::Instant::now();
-                let idle_at = activity.idle_at(limit);
-                if activity.in_flight.load(Ordering::Relaxed) > 0 {
-                    // A request still running: look again a period later.
-                    check_at = now + limit;
-                } else if idle_at > now {
-                    check_at = idle_at;
-                } else {
-                    conn.as_mut().graceful_shutdown();
-                    closing = true;
-                }
-            }
-            _ = stop.wait_for(|s| *s), if !closing => {
-                conn.as_mut().graceful_shutdown();
-                closing = true;
-            }
-        }
-    };
-    if let Err(e) = ended {
-        tracing::debug!(error = %e, "client connection ended with an error");
-    }
 }
 
 /// Opens the store at `data_dir` and builds the node for `region`.
