@@ -252,12 +252,13 @@ async fn accept_loop(
         .timer(TokioTimer::new())
         .header_read_timeout(header_timeout);
     // A vanished HTTP/2 client (no FIN, no RST) would hold its connection forever: it is sent
-    // a PING and, unanswered, closed.
+    // a PING and, unanswered, closed. Extended CONNECT (RFC 8441) carries WebSockets.
     builder
         .http2()
         .timer(TokioTimer::new())
         .keep_alive_interval(Some(ping))
-        .keep_alive_timeout(ping);
+        .keep_alive_timeout(ping)
+        .enable_connect_protocol();
     let builder = std::sync::Arc::new(builder);
     let tls = edge
         .options()

@@ -12,13 +12,14 @@ use http::uri::PathAndQuery;
 use http::{Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt as _, Full};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use meridian_core::config::Writes;
 use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
 use crate::state::{Edge, ProxyBody, Routes};
 use crate::{Error, RetryClass, clock, metrics, token, upstream};
+
+mod switch;
 
 /// Name of the sticky region cookie.
 pub const COOKIE: &str = "meridian_region";
@@ -269,10 +270,19 @@ fn replay_target(status: StatusCode, h: &HeaderMap) -> Option<String> {
 /// Serves one request. Never fails: every problem becomes a response.
 pub(crate) async fn handle(
     conn: Arc<Conn>,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
 ) -> Result<Response<ProxyBody>, Infallible> {
     let edge = &conn.edge;
     let started = Instant::now();
+    let switch = match switch::Switch::take(edge, &mut req) {
+        Ok(s) => s,
+        Err(connect) => {
+            let refused = connect.refusal();
+            let metrics = edge.unserved_metrics();
+            metrics.request(refused.status().as_u16(), started.elapsed());
+            return Ok(refused);
+        }
+    };
     let routes = edge.routes();
     let facts = facts(
         edge,
@@ -291,7 +301,7 @@ pub(crate) async fn handle(
         }
         d
     });
-    let (region, mut resp) = forward(edge, &routes, &conn, &facts, &decision, req).await;
+    let (region, mut resp) = forward(edge, &routes, &conn, &facts, &decision, req, switch).await;
     // `forward` names only regions it picked a backend in, so each has a `RegionState`.
     let served = region
         .as_deref()
@@ -331,7 +341,8 @@ async fn forward(
     conn: &Conn,
     facts: &ClientFacts,
     decision: &Decision,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
+    mut switch: Option<switch::Switch>,
 ) -> (Option<String>, Response<ProxyBody>) {
     if decision.outcome == Outcome::FailClosed {
         let why = decision.explanation.join("; ");
@@ -345,7 +356,6 @@ async fn forward(
             ),
         );
     }
-    let upgrade = upgrade_request(&mut req);
     let (mut parts, incoming) = req.into_parts();
     let length = parts
         .headers
@@ -375,14 +385,9 @@ async fn forward(
     };
 
     strip_hop_by_hop(&mut parts.headers);
-    let mut client_upgrade = None;
-    if let Some((protocol, on_upgrade)) = upgrade {
+    if let Some(s) = &switch {
         // The one hop-by-hop pair that must reach the backend: what to switch to.
-        parts.headers.insert(header::UPGRADE, protocol);
-        parts
-            .headers
-            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        client_upgrade = Some(on_upgrade);
+        s.ask_backend(&mut parts.headers);
     }
     let h = &mut parts.headers;
     if Edge::trusted(routes, conn.peer.ip()) {
@@ -492,11 +497,17 @@ async fn forward(
                 edge.observe(&backend, Event::TrafficOk);
                 return (
                     Some(region),
-                    switch_protocols(edge, resp, client_upgrade.take()),
+                    switch::switch_protocols(edge, resp, switch.take()),
                 );
             }
             Ok(Ok(resp)) => {
                 edge.observe(&backend, Event::TrafficOk);
+                if switch
+                    .as_ref()
+                    .is_some_and(|s| s.refuses_success(resp.status()))
+                {
+                    return (Some(region), switch::not_switched(resp.status()));
+                }
                 if let (Some(target), Body::Buffered(_), false) = (
                     replay_target(resp.status(), resp.headers()),
                     &body,
@@ -578,69 +589,6 @@ fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {
             .zone
             .as_deref()
             .is_none_or(|z| routes.topology.zone_of(region) == Some(z))
-}
-
-/// For an HTTP/1.1 request asking to switch protocols (`Connection: upgrade` and `Upgrade`,
-/// e.g. WebSocket): the protocol asked for and the client connection's upgrade, taken from
-/// the request. HTTP/2 requests have none (their extended CONNECT is not supported).
-fn upgrade_request(req: &mut Request<Incoming>) -> Option<(HeaderValue, OnUpgrade)> {
-    let protocol = req.headers().get(header::UPGRADE)?.clone();
-    if req.version() != http::Version::HTTP_11 {
-        return None;
-    }
-    let asks = req
-        .headers()
-        .get_all(header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .any(|t| t.trim().eq_ignore_ascii_case("upgrade"));
-    asks.then(|| (protocol, hyper::upgrade::on(req)))
-}
-
-/// A backend's `101 Switching Protocols`: when the client asked to switch, its connection is
-/// spliced to the backend's once the `101` has gone out (in a task of `edge`'s tunnels, until
-/// both sides close, nothing moved either way for the tunnel idle timeout, or shutdown's drain
-/// ends) and the answer keeps `Connection: upgrade` and `Upgrade`; otherwise the `101` is
-/// passed on and the backend's connection closed.
-fn switch_protocols(
-    edge: &Edge,
-    mut resp: Response<ProxyBody>,
-    client: Option<OnUpgrade>,
-) -> Response<ProxyBody> {
-    let idle = edge.options().tunnel_idle_timeout;
-    let protocol = resp.headers().get(header::UPGRADE).cloned();
-    let tunnel = resp.extensions_mut().remove::<upstream::Tunnel>();
-    let mut resp = finish(resp);
-    let (Some(client), Some(tunnel), Some(protocol)) = (client, tunnel, protocol) else {
-        return resp;
-    };
-    resp.headers_mut().insert(header::UPGRADE, protocol);
-    resp.headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    edge.tunnels().spawn(async move {
-        let open = metrics::gauge!(metrics::UPGRADED_OPEN);
-        open.increment(1.0);
-        let spliced = match client.await {
-            Ok(upgraded) => upstream::splice(tunnel, upgraded, idle).await,
-            Err(e) => Err(std::io::Error::other(e)),
-        };
-        open.decrement(1.0);
-        match spliced {
-            Ok(upstream::Spliced { up, down, idle }) => {
-                metrics::counter!(metrics::UPGRADED_BYTES, "direction" => "to_backend")
-                    .increment(up);
-                metrics::counter!(metrics::UPGRADED_BYTES, "direction" => "to_client")
-                    .increment(down);
-                if idle {
-                    metrics::counter!(metrics::UPGRADED_IDLE_CLOSED).increment(1);
-                }
-                tracing::debug!(up, down, idle, "switched-protocol connection closed");
-            }
-            Err(e) => tracing::debug!(error = %e, "switched-protocol connection failed"),
-        }
-    });
-    resp
 }
 
 fn finish(mut resp: Response<ProxyBody>) -> Response<ProxyBody> {

@@ -1637,14 +1637,19 @@ async fn proxies_to_https_backends_and_verifies_their_certificates() {
     assert!(body.contains("TLS handshake"), "{body}");
 }
 
-/// A backend that switches to an "echo" protocol when asked with `Upgrade: echo`: it sends
-/// `!` with its 101, then answers each chunk it reads in capitals. Anything else gets a 400.
-async fn switching_backend() -> SocketAddr {
+/// A backend that reads each request head and answers it with what `reply` makes of it (the
+/// head as sent): bytes to write and whether the connection then switched, when it echoes
+/// every chunk it reads in capitals until the client closes.
+async fn switching_server(
+    reply: impl Fn(&str) -> (String, bool) + Send + Sync + 'static,
+) -> SocketAddr {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let reply = Arc::new(reply);
     tokio::spawn(async move {
         while let Ok((mut s, _)) = listener.accept().await {
+            let reply = reply.clone();
             tokio::spawn(async move {
                 let mut head = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -1654,20 +1659,10 @@ async fn switching_backend() -> SocketAddr {
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
-                if !(head.contains("\r\nupgrade: echo\r\n") && head.contains("connection: upgrade"))
-                {
-                    let _ = s
-                        .write_all(b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n")
-                        .await;
+                let (answer, switched) = reply(&String::from_utf8_lossy(&head));
+                if s.write_all(answer.as_bytes()).await.is_err() || !switched {
                     return;
                 }
-                let _ = s
-                    .write_all(
-                        b"HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\
-                          connection: upgrade\r\n\r\n!",
-                    )
-                    .await;
                 loop {
                     match s.read(&mut buf).await {
                         Ok(0) | Err(_) => return,
@@ -1682,6 +1677,25 @@ async fn switching_backend() -> SocketAddr {
         }
     });
     addr
+}
+
+/// A backend's 400 to a request it does not switch.
+const NOT_SWITCHED: &str = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n";
+
+/// A backend that switches to an "echo" protocol when asked with `Upgrade: echo`: it sends
+/// `!` with its 101, then answers each chunk it reads in capitals. Anything else gets a 400.
+async fn switching_backend() -> SocketAddr {
+    switching_server(|head| {
+        let head = head.to_ascii_lowercase();
+        if head.contains("\r\nupgrade: echo\r\n") && head.contains("connection: upgrade") {
+            let switch = "HTTP/1.1 101 Switching Protocols\r\nupgrade: echo\r\n\
+                          connection: upgrade\r\n\r\n!";
+            (switch.to_string(), true)
+        } else {
+            (NOT_SWITCHED.to_string(), false)
+        }
+    })
+    .await
 }
 
 /// Opens a connection to the edge at `la` and switches it to the echo protocol of
@@ -1718,8 +1732,11 @@ async fn switch_to_echo(la: SocketAddr) -> tokio::net::TcpStream {
     s
 }
 
-/// Echoes `word` through a connection switched to the echo protocol.
-async fn echo(s: &mut tokio::net::TcpStream, word: &str) {
+/// Echoes `word` through a connection (or HTTP/2 stream) switched to the echo protocol.
+async fn echo<S>(s: &mut S, word: &str)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     s.write_all(word.as_bytes()).await.unwrap();
     let mut echoed = Vec::new();
@@ -1828,6 +1845,196 @@ async fn switched_connections_are_drained_at_shutdown() {
         .expect("serve returns after the drain")
         .unwrap()
         .unwrap();
+}
+
+/// How [`websocket_backend`] answers a WebSocket handshake.
+#[derive(Clone, Copy)]
+enum Handshake {
+    /// `101` with the `Sec-WebSocket-Accept` that answers the key.
+    Right,
+    /// `101` with an accept for another key.
+    WrongAccept,
+    /// `200`, not switching.
+    NoSwitch,
+}
+
+/// A WebSocket app backend (HTTP/1.1): a `GET` with `Upgrade: websocket`, `Connection:
+/// upgrade`, `Sec-WebSocket-Version: 13` and a key is answered as `handshake` says (a `101`
+/// carries a `!` after its head), then every byte is echoed in capitals (no framing: the edge
+/// reads none); anything else gets a 400. Its address and the heads it received (lower-cased).
+async fn websocket_backend(
+    handshake: Handshake,
+) -> (SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use base64::Engine as _;
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = heads.clone();
+    let addr = switching_server(move |raw| {
+        // The key as sent (base64 is case-sensitive), the rest lower-cased.
+        let key = raw.lines().find_map(|l| {
+            let (name, value) = l.split_once(": ")?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.to_string())
+        });
+        let head = raw.to_ascii_lowercase();
+        seen.lock().unwrap().push(head.clone());
+        let asks = head.starts_with("get /chat http/1.1\r\n")
+            && head.contains("\r\nupgrade: websocket\r\n")
+            && head.contains("\r\nconnection: upgrade\r\n")
+            && head.contains("\r\nsec-websocket-version: 13\r\n");
+        let (true, Some(key)) = (asks, key) else {
+            return (NOT_SWITCHED.to_string(), false);
+        };
+        let answered = match handshake {
+            Handshake::NoSwitch => {
+                return (
+                    "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nno".to_string(),
+                    false,
+                );
+            }
+            Handshake::Right => key,
+            Handshake::WrongAccept => format!("{key}x"),
+        };
+        let mut ctx = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
+        ctx.update(answered.as_bytes());
+        ctx.update(b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11");
+        let accept = base64::engine::general_purpose::STANDARD.encode(ctx.finish());
+        let switch = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\n\
+             connection: upgrade\r\nsec-websocket-accept: {accept}\r\n\
+             sec-websocket-protocol: chat\r\n\r\n!"
+        );
+        (switch, true)
+    })
+    .await;
+    (addr, heads)
+}
+
+/// Sends an HTTP/2 extended CONNECT (RFC 8441) for `protocol` to `/chat` of the edge at
+/// `la`: the edge's answer, and the sender whose connection carries the stream.
+async fn extended_connect(
+    la: SocketAddr,
+    protocol: &'static str,
+) -> (
+    Response<hyper::body::Incoming>,
+    hyper::client::conn::http2::SendRequest<Full<Bytes>>,
+) {
+    let addr = la.to_string();
+    let (mut send, _) = h2_client(&addr).await;
+    // A first exchange lets the edge's SETTINGS, which enable extended CONNECT, arrive.
+    let warm = Request::get(format!("http://{addr}/warm"))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send.send_request(warm).await.unwrap();
+    let mut req = Request::connect(format!("http://{addr}/chat"))
+        .header("sec-websocket-version", "13")
+        .header("sec-websocket-protocol", "chat")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    req.extensions_mut()
+        .insert(hyper::ext::Protocol::from_static(protocol));
+    let resp = send.send_request(req).await.unwrap();
+    (resp, send)
+}
+
+/// A WebSocket over HTTP/2 (extended CONNECT, RFC 8441) reaches an HTTP/1.1 backend as
+/// WebSocket's HTTP/1.1 handshake with a key of the edge's; the backend's 101, once its
+/// `Sec-WebSocket-Accept` answers that key, becomes the 200 that opens the client's stream,
+/// and bytes flow both ways through it. Another protocol is bridged the same way, without
+/// the key.
+#[tokio::test]
+async fn websockets_over_http2_are_bridged_to_http1_backends() {
+    let (addr, heads) = websocket_backend(Handshake::Right).await;
+    let la = one_backend_edge(format!("http://{addr}"), None)
+        .await
+        .unwrap();
+    let (resp, _send) = extended_connect(la, "websocket").await;
+    assert_eq!(resp.status(), 200, "{:?}", resp.headers());
+    assert_eq!(resp.headers()["meridian-region"], "a");
+    assert_eq!(resp.headers()["sec-websocket-protocol"], "chat");
+    assert!(
+        !resp.headers().contains_key("sec-websocket-accept"),
+        "HTTP/2 has no accept: {:?}",
+        resp.headers()
+    );
+    let mut stream = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    let mut first = [0u8; 1];
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first)
+        .await
+        .unwrap();
+    assert_eq!(
+        &first, b"!",
+        "what the backend sent with its 101 comes first"
+    );
+    for word in ["hello", "again"] {
+        echo(&mut stream, word).await;
+    }
+    let head = heads.lock().unwrap().last().cloned().unwrap();
+    assert!(head.contains("sec-websocket-key: "), "{head}");
+    assert!(head.contains("sec-websocket-protocol: chat"), "{head}");
+
+    // Another protocol: `Upgrade: echo`, no WebSocket key.
+    let echo_addr = switching_backend().await;
+    let la = one_backend_edge(format!("http://{echo_addr}"), None)
+        .await
+        .unwrap();
+    let (resp, _send) = extended_connect(la, "echo").await;
+    assert_eq!(resp.status(), 200);
+    let mut stream = TokioIo::new(hyper::upgrade::on(resp).await.unwrap());
+    tokio::io::AsyncReadExt::read_exact(&mut stream, &mut first)
+        .await
+        .unwrap();
+    echo(&mut stream, "bridged").await;
+}
+
+/// An extended CONNECT whose backend does not switch (a 200), or switches with an accept
+/// that does not answer the edge's key, gets a 502 saying so — never a 200 that would open a
+/// stream to nothing. A CONNECT to another host (HTTP/1.1, or HTTP/2 without `:protocol`) is
+/// refused with a 405.
+#[tokio::test]
+async fn bridged_websockets_that_do_not_switch_get_502_and_plain_connect_405() {
+    for (handshake, code) in [
+        (Handshake::NoSwitch, "upstream_did_not_switch"),
+        (Handshake::WrongAccept, "upstream_bad_handshake"),
+    ] {
+        let (addr, _) = websocket_backend(handshake).await;
+        let la = one_backend_edge(format!("http://{addr}"), None)
+            .await
+            .unwrap();
+        let (resp, _send) = extended_connect(la, "websocket").await;
+        assert_eq!(resp.status(), 502, "{code}");
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+        assert_eq!(body["error"]["code"], code);
+    }
+
+    let (addr, heads) = websocket_backend(Handshake::Right).await;
+    let la = one_backend_edge(format!("http://{addr}"), None)
+        .await
+        .unwrap();
+    let mut s = tokio::net::TcpStream::connect(la).await.unwrap();
+    tokio::io::AsyncWriteExt::write_all(
+        &mut s,
+        b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut head = [0u8; 12];
+    tokio::io::AsyncReadExt::read_exact(&mut s, &mut head)
+        .await
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 405");
+    let addr = la.to_string();
+    let (mut send, _) = h2_client(&addr).await;
+    let req = Request::connect("example.com:443")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let resp = send.send_request(req).await.unwrap();
+    assert_eq!(resp.status(), 405);
+    let heads = heads.lock().unwrap();
+    assert!(
+        heads.iter().all(|h| !h.starts_with("connect")),
+        "a CONNECT reached the app: {heads:?}"
+    );
 }
 
 /// An HTTP/1.1 request to switch protocols (WebSocket's handshake) reaches the backend with its
