@@ -131,3 +131,92 @@ fn systemd_units_run_command_lines_the_binary_accepts() {
         assert!(text.contains("RestartPreventExitStatus=2"), "{unit}");
     }
 }
+
+/// `deploy/container/build.sh --context` assembles a root filesystem the binary runs in on its
+/// own: the loader in it, asked where each library the binary needs would come from with only
+/// the rootfs's folders to look in, finds every one inside the rootfs (a library the script
+/// missed would come from this host, not from the image). The rootfs also has the image's
+/// user, the Dockerfile and the CA bundle.
+#[test]
+fn container_context_holds_everything_the_binary_loads() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ctx = dir.path().join("ctx");
+    let out = Command::new("bash")
+        .arg(root().join("deploy/container/build.sh"))
+        .arg("--context")
+        .arg(&ctx)
+        .env("MERIDIAN_BIN", env!("CARGO_BIN_EXE_meridian"))
+        .output()
+        .expect("run build.sh");
+    assert!(
+        out.status.success(),
+        "build.sh --context: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rootfs = ctx.join("rootfs");
+    let bin = rootfs.join("usr/local/bin/meridian");
+    assert!(ctx.join("Dockerfile").is_file() && ctx.join("data").is_dir());
+    let passwd = std::fs::read_to_string(rootfs.join("etc/passwd")).expect("etc/passwd");
+    assert!(passwd.contains("meridian:x:65532:65532:"), "{passwd}");
+    let dockerfile = std::fs::read_to_string(ctx.join("Dockerfile")).expect("Dockerfile");
+    assert!(dockerfile.contains("USER 65532:65532"), "{dockerfile}");
+    assert!(
+        dockerfile.contains(r#"ENTRYPOINT ["/usr/local/bin/meridian"]"#),
+        "{dockerfile}"
+    );
+
+    // The rootfs's folders holding shared libraries, and its loader.
+    fn walk(dir: &Path, libs: &mut BTreeSet<PathBuf>, loader: &mut Option<PathBuf>) {
+        for entry in std::fs::read_dir(dir).expect("read rootfs").flatten() {
+            let path = entry.path();
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if path.is_dir() {
+                walk(&path, libs, loader);
+            } else if name.starts_with("ld-linux") {
+                *loader = Some(path);
+            } else if name.contains(".so") {
+                libs.insert(dir.to_path_buf());
+            }
+        }
+    }
+    let (mut libs, mut loader) = (BTreeSet::new(), None);
+    walk(&rootfs, &mut libs, &mut loader);
+    let loader = loader.expect("the rootfs has the binary's loader");
+    let path: Vec<String> = libs.iter().map(|d| d.display().to_string()).collect();
+    let listed = Command::new(&loader)
+        .arg("--inhibit-cache")
+        .arg("--library-path")
+        .arg(path.join(":"))
+        .arg("--list")
+        .arg(&bin)
+        .env_clear()
+        .output()
+        .expect("run the rootfs's loader");
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    let resolved: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| l.split("=> ").nth(1))
+        .filter_map(|r| r.split_whitespace().next())
+        .collect();
+    assert!(!resolved.is_empty(), "the loader listed nothing: {listed}");
+    let root_text = rootfs.display().to_string();
+    for lib in resolved {
+        assert!(
+            lib.starts_with(&root_text),
+            "{lib} comes from the host, not the image:\n{listed}"
+        );
+    }
+    let version = Command::new(&loader)
+        .arg("--inhibit-cache")
+        .arg("--library-path")
+        .arg(path.join(":"))
+        .arg(&bin)
+        .arg("--version")
+        .env_clear()
+        .output()
+        .expect("run the rootfs's binary");
+    assert!(
+        String::from_utf8_lossy(&version.stdout).starts_with("meridian "),
+        "{version:?}"
+    );
+}
