@@ -155,6 +155,17 @@ enum Command {
         /// shared with the app, give the edge the cores it may use.
         #[arg(long, value_name = "N")]
         threads: Option<std::num::NonZeroUsize>,
+        /// Bind the proxy on this address instead of the edge's `listen` (in a container or
+        /// behind NAT: e.g. 0.0.0.0:8080, while the topology keeps the address clients use).
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+        /// Bind the admin API on this address instead of the edge's `admin`, which the other
+        /// edges keep using to reach it (publish or forward it there).
+        #[arg(long, value_name = "ADDR")]
+        admin_listen: Option<std::net::SocketAddr>,
+        /// Bind GeoDNS (UDP and TCP) on this address instead of `[dns] listen`.
+        #[arg(long, value_name = "ADDR")]
+        dns_listen: Option<std::net::SocketAddr>,
     },
     /// Run the demo: an emulated three-region world on this machine, an outage drill, and the
     /// report.
@@ -408,8 +419,18 @@ fn run(command: Command) -> anyhow::Result<()> {
             backend_cert,
             backend_key,
             threads,
+            listen,
+            admin_listen,
+            dns_listen,
         } => {
             let topology = Arc::new(load_topology(&config)?);
+            if dns_listen.is_some() && topology.dns.is_none() {
+                return Err(BadConfig(format!(
+                    "--dns-listen: {} has no [dns] section, so the edge serves no GeoDNS",
+                    config.display()
+                ))
+                .into());
+            }
             let secret = read_secret(&config, &topology)?;
             let mut opts = meridian_edge::EdgeOptions::new(&edge);
             opts.secret = secret;
@@ -454,7 +475,12 @@ fn run(command: Command) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve_edge(e, config, threads, certs))
+            let binds = EdgeBinds {
+                proxy: listen,
+                admin: admin_listen,
+                dns: dns_listen,
+            };
+            runtime.block_on(serve_edge(e, config, threads, certs, binds))
         }
         Command::Ctl {
             admin,
@@ -535,38 +561,47 @@ fn open_geoip(
         .map_err(|e| BadConfig(e.to_string()))
 }
 
+/// Addresses `meridian edge` binds instead of the topology's (`--listen`, `--admin-listen`,
+/// `--dns-listen`).
+struct EdgeBinds {
+    proxy: Option<std::net::SocketAddr>,
+    admin: Option<std::net::SocketAddr>,
+    dns: Option<std::net::SocketAddr>,
+}
+
 async fn serve_edge(
     edge: meridian_edge::Edge,
     config: PathBuf,
     threads: usize,
     certs: Option<Arc<meridian_edge::tls::CertFiles>>,
+    binds: EdgeBinds,
 ) -> anyhow::Result<()> {
     let topo = edge.topology();
     let me = topo
         .edge(&edge.options().name)
         .context("invariant: Edge::new checked the edge exists")?
         .clone();
-    let listeners = meridian_edge::bind_proxy(me.listen, threads).with_context(|| {
-        format!(
-            "binding {} (is another process listening there?)",
-            me.listen
-        )
-    })?;
-    let admin = tokio::net::TcpListener::bind(me.admin)
+    let busy =
+        |a: std::net::SocketAddr| format!("binding {a} (is another process listening there?)");
+    let proxy_addr = binds.proxy.unwrap_or(me.listen);
+    let admin_addr = binds.admin.unwrap_or(me.admin);
+    let listeners =
+        meridian_edge::bind_proxy(proxy_addr, threads).with_context(|| busy(proxy_addr))?;
+    let admin = tokio::net::TcpListener::bind(admin_addr)
         .await
-        .with_context(|| format!("binding {} (is another process listening there?)", me.admin))?;
-    tracing::info!(edge = %me.name, "edge listening on http://{}, admin on http://{}", me.listen, me.admin);
+        .with_context(|| busy(admin_addr))?;
+    tracing::info!(edge = %me.name, "edge listening on http://{proxy_addr}, admin on http://{admin_addr}");
     let dns = match &topo.dns {
         Some(d) => {
-            let busy = || format!("binding {} (is another process listening there?)", d.listen);
+            let addr = binds.dns.unwrap_or(d.listen);
             // SO_REUSEPORT: the server opens one more socket per core on this address.
-            let udp = meridian_edge::bind_dns_udp(d.listen)
+            let udp = meridian_edge::bind_dns_udp(addr)
                 .and_then(tokio::net::UdpSocket::from_std)
-                .with_context(|| format!("dns udp: {}", busy()))?;
-            let tcp = tokio::net::TcpListener::bind(d.listen)
+                .with_context(|| format!("dns udp: {}", busy(addr)))?;
+            let tcp = tokio::net::TcpListener::bind(addr)
                 .await
-                .with_context(|| format!("dns tcp: {}", busy()))?;
-            tracing::info!(zone = %d.zone, "GeoDNS listening on {} (udp and tcp)", d.listen);
+                .with_context(|| format!("dns tcp: {}", busy(addr)))?;
+            tracing::info!(zone = %d.zone, "GeoDNS listening on {addr} (udp and tcp)");
             Some(tokio::spawn(meridian_edge::serve_dns(
                 edge.clone(),
                 udp,

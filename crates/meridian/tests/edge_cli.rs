@@ -169,9 +169,33 @@ fn tiny_app(port: u16) {
     });
 }
 
+/// The whole answer (the edge closes) to `GET /x` of the edge proxying at `addr`, asked
+/// again every 100 ms until one comes, for up to 10 s.
+fn first_answer(addr: &str) -> String {
+    use std::io::{Read as _, Write as _};
+    let started = Instant::now();
+    loop {
+        let got = std::net::TcpStream::connect(addr).and_then(|mut s| {
+            s.write_all(b"GET /x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
+            let mut text = String::new();
+            s.read_to_string(&mut text)?;
+            Ok(text)
+        });
+        if let Ok(text) = got
+            && !text.is_empty()
+        {
+            return text;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the edge never answered on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn edge_on_one_thread_proxies_and_zero_threads_is_refused() {
-    use std::io::{Read as _, Write as _};
     let dir = tempfile::tempdir().expect("tempdir");
     let (listen, admin, app) = (free_port(), free_port(), free_port());
     tiny_app(app);
@@ -188,25 +212,7 @@ fn edge_on_one_thread_proxies_and_zero_threads_is_refused() {
     assert_eq!(status.code(), Some(2), "--threads 0 is bad usage");
 
     let _guard = Kill(edge("1"));
-    let started = Instant::now();
-    let answer = loop {
-        let got = std::net::TcpStream::connect(("127.0.0.1", listen)).and_then(|mut s| {
-            s.write_all(b"GET /x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
-            let mut text = String::new();
-            s.read_to_string(&mut text)?;
-            Ok(text)
-        });
-        if let Ok(text) = got
-            && !text.is_empty()
-        {
-            break text;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "edge never answered"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let answer = first_answer(&format!("127.0.0.1:{listen}"));
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     assert!(answer.contains("meridian-region: r1"), "{answer}");
     assert!(answer.ends_with("ok"), "{answer}");
@@ -302,4 +308,57 @@ fn the_edge_closes_idle_connections_after_its_configured_header_timeout() {
         after >= Duration::from_millis(800) && after < Duration::from_secs(5),
         "closed after {after:?}"
     );
+}
+
+/// `--listen`, `--admin-listen` and `--dns-listen` bind the proxy, the admin API and GeoDNS
+/// on other addresses than the topology's (a container's, behind NAT), which stay unbound;
+/// `--dns-listen` without a `[dns]` section is bad usage.
+#[test]
+fn edge_binds_the_addresses_given_on_the_command_line() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app, dns) = (free_port(), free_port(), free_port(), free_port());
+    tiny_app(app);
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
+    let zone = format!(
+        "[dns]\nlisten = \"127.0.0.1:{dns}\"\nzone = \"example.test.\"\nttl = \"60s\"\n\
+         nameservers = [\"ns1.example.test.\"]\n"
+    );
+    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
+    let status = edge_command(&cfg)
+        .args(["--dns-listen", "127.0.0.2:1"])
+        .status()
+        .expect("run");
+    assert_eq!(status.code(), Some(2), "--dns-listen without [dns]");
+
+    std::fs::write(&cfg, config("failover", listen, admin, app) + &zone).expect("write");
+    // The same ports on 127.0.0.2: free there, since only 127.0.0.1's were taken.
+    let bound = |port: u16| format!("127.0.0.2:{port}");
+    let _guard = Kill(
+        edge_command(&cfg)
+            .args(["--listen", &bound(listen)])
+            .args(["--admin-listen", &bound(admin)])
+            .args(["--dns-listen", &bound(dns)])
+            .spawn()
+            .expect("spawn"),
+    );
+    let answer = first_answer(&bound(listen));
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    let token = dir.path().join("secret");
+    let (code, out, err) = ctl(
+        &format!("http://{}", bound(admin)),
+        token.to_str().expect("utf8"),
+        &["status"],
+    );
+    assert_eq!(code, 0, "admin on --admin-listen: {out} {err}");
+    assert!(
+        std::net::TcpStream::connect(bound(dns)).is_ok(),
+        "GeoDNS over TCP on --dns-listen"
+    );
+    for port in [listen, admin, dns] {
+        assert!(
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_err(),
+            "the topology's 127.0.0.1:{port} is bound too"
+        );
+    }
 }
