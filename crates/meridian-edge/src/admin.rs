@@ -64,8 +64,12 @@ async fn auth(State(edge): State<Edge>, req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
-/// The admin router for `edge`.
+/// The admin router for `edge`. Every call but `/health/live` and `/health/ready` (for load
+/// balancers and orchestrators, which hold no token) needs the cluster secret when one is set.
 pub fn router(edge: Edge) -> Router {
+    let open = Router::new()
+        .route("/health/live", get(live))
+        .route("/health/ready", get(live));
     Router::new()
         .route("/v1/status", get(status))
         .route("/v1/views", get(views))
@@ -77,13 +81,21 @@ pub fn router(edge: Edge) -> Router {
         .fallback(unknown_call)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(edge.clone(), auth))
+        .merge(open)
         .with_state(edge)
+}
+
+/// `/health/live` and `/health/ready`: 200 naming the edge while it serves. The admin
+/// listener closes with the proxy's at shutdown, so a probe then finds nothing and takes the
+/// edge out of rotation while in-flight requests drain.
+async fn live(State(edge): State<Edge>) -> Response {
+    Json(json!({"status": "ok", "edge": edge.options().name})).into_response()
 }
 
 /// The calls, for the hints of the two fallbacks.
 const CALLS: &str = "GET /v1/status, GET /v1/views, PUT /v1/regions/{region}/weight, \
                      POST /v1/regions/{region}/drain, GET /v1/explain, GET /v1/explain/dns, \
-                     GET /metrics";
+                     GET /metrics, GET /health/live, GET /health/ready";
 
 async fn unknown_call(req: Request) -> Response {
     err(

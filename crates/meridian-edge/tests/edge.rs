@@ -603,6 +603,15 @@ async fn admin_api_weights_explain_and_metrics() {
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+    // Load balancers and orchestrators probe without the token.
+    for path in ["/health/live", "/health/ready"] {
+        let r = c.get(format!("{}{path}", w.admin)).send().await.unwrap();
+        assert_eq!(r.status(), 200, "{path}");
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["edge"], "e1", "{path}");
+    }
+    let r = c.get(format!("{}/health/other", w.admin)).send().await.unwrap();
+    assert_eq!(r.status(), 401, "only the two health calls are open");
     let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(SECRET);
 
     let r = auth(c.post(format!("{}/v1/regions/a/drain", w.admin)))
