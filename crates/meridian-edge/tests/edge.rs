@@ -610,7 +610,11 @@ async fn admin_api_weights_explain_and_metrics() {
         let body: serde_json::Value = r.json().await.unwrap();
         assert_eq!(body["edge"], "e1", "{path}");
     }
-    let r = c.get(format!("{}/health/other", w.admin)).send().await.unwrap();
+    let r = c
+        .get(format!("{}/health/other", w.admin))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401, "only the two health calls are open");
     let auth = |rb: reqwest::RequestBuilder| rb.bearer_auth(SECRET);
 

@@ -100,6 +100,22 @@ fn alerts_and_dashboard_name_only_exported_metrics() {
     }
 }
 
+/// Asserts that the binary takes command line `args` (from `what`): clap refuses an unknown
+/// flag before it reaches `--help`, so exit 0 means every flag is one the command takes.
+fn assert_accepted(what: &str, args: &[String]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .expect("run meridian");
+    assert!(
+        out.status.success(),
+        "{what}: `meridian {}` is refused: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 #[test]
 fn systemd_units_run_command_lines_the_binary_accepts() {
     for (unit, role) in [
@@ -115,19 +131,7 @@ fn systemd_units_run_command_lines_the_binary_accepts() {
         assert_eq!(args.next(), Some("/usr/local/bin/meridian"), "{unit}");
         let args: Vec<String> = args.map(|a| a.replace("%i", "us-east-1")).collect();
         assert_eq!(args.first().map(String::as_str), Some(role), "{unit}");
-        // clap refuses an unknown flag before it reaches `--help`: exit 0 means every flag
-        // of the unit is one the command takes.
-        let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
-            .args(&args)
-            .arg("--help")
-            .output()
-            .expect("run meridian");
-        assert!(
-            out.status.success(),
-            "{unit}: `meridian {}` is refused: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_accepted(unit, &args);
         assert!(text.contains("RestartPreventExitStatus=2"), "{unit}");
     }
 }
@@ -219,4 +223,110 @@ fn container_context_holds_everything_the_binary_loads() {
         String::from_utf8_lossy(&version.stdout).starts_with("meridian "),
         "{version:?}"
     );
+}
+
+/// The Kubernetes manifests (`deploy/kubernetes`): the topology passes `meridian check` where
+/// the pods mount it (with the secret where they mount it), names the region and edge the
+/// kustomization gives the pods, and each container's `args` is a command line the binary
+/// accepts. Where `kubectl` is installed, `kubectl kustomize` renders the whole.
+#[test]
+fn kubernetes_manifests_run_what_the_binary_accepts() {
+    let kustomization = read("deploy/kubernetes/kustomization.yaml");
+    let literal = |key: &str| {
+        kustomization
+            .lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("- {key}=")))
+            .and_then(|v| v.split_whitespace().next())
+            .unwrap_or_else(|| panic!("kustomization.yaml has no `{key}=` literal"))
+            .to_string()
+    };
+    let (region, edge) = (literal("region"), literal("edge"));
+
+    // As the pods see it: the topology in topology/, the Secret in secret/ beside it.
+    let dir = tempfile::tempdir().expect("tempdir");
+    for sub in ["topology", "secret"] {
+        std::fs::create_dir(dir.path().join(sub)).expect("mkdir");
+    }
+    let config = dir.path().join("topology/meridian.toml");
+    std::fs::write(&config, read("deploy/kubernetes/meridian.toml")).expect("write");
+    std::fs::write(
+        dir.path().join("secret/cluster.secret"),
+        "0123456789abcdef0123\n",
+    )
+    .expect("write");
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .expect("run meridian check");
+    let summary = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "meridian check: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // The summary lists each region and edge first on a line of its own.
+    for name in [&region, &edge] {
+        assert!(
+            summary
+                .lines()
+                .any(|l| l.split_whitespace().next() == Some(name.as_str())),
+            "{name} is not in the topology:\n{summary}"
+        );
+    }
+
+    let mut seen = 0;
+    for file in ["region.yaml", "edge.yaml"] {
+        let text = read(&format!("deploy/kubernetes/{file}"));
+        for want in [
+            "mountPath: /etc/meridian/topology",
+            "mountPath: /etc/meridian/secret",
+            "runAsUser: 65532",
+            "readOnlyRootFilesystem: true",
+        ] {
+            assert!(text.contains(want), "{file} lacks `{want}`");
+        }
+        for line in text.lines().filter_map(|l| l.trim().strip_prefix("args: ")) {
+            let args: Vec<String> = serde_json::from_str(line)
+                .unwrap_or_else(|e| panic!("{file}: args are one JSON-style list: {e}"));
+            let args: Vec<String> = args
+                .into_iter()
+                .map(|a| match a.as_str() {
+                    "$(MERIDIAN_REGION)" => region.clone(),
+                    "$(MERIDIAN_EDGE)" => edge.clone(),
+                    "/etc/meridian/topology/meridian.toml" => config.display().to_string(),
+                    _ => a,
+                })
+                .collect();
+            assert_accepted(file, &args);
+            seen += 1;
+        }
+    }
+    assert_eq!(
+        seen, 2,
+        "one container command in each of region.yaml and edge.yaml"
+    );
+
+    let rendered = Command::new("kubectl")
+        .args(["kustomize"])
+        .arg(root().join("deploy/kubernetes"))
+        .output();
+    match rendered {
+        Ok(out) => {
+            let text = String::from_utf8_lossy(&out.stdout);
+            assert!(
+                out.status.success(),
+                "kubectl kustomize: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            for want in [
+                "kind: StatefulSet",
+                "kind: Deployment",
+                "image: meridian:dev",
+            ] {
+                assert!(text.contains(want), "the rendering lacks `{want}`:\n{text}");
+            }
+        }
+        Err(e) => eprintln!("kubectl is not installed here ({e}): rendering not checked"),
+    }
 }
