@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use meridian_core::KeyspaceType;
 use meridian_core::config::{
-    AllDown, ConfigError, Diagnostic, Policy, RecordType, Replication, Residency, Writer, Writes,
-    parse,
+    AllDown, AppProtocol, ConfigError, Diagnostic, Policy, RecordType, Replication, Residency,
+    Writer, Writes, parse,
 };
 use proptest::prelude::*;
 
@@ -216,6 +216,33 @@ fn defaults_are_filled_in() {
     assert_eq!(t.limits.client_header_timeout, Duration::from_secs(60));
     assert!(t.dns.is_none());
     assert!(t.edges.is_empty());
+    assert!(
+        t.regions
+            .iter()
+            .all(|r| r.app_protocol == AppProtocol::Http1)
+    );
+}
+
+/// `app_protocol` picks HTTP/2 to a region's app backends; an unknown value is named with the
+/// allowed ones at its position.
+#[test]
+fn app_protocol_is_http1_or_http2() {
+    let text = BASE.replace(
+        "app = [\"http://127.0.0.1:8601\"]\n",
+        "app = [\"http://127.0.0.1:8601\"]\napp_protocol = \"http2\"\n",
+    );
+    let t = parse("m.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let us = t.region("us-east-1").expect("invariant: defined");
+    assert_eq!(us.app_protocol, AppProtocol::Http2);
+    assert!(t.render_summary().contains("(HTTP/2)"));
+    let text = text.replace("\"http2\"", "\"http3\"");
+    let d = assert_diag(
+        &text,
+        "\"http3\"",
+        0,
+        "region `us-east-1`: app_protocol = \"http3\" is not known",
+    );
+    assert!(hint(&d).contains("`http1`, `http2`"), "{d}");
 }
 
 #[test]

@@ -90,6 +90,7 @@ async fn fetch_peer(edge: Edge, name: String, admin: SocketAddr) {
             host: admin.ip().to_string(),
             port: admin.port(),
             tls: None,
+            http2: false,
         };
         let resp = upstream::send_once(&target, edge.connect_timeout(), req)
             .await

@@ -384,6 +384,13 @@ async fn forward(
         _ => Body::Stream(Some(incoming)),
     };
 
+    // gRPC's `te: trailers` is the one `TE` an HTTP/2 backend may get.
+    let te_trailers = parts.headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|t| {
+            t.split(',')
+                .any(|p| p.trim().eq_ignore_ascii_case("trailers"))
+        })
+    });
     strip_hop_by_hop(&mut parts.headers);
     if let Some(s) = &switch {
         // The one hop-by-hop pair that must reach the backend: what to switch to.
@@ -480,6 +487,10 @@ async fn forward(
             && let Ok(v) = HeaderValue::from_str(backend.authority.as_str())
         {
             out.headers_mut().insert(header::HOST, v);
+        }
+        if te_trailers && backend.target.http2 {
+            out.headers_mut()
+                .insert(header::TE, HeaderValue::from_static("trailers"));
         }
         sent_any = true;
         let attempt = tokio::time::timeout(timeout, edge.send(&backend, out)).await;

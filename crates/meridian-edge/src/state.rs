@@ -14,7 +14,7 @@ use http::HeaderValue;
 use http::uri::Authority;
 use http_body_util::combinators::BoxBody;
 use ipnet::IpNet;
-use meridian_core::config::{self, Topology};
+use meridian_core::config::{self, AppProtocol, Topology};
 use meridian_core::health::{self, BackendHealth, Event, Ewma, PeerView, Thresholds, Transition};
 use meridian_core::routing::{HealthView, RegionView, RetryBudget};
 use rustls_pki_types::ServerName;
@@ -619,6 +619,7 @@ fn build_routes(
                 .trim_start_matches('[')
                 .trim_end_matches(']')
                 .to_string();
+            let http2 = r.app_protocol == AppProtocol::Http2;
             let tls = match (https, &opts.backend_tls) {
                 (false, _) => None,
                 (true, None) => {
@@ -630,15 +631,28 @@ fn build_routes(
                 (true, Some(config)) => {
                     let name = ServerName::try_from(host.clone())
                         .map_err(|e| bad(format!("`{host}` cannot name a TLS server: {e}")))?;
-                    Some((TlsConnector::from(config.clone()), name))
+                    let config = if http2 {
+                        let mut h2 = (**config).clone();
+                        h2.alpn_protocols = vec![b"h2".to_vec()];
+                        Arc::new(h2)
+                    } else {
+                        config.clone()
+                    };
+                    Some((TlsConnector::from(config), name))
                 }
             };
             let target = Target {
                 host,
                 port: authority.port_u16().unwrap_or(if https { 443 } else { 80 }),
                 tls,
+                http2,
             };
-            let kept = old_region.and_then(|o| o.backends.iter().find(|b| b.url == *url));
+            // Kept across a reload with its health, unless it is now spoken to differently.
+            let kept = old_region.and_then(|o| {
+                o.backends
+                    .iter()
+                    .find(|b| b.url == *url && b.target.http2 == http2)
+            });
             backends.push(match kept {
                 Some(b) => b.clone(),
                 None => Arc::new(Backend {

@@ -1519,26 +1519,196 @@ async fn one_backend_edge_with(
     Ok(la)
 }
 
-/// [`one_backend_edge_with`] served until `shutdown`: its proxy's address and the task of
-/// `serve`.
+/// A served edge: its proxy's address and the task of `serve`.
+type Served = (
+    SocketAddr,
+    tokio::task::JoinHandle<Result<(), meridian_edge::Error>>,
+);
+
+/// [`one_backend_edge_with`] served until `shutdown`.
 async fn one_backend_edge_until(
     app: String,
     opts: EdgeOptions,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<
-    (
-        SocketAddr,
-        tokio::task::JoinHandle<Result<(), meridian_edge::Error>>,
-    ),
-    meridian_edge::Error,
-> {
+) -> Result<Served, meridian_edge::Error> {
+    served_edge(&app, "", opts, shutdown).await
+}
+
+/// [`one_backend_edge_until`] with `lines` added to region `a`'s table.
+async fn served_edge(
+    app: &str,
+    lines: &str,
+    opts: EdgeOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<Served, meridian_edge::Error> {
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
-    let text = config(&[("a", app)], &[("e1", la, aa)], "").replace("us = [\"b\", \"c\"]\n", "");
+    let app_line = format!("app = [\"{app}\"]\n");
+    let text = config(&[("a", app.to_string())], &[("e1", la, aa)], "")
+        .replace("us = [\"b\", \"c\"]\n", "")
+        .replace(&app_line, &format!("{app_line}{lines}"));
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let edge = Edge::new(topo, opts)?;
     Ok((la, tokio::spawn(meridian_edge::serve(edge, l, a, shutdown))))
+}
+
+/// An HTTP/2-only app backend (prior knowledge, or ALPN `h2` over `tls`): answers every
+/// request 200 with `METHOD:PATH:VERSION:TE:` and the request's body, then trailers
+/// `grpc-status: 0`. Its address, the connections it accepted, and the edge's probes it got.
+async fn h2_backend(
+    tls: Option<Arc<rustls::ServerConfig>>,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (accepted, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (count, probed) = (accepted.clone(), probes.clone());
+    let acceptor = tls.map(tokio_rustls::TlsAcceptor::from);
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            let (acceptor, probed) = (acceptor.clone(), probed.clone());
+            tokio::spawn(async move {
+                let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                    let probed = probed.clone();
+                    async move {
+                        let h = req.headers();
+                        if h.get("user-agent")
+                            .is_some_and(|v| v == "meridian-edge-probe")
+                        {
+                            probed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        let te = h.get("te").map_or("-".into(), |v| {
+                            String::from_utf8_lossy(v.as_bytes()).into_owned()
+                        });
+                        let head = format!(
+                            "{}:{}:{:?}:{te}:",
+                            req.method(),
+                            req.uri().path(),
+                            req.version()
+                        );
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let mut trailers = hyper::HeaderMap::new();
+                        trailers.insert("grpc-status", "0".parse().unwrap());
+                        let body = Full::new(Bytes::from([head.as_bytes(), &body[..]].concat()))
+                            .with_trailers(async move { Some(Ok(trailers)) });
+                        Ok::<_, hyper::Error>(Response::new(body))
+                    }
+                });
+                let http2 =
+                    hyper::server::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new());
+                let _ = match acceptor {
+                    None => http2.serve_connection(TokioIo::new(tcp), svc).await,
+                    Some(acceptor) => {
+                        let Ok(tls) = acceptor.accept(tcp).await else {
+                            return;
+                        };
+                        http2.serve_connection(TokioIo::new(tls), svc).await
+                    }
+                };
+            });
+        }
+    });
+    (addr, accepted, probes)
+}
+
+/// A region with `app_protocol = "http2"` is spoken to in HTTP/2 with prior knowledge: a
+/// gRPC-style call (HTTP/2 client, `te: trailers`, a body) reaches the backend with its
+/// `te`, and the backend's trailers reach the client; an HTTP/1.1 client is served too (its
+/// request carried over HTTP/2). Requests and probes share one connection per thread, and the
+/// probes speak HTTP/2 (an HTTP/1.1 probe would fail against this backend).
+#[tokio::test]
+async fn http2_backends_carry_grpc_calls_with_their_trailers() {
+    let (addr, accepted, probes) = h2_backend(None).await;
+    let (la, _) = served_edge(
+        &format!("http://{addr}"),
+        "app_protocol = \"http2\"\n",
+        EdgeOptions::new("e1"),
+        std::future::pending(),
+    )
+    .await
+    .unwrap();
+    let (mut send, _) = h2_client(&la.to_string()).await;
+    let call = Request::post(format!("http://{la}/shop.Cart/Add"))
+        .header("te", "trailers")
+        .header("content-type", "application/grpc")
+        .body(Full::new(Bytes::from_static(b"\0\0\0\0\x02hi")))
+        .unwrap();
+    let resp = send.send_request(call).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["meridian-region"], "a");
+    let got = resp.into_body().collect().await.unwrap();
+    let trailers = got.trailers().cloned().expect("the backend's trailers");
+    assert_eq!(trailers["grpc-status"], "0");
+    assert_eq!(
+        &got.to_bytes()[..],
+        b"POST:/shop.Cart/Add:HTTP/2.0:trailers:\0\0\0\0\x02hi"
+    );
+
+    for i in 0..20 {
+        let r = client()
+            .get(format!("http://{la}/x{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), format!("GET:/x{i}:HTTP/2.0:-:"));
+    }
+    // The first call and the first probe may each open one.
+    let conns = accepted.load(Ordering::SeqCst);
+    assert!(
+        conns <= 2,
+        "{conns} connections for 21 requests on one thread"
+    );
+    let started = Instant::now();
+    while probes.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "no HTTP/2 probe came"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Over `https://`, HTTP/2 is negotiated by ALPN: a backend offering `h2` serves; one that does
+/// not is a connect failure (502) whose message names ALPN.
+#[tokio::test]
+async fn http2_over_tls_needs_the_backend_to_agree_by_alpn() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca.pem");
+    let plain = private_ca(&ca);
+    let mut h2 = (*plain).clone();
+    h2.alpn_protocols = vec![b"h2".to_vec()];
+    let client_tls = meridian_edge::tls::backend_client_config(Some(&ca), None).unwrap();
+    for (server, ok) in [(Arc::new(h2), true), (plain, false)] {
+        let (addr, _, _) = h2_backend(Some(server)).await;
+        let mut opts = EdgeOptions::new("e1");
+        opts.backend_tls = Some(client_tls.clone());
+        let (la, _) = served_edge(
+            &format!("https://{addr}"),
+            "app_protocol = \"http2\"\n",
+            opts,
+            std::future::pending(),
+        )
+        .await
+        .unwrap();
+        let r = client()
+            .get(format!("http://{la}/tls"))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status();
+        let text = r.text().await.unwrap();
+        if ok {
+            assert_eq!(
+                (status.as_u16(), text.as_str()),
+                (200, "GET:/tls:HTTP/2.0:-:")
+            );
+        } else {
+            assert_eq!(status, 502, "{text}");
+            assert!(text.contains("ALPN"), "{text}");
+        }
+    }
 }
 
 /// [`one_backend_edge`] for the `https://` backend at `addr`: its proxy's URL.

@@ -11,9 +11,9 @@ use toml_edit::Table;
 
 use super::diag::{Cx, Span};
 use super::model::{
-    AllDown, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT, EDGE_TUNNEL_IDLE_TIMEOUT, Edge,
-    GeoMap, Health, Keyspace, LatLon, Limits, Policy, RecordType, Region, Replication, Residency,
-    Routing, Topology, Writer, Writes, Zone,
+    AllDown, AppProtocol, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
+    EDGE_TUNNEL_IDLE_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon, Limits, Policy, RecordType,
+    Region, Replication, Residency, Routing, Topology, Writer, Writes, Zone,
 };
 use super::read::{self, Sp, Tbl};
 use super::scalar;
@@ -21,7 +21,17 @@ use crate::KeyspaceType;
 
 mod pools;
 
-const REGION_KEYS: &[&str] = &["name", "location", "node", "app", "addresses", "capacity"];
+const REGION_KEYS: &[&str] = &[
+    "name",
+    "location",
+    "node",
+    "app",
+    "app_protocol",
+    "addresses",
+    "capacity",
+];
+/// The values of `[[region]] app_protocol`.
+const APP_PROTOCOLS: &[&str] = &["http1", "http2"];
 const ROUTING_KEYS: &[&str] = &[
     "policy",
     "writes",
@@ -441,12 +451,27 @@ fn regions(
             None if t.has("capacity") => None,
             None => Some(100),
         };
-        if let (Some(name), Some(node), Some(capacity), true) = (name, node, capacity, ok) {
+        let app_protocol = match t.str(cx, "app_protocol") {
+            Some(s) => match s.v.as_str() {
+                "http1" => Some(AppProtocol::Http1),
+                "http2" => Some(AppProtocol::Http2),
+                _ => {
+                    one_of(cx, &t, "app_protocol", &s, APP_PROTOCOLS);
+                    None
+                }
+            },
+            None if t.has("app_protocol") => None,
+            None => Some(AppProtocol::Http1),
+        };
+        if let (Some(name), Some(node), Some(capacity), Some(app_protocol), true) =
+            (name, node, capacity, app_protocol, ok)
+        {
             out.push(Region {
                 name: name.v,
                 location,
                 node,
                 app,
+                app_protocol,
                 addresses,
                 capacity,
             });

@@ -79,6 +79,8 @@ pub struct Region {
     /// URLs of the app backends the edge sends this region's traffic to, as written; each is
     /// `http://host:port` or `https://host:port`. Default: empty (a data-only region).
     pub app: Vec<String>,
+    /// The HTTP version the edge speaks to [`Region::app`]. Default: [`AppProtocol::Http1`].
+    pub app_protocol: AppProtocol,
     /// What GeoDNS answers for this region. Default: empty.
     pub addresses: Vec<IpAddr>,
     /// Relative serving capacity, 1..=1_000_000: a `weighted` policy draws a region by its
@@ -93,6 +95,16 @@ impl Region {
         let rest = self.node.strip_prefix("http://").unwrap_or(&self.node);
         rest.strip_suffix('/').unwrap_or(rest)
     }
+}
+
+/// The HTTP version an edge speaks to a region's app backends (`[[region]] app_protocol`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AppProtocol {
+    /// HTTP/1.1 over pooled keep-alive connections (`"http1"`).
+    Http1,
+    /// HTTP/2 (`"http2"`): with prior knowledge over `http://`, negotiated by ALPN over
+    /// `https://`; one multiplexed connection per backend and proxy thread. For gRPC.
+    Http2,
 }
 
 /// A routing policy, chosen by name (`latency`, `proximity`, `geo`, `weighted`, `failover`).

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 
-use super::model::{AllDown, GeoMap, Residency, Topology, Writes};
+use super::model::{AllDown, AppProtocol, GeoMap, Residency, Topology, Writes};
 use super::scalar::format_duration;
 
 fn all_down(a: &AllDown) -> String {
@@ -39,7 +39,11 @@ impl Topology {
                 r.name, r.node, r.capacity
             )?;
             if !r.app.is_empty() {
-                writeln!(s, "    app {}", r.app.join(", "))?;
+                let over = match r.app_protocol {
+                    AppProtocol::Http1 => "",
+                    AppProtocol::Http2 => "  (HTTP/2)",
+                };
+                writeln!(s, "    app {}{over}", r.app.join(", "))?;
             }
             if let Some(l) = r.location {
                 writeln!(s, "    location {}, {}", l.lat, l.lon)?;

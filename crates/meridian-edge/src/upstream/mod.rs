@@ -21,6 +21,7 @@
 
 mod body;
 mod conn;
+mod h2;
 mod head;
 mod pool;
 mod request;
@@ -86,6 +87,20 @@ pub(crate) struct Target {
     /// For an `https://` backend: the client configuration and the name its certificate must
     /// carry (the URL's host, also sent as SNI).
     pub tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// Whether the backend is spoken to in HTTP/2 (its region's `app_protocol`); its `tls`
+    /// then offers only `h2` by ALPN.
+    pub http2: bool,
+}
+
+impl Target {
+    /// `host:port`, with an IPv6 host in brackets.
+    fn authority(&self) -> Result<http::uri::Authority, http::uri::InvalidUri> {
+        if self.host.contains(':') {
+            format!("[{}]:{}", self.host, self.port).parse()
+        } else {
+            format!("{}:{}", self.host, self.port).parse()
+        }
+    }
 }
 
 impl std::fmt::Debug for Target {
@@ -94,6 +109,7 @@ impl std::fmt::Debug for Target {
             .field("host", &self.host)
             .field("port", &self.port)
             .field("tls", &self.tls.is_some())
+            .field("http2", &self.http2)
             .finish()
     }
 }
@@ -121,13 +137,17 @@ fn eof(what: &str) -> io::Error {
 /// idle pooled connection if one is usable, else on a new one opened within `connect_timeout`.
 /// A request none of whose bytes could be written on a pooled connection is sent on the next
 /// one (or a new one), so only a failure of a fresh connection is a connect failure. Returns
-/// once the response head has arrived; the body streams from the connection.
+/// once the response head has arrived; the body streams from the connection. An HTTP/2
+/// backend gets it over this thread's connection to it instead (see `h2`).
 pub(crate) async fn send(
     key: u64,
     target: &Target,
     connect_timeout: Duration,
     req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Failure> {
+    if target.http2 {
+        return h2::send(key, target, connect_timeout, req).await;
+    }
     let (parts, mut body) = req.into_parts();
     let framing = Sending::of(&parts.headers, &body);
     let (mut conn, mut fresh) = match checkout(key) {

@@ -139,6 +139,7 @@ fn target(addr: SocketAddr) -> Target {
         host: addr.ip().to_string(),
         port: addr.port(),
         tls: None,
+        http2: false,
     }
 }
 

@@ -1,0 +1,156 @@
+//! HTTP/2 to the app backends of a region with `app_protocol = "http2"` (gRPC among them):
+//! with prior knowledge over `http://`, negotiated by ALPN `h2` over `https://`. Each thread
+//! keeps one connection per backend and multiplexes every request it sends there over it;
+//! hyper's client drives the connection in a task on the thread's runtime. A connection that
+//! has closed (GOAWAY, an error, the backend gone) is replaced at the next request. Trailers
+//! (gRPC's status) stream back with the body.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io;
+use std::time::Duration;
+
+use http::header;
+use http::uri::{Authority, Scheme};
+use http::{Request, Response, Uri};
+use http_body_util::BodyExt as _;
+use hyper::client::conn::http2::{self, SendRequest};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+use super::{Failure, Target, open};
+use crate::Error;
+use crate::state::ProxyBody;
+
+/// How often an idle HTTP/2 backend connection is pinged, and how long the answer may take
+/// before the connection counts as dead.
+const KEEPALIVE: Duration = Duration::from_secs(20);
+
+thread_local! {
+    /// This thread's connection to each HTTP/2 backend, by backend key.
+    static CONNS: RefCell<HashMap<u64, SendRequest<ProxyBody>>> = RefCell::new(HashMap::new());
+}
+
+/// Sends `req` (origin-form URI, with a `Host` header) to the HTTP/2 backend `key` at `target`,
+/// over this thread's connection to it, opened within `connect_timeout` when there is none
+/// usable. Returns once the response head has arrived; the body (and its trailers) stream.
+pub(crate) async fn send(
+    key: u64,
+    target: &Target,
+    connect_timeout: Duration,
+    req: Request<ProxyBody>,
+) -> Result<Response<ProxyBody>, Failure> {
+    let req = absolute(req, target);
+    let cached = CONNS.with(|c| c.borrow().get(&key).cloned());
+    let mut sender = match cached {
+        Some(s) if !s.is_closed() => s,
+        _ => connect(key, target, connect_timeout).await?,
+    };
+    if sender.ready().await.is_err() {
+        // Closed since it was stored: nothing of this request went out on it.
+        sender = connect(key, target, connect_timeout).await?;
+        sender
+            .ready()
+            .await
+            .map_err(|e| Failure::Connect(io::Error::other(e)))?;
+    }
+    let resp = sender
+        .send_request(req)
+        .await
+        .map_err(|e| Failure::Exchange(io::Error::other(e)))?;
+    Ok(resp.map(|body| {
+        body.map_err(|e| Error::ResponseBody {
+            source: io::Error::other(e),
+        })
+        .boxed()
+    }))
+}
+
+/// `req` with the absolute URI HTTP/2 carries in `:scheme` and `:authority` (the client's
+/// `Host`, else the backend's address), and no `Host` header.
+fn absolute(mut req: Request<ProxyBody>, target: &Target) -> Request<ProxyBody> {
+    let host = req.headers_mut().remove(header::HOST);
+    let authority = host
+        .as_ref()
+        .and_then(|h| Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| target.authority().ok());
+    let scheme = if target.tls.is_some() {
+        Scheme::HTTPS
+    } else {
+        Scheme::HTTP
+    };
+    let mut parts = req.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = authority;
+    match Uri::from_parts(parts) {
+        Ok(uri) => *req.uri_mut() = uri,
+        Err(_) => {
+            // Not expressible (no path): keep the request as it was; hyper refuses it.
+            if let Some(h) = host {
+                req.headers_mut().insert(header::HOST, h);
+            }
+        }
+    }
+    req
+}
+
+/// A new HTTP/2 connection to `target`, stored as this thread's connection to `key`.
+async fn connect(
+    key: u64,
+    target: &Target,
+    timeout: Duration,
+) -> Result<SendRequest<ProxyBody>, Failure> {
+    let started = tokio::time::Instant::now();
+    let tcp = open(target, timeout).await.map_err(Failure::Connect)?;
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive_interval(KEEPALIVE)
+        .keep_alive_timeout(KEEPALIVE);
+    let handshake = async {
+        match &target.tls {
+            None => builder.handshake(TokioIo::new(tcp)).await.map(spawn),
+            Some((connector, name)) => {
+                let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
+                    Failure::Connect(io::Error::new(e.kind(), format!("TLS handshake: {e}")))
+                })?;
+                if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
+                    return Err(Failure::Connect(io::Error::other(
+                        "the backend did not agree to HTTP/2 in the TLS handshake (ALPN h2); \
+                         its region needs app_protocol = \"http1\"",
+                    )));
+                }
+                builder.handshake(TokioIo::new(tls)).await.map(spawn)
+            }
+        }
+        .map_err(|e| Failure::Connect(io::Error::other(e)))
+    };
+    let sender = match tokio::time::timeout_at(started + timeout, handshake).await {
+        Ok(sender) => sender?,
+        Err(_) => {
+            return Err(Failure::Connect(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("no HTTP/2 connection within {timeout:?}"),
+            )));
+        }
+    };
+    CONNS.with(|c| c.borrow_mut().insert(key, sender.clone()));
+    Ok(sender)
+}
+
+/// Runs a handshaken connection's task on this thread's runtime; returns its sender.
+fn spawn<T>(
+    (sender, conn): (
+        SendRequest<ProxyBody>,
+        http2::Connection<TokioIo<T>, ProxyBody, TokioExecutor>,
+    ),
+) -> SendRequest<ProxyBody>
+where
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP/2 backend connection ended with an error");
+        }
+    });
+    sender
+}
