@@ -71,4 +71,14 @@ pub enum Error {
         /// What was wrong with the bytes.
         message: String,
     },
+
+    /// A backend's answer to a gRPC health check is not one `grpc.health.v1`
+    /// `HealthCheckResponse` message.
+    #[error(
+        "bad gRPC health-check answer: {message}; the backend should serve grpc.health.v1.Health"
+    )]
+    GrpcHealth {
+        /// What was wrong with the bytes.
+        message: String,
+    },
 }

@@ -8,6 +8,7 @@ pub mod crdt;
 pub mod error;
 pub mod gc;
 pub mod geodns;
+pub mod grpc_health;
 pub mod health;
 pub mod hlc;
 pub mod kind;

@@ -221,6 +221,7 @@ fn defaults_are_filled_in() {
             .iter()
             .all(|r| r.app_protocol == AppProtocol::Http1)
     );
+    assert_eq!(t.health.grpc_service, None);
 }
 
 /// `app_protocol` picks HTTP/2 to a region's app backends; an unknown value is named with the
@@ -243,6 +244,28 @@ fn app_protocol_is_http1_or_http2() {
         "region `us-east-1`: app_protocol = \"http3\" is not known",
     );
     assert!(hint(&d).contains("`http1`, `http2`"), "{d}");
+}
+
+/// `[health] grpc_service` names the service gRPC probes check (`""`: the whole server); a
+/// name with spaces is refused at its position.
+#[test]
+fn health_grpc_service_is_a_service_name() {
+    for (given, want) in [("shop.Cart", "shop.Cart"), ("", "")] {
+        let t = parse(
+            "m.toml",
+            &with(&format!("[health]\ngrpc_service = \"{given}\"\n")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(t.health.grpc_service.as_deref(), Some(want));
+    }
+    let text = with("[health]\ngrpc_service = \"shop Cart\"\n");
+    let d = assert_diag(
+        &text,
+        "\"shop Cart\"",
+        0,
+        "[health]: grpc_service `shop Cart` is not a gRPC service name",
+    );
+    assert!(hint(&d).contains("shop.Cart"), "{d}");
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{Request, header};
+use meridian_core::grpc_health;
 use meridian_core::health::Event;
 use tokio::task::JoinSet;
 
@@ -52,27 +53,71 @@ pub(crate) async fn run(edge: Edge) {
     }
 }
 
-/// Probes one backend now (the beat's probes, and the one a passive ejection asks for).
+/// Probes one backend now (the beat's probes, and the one a passive ejection asks for):
+/// `GET [health] path`, or for a backend of an HTTP/2 region when `[health] grpc_service` is
+/// set, a gRPC health check of that service.
 pub(crate) async fn probe(edge: Edge, b: Arc<Backend>) {
     let h = edge.topology().health.clone();
-    let Ok(req) = Request::get(h.path.as_str())
+    let grpc = h.grpc_service.as_deref().filter(|_| b.target.http2);
+    let req = match grpc {
+        None => Request::get(h.path.as_str()),
+        Some(_) => Request::post(grpc_health::CHECK_PATH)
+            .header(header::CONTENT_TYPE, "application/grpc")
+            .header(header::TE, "trailers"),
+    };
+    let body = grpc.map_or_else(Vec::new, grpc_health::check_request);
+    let Ok(req) = req
         .header(header::HOST, b.authority.as_str())
         .header(header::USER_AGENT, "meridian-edge-probe")
-        .body(full(bytes::Bytes::new()))
+        .body(full(body))
     else {
         edge.observe(&b, Event::ProbeFail);
         return;
     };
     let start = Instant::now();
-    let ok = match tokio::time::timeout(h.timeout, edge.send(&b, req)).await {
-        Ok(Ok(resp)) => h.expects(resp.status().as_u16()),
-        _ => false,
+    let answered = async {
+        let resp = edge.send(&b, req).await.ok()?;
+        match grpc {
+            None => Some(h.expects(resp.status().as_u16())),
+            Some(_) => Some(serving(resp).await),
+        }
     };
+    let ok = matches!(
+        tokio::time::timeout(h.timeout, answered).await,
+        Ok(Some(true))
+    );
     if ok {
         edge.observe_rtt(&b.region, start.elapsed());
         edge.observe(&b, Event::ProbeOk);
     } else {
         edge.observe(&b, Event::ProbeFail);
+    }
+}
+
+/// Whether a gRPC health check's answer says `SERVING`: HTTP 200, `grpc-status` 0 (in the
+/// trailers, or in the head of a trailers-only answer), and one `HealthCheckResponse`.
+async fn serving(resp: http::Response<crate::state::ProxyBody>) -> bool {
+    let status_ok = |h: &http::HeaderMap| h.get("grpc-status").is_some_and(|v| v == "0");
+    if resp.status() != http::StatusCode::OK {
+        return false;
+    }
+    if resp.headers().contains_key("grpc-status") {
+        // Trailers-only: an error has no message; a success would carry none either.
+        return false;
+    }
+    let limited = http_body_util::Limited::new(resp.into_body(), grpc_health::MAX_ANSWER);
+    let Ok(answer) = http_body_util::BodyExt::collect(limited).await else {
+        return false;
+    };
+    if !answer.trailers().is_some_and(status_ok) {
+        return false;
+    }
+    match grpc_health::serving_status(&answer.to_bytes()) {
+        Ok(status) => status == grpc_health::ServingStatus::Serving,
+        Err(e) => {
+            tracing::debug!(error = %e, "gRPC health check");
+            false
+        }
     }
 }
 

@@ -1559,6 +1559,16 @@ async fn served_edge(
 async fn h2_backend(
     tls: Option<Arc<rustls::ServerConfig>>,
 ) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
+    grpc_backend(tls, None).await
+}
+
+/// [`h2_backend`] that, given `health`, also serves `grpc.health.v1.Health/Check`: a check of
+/// service `shop.Cart` is answered with the status in `health` (1 SERVING, 2 NOT_SERVING),
+/// one of another service with 3 (SERVICE_UNKNOWN).
+async fn grpc_backend(
+    tls: Option<Arc<rustls::ServerConfig>>,
+    health: Option<Arc<std::sync::atomic::AtomicU8>>,
+) -> (SocketAddr, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (accepted, probes) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -1567,16 +1577,34 @@ async fn h2_backend(
     tokio::spawn(async move {
         while let Ok((tcp, _)) = listener.accept().await {
             count.fetch_add(1, Ordering::SeqCst);
-            let (acceptor, probed) = (acceptor.clone(), probed.clone());
+            let (acceptor, probed, health) = (acceptor.clone(), probed.clone(), health.clone());
             tokio::spawn(async move {
                 let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
-                    let probed = probed.clone();
+                    let (probed, health) = (probed.clone(), health.clone());
                     async move {
                         let h = req.headers();
                         if h.get("user-agent")
                             .is_some_and(|v| v == "meridian-edge-probe")
                         {
                             probed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        if let Some(health) = health
+                            && req.uri().path() == meridian_core::grpc_health::CHECK_PATH
+                        {
+                            let asked = req.into_body().collect().await?.to_bytes();
+                            let status = if asked[..]
+                                == meridian_core::grpc_health::check_request("shop.Cart")[..]
+                            {
+                                health.load(Ordering::SeqCst)
+                            } else {
+                                3
+                            };
+                            let mut trailers = hyper::HeaderMap::new();
+                            trailers.insert("grpc-status", "0".parse().unwrap());
+                            let message = Bytes::from(vec![0, 0, 0, 0, 2, 0x08, status]);
+                            let body = Full::new(message)
+                                .with_trailers(std::future::ready(Some(Ok(trailers))));
+                            return Ok(Response::new(body));
                         }
                         let te = h.get("te").map_or("-".into(), |v| {
                             String::from_utf8_lossy(v.as_bytes()).into_owned()
@@ -1591,7 +1619,7 @@ async fn h2_backend(
                         let mut trailers = hyper::HeaderMap::new();
                         trailers.insert("grpc-status", "0".parse().unwrap());
                         let body = Full::new(Bytes::from([head.as_bytes(), &body[..]].concat()))
-                            .with_trailers(async move { Some(Ok(trailers)) });
+                            .with_trailers(std::future::ready(Some(Ok(trailers))));
                         Ok::<_, hyper::Error>(Response::new(body))
                     }
                 });
@@ -1668,6 +1696,53 @@ async fn http2_backends_carry_grpc_calls_with_their_trailers() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// With `[health] grpc_service`, backends of an HTTP/2 region are probed with the gRPC
+/// health-checking protocol: `NOT_SERVING` takes the region out (traffic fails over to the
+/// next), `SERVING` brings it back after `up_after` checks.
+#[tokio::test]
+async fn grpc_health_checks_take_a_not_serving_region_out_and_back() {
+    let health = Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let (a, _, probes) = grpc_backend(None, Some(health.clone())).await;
+    let b = Upstream::start("b").await;
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let adm = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (la, aa) = (l.local_addr().unwrap(), adm.local_addr().unwrap());
+    let a_line = format!("app = [\"http://{a}\"]\n");
+    let text = config(
+        &[("a", format!("http://{a}")), ("b", b.url())],
+        &[("e1", la, aa)],
+        "grpc_service = \"shop.Cart\"\n[routing]\npolicy = \"failover\"\n",
+    )
+    .replace(&a_line, &format!("{a_line}app_protocol = \"http2\"\n"))
+    .replace("us = [\"b\", \"c\"]\n", "us = [\"b\"]\n");
+    let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
+    let edge = Edge::new(topo, EdgeOptions::new("e1")).unwrap();
+    tokio::spawn(meridian_edge::serve(edge, l, adm, std::future::pending()));
+    let served_by = || async {
+        let r = client().get(format!("http://{la}/x")).send().await.unwrap();
+        r.headers()["meridian-region"].to_str().unwrap().to_string()
+    };
+    // Until `want` serves (checked every 50 ms, for up to 3 s).
+    let until = |want: &'static str| async move {
+        let started = Instant::now();
+        while served_by().await != want {
+            assert!(
+                started.elapsed() < Duration::from_secs(3),
+                "{want} never served"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    until("a").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(probes.load(Ordering::SeqCst) >= 2, "gRPC checks arrive");
+    assert_eq!(served_by().await, "a", "SERVING keeps the region up");
+    health.store(2, Ordering::SeqCst);
+    until("b").await;
+    health.store(1, Ordering::SeqCst);
+    until("a").await;
 }
 
 /// Over `https://`, HTTP/2 is negotiated by ALPN: a backend offering `h2` serves; one that does

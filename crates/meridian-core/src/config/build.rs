@@ -60,6 +60,7 @@ const HEALTH_KEYS: &[&str] = &[
     "down_after",
     "up_after",
     "expect",
+    "grpc_service",
 ];
 const KEYSPACE_KEYS: &[&str] = &[
     "name",
@@ -717,6 +718,29 @@ fn health(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Health> {
         None if t.has("expect") => None,
         None => Some(d.expect.clone()),
     };
+    let grpc_service = match t.str(cx, "grpc_service") {
+        Some(g)
+            if g.v.len() <= 256 && !g.v.contains(|c: char| c.is_whitespace() || c.is_control()) =>
+        {
+            Some(Some(g.v))
+        }
+        Some(g) => {
+            cx.error(
+                &g.span,
+                format!(
+                    "{}: grpc_service `{}` is not a gRPC service name",
+                    t.label, g.v
+                ),
+                Some(
+                    "a fully qualified service, like `grpc_service = \"shop.Cart\"`, or `\"\"` for the whole server (at most 256 bytes, no spaces)"
+                        .to_string(),
+                ),
+            );
+            None
+        }
+        None if t.has("grpc_service") => None,
+        None => Some(None),
+    };
     Some(Health {
         path: path?,
         interval: interval_v?,
@@ -724,6 +748,7 @@ fn health(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Health> {
         down_after: down_after?,
         up_after: up_after?,
         expect: expect?,
+        grpc_service: grpc_service?,
     })
 }
 

@@ -321,6 +321,10 @@ pub struct Health {
     /// Status codes a probe counts as healthy (key `expect`, like `"200-299,304"`): inclusive
     /// ranges within 100..=599, in the order written. Default: 200–299. Never empty.
     pub expect: Vec<(u16, u16)>,
+    /// When set, backends of regions with `app_protocol = "http2"` are probed with the gRPC
+    /// health-checking protocol (`grpc.health.v1.Health/Check`) for this service (`""`: the
+    /// server as a whole) instead of `GET path`: healthy is `SERVING`. Default: `None`.
+    pub grpc_service: Option<String>,
 }
 
 impl Health {
@@ -525,6 +529,7 @@ impl Default for Health {
             down_after: 3,
             up_after: 5,
             expect: vec![(200, 299)],
+            grpc_service: None,
         }
     }
 }

@@ -156,6 +156,12 @@ impl Topology {
                 .collect::<Vec<_>>()
                 .join(",")
         )?;
+        if let Some(g) = &h.grpc_service {
+            writeln!(
+                s,
+                "  HTTP/2 regions: grpc.health.v1 Check of service \"{g}\""
+            )?;
+        }
         if let Some(d) = &self.dns {
             writeln!(
                 s,
