@@ -41,6 +41,8 @@ const MISDIRECTED_ALLOWED: HeaderName = HeaderName::from_static("meridian-allowe
 const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static("idempotency-key");
+/// A gRPC call's status, in the trailers, or in the head of a trailers-only answer.
+const GRPC_STATUS: HeaderName = HeaderName::from_static("grpc-status");
 
 static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
@@ -495,7 +497,7 @@ async fn forward(
         sent_any = true;
         let attempt = tokio::time::timeout(timeout, edge.send(&backend, out)).await;
         let err = match attempt {
-            Ok(Ok(resp)) if resp.status().is_server_error() => {
+            Ok(Ok(resp)) if resp.status().is_server_error() || grpc_unavailable(&resp) => {
                 edge.observe(&backend, Event::TrafficFail);
                 let resp = finish(resp);
                 if retryable && !queue.is_empty() && matches!(body, Body::Buffered(_)) {
@@ -592,6 +594,15 @@ async fn forward(
             )
         }
     }
+}
+
+/// Whether `resp` is a gRPC call's `UNAVAILABLE` (status 14) in a trailers-only answer (the
+/// status in the head): the server could not take the call, which gRPC clients retry — so it
+/// counts as a 5xx does, for passive health and for a retry in the next region.
+fn grpc_unavailable(resp: &Response<ProxyBody>) -> bool {
+    resp.headers()
+        .get(GRPC_STATUS)
+        .is_some_and(|v| v.as_bytes() == b"14")
 }
 
 fn allowed(routes: &Routes, facts: &ClientFacts, region: &str) -> bool {

@@ -1588,6 +1588,14 @@ async fn grpc_backend(
                         {
                             probed.fetch_add(1, Ordering::SeqCst);
                         }
+                        if req.uri().path() == "/shop.Cart/Unavailable" {
+                            let mut resp = Response::new(
+                                Full::new(Bytes::new()).with_trailers(std::future::ready(None)),
+                            );
+                            resp.headers_mut()
+                                .insert("grpc-status", "14".parse().unwrap());
+                            return Ok(resp);
+                        }
                         if let Some(health) = health
                             && req.uri().path() == meridian_core::grpc_health::CHECK_PATH
                         {
@@ -1698,13 +1706,13 @@ async fn http2_backends_carry_grpc_calls_with_their_trailers() {
     }
 }
 
-/// With `[health] grpc_service`, backends of an HTTP/2 region are probed with the gRPC
-/// health-checking protocol: `NOT_SERVING` takes the region out (traffic fails over to the
-/// next), `SERVING` brings it back after `up_after` checks.
-#[tokio::test]
-async fn grpc_health_checks_take_a_not_serving_region_out_and_back() {
-    let health = Arc::new(std::sync::atomic::AtomicU8::new(1));
-    let (a, _, probes) = grpc_backend(None, Some(health.clone())).await;
+/// An edge (failover policy) in front of region `a`, HTTP/2 to a [`grpc_backend`] with
+/// `health` and `[health] grpc_service = "shop.Cart"`, then region `b`, an HTTP/1.1
+/// [`Upstream`]: the proxy's address, the gRPC backend's probe count, and `b` (kept running).
+async fn grpc_then_http(
+    health: Option<Arc<std::sync::atomic::AtomicU8>>,
+) -> (SocketAddr, Arc<AtomicUsize>, Upstream) {
+    let (a, _, probes) = grpc_backend(None, health).await;
     let b = Upstream::start("b").await;
     let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let adm = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -1720,6 +1728,39 @@ async fn grpc_health_checks_take_a_not_serving_region_out_and_back() {
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let edge = Edge::new(topo, EdgeOptions::new("e1")).unwrap();
     tokio::spawn(meridian_edge::serve(edge, l, adm, std::future::pending()));
+    (la, probes, b)
+}
+
+/// A gRPC call answered `UNAVAILABLE` (14) in a trailers-only answer counts as a 5xx: with an
+/// Idempotency-Key it is retried in the next region; without one (it may have reached the
+/// app) the client gets that answer.
+#[tokio::test]
+async fn grpc_unavailable_is_retried_in_the_next_region_when_safe() {
+    let (la, _, _b) = grpc_then_http(None).await;
+    let call = |key: Option<&str>| {
+        let mut rb = client()
+            .post(format!("http://{la}/shop.Cart/Unavailable"))
+            .header("content-type", "application/grpc")
+            .body(&b"\0\0\0\0\0"[..]);
+        if let Some(k) = key {
+            rb = rb.header("idempotency-key", k);
+        }
+        rb.send()
+    };
+    let r = call(Some("k1")).await.unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b", "retried in b");
+    let r = call(None).await.unwrap();
+    assert_eq!(r.headers()["meridian-region"], "a");
+    assert_eq!(r.headers()["grpc-status"], "14");
+}
+
+/// With `[health] grpc_service`, backends of an HTTP/2 region are probed with the gRPC
+/// health-checking protocol: `NOT_SERVING` takes the region out (traffic fails over to the
+/// next), `SERVING` brings it back after `up_after` checks.
+#[tokio::test]
+async fn grpc_health_checks_take_a_not_serving_region_out_and_back() {
+    let health = Arc::new(std::sync::atomic::AtomicU8::new(1));
+    let (la, probes, _b) = grpc_then_http(Some(health.clone())).await;
     let served_by = || async {
         let r = client().get(format!("http://{la}/x")).send().await.unwrap();
         r.headers()["meridian-region"].to_str().unwrap().to_string()
