@@ -146,8 +146,8 @@ pub async fn serve_on<L>(
 /// that `hot` answers by it, until `shutdown` completes, then waits for the connections to
 /// finish their requests. An HTTP/1 connection whose next request head does not arrive within
 /// `background`'s `client_header_timeout` is closed, an HTTP/2 one with no request in flight
-/// for as long is sent GOAWAY (see [`meridian_http::serve_client`]), and one that does not answer a PING
-/// after `http2_keepalive` of silence is closed.
+/// for as long is sent GOAWAY (see [`meridian_http::serve_client`]), and one that does not
+/// answer a PING after `http2_keepalive` of silence is closed.
 async fn accept_loop<L>(
     mut listener: L,
     app: axum::Router,

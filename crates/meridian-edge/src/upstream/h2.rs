@@ -2,13 +2,14 @@
 //! with prior knowledge over `http://`, negotiated by ALPN `h2` over `https://`. Each thread
 //! keeps one connection per backend and multiplexes every request it sends there over it;
 //! hyper's client drives the connection in a task on the thread's runtime. A connection that
-//! has closed (GOAWAY, an error, the backend gone) is replaced at the next request. Trailers
-//! (gRPC's status) stream back with the body.
+//! has closed (GOAWAY, an error, the backend gone) is replaced at the next request; one this
+//! thread has not used for [`IDLE_TIMEOUT`] (a backend gone from the topology, say) is let go.
+//! Trailers (gRPC's status) stream back with the body.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::header;
 use http::uri::{Authority, Scheme};
@@ -17,7 +18,7 @@ use http_body_util::BodyExt as _;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::{Failure, Target, open};
+use super::{Failure, IDLE_TIMEOUT, Target, open};
 use crate::Error;
 use crate::state::ProxyBody;
 
@@ -25,9 +26,44 @@ use crate::state::ProxyBody;
 /// before the connection counts as dead.
 const KEEPALIVE: Duration = Duration::from_secs(20);
 
+/// This thread's connection to each HTTP/2 backend, by backend key, with when it was last
+/// used; and when unused ones were last let go.
+#[derive(Default)]
+struct Conns {
+    by_key: HashMap<u64, (SendRequest<ProxyBody>, Instant)>,
+    swept: Option<Instant>,
+}
+
+impl Conns {
+    /// The connection to `key` if it is still open, marked used now.
+    fn take_open(&mut self, key: u64, now: Instant) -> Option<SendRequest<ProxyBody>> {
+        self.sweep(now);
+        let (sender, used) = self.by_key.get_mut(&key)?;
+        if sender.is_closed() {
+            self.by_key.remove(&key);
+            return None;
+        }
+        *used = now;
+        Some(sender.clone())
+    }
+
+    /// Every [`IDLE_TIMEOUT`]/4 at most: drops the connections unused for [`IDLE_TIMEOUT`]
+    /// (hyper closes one once its last sender is gone and its streams have ended).
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|at| now.duration_since(at) < IDLE_TIMEOUT / 4)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        self.by_key
+            .retain(|_, (_, used)| now.duration_since(*used) < IDLE_TIMEOUT);
+    }
+}
+
 thread_local! {
-    /// This thread's connection to each HTTP/2 backend, by backend key.
-    static CONNS: RefCell<HashMap<u64, SendRequest<ProxyBody>>> = RefCell::new(HashMap::new());
+    static CONNS: RefCell<Conns> = RefCell::new(Conns::default());
 }
 
 /// Sends `req` (origin-form URI, with a `Host` header) to the HTTP/2 backend `key` at `target`,
@@ -40,10 +76,10 @@ pub(crate) async fn send(
     req: Request<ProxyBody>,
 ) -> Result<Response<ProxyBody>, Failure> {
     let req = absolute(req, target);
-    let cached = CONNS.with(|c| c.borrow().get(&key).cloned());
+    let cached = CONNS.with(|c| c.borrow_mut().take_open(key, Instant::now()));
     let mut sender = match cached {
-        Some(s) if !s.is_closed() => s,
-        _ => connect(key, target, connect_timeout).await?,
+        Some(s) => s,
+        None => connect(key, target, connect_timeout).await?,
     };
     if sender.ready().await.is_err() {
         // Closed since it was stored: nothing of this request went out on it.
@@ -133,7 +169,11 @@ async fn connect(
             )));
         }
     };
-    CONNS.with(|c| c.borrow_mut().insert(key, sender.clone()));
+    CONNS.with(|c| {
+        c.borrow_mut()
+            .by_key
+            .insert(key, (sender.clone(), Instant::now()))
+    });
     Ok(sender)
 }
 
@@ -153,4 +193,49 @@ where
         }
     });
     sender
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A sender on a connection over an in-memory pipe whose other end (returned, to be kept
+    /// open) nobody answers.
+    async fn sender() -> (SendRequest<ProxyBody>, tokio::io::DuplexStream) {
+        let (io, peer) = tokio::io::duplex(64 * 1024);
+        let (sender, conn) = http2::Builder::new(TokioExecutor::new())
+            .handshake(TokioIo::new(io))
+            .await
+            .expect("handshake over a pipe");
+        tokio::spawn(conn);
+        (sender, peer)
+    }
+
+    /// A connection used within [`IDLE_TIMEOUT`] is kept; one unused for longer is let go at the
+    /// next sweep, and sweeps come at most every quarter of it.
+    #[tokio::test]
+    async fn unused_connections_are_let_go_after_the_idle_timeout() {
+        let start = Instant::now();
+        let mut conns = Conns::default();
+        let ((one, _pipe1), (two, _pipe2)) = (sender().await, sender().await);
+        conns.by_key.insert(1, (one, start));
+        conns.by_key.insert(2, (two, start));
+        let later = start + IDLE_TIMEOUT / 2;
+        assert!(
+            conns.take_open(1, later).is_some(),
+            "kept within the timeout"
+        );
+        // Too soon after that sweep for another: 2 stays although it is now past the timeout.
+        let past = start + IDLE_TIMEOUT + Duration::from_secs(1);
+        conns.swept = Some(past - IDLE_TIMEOUT / 8);
+        conns.sweep(past);
+        assert!(conns.by_key.contains_key(&2));
+        let swept = past + IDLE_TIMEOUT / 4;
+        conns.sweep(swept);
+        assert!(
+            !conns.by_key.contains_key(&2),
+            "unused for the timeout: let go"
+        );
+        assert!(conns.by_key.contains_key(&1), "used at {later:?}: kept");
+    }
 }
