@@ -41,10 +41,19 @@ pub(crate) struct Switch {
     protocol: HeaderValue,
     /// The client's connection (HTTP/1.1) or stream (HTTP/2) once the answer is out.
     client: OnUpgrade,
-    /// For an extended CONNECT: the `Sec-WebSocket-Key` sent to the backend for a WebSocket
-    /// (its `Sec-WebSocket-Accept` is checked against it), `None` for another protocol.
-    /// `None` for HTTP/1.1, whose client holds its own key and checks the answer itself.
-    bridged: Option<Option<HeaderValue>>,
+    /// How the client asked.
+    via: Via,
+}
+
+/// How a client asked to switch protocols.
+enum Via {
+    /// HTTP/1.1 `Connection: upgrade`: the client holds its own WebSocket key and checks the
+    /// backend's answer itself.
+    Upgrade,
+    /// HTTP/2 extended CONNECT, bridged: for a WebSocket, the `Sec-WebSocket-Key` the edge sent
+    /// the backend (its `Sec-WebSocket-Accept` is checked against it); `None` for another
+    /// protocol.
+    ExtendedConnect { key: Option<HeaderValue> },
 }
 
 impl Switch {
@@ -74,7 +83,7 @@ impl Switch {
         Ok(asks.then(|| Switch {
             protocol,
             client: hyper::upgrade::on(req),
-            bridged: None,
+            via: Via::Upgrade,
         }))
     }
 
@@ -101,7 +110,7 @@ impl Switch {
         Ok(Switch {
             protocol,
             client: hyper::upgrade::on(req),
-            bridged: Some(key),
+            via: Via::ExtendedConnect { key },
         })
     }
 
@@ -111,7 +120,7 @@ impl Switch {
     pub(crate) fn ask_backend(&self, headers: &mut HeaderMap) {
         headers.insert(header::UPGRADE, self.protocol.clone());
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-        if let Some(Some(key)) = &self.bridged {
+        if let Via::ExtendedConnect { key: Some(key) } = &self.via {
             headers.insert(SEC_WEBSOCKET_KEY, key.clone());
         }
     }
@@ -119,7 +128,7 @@ impl Switch {
     /// Whether a backend's answer `status`, which did not switch, cannot go to the client
     /// as it is: a success to an extended CONNECT would tell the client its stream is open.
     pub(crate) fn refuses_success(&self, status: StatusCode) -> bool {
-        self.bridged.is_some() && status.is_success()
+        matches!(self.via, Via::ExtendedConnect { .. }) && status.is_success()
     }
 }
 
@@ -153,13 +162,13 @@ pub(crate) fn switch_protocols(
     let (Some(client), Some(tunnel), Some(protocol)) = (client, tunnel, protocol) else {
         return resp;
     };
-    match &client.bridged {
-        None => {
+    match &client.via {
+        Via::Upgrade => {
             resp.headers_mut().insert(header::UPGRADE, protocol);
             resp.headers_mut()
                 .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
         }
-        Some(key) => {
+        Via::ExtendedConnect { key } => {
             let accept = resp.headers_mut().remove(SEC_WEBSOCKET_ACCEPT);
             if let Some(key) = key
                 && accept.as_ref().map(HeaderValue::as_bytes)
