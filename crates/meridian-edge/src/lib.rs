@@ -5,6 +5,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod access_log;
 pub mod admin;
 pub mod clock;
 mod dns;
@@ -265,6 +266,16 @@ async fn accept_loop(
         .tls
         .clone()
         .map(tokio_rustls::TlsAcceptor::from);
+    // This thread's access-log lines go out on a tick of its own.
+    let flusher = edge.options().access_log.clone().map(|log| {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(access_log::FLUSH_EVERY);
+            loop {
+                tick.tick().await;
+                log.flush();
+            }
+        })
+    });
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {
@@ -330,5 +341,11 @@ async fn accept_loop(
     let cut = edge.tunnels().drain(deadline).await;
     if cut > 0 {
         tracing::warn!(%addr, cut, "switched-protocol connections still open after the drain timeout; closed them");
+    }
+    if let Some(f) = flusher {
+        f.abort();
+    }
+    if let Some(log) = &edge.options().access_log {
+        log.flush();
     }
 }

@@ -17,7 +17,7 @@ use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
 use crate::state::{Edge, ProxyBody, Routes};
-use crate::{Error, RetryClass, clock, metrics, token, upstream};
+use crate::{Error, RetryClass, access_log, clock, metrics, token, upstream};
 
 mod switch;
 
@@ -276,12 +276,16 @@ pub(crate) async fn handle(
 ) -> Result<Response<ProxyBody>, Infallible> {
     let edge = &conn.edge;
     let started = Instant::now();
+    let logged = edge.options().access_log.as_ref().map(|_| Logged::of(&req));
     let switch = match switch::Switch::take(edge, &mut req) {
         Ok(s) => s,
         Err(connect) => {
             let refused = connect.refusal();
             let metrics = edge.unserved_metrics();
             metrics.request(refused.status().as_u16(), started.elapsed());
+            if let Some(l) = logged {
+                l.write(edge, conn.peer.ip(), refused.status(), None, started);
+            }
             return Ok(refused);
         }
     };
@@ -308,6 +312,8 @@ pub(crate) async fn handle(
     let served = region
         .as_deref()
         .and_then(|r| Some((r, routes.regions.get(r)?)));
+    let failover =
+        served.is_some_and(|(r, _)| decision.regions.first().map(String::as_str) != Some(r));
     let metrics = match served {
         Some((r, state)) => {
             if let Some(v) = &state.region_header {
@@ -320,7 +326,7 @@ pub(crate) async fn handle(
                 let v = cookies[usize::from(conn.tls)].clone();
                 resp.headers_mut().append(header::SET_COOKIE, v);
             }
-            if decision.regions.first().map(String::as_str) != Some(r) {
+            if failover {
                 state.metrics.failover();
             }
             &state.metrics
@@ -328,7 +334,74 @@ pub(crate) async fn handle(
         None => edge.unserved_metrics(),
     };
     metrics.request(resp.status().as_u16(), started.elapsed());
+    if let Some(l) = logged {
+        let client = facts.ip.unwrap_or(conn.peer.ip());
+        let region = served.map(|(r, _)| (r, failover));
+        l.write(edge, client, resp.status(), region, started);
+    }
     Ok(resp)
+}
+
+/// What the access log says of a request, taken as it arrives (an extended CONNECT is logged
+/// as the CONNECT it was).
+struct Logged {
+    method: String,
+    host: String,
+    path: String,
+    proto: &'static str,
+    user_agent: String,
+}
+
+impl Logged {
+    fn of(req: &Request<Incoming>) -> Logged {
+        let h = req.headers();
+        let host = text(h, header::HOST)
+            .map(str::to_string)
+            .or_else(|| req.uri().authority().map(ToString::to_string))
+            .unwrap_or_default();
+        Logged {
+            method: req.method().to_string(),
+            host,
+            path: req
+                .uri()
+                .path_and_query()
+                .map_or_else(|| req.uri().to_string(), ToString::to_string),
+            proto: match req.version() {
+                http::Version::HTTP_2 => "HTTP/2",
+                http::Version::HTTP_10 => "HTTP/1.0",
+                _ => "HTTP/1.1",
+            },
+            user_agent: text(h, header::USER_AGENT).unwrap_or_default().to_string(),
+        }
+    }
+
+    /// The request's line, answered with `status` by `region` (and whether that was a
+    /// failover), to `edge`'s access log.
+    fn write(
+        self,
+        edge: &Edge,
+        client: IpAddr,
+        status: StatusCode,
+        region: Option<(&str, bool)>,
+        started: Instant,
+    ) {
+        let Some(log) = &edge.options().access_log else {
+            return;
+        };
+        log.record(&access_log::Entry {
+            ts: clock::unix_now_f64(),
+            client,
+            method: &self.method,
+            host: &self.host,
+            path: &self.path,
+            proto: self.proto,
+            status: status.as_u16(),
+            region: region.map(|(r, _)| r),
+            failover: region.is_some_and(|(_, f)| f),
+            duration_ms: started.elapsed().as_secs_f64() * 1000.0,
+            user_agent: &self.user_agent,
+        });
+    }
 }
 
 /// The request's body, buffered when it may need to be sent more than once.

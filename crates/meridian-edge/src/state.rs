@@ -77,6 +77,9 @@ pub struct EdgeOptions {
     /// TLS towards `https://` app backends (see [`crate::tls::backend_client_config`]).
     /// Default: `None` (a topology with an `https://` backend is refused).
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where a line per answered request goes (the binary opens the edge's `access_log`).
+    /// Default: `None` (no access log).
+    pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
 /// [`EdgeOptions::http2_keepalive`] by default (nginx's `http2_idle_timeout` checks idle
@@ -100,6 +103,7 @@ impl EdgeOptions {
             geoip: None,
             token_public_key: None,
             backend_tls: None,
+            access_log: None,
         }
     }
 }

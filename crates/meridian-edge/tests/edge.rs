@@ -994,6 +994,59 @@ async fn slow_and_idle_clients_are_cut_off_after_the_header_timeout() {
     );
 }
 
+/// With an access log, every answered request becomes one JSON line (within the 250 ms flush
+/// tick): who asked what, the status, the region that served it (none for a refusal), how
+/// long the head took; a region that failed over is marked.
+#[tokio::test]
+async fn access_log_has_a_json_line_per_request() {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("access.log");
+    let log = Arc::new(meridian_edge::access_log::AccessLog::open(&path).unwrap());
+    let mut w = world_tuned(FAILOVER, false, |o| o.access_log = Some(log)).await;
+    let c = client();
+    let r = c
+        .get(format!("{}/first?q=1", w.proxy))
+        .header("user-agent", "test-agent \"quoted\"")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    w.ups[0].kill();
+    let r = c.get(format!("{}/second", w.proxy)).send().await.unwrap();
+    assert_eq!(r.headers()["meridian-region"], "b");
+    let addr = w.proxy.strip_prefix("http://").unwrap().to_string();
+    let mut s = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    s.write_all(b"CONNECT example.com:443 HTTP/1.1\r\nhost: example.com:443\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    s.read_exact(&mut head).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let (first, second, refused) = (&lines[0], &lines[1], &lines[2]);
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/first?q=1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["region"], "a");
+    assert_eq!(first["failover"], false);
+    assert_eq!(first["client"], "127.0.0.1");
+    assert_eq!(first["proto"], "HTTP/1.1");
+    assert_eq!(first["user_agent"], "test-agent \"quoted\"");
+    assert!(first["duration_ms"].as_f64().unwrap() > 0.0);
+    assert!(first["ts"].as_f64().unwrap() > 1.7e9);
+    assert_eq!(second["region"], "b");
+    assert_eq!(second["failover"], true);
+    assert_eq!(refused["method"], "CONNECT");
+    assert_eq!(refused["status"], 405);
+    assert_eq!(refused["region"], serde_json::Value::Null);
+}
+
 #[tokio::test]
 async fn terminates_tls_from_pem_files() {
     let dir = tempfile::tempdir().unwrap();

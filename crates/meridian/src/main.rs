@@ -438,6 +438,20 @@ fn run(command: Command) -> anyhow::Result<()> {
             if let Some(e) = topology.edge(&edge) {
                 opts.client_header_timeout = e.client_header_timeout;
                 opts.tunnel_idle_timeout = e.tunnel_idle_timeout;
+                if let Some(path) = &e.access_log {
+                    let path = if path.as_os_str() == "-" {
+                        path.clone()
+                    } else {
+                        config.parent().unwrap_or(Path::new(".")).join(path)
+                    };
+                    let log = meridian_edge::access_log::AccessLog::open(&path).map_err(|e| {
+                        BadConfig(format!(
+                            "access_log {}: {e}; give a file the edge may append to, or `-` for standard output",
+                            path.display()
+                        ))
+                    })?;
+                    opts.access_log = Some(Arc::new(log));
+                }
             }
             opts.backend_tls = Some(
                 meridian_edge::tls::backend_client_config(
@@ -632,6 +646,9 @@ async fn serve_edge(
                 }) {
                     Ok(()) => tracing::info!("SIGHUP: topology (and GeoIP database) reloaded"),
                     Err(e) => tracing::error!("SIGHUP: new topology refused, old one kept: {e}"),
+                }
+                if let Some(log) = &reloader.options().access_log {
+                    log.reopen();
                 }
                 if let Some(c) = &certs {
                     match c.reload() {

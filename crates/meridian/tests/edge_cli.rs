@@ -362,3 +362,73 @@ fn edge_binds_the_addresses_given_on_the_command_line() {
         );
     }
 }
+
+/// `[[edge]] access_log` (relative to the topology file) gets a JSON line per request; after
+/// logrotate moves the file, SIGHUP makes the edge write to a new one at the path. A path the
+/// edge cannot append to is bad config (exit 2).
+#[test]
+fn access_log_is_written_and_reopened_on_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    tiny_app(app);
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
+    let with_log =
+        |log: &str| config("failover", listen, admin, app) + &format!("access_log = \"{log}\"\n");
+    std::fs::write(&cfg, with_log("no-such-dir/access.log")).expect("write");
+    let status = edge_command(&cfg).status().expect("run");
+    assert_eq!(
+        status.code(),
+        Some(2),
+        "an access log that cannot be opened"
+    );
+
+    std::fs::write(&cfg, with_log("access.log")).expect("write");
+    let edge = Kill(edge_command(&cfg).spawn().expect("spawn"));
+    let pid = edge.0.id().to_string();
+    let addr = format!("127.0.0.1:{listen}");
+    let log = dir.path().join("access.log");
+    let rotated = dir.path().join("access.log.1");
+    // Lines reach the file within the flush tick: the first answer, then one more line.
+    let lines = |path: &std::path::Path| {
+        std::fs::read_to_string(path)
+            .unwrap_or_default()
+            .lines()
+            .count()
+    };
+    assert!(first_answer(&addr).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    while lines(&log) == 0 {
+        assert!(started.elapsed() < Duration::from_secs(5), "no line logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::fs::rename(&log, &rotated).expect("rotate");
+    Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(first_answer(&addr).starts_with("HTTP/1.1 200"));
+    let started = Instant::now();
+    while lines(&log) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "nothing written to the new file after SIGHUP"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let line: serde_json::Value = serde_json::from_str(
+        std::fs::read_to_string(&log)
+            .expect("read")
+            .lines()
+            .next()
+            .expect("a line"),
+    )
+    .expect("JSON");
+    assert_eq!(line["path"], "/x");
+    assert_eq!(line["region"], "r1");
+    assert!(
+        lines(&rotated) >= 1,
+        "the old lines stay in the rotated file"
+    );
+}

@@ -52,6 +52,7 @@ const EDGE_KEYS: &[&str] = &[
     "trusted_proxies",
     "client_header_timeout",
     "tunnel_idle_timeout",
+    "access_log",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -1087,6 +1088,8 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
         };
         let geoip = path(cx, &t, "geoip");
         ok &= geoip.is_some() || !t.has("geoip");
+        let access_log = path(cx, &t, "access_log");
+        ok &= access_log.is_some() || !t.has("access_log");
         let mut trusted_proxies = Vec::new();
         for p in t
             .str_array(cx, "trusted_proxies")
@@ -1138,6 +1141,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
                 trusted_proxies,
                 client_header_timeout: timeout,
                 tunnel_idle_timeout,
+                access_log,
             });
         }
     }

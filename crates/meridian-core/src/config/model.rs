@@ -298,6 +298,9 @@ pub struct Edge {
     /// way before the edge closes both sides, 1s..=1d. Default: 1h (haproxy's `timeout
     /// tunnel`, Envoy's stream idle timeout for upgrades).
     pub tunnel_idle_timeout: Duration,
+    /// Where the edge writes a JSON line per request, as written (`-`: standard output; a
+    /// relative path is relative to the topology file). Default: `None` (no access log).
+    pub access_log: Option<PathBuf>,
 }
 
 /// [`Edge::client_header_timeout`] when the file gives none.

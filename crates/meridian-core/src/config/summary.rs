@@ -132,6 +132,9 @@ impl Topology {
             if let Some(g) = &e.geoip {
                 writeln!(s, "    geoip {}", g.display())?;
             }
+            if let Some(a) = &e.access_log {
+                writeln!(s, "    access_log {}", a.display())?;
+            }
             if !e.trusted_proxies.is_empty() {
                 writeln!(s, "    trusted_proxies {}", e.trusted_proxies.join(", "))?;
             }
