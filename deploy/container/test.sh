@@ -3,7 +3,8 @@
 # example topology (exit 0) and of a broken one (exit 2, naming file:line); a region node in a
 # container, as the unprivileged user, serving PUT/GET on a published loopback port; `docker
 # stop` ends it cleanly (exit 0) within the stop timeout; started again on the same volume, the
-# acknowledged write is still there.
+# acknowledged write is still there; an edge bound on the container's addresses, ready by its
+# token-free health call, stopping cleanly.
 # Usage: bash deploy/container/test.sh          (not part of .ci/run: it needs a docker daemon)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -77,4 +78,28 @@ start
 got=$(curl -sf "http://$addr/v1/kv/scratch/k1")
 [ "$got" = "from a container" ] || fail "after a restart on the same volume, GET answered: $got"
 ok "the acknowledged write survives a restart on the same volume"
+docker rm -f "$NAME" >/dev/null
+
+# An edge: bound on the container's addresses (--listen, --admin-listen, --dns-listen) while
+# the topology keeps its own; the admin API's health calls answer without a token, and the
+# proxy answers (the example's app backends are not running: a JSON 502/503, not a hang).
+docker run -d --name "$NAME" -v "$ROOT/examples:/etc/meridian:ro" -p 127.0.0.1::8080 \
+  -p 127.0.0.1::9080 "$TAG" edge --config /etc/meridian/meridian.toml --edge edge-local \
+  --listen 0.0.0.0:8080 --admin-listen 0.0.0.0:9080 --dns-listen 0.0.0.0:5353 >/dev/null
+admin=$(docker port "$NAME" 9080/tcp | head -1)
+proxy=$(docker port "$NAME" 8080/tcp | head -1)
+ready=
+for _ in $(seq 1 100); do
+  ready=$(curl -sf "http://$admin/health/ready" || true)
+  [ -n "$ready" ] && break
+  sleep 0.1
+done
+grep -q '"edge":"edge-local"' <<<"$ready" || { docker logs "$NAME" >&2; fail "edge /health/ready answered: $ready"; }
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://$proxy/")
+[[ "$code" == 5* ]] || fail "the proxy answered $code with no backend up"
+ok "edge ready on $admin (no token), proxy on $proxy answers $code without backends"
+docker stop -t 10 "$NAME" >/dev/null
+rc=$(docker inspect -f '{{.State.ExitCode}}' "$NAME")
+[ "$rc" = 0 ] || fail "the edge exited $rc after docker stop"
+ok "edge: docker stop, exit 0"
 echo "container image: all checks passed"
