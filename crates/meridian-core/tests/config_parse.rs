@@ -946,6 +946,36 @@ fn tunnel_idle_timeout_of_edges() {
 }
 
 #[test]
+fn upstream_timeout_and_access_log_of_edges() {
+    let t = parse("m.toml", &edge("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].upstream_timeout, Duration::from_secs(30));
+    assert_eq!(t.edges[0].access_log, None);
+    let t = parse(
+        "m.toml",
+        &edge("upstream_timeout = \"2500ms\"\naccess_log = \"-\"\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].upstream_timeout, Duration::from_millis(2500));
+    assert_eq!(
+        t.edges[0].access_log.as_deref(),
+        Some(std::path::Path::new("-"))
+    );
+    let d = assert_diag(
+        &edge("upstream_timeout = \"50ms\"\n"),
+        "\"50ms\"",
+        0,
+        "edge `e`: upstream_timeout = 50ms is out of range",
+    );
+    assert!(hint(&d).contains("between 100ms and 1h"), "{d}");
+    assert_diag(
+        &edge("access_log = \" \"\n"),
+        "\" \"",
+        0,
+        "edge `e`: access_log must not be empty",
+    );
+}
+
+#[test]
 fn keyspace_policy_combinations() {
     let text = with(
         "[[keyspace]]\nname = \"k\"\ntype = \"registr\"\nforward = true\nsync_timeout = \"1s\"\n",

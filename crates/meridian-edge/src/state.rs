@@ -93,7 +93,7 @@ impl EdgeOptions {
             name: name.to_string(),
             secret: None,
             seed: 0,
-            upstream_timeout: Duration::from_secs(30),
+            upstream_timeout: config::EDGE_UPSTREAM_TIMEOUT,
             client_header_timeout: config::EDGE_CLIENT_HEADER_TIMEOUT,
             tunnel_idle_timeout: config::EDGE_TUNNEL_IDLE_TIMEOUT,
             http2_keepalive: HTTP2_KEEPALIVE,

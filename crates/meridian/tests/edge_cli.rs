@@ -172,11 +172,19 @@ fn tiny_app(port: u16) {
 /// The whole answer (the edge closes) to `GET /x` of the edge proxying at `addr`, asked
 /// again every 100 ms until one comes, for up to 10 s.
 fn first_answer(addr: &str) -> String {
+    first_answer_to(
+        addr,
+        b"GET /x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n",
+    )
+}
+
+/// [`first_answer`] to `request`.
+fn first_answer_to(addr: &str, request: &[u8]) -> String {
     use std::io::{Read as _, Write as _};
     let started = Instant::now();
     loop {
         let got = std::net::TcpStream::connect(addr).and_then(|mut s| {
-            s.write_all(b"GET /x HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")?;
+            s.write_all(request)?;
             let mut text = String::new();
             s.read_to_string(&mut text)?;
             Ok(text)
@@ -431,4 +439,39 @@ fn access_log_is_written_and_reopened_on_sighup() {
         lines(&rotated) >= 1,
         "the old lines stay in the rotated file"
     );
+}
+
+/// `[[edge]] upstream_timeout` bounds the wait for a backend's answer: a backend that accepts
+/// and never answers costs a client the configured second, then a 504 — not the 30 s default.
+#[test]
+fn upstream_timeout_from_the_topology_bounds_a_silent_backend() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    // Accepts and reads, never answers (the connections are kept until the test ends).
+    let silent = std::net::TcpListener::bind(("127.0.0.1", app)).expect("bind app");
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for s in silent.incoming().flatten() {
+            held.push(s);
+        }
+    });
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
+    std::fs::write(
+        &cfg,
+        config("failover", listen, admin, app) + "upstream_timeout = \"1s\"\n",
+    )
+    .expect("write");
+    let _edge = start_edge(&cfg);
+    let addr = format!("127.0.0.1:{listen}");
+    // A POST is not retried elsewhere: the timeout is the answer.
+    let started = Instant::now();
+    let answer = first_answer_to(
+        &addr,
+        b"POST /x HTTP/1.1\r\nhost: t\r\ncontent-length: 0\r\nconnection: close\r\n\r\n",
+    );
+    let took = started.elapsed();
+    assert!(answer.starts_with("HTTP/1.1 504"), "{answer}");
+    assert!(answer.contains("within 1s"), "{answer}");
+    assert!(took < Duration::from_secs(5), "answered after {took:?}");
 }

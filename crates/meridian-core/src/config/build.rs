@@ -12,8 +12,9 @@ use toml_edit::Table;
 use super::diag::{Cx, Span};
 use super::model::{
     AllDown, AppProtocol, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
-    EDGE_TUNNEL_IDLE_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon, Limits, Policy, RecordType,
-    Region, Replication, Residency, Routing, Topology, Writer, Writes, Zone,
+    EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon,
+    Limits, Policy, RecordType, Region, Replication, Residency, Routing, Topology, Writer, Writes,
+    Zone,
 };
 use super::read::{self, Sp, Tbl};
 use super::scalar;
@@ -52,6 +53,7 @@ const EDGE_KEYS: &[&str] = &[
     "trusted_proxies",
     "client_header_timeout",
     "tunnel_idle_timeout",
+    "upstream_timeout",
     "access_log",
 ];
 const HEALTH_KEYS: &[&str] = &[
@@ -101,6 +103,9 @@ const LIMITS_KEYS: &[&str] = &[
 ];
 /// The range of a `client_header_timeout` (node or edge), both ends included.
 const HEADER_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+/// The range of an edge's `upstream_timeout`, both ends included.
+const UPSTREAM_TIMEOUTS: (Duration, Duration) =
+    (Duration::from_millis(100), Duration::from_secs(3600));
 /// The range of an edge's `tunnel_idle_timeout`, both ends included.
 const TUNNEL_IDLE_TIMEOUTS: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(86_400));
@@ -1124,12 +1129,28 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             TUNNEL_IDLE_TIMEOUTS,
             EDGE_TUNNEL_IDLE_TIMEOUT,
         );
-        if let (Some(name), Some(l), Some(a), Some(timeout), Some(tunnel_idle_timeout), true) = (
+        let upstream_timeout = duration_in(
+            cx,
+            &t,
+            "upstream_timeout",
+            UPSTREAM_TIMEOUTS,
+            EDGE_UPSTREAM_TIMEOUT,
+        );
+        if let (
+            Some(name),
+            Some(l),
+            Some(a),
+            Some(timeout),
+            Some(tunnel_idle_timeout),
+            Some(upstream_timeout),
+            true,
+        ) = (
             name,
             listen_addr,
             admin,
             client_header_timeout,
             tunnel_idle_timeout,
+            upstream_timeout,
             ok,
         ) {
             out.push(Edge {
@@ -1141,6 +1162,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
                 trusted_proxies,
                 client_header_timeout: timeout,
                 tunnel_idle_timeout,
+                upstream_timeout,
                 access_log,
             });
         }

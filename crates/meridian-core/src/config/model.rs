@@ -298,6 +298,10 @@ pub struct Edge {
     /// way before the edge closes both sides, 1s..=1d. Default: 1h (haproxy's `timeout
     /// tunnel`, Envoy's stream idle timeout for upgrades).
     pub tunnel_idle_timeout: Duration,
+    /// How long the edge waits for a backend's response head (from sending the request) before
+    /// the attempt counts as failed (a retry elsewhere when safe, else 504), 100ms..=1h.
+    /// Default: 30s.
+    pub upstream_timeout: Duration,
     /// Where the edge writes a JSON line per request, as written (`-`: standard output; a
     /// relative path is relative to the topology file). Default: `None` (no access log).
     pub access_log: Option<PathBuf>,
@@ -305,6 +309,8 @@ pub struct Edge {
 
 /// [`Edge::client_header_timeout`] when the file gives none.
 pub const EDGE_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+/// [`Edge::upstream_timeout`] when the file gives none.
+pub const EDGE_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Edge::tunnel_idle_timeout`] when the file gives none.
 pub const EDGE_TUNNEL_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
 
