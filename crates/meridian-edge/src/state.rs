@@ -78,7 +78,10 @@ pub struct EdgeOptions {
     /// Default: `None` (a topology with an `https://` backend is refused).
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
     /// Where a line per answered request goes (the binary opens the edge's `access_log`).
-    /// Default: `None` (no access log).
+    /// Each proxy thread writes out its lines on its flush tick and when it stops; with
+    /// [`crate::serve`] on a multi-thread runtime, lines gathered on a worker thread without
+    /// a tick go out when it records a line a second after its last write, and its last ones
+    /// are lost at shutdown. Default: `None` (no access log).
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
 }
 
