@@ -86,7 +86,8 @@ pub struct EdgeOptions {
 }
 
 /// [`EdgeOptions::http2_keepalive`] by default (nginx's `http2_idle_timeout` checks idle
-/// HTTP/2 connections at a similar scale; Envoy pings when configured to).
+/// HTTP/2 connections at a similar scale; Envoy pings when configured to), and the PING
+/// period of the edge's HTTP/2 connections to backends.
 pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 impl EdgeOptions {

@@ -18,13 +18,10 @@ use http_body_util::BodyExt as _;
 use hyper::client::conn::http2::{self, SendRequest};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 
-use super::{Failure, IDLE_TIMEOUT, Target, open};
+use super::conn::Io;
+use super::{Failure, IDLE_TIMEOUT, Target, transport};
 use crate::Error;
 use crate::state::ProxyBody;
-
-/// How often an idle HTTP/2 backend connection is pinged, and how long the answer may take
-/// before the connection counts as dead.
-const KEEPALIVE: Duration = Duration::from_secs(20);
 
 /// This thread's connection to each HTTP/2 backend, by backend key, with when it was last
 /// used; and when unused ones were last let go.
@@ -129,39 +126,32 @@ fn absolute(mut req: Request<ProxyBody>, target: &Target) -> Request<ProxyBody> 
     req
 }
 
-/// A new HTTP/2 connection to `target`, stored as this thread's connection to `key`.
+/// A new HTTP/2 connection to `target` (its transport opened as HTTP/1.1's is, then ALPN
+/// checked over TLS), stored as this thread's connection to `key`.
 async fn connect(
     key: u64,
     target: &Target,
     timeout: Duration,
 ) -> Result<SendRequest<ProxyBody>, Failure> {
     let started = tokio::time::Instant::now();
-    let tcp = open(target, timeout).await.map_err(Failure::Connect)?;
+    let io = transport(target, timeout).await?;
+    if let Io::Tls(tls) = &io
+        && tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice())
+    {
+        return Err(Failure::Connect(io::Error::other(
+            "the backend did not agree to HTTP/2 in the TLS handshake (ALPN h2); \
+             its region needs app_protocol = \"http1\"",
+        )));
+    }
     let mut builder = http2::Builder::new(TokioExecutor::new());
     builder
         .timer(TokioTimer::new())
-        .keep_alive_interval(KEEPALIVE)
-        .keep_alive_timeout(KEEPALIVE);
-    let handshake = async {
-        match &target.tls {
-            None => builder.handshake(TokioIo::new(tcp)).await.map(spawn),
-            Some((connector, name)) => {
-                let tls = connector.connect(name.clone(), tcp).await.map_err(|e| {
-                    Failure::Connect(io::Error::new(e.kind(), format!("TLS handshake: {e}")))
-                })?;
-                if tls.get_ref().1.alpn_protocol() != Some(b"h2".as_slice()) {
-                    return Err(Failure::Connect(io::Error::other(
-                        "the backend did not agree to HTTP/2 in the TLS handshake (ALPN h2); \
-                         its region needs app_protocol = \"http1\"",
-                    )));
-                }
-                builder.handshake(TokioIo::new(tls)).await.map(spawn)
-            }
-        }
-        .map_err(|e| Failure::Connect(io::Error::other(e)))
-    };
-    let sender = match tokio::time::timeout_at(started + timeout, handshake).await {
-        Ok(sender) => sender?,
+        .keep_alive_interval(crate::HTTP2_KEEPALIVE)
+        .keep_alive_timeout(crate::HTTP2_KEEPALIVE);
+    let handshake = builder.handshake(TokioIo::new(io));
+    let (sender, conn) = match tokio::time::timeout_at(started + timeout, handshake).await {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => return Err(Failure::Connect(io::Error::other(e))),
         Err(_) => {
             return Err(Failure::Connect(io::Error::new(
                 io::ErrorKind::TimedOut,
@@ -169,30 +159,17 @@ async fn connect(
             )));
         }
     };
+    tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::debug!(error = %e, "HTTP/2 backend connection ended with an error");
+        }
+    });
     CONNS.with(|c| {
         c.borrow_mut()
             .by_key
             .insert(key, (sender.clone(), Instant::now()))
     });
     Ok(sender)
-}
-
-/// Runs a handshaken connection's task on this thread's runtime; returns its sender.
-fn spawn<T>(
-    (sender, conn): (
-        SendRequest<ProxyBody>,
-        http2::Connection<TokioIo<T>, ProxyBody, TokioExecutor>,
-    ),
-) -> SendRequest<ProxyBody>
-where
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(error = %e, "HTTP/2 backend connection ended with an error");
-        }
-    });
-    sender
 }
 
 #[cfg(test)]

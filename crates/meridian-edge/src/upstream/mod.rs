@@ -271,18 +271,23 @@ pub(crate) async fn send_once(
         .map_err(|e| Failure::Exchange(io::Error::other(e)))
 }
 
-/// A new connection to `target` for [`send`], with its TLS handshake done for an `https://`
-/// backend, within `timeout` in all. A failed handshake is a connect failure: no byte of a
-/// request was sent.
+/// A new connection to `target` for [`send`] ([`transport`]'s): no byte of a request was
+/// sent on a failure.
 async fn connect(target: &Target, timeout: Duration) -> Result<Conn, Failure> {
+    transport(target, timeout).await.map(Conn::new)
+}
+
+/// A new transport to `target`: TCP, with its TLS handshake done for an `https://` backend,
+/// within `timeout` in all. A failed handshake is a connect failure.
+async fn transport(target: &Target, timeout: Duration) -> Result<Io, Failure> {
     let started = tokio::time::Instant::now();
     let tcp = open(target, timeout).await.map_err(Failure::Connect)?;
     let Some((connector, name)) = &target.tls else {
-        return Ok(Conn::new(Io::Plain(tcp)));
+        return Ok(Io::Plain(tcp));
     };
     let handshake = connector.connect(name.clone(), tcp);
     match tokio::time::timeout_at(started + timeout, handshake).await {
-        Ok(Ok(tls)) => Ok(Conn::new(Io::Tls(Box::new(tls)))),
+        Ok(Ok(tls)) => Ok(Io::Tls(Box::new(tls))),
         Ok(Err(e)) => Err(Failure::Connect(io::Error::new(
             e.kind(),
             format!("TLS handshake: {e}"),
