@@ -499,7 +499,8 @@ policy = "geo"
         assert_eq!(ecs_scope(&r, Outcome::Routed, Some(16)), 16);
         assert_eq!(ecs_scope(&r, Outcome::Routed, None), 0);
         assert_eq!(ecs_scope(&r, Outcome::FailOpen, Some(16)), 0);
-        r.geo.rules.clear();
+        r.geo.countries.clear();
+        r.geo.continents.clear();
         assert_eq!(ecs_scope(&r, Outcome::Routed, Some(16)), 0, "default only");
         for p in [Policy::Latency, Policy::Weighted, Policy::Failover] {
             r.policy = p;

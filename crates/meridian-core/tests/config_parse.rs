@@ -802,6 +802,91 @@ fn routing_values() {
     assert!(hint(&d).contains("did you mean `EU`?"), "{d}");
 }
 
+/// Continent codes always mean the continent, so `NA = …` (North America) does not catch a
+/// client in Namibia (country `NA`, continent `AF`); `country:NA` is how Namibia is named.
+#[test]
+fn geo_keys_keep_countries_and_continents_apart() {
+    let text = with(
+        "[routing]\npolicy = \"geo\"\n\n[routing.geo]\nNA = \"us-east-1\"\nAF = \"eu-west-1\"\n\
+         \"country:SA\" = \"us-west-2\"\n\"continent:AS\" = \"us-west-2\"\nDE = \"eu-west-1\"\ndefault = \"us-east-1\"\n",
+    );
+    let t = parse("meridian.toml", &text).unwrap_or_else(|e| panic!("{e}"));
+    let geo = &t.routing.geo;
+    // Namibia: no rule for the country; its continent is Africa.
+    assert_eq!(geo.lookup(Some("NA"), Some("AF")), Some("eu-west-1"));
+    // Afghanistan (AF, Asia): the `AF` rule is Africa's, so Asia's applies.
+    assert_eq!(geo.lookup(Some("AF"), Some("AS")), Some("us-west-2"));
+    // Mexico: North America.
+    assert_eq!(geo.lookup(Some("MX"), Some("NA")), Some("us-east-1"));
+    // Saudi Arabia by its own rule, Germany by its own, Brazil by the default.
+    assert_eq!(geo.lookup(Some("SA"), Some("AS")), Some("us-west-2"));
+    assert_eq!(geo.lookup(Some("DE"), Some("EU")), Some("eu-west-1"));
+    assert_eq!(geo.lookup(Some("BR"), Some("SA")), Some("us-east-1"));
+    let rules: Vec<(String, &str)> = geo.rules().collect();
+    let keys: Vec<&str> = rules.iter().map(|(k, _)| k.as_str()).collect();
+    assert_eq!(keys, ["DE", "country:SA", "AF", "AS", "NA"]);
+    assert!(
+        t.render_summary().contains("country:SA->us-west-2"),
+        "{}",
+        t.render_summary()
+    );
+
+    let text = with("[routing.geo]\n\"country:na\" = \"eu-west-1\"\n");
+    let d = assert_diag(
+        &text,
+        "\"country:na\"",
+        0,
+        "`country:na` is not a country or continent code",
+    );
+    assert!(hint(&d).contains("did you mean `country:NA`?"), "{d}");
+    let text = with("[routing.geo]\n\"continent:DE\" = \"eu-west-1\"\n");
+    let d = assert_diag(
+        &text,
+        "\"continent:DE\"",
+        0,
+        "is not a country or continent code",
+    );
+    assert!(
+        hint(&d).contains("`AF`, `AN`, `AS`, `EU`, `NA`, `OC`, `SA`"),
+        "{d}"
+    );
+    let text = with("[routing.geo]\nEU = \"eu-west-1\"\n\"continent:EU\" = \"us-east-1\"\n");
+    assert_diag(
+        &text,
+        "\"continent:EU\"",
+        0,
+        "`continent:EU` is the same rule as an earlier key (which names `eu-west-1`)",
+    );
+}
+
+proptest! {
+    /// A rule for a continent never matches by a country code, nor a country rule by a
+    /// continent code: the looked-up region is the country's rule, else the continent's, else
+    /// the default.
+    #[test]
+    fn geo_lookup_reads_each_namespace_once(
+        country in "(AF|AS|NA|SA|DE|US|BR)",
+        continent in "(AF|AS|NA|SA|EU)",
+        keys in proptest::collection::btree_map("(AF|AS|NA|SA|EU|DE|US|BR|country:AF|country:NA|country:SA)", 0usize..3, 0..6),
+    ) {
+        let regions = ["us-east-1", "eu-west-1", "us-west-2"];
+        let mut geo = String::from("[routing.geo]\ndefault = \"us-east-1\"\n");
+        for (k, r) in &keys {
+            geo.push_str(&format!("\"{k}\" = \"{}\"\n", regions[*r]));
+        }
+        let text = with(&geo);
+        let t = parse("meridian.toml", &text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let continents = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+        let country_rule = keys.iter().find(|(k, _)| {
+            k.strip_prefix("country:") == Some(country.as_str())
+                || (k.as_str() == country && !continents.contains(&k.as_str()))
+        });
+        let continent_rule = keys.iter().find(|(k, _)| k.as_str() == continent);
+        let want = country_rule.or(continent_rule).map_or("us-east-1", |(_, r)| regions[*r]);
+        prop_assert_eq!(t.routing.geo.lookup(Some(&country), Some(&continent)), Some(want));
+    }
+}
+
 #[test]
 fn dns_mistakes() {
     let dns = "[dns]\nlisten = \"127.0.0.1:5353\"\nzone = \"example.test\"\nnameservers = [\"ns1.example.test.\"]\n\n\

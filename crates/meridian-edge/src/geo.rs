@@ -295,7 +295,8 @@ mod tests {
             ("OC", "ap-southeast"),
         ];
         vec![GeoMap {
-            rules: rules
+            countries: Default::default(),
+            continents: rules
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),

@@ -6,7 +6,9 @@
 //!
 //! - `geo.example.test. A` with EDNS Client Subnet for every IPv4 network of that database in
 //!   `testdata/geoip/geoip_test_networks.csv` (the network itself, its first and its last address
-//!   as /32), for a few subnets outside all networks (the default), and without ECS: the A answers
+//!   as /32) and, with every region up, every IPv6 network (Saudi Arabia's among them: country
+//!   `SA`, continent `AS` — the `SA` rule is South America's, in both), for a few subnets
+//!   outside all networks (the default), and without ECS: the A answers
 //!   must be the same set, and the ECS scopes the same — both servers answer the widest block
 //!   around the client over which the geo map picks the same region (gdnsd merges neighbouring
 //!   networks of one answer; meridian cuts the address space into such runs), e.g.
@@ -237,24 +239,41 @@ fn gdnsd_dir(root: &Path, port: u16, db: &Path) -> PathBuf {
     etc
 }
 
-/// The IPv4 networks of the City test database, in file order, without repeats:
+/// Which networks of the City test database [`city_networks`] lists.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    /// IPv4 networks (the file's `ipv4_equivalent` of each IPv4-mapped one).
+    V4,
+    /// IPv6 networks that are not IPv4-mapped.
+    V6,
+}
+
+/// The networks of `family` in the City test database, in file order, without repeats:
 /// (network, "country/continent").
-fn city_networks() -> Vec<(String, String)> {
+fn city_networks(family: Family) -> Vec<(String, String)> {
     let csv = std::fs::read_to_string(repo().join("testdata/geoip/geoip_test_networks.csv"))
         .expect("testdata/geoip/geoip_test_networks.csv");
     let mut nets: Vec<(String, String)> = Vec::new();
     for line in csv.lines().skip(1) {
         let f: Vec<&str> = line.split(',').collect();
-        if f.len() < 5 || f[0] != "GeoIP2-City-Test" || f[2].is_empty() {
+        if f.len() < 5 || f[0] != "GeoIP2-City-Test" {
             continue;
         }
-        if nets.iter().all(|(n, _)| n != f[2]) {
+        let net = match family {
+            Family::V4 => f[2],
+            Family::V6 if f[2].is_empty() && f[1].contains(':') => f[1],
+            Family::V6 => "",
+        };
+        if net.is_empty() {
+            continue;
+        }
+        if nets.iter().all(|(n, _)| n != net) {
             let place = format!(
                 "{}/{}",
                 if f[3].is_empty() { "-" } else { f[3] },
                 if f[4].is_empty() { "-" } else { f[4] }
             );
-            nets.push((f[2].to_string(), place));
+            nets.push((net.to_string(), place));
         }
     }
     nets
@@ -321,10 +340,11 @@ fn judge(g: &Dig, m: &Dig, subnet: bool) -> (String, String) {
     (scopes, note)
 }
 
-/// `geo.example.test. A` asked of both servers for every City test network (the network, its
-/// first and its last address), subnets outside all networks and without ECS; rows are
-/// labelled with `phase`. Returns the number of mismatches.
-fn compare_geo(gd_port: u16, m_port: u16, phase: &str, rows: &mut Vec<Row>) -> usize {
+/// `geo.example.test. A` asked of both servers for every IPv4 City test network (the network,
+/// its first and its last address), subnets outside all networks and without ECS, and, with
+/// `v6`, for every IPv6 network of the database (the network itself); rows are labelled with
+/// `phase`. Returns the number of mismatches.
+fn compare_geo(gd_port: u16, m_port: u16, phase: &str, v6: bool, rows: &mut Vec<Row>) -> usize {
     let mut mismatches = 0;
     let mut geo = |subnet: Option<&str>, what: &str| {
         let mut args: Vec<String> = Vec::new();
@@ -360,7 +380,14 @@ fn compare_geo(gd_port: u16, m_port: u16, phase: &str, rows: &mut Vec<Row>) -> u
             note,
         ));
     };
-    for (net, place) in &city_networks() {
+    if v6 {
+        // Among them Saudi Arabia's (country SA, continent AS): the `SA` rule is South
+        // America's, so both answer Asia's region.
+        for (net, place) in &city_networks(Family::V6) {
+            geo(Some(net), place);
+        }
+    }
+    for (net, place) in &city_networks(Family::V4) {
         geo(Some(net), place);
         let (first, last) = bounds(net);
         geo(
@@ -513,7 +540,7 @@ fn same_answers_as_gdnsd() {
     });
 
     let mut rows: Vec<Row> = Vec::new();
-    let mut mismatches = compare_geo(gd_port, m_port, "all up", &mut rows);
+    let mut mismatches = compare_geo(gd_port, m_port, "all up", true, &mut rows);
     mismatches += compare_static(gd_port, m_port, &mut rows);
 
     // Regions down: meridian's app stand-ins stop answering probes (down after 3 refused 200 ms
@@ -539,7 +566,7 @@ fn same_answers_as_gdnsd() {
             }
         }
         let phase = format!("{} down", names.join("+"));
-        mismatches += compare_geo(gd_port, m_port, &phase, &mut rows);
+        mismatches += compare_geo(gd_port, m_port, &phase, false, &mut rows);
         std::fs::write(&admin_state, "").expect("clear admin_state");
         for &i in down {
             apps[i] = App::start(app_ports[i]);
@@ -551,7 +578,7 @@ fn same_answers_as_gdnsd() {
         }
     }
     // Everything back up: the first answers again.
-    mismatches += compare_geo(gd_port, m_port, "all up again", &mut rows);
+    mismatches += compare_geo(gd_port, m_port, "all up again", false, &mut rows);
 
     let width =
         |f: fn(&Row) -> &String| rows.iter().map(|r| f(r).chars().count()).max().unwrap_or(0);
@@ -568,15 +595,16 @@ fn same_answers_as_gdnsd() {
     for (q, what, g, m, note) in &rows {
         table.push_str(&format!("{q:w0$}  {what:w1$}  {g:w2$}  {m:w3$}  {note}\n"));
     }
-    let nets = city_networks().len();
+    let nets = city_networks(Family::V4).len();
+    let nets6 = city_networks(Family::V6).len();
     eprintln!(
-        "{nets} IPv4 networks of GeoIP2-City-Test, {} comparisons, {:.1}s:\n{table}",
+        "{nets} IPv4 and {nets6} IPv6 networks of GeoIP2-City-Test, {} comparisons, {:.1}s:\n{table}",
         rows.len(),
         started.elapsed().as_secs_f64()
     );
     assert!(
-        nets >= 20,
-        "expected the City test database's IPv4 networks, got {nets}"
+        nets >= 20 && nets6 >= 200,
+        "expected the City test database's networks, got {nets} IPv4 and {nets6} IPv6"
     );
     // Failover really happened: some geo answers while regions were down differ from the
     // first choice the same network got with every region up.

@@ -11,7 +11,7 @@ use toml_edit::Table;
 
 use super::diag::{Cx, Span};
 use super::model::{
-    AllDown, AppProtocol, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
+    AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
     EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon,
     Limits, Policy, RecordType, Region, Replication, Residency, Routing, Topology, Writer, Writes,
     Zone,
@@ -847,25 +847,88 @@ fn geo_map(cx: &mut Cx<'_>, g: &Tbl<'_>, check: &MemberCheck<'_>) -> Option<GeoM
         ok &= check(cx, &format!("{}: `{key}` names", g.label), &region);
         if key == "default" {
             map.default = Some(region.v);
-        } else if key.len() == 2 && key.chars().all(|c| c.is_ascii_uppercase()) {
-            map.rules.insert(key.to_string(), region.v);
-        } else {
+            continue;
+        }
+        let (rules, code) = match geo_key(key) {
+            Ok(GeoKey::Country(code)) => (&mut map.countries, code),
+            Ok(GeoKey::Continent(code)) => (&mut map.continents, code),
+            Err(hint) => {
+                ok = false;
+                cx.error(
+                    &key_span,
+                    format!("{}: `{key}` is not a country or continent code", g.label),
+                    Some(hint),
+                );
+                continue;
+            }
+        };
+        if let Some(first) = rules.insert(code.to_string(), region.v) {
             ok = false;
             cx.error(
                 &key_span,
-                format!("{}: `{key}` is not a country or continent code", g.label),
-                Some(format!(
-                    "keys are two-letter upper-case ISO codes (`DE`, `EU`, `NA`) or `default`{}",
-                    if key.len() == 2 {
-                        format!("; did you mean `{}`?", key.to_ascii_uppercase())
-                    } else {
-                        String::new()
-                    }
-                )),
+                format!(
+                    "{}: `{key}` is the same rule as an earlier key (which names `{first}`)",
+                    g.label
+                ),
+                Some("write each country and each continent once".to_string()),
             );
         }
     }
     ok.then_some(map)
+}
+
+/// What a geo map key (other than `default`) is a rule for.
+#[derive(Debug, PartialEq, Eq)]
+enum GeoKey<'k> {
+    Country(&'k str),
+    Continent(&'k str),
+}
+
+/// Reads a geo map key: `DE` (a country), one of [`CONTINENT_CODES`] (a continent),
+/// `country:NA` or `continent:EU`. A key that is none of these gets the hint to show.
+fn geo_key(key: &str) -> Result<GeoKey<'_>, String> {
+    let two_upper = |c: &str| c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase());
+    let continents = CONTINENT_CODES.join("`, `");
+    if let Some(code) = key.strip_prefix("country:") {
+        return if two_upper(code) {
+            Ok(GeoKey::Country(code))
+        } else {
+            Err(format!(
+                "after `country:` comes a two-letter upper-case ISO 3166 code, such as `country:NA` (Namibia){}",
+                upper_hint(code, "country:")
+            ))
+        };
+    }
+    if let Some(code) = key.strip_prefix("continent:") {
+        return if CONTINENT_CODES.contains(&code) {
+            Ok(GeoKey::Continent(code))
+        } else {
+            Err(format!(
+                "after `continent:` comes one of `{continents}`{}",
+                upper_hint(code, "continent:")
+            ))
+        };
+    }
+    if CONTINENT_CODES.contains(&key) {
+        return Ok(GeoKey::Continent(key));
+    }
+    if two_upper(key) {
+        return Ok(GeoKey::Country(key));
+    }
+    Err(format!(
+        "keys are two-letter upper-case ISO country codes (`DE`), the continent codes `{continents}`, \
+         `country:NA` for a country whose code is a continent's, or `default`{}",
+        upper_hint(key, "")
+    ))
+}
+
+/// `; did you mean …?` when `code` is two letters, not all upper-case.
+fn upper_hint(code: &str, prefix: &str) -> String {
+    if code.len() == 2 && code.bytes().all(|b| b.is_ascii_alphabetic()) {
+        format!("; did you mean `{prefix}{}`?", code.to_ascii_uppercase())
+    } else {
+        String::new()
+    }
 }
 
 fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -> Option<Routing> {

@@ -15,7 +15,7 @@ mod summary;
 
 pub use diag::{ConfigError, Diagnostic};
 pub use model::{
-    AllDown, AppProtocol, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
+    AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
     EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon,
     Limits, Policy, Pool, RecordType, Region, Replication, Residency, Routing, Topology, Writer,
     Writes, Zone,

@@ -158,24 +158,57 @@ pub enum AllDown {
     Fallback(String),
 }
 
-/// A country/continent → region map (`[routing.geo]`, or a DNS record's `geo`).
+/// The seven continent codes of GeoIP databases (MaxMind's `continent.code`): Africa,
+/// Antarctica, Asia, Europe, North America, Oceania, South America. As a bare geo map key each
+/// means the continent, never the country with the same ISO code (Afghanistan `AF`, American
+/// Samoa `AS`, Namibia `NA`, Saudi Arabia `SA`); those are written `country:NA`.
+pub const CONTINENT_CODES: [&str; 7] = ["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+/// A country/continent → region map (`[routing.geo]`, or a DNS record's `geo`). Countries and
+/// continents are separate namespaces, so a rule for one never catches a client of the other
+/// that happens to share its code.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct GeoMap {
-    /// Two-letter upper-case ISO country or continent code (`DE`, `EU`) → region name.
-    pub rules: BTreeMap<String, String>,
+    /// Two-letter upper-case ISO 3166-1 country code (`DE`, `NA` for Namibia) → region name.
+    pub countries: BTreeMap<String, String>,
+    /// One of [`CONTINENT_CODES`] (`EU`, `NA` for North America) → region name.
+    pub continents: BTreeMap<String, String>,
     /// The region for clients no rule matches (key `default`). Always set when the map is used
     /// by a `geo` policy.
     pub default: Option<String>,
 }
 
 impl GeoMap {
-    /// The region for a country code, then a continent code, then the default.
+    /// The region for the client's country, else for its continent, else the default.
     pub fn lookup(&self, country: Option<&str>, continent: Option<&str>) -> Option<&str> {
         country
-            .and_then(|c| self.rules.get(c))
-            .or_else(|| continent.and_then(|c| self.rules.get(c)))
+            .and_then(|c| self.countries.get(c))
+            .or_else(|| continent.and_then(|c| self.continents.get(c)))
             .or(self.default.as_ref())
             .map(String::as_str)
+    }
+
+    /// Whether the map has no country or continent rule (at most a default).
+    pub fn has_no_rules(&self) -> bool {
+        self.countries.is_empty() && self.continents.is_empty()
+    }
+
+    /// Every rule as its key in the topology file (`DE`, `EU`, `country:NA`) and its region,
+    /// countries first, each namespace in code order.
+    pub fn rules(&self) -> impl Iterator<Item = (String, &str)> {
+        let countries = self.countries.iter().map(|(code, region)| {
+            let key = if CONTINENT_CODES.contains(&code.as_str()) {
+                format!("country:{code}")
+            } else {
+                code.clone()
+            };
+            (key, region.as_str())
+        });
+        let continents = self
+            .continents
+            .iter()
+            .map(|(code, region)| (code.clone(), region.as_str()));
+        countries.chain(continents)
     }
 }
 
@@ -230,7 +263,7 @@ impl Routing {
     /// tree uses `proximity`, or `geo` with at least one country or continent rule.
     pub fn located(&self) -> bool {
         let level = |policy: Policy, geo: &GeoMap| match policy {
-            Policy::Geo => !geo.rules.is_empty(),
+            Policy::Geo => !geo.has_no_rules(),
             Policy::Proximity => true,
             Policy::Latency | Policy::Weighted | Policy::Failover => false,
         };

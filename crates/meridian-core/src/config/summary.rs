@@ -205,10 +205,10 @@ impl Topology {
 
 /// A geo map as `CODE->member, …, default->member`; `None` when empty.
 fn geo(map: &GeoMap) -> Option<String> {
-    if map.rules.is_empty() && map.default.is_none() {
+    if map.has_no_rules() && map.default.is_none() {
         return None;
     }
-    let mut g: Vec<String> = map.rules.iter().map(|(k, v)| format!("{k}->{v}")).collect();
+    let mut g: Vec<String> = map.rules().map(|(k, v)| format!("{k}->{v}")).collect();
     if let Some(d) = &map.default {
         g.push(format!("default->{d}"));
     }
