@@ -200,11 +200,14 @@ fn apply_in_txn(
     // counters that keep the new write's dots fresh (core resets an expired value itself).
     let live = current.as_ref().filter(|r| r.is_live(now));
 
-    check_preconditions(&m, live)?;
+    // Placement before preconditions: outside the key's home (or its residency) this copy may
+    // be older than the home's, so a precondition judged on it could refuse what the home
+    // would accept — the request is sent where it can be judged instead.
     let home = live
         .and_then(|r| r.home.clone())
         .or_else(|| new_key_home(node, &m.keyspace, &m.key, m.headers.home.clone()));
     check_placement(node, &m.keyspace, home.as_deref())?;
+    check_preconditions(&m, live)?;
 
     if matches!(m.op, Op::Delete { .. }) && live.is_none() {
         let outcome = Outcome {

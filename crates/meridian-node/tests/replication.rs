@@ -80,6 +80,11 @@ type = "register"
 writer = "home"
 forward = true
 
+[[keyspace]]
+name = "ledger"
+type = "register"
+writer = "home"
+
 [limits]
 session_wait = "300ms"
 "#;
@@ -932,6 +937,59 @@ async fn writes_are_forwarded_to_the_home_region() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "no second hop");
+}
+
+/// A conditional write sent to a region that is not the key's home is refused there as
+/// misdirected (421 naming the home) before its precondition is judged: that region's copy may
+/// be older than the home's, and a 412 judged on it would refuse what the home accepts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_conditional_write_outside_the_home_is_misdirected_not_judged_on_a_stale_copy() {
+    let mut w = World::new().await;
+    let c = w.client.clone();
+    let r = c
+        .put(w.url("eu-west-1", "/v1/kv/ledger/bob"))
+        .header("meridian-home", "eu-west-1")
+        .body("v1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    c.post(w.url("eu-west-1", "/v1/kv/cnt/marker/incr"))
+        .send()
+        .await
+        .unwrap();
+    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    // us-east-1 keeps v1: it no longer hears from the other regions.
+    w.stop("us-east-1").await;
+    w.start("us-east-1", &["eu-west-1", "ap-southeast-1"]).await;
+    let r = c
+        .put(w.url("eu-west-1", "/v1/kv/ledger/bob"))
+        .body("v2")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()["etag"].to_str().unwrap().to_string();
+    assert_eq!(w.get_text("us-east-1", "/v1/kv/ledger/bob").await, "v1");
+    for (header, value) in [("if-match", etag.as_str()), ("if-none-match", "*")] {
+        let r = c
+            .put(w.url("us-east-1", "/v1/kv/ledger/bob"))
+            .header(header, value)
+            .body("v3")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "{header}");
+        assert_eq!(r.headers()["meridian-home"], "eu-west-1");
+    }
+    let r = c
+        .put(w.url("eu-west-1", "/v1/kv/ledger/bob"))
+        .header("if-match", &etag)
+        .body("v3")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "the home accepts it");
 }
 
 /// A create-only write (`If-None-Match: *`) of the same new keys sent to every region at once,
