@@ -330,6 +330,80 @@ mod tests {
         assert_eq!(r.version.ts, Timestamp(2));
     }
 
+    /// `live_bytes` counts what a client put in and can read back: values, members, field
+    /// names and JSON texts — not what was removed, and nothing of a counter.
+    #[test]
+    fn live_bytes_counts_the_readable_data() {
+        let r = run(
+            KeyspaceType::Register,
+            None,
+            put("abc", None),
+            &meta(1, "eu"),
+        );
+        assert_eq!(r.value.live_bytes(), 3);
+        let r = run(
+            KeyspaceType::Register,
+            Some(r),
+            Op::Delete { context: None },
+            &meta(2, "eu"),
+        );
+        assert_eq!(r.value.live_bytes(), 0);
+
+        let k = KeyspaceType::Set;
+        let members = |m: &[&str]| m.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let s = run(
+            k,
+            None,
+            Op::Add {
+                members: members(&["ab", "cde"]),
+            },
+            &meta(1, "eu"),
+        );
+        assert_eq!(s.value.live_bytes(), 5);
+        let s = run(
+            k,
+            Some(s),
+            Op::Remove {
+                members: members(&["ab"]),
+            },
+            &meta(2, "eu"),
+        );
+        assert_eq!(s.value.live_bytes(), 3);
+
+        let k = KeyspaceType::Map;
+        let patch = |j: serde_json::Value| Op::Patch {
+            fields: j.as_object().expect("object").clone(),
+        };
+        let m = run(
+            k,
+            None,
+            patch(serde_json::json!({"a": "xy", "bb": 12})),
+            &meta(1, "eu"),
+        );
+        // `a` + `"xy"`, `bb` + `12`
+        assert_eq!(m.value.live_bytes(), 1 + 4 + 2 + 2);
+        let m = run(
+            k,
+            Some(m),
+            patch(serde_json::json!({"a": null})),
+            &meta(2, "eu"),
+        );
+        assert_eq!(m.value.live_bytes(), 4);
+
+        let k = KeyspaceType::MvRegister;
+        let a = run(k, None, put("12345", None), &meta(1, "eu"));
+        let b = run(k, None, put("678", None), &meta(1, "us"));
+        assert_eq!(merged(&[&a, &b]).value.live_bytes(), 8, "both siblings");
+
+        let c = run(
+            KeyspaceType::Counter,
+            None,
+            Op::Incr { by: 41 },
+            &meta(1, "eu"),
+        );
+        assert_eq!(c.value.live_bytes(), 0);
+    }
+
     /// What a reader of `r` sees, whatever its type (registers aside).
     fn visible(r: &Record) -> String {
         match &r.value {

@@ -38,6 +38,20 @@ impl Value {
         }
     }
 
+    /// Bytes of the data a client put in the live value — a register's or each sibling's
+    /// value, each set member, each map field's name and JSON text; a counter holds none —
+    /// which `[limits] max_value_bytes` bounds. Metadata (versions, dots, removed fields) is
+    /// not counted.
+    pub fn live_bytes(&self) -> usize {
+        match self {
+            Value::Register(r) => r.value.as_ref().map_or(0, |v| v.len()),
+            Value::MvRegister(r) => r.siblings().map(|s| s.value.len()).sum(),
+            Value::Counter(_) => 0,
+            Value::Set(s) => s.members().map(str::len).sum(),
+            Value::Map(m) => m.live_bytes(),
+        }
+    }
+
     /// The empty value of `kind` (never written; an empty register is a tombstone at
     /// `(Timestamp::ZERO, "")`, which every write beats).
     pub fn empty(kind: KeyspaceType) -> Value {

@@ -249,6 +249,12 @@ fn apply_in_txn(
         Ok((delta, new))
     });
     let (delta, new) = new?;
+    check_size(
+        node,
+        &m,
+        live.map_or(0, |r| r.value.live_bytes()),
+        new.value.live_bytes(),
+    )?;
 
     // Nothing below can fail: a refusal above staged nothing and consumed no sequence number.
     let now_live = new.is_live(now);
@@ -414,6 +420,44 @@ pub fn new_key_home(
         })
 }
 
+/// Refuses a write that would make the value hold more than `[limits] max_value_bytes` of data
+/// ([`meridian_core::record::Value::live_bytes`]: a map grown by PATCH, a set by `add`, an
+/// mvregister by siblings) with 413 `value_too_large`, unless it shrinks a value already over
+/// the limit — concurrent writes in several regions can merge past it, and trimming such a
+/// value must stay possible.
+fn check_size(node: &Node, m: &Mutation, before: usize, after: usize) -> Result<(), ApiError> {
+    let max = node.topology().limits.max_value_bytes;
+    if size_fits(max, before, after) {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "value_too_large",
+        format!(
+            "this {} would make `{}` hold {after} bytes of data; the limit is {max} bytes",
+            m.op.name(),
+            m.key
+        ),
+        match m.keyspace.kind {
+            meridian_core::KeyspaceType::Map => {
+                "remove fields (PATCH them to null) first, keep large objects elsewhere with a reference here, or raise [limits] max_value_bytes"
+            }
+            meridian_core::KeyspaceType::Set => {
+                "remove members first, split the set over several keys, or raise [limits] max_value_bytes"
+            }
+            _ => {
+                "resolve the siblings (write with the Meridian-Context you read), keep large objects elsewhere, or raise [limits] max_value_bytes"
+            }
+        },
+    ))
+}
+
+/// Whether a write taking a value from `before` to `after` bytes of data may be made under a
+/// limit of `max`: it ends within the limit, or shrinks a value that was over it.
+fn size_fits(max: usize, before: usize, after: usize) -> bool {
+    after <= max || after < before
+}
+
 /// Refuses a write this region may not take: a `writer = "home"` key homed elsewhere, or a
 /// pinned key whose allowed regions exclude this one. Both answer 421 naming where to go.
 pub fn check_placement(node: &Node, ks: &Keyspace, home: Option<&str>) -> Result<(), ApiError> {
@@ -519,5 +563,20 @@ pub fn core_error(e: meridian_core::Error) -> ApiError {
             "send the token exactly as a response gave it",
         ),
         other => ApiError::internal(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// Within the limit always; past it only when shrinking what merges took past it.
+    #[test]
+    fn a_value_over_the_limit_may_only_shrink() {
+        use super::size_fits;
+        assert!(size_fits(1024, 0, 1024));
+        assert!(!size_fits(1024, 0, 1025));
+        assert!(!size_fits(1024, 1000, 1025));
+        assert!(size_fits(1024, 3000, 2999), "trimming a merged value");
+        assert!(!size_fits(1024, 3000, 3000));
+        assert!(!size_fits(1024, 3000, 3001));
     }
 }

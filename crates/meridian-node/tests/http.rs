@@ -684,6 +684,101 @@ async fn map_patch_and_replace() {
     assert_eq!(error_code(r).await, "wrong_type");
 }
 
+/// `[limits] max_value_bytes` (1024 here) bounds the data a value holds, not just one request's
+/// body: a PATCH, an `add` or a context-less mvregister PUT that would take a value past it is
+/// 413 `value_too_large` and changes nothing; one that shrinks the value is taken.
+#[tokio::test]
+async fn values_grown_by_patch_add_or_siblings_stay_within_max_value_bytes() {
+    let t = TestNode::start().await;
+    let send = |req: reqwest::RequestBuilder| async move { req.send().await.unwrap() };
+    let url = t.url("/v1/kv/docs/grown");
+    let field = |name: &str, len: usize| json!({ name: "x".repeat(len) }).to_string();
+    // `a` and a 500-byte JSON text, then `b` likewise: 1,002 bytes; `c` would add 103.
+    for name in ["a", "b"] {
+        let r = send(t.client.patch(&url).body(field(name, 498))).await;
+        assert_eq!(r.status(), StatusCode::OK, "{name}");
+    }
+    let before = json_of(send(t.client.get(&url)).await).await;
+    let r = send(
+        t.client
+            .patch(&url)
+            .header("idempotency-key", "grow-1")
+            .body(field("c", 100)),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let body = json_of(r).await;
+    assert_eq!(body["error"]["code"], "value_too_large", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("1105 bytes") && message.contains("1024"),
+        "{message}"
+    );
+    assert!(
+        body["error"]["hint"].as_str().unwrap().contains("null"),
+        "{body}"
+    );
+    assert_eq!(
+        json_of(send(t.client.get(&url)).await).await,
+        before,
+        "nothing changed"
+    );
+    // Removing a field while adding a smaller one fits.
+    let r = send(t.client.patch(&url).body(r#"{"a":null,"c":"small"}"#)).await;
+    assert_eq!(r.status(), StatusCode::OK);
+
+    let url = t.url("/v1/kv/tags/grown");
+    let add = |m: Vec<String>| json!({ "members": m }).to_string();
+    let r = send(
+        t.client
+            .post(format!("{url}/add"))
+            .body(add(vec!["m".repeat(1000)])),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let r = send(
+        t.client
+            .post(format!("{url}/add"))
+            .body(add(vec!["n".repeat(25)])),
+    )
+    .await;
+    assert_eq!(error_code(r).await, "value_too_large");
+    let r = send(
+        t.client
+            .post(format!("{url}/add"))
+            .body(add(vec!["n".repeat(24)])),
+    )
+    .await;
+    assert_eq!(r.status(), StatusCode::OK, "exactly the limit is allowed");
+
+    // Writes without a context keep the siblings they do not know of.
+    let url = t.url("/v1/kv/mv/grown");
+    for _ in 0..2 {
+        let r = send(t.client.put(&url).body("s".repeat(500))).await;
+        assert!(r.status().is_success(), "{}", r.status());
+    }
+    let r = send(t.client.put(&url).body("s".repeat(500))).await;
+    assert_eq!(error_code(r).await, "value_too_large");
+    let r = send(t.client.get(&url)).await;
+    assert_eq!(r.status(), StatusCode::MULTIPLE_CHOICES);
+    let ctx = r.headers()["meridian-context"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    let r = send(
+        t.client
+            .put(&url)
+            .header("meridian-context", ctx)
+            .body("s".repeat(1000)),
+    )
+    .await;
+    assert!(
+        r.status().is_success(),
+        "a write that resolves them fits: {}",
+        r.status()
+    );
+}
+
 #[tokio::test]
 async fn mvregister_siblings_and_resolution() {
     let t = TestNode::start().await;

@@ -97,6 +97,13 @@ impl LwwMap {
         self.drop_cleared();
     }
 
+    /// Bytes of the live fields' names and JSON texts.
+    pub fn live_bytes(&self) -> usize {
+        self.live()
+            .map(|(name, text)| name.len() + text.0.len())
+            .sum()
+    }
+
     /// Whether no field is live.
     pub fn is_empty(&self) -> bool {
         self.live().next().is_none()

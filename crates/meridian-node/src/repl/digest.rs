@@ -643,11 +643,14 @@ impl HttpPeer {
         Ok((value, more))
     }
 
-    /// The most bytes an answer may have: a page, and the one record (of the largest value
-    /// and key the topology allows, with its metadata) that may take it past the page.
+    /// The most bytes an answer may have: a page and the one record that may take it past the
+    /// page, bounded as a replication frame is ([`meridian_core::wire::MAX_FRAME_BYTES`]) — a
+    /// record can encode to more than `[limits] max_value_bytes`: concurrent writes of several
+    /// regions merge past it, and a set's or a map's metadata adds to its data.
     fn answer_limit(&self) -> usize {
         let limits = &self.node.topology().limits;
-        PAGE_BYTES + limits.max_value_bytes + limits.max_key_bytes + 64 * 1024
+        (PAGE_BYTES + limits.max_value_bytes + limits.max_key_bytes + 64 * 1024)
+            .max(meridian_core::wire::MAX_FRAME_BYTES)
     }
 
     /// A new connection to the peer.
