@@ -42,17 +42,8 @@ async fn auth(State(edge): State<Edge>, req: Request, next: Next) -> Response {
         let given = req
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .map(str::trim);
-        let ok = given.is_some_and(|g| {
-            g.len() == secret.len()
-                && g.bytes()
-                    .zip(secret.bytes())
-                    .fold(0u8, |a, (x, y)| a | (x ^ y))
-                    == 0
-        });
-        if !ok {
+            .and_then(|v| v.to_str().ok());
+        if !meridian_http::bearer_is(given, secret) {
             return err(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

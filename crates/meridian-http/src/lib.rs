@@ -7,7 +7,11 @@
 //! - an HTTP/2 client that keeps its connection open without asking anything;
 //! - a stop that lets every connection finish what it is doing, with one place to wait for
 //!   them all.
+//!
+//! And one check both servers make the same way: an admin call's bearer token ([`bearer_is`]).
 
+mod auth;
 mod connection;
 
+pub use auth::bearer_is;
 pub use connection::{Activity, InFlight, serve_client};

@@ -106,7 +106,7 @@ async fn admin_auth(State(token): State<Option<String>>, req: Request, next: Nex
             .headers()
             .get("authorization")
             .and_then(|v| v.to_str().ok());
-        if given.and_then(|g| g.strip_prefix("Bearer ")) != Some(token.as_str()) {
+        if !meridian_http::bearer_is(given, &token) {
             return ApiError::new(
                 StatusCode::UNAUTHORIZED,
                 "unauthorized",

@@ -276,6 +276,7 @@ enum CtlCommand {
         /// The region.
         region: String,
         /// Percent, 0..=100.
+        #[arg(value_parser = clap::value_parser!(u8).range(0..=100))]
         pct: u8,
     },
     /// Drain a region: weight 0, in-flight requests finish.
@@ -606,6 +607,11 @@ async fn serve_edge(
         .await
         .with_context(|| busy(admin_addr))?;
     tracing::info!(edge = %me.name, "edge listening on http://{proxy_addr}, admin on http://{admin_addr}");
+    if edge.options().secret.is_none() {
+        tracing::warn!(
+            "cluster.secret_file is not set: the admin API (weights, drains) answers anyone who reaches {admin_addr}"
+        );
+    }
     let dns = match &topo.dns {
         Some(d) => {
             let addr = binds.dns.unwrap_or(d.listen);
@@ -786,9 +792,15 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
         CtlCommand::Explain { .. } => {
             let client = &body["client"];
             println!(
-                "client {} {}: {}",
+                "client {} {} from {} ({}): {}",
                 client["method"].as_str().unwrap_or("?"),
+                client["path"].as_str().unwrap_or("/"),
                 client["ip"].as_str().unwrap_or("?"),
+                if client["retryable"].as_bool() == Some(true) {
+                    "retried in the next region on failure"
+                } else {
+                    "never retried once it may have reached the app"
+                },
                 match (client["country"].as_str(), client["continent"].as_str()) {
                     (None, None) => "not located".to_string(),
                     (country, continent) => format!(
