@@ -496,6 +496,9 @@ async fn scan(
         "?prefix=<text>&after=<key>&limit=1..1000&values=true|false"
     ));
     let ks = try_resp!(node.keyspace(&ks_name));
+    // A keyspace pinned to regions that exclude this one holds nothing here: the list is asked
+    // of an allowed region (421 naming one), not answered empty.
+    try_resp!(write::check_residency(&node, ks, None));
     let limit = p.limit.unwrap_or(SCAN_DEFAULT_LIMIT);
     if limit == 0 || limit > SCAN_MAX_LIMIT {
         return ApiError::bad_request(

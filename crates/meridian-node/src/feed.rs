@@ -44,7 +44,12 @@ pub(crate) async fn watch(
                 .into_response();
         }
     };
-    if let Err(e) = node.keyspace(&ks) {
+    // A keyspace pinned to regions that exclude this one never changes here: the feed is asked
+    // of an allowed region (421 naming one), not held open empty.
+    if let Err(e) = node
+        .keyspace(&ks)
+        .and_then(|k| crate::write::check_residency(&node, k, None))
+    {
         return e.into_response();
     }
     let rx = node.subscribe();

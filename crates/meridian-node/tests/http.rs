@@ -1176,6 +1176,23 @@ async fn residency_sends_requests_to_allowed_regions() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST);
+    // Nor is a list or a change feed of the keyspace answered (empty) here.
+    for path in [
+        "/v1/kv/eu_only",
+        "/v1/kv/eu_only?prefix=p",
+        "/v1/watch/eu_only",
+    ] {
+        let r = t.client.get(t.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "{path}");
+        assert_eq!(
+            r.headers()["meridian-allowed-region"],
+            "eu-west-1",
+            "{path}"
+        );
+    }
+    // A home-zone keyspace lists what this region holds.
+    let r = t.client.get(t.url("/v1/kv/profiles")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
     // home-zone: a profile homed in the EU may not be written in us-east-1; one homed here may.
     let r = t
         .client
