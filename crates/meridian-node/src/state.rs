@@ -141,7 +141,7 @@ impl Node {
             counter: last_seq,
         });
         // Before anything can write: every later change to a record is applied to these.
-        let digests = crate::repl::digest::Digests::build(&store, &topology)?;
+        let digests = crate::repl::digest::Digests::build(&store, &topology, region)?;
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
         let (applied, _) = watch::channel(vv);
         Ok(Node {

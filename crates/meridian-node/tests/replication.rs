@@ -70,6 +70,11 @@ type = "register"
 residency = "eu"
 
 [[keyspace]]
+name = "pair"
+type = "register"
+residency = ["us-east-1", "eu-west-1"]
+
+[[keyspace]]
 name = "scratch"
 type = "register"
 replication = "local"
@@ -626,19 +631,30 @@ async fn concurrent_overwrites_converge_and_are_reported() {
     );
 }
 
+/// Whether ap-southeast-1, which the pinned keyspaces exclude, keeps no digest of them.
+fn ap_node_digests_nothing_pinned(w: &World) -> bool {
+    let ap = &w.nodes["ap-southeast-1"].node;
+    ["eu_only", "pair"]
+        .iter()
+        .all(|ks| ap.digests().get(ks).is_none())
+}
+
 /// A record that silently differs under the same version (as after a bit flip or a bad restore)
-/// is found by digest comparison and repaired the same way on both sides.
+/// is found by digest comparison and repaired the same way on both sides — in a keyspace pinned
+/// to two regions too, compared between those two only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn digest_comparison_repairs_silent_divergence() {
     use meridian_core::record::{Record, Value};
     use meridian_node::repl::digest::{HttpPeer, SETTLE, compare_and_repair};
     let mut w = World::new().await;
     let c = w.client.clone();
-    c.put(w.url("us-east-1", "/v1/kv/reg/k"))
-        .body("original")
-        .send()
-        .await
-        .unwrap();
+    for ks in ["reg", "pair"] {
+        c.put(w.url("us-east-1", &format!("/v1/kv/{ks}/k")))
+            .body("original")
+            .send()
+            .await
+            .unwrap();
+    }
     c.post(w.url("us-east-1", "/v1/kv/cnt/marker/incr"))
         .send()
         .await
@@ -646,11 +662,11 @@ async fn digest_comparison_repairs_silent_divergence() {
     w.converged("/v1/kv/cnt/marker", &json!(1)).await;
     let us_url = w.nodes["us-east-1"].base.clone();
     let started = std::time::Instant::now();
-    let repair = |node: &meridian_node::Node, url: &str| {
+    let repair = |node: &meridian_node::Node, region: &str, url: &str| {
         let dialer = std::sync::Arc::new(meridian_node::repl::dial::TcpDialer);
         let (node, peer) = (
             node.clone(),
-            HttpPeer::new(node.clone(), dialer, url).unwrap(),
+            HttpPeer::new(node.clone(), dialer, region, url).unwrap(),
         );
         async move {
             compare_and_repair(&node, &peer, SETTLE, &mut 0)
@@ -658,7 +674,7 @@ async fn digest_comparison_repairs_silent_divergence() {
                 .unwrap()
         }
     };
-    let repaired = repair(&w.nodes["eu-west-1"].node, &us_url).await;
+    let repaired = repair(&w.nodes["eu-west-1"].node, "us-east-1", &us_url).await;
     assert_eq!(repaired, 0, "converged replicas have nothing to repair");
     assert!(
         started.elapsed() < SETTLE,
@@ -668,36 +684,43 @@ async fn digest_comparison_repairs_silent_divergence() {
     w.stop("eu-west-1").await;
     {
         let store = Store::open(w.dirs["eu-west-1"].path(), StoreOptions::default()).unwrap();
-        let key = meridian_node::keys::data_key("reg", "k");
-        let mut rec = Record::decode(
-            &store
-                .get(meridian_store::Table::Data, &key)
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        let Value::Register(r) = &mut rec.value else {
-            panic!("a register")
-        };
-        r.value = Some(bytes::Bytes::from_static(b"bit-rotted"));
-        let bytes = rec.encode();
-        store
-            .transact_blocking(move |txn| txn.put(meridian_store::Table::Data, &key, &bytes))
+        for ks in ["reg", "pair"] {
+            let key = meridian_node::keys::data_key(ks, "k");
+            let mut rec = Record::decode(
+                &store
+                    .get(meridian_store::Table::Data, &key)
+                    .unwrap()
+                    .unwrap(),
+            )
             .unwrap();
+            let Value::Register(r) = &mut rec.value else {
+                panic!("a register")
+            };
+            r.value = Some(bytes::Bytes::from_static(b"bit-rotted"));
+            let bytes = rec.encode();
+            store
+                .transact_blocking(move |txn| txn.put(meridian_store::Table::Data, &key, &bytes))
+                .unwrap();
+        }
     }
     w.start("eu-west-1", &[]).await;
-    let eu = w.get_text("eu-west-1", "/v1/kv/reg/k").await;
-    assert_eq!(
-        eu, "bit-rotted",
-        "the divergence is in place before the repair"
-    );
+    for ks in ["reg", "pair"] {
+        let eu = w.get_text("eu-west-1", &format!("/v1/kv/{ks}/k")).await;
+        assert_eq!(
+            eu, "bit-rotted",
+            "the divergence is in place before the repair"
+        );
+    }
 
     let us_node = w.nodes["us-east-1"].node.clone();
     let eu_node = w.nodes["eu-west-1"].node.clone();
     let eu_url = w.nodes["eu-west-1"].base.clone();
-    let a = repair(&us_node, &eu_url).await;
-    let b = repair(&eu_node, &us_url).await;
-    assert!(a + b >= 1, "a divergent record must be repaired");
+    // ap-southeast-1 is compared with, but nothing of the pinned keyspace is asked of it.
+    let ap_url = w.nodes["ap-southeast-1"].base.clone();
+    assert_eq!(repair(&us_node, "ap-southeast-1", &ap_url).await, 0);
+    let a = repair(&us_node, "eu-west-1", &eu_url).await;
+    let b = repair(&eu_node, "us-east-1", &us_url).await;
+    assert!(a + b >= 2, "both divergent records must be repaired");
     let metrics = w.get_text("us-east-1", "/metrics").await;
     let counted = |name: &str| {
         metrics
@@ -712,9 +735,11 @@ async fn digest_comparison_repairs_silent_divergence() {
                 >= counted("meridian_repl_digest_records_fetched_total"),
         "the comparison's traffic is counted: {metrics}"
     );
-    let us = w.get_text("us-east-1", "/v1/kv/reg/k").await;
-    let eu = w.get_text("eu-west-1", "/v1/kv/reg/k").await;
-    assert_eq!(us, eu, "both sides settle on the same value");
+    for ks in ["reg", "pair"] {
+        let us = w.get_text("us-east-1", &format!("/v1/kv/{ks}/k")).await;
+        let eu = w.get_text("eu-west-1", &format!("/v1/kv/{ks}/k")).await;
+        assert_eq!(us, eu, "both sides settle on the same value ({ks})");
+    }
     let scanned = |n: &meridian_node::Node| {
         meridian_node::repl::digest::scan_digests(n.store(), "reg").unwrap()
     };
@@ -726,17 +751,32 @@ async fn digest_comparison_repairs_silent_divergence() {
             "the kept digests follow the repair"
         );
     }
-    // Pinned keyspaces are never digested, so no digest of a pinned key leaves its zone.
-    let as_peer = |path: &str| {
-        c.get(w.url("us-east-1", path))
+    // Nothing of a pinned keyspace is digested for a region it excludes (asked of a region
+    // it excludes, or by one), so no digest of a pinned key leaves its zone.
+    let ask = |at: &str, path: &str, by: &str| {
+        c.get(w.url(at, path))
             .header(
                 "authorization",
-                meridian_node::repl::auth::header(SECRET, "eu-west-1", now_ms()),
+                meridian_node::repl::auth::header(SECRET, by, now_ms()),
             )
             .send()
     };
-    let r = as_peer("/v1/repl/digest/eu_only").await.unwrap();
-    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    for (at, path, by) in [
+        ("us-east-1", "/v1/repl/digest/eu_only", "eu-west-1"),
+        ("us-east-1", "/v1/repl/digest/pair", "ap-southeast-1"),
+        ("us-east-1", "/v1/repl/hashes/pair/0,1", "ap-southeast-1"),
+        ("ap-southeast-1", "/v1/repl/digest/pair", "us-east-1"),
+    ] {
+        let r = ask(at, path, by).await.unwrap();
+        assert_eq!(r.status(), StatusCode::NOT_FOUND, "{path} at {at} for {by}");
+        assert_eq!(error_of(r).await.0, "not_digested");
+    }
+    assert!(ap_node_digests_nothing_pinned(&w));
+    let r = ask("us-east-1", "/v1/repl/digest/pair", "eu-west-1")
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK, "between the regions it allows");
+    let as_peer = |path: &str| ask("us-east-1", path, "eu-west-1");
     // A page position that is not base64url is refused, saying what it should be.
     let r = as_peer("/v1/repl/hashes/reg/0,1?after=not*base64")
         .await

@@ -16,8 +16,10 @@
 //! in-flight records, not every record of every differing bucket. Merging is
 //! idempotent and commutative, so a repair never loses a write, and the peer repairs itself the
 //! same way. Page scans stream over a snapshot on the blocking pool: memory stays bounded by a
-//! page whatever the keyspace's size, and no runtime worker stalls. Keyspaces that are pinned
-//! (`residency`) or `local` are never digested: no digest of a pinned key ever leaves its zone.
+//! page whatever the keyspace's size, and no runtime worker stalls. A keyspace pinned to a zone
+//! or a list of regions is compared only between two regions it allows ([`digested_at`]), so
+//! no digest, hash or record of a pinned key ever leaves them; `local` and `home-zone`
+//! keyspaces (each key with its own allowed regions) are never digested.
 
 use std::collections::HashMap;
 use std::ops::ControlFlow;
@@ -35,7 +37,7 @@ use hyper::client::conn::http1::SendRequest;
 use hyper::header::{AUTHORIZATION, HOST};
 use hyper::{Method, Request};
 use hyper_util::rt::TokioIo;
-use meridian_core::config::{Keyspace, Replication, Topology};
+use meridian_core::config::{Keyspace, Replication, Residency, Topology};
 use meridian_core::record::Record;
 use meridian_core::wire::from_postcard_exact;
 use meridian_store::{KeyValue, Store, Table, Txn};
@@ -67,9 +69,20 @@ pub type KeyHash = (Vec<u8>, u64);
 /// A data key and its stored record, `None` where it holds nothing.
 pub type MaybeRecord = (Vec<u8>, Option<Vec<u8>>);
 
-/// Whether a keyspace takes part in digest comparison.
-pub fn digested(ks: &Keyspace) -> bool {
-    ks.residency.is_none() && ks.replication != Replication::Local
+/// Whether `ks` is digested in `region`: it replicates, every region that holds it holds the
+/// same keys — not `local`, not `home-zone` — and, when it is pinned, `region` may hold it. Two
+/// regions compare a keyspace only when it is digested at both.
+pub fn digested_at(topology: &Topology, ks: &Keyspace, region: &str) -> bool {
+    if ks.replication == Replication::Local {
+        return false;
+    }
+    match &ks.residency {
+        None => true,
+        Some(Residency::HomeZone) => false,
+        Some(Residency::Regions(_) | Residency::Zone(_)) => topology
+            .regions_for_key(ks, region)
+            .is_some_and(|allowed| allowed.contains(&region)),
+    }
 }
 
 fn bucket_of(key: &[u8]) -> usize {
@@ -104,16 +117,21 @@ pub fn scan_digests(store: &Store, keyspace: &str) -> Result<Vec<u64>, meridian_
 pub struct Digests(HashMap<String, Box<[AtomicU64]>>);
 
 impl Digests {
-    /// Scans every keyspace of `topology` that is [`digested`]. Must run before anything
-    /// writes to `store`: a transaction committed during the scan would be counted twice, or
-    /// not at all.
+    /// Scans every keyspace of `topology` that is [`digested_at`] `region`. Must run before
+    /// anything writes to `store`: a transaction committed during the scan would be counted
+    /// twice, or not at all.
     pub(crate) fn build(
         store: &Store,
         topology: &Topology,
+        region: &str,
     ) -> Result<Digests, meridian_store::Error> {
         let started = std::time::Instant::now();
         let mut by_keyspace = HashMap::new();
-        for ks in topology.keyspaces.iter().filter(|k| digested(k)) {
+        for ks in topology
+            .keyspaces
+            .iter()
+            .filter(|k| digested_at(topology, k, region))
+        {
             let buckets = scan_digests(store, &ks.name)?
                 .into_iter()
                 .map(AtomicU64::new)
@@ -315,14 +333,22 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| format!("digest scan failed: {e}"))?
 }
 
-fn digested_keyspace(node: &Node, keyspace: &str) -> Result<(), ApiError> {
-    match node.topology().keyspace(keyspace) {
-        Some(ks) if digested(ks) => Ok(()),
+/// Refuses a digest request of `peer` for `keyspace` unless the keyspace is digested both
+/// here and at the peer: nothing of a pinned keyspace is answered to a region it excludes.
+fn digested_keyspace(node: &Node, keyspace: &str, peer: &str) -> Result<(), ApiError> {
+    let topology = node.topology();
+    match topology.keyspace(keyspace) {
+        Some(ks) if digested_at(topology, ks, node.region()) && digested_at(topology, ks, peer) => {
+            Ok(())
+        }
         _ => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             "not_digested",
-            format!("keyspace `{keyspace}` is unknown, pinned or local, and is never digested"),
-            "digests cover replicated keyspaces without residency",
+            format!(
+                "keyspace `{keyspace}` is unknown, local, home-zone, or pinned to regions that exclude `{peer}` or `{}`, and is not digested between them",
+                node.region()
+            ),
+            "digests cover replicated keyspaces, pinned ones between the regions they allow",
         )),
     }
 }
@@ -342,8 +368,8 @@ pub(crate) async fn digest(
     Path(ks): Path<String>,
 ) -> Response {
     let run = async {
-        super::serve::authenticate(&node, &headers)?;
-        digested_keyspace(&node, &ks)?;
+        let peer = super::serve::authenticate(&node, &headers)?;
+        digested_keyspace(&node, &ks, &peer)?;
         let d = node.digest(&ks).await.map_err(ApiError::internal)?;
         Ok::<_, ApiError>(octets(
             postcard::to_stdvec(&d).map_err(|e| ApiError::internal(e.to_string()))?,
@@ -369,8 +395,8 @@ pub(crate) async fn hashes(
     Query(page): Query<PageQuery>,
 ) -> Response {
     let run = async {
-        super::serve::authenticate(&node, &headers)?;
-        digested_keyspace(&node, &ks)?;
+        let peer = super::serve::authenticate(&node, &headers)?;
+        digested_keyspace(&node, &ks, &peer)?;
         let wanted = bucket_list(&list)?;
         let after = match page.after {
             Some(a) => Some(URL_SAFE_NO_PAD.decode(a.as_bytes()).map_err(|e| {
@@ -428,8 +454,8 @@ pub(crate) async fn records(
     body: Bytes,
 ) -> Response {
     let run = async {
-        super::serve::authenticate(&node, &headers)?;
-        digested_keyspace(&node, &ks)?;
+        let peer = super::serve::authenticate(&node, &headers)?;
+        digested_keyspace(&node, &ks, &peer)?;
         let hint = format!(
             "a postcard list of at most {RECORDS_PER_REQUEST} data keys of the keyspace, as the \
              hashes endpoint names them"
@@ -497,6 +523,9 @@ pub trait DigestPeer {
     /// The peer, as errors and logs name it.
     fn name(&self) -> &str;
 
+    /// The peer's region: only keyspaces digested there too are compared with it.
+    fn region(&self) -> &str;
+
     /// The bucket digests of `keyspace`.
     fn digest(&self, keyspace: &str) -> impl Future<Output = Result<Vec<u64>, String>> + Send;
 
@@ -521,6 +550,10 @@ pub trait DigestPeer {
 impl DigestPeer for Node {
     fn name(&self) -> &str {
         self.region()
+    }
+
+    fn region(&self) -> &str {
+        Node::region(self)
     }
 
     async fn digest(&self, keyspace: &str) -> Result<Vec<u64>, String> {
@@ -554,6 +587,7 @@ pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// failure.
 pub struct HttpPeer {
     node: Node,
+    region: String,
     dialer: Arc<dyn Dialer>,
     target: Target,
     url: String,
@@ -567,11 +601,17 @@ struct Connection {
 }
 
 impl HttpPeer {
-    /// The peer at base URL `url` (`http://host[:port][/path]`), reached through `dialer` as
-    /// `node`; an error says why the URL is not one.
-    pub fn new(node: Node, dialer: Arc<dyn Dialer>, url: &str) -> Result<HttpPeer, String> {
+    /// The node of `region` at base URL `url` (`http://host[:port][/path]`), reached through
+    /// `dialer` as `node`; an error says why the URL is not one.
+    pub fn new(
+        node: Node,
+        dialer: Arc<dyn Dialer>,
+        region: &str,
+        url: &str,
+    ) -> Result<HttpPeer, String> {
         Ok(HttpPeer {
             node,
+            region: region.to_string(),
             dialer,
             target: Target::parse(url)?,
             url: url.trim_end_matches('/').to_string(),
@@ -679,6 +719,10 @@ impl DigestPeer for HttpPeer {
         &self.url
     }
 
+    fn region(&self) -> &str {
+        &self.region
+    }
+
     async fn digest(&self, keyspace: &str) -> Result<Vec<u64>, String> {
         let path = format!("/v1/repl/digest/{keyspace}");
         Ok(self.send(Method::GET, &path, Vec::new()).await?.0)
@@ -725,11 +769,13 @@ pub async fn compare_and_repair<P: DigestPeer>(
     deferred: &mut u32,
 ) -> Result<usize, String> {
     let mut repaired = 0;
-    let keyspaces: Vec<String> = node
-        .topology()
+    let topology = node.topology();
+    let keyspaces: Vec<String> = topology
         .keyspaces
         .iter()
-        .filter(|k| digested(k))
+        .filter(|k| {
+            digested_at(topology, k, node.region()) && digested_at(topology, k, peer.region())
+        })
         .map(|k| k.name.clone())
         .collect();
     let look = |ks: String| async move {
@@ -912,15 +958,15 @@ pub(super) fn repair_anchor(node: &Node, record: &Record) -> Option<(String, u64
 pub async fn run(node: Node, every: std::time::Duration, dialer: Arc<dyn Dialer>) {
     let peers: Vec<(String, HttpPeer)> = super::peer_urls(&node)
         .into_iter()
-        .filter_map(
-            |(name, url)| match HttpPeer::new(node.clone(), Arc::clone(&dialer), &url) {
+        .filter_map(|(name, url)| {
+            match HttpPeer::new(node.clone(), Arc::clone(&dialer), &name, &url) {
                 Ok(peer) => Some((name, peer)),
                 Err(e) => {
                     tracing::warn!(peer = %name, error = %e, "no digest comparison with this peer");
                     None
                 }
-            },
-        )
+            }
+        })
         .collect();
     if peers.is_empty() {
         return;
@@ -1302,6 +1348,7 @@ mod tests {
         let peer = super::HttpPeer::new(
             node.clone(),
             Arc::new(super::super::dial::TcpDialer),
+            "b",
             &format!("http://{addr}"),
         )
         .expect("peer");
