@@ -14,7 +14,7 @@
 //! resurrected; every set holds exactly the members with an acknowledged add that no later
 //! change of the member had seen (add wins); every map field holds the value of its
 //! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned
-//! key sits in a region outside its zone; every sync write acknowledged (its origin alive) was
+//! key sits in a region outside its zone (of two regions, which must hold it equally); every sync write acknowledged (its origin alive) was
 //! on a quorum of regions and is in every region; and, after the final collection rounds, no
 //! region stores a record no reader sees (every tombstone collected, whichever way it died).
 //!
@@ -61,8 +61,11 @@ pub const REGIONS: [&str; 5] = [
     "sa-east-1",
     "af-south-1",
 ];
-/// The one region of zone `eu`, where keyspace `pinned` lives.
+/// The region whose final state the checker compares every other replica with, and renders.
 pub const EU: &str = "eu-west-1";
+/// The regions of zone `eu`, where keyspace `pinned` lives: two, so its keys replicate and are
+/// digest-compared between them, and every cluster size has both.
+pub const PINNED_ZONE: [&str; 2] = [EU, "ap-southeast-1"];
 /// Largest clock offset of a simulated node, either way.
 pub const MAX_SKEW_MS: i64 = 1_000;
 /// Longest TTL of a write to keyspace `tmp`.
@@ -416,8 +419,8 @@ pub struct Checked<'a> {
 }
 
 /// The checker of a healed, quiet cluster (every keyspace of [`topology`]). Passes when: all
-/// replicas equal (pinned keys aside); no byte of a pinned key — record or op-log payload —
-/// sits outside [`EU`]; every key of `sync_acknowledged` is held; every counter equals the sum
+/// replicas equal (pinned keys: all of [`PINNED_ZONE`]); no byte of a pinned key — record or
+/// op-log payload — sits outside [`PINNED_ZONE`]; every key of `sync_acknowledged` is held; every counter equals the sum
 /// of its acknowledged increments no acknowledged delete had seen (where that is decidable);
 /// every register holds the last-writer-wins winner of its
 /// acknowledged writes (so no acknowledged delete is resurrected); every set holds exactly
@@ -441,15 +444,18 @@ pub fn check(
     for (i, s) in states.iter().enumerate() {
         let mut a = s.clone();
         let mut b = states[eu].clone();
-        a.remove("pinned");
-        b.remove("pinned");
+        let in_zone = PINNED_ZONE.contains(&replicas[i].region);
+        if !in_zone {
+            a.remove("pinned");
+            b.remove("pinned");
+        }
         if a != b {
             return Err(format!(
                 "replicas differ after the heal: {} = {a:?}, {EU} = {b:?}",
                 replicas[i].region
             ));
         }
-        if i != eu {
+        if !in_zone {
             if !s["pinned"].is_empty() {
                 return Err(format!(
                     "pinned key held in {}: {:?}",
@@ -670,7 +676,10 @@ pub fn topology(n: usize) -> Topology {
 /// # Panics
 /// When `sync_timeout` is not a duration the topology format accepts.
 pub fn topology_with(n: usize, sync_timeout: &str) -> Topology {
-    let mut text = String::from("[cluster]\nname = \"sim\"\n\n[zones]\neu = [\"eu-west-1\"]\n");
+    let mut text = format!(
+        "[cluster]\nname = \"sim\"\n\n[zones]\neu = [\"{}\", \"{}\"]\n",
+        PINNED_ZONE[0], PINNED_ZONE[1]
+    );
     for (i, r) in REGIONS.iter().take(n).enumerate() {
         text.push_str(&format!(
             "\n[[region]]\nname = \"{r}\"\nnode = \"http://127.0.0.1:{}\"\n",
@@ -1344,10 +1353,10 @@ impl Sim {
             seen.to_token()
         ));
         match (ks, result) {
-            ("pinned", Err(e)) if region != EU && e.code == "residency" => Ok(()),
-            ("pinned", Ok(_)) if region != EU => {
-                Err(format!("{region} accepted a write to a key pinned to {EU}"))
-            }
+            ("pinned", Err(e)) if !PINNED_ZONE.contains(&region) && e.code == "residency" => Ok(()),
+            ("pinned", Ok(_)) if !PINNED_ZONE.contains(&region) => Err(format!(
+                "{region} accepted a write to a key pinned to {PINNED_ZONE:?}"
+            )),
             (_, Err(e)) => Err(format!("{region}: write {ks}/{key} refused: {e}")),
             (_, Ok(w)) => self.history.record(Acknowledged {
                 region,
@@ -1407,7 +1416,7 @@ pub fn damage_registers(
     most: usize,
 ) -> Result<Vec<String>, String> {
     let mut candidates = Vec::new();
-    for ks in ["reg", "orders"] {
+    for ks in ["reg", "orders", "pinned"] {
         let prefix = keys::data_key(ks, "");
         store
             .scan_each(Table::Data, &prefix, None, |k, v| {

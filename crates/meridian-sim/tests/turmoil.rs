@@ -5,7 +5,7 @@
 //! detection and reconnects with backoff all run as in production. A client writes over HTTP to
 //! random regions (register puts and deletes, counter increments, set adds and removes, map
 //! patches and deletes, sync writes to the quorum-2 `orders`, writes to the `pinned` keyspace of
-//! zone `eu`, adds with a TTL and PUTs without one to the set keyspace `tmp`, create-only PUTs
+//! zone `eu` (two regions, which replicate and digest-compare it between them only), adds with a TTL and PUTs without one to the set keyspace `tmp`, create-only PUTs
 //! (`If-None-Match: *`) to the `writer = "home"` keyspace `homed`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
 //! them (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's
 //! store outlives it, as a disk would. The client retries a write whose answer it did not get
@@ -56,7 +56,7 @@ use meridian_node::clock::Clock;
 use meridian_node::repl::dial::{Conn, Dialer};
 use meridian_node::{Background, Node, NodeConfig};
 use meridian_sim::{
-    Acknowledged, Checked, EU, History, MAX_SKEW_MS, REGIONS, State, damage_registers,
+    Acknowledged, Checked, History, MAX_SKEW_MS, PINNED_ZONE, REGIONS, State, damage_registers,
 };
 use meridian_store::{Store, StoreOptions, Table};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
@@ -386,8 +386,10 @@ async fn write_until_answered(
     loop {
         match send(&w).await {
             Ok((status, headers, _)) if status.is_success() => {
-                if w.keyspace == "pinned" && w.region != EU {
-                    return Err(format!("{what} accepted a write to a key pinned to {EU}"));
+                if w.keyspace == "pinned" && !PINNED_ZONE.contains(&w.region) {
+                    return Err(format!(
+                        "{what} accepted a write to a key pinned to {PINNED_ZONE:?}"
+                    ));
                 }
                 let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
                 let etag = header(ETAG.as_str()).map(|e| e.trim_matches('"'));
@@ -434,7 +436,7 @@ async fn write_until_answered(
             }
             Ok((status, _, body))
                 if w.keyspace == "pinned"
-                    && w.region != EU
+                    && !PINNED_ZONE.contains(&w.region)
                     && status.is_client_error()
                     && String::from_utf8_lossy(&body).contains("\"residency\"") =>
             {
