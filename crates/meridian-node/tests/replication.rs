@@ -629,6 +629,32 @@ async fn concurrent_overwrites_converge_and_are_reported() {
         in_status as usize, reported,
         "status counts conflicts per keyspace"
     );
+    // The same in the metrics (one recorder per test process, so at least these), with each
+    // link's egress, unacknowledged ops and lag.
+    let metrics = w.get_text("us-east-1", "/metrics").await;
+    let sample = |series: &str| {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+    };
+    assert!(
+        sample("meridian_conflicts_total{keyspace=\"reg\"}").unwrap_or(0.0) >= reported as f64,
+        "{metrics}"
+    );
+    for peer in ["us-east-1", "eu-west-1"] {
+        let sent = sample(&format!(
+            "meridian_repl_sent_bytes_total{{peer=\"{peer}\"}}"
+        ));
+        assert!(sent.unwrap_or(0.0) > 0.0, "egress to {peer}: {metrics}");
+        for gauge in ["meridian_repl_unacked_ops", "meridian_repl_lag_seconds"] {
+            let value = sample(&format!("{gauge}{{peer=\"{peer}\"}}"));
+            assert!(
+                value.is_some_and(|v| v >= 0.0),
+                "{gauge} of {peer}: {metrics}"
+            );
+        }
+    }
 }
 
 /// Whether ap-southeast-1, which the pinned keyspaces exclude, keeps no digest of them.
