@@ -212,6 +212,16 @@ async fn world_geo(extra: &str, geoip: meridian_edge::geo::GeoIp) -> World {
 
 /// Three upstream regions behind edge `e1`, whose options `tune` sets past the defaults.
 async fn world_tuned(extra: &str, secret: bool, tune: impl FnOnce(&mut EdgeOptions)) -> World {
+    world_edited(extra, secret, |text| text, tune).await
+}
+
+/// [`world_tuned`] with the topology text passed through `edit` first.
+async fn world_edited(
+    extra: &str,
+    secret: bool,
+    edit: impl FnOnce(String) -> String,
+    tune: impl FnOnce(&mut EdgeOptions),
+) -> World {
     let ups = vec![
         Upstream::start("a").await,
         Upstream::start("b").await,
@@ -221,7 +231,7 @@ async fn world_tuned(extra: &str, secret: bool, tune: impl FnOnce(&mut EdgeOptio
     let a = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let (la, aa) = (l.local_addr().unwrap(), a.local_addr().unwrap());
     let names: Vec<(&str, String)> = ups.iter().map(|u| (u.region.as_str(), u.url())).collect();
-    let text = config(&names, &[("e1", la, aa)], extra);
+    let text = edit(config(&names, &[("e1", la, aa)], extra));
     let topo = Arc::new(meridian_core::config::parse("t.toml", &text).unwrap());
     let mut opts = EdgeOptions::new("e1");
     opts.seed = 7;
@@ -378,6 +388,60 @@ async fn kill_a_region_mid_load_loses_no_idempotent_request() {
         "failed over to b"
     );
     eprintln!("detected in {detected:?}; {} requests served", served.len());
+}
+
+/// What only a trusted proxy may say is not believed from anyone else: a client outside
+/// `trusted_proxies` is routed as itself whatever `X-Forwarded-For` says, its `Meridian-Zone`
+/// claims no zone, and the app sees the edge's view (the client's own address, no zone).
+#[tokio::test]
+async fn untrusted_clients_cannot_claim_an_address_or_a_zone() {
+    let w = world_edited(
+        "[routing]\npolicy = \"failover\"\nall_down = \"fail-closed\"\n",
+        true,
+        |text| {
+            let trusted = "trusted_proxies = [\"127.0.0.0/8\"]";
+            assert!(text.contains(trusted));
+            text.replace(trusted, "trusted_proxies = [\"10.0.0.0/8\"]")
+        },
+        |_| {},
+    )
+    .await;
+    let r = client()
+        .get(format!("{}/who", w.proxy))
+        .header("meridian-zone", "us")
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["meridian-region"],
+        "a",
+        "first in order, not zone us"
+    );
+    assert_eq!(r.headers()["x-seen-zone"], "");
+    assert_eq!(r.headers()["x-seen-xff"], "127.0.0.1");
+
+    // Located by its own address: an X-Forwarded-For naming a German client is not believed.
+    let untrusted = |text: String| {
+        text.replace(
+            "trusted_proxies = [\"127.0.0.0/8\"]",
+            "trusted_proxies = [\"10.0.0.0/8\"]",
+        )
+    };
+    let extra = "[routing]\npolicy = \"geo\"\n[routing.geo]\nDE = \"c\"\ndefault = \"a\"\n";
+    let geo = Arc::new(tiny_geoip());
+    let w = world_edited(extra, false, untrusted, |o| o.geoip = Some(geo)).await;
+    let r = client()
+        .get(format!("{}/g", w.proxy))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["meridian-region"],
+        "a",
+        "the default, not DE's region"
+    );
 }
 
 #[tokio::test]
