@@ -568,6 +568,51 @@ pub fn core_error(e: meridian_core::Error) -> ApiError {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use crate::input::WriteHeaders;
+    use crate::testing::{TWO_REGIONS, node, put};
+
+    /// An Idempotency-Key's stored outcome is replayed, and a different request under the key
+    /// refused, until `[limits] idempotency_ttl` (24 h by default) has passed; after that the
+    /// key is free and a request under it is carried out as new.
+    #[tokio::test]
+    async fn idempotency_outcomes_are_kept_for_the_ttl_and_then_forgotten() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let node = node(TWO_REGIONS, "a", &clock);
+        let ttl = node.topology().limits.idempotency_ttl;
+        assert_eq!(ttl, std::time::Duration::from_secs(24 * 3600));
+        let keyed = || WriteHeaders {
+            idempotency_key: Some("retry-1".into()),
+            ..WriteHeaders::default()
+        };
+        let different = || {
+            let mut m = put(&node, "rep", "x", keyed());
+            m.fingerprint = 2;
+            m
+        };
+        let first = super::write(&node, put(&node, "rep", "x", keyed()))
+            .await
+            .expect("write");
+        assert!(!first.replayed);
+        clock.fetch_add(ttl.as_millis() as u64 - 1_000, Ordering::SeqCst);
+        let again = super::write(&node, put(&node, "rep", "x", keyed()))
+            .await
+            .expect("replay");
+        assert!(again.replayed, "within the TTL the outcome is replayed");
+        assert_eq!(again.outcome.etag, first.outcome.etag);
+        let refused = super::write(&node, different())
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!(refused.code, "idempotency_key_reused");
+        clock.fetch_add(2_000, Ordering::SeqCst);
+        let fresh = super::write(&node, different()).await.expect("a new write");
+        assert!(!fresh.replayed, "past the TTL the key is free");
+        assert_ne!(fresh.outcome.etag, first.outcome.etag);
+    }
+
     /// Within the limit always; past it only when shrinking what merges took past it.
     #[test]
     fn a_value_over_the_limit_may_only_shrink() {
