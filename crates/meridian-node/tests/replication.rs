@@ -1005,6 +1005,55 @@ async fn writes_are_forwarded_to_the_home_region() {
     assert_eq!(r.status(), StatusCode::MISDIRECTED_REQUEST, "no second hop");
 }
 
+/// A region's change feed carries the changes it applies from other regions, each naming the
+/// region that made it, once durably applied there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn change_feeds_carry_replicated_changes() {
+    let w = World::new().await;
+    let c = w.client.clone();
+    let mut feeds = Vec::new();
+    for region in ["eu-west-1", "ap-southeast-1"] {
+        let r = c
+            .get(w.url(region, "/v1/watch/docs?prefix=feed-"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        feeds.push((region, r));
+    }
+    let r = c
+        .patch(w.url("us-east-1", "/v1/kv/docs/feed-1"))
+        .body(r#"{"title":"hello"}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let etag = r.headers()["etag"]
+        .to_str()
+        .unwrap()
+        .trim_matches('"')
+        .to_string();
+    for (region, mut feed) in feeds {
+        let mut seen = String::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while !seen.contains("feed-1") {
+            let chunk = tokio::time::timeout_at(deadline, feed.chunk())
+                .await
+                .unwrap_or_else(|_| panic!("{region}: no event in time: {seen}"))
+                .unwrap()
+                .unwrap();
+            seen.push_str(&String::from_utf8_lossy(&chunk));
+        }
+        assert!(
+            seen.contains("\"region\":\"us-east-1\""),
+            "{region}: {seen}"
+        );
+        assert!(seen.contains(&etag), "{region} names the version: {seen}");
+        let (_, body) = w.get_json(region, "/v1/kv/docs/feed-1").await;
+        assert_eq!(body["title"], "hello", "{region} serves it once announced");
+    }
+}
+
 /// A conditional write sent to a region that is not the key's home is refused there as
 /// misdirected (421 naming the home) before its precondition is judged: that region's copy may
 /// be older than the home's, and a 412 judged on it would refuse what the home accepts.
