@@ -65,6 +65,12 @@ pub enum Error {
         /// hyper's error.
         source: hyper::Error,
     },
+    /// A streamed `application/grpc-web-text` request body is not base64.
+    #[error("the gRPC-Web text request body is not base64: {message}")]
+    GrpcWebText {
+        /// What was wrong.
+        message: String,
+    },
     /// A bearer token did not verify.
     #[error("token rejected: {message}")]
     Token {
@@ -95,7 +101,9 @@ impl Error {
             | Error::Exchange { .. }
             | Error::ResponseBody { .. }
             | Error::Timeout { .. } => Origin::Upstream,
-            Error::RequestBody { .. } | Error::Token { .. } => Origin::Downstream,
+            Error::RequestBody { .. } | Error::GrpcWebText { .. } | Error::Token { .. } => {
+                Origin::Downstream
+            }
             Error::Config { .. } | Error::Listen { .. } => Origin::Internal,
         }
     }

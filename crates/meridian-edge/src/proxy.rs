@@ -19,6 +19,7 @@ use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 use crate::state::{Edge, ProxyBody, Routes};
 use crate::{Error, RetryClass, access_log, clock, metrics, token, upstream};
 
+mod grpc_web;
 mod switch;
 
 /// Name of the sticky region cookie.
@@ -512,6 +513,8 @@ async fn forward(
         parts.headers.insert(header::HOST, v);
     }
     parts.version = http::Version::HTTP_11;
+    // A browser's gRPC-Web call, bridged to gRPC for regions whose backends speak HTTP/2.
+    let web = grpc_web::GrpcWeb::of(&parts.headers);
     let retryable = facts.retryable();
     let timeout = edge.options().upstream_timeout;
 
@@ -537,10 +540,21 @@ async fn forward(
                 r.metrics.retry();
             }
         }
-        let out_body = match &mut body {
-            Body::Buffered(b) => full(b.clone()),
-            Body::Stream(s) => match s.take() {
-                Some(b) => b.map_err(|source| Error::RequestBody { source }).boxed(),
+        let bridge = web.as_ref().filter(|_| backend.target.http2);
+        let out_body = match (&mut body, bridge) {
+            (Body::Buffered(b), None) => full(b.clone()),
+            (Body::Buffered(b), Some(web)) => match web.request_bytes(b) {
+                Ok(grpc) => full(grpc),
+                Err(e) => return (None, grpc_web::GrpcWeb::bad_text(&e)),
+            },
+            (Body::Stream(s), _) => match s.take() {
+                Some(b) => {
+                    let b = b.map_err(|source| Error::RequestBody { source }).boxed();
+                    match bridge {
+                        Some(web) => web.request_body(b),
+                        None => b,
+                    }
+                }
                 None => break,
             },
         };
@@ -567,8 +581,18 @@ async fn forward(
             out.headers_mut()
                 .insert(header::TE, HeaderValue::from_static("trailers"));
         }
+        if let Some(web) = bridge {
+            web.request_headers(out.headers_mut());
+        }
         sent_any = true;
-        let attempt = tokio::time::timeout(timeout, edge.send(&backend, out)).await;
+        let attempt = tokio::time::timeout(timeout, edge.send(&backend, out))
+            .await
+            .map(|sent| {
+                sent.map(|resp| match bridge {
+                    Some(web) => web.response(resp),
+                    None => resp,
+                })
+            });
         let err = match attempt {
             Ok(Ok(resp)) if resp.status().is_server_error() || grpc_unavailable(&resp) => {
                 edge.observe(&backend, Event::TrafficFail);
