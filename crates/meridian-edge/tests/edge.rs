@@ -156,9 +156,37 @@ async fn app(
             resp = resp.status(421);
             "misdirected, no region named".to_string()
         }
+        // A key pinned to the region `/residency/<region>` names (`next`: the one after
+        // this region, whichever it is); elsewhere, the region node's 421 `residency` naming
+        // it in `Meridian-Allowed-Region`, passed on by the app as it is.
+        p if pinned_to(p, &region).is_some_and(|allowed| allowed != region) => {
+            let allowed = pinned_to(p, &region).unwrap_or_default();
+            resp = resp
+                .status(421)
+                .header("content-type", "application/json")
+                .header("meridian-allowed-region", allowed.as_str());
+            serde_json::json!({"error": {
+                "code": "residency",
+                "message": format!("keys of keyspace `pinned` may not be held in region `{region}`"),
+                "hint": format!("send the request to region `{allowed}`"),
+            }})
+            .to_string()
+        }
         _ => format!("{region}:{}", String::from_utf8_lossy(&body)),
     };
     Ok(resp.body(Full::new(Bytes::from(text))).unwrap())
+}
+
+/// The region a `/residency/<region>` path pins its key to, as region `here` reads it
+/// (`next`: a → b → c → a); `None` for any other path.
+fn pinned_to(path: &str, here: &str) -> Option<String> {
+    let named = path.strip_prefix("/residency/")?;
+    let next = match here {
+        "a" => "b",
+        "b" => "c",
+        _ => "a",
+    };
+    Some(if named == "next" { next } else { named }.to_string())
 }
 
 struct World {
@@ -651,6 +679,349 @@ async fn home_writes_follow_the_meridian_home_header() {
         .await
         .unwrap();
     assert_eq!(served(&r), "a", "reads are not steered by it");
+}
+
+/// The region that answered `r` (its `Meridian-Region`).
+fn served_by(r: &reqwest::Response) -> String {
+    r.headers()[meridian_edge::REGION_HEADER]
+        .to_str()
+        .unwrap()
+        .to_string()
+}
+
+/// The `meridian_region` cookies a response sets.
+fn region_cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_string())
+        .filter(|v| v.starts_with("meridian_region="))
+        .collect()
+}
+
+/// A region node's 421 `residency` naming an allowed region in `Meridian-Allowed-Region` (passed
+/// on by the app as it is) is replayed there, and the client gets that region's answer: for a
+/// GET, a POST with an Idempotency-Key and a POST without one alike (a 421 means the request was
+/// not processed), each replayed with its body, once, without spending the retry budget (0
+/// here). The 421 itself is the answer when the request may not be replayed: a streamed body
+/// (over `replay_limit`), a named region outside the client's zone, or a second 421 from the
+/// region it was replayed in.
+#[tokio::test]
+async fn residency_421s_are_replayed_once_in_the_allowed_region() {
+    let extra = format!("{FAILOVER}retry_budget = 0\n");
+    let w = world_tuned(&extra, true, |o| o.replay_limit = 64).await;
+    let c = client();
+    let hits = || -> Vec<usize> {
+        w.ups
+            .iter()
+            .map(|u| u.hits.requests.load(Ordering::SeqCst))
+            .collect()
+    };
+    let url = |path: &str| format!("{}{path}", w.proxy);
+
+    let replayed = [
+        (c.get(url("/residency/b")), 1, "b:"),
+        (
+            c.post(url("/residency/c"))
+                .header("idempotency-key", "order-1")
+                .body("order-1"),
+            2,
+            "c:order-1",
+        ),
+        (c.post(url("/residency/b")).body("order-2"), 1, "b:order-2"),
+    ];
+    for (rb, to, answer) in replayed {
+        let before = hits();
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 200, "{answer}");
+        assert_eq!(served_by(&r), ["a", "b", "c"][to], "{answer}");
+        assert!(
+            !r.headers().contains_key("meridian-allowed-region"),
+            "{answer}: the 421 is not what the client gets"
+        );
+        assert_eq!(r.text().await.unwrap(), answer);
+        let mut want = before.clone();
+        want[0] += 1;
+        want[to] += 1;
+        assert_eq!(
+            hits(),
+            want,
+            "{answer}: refused by a, then replayed once in the allowed region"
+        );
+    }
+
+    // Each 421 that is the answer: (request, region that refused it, region it named).
+    let us = meridian_edge::token::sign(&serde_json::json!({"zone": "us"}), SECRET.as_bytes());
+    let refusals = [
+        // Over the replay limit, the body streamed to a and cannot be sent again.
+        (c.post(url("/residency/b")).body("x".repeat(100)), "a", "b"),
+        // A client of zone us: b refuses, and a is outside the zone.
+        (c.get(url("/residency/a")).bearer_auth(&us), "b", "a"),
+        // a names b, and b, asked in turn, names c: one replay only.
+        (c.get(url("/residency/next")), "b", "c"),
+    ];
+    for (rb, from, named) in refusals {
+        let before = hits();
+        let r = rb.send().await.unwrap();
+        assert_eq!(r.status(), 421, "{from} naming {named}");
+        assert_eq!(served_by(&r), from);
+        assert_eq!(r.headers()["meridian-allowed-region"], named);
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert_eq!(body["error"]["code"], "residency", "{body}");
+        let i = |r: &str| usize::from(r.as_bytes()[0] - b'a');
+        assert_eq!(
+            hits()[i(named)],
+            before[i(named)],
+            "{from} naming {named}: not replayed in {named}"
+        );
+    }
+}
+
+/// Under `writes = "home"`, a write whose bearer token (HS256, signed with the cluster secret)
+/// claims `"home": "c"` is sent to c only — the verified claim wins over a `Meridian-Home`
+/// naming another region — while reads follow the policy. A token that does not verify
+/// (another secret, or expired) claims no home: such a write follows `Meridian-Home` when it
+/// has one, else the policy.
+#[tokio::test]
+async fn home_writes_follow_the_verified_home_claim() {
+    let w = world(
+        "[routing]\npolicy = \"failover\"\nwrites = \"home\"\n",
+        true,
+    )
+    .await;
+    let c = client();
+    let sign = meridian_edge::token::sign;
+    let home_c = sign(&serde_json::json!({"home": "c"}), SECRET.as_bytes());
+    let forged = sign(&serde_json::json!({"home": "c"}), b"not-the-secret-123");
+    let expired = sign(
+        &serde_json::json!({"home": "c", "exp": 1}),
+        SECRET.as_bytes(),
+    );
+    let url = format!("{}/o", w.proxy);
+    let posts = |i: usize| w.ups[i].hits.posts.load(Ordering::SeqCst);
+
+    let r = c
+        .post(&url)
+        .bearer_auth(&home_c)
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&r), "c");
+    assert_eq!(r.text().await.unwrap(), "c:p");
+    assert_eq!(
+        (posts(0), posts(1), posts(2)),
+        (0, 0, 1),
+        "sent to the home alone"
+    );
+    let r = c
+        .post(&url)
+        .bearer_auth(&home_c)
+        .header("meridian-home", "b")
+        .body("p")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served_by(&r), "c", "the claim, not the header");
+    let r = c.delete(&url).bearer_auth(&home_c).send().await.unwrap();
+    assert_eq!(served_by(&r), "c", "every unsafe method is a write");
+    let r = c.get(&url).bearer_auth(&home_c).send().await.unwrap();
+    assert_eq!(served_by(&r), "a", "reads are not steered by it");
+
+    for (token, why) in [(&forged, "another secret"), (&expired, "expired")] {
+        let r = c
+            .post(&url)
+            .bearer_auth(token)
+            .body("p")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(served_by(&r), "a", "{why}: no home, the failover order");
+        let r = c
+            .post(&url)
+            .bearer_auth(token)
+            .header("meridian-home", "b")
+            .body("p")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(
+            served_by(&r),
+            "b",
+            "{why}: Meridian-Home, as without a token"
+        );
+    }
+}
+
+/// With `[routing] sticky = false` the edge neither sets a `meridian_region` cookie (not even
+/// when a request fails over) nor follows one a client sends, in the proxy or in `explain`:
+/// requests go by the policy alone. The same requests under the default (`sticky = true`) get
+/// the cookie and are sent where it names.
+#[tokio::test]
+async fn without_sticky_no_region_cookie_is_set_or_followed() {
+    let mut on = world(FAILOVER, false).await;
+    let mut off = world(&format!("{FAILOVER}sticky = false\n"), false).await;
+    let c = client();
+    for (w, sticky) in [(&on, true), (&off, false)] {
+        let r = c.get(format!("{}/who", w.proxy)).send().await.unwrap();
+        assert_eq!(served_by(&r), "a", "sticky = {sticky}");
+        let want: &[&str] = if sticky {
+            &["meridian_region=a; Path=/; HttpOnly; SameSite=Lax"]
+        } else {
+            &[]
+        };
+        assert_eq!(region_cookies(&r), want, "sticky = {sticky}");
+
+        for cookie in ["meridian_region=c", "theme=dark; meridian_region=c"] {
+            let r = c
+                .get(format!("{}/who", w.proxy))
+                .header("cookie", cookie)
+                .send()
+                .await
+                .unwrap();
+            let to = if sticky { "c" } else { "a" };
+            assert_eq!(served_by(&r), to, "sticky = {sticky}, {cookie}");
+            // Sticky: served where the cookie says, nothing to set. Not sticky: served
+            // elsewhere, and still no cookie.
+            assert!(region_cookies(&r).is_empty(), "sticky = {sticky}, {cookie}");
+        }
+        let e: serde_json::Value = c
+            .get(format!("{}/v1/explain?ip=198.51.100.7&cookie=c", w.admin))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let first = if sticky { "c" } else { "a" };
+        assert_eq!(e["regions"][0], first, "sticky = {sticky}: {e}");
+    }
+
+    // A failover moves the cookie only when sticky.
+    on.ups[0].kill();
+    off.ups[0].kill();
+    for (w, want) in [
+        (
+            &on,
+            vec!["meridian_region=b; Path=/; HttpOnly; SameSite=Lax".to_string()],
+        ),
+        (&off, vec![]),
+    ] {
+        let r = c
+            .get(format!("{}/who", w.proxy))
+            .header("cookie", "meridian_region=a")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(served_by(&r), "b");
+        assert_eq!(region_cookies(&r), want);
+    }
+}
+
+/// A compact JWS of `claims` signed EdDSA (Ed25519) with `key`.
+fn sign_eddsa(claims: &serde_json::Value, key: &ring::signature::Ed25519KeyPair) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"alg":"EdDSA","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    format!("{signed}.{}", b64(key.sign(signed.as_bytes()).as_ref()))
+}
+
+/// A new Ed25519 key pair.
+fn ed25519_key() -> ring::signature::Ed25519KeyPair {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+    ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap()
+}
+
+/// An EdDSA (Ed25519) token verified with `EdgeOptions::token_public_key`, beside HS256 tokens
+/// of the cluster secret, carries its `zone` claim: the app sees the zone in `Meridian-Zone`,
+/// and the request stays in that zone as its regions fail — never sent to another, even the
+/// first in the failover order — until none is left (503 under fail-closed). A token that key
+/// does not verify (signed by another key, expired, or HS256 with the public key as the secret)
+/// carries no zone.
+#[tokio::test]
+async fn eddsa_tokens_keep_requests_in_their_zone() {
+    use ring::signature::KeyPair as _;
+    let key = ed25519_key();
+    let public = key.public_key().as_ref().to_vec();
+    let extra = "[routing]\npolicy = \"failover\"\nall_down = \"fail-closed\"\n";
+    let mut w = world_tuned(extra, true, |o| o.token_public_key = Some(public.clone())).await;
+    let c = client();
+    let us = serde_json::json!({"zone": "us"});
+    let eddsa_us = sign_eddsa(&us, &key);
+    let get = |token: Option<String>| {
+        let mut rb = c.get(format!("{}/z", w.proxy));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb.send()
+    };
+    let zone_seen =
+        |r: &reqwest::Response| r.headers()["x-seen-zone"].to_str().unwrap().to_string();
+
+    let r = get(None).await.unwrap();
+    assert_eq!((served_by(&r), zone_seen(&r)), ("a".into(), "".into()));
+    let hs256_us = meridian_edge::token::sign(&us, SECRET.as_bytes());
+    for (token, kind) in [(&eddsa_us, "EdDSA"), (&hs256_us, "HS256")] {
+        let r = get(Some(token.clone())).await.unwrap();
+        assert_eq!(
+            (served_by(&r), zone_seen(&r)),
+            ("b".into(), "us".into()),
+            "{kind}"
+        );
+    }
+    let unverified = [
+        (sign_eddsa(&us, &ed25519_key()), "another key"),
+        (
+            sign_eddsa(&serde_json::json!({"zone": "us", "exp": 1}), &key),
+            "expired",
+        ),
+        (
+            meridian_edge::token::sign(&us, &public),
+            "HS256 keyed with the public key",
+        ),
+    ];
+    for (token, why) in unverified {
+        let r = get(Some(token)).await.unwrap();
+        assert_eq!(
+            (served_by(&r), zone_seen(&r)),
+            ("a".into(), "".into()),
+            "{why}: no zone"
+        );
+    }
+
+    // b down: the zone's other region; then none: 503, never a.
+    w.ups[1].kill();
+    let r = get(Some(eddsa_us.clone())).await.unwrap();
+    assert_eq!((r.status().as_u16(), served_by(&r)), (200, "c".into()));
+    w.ups[2].kill();
+    let started = Instant::now();
+    loop {
+        let r = get(Some(eddsa_us.clone())).await.unwrap();
+        if let Some(region) = r.headers().get("meridian-region") {
+            assert_ne!(region, "a", "a us request is never sent to eu");
+        }
+        if r.status() == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "no_region_available");
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never failed closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        served_by(&get(None).await.unwrap()),
+        "a",
+        "others still served"
+    );
 }
 
 #[tokio::test]
