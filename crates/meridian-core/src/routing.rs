@@ -350,7 +350,11 @@ fn decide_inner(
                 AllDown::FailClosed => "fail-closed".to_string(),
                 AllDown::Fallback(f) => format!("fallback:{f} is outside the zone"),
             };
-            why.push(|| format!("every candidate is down; {mode}: answer 503"));
+            if all.is_empty() {
+                why.push(|| "no candidate is left (see above): answer 503".to_string());
+            } else {
+                why.push(|| format!("every candidate is down; {mode}: answer 503"));
+            }
             (Vec::new(), Outcome::FailClosed)
         }
     };
@@ -1045,6 +1049,17 @@ location = { lat = 1.3, lon = 103.8 }
         };
         let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &eu, None, 0);
         assert_eq!(d.outcome, Outcome::FailClosed);
+        let last = d.explanation.last().cloned().unwrap_or_default();
+        assert!(last.starts_with("every candidate is down"), "{last}");
+        // A zone no region belongs to leaves nothing to try: said so, not "down".
+        let nowhere = ClientFacts {
+            zone: Some("mars".into()),
+            ..get()
+        };
+        let d = decide(&t, &down(&[]), &nowhere, None, 0);
+        assert_eq!(d.outcome, Outcome::FailClosed);
+        let last = d.explanation.last().cloned().unwrap_or_default();
+        assert!(last.starts_with("no candidate is left"), "{last}");
         let d = decide(&t, &down(&["eu-west-1", "eu-central-1"]), &get(), None, 0);
         assert_eq!(d.outcome, Outcome::Routed);
         let all = down(&["eu-west-1", "eu-central-1", "us-east-1", "ap-southeast-1"]);

@@ -200,11 +200,12 @@ pub(crate) fn facts(
         f.continent = l.continent;
         f.location = l.location;
     }
-    let bearer = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "));
-    if let Some(t) = bearer.map(str::trim) {
+    let bearer = meridian_http::bearer_token(
+        headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok()),
+    );
+    if let Some(t) = bearer {
         let opts = edge.options();
         let now = clock::unix_now();
         let claims = opts
@@ -217,7 +218,10 @@ pub(crate) fn facts(
             });
         if let Some(c) = claims {
             f.zone = c.zone;
-            f.home = c.home;
+            // A home the topology does not know (a region since removed) cannot be followed:
+            // like such a `Meridian-Home`, it is no claim. An unknown zone stays — nothing may
+            // then serve the request, which is what residency asks.
+            f.home = c.home.filter(|h| routes.topology.region(h).is_some());
         }
     }
     if f.zone.is_none() && Edge::trusted(routes, peer) {

@@ -489,6 +489,14 @@ async fn residency_never_leaves_the_zone_and_fails_closed() {
         .unwrap();
     assert_eq!(r.headers()["meridian-region"], "a");
     assert_eq!(r.headers()["x-seen-zone"], "eu");
+    // The scheme is case-insensitive (RFC 9110 §11.1): a lower-cased one keeps the claim.
+    let r = c
+        .get(format!("{}/x", w.proxy))
+        .header("authorization", format!("bearer {tok}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-seen-zone"], "eu", "bearer in lower case");
     let us = c
         .get(format!("{}/x", w.proxy))
         .header("meridian-zone", "us")
@@ -797,6 +805,9 @@ async fn home_writes_follow_the_verified_home_claim() {
         &serde_json::json!({"home": "c", "exp": 1}),
         SECRET.as_bytes(),
     );
+    // A verified claim naming no region of the topology (one decommissioned since the token
+    // was issued) is a placement hint that cannot be followed, as the header's would be.
+    let unknown = sign(&serde_json::json!({"home": "mars-1"}), SECRET.as_bytes());
     let url = format!("{}/o", w.proxy);
     let posts = |i: usize| w.ups[i].hits.posts.load(Ordering::SeqCst);
 
@@ -828,7 +839,11 @@ async fn home_writes_follow_the_verified_home_claim() {
     let r = c.get(&url).bearer_auth(&home_c).send().await.unwrap();
     assert_eq!(served_by(&r), "a", "reads are not steered by it");
 
-    for (token, why) in [(&forged, "another secret"), (&expired, "expired")] {
+    for (token, why) in [
+        (&forged, "another secret"),
+        (&expired, "expired"),
+        (&unknown, "an unknown home"),
+    ] {
         let r = c
             .post(&url)
             .bearer_auth(token)

@@ -1,13 +1,22 @@
-//! The bearer-token check of admin calls (the node's `/v1/admin/*`, the edge's admin API).
+//! Bearer tokens: the one of an `Authorization` header, and the check of admin calls (the
+//! node's `/v1/admin/*`, the edge's admin API).
 
-/// Whether `authorization` (an `Authorization` header's value) is `Bearer <secret>`, surrounding
-/// whitespace of the token aside. The comparison takes the same time wherever the token differs
-/// from `secret`, so a client cannot learn the secret a byte at a time by timing refusals.
+/// The token of `authorization` (an `Authorization` header's value) when its scheme is
+/// `Bearer` — in any case, as RFC 9110 §11.1 has schemes — without surrounding whitespace.
+pub fn bearer_token(authorization: Option<&str>) -> Option<&str> {
+    let value = authorization?.trim_start();
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
+        .filter(|t| !t.is_empty())
+}
+
+/// Whether `authorization` is `Bearer <secret>` ([`bearer_token`]). The comparison takes the
+/// same time wherever the token differs from `secret`, so a client cannot learn the secret a
+/// byte at a time by timing refusals.
 pub fn bearer_is(authorization: Option<&str>, secret: &str) -> bool {
-    let Some(given) = authorization
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::trim)
-    else {
+    let Some(given) = bearer_token(authorization) else {
         return false;
     };
     given.len() == secret.len()
@@ -27,6 +36,8 @@ mod tests {
         let secret = "0123456789abcdef";
         assert!(bearer_is(Some("Bearer 0123456789abcdef"), secret));
         assert!(bearer_is(Some("Bearer 0123456789abcdef \n"), secret));
+        assert!(bearer_is(Some("bearer 0123456789abcdef"), secret));
+        assert!(bearer_is(Some("BEARER  0123456789abcdef"), secret));
         for refused in [
             None,
             Some(""),
@@ -36,6 +47,8 @@ mod tests {
             Some("Bearer 0123456789abcde"),
             Some("Bearer 0123456789abcdef0"),
             Some("Bearer "),
+            Some("Bearer"),
+            Some("Bearers 0123456789abcdef"),
         ] {
             assert!(!bearer_is(refused, secret), "{refused:?}");
         }

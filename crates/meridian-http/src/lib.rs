@@ -8,10 +8,11 @@
 //! - a stop that lets every connection finish what it is doing, with one place to wait for
 //!   them all.
 //!
-//! And one check both servers make the same way: an admin call's bearer token ([`bearer_is`]).
+//! And what both servers read the same way: an `Authorization` header's bearer token
+//! ([`bearer_token`]), and the check of an admin call's ([`bearer_is`]).
 
 mod auth;
 mod connection;
 
-pub use auth::bearer_is;
+pub use auth::{bearer_is, bearer_token};
 pub use connection::{Activity, InFlight, serve_client};
