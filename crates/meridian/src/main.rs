@@ -231,8 +231,9 @@ enum Command {
         /// The edge's admin URL.
         #[arg(long, value_name = "URL")]
         admin: String,
-        /// File holding the cluster secret (the admin bearer token) [default: no token].
-        #[arg(long, value_name = "FILE")]
+        /// File holding the cluster secret (the admin bearer token), e.g. the topology's
+        /// `cluster.secret_file` [default: no token].
+        #[arg(long, value_name = "FILE", env = "MERIDIAN_TOKEN_FILE")]
         token_file: Option<PathBuf>,
         #[command(subcommand)]
         command: CtlCommand,

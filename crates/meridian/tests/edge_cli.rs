@@ -100,6 +100,17 @@ fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
         out.contains("drained") && out.contains("[\"r2\",\"r1\"]"),
         "{out}"
     );
+    // The token file may come from the environment instead.
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["ctl", "--admin", admin_url, "status"])
+        .env("MERIDIAN_TOKEN_FILE", token)
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let (code, _, err) = ctl(admin_url, "/dev/null", &["status"]);
     assert_eq!(code, 1, "a missing token is refused");
     assert!(err.contains("401"), "{err}");
