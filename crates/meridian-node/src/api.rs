@@ -477,8 +477,20 @@ struct ScanParams {
     prefix: String,
     after: Option<String>,
     limit: Option<usize>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "flag")]
     values: bool,
+}
+
+/// A query flag: `true`/`1`, or present without a value (`?values`), is on; `false`/`0` off.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<bool, D::Error> {
+    let text = <String as serde::Deserialize>::deserialize(d)?;
+    match text.to_ascii_lowercase().as_str() {
+        "" | "1" | "true" => Ok(true),
+        "0" | "false" => Ok(false),
+        other => Err(serde::de::Error::custom(format!(
+            "`{other}` is not a flag value: use true, false, 1 or 0"
+        ))),
+    }
 }
 
 async fn scan(
@@ -493,7 +505,7 @@ async fn scan(
     )));
     let p = try_resp!(query(
         q,
-        "?prefix=<text>&after=<key>&limit=1..1000&values=true|false"
+        "?prefix=<text>&after=<key>&limit=1..1000&values=true|false|1|0"
     ));
     let ks = try_resp!(node.keyspace(&ks_name));
     // A keyspace pinned to regions that exclude this one holds nothing here: the list is asked

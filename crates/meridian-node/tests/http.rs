@@ -1001,6 +1001,37 @@ async fn scan_pages_through_keys() {
         .await
         .unwrap();
     assert_eq!(json_of(r).await["items"], json!([]));
+    // The flag as APIs write it: `values`, `values=1`, `values=TRUE` on; `0`, `false` off.
+    for (query, with_value) in [
+        ("values", true),
+        ("values=1", true),
+        ("values=TRUE", true),
+        ("values=0", false),
+        ("values=false", false),
+    ] {
+        let r = t
+            .client
+            .get(t.url(&format!("/v1/kv/reg?prefix=user-0&{query}")))
+            .send()
+            .await
+            .unwrap();
+        let item = json_of(r).await["items"][0].clone();
+        assert_eq!(item["key"], "user-0", "{query}");
+        assert_eq!(item.get("value").is_some(), with_value, "{query}: {item}");
+    }
+    let r = t
+        .client
+        .get(t.url("/v1/kv/reg?values=yes"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let body = json_of(r).await;
+    assert_eq!(body["error"]["code"], "bad_query");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("`yes`"),
+        "{body}"
+    );
 }
 
 #[tokio::test]
