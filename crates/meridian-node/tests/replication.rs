@@ -195,6 +195,27 @@ impl World {
         r.done.await.expect("server task");
     }
 
+    /// Creates `path` (value `v1`) at `home`, naming it the key's home, and waits until every
+    /// region has applied it (a marker counter written after it reaches 1 everywhere; call it
+    /// once per world).
+    async fn create_replicated(&self, home: &str, path: &str) {
+        let r = self
+            .client
+            .put(self.url(home, path))
+            .header("meridian-home", home)
+            .body("v1")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::CREATED);
+        self.client
+            .post(self.url(home, "/v1/kv/cnt/marker/incr"))
+            .send()
+            .await
+            .unwrap();
+        self.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    }
+
     fn url(&self, region: &str, path: &str) -> String {
         format!("{}{path}", self.nodes[region].base)
     }
@@ -960,19 +981,8 @@ async fn expired_sets_and_counters_are_collected_everywhere() {
 async fn writes_are_forwarded_to_the_home_region() {
     let w = World::new().await;
     let c = &w.client;
-    let r = c
-        .put(w.url("eu-west-1", "/v1/kv/accounts/alice"))
-        .header("meridian-home", "eu-west-1")
-        .body("v1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    c.post(w.url("eu-west-1", "/v1/kv/cnt/marker/incr"))
-        .send()
-        .await
-        .unwrap();
-    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    w.create_replicated("eu-west-1", "/v1/kv/accounts/alice")
+        .await;
     let r = c
         .put(w.url("us-east-1", "/v1/kv/accounts/alice"))
         .body("v2")
@@ -1061,19 +1071,7 @@ async fn change_feeds_carry_replicated_changes() {
 async fn a_conditional_write_outside_the_home_is_misdirected_not_judged_on_a_stale_copy() {
     let mut w = World::new().await;
     let c = w.client.clone();
-    let r = c
-        .put(w.url("eu-west-1", "/v1/kv/ledger/bob"))
-        .header("meridian-home", "eu-west-1")
-        .body("v1")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), StatusCode::CREATED);
-    c.post(w.url("eu-west-1", "/v1/kv/cnt/marker/incr"))
-        .send()
-        .await
-        .unwrap();
-    w.converged("/v1/kv/cnt/marker", &json!(1)).await;
+    w.create_replicated("eu-west-1", "/v1/kv/ledger/bob").await;
     // us-east-1 keeps v1: it no longer hears from the other regions.
     w.stop("us-east-1").await;
     w.start("us-east-1", &["eu-west-1", "ap-southeast-1"]).await;
