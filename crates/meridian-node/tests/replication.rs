@@ -206,13 +206,13 @@ impl World {
             .body("v1")
             .send()
             .await
-            .unwrap();
+            .expect("create");
         assert_eq!(r.status(), StatusCode::CREATED);
         self.client
             .post(self.url(home, "/v1/kv/cnt/marker/incr"))
             .send()
             .await
-            .unwrap();
+            .expect("marker");
         self.converged("/v1/kv/cnt/marker", &json!(1)).await;
     }
 
