@@ -510,29 +510,12 @@ async fn residency_never_leaves_the_zone_and_fails_closed() {
     );
 
     w.ups[0].kill();
-    let started = Instant::now();
-    loop {
-        let r = c
-            .get(format!("{}/x", w.proxy))
-            .bearer_auth(&tok)
-            .send()
-            .await
-            .unwrap();
-        let status = r.status();
-        if let Some(region) = r.headers().get("meridian-region") {
-            assert_eq!(region, "a", "an eu request is only ever sent to a");
-        }
-        if status == 503 {
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(body["error"]["code"], "no_region_available");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never failed closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_failed_closed(
+        || c.get(format!("{}/x", w.proxy)).bearer_auth(&tok).send(),
+        |region| region == "a",
+        "an eu request is only ever sent to a",
+    )
+    .await;
     let forged =
         meridian_edge::token::sign(&serde_json::json!({"zone": "eu"}), b"not-the-secret-123");
     let r = c
@@ -690,6 +673,32 @@ async fn home_writes_follow_the_meridian_home_header() {
 }
 
 /// The region that answered `r` (its `Meridian-Region`).
+/// Sends requests with `send` every 50 ms until the edge answers 503 `no_region_available`
+/// (within 5 s), holding every answer that names its region to `allowed` (`why` if not).
+async fn until_failed_closed<F, Fut>(send: F, allowed: impl Fn(&str) -> bool, why: &str)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = reqwest::Result<reqwest::Response>>,
+{
+    let started = Instant::now();
+    loop {
+        let r = send().await.unwrap();
+        if let Some(region) = r.headers().get(meridian_edge::REGION_HEADER) {
+            assert!(allowed(region.to_str().unwrap()), "{why}: {region:?}");
+        }
+        if r.status() == 503 {
+            let body: serde_json::Value = r.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "no_region_available");
+            return;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "never failed closed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 fn served_by(r: &reqwest::Response) -> String {
     r.headers()[meridian_edge::REGION_HEADER]
         .to_str()
@@ -1015,23 +1024,12 @@ async fn eddsa_tokens_keep_requests_in_their_zone() {
     let r = get(Some(eddsa_us.clone())).await.unwrap();
     assert_eq!((r.status().as_u16(), served_by(&r)), (200, "c".into()));
     w.ups[2].kill();
-    let started = Instant::now();
-    loop {
-        let r = get(Some(eddsa_us.clone())).await.unwrap();
-        if let Some(region) = r.headers().get("meridian-region") {
-            assert_ne!(region, "a", "a us request is never sent to eu");
-        }
-        if r.status() == 503 {
-            let body: serde_json::Value = r.json().await.unwrap();
-            assert_eq!(body["error"]["code"], "no_region_available");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(5),
-            "never failed closed"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_failed_closed(
+        || get(Some(eddsa_us.clone())),
+        |region| region != "a",
+        "a us request is never sent to eu",
+    )
+    .await;
     assert_eq!(
         served_by(&get(None).await.unwrap()),
         "a",

@@ -81,9 +81,9 @@ impl GrpcWeb {
             return Ok(body.clone());
         }
         let mut decoder = Decoder::default();
-        let mut out = decoder.push(body)?;
+        let out = decoder.push(body)?;
         decoder.finish()?;
-        Ok(std::mem::take(&mut out).freeze())
+        Ok(out.freeze())
     }
 
     /// The gRPC request body of a streamed gRPC-Web one.
