@@ -14,8 +14,9 @@
 //! resurrected; every set holds exactly the members with an acknowledged add that no later
 //! change of the member had seen (add wins); every map field holds the value of its
 //! last-writer-wins patch unless a later delete of the whole map hides it; no byte of a pinned
-//! key sits in a region outside its zone (of two regions, which must hold it equally); every sync write acknowledged (its origin alive) was
-//! on a quorum of regions and is in every region; and, after the final collection rounds, no
+//! key sits in a region outside its zone (of two regions, which must hold it equally); every
+//! sync write acknowledged (its origin alive) was on a quorum of regions and is in every
+//! region; and, after the final collection rounds, no
 //! region stores a record no reader sees (every tombstone collected, whichever way it died).
 //!
 //! Digest comparison runs between live pairs at random, and a node's store is silently
@@ -420,8 +421,8 @@ pub struct Checked<'a> {
 
 /// The checker of a healed, quiet cluster (every keyspace of [`topology`]). Passes when: all
 /// replicas equal (pinned keys: all of [`PINNED_ZONE`]); no byte of a pinned key — record or
-/// op-log payload — sits outside [`PINNED_ZONE`]; every key of `sync_acknowledged` is held; every counter equals the sum
-/// of its acknowledged increments no acknowledged delete had seen (where that is decidable);
+/// op-log payload — sits outside [`PINNED_ZONE`]; every key of `sync_acknowledged` is held;
+/// every counter equals the sum of its acknowledged increments no acknowledged delete had seen (where that is decidable);
 /// every register holds the last-writer-wins winner of its
 /// acknowledged writes (so no acknowledged delete is resurrected); every set holds exactly
 /// its add-wins members (or, where that is undecidable, only acknowledged members); every map
