@@ -106,6 +106,9 @@ struct World {
     dirs: BTreeMap<&'static str, tempfile::TempDir>,
     addrs: BTreeMap<&'static str, String>,
     nodes: BTreeMap<&'static str, Running>,
+    /// The listeners that chose each region's address, held until its first start: dropped
+    /// and bound again, a port could be taken by another test's listener in between.
+    reserved: BTreeMap<&'static str, std::net::TcpListener>,
     client: reqwest::Client,
 }
 
@@ -113,15 +116,18 @@ impl World {
     async fn new() -> World {
         let mut dirs = BTreeMap::new();
         let mut addrs = BTreeMap::new();
+        let mut reserved = BTreeMap::new();
         for r in REGIONS {
             dirs.insert(r, tempfile::tempdir().expect("tempdir"));
             let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
             addrs.insert(r, l.local_addr().expect("addr").to_string());
+            reserved.insert(r, l);
         }
         let mut w = World {
             dirs,
             addrs,
             nodes: BTreeMap::new(),
+            reserved,
             client: reqwest::Client::new(),
         };
         for r in REGIONS {
@@ -169,7 +175,13 @@ impl World {
         )
         .expect("node");
         let handle = node.clone();
-        let listener = bind_retry(&self.addrs[region]).await;
+        let listener = match self.reserved.remove(region) {
+            Some(l) => {
+                l.set_nonblocking(true).expect("nonblocking");
+                tokio::net::TcpListener::from_std(l).expect("listener")
+            }
+            None => bind_retry(&self.addrs[region]).await,
+        };
         let (stop, rx) = tokio::sync::oneshot::channel::<()>();
         let done = tokio::spawn(async move {
             meridian_node::serve(node, listener, async {
