@@ -40,10 +40,7 @@ pub const KEY_ROUTE: &str = "/v1/kv/{keyspace}/{key}";
 pub fn router(node: Node) -> Router {
     let admin_token = node.config().secret.clone();
     Router::new()
-        .route(
-            "/health/live",
-            get(|| async { Json(json!({"status": "live"})) }),
-        )
+        .route("/health/live", get(live))
         .route("/health/ready", get(ready))
         .route("/metrics", get(metrics::render))
         .route(
@@ -137,7 +134,31 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> ApiError {
     )
 }
 
+/// 503 `store_failed` once a group commit has failed: the store refuses every write until the
+/// process restarts, so the node must neither get traffic nor be left running as it is.
+fn store_failed(node: &Node) -> Option<ApiError> {
+    node.store().failure().map(|error| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "store_failed",
+            format!("a commit to the store failed ({error}), so it refuses every write"),
+            "fix the disk (free space, I/O errors in the kernel log), then restart the node: \
+             it replays its journal and keeps every acknowledged write",
+        )
+    })
+}
+
+async fn live(State(node): State<Node>) -> Response {
+    match store_failed(&node) {
+        Some(failed) => failed.into_response(),
+        None => Json(json!({"status": "live"})).into_response(),
+    }
+}
+
 async fn ready(State(node): State<Node>) -> Response {
+    if let Some(failed) = store_failed(&node) {
+        return failed.into_response();
+    }
     match node.store().get(Table::Meta, keys::META_LAST_SEQ) {
         Ok(_) => Json(json!({"status": "ready", "region": node.region()})).into_response(),
         Err(e) => ApiError::new(
@@ -612,6 +633,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
             "bytes_written": stats.bytes_written,
             "read_cache_hits": stats.read_cache_hits,
             "read_cache_misses": stats.read_cache_misses,
+            "failure": node.store().failure().map(|e| e.to_string()),
         },
     }))
 }

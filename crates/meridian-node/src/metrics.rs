@@ -84,6 +84,8 @@ pub const STORE_RECLAIMED: &str = "meridian_store_reclaimed_total";
 /// Bytes of files the store's engine deleted that the store freed a slice at a time, so a
 /// commit never waits for the trim of a whole table (on filesystems with online `discard`).
 pub const STORE_TRASH_FREED: &str = "meridian_store_trash_freed_bytes_total";
+/// 1 once a commit to the store has failed (it then refuses every write until a restart), else 0.
+pub const STORE_FAILED: &str = "meridian_store_failed";
 /// Record reads answered from the store's read cache.
 pub const STORE_READ_CACHE_HITS: &str = "meridian_store_read_cache_hits_total";
 /// Record reads that missed the store's read cache and read the engine.
@@ -106,6 +108,11 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_TRASH_FREED).absolute(stats.trash_freed_bytes);
     metrics::counter!(STORE_READ_CACHE_HITS).absolute(stats.read_cache_hits);
     metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
+    metrics::gauge!(STORE_FAILED).set(if node.store().failure().is_some() {
+        1.0
+    } else {
+        0.0
+    });
     (
         [("content-type", "text/plain; version=0.0.4")],
         meridian_telemetry::render(),

@@ -7,9 +7,9 @@ use crate::{Error, KeyValue, Table, Txn};
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
 use std::thread;
 
 /// The on-disk format this build reads and writes, stored under [`FORMAT_VERSION_KEY`] in
@@ -109,6 +109,9 @@ struct Counters {
     bytes_written: AtomicU64,
 }
 
+/// The error of the first group commit that failed, shared by the handles and the writer.
+type Failure = Arc<OnceLock<Arc<fjall::Error>>>;
+
 /// Answers one waiter with the outcome of its group's commit.
 type Finish = Box<dyn FnOnce(Result<(), Error>) + Send>;
 
@@ -134,6 +137,7 @@ struct Inner {
     engine: Arc<Engine>,
     cache: Option<Arc<ReadCache>>,
     counters: Arc<Counters>,
+    failure: Failure,
     jobs: Option<mpsc::Sender<Job>>,
     writer: Option<thread::JoinHandle<()>>,
 }
@@ -258,12 +262,14 @@ impl Store {
     fn start(engine: Engine, opts: StoreOptions) -> std::io::Result<Store> {
         let engine = Arc::new(engine);
         let counters = Arc::new(Counters::default());
+        let failure = Failure::default();
         let cache = ReadCache::new(opts.read_cache_bytes).map(Arc::new);
         let (jobs, queue) = mpsc::channel();
         let writer = Writer {
             engine: Arc::clone(&engine),
             cache: cache.clone(),
             counters: Arc::clone(&counters),
+            failure: Arc::clone(&failure),
             opts,
         };
         let writer = thread::Builder::new()
@@ -274,6 +280,7 @@ impl Store {
                 engine,
                 cache,
                 counters,
+                failure,
                 jobs: Some(jobs),
                 writer: Some(writer),
             }),
@@ -424,6 +431,15 @@ impl Store {
             .map_err(|_| Error::WriterStopped)
     }
 
+    /// The engine's error when a group commit has failed since the store was opened, `None`
+    /// while every commit has succeeded. Once set it stays set: the store is fail-stop, so
+    /// every later transaction that writes is refused with [`Error::CommitFailed`] carrying
+    /// this error, without touching the disk, until the store is reopened (which replays the
+    /// journal and keeps exactly what was acknowledged). Reads keep working.
+    pub fn failure(&self) -> Option<Arc<fjall::Error>> {
+        self.inner.failure.get().cloned()
+    }
+
     /// A snapshot of the store's counters (relaxed atomic loads; cheap).
     pub fn stats(&self) -> StoreStats {
         let c = &self.inner.counters;
@@ -453,6 +469,7 @@ struct Writer {
     engine: Arc<Engine>,
     cache: Option<Arc<ReadCache>>,
     counters: Arc<Counters>,
+    failure: Failure,
     opts: StoreOptions,
 }
 
@@ -501,6 +518,10 @@ impl Writer {
         let result = if writes.is_empty() {
             // Nothing to write: everything these transactions read was already committed.
             Ok(())
+        } else if let Some(failure) = self.failure.get() {
+            // Fail-stop: after a failed write or sync, a later sync that succeeds proves
+            // nothing about what the failed one left behind, so nothing more is written.
+            Err(Arc::clone(failure))
         } else {
             let begun = self
                 .cache
@@ -522,7 +543,14 @@ impl Writer {
                     Ok(())
                 }
                 Err(error) => {
-                    tracing::error!(%error, waiters = waiters.len(), "meridian-store: group commit failed");
+                    tracing::error!(
+                        %error,
+                        waiters = waiters.len(),
+                        "meridian-store: group commit failed; the store refuses every later \
+                         write until the process restarts (fix the disk first: space, I/O errors)"
+                    );
+                    // The writer is the only thread that sets it, and it sets it once.
+                    let _ = self.failure.set(Arc::clone(&error));
                     Err(error)
                 }
             }
