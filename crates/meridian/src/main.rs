@@ -226,6 +226,10 @@ enum Command {
     },
     /// Talk to an edge's admin API.
     ///
+    /// Exit code 2 when the edge refuses the call as asked (a 4xx: a missing or wrong token,
+    /// an unknown region, a bad argument), 1 when the call failed (the edge unreachable or
+    /// erring).
+    ///
     /// Example: meridian ctl --admin http://127.0.0.1:9080 explain --ip 203.0.113.7
     Ctl {
         /// The edge's admin URL.
@@ -741,7 +745,7 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
     };
     if !status.is_success() {
         let error = &body["error"];
-        anyhow::bail!(
+        let refusal = format!(
             "{status}: {}{}",
             error["message"].as_str().unwrap_or("no message"),
             error["hint"]
@@ -749,6 +753,11 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
                 .map(|h| format!("\nhint: {h}"))
                 .unwrap_or_default()
         );
+        // A 4xx refuses the call as it was asked: bad usage, exit 2.
+        if status.is_client_error() {
+            return Err(BadConfig(refusal).into());
+        }
+        anyhow::bail!(refusal);
     }
     match command {
         CtlCommand::Status => {

@@ -112,11 +112,11 @@ fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
         String::from_utf8_lossy(&out.stderr)
     );
     let (code, _, err) = ctl(admin_url, "/dev/null", &["status"]);
-    assert_eq!(code, 1, "a missing token is refused");
+    assert_eq!(code, 2, "a missing token is refused as bad usage");
     assert!(err.contains("401"), "{err}");
     assert!(err.contains("hint: send `Authorization: Bearer"), "{err}");
     let (code, _, err) = ctl(admin_url, token, &["drain", "mars-1"]);
-    assert_eq!(code, 1, "{err}");
+    assert_eq!(code, 2, "an unknown region is bad usage: {err}");
     assert!(err.contains("400") && err.contains("hint:"), "{err}");
     let (code, out, err) = ctl(admin_url, token, &["weight", "r1", "40"]);
     assert_eq!(code, 0, "{err}");
