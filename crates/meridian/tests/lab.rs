@@ -40,34 +40,175 @@ fn workspace_root() -> &'static Path {
         .expect("the workspace root")
 }
 
+/// What `--keep` printed about one region of the world it leaves running.
+struct KeptRegion {
+    edge: String,
+    node: String,
+    admin: String,
+}
+
+/// Parses `  NAME: edge URL  app URL  node URL  edge admin URL` lines.
+fn kept_regions(stdout: &str) -> Vec<KeptRegion> {
+    stdout
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            match words.as_slice() {
+                [
+                    _,
+                    "edge",
+                    edge,
+                    "app",
+                    _,
+                    "node",
+                    node,
+                    "edge",
+                    "admin",
+                    admin,
+                ] => Some(KeptRegion {
+                    edge: (*edge).to_string(),
+                    node: (*node).to_string(),
+                    admin: (*admin).to_string(),
+                }),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// While `--keep` holds the world: every region's edge, node and edge admin answer (the
+/// admin with the token file it printed).
+fn check_kept_world(stdout: &str) {
+    let regions = kept_regions(stdout);
+    assert_eq!(regions.len(), 3, "{stdout}");
+    let token_file = stdout
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("admin token: "))
+        .unwrap_or_else(|| panic!("no admin token line: {stdout}"));
+    let token = std::fs::read_to_string(token_file).expect("the admin token file");
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    runtime.block_on(async {
+        let client = reqwest::Client::new();
+        for r in &regions {
+            let edge = client
+                .get(format!("{}/health/ready", r.edge))
+                .send()
+                .await
+                .expect("the kept edge answers");
+            assert_eq!(edge.status(), 200, "{}", r.edge);
+            assert!(edge.headers().contains_key("meridian-region"), "{}", r.edge);
+            let node = client
+                .get(format!("{}/health/ready", r.node))
+                .send()
+                .await
+                .expect("the kept node answers");
+            assert_eq!(node.status(), 200, "{}", r.node);
+            let admin = client
+                .get(format!("{}/v1/status", r.admin))
+                .bearer_auth(token.trim())
+                .send()
+                .await
+                .expect("the kept edge's admin answers");
+            assert_eq!(admin.status(), 200, "{}", r.admin);
+        }
+    });
+}
+
+/// The outage scenario with `--keep`: the report is written, the world stays up (checked),
+/// Ctrl-C stops it and the run exits as its expectations say.
 #[test]
 fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
+    use std::io::{BufRead as _, Read as _};
     let dir = tempfile::tempdir().expect("tempdir");
     let report_dir = dir.path().join("report");
     let begun = Instant::now();
-    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
         .current_dir(workspace_root())
         .args([
             "lab",
             "run",
             "examples/lab/outage.toml",
             "--quiet",
+            "--keep",
             "--report",
         ])
         .arg(&report_dir)
-        .output()
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
         .expect("run meridian lab run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (lines, printed) = std::sync::mpsc::channel();
+    let out = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+            // The test may have stopped listening after a failure; nothing to do then.
+            let _ = lines.send(line);
+        }
+    });
+    let mut err = child.stderr.take().expect("stderr");
+    let err_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = err.read_to_string(&mut text);
+        text
+    });
+    // Everything up to the Ctrl-C prompt, within a bound.
+    let mut stdout = String::new();
+    let deadline = begun + Duration::from_secs(150);
+    while !stdout.contains("Ctrl-C stops it") {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match printed.recv_timeout(left) {
+            Ok(line) => {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `--keep` prompt within 150 s:\n{stdout}");
+            }
+        }
+    }
     let took = begun.elapsed();
+    // The admin-token line follows the prompt and the region lines.
+    while !stdout.contains("admin token:") {
+        match printed.recv_timeout(Duration::from_secs(5)) {
+            Ok(line) => {
+                stdout.push_str(&line);
+                stdout.push('\n');
+            }
+            Err(_) => panic!("no admin token line:\n{stdout}"),
+        }
+    }
+    check_kept_world(&stdout);
+    let interrupted = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill -INT");
+    assert!(interrupted.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the kept world did not stop on Ctrl-C"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    reader.join().expect("stdout reader");
+    while let Ok(line) = printed.try_recv() {
+        stdout.push_str(&line);
+        stdout.push('\n');
+    }
+    let stderr = err_reader.join().expect("stderr reader");
     let text = std::fs::read_to_string(report_dir.join("report.json"))
         .unwrap_or_else(|e| panic!("no report.json ({e})\nstdout:\n{stdout}\nstderr:\n{stderr}"));
     let r: Value = serde_json::from_str(&text).expect("report.json is JSON");
     let context = format!("stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(
-        out.status.success(),
+        status.success(),
         "exit {:?}; expectations: {}\n{context}",
-        out.status.code(),
+        status.code(),
         r["expectations"]
     );
     assert!(took < Duration::from_secs(120), "took {took:?}");
