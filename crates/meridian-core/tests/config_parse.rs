@@ -213,6 +213,7 @@ fn defaults_are_filled_in() {
     assert_eq!(t.limits.idempotency_ttl, Duration::from_secs(86_400));
     assert_eq!(t.limits.session_wait, Duration::from_secs(2));
     assert_eq!(t.limits.read_cache_bytes, 64 << 20);
+    assert_eq!(t.limits.max_pending_writes, 10_000);
     assert_eq!(t.limits.client_header_timeout, Duration::from_secs(60));
     assert!(t.dns.is_none());
     assert!(t.edges.is_empty());
@@ -954,7 +955,7 @@ fn at_least_one_region() {
 #[test]
 fn limits_out_of_range() {
     let text = with(
-        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\nread_cache_bytes = -1\n",
+        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\nread_cache_bytes = -1\nmax_pending_writes = 0\n",
     );
     assert_diag(
         &text,
@@ -972,6 +973,13 @@ fn limits_out_of_range() {
     assert!(hint(&d).contains("between 1s and 30d"), "{d}");
     assert_diag(&text, "\"5m\"", 0, "session_wait = 5m is out of range");
     assert_diag(&text, "= -1", 2, "read_cache_bytes = -1 is out of range");
+    let d = assert_diag(
+        &text,
+        "max_pending_writes = 0",
+        21,
+        "max_pending_writes = 0 is out of range",
+    );
+    assert!(hint(&d).contains("between 1 and 1000000 (writes)"), "{d}");
     let t = parse("meridian.toml", &with("[limits]\nread_cache_bytes = 0\n"))
         .expect("0 turns the cache off");
     assert_eq!(t.limits.read_cache_bytes, 0);

@@ -14,6 +14,11 @@ pub const HTTP_REQUESTS: &str = "meridian_http_requests_total";
 pub const HTTP_DURATION: &str = "meridian_http_request_duration_seconds";
 /// Durable writes, by keyspace and operation.
 pub const KV_WRITES: &str = "meridian_kv_writes_total";
+/// Clients' writes refused unqueued because `[limits] max_pending_writes` were waiting, by
+/// keyspace.
+pub const KV_WRITES_SHED: &str = "meridian_kv_writes_shed_total";
+/// Clients' writes waiting for the store.
+pub const KV_WRITES_PENDING: &str = "meridian_kv_writes_pending";
 /// Mutations answered from a stored idempotent outcome, by keyspace.
 pub const IDEMPOTENT_REPLAYS: &str = "meridian_idempotent_replays_total";
 /// Keys removed by TTL expiry.
@@ -108,6 +113,7 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_TRASH_FREED).absolute(stats.trash_freed_bytes);
     metrics::counter!(STORE_READ_CACHE_HITS).absolute(stats.read_cache_hits);
     metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
+    metrics::gauge!(KV_WRITES_PENDING).set(node.pending_writes() as f64);
     metrics::gauge!(STORE_FAILED).set(if node.store().failure().is_some() {
         1.0
     } else {
@@ -193,6 +199,11 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// Counts one durable write.
 pub fn write(keyspace: &str, op: &'static str) {
     metrics::counter!(KV_WRITES, "keyspace" => keyspace.to_string(), "op" => op).increment(1);
+}
+
+/// Counts one write refused as overload.
+pub fn write_shed(keyspace: &str) {
+    metrics::counter!(KV_WRITES_SHED, "keyspace" => keyspace.to_string()).increment(1);
 }
 
 /// Counts one idempotent replay.

@@ -1,7 +1,7 @@
 //! The node's shared state: topology, store, clock, and the channels that carry changes out.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use meridian_core::config::{Keyspace, Topology};
@@ -107,6 +107,18 @@ struct Inner {
     oplog_start: crate::repl::gc::OpLogStart,
     watermarks: crate::repl::watermark::Watermarks,
     digests: crate::repl::digest::Digests,
+    /// Clients' writes between [`Node::admit_write`] and their store's answer.
+    pending_writes: AtomicUsize,
+}
+
+/// One client write's place among those waiting for the store (see [`Node::admit_write`]);
+/// dropping it frees the place.
+pub(crate) struct PendingWrite<'a>(&'a AtomicUsize);
+
+impl Drop for PendingWrite<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Node {
@@ -163,8 +175,25 @@ impl Node {
                 oplog_start: crate::repl::gc::OpLogStart::default(),
                 watermarks: crate::repl::watermark::Watermarks::default(),
                 digests,
+                pending_writes: AtomicUsize::new(0),
             }),
         })
+    }
+
+    /// A place for one client write among those waiting for the store, or `None` when
+    /// `[limits] max_pending_writes` are already waiting: the caller then refuses the write
+    /// before it reaches the store, so the store's queue (and every write's latency) stays
+    /// bounded under overload.
+    pub(crate) fn admit_write(&self) -> Option<PendingWrite<'_>> {
+        let pending = &self.inner.pending_writes;
+        let before = pending.fetch_add(1, Ordering::Relaxed);
+        let place = PendingWrite(pending);
+        (before < self.inner.topology.limits.max_pending_writes).then_some(place)
+    }
+
+    /// Clients' writes waiting for the store now.
+    pub fn pending_writes(&self) -> usize {
+        self.inner.pending_writes.load(Ordering::Relaxed)
     }
 
     /// The topology this node was started with.

@@ -110,9 +110,25 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     let session_in = m.headers.session.clone();
     let keyspace = m.keyspace.clone();
     let op_name = m.op.name();
+    let Some(place) = node.admit_write() else {
+        metrics::write_shed(&keyspace.name);
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!(
+                "{} writes are already waiting for this node's store ([limits] \
+                 max_pending_writes), so this one was refused and changed nothing",
+                node.topology().limits.max_pending_writes
+            ),
+            "retry after the Retry-After delay (with the same Idempotency-Key if it has one), \
+             with backoff; a client that keeps this many writes in flight should send fewer",
+        )
+        .with_header("retry-after", "1"));
+    };
     let result =
         crate::repl::digest::transact(node, move |txn, digests| apply_in_txn(&n, txn, digests, m))
             .await;
+    drop(place);
     let result = match result {
         Ok(r) => r,
         Err(e) => {

@@ -1563,3 +1563,104 @@ async fn new_home_keys_go_to_their_default_home_unless_named() {
         "a named home wins over the default"
     );
 }
+
+/// Past `[limits] max_pending_writes` waiting for the store, a write is refused at once with
+/// 503 `overloaded` and `Retry-After`, and it changed nothing; every acknowledged one is there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_past_max_pending_writes_are_shed_and_change_nothing() {
+    let topology = common::TOPOLOGY.replace(
+        "session_wait = \"300ms\"",
+        "session_wait = \"300ms\"\nmax_pending_writes = 1",
+    );
+    let t = TestNode::start_on(&topology, None, None).await;
+    let mut writers = Vec::new();
+    for w in 0..48 {
+        let client = t.client.clone();
+        let base = t.base.clone();
+        writers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for i in 0..20 {
+                let key = format!("o-{w}-{i}");
+                let resp = client
+                    .put(format!("{base}/v1/kv/reg/{key}"))
+                    .body(key.clone())
+                    .send()
+                    .await
+                    .expect("PUT");
+                let retry_after = resp.headers().get("retry-after").cloned();
+                let status = resp.status();
+                let code = if status == StatusCode::SERVICE_UNAVAILABLE {
+                    error_code(resp).await
+                } else {
+                    String::new()
+                };
+                outcomes.push((key, status, code, retry_after));
+            }
+            outcomes
+        }));
+    }
+    let (mut acked, mut shed) = (Vec::new(), Vec::new());
+    for w in writers {
+        for (key, status, code, retry_after) in w.await.expect("writer") {
+            match status {
+                StatusCode::CREATED => acked.push(key),
+                StatusCode::SERVICE_UNAVAILABLE => {
+                    assert_eq!(code, "overloaded", "{key}");
+                    assert_eq!(
+                        retry_after.as_ref().and_then(|v| v.to_str().ok()),
+                        Some("1")
+                    );
+                    shed.push(key);
+                }
+                other => panic!("{key}: unexpected {other}"),
+            }
+        }
+    }
+    assert!(
+        !shed.is_empty(),
+        "48 concurrent writers never exceeded 1 pending write"
+    );
+    assert!(!acked.is_empty(), "no write was admitted");
+    for key in &acked {
+        let resp = t
+            .client
+            .get(t.url(&format!("/v1/kv/reg/{key}")))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(resp.status(), StatusCode::OK, "acknowledged {key}");
+        assert_eq!(resp.text().await.expect("body"), *key);
+    }
+    for key in &shed {
+        let resp = t
+            .client
+            .get(t.url(&format!("/v1/kv/reg/{key}")))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(
+            resp.status(),
+            StatusCode::NOT_FOUND,
+            "shed {key} was written"
+        );
+    }
+    let metrics = t
+        .client
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics");
+    let metrics = metrics.text().await.expect("metrics body");
+    let line = format!(
+        "meridian_kv_writes_shed_total{{keyspace=\"reg\"}} {}",
+        shed.len()
+    );
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no `{line}` in:\n{metrics}"
+    );
+    assert!(
+        metrics.lines().any(|l| l == "meridian_kv_writes_pending 0"),
+        "{metrics}"
+    );
+}

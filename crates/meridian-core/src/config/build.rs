@@ -100,6 +100,7 @@ const LIMITS_KEYS: &[&str] = &[
     "idempotency_ttl",
     "session_wait",
     "read_cache_bytes",
+    "max_pending_writes",
 ];
 /// The range of a `client_header_timeout` (node or edge), both ends included.
 const HEADER_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
@@ -567,6 +568,11 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         None if t.has("read_cache_bytes") => None,
         None => Some(d.read_cache_bytes),
     };
+    let max_pending_writes = match t.int_in(cx, "max_pending_writes", 1, 1_000_000, "writes") {
+        Some(v) => usize::try_from(v.v).ok(),
+        None if t.has("max_pending_writes") => None,
+        None => Some(d.max_pending_writes),
+    };
     let client_header_timeout = duration_in(
         cx,
         &t,
@@ -595,6 +601,7 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         session_wait: session_wait?,
         read_cache_bytes: read_cache_bytes?,
         client_header_timeout: client_header_timeout?,
+        max_pending_writes: max_pending_writes?,
     })
 }
 

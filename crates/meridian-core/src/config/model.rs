@@ -547,6 +547,10 @@ pub struct Limits {
     /// Default: 60s — longer than the 30 s between a peer's digest comparisons on its kept
     /// connection.
     pub client_header_timeout: Duration,
+    /// Clients' writes a region node lets wait for its store at once, 1..=1000000; a write
+    /// beyond them is refused at once (503 `overloaded`, `Retry-After`) and changes nothing.
+    /// Replication and the node's own upkeep are not counted. Default: 10000.
+    pub max_pending_writes: usize,
 }
 
 impl Default for Limits {
@@ -558,6 +562,7 @@ impl Default for Limits {
             session_wait: Duration::from_secs(2),
             read_cache_bytes: 64 << 20,
             client_header_timeout: Duration::from_secs(60),
+            max_pending_writes: 10_000,
         }
     }
 }

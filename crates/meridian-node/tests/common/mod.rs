@@ -93,7 +93,16 @@ impl TestNode {
         admin_token: Option<String>,
         background: Option<Background>,
     ) -> TestNode {
-        let topology = meridian_core::config::parse("test.toml", TOPOLOGY).expect("test topology");
+        Self::start_on(TOPOLOGY, admin_token, background).await
+    }
+
+    /// [`TestNode::start_full`] for region us-east-1 of the topology `text`.
+    pub async fn start_on(
+        text: &str,
+        admin_token: Option<String>,
+        background: Option<Background>,
+    ) -> TestNode {
+        let topology = meridian_core::config::parse("test.toml", text).expect("test topology");
         let dir = tempfile::tempdir().expect("tempdir");
         let store = Store::open(dir.path(), StoreOptions::default()).expect("store");
         let config = NodeConfig {
