@@ -1069,6 +1069,29 @@ fn upstream_timeout_and_access_log_of_edges() {
 }
 
 #[test]
+fn max_connections_of_edges() {
+    let t = parse("m.toml", &edge("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].max_connections, 10_000);
+    let t = parse("m.toml", &edge("max_connections = 2\n")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.edges[0].max_connections, 2);
+    for bad in ["0", "1000001", "\"many\""] {
+        let text = edge(&format!("max_connections = {bad}\n"));
+        let all: Vec<String> = errors(&text).iter().map(ToString::to_string).collect();
+        assert!(
+            all.iter().any(|d| d.contains("max_connections")),
+            "{bad}: {all:?}"
+        );
+    }
+    let d = assert_diag(
+        &edge("max_connections = 0\n"),
+        "0\n",
+        0,
+        "edge `e`: max_connections = 0 is out of range",
+    );
+    assert!(hint(&d).contains("between 1 and 1000000 (connections)"), "{d}");
+}
+
+#[test]
 fn keyspace_policy_combinations() {
     let text = with(
         "[[keyspace]]\nname = \"k\"\ntype = \"registr\"\nforward = true\nsync_timeout = \"1s\"\n",

@@ -68,12 +68,18 @@ pub fn router(edge: Edge) -> Router {
         .route("/v1/regions/{region}/drain", post(drain))
         .route("/v1/explain", get(explain))
         .route("/v1/explain/dns", get(explain_dns))
-        .route("/metrics", get(|| async { metrics::render() }))
+        .route("/metrics", get(render_metrics))
         .fallback(unknown_call)
         .method_not_allowed_fallback(wrong_method)
         .layer(middleware::from_fn_with_state(edge.clone(), auth))
         .merge(open)
         .with_state(edge)
+}
+
+/// `/metrics`: the Prometheus text, with the gauges sampled at the scrape.
+async fn render_metrics(State(edge): State<Edge>) -> String {
+    metrics::gauge!(metrics::CONNECTIONS).set(edge.open_connections() as f64);
+    metrics::render()
 }
 
 /// `/health/live` and `/health/ready`: 200 naming the edge while it serves. The admin

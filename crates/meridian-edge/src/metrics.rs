@@ -22,6 +22,11 @@ pub const REPLAYS: &str = "meridian_edge_replays_total";
 pub const HEALTH_TRANSITIONS: &str = "meridian_edge_health_transitions_total";
 /// 1 while the edge routes to a region, 0 while it treats it as down; by region.
 pub const REGION_UP: &str = "meridian_edge_region_up";
+/// Client connections the edge serves now, over every proxy thread.
+pub const CONNECTIONS: &str = "meridian_edge_connections";
+/// Times an accept loop found every one of the `[[edge]]`'s `max_connections` in use and
+/// stopped accepting until one closed.
+pub const CONNECTIONS_LIMITED: &str = "meridian_edge_connections_limited_total";
 /// Connections that switched protocols (WebSocket, any `Upgrade`) and are spliced to a
 /// backend now.
 pub const UPGRADED_OPEN: &str = "meridian_edge_upgraded_connections";

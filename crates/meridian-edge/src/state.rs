@@ -83,6 +83,11 @@ pub struct EdgeOptions {
     /// a tick go out when it records a line a second after its last write, and its last ones
     /// are lost at shutdown. Default: `None` (no access log).
     pub access_log: Option<Arc<crate::access_log::AccessLog>>,
+    /// Client connections served at once over every proxy thread; past them no more are
+    /// accepted until one closes (see [`config::Edge::max_connections`]). Read when the edge
+    /// is built. Default: [`config::EDGE_MAX_CONNECTIONS`]; the binary passes the
+    /// `[[edge]]`'s.
+    pub max_connections: usize,
 }
 
 /// [`EdgeOptions::http2_keepalive`] by default (nginx's `http2_idle_timeout` checks idle
@@ -108,6 +113,7 @@ impl EdgeOptions {
             token_public_key: None,
             backend_tls: None,
             access_log: None,
+            max_connections: config::EDGE_MAX_CONNECTIONS,
         }
     }
 }
@@ -179,6 +185,8 @@ struct Inner {
     unserved: RegionMetrics,
     /// Connections that switched protocols, on every proxy thread.
     tunnels: crate::tunnels::Tunnels,
+    /// One permit per client connection being served, over every proxy thread.
+    connections: Arc<tokio::sync::Semaphore>,
 }
 
 /// A health view computed at `at` (edge time) while the generation was `generation`.
@@ -203,6 +211,10 @@ impl Edge {
         let routes = build_routes(topology, &opts, None)?;
         let budget = retry_budget(&routes.topology);
         let connect_timeout = routes.topology.health.timeout.max(Duration::from_secs(1));
+        let connections = Arc::new(tokio::sync::Semaphore::new(
+            opts.max_connections
+                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
+        ));
         Ok(Edge {
             inner: Arc::new(Inner {
                 rng: AtomicU64::new(opts.seed),
@@ -219,6 +231,7 @@ impl Edge {
                 health_cache: arc_swap::ArcSwapOption::empty(),
                 unserved: RegionMetrics::new("none"),
                 tunnels: crate::tunnels::Tunnels::default(),
+                connections,
             }),
         })
     }
@@ -267,6 +280,22 @@ impl Edge {
     /// The options the edge was built with.
     pub fn options(&self) -> &EdgeOptions {
         &self.inner.opts
+    }
+
+    /// The permits of client connections ([`EdgeOptions::max_connections`] in all): the
+    /// accept loops take one before each accept and the connection holds it until it ends.
+    pub(crate) fn connection_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+        &self.inner.connections
+    }
+
+    /// Client connections being served now, over every proxy thread.
+    pub fn open_connections(&self) -> usize {
+        let max = self
+            .inner
+            .opts
+            .max_connections
+            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
+        max - self.inner.connections.available_permits()
     }
 
     /// The connections that switched protocols, for shutdown to drain.

@@ -2867,3 +2867,50 @@ async fn upgraded_connections_are_spliced_to_the_backend() {
         .unwrap();
     assert_eq!(r.status(), 400);
 }
+
+/// With every one of `max_connections` in use the edge accepts no more: a new client waits
+/// (in the listen backlog) and is served as soon as a connection closes.
+#[tokio::test]
+async fn past_max_connections_new_clients_wait_for_a_free_slot() {
+    let w = world_tuned(FAILOVER, false, |o| o.max_connections = 2).await;
+    let proxy = w.proxy.trim_start_matches("http://").to_string();
+    let first = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(&proxy).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while w.edge.open_connections() < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the two connections were not accepted"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fresh = || {
+        reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .timeout(Duration::from_millis(700))
+            .build()
+            .unwrap()
+    };
+    let waited = fresh().get(format!("{}/", w.proxy)).send().await;
+    assert!(
+        waited.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "a third client was served while two held every slot: {waited:?}"
+    );
+    assert_eq!(w.edge.open_connections(), 2);
+    let limited = meridian_edge::metrics::render()
+        .lines()
+        .filter_map(|l| l.strip_prefix("meridian_edge_connections_limited_total "))
+        .any(|v| v.parse::<f64>().is_ok_and(|n| n >= 1.0));
+    assert!(limited, "the accept loop's wait is counted");
+    // The admin listener is not limited.
+    let status = client()
+        .get(format!("{}/v1/status", w.admin))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.status(), 200);
+
+    drop(first);
+    let served = client().get(format!("{}/", w.proxy)).send().await.unwrap();
+    assert_eq!(served.status(), 200, "served once a slot was free");
+}

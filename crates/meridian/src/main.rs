@@ -445,6 +445,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 opts.client_header_timeout = e.client_header_timeout;
                 opts.tunnel_idle_timeout = e.tunnel_idle_timeout;
                 opts.upstream_timeout = e.upstream_timeout;
+                opts.max_connections = e.max_connections;
                 if let Some(path) = &e.access_log {
                     let path = if path.as_os_str() == "-" {
                         path.clone()

@@ -12,9 +12,9 @@ use toml_edit::Table;
 use super::diag::{Cx, Span};
 use super::model::{
     AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
-    EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon,
-    Limits, Policy, RecordType, Region, Replication, Residency, Routing, Topology, Writer, Writes,
-    Zone,
+    EDGE_MAX_CONNECTIONS, EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health,
+    Keyspace, LatLon, Limits, Policy, RecordType, Region, Replication, Residency, Routing,
+    Topology, Writer, Writes, Zone,
 };
 use super::read::{self, Sp, Tbl};
 use super::scalar;
@@ -55,6 +55,7 @@ const EDGE_KEYS: &[&str] = &[
     "tunnel_idle_timeout",
     "upstream_timeout",
     "access_log",
+    "max_connections",
 ];
 const HEALTH_KEYS: &[&str] = &[
     "path",
@@ -1206,6 +1207,11 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             UPSTREAM_TIMEOUTS,
             EDGE_UPSTREAM_TIMEOUT,
         );
+        let max_connections = match t.int_in(cx, "max_connections", 1, 1_000_000, "connections") {
+            Some(v) => usize::try_from(v.v).ok(),
+            None if t.has("max_connections") => None,
+            None => Some(EDGE_MAX_CONNECTIONS),
+        };
         if let (
             Some(name),
             Some(l),
@@ -1213,6 +1219,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             Some(timeout),
             Some(tunnel_idle_timeout),
             Some(upstream_timeout),
+            Some(max_connections),
             true,
         ) = (
             name,
@@ -1221,6 +1228,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             client_header_timeout,
             tunnel_idle_timeout,
             upstream_timeout,
+            max_connections,
             ok,
         ) {
             out.push(Edge {
@@ -1234,6 +1242,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
                 tunnel_idle_timeout,
                 upstream_timeout,
                 access_log,
+                max_connections,
             });
         }
     }

@@ -16,9 +16,9 @@ mod summary;
 pub use diag::{ConfigError, Diagnostic};
 pub use model::{
     AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
-    EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health, Keyspace, LatLon,
-    Limits, Policy, Pool, RecordType, Region, Replication, Residency, Routing, Topology, Writer,
-    Writes, Zone,
+    EDGE_MAX_CONNECTIONS, EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health,
+    Keyspace, LatLon, Limits, Policy, Pool, RecordType, Region, Replication, Residency, Routing,
+    Topology, Writer, Writes, Zone,
 };
 pub use scalar::{duration as parse_duration, format_duration};
 

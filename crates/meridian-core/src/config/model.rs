@@ -338,8 +338,15 @@ pub struct Edge {
     /// Where the edge writes a JSON line per request, as written (`-`: standard output; a
     /// relative path is relative to the topology file). Default: `None` (no access log).
     pub access_log: Option<PathBuf>,
+    /// Client connections the edge serves at once, over all its threads, 1..=1000000; past
+    /// them it accepts no more until one closes (new ones wait in the kernel's listen
+    /// backlog), so a flood of clients cannot take the file descriptors its backend
+    /// connections need (haproxy's `maxconn`). Default: [`EDGE_MAX_CONNECTIONS`].
+    pub max_connections: usize,
 }
 
+/// [`Edge::max_connections`] when the file gives none.
+pub const EDGE_MAX_CONNECTIONS: usize = 10_000;
 /// [`Edge::client_header_timeout`] when the file gives none.
 pub const EDGE_CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
 /// [`Edge::upstream_timeout`] when the file gives none.
