@@ -1088,7 +1088,10 @@ fn max_connections_of_edges() {
         0,
         "edge `e`: max_connections = 0 is out of range",
     );
-    assert!(hint(&d).contains("between 1 and 1000000 (connections)"), "{d}");
+    assert!(
+        hint(&d).contains("between 1 and 1000000 (connections)"),
+        "{d}"
+    );
 }
 
 #[test]

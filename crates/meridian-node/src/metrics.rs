@@ -29,6 +29,9 @@ pub const REPL_SENT_BYTES: &str = "meridian_repl_sent_bytes_total";
 pub const REPL_RECEIVED_BYTES: &str = "meridian_repl_received_bytes_total";
 /// Remote op-log entries applied here.
 pub const REPL_APPLIED: &str = "meridian_repl_applied_total";
+/// 1 while a peer's topology differs from this node's in its zones or keyspaces (as of the
+/// link's last connection), else 0; by peer.
+pub const REPL_TOPOLOGY_DIFFERS: &str = "meridian_repl_topology_differs";
 /// 1 while the link to a peer is up, by peer.
 pub const REPL_LINK_UP: &str = "meridian_repl_link_up";
 /// Ops of this region a peer has not acknowledged, by peer.
@@ -244,6 +247,15 @@ pub fn repl_delay(origin: &str, written_ms: impl Iterator<Item = u64>, applied_m
 /// Sets the link state of `peer`.
 pub fn link_up(peer: &str, up: bool) {
     metrics::gauge!(REPL_LINK_UP, "peer" => peer.to_string()).set(if up { 1.0 } else { 0.0 });
+}
+
+/// Records whether `peer`'s topology differs from this node's.
+pub fn topology_differs(peer: &str, differs: bool) {
+    metrics::gauge!(REPL_TOPOLOGY_DIFFERS, "peer" => peer.to_string()).set(if differs {
+        1.0
+    } else {
+        0.0
+    });
 }
 
 /// Sets the unacknowledged ops and lag of `peer`.

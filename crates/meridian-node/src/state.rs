@@ -65,6 +65,10 @@ pub struct PeerLink {
     /// Protocol version of the stream pulled from the peer at the last connection (`None`
     /// before the first one).
     pub wire_version: Option<u8>,
+    /// How the peer's topology compares with this node's, as of the last connection: `same`,
+    /// or each difference in words (`None` before the first connection, or when the peer
+    /// does not state its terms).
+    pub topology: Option<String>,
 }
 
 /// Two writes to one key made without either seeing the other, where one overwrote the other.
@@ -109,6 +113,8 @@ struct Inner {
     digests: crate::repl::digest::Digests,
     /// Clients' writes between [`Node::admit_write`] and their store's answer.
     pending_writes: AtomicUsize,
+    /// See [`Node::replication_terms`].
+    terms: String,
 }
 
 /// One client write's place among those waiting for the store (see [`Node::admit_write`]);
@@ -156,6 +162,7 @@ impl Node {
         let digests = crate::repl::digest::Digests::build(&store, &topology, region)?;
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
         let (applied, _) = watch::channel(vv);
+        let terms = meridian_core::config::replication_terms(&topology);
         Ok(Node {
             inner: Arc::new(Inner {
                 topology,
@@ -176,6 +183,7 @@ impl Node {
                 watermarks: crate::repl::watermark::Watermarks::default(),
                 digests,
                 pending_writes: AtomicUsize::new(0),
+                terms,
             }),
         })
     }
@@ -189,6 +197,12 @@ impl Node {
         let before = pending.fetch_add(1, Ordering::Relaxed);
         let place = PendingWrite(pending);
         (before < self.inner.topology.limits.max_pending_writes).then_some(place)
+    }
+
+    /// What this node's topology says about the zones and every keyspace, condensed
+    /// ([`meridian_core::config::replication_terms`]), for peers to compare with theirs.
+    pub fn replication_terms(&self) -> &str {
+        &self.inner.terms
     }
 
     /// Clients' writes waiting for the store now.

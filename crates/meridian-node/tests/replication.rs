@@ -149,7 +149,12 @@ impl World {
     /// Starts `region`, reaching the peers named in `via` at the given URLs (a relay, a black
     /// hole) and the others directly, as `--peer REGION=URL` does.
     async fn start_via(&mut self, region: &'static str, via: BTreeMap<String, String>) {
-        let topology = meridian_core::config::parse("repl.toml", TOPOLOGY).expect("topology");
+        self.start_on(region, TOPOLOGY, &via).await;
+    }
+
+    /// [`World::start_via`] with the topology file `text` instead of [`TOPOLOGY`].
+    async fn start_on(&mut self, region: &'static str, text: &str, via: &BTreeMap<String, String>) {
+        let topology = meridian_core::config::parse("repl.toml", text).expect("topology");
         let peer_urls = REGIONS
             .iter()
             .filter(|p| **p != region)
@@ -1724,4 +1729,89 @@ async fn stream_version_is_negotiated() {
         "both versions deliver the same entries"
     );
     assert_eq!(batches(new), batches(newest), "and version 3 too");
+}
+
+/// A region started with a topology that defines a keyspace differently, and one more: every
+/// peer names the differences in its status and metric, and a write of the retyped keyspace
+/// stops replication from its origin with an error naming the key and the cause, instead of
+/// merging values of two types.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn peers_with_different_topologies_are_reported_by_keyspace() {
+    let mut w = World::new().await;
+    w.stop("eu-west-1").await;
+    let r = w
+        .client
+        .post(w.url("us-east-1", "/v1/kv/cnt/x/incr"))
+        .send()
+        .await
+        .expect("incr");
+    assert_eq!(r.status(), StatusCode::OK);
+    let diverged = TOPOLOGY.replace(
+        "name = \"cnt\"\ntype = \"counter\"",
+        "name = \"cnt\"\ntype = \"register\"",
+    ) + "\n[[keyspace]]\nname = \"extra\"\ntype = \"set\"\n";
+    // Cut off, eu-west-1 writes cnt/x as the register its file says it is.
+    let cut: BTreeMap<String, String> = REGIONS
+        .iter()
+        .filter(|r| **r != "eu-west-1")
+        .map(|r| (r.to_string(), "http://127.0.0.1:9".to_string()))
+        .collect();
+    w.start_on("eu-west-1", &diverged, &cut).await;
+    let r = w
+        .client
+        .put(w.url("eu-west-1", "/v1/kv/cnt/x"))
+        .body("a register")
+        .send()
+        .await
+        .expect("put");
+    assert_eq!(r.status(), StatusCode::CREATED);
+    w.stop("eu-west-1").await;
+    w.start_on("eu-west-1", &diverged, &BTreeMap::new()).await;
+
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let (us_view, eu_view, eu_error) = loop {
+        let us = w.status("us-east-1").await;
+        let eu = w.status("eu-west-1").await;
+        let us_view = us["peers"]["eu-west-1"]["topology"].clone();
+        let eu_view = eu["peers"]["us-east-1"]["topology"].clone();
+        let eu_error = eu["peers"]["us-east-1"]["last_error"].clone();
+        // us-east-1's view is "same" until its link to the restarted region reconnects.
+        if us_view.is_string()
+            && us_view != json!("same")
+            && eu_view.is_string()
+            && eu_error
+                .as_str()
+                .is_some_and(|e| e.contains("different types"))
+        {
+            break (us_view, eu_view, eu_error);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no report of the differences: us {us_view} eu {eu_view} error {eu_error}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(
+        us_view,
+        json!("defined differently: `cnt`; only there: `extra`")
+    );
+    assert_eq!(
+        eu_view,
+        json!("defined differently: `cnt`; only here: `extra`")
+    );
+    let eu_error = eu_error.as_str().expect("text");
+    assert!(eu_error.contains("of us-east-1 for `cnt/x`"), "{eu_error}");
+    let ap = w.status("ap-southeast-1").await;
+    assert_eq!(ap["peers"]["us-east-1"]["topology"], json!("same"));
+    // One recorder serves this process's three nodes: the series every node that sees
+    // eu-west-1 sets alike is the one to read.
+    let metrics = w.get_text("us-east-1", "/metrics").await;
+    let line = "meridian_repl_topology_differs{peer=\"eu-west-1\"} 1";
+    assert!(
+        metrics.lines().any(|l| l == line),
+        "no `{line}`:\n{metrics}"
+    );
+    // Nothing merged values of two types: each side kept its own.
+    assert_eq!(w.get_json("us-east-1", "/v1/kv/cnt/x").await.1, json!(1));
+    assert_eq!(w.get_text("eu-west-1", "/v1/kv/cnt/x").await, "a register");
 }

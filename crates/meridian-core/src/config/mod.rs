@@ -12,6 +12,7 @@ mod model;
 mod read;
 mod scalar;
 mod summary;
+mod terms;
 
 pub use diag::{ConfigError, Diagnostic};
 pub use model::{
@@ -21,6 +22,7 @@ pub use model::{
     Topology, Writer, Writes, Zone,
 };
 pub use scalar::{duration as parse_duration, format_duration};
+pub use terms::{TermsDiff, compare as compare_terms, replication_terms};
 
 /// Parses and validates a topology file.
 ///

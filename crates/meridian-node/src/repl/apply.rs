@@ -181,7 +181,8 @@ fn apply_op(
     let held_values = current.as_ref().is_some_and(|c| !c.value.is_empty());
     let new = match current {
         Some(mut c) => {
-            c.merge(&delta).map_err(|e| e.to_string())?;
+            c.merge(&delta)
+                .map_err(|e| merge_failed(origin, seq, p, &e))?;
             c
         }
         None => delta,
@@ -217,6 +218,22 @@ fn apply_op(
         region: origin.to_string(),
     });
     Ok(true)
+}
+
+/// Why entry `seq` of `origin` could not be merged: a type mismatch means the two regions'
+/// topologies give the keyspace different types, and replication from `origin` cannot pass
+/// this entry until they agree.
+fn merge_failed(origin: &str, seq: u64, p: &OpPayload, e: &meridian_core::Error) -> String {
+    let at = format!("entry {seq} of {origin} for `{}/{}`", p.keyspace, p.key);
+    match e {
+        meridian_core::Error::TypeMismatch { .. } => format!(
+            "{at}: {e}; {origin} and this region define keyspace `{}` with different types \
+             (see `topology` of this peer in /v1/admin/status): replication from {origin} \
+             stops at this entry until every region runs the same topology file",
+            p.keyspace
+        ),
+        _ => format!("{at}: {e}"),
+    }
 }
 
 /// A last-writer-wins overwrite between writes that did not see each other: the incoming write

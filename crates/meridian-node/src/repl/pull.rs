@@ -21,7 +21,7 @@ use tokio::sync::mpsc;
 use crate::metrics;
 
 use super::dial::Dialer;
-use super::serve::{FROM_HEADER, VERSION_HEADER, VERSIONS_HEADER};
+use super::serve::{FROM_HEADER, TERMS_HEADER, VERSION_HEADER, VERSIONS_HEADER};
 use crate::state::Node;
 
 /// First wait before reconnecting a failed link; doubles up to [`MAX_BACKOFF`].
@@ -142,12 +142,14 @@ async fn pull(
         .get(VERSION_HEADER)
         .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
         .unwrap_or(1);
+    let topology = topology_of(node, peer, resp.headers());
     let body = resp.into_body();
     tracing::info!(%peer, version, "replication link up");
     node.link(peer, |l| {
         l.state = "up";
         l.last_error = None;
         l.wire_version = Some(version);
+        l.topology = topology;
     });
     metrics::link_up(peer, true);
     *backoff = MIN_BACKOFF;
@@ -183,6 +185,34 @@ async fn pull(
         }
     }
     Ok(())
+}
+
+/// How `peer`'s topology, as its stream's [`TERMS_HEADER`] states it, compares with this
+/// node's: recorded in the metric, and a warning naming each difference when there is one.
+/// `None` when the peer states no terms (a build before them).
+fn topology_of(node: &Node, peer: &str, headers: &hyper::HeaderMap) -> Option<String> {
+    let theirs = headers.get(TERMS_HEADER)?;
+    let compared = theirs
+        .to_str()
+        .map_err(|_| "not text".to_string())
+        .and_then(|t| meridian_core::config::compare_terms(node.replication_terms(), t));
+    let described = match compared {
+        Ok(diff) if diff.is_empty() => {
+            metrics::topology_differs(peer, false);
+            return Some(diff.to_string());
+        }
+        Ok(diff) => diff.to_string(),
+        Err(e) => format!("unreadable terms ({e})"),
+    };
+    metrics::topology_differs(peer, true);
+    tracing::warn!(
+        %peer,
+        differences = %described,
+        "the peer's topology differs from this node's: replicated writes of a keyspace \
+         defined differently may merge differently (a type change stops replication from \
+         the peer at its first such write); give every region the same topology file"
+    );
+    Some(described)
 }
 
 /// Reads `body`'s frames as they arrive: records the peer's heads at once and queues each

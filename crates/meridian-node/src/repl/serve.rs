@@ -54,6 +54,10 @@ pub const VERSIONS_HEADER: &str = "meridian-repl-versions";
 /// Response header naming the protocol version of the stream (`1`, `2` or `3`).
 pub const VERSION_HEADER: &str = "meridian-repl-version";
 
+/// Response header stating this node's replication terms (zones and keyspace definitions,
+/// [`meridian_core::config::replication_terms`]) for the puller to compare with its own.
+pub const TERMS_HEADER: &str = "meridian-topology-terms";
+
 /// The newest protocol version both this build and the puller speak: the greatest entry of
 /// [`VERSIONS_HEADER`] that is in [`VERSIONS`], else 1.
 pub(crate) fn chosen_version(headers: &HeaderMap) -> u8 {
@@ -111,6 +115,7 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
         Err(e) => return e.into_response(),
     };
     let version = chosen_version(&headers);
+    let terms = node.replication_terms().to_string();
     tracing::info!(%peer, from = %from.to_token(), version, "replication stream opened");
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(feed(node, peer, from, version, tx));
@@ -121,6 +126,7 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
         [
             ("content-type", "application/x-meridian-repl".to_string()),
             (VERSION_HEADER, version.to_string()),
+            (TERMS_HEADER, terms),
         ],
         Body::from_stream(body),
     )
