@@ -184,7 +184,7 @@ enum Command {
     /// Example: meridian demo --duration 60s --report meridian-report
     Demo {
         /// Duration of the load (at least 30s; the faults are placed in proportion).
-        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration_arg)]
+        #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_demo_duration)]
         duration: std::time::Duration,
         #[command(flatten)]
         output: LabOutput,
@@ -232,8 +232,8 @@ enum Command {
     ///
     /// Example: meridian ctl --admin http://127.0.0.1:9080 explain --ip 203.0.113.7
     Ctl {
-        /// The edge's admin URL.
-        #[arg(long, value_name = "URL")]
+        /// The edge's admin URL (its `[[edge]]`'s `admin` address), e.g. http://127.0.0.1:9080.
+        #[arg(long, value_name = "URL", value_parser = parse_admin_url)]
         admin: String,
         /// File holding the cluster secret (the admin bearer token), e.g. the topology's
         /// `cluster.secret_file` [default: no token].
@@ -351,8 +351,18 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,fjall=warn,lsm_tree=warn"));
+    const DEFAULT: &str = "info,fjall=warn,lsm_tree=warn";
+    let (filter, refused) = match tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG") {
+        Ok(filter) => (filter, None),
+        Err(e) => {
+            // Unset is the usual case; anything else set but unparsable is worth a word.
+            let set = std::env::var_os("MERIDIAN_LOG").is_some();
+            (
+                tracing_subscriber::EnvFilter::new(DEFAULT),
+                set.then(|| e.to_string()),
+            )
+        }
+    };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::stderr().is_terminal())
@@ -360,6 +370,13 @@ fn init_logging(format: LogFormat) {
     match format {
         LogFormat::Text => builder.init(),
         LogFormat::Json => builder.json().init(),
+    }
+    if let Some(error) = refused {
+        tracing::warn!(
+            %error,
+            "MERIDIAN_LOG is not a log filter, so the default `{DEFAULT}` is used; write \
+             directives like `info`, `debug,fjall=warn` or `meridian_edge=debug`"
+        );
     }
 }
 
@@ -1038,6 +1055,40 @@ const DEFAULT_PROFILE: &str = "../shared/data/latency_matrix.csv";
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     meridian_core::config::parse_duration(s)
+}
+
+/// The shortest demo: its kill, restart, partition and heal need room between them.
+const MIN_DEMO: std::time::Duration = std::time::Duration::from_secs(30);
+
+fn parse_demo_duration(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d < MIN_DEMO {
+        return Err(format!(
+            "the demo needs at least {}s of load, so its kill, restart, partition and heal \
+             have room between them; e.g. --duration 60s",
+            MIN_DEMO.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
+/// An edge's admin URL: `http://` or `https://`, a host, nothing after the authority but `/`.
+fn parse_admin_url(s: &str) -> Result<String, String> {
+    let bad =
+        |why: String| format!("{why}; expected the edge's admin URL, e.g. http://127.0.0.1:9080");
+    let url = reqwest::Url::parse(s).map_err(|e| bad(e.to_string()))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(bad(format!(
+            "scheme `{}` is not http or https",
+            url.scheme()
+        )));
+    }
+    if url.host().is_none() || url.path() != "/" || url.query().is_some() {
+        return Err(bad(
+            "it must be a host and port, with no path or query".to_string()
+        ));
+    }
+    Ok(s.trim_end_matches('/').to_string())
 }
 
 /// Runs a lab scenario to its report; exit 1 when an expectation failed.

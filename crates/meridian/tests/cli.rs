@@ -284,3 +284,37 @@ fn demo_app_serves_and_is_not_ready_without_its_node() {
         "{ready:?}"
     );
 }
+
+#[test]
+fn bad_admin_urls_and_short_demos_are_refused_with_exit_2() {
+    for bad in [
+        "notaurl",
+        "ftp://127.0.0.1:9080",
+        "http://127.0.0.1:9080/v1",
+    ] {
+        let (code, _, err) = meridian(&["ctl", "--admin", bad, "status"]);
+        assert_eq!(code, 2, "{bad}: {err}");
+        assert!(
+            err.contains("expected the edge's admin URL, e.g. http://127.0.0.1:9080"),
+            "{bad}: {err}"
+        );
+    }
+    let (code, _, err) = meridian(&["demo", "--duration", "10s"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("at least 30s"), "{err}");
+}
+
+#[test]
+fn an_unparsable_log_filter_is_named_and_the_default_used() {
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["check", "--config", &example()])
+        .env("MERIDIAN_LOG", "info,=[")
+        .output()
+        .expect("run");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("MERIDIAN_LOG is not a log filter"),
+        "no warning about the filter: {err}"
+    );
+}
