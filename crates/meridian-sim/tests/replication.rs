@@ -1,5 +1,6 @@
 //! Seeded simulations of 3- and 5-region clusters. CI runs a time-bounded batch of seeds;
-//! `MERIDIAN_SIM_SEED=<n>` replays one seed, `MERIDIAN_SIM_SEEDS=<count>` runs a longer batch.
+//! `MERIDIAN_SIM_SEED=<n>` replays one seed, `MERIDIAN_SIM_SEEDS=<count>` runs a longer batch,
+//! from `MERIDIAN_SIM_FIRST=<n>` (default 1) so a longer hunt can go past seeds already run.
 
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,10 @@ fn seeds() -> (Vec<u64>, Option<Duration>) {
     let budget = std::env::var("MERIDIAN_SIM_SEEDS")
         .is_err()
         .then_some(CI_BUDGET);
-    ((1..=count).collect(), budget)
+    let first: u64 = std::env::var("MERIDIAN_SIM_FIRST")
+        .map(|s| s.parse().expect("MERIDIAN_SIM_FIRST must be a number"))
+        .unwrap_or(1);
+    ((first..first + count).collect(), budget)
 }
 
 async fn batch(regions: usize) {

@@ -33,7 +33,8 @@
 //! being bit-exact.
 //!
 //! CI runs a time-bounded batch of seeds; `MERIDIAN_TURMOIL_SEED=<n>` replays one seed,
-//! `MERIDIAN_TURMOIL_SEEDS=<count>` runs a longer batch, `MERIDIAN_TURMOIL_TRACE=1` prints a
+//! `MERIDIAN_TURMOIL_SEEDS=<count>` runs a longer batch (from `MERIDIAN_TURMOIL_FIRST=<n>`,
+//! default 1), `MERIDIAN_TURMOIL_TRACE=1` prints a
 //! failing run's whole trace.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -812,7 +813,11 @@ fn seeds(regions: usize) -> (Vec<u64>, Option<Duration>) {
             let count: u64 = count
                 .parse()
                 .expect("MERIDIAN_TURMOIL_SEEDS must be a number");
-            ((base + 1..=base + count).collect(), None)
+            // A longer hunt may start past the seeds already run.
+            let first: u64 = std::env::var("MERIDIAN_TURMOIL_FIRST")
+                .map(|s| s.parse().expect("MERIDIAN_TURMOIL_FIRST must be a number"))
+                .unwrap_or(1);
+            ((base + first..base + first + count).collect(), None)
         }
         Err(_) => ((base + 1..=base + CI_SEEDS).collect(), Some(CI_BUDGET)),
     }
