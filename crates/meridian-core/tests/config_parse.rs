@@ -1447,6 +1447,25 @@ fn expected_status_and_retry_budget() {
 }
 
 #[test]
+fn max_requests_per_backend() {
+    let t = parse("meridian.toml", &with("")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.routing.max_requests_per_backend, 1024);
+    let t = parse(
+        "meridian.toml",
+        &with("[routing]\nmax_requests_per_backend = 3\n"),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(t.routing.max_requests_per_backend, 3);
+    let d = assert_diag(
+        &with("[routing]\nmax_requests_per_backend = 0\n"),
+        "0\n",
+        0,
+        "[routing]: max_requests_per_backend = 0 is out of range",
+    );
+    assert!(hint(&d).contains("between 1 and 1000000"), "{d}");
+}
+
+#[test]
 fn dns_udp_threads() {
     let dns = |extra: &str| {
         with(&format!(

@@ -143,6 +143,7 @@ async fn status(State(edge): State<Edge>) -> Json<Value> {
                         "state": h.state().as_str(),
                         "available": h.available(now),
                         "ejected_for_ms": h.ejected_until(now).map(|t| t.saturating_sub(now).as_millis() as u64),
+                        "in_flight": b.in_flight(),
                     })
                 })
                 .collect();

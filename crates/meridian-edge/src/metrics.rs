@@ -22,6 +22,9 @@ pub const REPLAYS: &str = "meridian_edge_replays_total";
 pub const HEALTH_TRANSITIONS: &str = "meridian_edge_health_transitions_total";
 /// 1 while the edge routes to a region, 0 while it treats it as down; by region.
 pub const REGION_UP: &str = "meridian_edge_region_up";
+/// Requests that found every backend of a region with `[routing] max_requests_per_backend`
+/// in flight and went on to the next region (or were answered 503 `overloaded`), by region.
+pub const OVERFLOWS: &str = "meridian_edge_overflows_total";
 /// Client connections the edge serves now, over every proxy thread.
 pub const CONNECTIONS: &str = "meridian_edge_connections";
 /// Times an accept loop found every one of the `[[edge]]`'s `max_connections` in use and
@@ -78,6 +81,7 @@ pub(crate) struct RegionMetrics {
     failovers: OnceLock<Counter>,
     retries: OnceLock<Counter>,
     replays: OnceLock<Counter>,
+    overflows: OnceLock<Counter>,
 }
 
 impl RegionMetrics {
@@ -89,6 +93,7 @@ impl RegionMetrics {
             failovers: OnceLock::new(),
             retries: OnceLock::new(),
             replays: OnceLock::new(),
+            overflows: OnceLock::new(),
         }
     }
 
@@ -116,6 +121,14 @@ impl RegionMetrics {
     pub(crate) fn retry(&self) {
         self.retries
             .get_or_init(|| counter!(RETRIES, "region" => self.region.clone()))
+            .increment(1);
+    }
+
+    /// A request that found every backend here at its limit of requests in flight
+    /// ([`OVERFLOWS`]).
+    pub(crate) fn overflow(&self) {
+        self.overflows
+            .get_or_init(|| counter!(OVERFLOWS, "region" => self.region.clone()))
             .increment(1);
     }
 

@@ -16,7 +16,7 @@ use meridian_core::config::Writes;
 use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
-use crate::state::{Edge, ProxyBody, Routes};
+use crate::state::{Edge, Pick, ProxyBody, Routes};
 use crate::{Error, RetryClass, access_log, clock, metrics, token, upstream};
 
 mod grpc_web;
@@ -531,10 +531,21 @@ async fn forward(
     let mut last: Option<(String, Response<ProxyBody>)> = None;
     // What went wrong with the last attempt that got no answer, for the 502 when none is left.
     let mut last_failure: Option<String> = None;
+    // Regions skipped because every backend had `max_requests_per_backend` in flight.
+    let mut saturated: Vec<String> = Vec::new();
     while let Some(region) = queue.pop_front() {
-        let Some(backend) = edge.pick_backend(routes, &region) else {
-            continue;
+        let busy = match edge.pick_backend(routes, &region) {
+            Pick::Backend(busy) => busy,
+            Pick::Full => {
+                if let Some(r) = routes.regions.get(&region) {
+                    r.metrics.overflow();
+                }
+                saturated.push(region);
+                continue;
+            }
+            Pick::Unknown => continue,
         };
+        let backend = Arc::clone(busy.backend());
         if sent_any && !std::mem::take(&mut free_next) {
             if !edge.budget_retry() {
                 metrics::counter!(metrics::BUDGET_EXHAUSTED).increment(1);
@@ -597,6 +608,7 @@ async fn forward(
                     None => resp,
                 })
             });
+        drop(busy);
         let err = match attempt {
             Ok(Ok(resp)) if resp.status().is_server_error() || grpc_unavailable(&resp) => {
                 edge.observe(&backend, Event::TrafficFail);
@@ -677,6 +689,22 @@ async fn forward(
     }
     match last {
         Some((region, resp)) => (Some(region), resp),
+        None if !sent_any && !saturated.is_empty() => {
+            let mut resp = json_error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                &format!(
+                    "every backend of {} has [routing] max_requests_per_backend ({}) requests \
+                     in flight, so the request was not sent",
+                    saturated.join(", "),
+                    routes.topology.routing.max_requests_per_backend
+                ),
+                "retry after the Retry-After delay, with backoff",
+            );
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            (None, resp)
+        }
         None => {
             let message = match last_failure {
                 Some(f) => format!(

@@ -130,6 +130,49 @@ pub(crate) struct Backend {
     /// This backend's key in the per-thread connection pools (kept across reloads).
     pub key: u64,
     pub health: Mutex<BackendHealth>,
+    /// Requests sent to it whose response head has not arrived (see [`Busy`]).
+    in_flight: AtomicUsize,
+}
+
+impl Backend {
+    /// Takes a place among the backend's requests in flight when fewer than `max` are; the
+    /// place is held until the returned guard drops.
+    fn take(self: &Arc<Self>, max: usize) -> Option<Busy> {
+        let before = self.in_flight.fetch_add(1, Ordering::Relaxed);
+        let busy = Busy(Arc::clone(self));
+        (before < max).then_some(busy)
+    }
+
+    /// Requests in flight to this backend now.
+    pub(crate) fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// One request in flight to a backend, from its sending until its response head or failure.
+pub(crate) struct Busy(Arc<Backend>);
+
+impl Busy {
+    /// The backend the request is in flight to.
+    pub(crate) fn backend(&self) -> &Arc<Backend> {
+        &self.0
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// What [`Edge::pick_backend`] found in a region.
+pub(crate) enum Pick {
+    /// A backend, with the request's place among its requests in flight.
+    Backend(Busy),
+    /// Every backend it would use has `max_requests_per_backend` requests in flight.
+    Full,
+    /// The region is not in this edge's topology (or has no backend).
+    Unknown,
 }
 
 /// One region's backends and measurements, and what its answers carry (built once per
@@ -494,17 +537,37 @@ impl Edge {
         self.inner.health_gen.fetch_add(1, Ordering::AcqRel);
     }
 
-    /// The next available backend of a region (round robin), if any.
-    pub(crate) fn pick_backend(&self, routes: &Routes, region: &str) -> Option<Arc<Backend>> {
-        let r = routes.regions.get(region)?;
+    /// The next available backend of a region (round robin) with room for one more request
+    /// in flight; with none available (all down, the region tried anyway), the next backend
+    /// in turn, if it has room.
+    pub(crate) fn pick_backend(&self, routes: &Routes, region: &str) -> Pick {
+        let Some(r) = routes.regions.get(region) else {
+            return Pick::Unknown;
+        };
         let n = r.backends.len();
+        if n == 0 {
+            return Pick::Unknown;
+        }
+        let max = routes.topology.routing.max_requests_per_backend;
         let start = r.next.fetch_add(1, Ordering::Relaxed);
         let now = self.now();
-        (0..n)
-            .map(|i| &r.backends[(start + i) % n])
-            .find(|b| lock(&b.health).available(now))
-            .or_else(|| r.backends.get(start % n.max(1)))
-            .cloned()
+        let mut any_available = false;
+        for i in 0..n {
+            let b = &r.backends[(start + i) % n];
+            if lock(&b.health).available(now) {
+                any_available = true;
+                if let Some(busy) = b.take(max) {
+                    return Pick::Backend(busy);
+                }
+            }
+        }
+        if any_available {
+            return Pick::Full;
+        }
+        match r.backends[start % n].take(max) {
+            Some(busy) => Pick::Backend(busy),
+            None => Pick::Full,
+        }
     }
 
     /// Feeds one observation into a backend's state machine; logs and counts transitions.
@@ -699,6 +762,7 @@ fn build_routes(
                     target,
                     key: upstream::new_key(),
                     health: Mutex::new(BackendHealth::new()),
+                    in_flight: AtomicUsize::new(0),
                 }),
             });
         }

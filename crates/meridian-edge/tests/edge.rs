@@ -152,6 +152,11 @@ async fn app(
             resp = resp.status(421).header("meridian-allowed-region", "c");
             "residency".to_string()
         }
+        // Answers after a while: a request in flight to the backend for that long.
+        "/slow" => {
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            format!("{region}:slow")
+        }
         "/misdirected" => {
             resp = resp.status(421);
             "misdirected, no region named".to_string()
@@ -2913,4 +2918,84 @@ async fn past_max_connections_new_clients_wait_for_a_free_slot() {
     drop(first);
     let served = client().get(format!("{}/", w.proxy)).send().await.unwrap();
     assert_eq!(served.status(), 200, "served once a slot was free");
+}
+
+/// Requests in flight to region `region`'s backend, from the admin status.
+async fn in_flight(admin: &str, region: &str) -> u64 {
+    let s: serde_json::Value = client()
+        .get(format!("{admin}/v1/status"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let r = s["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["name"] == region)
+        .unwrap()
+        .clone();
+    r["backends"][0]["in_flight"].as_u64().unwrap()
+}
+
+/// With `max_requests_per_backend` requests in flight to a region's backend, the next
+/// request goes to the next region at once (no retry spent, never sent to the full one);
+/// with every region full it is answered 503 `overloaded` with `Retry-After`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_full_backend_sends_requests_on_and_all_full_is_overloaded() {
+    let w = world(&format!("{FAILOVER}max_requests_per_backend = 2\n"), false).await;
+    let mut held = JoinSet::new();
+    let mut fill = |n: usize| {
+        for _ in 0..n {
+            let url = format!("{}/slow", w.proxy);
+            held.spawn(async move { client().get(url).send().await.unwrap().status() });
+        }
+    };
+    fill(2);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight(&w.admin, "a").await < 2 {
+        assert!(
+            Instant::now() < deadline,
+            "the slow requests did not reach a"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let begun = Instant::now();
+    let r = client().get(format!("{}/x", w.proxy)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.headers()["meridian-region"], "b", "a is full: b serves");
+    assert!(
+        begun.elapsed() < Duration::from_millis(1000),
+        "it waited for a"
+    );
+    assert_eq!(
+        in_flight(&w.admin, "a").await,
+        2,
+        "nothing more was sent to a"
+    );
+
+    // Fill b and c as well: four more slow requests spill over a to them.
+    fill(4);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while in_flight(&w.admin, "b").await < 2 || in_flight(&w.admin, "c").await < 2 {
+        assert!(Instant::now() < deadline, "b and c did not fill");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = client().get(format!("{}/x", w.proxy)).send().await.unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "overloaded", "{body}");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("a, b, c"), "{message}");
+    let overflows = meridian_edge::metrics::render()
+        .lines()
+        .any(|l| l.starts_with("meridian_edge_overflows_total{region=\"a\"}"));
+    assert!(overflows, "the overflow is counted");
+    while let Some(status) = held.join_next().await {
+        assert_eq!(status.unwrap(), 200, "every held request was answered");
+    }
+    assert_eq!(in_flight(&w.admin, "a").await, 0, "places are given back");
 }

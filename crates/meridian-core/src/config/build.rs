@@ -13,8 +13,8 @@ use super::diag::{Cx, Span};
 use super::model::{
     AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
     EDGE_MAX_CONNECTIONS, EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health,
-    Keyspace, LatLon, Limits, Policy, RecordType, Region, Replication, Residency, Routing,
-    Topology, Writer, Writes, Zone,
+    Keyspace, LatLon, Limits, MAX_REQUESTS_PER_BACKEND, Policy, RecordType, Region, Replication,
+    Residency, Routing, Topology, Writer, Writes, Zone,
 };
 use super::read::{self, Sp, Tbl};
 use super::scalar;
@@ -43,6 +43,7 @@ const ROUTING_KEYS: &[&str] = &[
     "order",
     "pool",
     "retry_budget",
+    "max_requests_per_backend",
 ];
 const EDGE_KEYS: &[&str] = &[
     "name",
@@ -950,6 +951,7 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
         weights: all_regions.iter().map(|n| (n.clone(), 100)).collect(),
         order: all_regions.clone(),
         retry_budget: 20,
+        max_requests_per_backend: MAX_REQUESTS_PER_BACKEND,
         pools: Vec::new(),
         residency: None,
     };
@@ -1018,6 +1020,16 @@ fn routing(cx: &mut Cx<'_>, root: &Tbl<'_>, known: &Known, regions: &[Region]) -
     ) {
         Some(b) => r.retry_budget = u8::try_from(b.v).unwrap_or(100),
         None => ok &= !t.has("retry_budget"),
+    }
+    match t.int_in(
+        cx,
+        "max_requests_per_backend",
+        1,
+        1_000_000,
+        "requests in flight to one backend",
+    ) {
+        Some(m) => r.max_requests_per_backend = usize::try_from(m.v).unwrap_or(1_000_000),
+        None => ok &= !t.has("max_requests_per_backend"),
     }
     if t.has("geo") {
         match t

@@ -18,8 +18,8 @@ pub use diag::{ConfigError, Diagnostic};
 pub use model::{
     AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
     EDGE_MAX_CONNECTIONS, EDGE_TUNNEL_IDLE_TIMEOUT, EDGE_UPSTREAM_TIMEOUT, Edge, GeoMap, Health,
-    Keyspace, LatLon, Limits, Policy, Pool, RecordType, Region, Replication, Residency, Routing,
-    Topology, Writer, Writes, Zone,
+    Keyspace, LatLon, Limits, MAX_REQUESTS_PER_BACKEND, Policy, Pool, RecordType, Region,
+    Replication, Residency, Routing, Topology, Writer, Writes, Zone,
 };
 pub use scalar::{duration as parse_duration, format_duration};
 pub use terms::{TermsDiff, compare as compare_terms, replication_terms};

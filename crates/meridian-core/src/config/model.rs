@@ -212,6 +212,9 @@ impl GeoMap {
     }
 }
 
+/// [`Routing::max_requests_per_backend`] when the file gives none (Envoy's default).
+pub const MAX_REQUESTS_PER_BACKEND: usize = 1024;
+
 /// `[routing]`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Routing {
@@ -237,6 +240,12 @@ pub struct Routing {
     /// plus a reserve of 10, so a failover never multiplies the load on the survivors.
     /// 0..=100; 0 turns request-level retries off. Default: 20.
     pub retry_budget: u8,
+    /// Requests an edge has in flight to one backend at most (from sending the request until
+    /// its response head, or its failure); a request finding every backend of a region at the
+    /// limit goes on to the next region of its decision before it is sent — no retry spent —
+    /// and is answered 503 `overloaded` when no region has room (Envoy's circuit breaker
+    /// `max_requests`). 1..=1000000. Default: [`MAX_REQUESTS_PER_BACKEND`].
+    pub max_requests_per_backend: usize,
     /// `[routing.pool.<name>]`, in file order. Default: empty (a flat list of regions).
     pub pools: Vec<Pool>,
     /// The zone every decision stays inside, as if each client carried this zone claim. Set
