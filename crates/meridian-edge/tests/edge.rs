@@ -293,7 +293,8 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
-async fn backend_state(c: &reqwest::Client, admin: &str, region: &str) -> String {
+/// Region `region`'s (first) backend as the admin status shows it.
+async fn first_backend(c: &reqwest::Client, admin: &str, region: &str) -> serde_json::Value {
     let s: serde_json::Value = c
         .get(format!("{admin}/v1/status"))
         .send()
@@ -308,7 +309,14 @@ async fn backend_state(c: &reqwest::Client, admin: &str, region: &str) -> String
         .iter()
         .find(|r| r["name"] == region)
         .unwrap();
-    r["backends"][0]["state"].as_str().unwrap().to_string()
+    r["backends"][0].clone()
+}
+
+async fn backend_state(c: &reqwest::Client, admin: &str, region: &str) -> String {
+    first_backend(c, admin, region).await["state"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 const FAILOVER: &str = "[routing]\npolicy = \"failover\"\norder = [\"a\", \"b\", \"c\"]\n";
@@ -2922,22 +2930,9 @@ async fn past_max_connections_new_clients_wait_for_a_free_slot() {
 
 /// Requests in flight to region `region`'s backend, from the admin status.
 async fn in_flight(admin: &str, region: &str) -> u64 {
-    let s: serde_json::Value = client()
-        .get(format!("{admin}/v1/status"))
-        .send()
-        .await
+    first_backend(&client(), admin, region).await["in_flight"]
+        .as_u64()
         .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let r = s["regions"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| r["name"] == region)
-        .unwrap()
-        .clone();
-    r["backends"][0]["in_flight"].as_u64().unwrap()
 }
 
 /// With `max_requests_per_backend` requests in flight to a region's backend, the next
