@@ -213,8 +213,9 @@ pub(crate) fn facts(
             .as_ref()
             .and_then(|s| token::verify(t, s.as_bytes(), now).ok())
             .or_else(|| {
-                let key = opts.token_public_key.as_ref()?;
-                token::verify_with(t, token::Key::Ed25519(key), now).ok()
+                opts.token_public_keys
+                    .iter()
+                    .find_map(|key| token::verify_with(t, token::Key::Public(key), now).ok())
             });
         if let Some(c) = claims {
             f.zone = c.zone;

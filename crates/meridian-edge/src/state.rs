@@ -70,10 +70,11 @@ pub struct EdgeOptions {
     /// the edge's `geoip` file; [`Edge::reload_with_geoip`] replaces it). Default: `None`
     /// (clients are not located).
     pub geoip: Option<Arc<crate::geo::GeoIp>>,
-    /// Raw Ed25519 public key verifying `EdDSA` residency tokens (see
-    /// [`crate::token::ed25519_public_key_from_pem`]). Default: `None` (only HS256 tokens with
-    /// the cluster secret).
-    pub token_public_key: Option<Vec<u8>>,
+    /// Public keys verifying residency tokens signed by an identity provider (`EdDSA`,
+    /// `RS256`, `ES256`: see [`crate::token::PublicKey`]); a token is accepted when a key of
+    /// its `alg` verifies it, so an old and a new key can be given while the provider rotates.
+    /// Default: none (only HS256 tokens with the cluster secret).
+    pub token_public_keys: Vec<crate::token::PublicKey>,
     /// TLS towards `https://` app backends (see [`crate::tls::backend_client_config`]).
     /// Default: `None` (a topology with an `https://` backend is refused).
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
@@ -110,7 +111,7 @@ impl EdgeOptions {
             replay_limit: 1 << 20,
             tls: None,
             geoip: None,
-            token_public_key: None,
+            token_public_keys: Vec::new(),
             backend_tls: None,
             access_log: None,
             max_connections: config::EDGE_MAX_CONNECTIONS,

@@ -1,6 +1,10 @@
 //! Bearer tokens carrying a user's residency: claims `zone` (and optional `home` region, `exp`
-//! expiry in Unix seconds), signed HS256 with the cluster secret or EdDSA (Ed25519) with a key
-//! whose public half the edge is given.
+//! expiry in Unix seconds), signed HS256 with the cluster secret, or by an identity provider
+//! whose public key the edge is given (EdDSA, RS256 or ES256: see [`PublicKey`]).
+
+mod public_key;
+
+pub use public_key::PublicKey;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -33,13 +37,13 @@ fn bad(message: &str) -> Error {
 pub enum Key<'a> {
     /// HS256 with this shared secret (the cluster secret).
     Hs256(&'a [u8]),
-    /// EdDSA with this raw 32-byte Ed25519 public key.
-    Ed25519(&'a [u8]),
+    /// The algorithm of this public key ([`PublicKey::alg`]).
+    Public(&'a PublicKey),
 }
 
 /// Verifies a compact JWS (`header.payload.signature`) with `key`.
 ///
-/// Refuses: an `alg` other than the key's (`HS256` or `EdDSA`), a bad signature (HMAC compared
+/// Refuses: an `alg` other than the key's (`HS256`, or the public key's), a bad signature (HMAC compared
 /// in constant time), malformed parts, an `exp` at or before `now_unix`. Claims other than
 /// `zone`, `home` and `exp` are ignored.
 pub fn verify_with(token: &str, key: Key<'_>, now_unix: u64) -> Result<Claims, Error> {
@@ -68,13 +72,15 @@ pub fn verify_with(token: &str, key: Key<'_>, now_unix: u64) -> Result<Claims, E
             m.update(signed.as_bytes());
             m.verify_slice(&sig).map_err(|_| bad("bad signature"))?;
         }
-        Key::Ed25519(public) => {
-            if alg != Some("EdDSA") {
-                return Err(bad("alg must be EdDSA"));
+        Key::Public(public) => {
+            if alg != Some(public.alg()) {
+                return Err(Error::Token {
+                    message: format!("alg must be {}", public.alg()),
+                });
             }
-            ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
-                .verify(signed.as_bytes(), &sig)
-                .map_err(|_| bad("bad signature"))?;
+            if !public.verifies(signed.as_bytes(), &sig) {
+                return Err(bad("bad signature"));
+            }
         }
     }
     let payload: serde_json::Value = URL_SAFE_NO_PAD
@@ -99,32 +105,6 @@ pub fn verify_with(token: &str, key: Key<'_>, now_unix: u64) -> Result<Claims, E
 /// [`verify_with`] an HS256 `secret`.
 pub fn verify(token: &str, secret: &[u8], now_unix: u64) -> Result<Claims, Error> {
     verify_with(token, Key::Hs256(secret), now_unix)
-}
-
-/// The raw Ed25519 public key of a PEM `PUBLIC KEY` (SubjectPublicKeyInfo) file, as written by
-/// `openssl pkey -pubout`.
-pub fn ed25519_public_key_from_pem(path: &std::path::Path) -> Result<Vec<u8>, Error> {
-    use rustls_pki_types::pem::PemObject as _;
-    let spki = rustls_pki_types::SubjectPublicKeyInfoDer::from_pem_file(path).map_err(|e| {
-        Error::Config {
-            message: format!("{}: not a PEM public key: {e}", path.display()),
-        }
-    })?;
-    // An Ed25519 SubjectPublicKeyInfo is a fixed 12-byte prefix (algorithm 1.3.101.112)
-    // followed by the 32-byte key.
-    const PREFIX: [u8; 12] = [
-        0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-    ];
-    match spki.as_ref().split_at_checked(PREFIX.len()) {
-        Some((prefix, key)) if prefix == PREFIX && key.len() == 32 => Ok(key.to_vec()),
-        _ => Err(Error::Config {
-            message: format!(
-                "{}: not an Ed25519 public key; make one with `openssl genpkey -algorithm \
-                 ed25519 -out k.pem && openssl pkey -in k.pem -pubout -out pub.pem`",
-                path.display()
-            ),
-        }),
-    }
 }
 
 /// Signs `claims` (a JSON object) as an HS256 compact JWS with `secret`.
@@ -166,16 +146,41 @@ mod tests {
         assert!(verify(&none, secret, 0).is_err(), "alg none");
     }
 
+    /// A compact JWS of `claims` with header `{"alg": alg}`, signed by `sign`.
+    fn signed(alg: &str, claims: &str, sign: impl FnOnce(&[u8]) -> Vec<u8>) -> String {
+        let h = URL_SAFE_NO_PAD.encode(format!(r#"{{"alg":"{alg}"}}"#));
+        let p = URL_SAFE_NO_PAD.encode(claims);
+        let sig = URL_SAFE_NO_PAD.encode(sign(format!("{h}.{p}").as_bytes()));
+        format!("{h}.{p}.{sig}")
+    }
+
+    fn pkcs8(name: &str) -> Vec<u8> {
+        use rustls_pki_types::pem::PemObject as _;
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/keys")
+            .join(name);
+        rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(path)
+            .unwrap()
+            .secret_pkcs8_der()
+            .to_vec()
+    }
+
+    fn public(name: &str) -> PublicKey {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/keys")
+            .join(name);
+        PublicKey::from_pem(&path).unwrap()
+    }
+
+    const CLAIMS: &str = r#"{"zone":"eu","home":"eu-west-1"}"#;
+
     #[test]
     fn ed25519_tokens_and_pem_keys() {
         use ring::signature::KeyPair as _;
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
-        let h = URL_SAFE_NO_PAD.encode(br#"{"alg":"EdDSA"}"#);
-        let p = URL_SAFE_NO_PAD.encode(br#"{"zone":"eu","home":"eu-west-1"}"#);
-        let sig = URL_SAFE_NO_PAD.encode(pair.sign(format!("{h}.{p}").as_bytes()).as_ref());
-        let token = format!("{h}.{p}.{sig}");
+        let token = signed("EdDSA", CLAIMS, |m| pair.sign(m).as_ref().to_vec());
 
         let mut spki = vec![
             0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
@@ -186,18 +191,21 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pub.pem");
         std::fs::write(&path, pem).unwrap();
-        let public = ed25519_public_key_from_pem(&path).unwrap();
+        let key = PublicKey::from_pem(&path).unwrap();
+        assert_eq!(key.alg(), "EdDSA");
 
-        let c = verify_with(&token, Key::Ed25519(&public), 0).unwrap();
+        let c = verify_with(&token, Key::Public(&key), 0).unwrap();
         assert_eq!(c.zone.as_deref(), Some("eu"));
+        let raw = pair.public_key().as_ref().to_vec();
         assert!(
-            verify(&token, &public, 0).is_err(),
+            verify(&token, &raw, 0).is_err(),
             "an EdDSA token is no HS256 token"
         );
         let other = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
         let other = ring::signature::Ed25519KeyPair::from_pkcs8(other.as_ref()).unwrap();
+        let other = PublicKey::Ed25519(other.public_key().as_ref().to_vec());
         assert!(
-            verify_with(&token, Key::Ed25519(other.public_key().as_ref()), 0).is_err(),
+            verify_with(&token, Key::Public(&other), 0).is_err(),
             "another key"
         );
         std::fs::write(
@@ -205,6 +213,49 @@ mod tests {
             "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n",
         )
         .unwrap();
-        assert!(ed25519_public_key_from_pem(&path).is_err());
+        assert!(PublicKey::from_pem(&path).is_err());
+    }
+
+    #[test]
+    fn rs256_and_es256_tokens() {
+        let rng = ring::rand::SystemRandom::new();
+        let rsa = ring::signature::RsaKeyPair::from_pkcs8(&pkcs8("rsa2048.key")).unwrap();
+        let rs256 = signed("RS256", CLAIMS, |m| {
+            let mut sig = vec![0; rsa.public().modulus_len()];
+            rsa.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, m, &mut sig)
+                .unwrap();
+            sig
+        });
+        let ec = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+            &pkcs8("p256.key"),
+            &rng,
+        )
+        .unwrap();
+        let es256 = signed("ES256", CLAIMS, |m| {
+            ec.sign(&rng, m).unwrap().as_ref().to_vec()
+        });
+        let (rsa_pub, ec_pub) = (public("rsa2048.pub"), public("p256.pub"));
+
+        let c = verify_with(&rs256, Key::Public(&rsa_pub), 0).unwrap();
+        assert_eq!(c.home.as_deref(), Some("eu-west-1"));
+        let c = verify_with(&es256, Key::Public(&ec_pub), 0).unwrap();
+        assert_eq!(c.zone.as_deref(), Some("eu"));
+        // A token names the key's algorithm or is refused, whatever it is signed with.
+        let e = verify_with(&rs256, Key::Public(&ec_pub), 0).unwrap_err();
+        assert!(e.to_string().contains("alg must be ES256"), "{e}");
+        let relabelled = signed("ES256", CLAIMS, |m| {
+            let mut sig = vec![0; rsa.public().modulus_len()];
+            rsa.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, m, &mut sig)
+                .unwrap();
+            sig
+        });
+        assert!(verify_with(&relabelled, Key::Public(&ec_pub), 0).is_err());
+        // Tampered claims fail the signature.
+        let mut parts: Vec<&str> = es256.split('.').collect();
+        let forged = URL_SAFE_NO_PAD.encode(r#"{"zone":"us"}"#);
+        parts[1] = &forged;
+        let e = verify_with(&parts.join("."), Key::Public(&ec_pub), 0).unwrap_err();
+        assert!(e.to_string().contains("bad signature"), "{e}");
     }
 }

@@ -968,6 +968,30 @@ fn sign_eddsa(claims: &serde_json::Value, key: &ring::signature::Ed25519KeyPair)
     format!("{signed}.{}", b64(key.sign(signed.as_bytes()).as_ref()))
 }
 
+/// An RS256 token of `claims`, signed with the test RSA key (`tests/keys/rsa2048.key`).
+fn sign_rs256(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    use rustls_pki_types::pem::PemObject as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/rsa2048.key");
+    let der = rustls_pki_types::PrivatePkcs8KeyDer::from_pem_file(path).unwrap();
+    let key = ring::signature::RsaKeyPair::from_pkcs8(der.secret_pkcs8_der()).unwrap();
+    let signed = format!(
+        "{}.{}",
+        b64(br#"{"alg":"RS256","typ":"JWT"}"#),
+        b64(claims.to_string().as_bytes())
+    );
+    let mut sig = vec![0; key.public().modulus_len()];
+    key.sign(
+        &ring::signature::RSA_PKCS1_SHA256,
+        &ring::rand::SystemRandom::new(),
+        signed.as_bytes(),
+        &mut sig,
+    )
+    .unwrap();
+    format!("{signed}.{}", b64(&sig))
+}
+
 /// A new Ed25519 key pair.
 fn ed25519_key() -> ring::signature::Ed25519KeyPair {
     let rng = ring::rand::SystemRandom::new();
@@ -986,8 +1010,13 @@ async fn eddsa_tokens_keep_requests_in_their_zone() {
     use ring::signature::KeyPair as _;
     let key = ed25519_key();
     let public = key.public_key().as_ref().to_vec();
+    let rsa_pub = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/rsa2048.pub");
+    let keys = vec![
+        meridian_edge::token::PublicKey::from_pem(&rsa_pub).unwrap(),
+        meridian_edge::token::PublicKey::Ed25519(public.clone()),
+    ];
     let extra = "[routing]\npolicy = \"failover\"\nall_down = \"fail-closed\"\n";
-    let mut w = world_tuned(extra, true, |o| o.token_public_key = Some(public.clone())).await;
+    let mut w = world_tuned(extra, true, |o| o.token_public_keys = keys).await;
     let c = client();
     let us = serde_json::json!({"zone": "us"});
     let eddsa_us = sign_eddsa(&us, &key);
@@ -1004,7 +1033,12 @@ async fn eddsa_tokens_keep_requests_in_their_zone() {
     let r = get(None).await.unwrap();
     assert_eq!((served_by(&r), zone_seen(&r)), ("a".into(), "".into()));
     let hs256_us = meridian_edge::token::sign(&us, SECRET.as_bytes());
-    for (token, kind) in [(&eddsa_us, "EdDSA"), (&hs256_us, "HS256")] {
+    let rs256_us = sign_rs256(&us);
+    for (token, kind) in [
+        (&eddsa_us, "EdDSA"),
+        (&hs256_us, "HS256"),
+        (&rs256_us, "RS256, a second key"),
+    ] {
         let r = get(Some(token.clone())).await.unwrap();
         assert_eq!(
             (served_by(&r), zone_seen(&r)),

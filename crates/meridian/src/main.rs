@@ -134,10 +134,12 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// PEM Ed25519 public key verifying EdDSA residency tokens (besides HS256 tokens
-        /// signed with the cluster secret).
+        /// PEM public key (`openssl pkey -pubout`) of an identity provider whose residency
+        /// tokens the edge accepts besides HS256 tokens of the cluster secret: Ed25519
+        /// (EdDSA), RSA of 2048+ bits (RS256) or P-256 (ES256). Repeat it to accept an old and
+        /// a new key while the provider rotates.
         #[arg(long, value_name = "FILE")]
-        token_public_key: Option<PathBuf>,
+        token_public_key: Vec<PathBuf>,
         /// PEM bundle of the CA certificates that sign the `https://` app backends'
         /// certificates (a private CA). Default: the system's trust store.
         #[arg(long, value_name = "FILE")]
@@ -485,9 +487,9 @@ fn run(command: Command) -> anyhow::Result<()> {
                 )
                 .map_err(|e| BadConfig(e.to_string()))?,
             );
-            if let Some(path) = &token_public_key {
-                opts.token_public_key = Some(
-                    meridian_edge::token::ed25519_public_key_from_pem(path)
+            for path in &token_public_key {
+                opts.token_public_keys.push(
+                    meridian_edge::token::PublicKey::from_pem(path)
                         .map_err(|e| BadConfig(e.to_string()))?,
                 );
             }

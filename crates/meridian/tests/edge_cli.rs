@@ -520,3 +520,49 @@ fn upstream_timeout_from_the_topology_bounds_a_silent_backend() {
     assert!(answer.contains("within 1s"), "{answer}");
     assert!(took < Duration::from_secs(5), "answered after {took:?}");
 }
+
+/// `--token-public-key` takes an identity provider's key of any supported kind, repeated for
+/// a rotation; a key that verifies no supported token is bad config (exit 2), named with why.
+#[test]
+fn token_public_keys_of_each_kind_and_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("m.toml");
+    std::fs::write(dir.path().join("secret"), "0123456789abcdef0123\n").expect("write");
+    std::fs::write(&cfg, config("failover", listen, admin, app)).expect("write");
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meridian-edge/tests/keys");
+    for (file, why) in [
+        ("rsa1024.pub", "RSA key of 1024 bits"),
+        ("p384.pub", "other than P-256"),
+        ("rsa2048.key", "not a PEM public key"),
+    ] {
+        let out = edge_command(&cfg)
+            .arg("--token-public-key")
+            .arg(keys.join(file))
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{file}: {err}");
+        assert!(err.contains(why) && err.contains(file), "{file}: {err}");
+    }
+    let edge = Kill(
+        edge_command(&cfg)
+            .arg("--token-public-key")
+            .arg(keys.join("rsa2048.pub"))
+            .arg("--token-public-key")
+            .arg(keys.join("p256.pub"))
+            .spawn()
+            .expect("spawn"),
+    );
+    let addr = format!("127.0.0.1:{admin}");
+    let started = Instant::now();
+    while std::net::TcpStream::connect(&addr).is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the edge with two keys did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(edge);
+}
