@@ -213,7 +213,7 @@ pub(crate) fn facts(
             .as_ref()
             .and_then(|s| token::verify(t, s.as_bytes(), now).ok())
             .or_else(|| {
-                opts.token_public_keys
+                edge.token_keys()
                     .iter()
                     .find_map(|key| token::verify_with(t, token::Key::Public(key), now).ok())
             });

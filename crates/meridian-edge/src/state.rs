@@ -73,7 +73,8 @@ pub struct EdgeOptions {
     /// Public keys verifying residency tokens signed by an identity provider (`EdDSA`,
     /// `RS256`, `ES256`: see [`crate::token::PublicKey`]); a token is accepted when a key of
     /// its `alg` verifies it, so an old and a new key can be given while the provider rotates.
-    /// Default: none (only HS256 tokens with the cluster secret).
+    /// The keys the edge starts with; [`Edge::set_token_keys`] replaces them. Default: none
+    /// (only HS256 tokens with the cluster secret).
     pub token_public_keys: Vec<crate::token::PublicKey>,
     /// TLS towards `https://` app backends (see [`crate::tls::backend_client_config`]).
     /// Default: `None` (a topology with an `https://` backend is refused).
@@ -231,6 +232,8 @@ struct Inner {
     tunnels: crate::tunnels::Tunnels,
     /// One permit per client connection being served, over every proxy thread.
     connections: Arc<tokio::sync::Semaphore>,
+    /// The identity providers' keys in use (see [`Edge::token_keys`]).
+    token_keys: ArcSwap<Vec<crate::token::PublicKey>>,
 }
 
 /// A health view computed at `at` (edge time) while the generation was `generation`.
@@ -259,8 +262,10 @@ impl Edge {
             opts.max_connections
                 .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
         ));
+        let token_keys = ArcSwap::from_pointee(opts.token_public_keys.clone());
         Ok(Edge {
             inner: Arc::new(Inner {
+                token_keys,
                 rng: AtomicU64::new(opts.seed),
                 geoip: arc_swap::ArcSwapOption::new(opts.geoip.clone()),
                 opts,
@@ -330,6 +335,18 @@ impl Edge {
     /// accept loops take one before each accept and the connection holds it until it ends.
     pub(crate) fn connection_slots(&self) -> &Arc<tokio::sync::Semaphore> {
         &self.inner.connections
+    }
+
+    /// The public keys residency tokens are verified with now: [`EdgeOptions::token_public_keys`]
+    /// until [`Edge::set_token_keys`] replaces them.
+    pub fn token_keys(&self) -> Arc<Vec<crate::token::PublicKey>> {
+        self.inner.token_keys.load_full()
+    }
+
+    /// Verifies tokens with `keys` from now on (all at once: a request sees the old set or
+    /// the new one), e.g. after an identity provider rotated its key.
+    pub fn set_token_keys(&self, keys: Vec<crate::token::PublicKey>) {
+        self.inner.token_keys.store(Arc::new(keys));
     }
 
     /// Client connections being served now, over every proxy thread.

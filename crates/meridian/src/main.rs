@@ -115,9 +115,9 @@ enum Command {
     ///
     /// Listens on the edge's `listen` address (proxy) and `admin` address (admin API, token
     /// from `cluster.secret_file`), probes every app backend per `[health]`, and routes by
-    /// `[routing]`. SIGHUP re-reads the topology file (with its GeoIP database) and the TLS
-    /// certificate and key: valid ones are swapped in without dropping connections, bad ones
-    /// are refused and the old ones kept. Ctrl-C or SIGTERM
+    /// `[routing]`. SIGHUP re-reads the topology file (with its GeoIP database), the TLS
+    /// certificate and key, and the token public keys: valid ones are swapped in without
+    /// dropping connections, bad ones are refused and the old ones kept. Ctrl-C or SIGTERM
     /// stop it; in-flight requests finish first.
     ///
     /// Example: meridian edge --config examples/meridian.toml --edge edge-local
@@ -487,12 +487,8 @@ fn run(command: Command) -> anyhow::Result<()> {
                 )
                 .map_err(|e| BadConfig(e.to_string()))?,
             );
-            for path in &token_public_key {
-                opts.token_public_keys.push(
-                    meridian_edge::token::PublicKey::from_pem(path)
-                        .map_err(|e| BadConfig(e.to_string()))?,
-                );
-            }
+            opts.token_public_keys =
+                read_token_keys(&token_public_key).map_err(|e| BadConfig(e.to_string()))?;
             let mut certs = None;
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                 let files = meridian_edge::tls::CertFiles::load(cert, key)
@@ -521,7 +517,14 @@ fn run(command: Command) -> anyhow::Result<()> {
                 admin: admin_listen,
                 dns: dns_listen,
             };
-            runtime.block_on(serve_edge(e, config, threads, certs, binds))
+            runtime.block_on(serve_edge(
+                e,
+                config,
+                threads,
+                certs,
+                binds,
+                token_public_key,
+            ))
         }
         Command::Ctl {
             admin,
@@ -616,6 +619,7 @@ async fn serve_edge(
     threads: usize,
     certs: Option<Arc<meridian_edge::tls::CertFiles>>,
     binds: EdgeBinds,
+    token_public_key: Vec<PathBuf>,
 ) -> anyhow::Result<()> {
     let topo = edge.topology();
     let me = topo
@@ -682,6 +686,17 @@ async fn serve_edge(
                 if let Some(log) = &reloader.options().access_log {
                     log.reopen();
                 }
+                if !token_public_key.is_empty() {
+                    match read_token_keys(&token_public_key) {
+                        Ok(keys) => {
+                            reloader.set_token_keys(keys);
+                            tracing::info!("SIGHUP: token public keys reloaded");
+                        }
+                        Err(e) => tracing::error!(
+                            "SIGHUP: token public keys refused, the old ones kept: {e}"
+                        ),
+                    }
+                }
                 if let Some(c) = &certs {
                     match c.reload() {
                         Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
@@ -694,7 +709,7 @@ async fn serve_edge(
         });
     }
     #[cfg(not(unix))]
-    let _ = (config, certs);
+    let _ = (config, certs, token_public_key);
     let served = meridian_edge::serve_threads(edge, listeners, admin, shutdown_signal()).await;
     if let Some(dns) = dns {
         dns.abort();
@@ -1054,6 +1069,16 @@ fn load_profile(name: &str) -> anyhow::Result<meridian_lab::wan::Profile> {
 
 /// Where the measured inter-region latency matrix lives, relative to the project root.
 const DEFAULT_PROFILE: &str = "../shared/data/latency_matrix.csv";
+
+/// Every `--token-public-key` file's key, or the first file's error.
+fn read_token_keys(
+    paths: &[PathBuf],
+) -> Result<Vec<meridian_edge::token::PublicKey>, meridian_edge::Error> {
+    paths
+        .iter()
+        .map(|p| meridian_edge::token::PublicKey::from_pem(p))
+        .collect()
+}
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     meridian_core::config::parse_duration(s)

@@ -566,3 +566,79 @@ fn token_public_keys_of_each_kind_and_refusals() {
     }
     drop(edge);
 }
+
+/// SIGHUP re-reads the `--token-public-key` files: a provider's new key is accepted without a
+/// restart, and a file that no longer holds a usable key leaves the old keys in place.
+#[test]
+fn token_public_keys_are_reread_on_sighup() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("m.toml");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").expect("write");
+    // Region r2 is in zone `us`, so a verified token's zone shows in the explanation.
+    let text = config("failover", listen, admin, app)
+        .replace("[routing]", "[zones]\nus = [\"r2\"]\n[routing]");
+    std::fs::write(&cfg, text).expect("write");
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meridian-edge/tests/keys");
+    let token = std::fs::read_to_string(keys.join("rs256-zone-us.jwt")).expect("token");
+    let key = dir.path().join("idp.pem");
+    std::fs::copy(keys.join("p256.pub"), &key).expect("copy");
+    let edge = Kill(
+        edge_command(&cfg)
+            .arg("--token-public-key")
+            .arg(&key)
+            .spawn()
+            .expect("spawn"),
+    );
+    let pid = edge.0.id().to_string();
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let zone = || {
+        let (code, out, err) = ctl(
+            &admin_url,
+            secret.to_str().expect("utf8"),
+            &["explain", "--ip", "203.0.113.5", "--token", token.trim()],
+        );
+        (code, out, err)
+    };
+    let started = Instant::now();
+    loop {
+        let (code, out, _) = zone();
+        if code == 0 {
+            assert!(
+                !out.contains("residency zone `us`"),
+                "a P-256 key verified an RS256 token: {out}"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the edge did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let hup = || {
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .expect("kill");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    std::fs::copy(keys.join("rsa2048.pub"), &key).expect("copy");
+    hup();
+    let (code, out, err) = zone();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("residency zone `us`"),
+        "the new key was not taken: {out}"
+    );
+    std::fs::write(&key, "not a key").expect("write");
+    hup();
+    let (code, out, err) = zone();
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("residency zone `us`"),
+        "a bad file replaced the keys: {out}"
+    );
+    drop(edge);
+}
