@@ -393,6 +393,13 @@ fn run(command: Command) -> anyhow::Result<()> {
                 open_geoip(&config, &topology, &edge.name)?;
             }
             print!("{}", topology.render_summary());
+            let advice = meridian_core::config::advice(&topology);
+            if !advice.is_empty() {
+                println!("\nadvice ({}: valid, but consider)", advice.len());
+                for a in &advice {
+                    println!("  - {a}");
+                }
+            }
             println!("{}: ok", config.display());
             Ok(())
         }
@@ -641,6 +648,7 @@ async fn serve_edge(
             "cluster.secret_file is not set: the admin API (weights, drains) answers anyone who reaches {admin_addr}"
         );
     }
+    log_advice(&topo);
     let dns = match &topo.dns {
         Some(d) => {
             let addr = binds.dns.unwrap_or(d.listen);
@@ -928,6 +936,7 @@ async fn serve_region(
             "cluster.secret_file is not set: replication peers and admin calls are not authenticated"
         );
     }
+    log_advice(&topology);
     let node = meridian_node::open(topology, &region, &data, node_config)
         .with_context(|| format!("opening the data directory {}", data.display()))?;
     let listener = tokio::net::TcpListener::bind(&addr)
@@ -1069,6 +1078,13 @@ fn load_profile(name: &str) -> anyhow::Result<meridian_lab::wan::Profile> {
 
 /// Where the measured inter-region latency matrix lives, relative to the project root.
 const DEFAULT_PROFILE: &str = "../shared/data/latency_matrix.csv";
+
+/// Logs each piece of `meridian check`'s advice on the topology as a warning.
+fn log_advice(topology: &Topology) {
+    for advice in meridian_core::config::advice(topology) {
+        tracing::warn!("topology advice: {advice}");
+    }
+}
 
 /// Every `--token-public-key` file's key, or the first file's error.
 fn read_token_keys(

@@ -318,3 +318,23 @@ fn an_unparsable_log_filter_is_named_and_the_default_used() {
         "no warning about the filter: {err}"
     );
 }
+
+#[test]
+fn check_gives_advice_on_a_valid_but_risky_topology() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let f = dir.path().join("risky.toml");
+    let text = "[cluster]\nname = \"x\"\n\
+        [[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\
+        [[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n\
+        [[keyspace]]\nname = \"o\"\ntype = \"register\"\nreplication = \"sync\"\n";
+    std::fs::write(&f, text).expect("write");
+    let (code, out, err) = meridian(&["check", "--config", f.to_str().expect("utf8")]);
+    assert_eq!(code, 0, "advice does not fail the check: {err}");
+    assert!(out.contains("advice (1: valid, but consider)"), "{out}");
+    assert!(
+        out.contains("keyspace `o`: quorum 2 is every one of the 2 regions"),
+        "{out}"
+    );
+    let (_, out, _) = meridian(&["check", "--config", &example()]);
+    assert!(!out.contains("advice"), "the example needs none:\n{out}");
+}

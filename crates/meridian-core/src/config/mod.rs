@@ -6,6 +6,7 @@
 //!
 //! The keys of the file are a public contract; `docs/config.md` documents each one.
 
+mod advice;
 mod build;
 mod diag;
 mod model;
@@ -14,6 +15,7 @@ mod scalar;
 mod summary;
 mod terms;
 
+pub use advice::advice;
 pub use diag::{ConfigError, Diagnostic};
 pub use model::{
     AllDown, AppProtocol, CONTINENT_CODES, Cluster, Dns, DnsRecord, EDGE_CLIENT_HEADER_TIMEOUT,
