@@ -214,6 +214,7 @@ fn defaults_are_filled_in() {
     assert_eq!(t.limits.session_wait, Duration::from_secs(2));
     assert_eq!(t.limits.read_cache_bytes, 64 << 20);
     assert_eq!(t.limits.max_pending_writes, 10_000);
+    assert_eq!(t.limits.max_connections, 10_000);
     assert_eq!(t.limits.client_header_timeout, Duration::from_secs(60));
     assert!(t.dns.is_none());
     assert!(t.edges.is_empty());
@@ -955,7 +956,7 @@ fn at_least_one_region() {
 #[test]
 fn limits_out_of_range() {
     let text = with(
-        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\nread_cache_bytes = -1\nmax_pending_writes = 0\n",
+        "[limits]\nmax_key_bytes = 0\nmax_value_bytes = 1000000000\nidempotency_ttl = \"60d\"\nsession_wait = \"5m\"\nread_cache_bytes = -1\nmax_pending_writes = 0\nmax_connections = 0\n",
     );
     assert_diag(
         &text,
@@ -980,6 +981,16 @@ fn limits_out_of_range() {
         "max_pending_writes = 0 is out of range",
     );
     assert!(hint(&d).contains("between 1 and 1000000 (writes)"), "{d}");
+    let d = assert_diag(
+        &text,
+        "max_connections = 0",
+        18,
+        "max_connections = 0 is out of range",
+    );
+    assert!(
+        hint(&d).contains("between 1 and 1000000 (connections)"),
+        "{d}"
+    );
     let t = parse("meridian.toml", &with("[limits]\nread_cache_bytes = 0\n"))
         .expect("0 turns the cache off");
     assert_eq!(t.limits.read_cache_bytes, 0);

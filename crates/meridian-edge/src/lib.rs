@@ -10,7 +10,6 @@ pub mod admin;
 pub mod clock;
 mod dns;
 mod error;
-mod fd_limit;
 pub mod geo;
 pub mod metrics;
 mod probe;
@@ -42,10 +41,6 @@ pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long in-flight requests and open switched-protocol connections may take to finish
 /// after shutdown begins, by default ([`EdgeOptions::drain_timeout`]).
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// How often a proxy thread that keeps finding every connection slot in use says so in the
-/// log (the metric counts each time).
-const LIMIT_WARNING_EVERY: Duration = Duration::from_secs(10);
 
 /// Serves the proxy on `listener` and the admin API on `admin` until `shutdown` resolves, then
 /// stops accepting and lets in-flight requests and switched-protocol (WebSocket) connections
@@ -139,7 +134,14 @@ async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
     metrics::install();
-    fd_limit::check(edge.options().max_connections);
+    let max = edge.options().max_connections;
+    meridian_http::fd_limit::check(
+        (max as u64).saturating_mul(2).saturating_add(256),
+        &format!(
+            "[[edge]] max_connections = {max} (a client and a backend connection each, plus \
+             256 for listeners, probes, logs and DNS)"
+        ),
+    );
     let probes = tokio::spawn(probe::run(edge.clone()));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_stop = stop_rx.clone();
@@ -282,34 +284,14 @@ async fn accept_loop(
             }
         })
     });
-    let slots = edge.connection_slots().clone();
-    let mut warned: Option<tokio::time::Instant> = None;
     loop {
-        // A connection is accepted only with a permit to serve it; without one, new
+        // A connection is accepted only with a slot to serve it; without one, new
         // connections wait in the kernel's backlog until a served one closes.
-        let slot = match slots.clone().try_acquire_owned() {
-            Ok(slot) => slot,
-            Err(_) => {
+        let slot = tokio::select! {
+            slot = edge.connection_slots().take(|| {
                 metrics::counter!(metrics::CONNECTIONS_LIMITED).increment(1);
-                if warned.is_none_or(|at| at.elapsed() >= LIMIT_WARNING_EVERY) {
-                    warned = Some(tokio::time::Instant::now());
-                    tracing::warn!(
-                        %addr,
-                        max_connections = edge.options().max_connections,
-                        "at the edge's max_connections: new connections wait in the listen \
-                         backlog until one closes; raise [[edge]] max_connections (and the \
-                         file-descriptor limit) if this is real traffic"
-                    );
-                }
-                tokio::select! {
-                    slot = slots.clone().acquire_owned() => match slot {
-                        Ok(slot) => slot,
-                        // The semaphore is never closed; stop serving if it ever is.
-                        Err(_) => break,
-                    },
-                    () = &mut stopped => break,
-                }
-            }
+            }) => slot,
+            () = &mut stopped => break,
         };
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => match accepted {

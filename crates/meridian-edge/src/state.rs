@@ -230,8 +230,8 @@ struct Inner {
     unserved: RegionMetrics,
     /// Connections that switched protocols, on every proxy thread.
     tunnels: crate::tunnels::Tunnels,
-    /// One permit per client connection being served, over every proxy thread.
-    connections: Arc<tokio::sync::Semaphore>,
+    /// One slot per client connection being served, over every proxy thread.
+    connections: meridian_http::Slots,
     /// The identity providers' keys in use (see [`Edge::token_keys`]).
     token_keys: ArcSwap<Vec<crate::token::PublicKey>>,
 }
@@ -258,10 +258,8 @@ impl Edge {
         let routes = build_routes(topology, &opts, None)?;
         let budget = retry_budget(&routes.topology);
         let connect_timeout = routes.topology.health.timeout.max(Duration::from_secs(1));
-        let connections = Arc::new(tokio::sync::Semaphore::new(
-            opts.max_connections
-                .clamp(1, tokio::sync::Semaphore::MAX_PERMITS),
-        ));
+        let connections =
+            meridian_http::Slots::new(opts.max_connections, "[[edge]] max_connections");
         let token_keys = ArcSwap::from_pointee(opts.token_public_keys.clone());
         Ok(Edge {
             inner: Arc::new(Inner {
@@ -331,9 +329,9 @@ impl Edge {
         &self.inner.opts
     }
 
-    /// The permits of client connections ([`EdgeOptions::max_connections`] in all): the
+    /// The slots of client connections ([`EdgeOptions::max_connections`] in all): the
     /// accept loops take one before each accept and the connection holds it until it ends.
-    pub(crate) fn connection_slots(&self) -> &Arc<tokio::sync::Semaphore> {
+    pub(crate) fn connection_slots(&self) -> &meridian_http::Slots {
         &self.inner.connections
     }
 
@@ -351,12 +349,7 @@ impl Edge {
 
     /// Client connections being served now, over every proxy thread.
     pub fn open_connections(&self) -> usize {
-        let max = self
-            .inner
-            .opts
-            .max_connections
-            .clamp(1, tokio::sync::Semaphore::MAX_PERMITS);
-        max - self.inner.connections.available_permits()
+        self.inner.connections.open()
     }
 
     /// The connections that switched protocols, for shutdown to drain.

@@ -8,11 +8,15 @@
 //! - a stop that lets every connection finish what it is doing, with one place to wait for
 //!   them all.
 //!
-//! And what both servers read the same way: an `Authorization` header's bearer token
-//! ([`bearer_token`]), and the check of an admin call's ([`bearer_is`]).
+//! And what both servers do the same way: read an `Authorization` header's bearer token
+//! ([`bearer_token`]) and check an admin call's ([`bearer_is`]); bound the connections served
+//! at once ([`Slots`]) and check the open-files limit against it ([`fd_limit`]).
 
 mod auth;
 mod connection;
+pub mod fd_limit;
+mod slots;
 
 pub use auth::{bearer_is, bearer_token};
 pub use connection::{Activity, InFlight, serve_client};
+pub use slots::{Slot, Slots};

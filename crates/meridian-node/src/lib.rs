@@ -128,6 +128,14 @@ pub async fn serve_on<L>(
     L: axum::serve::Listener,
 {
     metrics::install();
+    let max = node.connection_slots().max();
+    meridian_http::fd_limit::check(
+        (max as u64).saturating_add(1024),
+        &format!(
+            "[limits] max_connections = {max} (plus 1024 for the store's files and the \
+             replication links)"
+        ),
+    );
     let tasks = start(&node, background);
     let app = api::router(node.clone());
     let hot = hot::HotRead::new(node.clone());
@@ -136,7 +144,15 @@ pub async fn serve_on<L>(
         shutdown.await;
         closing.close();
     };
-    accept_loop(listener, app, hot, background, shutdown).await;
+    accept_loop(
+        listener,
+        node.connection_slots(),
+        app,
+        hot,
+        background,
+        shutdown,
+    )
+    .await;
     for t in tasks {
         t.abort();
     }
@@ -150,6 +166,7 @@ pub async fn serve_on<L>(
 /// answer a PING after `http2_keepalive` of silence is closed.
 async fn accept_loop<L>(
     mut listener: L,
+    slots: &meridian_http::Slots,
     app: axum::Router,
     hot: hot::HotRead,
     background: &Background,
@@ -176,6 +193,12 @@ async fn accept_loop<L>(
     let (stop, stopping) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
+        // Accepted only with a slot to serve it; without one, new connections wait in the
+        // kernel's backlog until a served one closes.
+        let slot = tokio::select! {
+            slot = slots.take(metrics::connections_limited) => slot,
+            () = &mut shutdown => break,
+        };
         let io = tokio::select! {
             (io, _) = listener.accept() => io,
             () = &mut shutdown => break,
@@ -206,12 +229,11 @@ async fn accept_loop<L>(
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(io), service)
             .into_owned();
-        tokio::spawn(meridian_http::serve_client(
-            conn,
-            activity,
-            header_timeout,
-            stopping.clone(),
-        ));
+        let served = meridian_http::serve_client(conn, activity, header_timeout, stopping.clone());
+        tokio::spawn(async move {
+            served.await;
+            drop(slot);
+        });
     }
     drop(listener);
     drop(stopping);

@@ -92,6 +92,11 @@ pub const STORE_RECLAIMED: &str = "meridian_store_reclaimed_total";
 /// Bytes of files the store's engine deleted that the store freed a slice at a time, so a
 /// commit never waits for the trim of a whole table (on filesystems with online `discard`).
 pub const STORE_TRASH_FREED: &str = "meridian_store_trash_freed_bytes_total";
+/// Client connections the node serves now (sampled at the scrape).
+pub const HTTP_CONNECTIONS: &str = "meridian_http_connections";
+/// Times the node found every one of `[limits] max_connections` taken and stopped accepting
+/// until a connection closed.
+pub const HTTP_CONNECTIONS_LIMITED: &str = "meridian_http_connections_limited_total";
 /// 1 once a commit to the store has failed (it then refuses every write until a restart), else 0.
 pub const STORE_FAILED: &str = "meridian_store_failed";
 /// Record reads answered from the store's read cache.
@@ -117,6 +122,7 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_READ_CACHE_HITS).absolute(stats.read_cache_hits);
     metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
     metrics::gauge!(KV_WRITES_PENDING).set(node.pending_writes() as f64);
+    metrics::gauge!(HTTP_CONNECTIONS).set(node.connection_slots().open() as f64);
     metrics::gauge!(STORE_FAILED).set(if node.store().failure().is_some() {
         1.0
     } else {
@@ -202,6 +208,11 @@ fn method_label(method: &axum::http::Method) -> &'static str {
 /// Counts one durable write.
 pub fn write(keyspace: &str, op: &'static str) {
     metrics::counter!(KV_WRITES, "keyspace" => keyspace.to_string(), "op" => op).increment(1);
+}
+
+/// Counts one time every connection slot was found taken.
+pub fn connections_limited() {
+    metrics::counter!(HTTP_CONNECTIONS_LIMITED).increment(1);
 }
 
 /// Counts one write refused as overload.

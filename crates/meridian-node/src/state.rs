@@ -115,6 +115,8 @@ struct Inner {
     pending_writes: AtomicUsize,
     /// See [`Node::replication_terms`].
     terms: String,
+    /// See [`Node::connection_slots`].
+    connections: meridian_http::Slots,
 }
 
 /// One client write's place among those waiting for the store (see [`Node::admit_write`]);
@@ -163,6 +165,8 @@ impl Node {
         let (changes, _) = broadcast::channel(FEED_CAPACITY);
         let (applied, _) = watch::channel(vv);
         let terms = meridian_core::config::replication_terms(&topology);
+        let connections =
+            meridian_http::Slots::new(topology.limits.max_connections, "[limits] max_connections");
         Ok(Node {
             inner: Arc::new(Inner {
                 topology,
@@ -184,6 +188,7 @@ impl Node {
                 digests,
                 pending_writes: AtomicUsize::new(0),
                 terms,
+                connections,
             }),
         })
     }
@@ -203,6 +208,12 @@ impl Node {
     /// ([`meridian_core::config::replication_terms`]), for peers to compare with theirs.
     pub fn replication_terms(&self) -> &str {
         &self.inner.terms
+    }
+
+    /// The slots of the connections this node serves (`[limits] max_connections`): the
+    /// accept loop takes one before each accept and the connection holds it until it ends.
+    pub fn connection_slots(&self) -> &meridian_http::Slots {
+        &self.inner.connections
     }
 
     /// Clients' writes waiting for the store now.

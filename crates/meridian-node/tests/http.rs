@@ -1664,3 +1664,55 @@ async fn writes_past_max_pending_writes_are_shed_and_change_nothing() {
         "{metrics}"
     );
 }
+
+/// With `[limits] max_connections` connections open the node accepts no more: a new client
+/// waits (in the listen backlog) and is served once a connection closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_max_connections_new_clients_wait_for_a_free_slot() {
+    let topology = common::TOPOLOGY.replace(
+        "session_wait = \"300ms\"",
+        "session_wait = \"300ms\"\nmax_connections = 2",
+    );
+    let t = TestNode::start_on(&topology, None, None).await;
+    let addr = t.base.trim_start_matches("http://").to_string();
+    let first = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let _second = tokio::net::TcpStream::connect(&addr)
+        .await
+        .expect("connect");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while t.node.connection_slots().open() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the two connections were not accepted"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    let waited = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_millis(700))
+        .build()
+        .expect("client")
+        .get(t.url("/health/live"))
+        .send()
+        .await;
+    assert!(
+        waited.as_ref().is_err_and(reqwest::Error::is_timeout),
+        "a third client was served while two held every slot: {waited:?}"
+    );
+    drop(first);
+    let metrics = t
+        .client
+        .get(t.url("/metrics"))
+        .send()
+        .await
+        .expect("served once a slot was free")
+        .text()
+        .await
+        .expect("metrics");
+    let limited = metrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("meridian_http_connections_limited_total "))
+        .any(|v| v.parse::<f64>().is_ok_and(|n| n >= 1.0));
+    assert!(limited, "the wait is counted:\n{metrics}");
+}

@@ -103,6 +103,7 @@ const LIMITS_KEYS: &[&str] = &[
     "session_wait",
     "read_cache_bytes",
     "max_pending_writes",
+    "max_connections",
 ];
 /// The range of a `client_header_timeout` (node or edge), both ends included.
 const HEADER_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
@@ -575,6 +576,11 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         None if t.has("max_pending_writes") => None,
         None => Some(d.max_pending_writes),
     };
+    let max_connections = match t.int_in(cx, "max_connections", 1, 1_000_000, "connections") {
+        Some(v) => usize::try_from(v.v).ok(),
+        None if t.has("max_connections") => None,
+        None => Some(d.max_connections),
+    };
     let client_header_timeout = duration_in(
         cx,
         &t,
@@ -604,6 +610,7 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         read_cache_bytes: read_cache_bytes?,
         client_header_timeout: client_header_timeout?,
         max_pending_writes: max_pending_writes?,
+        max_connections: max_connections?,
     })
 }
 

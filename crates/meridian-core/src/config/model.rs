@@ -567,6 +567,11 @@ pub struct Limits {
     /// beyond them is refused at once (503 `overloaded`, `Retry-After`) and changes nothing.
     /// Replication and the node's own upkeep are not counted. Default: 10000.
     pub max_pending_writes: usize,
+    /// Client connections a region node serves at once, 1..=1000000; past them it accepts no
+    /// more until one closes (new ones wait in the listen backlog), so a flood of clients
+    /// cannot take the file descriptors its store needs. Peers' replication connections count
+    /// too (a few per peer). Default: 10000.
+    pub max_connections: usize,
 }
 
 impl Default for Limits {
@@ -579,6 +584,7 @@ impl Default for Limits {
             read_cache_bytes: 64 << 20,
             client_header_timeout: Duration::from_secs(60),
             max_pending_writes: 10_000,
+            max_connections: 10_000,
         }
     }
 }

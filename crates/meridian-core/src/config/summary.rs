@@ -193,13 +193,14 @@ impl Topology {
         writeln!(s, "\nlimits")?;
         writeln!(
             s,
-            "  max_key_bytes {}  max_value_bytes {}  idempotency_ttl {}  session_wait {}  read_cache_bytes {}  max_pending_writes {}",
+            "  max_key_bytes {}  max_value_bytes {}  idempotency_ttl {}  session_wait {}  read_cache_bytes {}  max_pending_writes {}  max_connections {}",
             l.max_key_bytes,
             l.max_value_bytes,
             format_duration(l.idempotency_ttl),
             format_duration(l.session_wait),
             l.read_cache_bytes,
-            l.max_pending_writes
+            l.max_pending_writes,
+            l.max_connections
         )
     }
 }
