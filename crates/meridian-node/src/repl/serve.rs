@@ -58,6 +58,9 @@ pub const VERSION_HEADER: &str = "meridian-repl-version";
 /// [`meridian_core::config::replication_terms`]) for the puller to compare with its own.
 pub const TERMS_HEADER: &str = "meridian-topology-terms";
 
+/// The longest [`TERMS_HEADER`] a node sends (well under the 400 KB hyper reads of a head).
+const MAX_TERMS_BYTES: usize = 64 * 1024;
+
 /// The newest protocol version both this build and the puller speak: the greatest entry of
 /// [`VERSIONS_HEADER`] that is in [`VERSIONS`], else 1.
 pub(crate) fn chosen_version(headers: &HeaderMap) -> u8 {
@@ -115,22 +118,29 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
         Err(e) => return e.into_response(),
     };
     let version = chosen_version(&headers);
-    let terms = node.replication_terms().to_string();
+    // Stated only while it fits a header any peer reads (about 1,800 keyspaces); past that
+    // the peer reports the comparison as unknown rather than failing the stream.
+    let terms = Some(node.replication_terms())
+        .filter(|t| t.len() <= MAX_TERMS_BYTES)
+        .and_then(|t| axum::http::HeaderValue::from_str(t).ok());
     tracing::info!(%peer, from = %from.to_token(), version, "replication stream opened");
     let (tx, rx) = mpsc::channel::<Bytes>(8);
     tokio::spawn(feed(node, peer, from, version, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
-    (
+    let mut resp = (
         [
             ("content-type", "application/x-meridian-repl".to_string()),
             (VERSION_HEADER, version.to_string()),
-            (TERMS_HEADER, terms),
         ],
         Body::from_stream(body),
     )
-        .into_response()
+        .into_response();
+    if let Some(v) = terms {
+        resp.headers_mut().insert(TERMS_HEADER, v);
+    }
+    resp
 }
 
 async fn feed(
