@@ -190,6 +190,7 @@ fn entries(terms: &str) -> Result<BTreeMap<&str, &str>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     const BASE: &str = "[cluster]\nname = \"t\"\n[zones]\neu = [\"b\", \"a\"]\n\
         [[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\
@@ -240,6 +241,56 @@ mod tests {
         let diff = compare(&terms(&more), &terms(BASE)).expect("terms");
         assert_eq!(diff.only_here, vec!["tags".to_string()]);
         assert_eq!(diff.to_string(), "only here: `tags`");
+    }
+
+    /// A topology of `keyspaces` (name index, type index) over three regions.
+    fn topology_of(keyspaces: &[(usize, usize)]) -> String {
+        const TYPES: [&str; 5] = ["register", "mvregister", "counter", "set", "map"];
+        let mut text = String::from(
+            "[cluster]\nname = \"t\"\n\
+             [[region]]\nname = \"a\"\nnode = \"http://127.0.0.1:1\"\n\
+             [[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n",
+        );
+        for (name, kind) in keyspaces {
+            text += &format!(
+                "[[keyspace]]\nname = \"k{name}\"\ntype = \"{}\"\n",
+                TYPES[*kind]
+            );
+        }
+        text
+    }
+
+    proptest! {
+        /// For two random sets of keyspaces, the comparison puts each name where set logic
+        /// says (only here, only there, defined differently), sorted, and mirrors when the
+        /// sides swap.
+        #[test]
+        fn the_comparison_is_set_logic_and_symmetric(
+            ours in proptest::collection::btree_map(0usize..12, 0usize..5, 0..8),
+            theirs in proptest::collection::btree_map(0usize..12, 0usize..5, 0..8),
+        ) {
+            let text = |m: &std::collections::BTreeMap<usize, usize>| {
+                terms(&topology_of(&m.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>()))
+            };
+            let (a, b) = (text(&ours), text(&theirs));
+            let diff = compare(&a, &b).expect("terms");
+            let names = |pick: &dyn Fn(&usize) -> bool, from: &std::collections::BTreeMap<usize, usize>| {
+                let mut v: Vec<String> = from.keys().filter(|k| pick(k)).map(|k| format!("k{k}")).collect();
+                v.sort();
+                v
+            };
+            prop_assert_eq!(&diff.only_here, &names(&|k| !theirs.contains_key(k), &ours));
+            prop_assert_eq!(&diff.only_there, &names(&|k| !ours.contains_key(k), &theirs));
+            prop_assert_eq!(
+                &diff.differ,
+                &names(&|k| theirs.get(k).is_some_and(|t| Some(t) != ours.get(k)), &ours)
+            );
+            prop_assert!(!diff.zones);
+            let back = compare(&b, &a).expect("terms");
+            prop_assert_eq!(back.only_here, diff.only_there);
+            prop_assert_eq!(back.differ, diff.differ);
+            prop_assert!(compare(&a, &a).expect("terms").is_empty());
+        }
     }
 
     #[test]
