@@ -120,12 +120,13 @@ struct Inner {
 }
 
 /// One client write's place among those waiting for the store (see [`Node::admit_write`]);
-/// dropping it frees the place.
-pub(crate) struct PendingWrite<'a>(&'a AtomicUsize);
+/// dropping it frees the place. The write's transaction holds it, so a write whose client
+/// gave up keeps its place until the store has run it.
+pub(crate) struct PendingWrite(Node);
 
-impl Drop for PendingWrite<'_> {
+impl Drop for PendingWrite {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        self.0.inner.pending_writes.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -197,10 +198,9 @@ impl Node {
     /// `[limits] max_pending_writes` are already waiting: the caller then refuses the write
     /// before it reaches the store, so the store's queue (and every write's latency) stays
     /// bounded under overload.
-    pub(crate) fn admit_write(&self) -> Option<PendingWrite<'_>> {
-        let pending = &self.inner.pending_writes;
-        let before = pending.fetch_add(1, Ordering::Relaxed);
-        let place = PendingWrite(pending);
+    pub(crate) fn admit_write(&self) -> Option<PendingWrite> {
+        let before = self.inner.pending_writes.fetch_add(1, Ordering::Relaxed);
+        let place = PendingWrite(self.clone());
         (before < self.inner.topology.limits.max_pending_writes).then_some(place)
     }
 

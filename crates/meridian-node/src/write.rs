@@ -125,10 +125,13 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
         )
         .with_header("retry-after", "1"));
     };
-    let result =
-        crate::repl::digest::transact(node, move |txn, digests| apply_in_txn(&n, txn, digests, m))
-            .await;
-    drop(place);
+    let result = crate::repl::digest::transact(node, move |txn, digests| {
+        // The place is given back once the store has run the write, even if its client has
+        // stopped waiting: the bound is on the store's queue, not on the callers.
+        let _place = place;
+        apply_in_txn(&n, txn, digests, m)
+    })
+    .await;
     let result = match result {
         Ok(r) => r,
         Err(e) => {
