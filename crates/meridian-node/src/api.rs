@@ -623,6 +623,12 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
         "peers": crate::repl::peer_status(&node),
         "conflicts": conflicts_by_keyspace(&node),
         "keyspaces": keyspaces,
+        "load": {
+            "pending_writes": node.pending_writes(),
+            "max_pending_writes": node.topology().limits.max_pending_writes,
+            "connections": node.connection_slots().open(),
+            "max_connections": node.connection_slots().max(),
+        },
         "store": {
             "transactions": stats.transactions_committed,
             "group_commits": stats.group_commits,

@@ -1452,6 +1452,16 @@ async fn admin_status_needs_the_token() {
     let v = json_of(r).await;
     assert_eq!(v["region"], "us-east-1");
     assert_eq!(v["keyspaces"]["cnt"]["type"], "counter");
+    // This call's own connection holds a slot (the client may keep another); no write waits.
+    let load = &v["load"];
+    assert_eq!(load["pending_writes"], 0, "{v}");
+    assert_eq!(load["max_pending_writes"], 10_000, "{v}");
+    assert_eq!(load["max_connections"], 10_000, "{v}");
+    assert!(
+        (1..=2).contains(&load["connections"].as_u64().unwrap_or(0)),
+        "{v}"
+    );
+    assert_eq!(v["store"]["failure"], Value::Null);
 }
 
 /// The OpenAPI document matches the server: every documented path and method is routed (the

@@ -830,9 +830,10 @@ async fn ctl(admin: &str, token: Option<String>, command: CtlCommand) -> anyhow:
                 );
                 for b in r["backends"].as_array().map_or(&[][..], Vec::as_slice) {
                     println!(
-                        "    {:<30} {:<5} {}",
+                        "    {:<30} {:<5} in flight {:>4} {}",
                         b["url"].as_str().unwrap_or("?"),
                         b["state"].as_str().unwrap_or("?"),
+                        b["in_flight"].as_u64().unwrap_or(0),
                         if b["available"].as_bool() == Some(true) {
                             ""
                         } else {

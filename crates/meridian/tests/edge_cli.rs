@@ -90,6 +90,7 @@ fn edge_serves_admin_via_ctl_and_reloads_on_sighup() {
         status.contains("policy failover") && status.contains("r1"),
         "{status}"
     );
+    assert!(status.contains("in flight    0"), "{status}");
 
     let (code, out, err) = ctl(admin_url, token, &["drain", "r1"]);
     assert_eq!(code, 0, "{err}");
