@@ -68,11 +68,13 @@ impl Topology {
         writeln!(s, "\nrouting")?;
         writeln!(
             s,
-            "  policy {}  writes {writes}  all_down {}  sticky {}  retry_budget {}%",
+            "  policy {}  writes {writes}  all_down {}  sticky {}  retry_budget {}%  \
+             max_requests_per_backend {}",
             r.policy.as_str(),
             all_down(&r.all_down),
             r.sticky,
-            r.retry_budget
+            r.retry_budget,
+            r.max_requests_per_backend
         )?;
         let weights: Vec<String> = r
             .order
@@ -128,7 +130,11 @@ impl Topology {
         }
         writeln!(s, "\nedges ({})", self.edges.len())?;
         for e in &self.edges {
-            writeln!(s, "  {}  listen {}  admin {}", e.name, e.listen, e.admin)?;
+            writeln!(
+                s,
+                "  {}  listen {}  admin {}  max_connections {}",
+                e.name, e.listen, e.admin, e.max_connections
+            )?;
             if let Some(g) = &e.geoip {
                 writeln!(s, "    geoip {}", g.display())?;
             }
