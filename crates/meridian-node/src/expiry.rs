@@ -37,6 +37,10 @@ pub async fn run(node: Node, every: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // As for garbage collection: a failed store is reported once, not by each sweep.
+        if node.store().failure().is_some() {
+            continue;
+        }
         loop {
             match sweep_once(&node).await {
                 Ok(n) if n == SWEEP_BATCH => continue,

@@ -533,6 +533,11 @@ pub async fn run(node: Node, every: std::time::Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        // A failed store refuses every write until a restart; that is reported once (the
+        // writer's log, the health calls, `meridian_store_failed`), not by a failing pass a tick.
+        if node.store().failure().is_some() {
+            continue;
+        }
         match collect(&node).await {
             Ok(c) if c != Collected::default() => {
                 tracing::debug!(
