@@ -71,6 +71,7 @@ impl PublicKey {
         let (oid, params) = expect(algorithm, OID).ok_or_else(malformed)?;
         match oid {
             ED25519 if key.len() == 32 => Ok(PublicKey::Ed25519(key.to_vec())),
+            ED25519 => Err(malformed()),
             RSA => {
                 let bits = rsa_modulus_bits(key).ok_or_else(malformed)?;
                 if !(2048..=8192).contains(&bits) {
@@ -183,6 +184,16 @@ mod tests {
             other => panic!("{other:?}"),
         };
         assert_eq!(rsa_modulus_bits(&good), Some(2048));
+        // An Ed25519 key of 31 bytes is malformed, not of another algorithm.
+        let short: Vec<u8> = [
+            &[
+                0x30, 0x29, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x20, 0x00,
+            ][..],
+            &[7; 31],
+        ]
+        .concat();
+        let e = PublicKey::from_spki(&short).unwrap_err();
+        assert!(e.starts_with("not a well-formed public key"), "{e}");
         for der in [
             &[][..],
             &[0x30],
