@@ -514,6 +514,25 @@ fn states(
         .collect()
 }
 
+/// The `pinned` keyspace's keys as each region of [`PINNED_ZONE`] holds them.
+fn zone_pinned(
+    topology: &meridian_core::config::Topology,
+    regions: &[&str],
+    stores: &[Store],
+    elapsed: Duration,
+) -> Result<Vec<BTreeMap<String, String>>, String> {
+    let now = Timestamp::from_parts(START_MS + elapsed.as_millis() as u64, 0);
+    regions
+        .iter()
+        .zip(stores)
+        .filter(|(r, _)| PINNED_ZONE.contains(r))
+        .map(|(_, s)| {
+            let mut st = meridian_sim::state(topology, s, now)?;
+            Ok(st.remove("pinned").unwrap_or_default())
+        })
+        .collect()
+}
+
 /// What a passing run did.
 struct Ran {
     writes: usize,
@@ -704,6 +723,10 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
             }
         }
         let s = states(&topology, &stores, sim.elapsed()).map_err(|e| fail(e, &shared))?;
+        // The pinned keys agree only among the zone's regions, and a damaged one is mended only
+        // by a digest comparison between two of them: wait for that too.
+        let pinned = zone_pinned(&topology, &regions, &stores, sim.elapsed())
+            .map_err(|e| fail(e, &shared))?;
         // Agreeing, every `tmp` set whose newest write had a TTL expired, and every dead record
         // collected (expired ones reset first): that takes a few of the nodes' collection
         // passes after the repair.
@@ -713,7 +736,8 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
             other => other,
         }
         .map_err(|e| fail(e, &shared))?;
-        if s.iter().all(|x| *x == s[0]) && left.is_none() {
+        if s.iter().all(|x| *x == s[0]) && pinned.iter().all(|p| *p == pinned[0]) && left.is_none()
+        {
             break;
         }
         if sim.elapsed() > deadline {
