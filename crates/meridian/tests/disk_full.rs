@@ -8,8 +8,8 @@
 #![cfg(target_os = "linux")]
 
 use std::net::TcpListener;
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -39,6 +39,24 @@ wait $! || true
 rm "$1/filler"
 exec "$2" region --config "$3" --region us-east-1 --data "$1/data" --listen "$4"
 "#;
+
+/// The script's processes, killed when the test ends, passed or not: the script itself (the
+/// second node, once it `exec`s) and the first node, whose pid the script wrote.
+struct Processes {
+    script: Child,
+    first_pid: PathBuf,
+}
+
+impl Drop for Processes {
+    fn drop(&mut self) {
+        // The file is removed once the test has killed the first node itself.
+        if let Ok(pid) = std::fs::read_to_string(&self.first_pid) {
+            let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
+        }
+        let _ = self.script.kill();
+        let _ = self.script.wait();
+    }
+}
 
 fn free_addr() -> String {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -96,7 +114,7 @@ async fn a_full_disk_stops_writes_and_loses_no_acknowledged_one() {
     let log = dir.path().join("node.log");
     let addr = free_addr();
     let base = format!("http://{addr}");
-    let mut child = Command::new("unshare")
+    let child = Command::new("unshare")
         .args(["-rm", "sh", "-c", SCRIPT, "sh"])
         .arg(&mount)
         .arg(env!("CARGO_BIN_EXE_meridian"))
@@ -108,6 +126,10 @@ async fn a_full_disk_stops_writes_and_loses_no_acknowledged_one() {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn unshare");
+    let _processes = Processes {
+        script: child,
+        first_pid: pid_file.clone(),
+    };
     let client = reqwest::Client::new();
     wait_ready(&client, &base, &log).await;
 
@@ -186,6 +208,8 @@ async fn a_full_disk_stops_writes_and_loses_no_acknowledged_one() {
         .status()
         .expect("kill");
     assert!(killed.success());
+    // Its pid may be another process's soon: the guard must not kill it again.
+    std::fs::remove_file(&pid_file).expect("forget the first node's pid");
     // The old process may still hold the port for a moment: wait for the new one's readiness.
     tokio::time::sleep(Duration::from_millis(200)).await;
     wait_ready(&client, &base, &log).await;
@@ -226,7 +250,4 @@ async fn a_full_disk_stops_writes_and_loses_no_acknowledged_one() {
         .await
         .expect("live");
     assert_eq!(status, 200);
-
-    child.kill().expect("SIGKILL the node");
-    child.wait().expect("reap");
 }
