@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
-use super::{Keyspace, Replication, Residency, Topology, Writer};
+use super::{Keyspace, Residency, Topology};
 
 /// The label of the zones' entry (keyspace names cannot contain a `:`, so it never collides).
 const ZONES: &str = "zones";
@@ -46,15 +46,6 @@ pub fn replication_terms(topology: &Topology) -> String {
 
 /// Every setting of `k` that changes what its replicated data means or where it may go.
 fn canonical(k: &Keyspace) -> String {
-    let replication = match k.replication {
-        Replication::Async => "async",
-        Replication::Sync => "sync",
-        Replication::Local => "local",
-    };
-    let writer = match k.writer {
-        Writer::Any => "any",
-        Writer::Home => "home",
-    };
     let residency = match &k.residency {
         None => "everywhere".to_string(),
         Some(Residency::Zone(z)) => format!("zone={z}"),
@@ -66,11 +57,13 @@ fn canonical(k: &Keyspace) -> String {
         }
     };
     format!(
-        "type={};replication={replication};quorum={};sync_timeout_ms={};writer={writer};\
-         forward={};ttl_ms={};residency={residency}",
+        "type={};replication={};quorum={};sync_timeout_ms={};writer={};forward={};ttl_ms={};\
+         residency={residency}",
         k.kind.as_str(),
+        k.replication.as_str(),
         k.quorum.map_or(0, |q| q),
         k.sync_timeout.as_millis(),
+        k.writer.as_str(),
         k.forward,
         k.ttl.map_or(0, |t| t.as_millis()),
     )
