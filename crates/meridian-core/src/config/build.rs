@@ -557,30 +557,46 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
     }
     let t = root.table(cx, "limits", "[limits]".to_string())?;
     t.allow(cx, LIMITS_KEYS);
-    let bytes = |cx: &mut Cx<'_>, key: &str, hi: i64, default: usize| match t
-        .int_in(cx, key, 1, hi, "bytes")
-    {
-        Some(v) => usize::try_from(v.v).ok(),
-        None if t.has(key) => None,
-        None => Some(default),
-    };
-    let max_key_bytes = bytes(cx, "max_key_bytes", 65_536, d.max_key_bytes);
-    let max_value_bytes = bytes(cx, "max_value_bytes", 64 * 1024 * 1024, d.max_value_bytes);
-    let read_cache_bytes = match t.int_in(cx, "read_cache_bytes", 0, 64 << 30, "bytes") {
-        Some(v) => usize::try_from(v.v).ok(),
-        None if t.has("read_cache_bytes") => None,
-        None => Some(d.read_cache_bytes),
-    };
-    let max_pending_writes = match t.int_in(cx, "max_pending_writes", 1, 1_000_000, "writes") {
-        Some(v) => usize::try_from(v.v).ok(),
-        None if t.has("max_pending_writes") => None,
-        None => Some(d.max_pending_writes),
-    };
-    let max_connections = match t.int_in(cx, "max_connections", 1, 1_000_000, "connections") {
-        Some(v) => usize::try_from(v.v).ok(),
-        None if t.has("max_connections") => None,
-        None => Some(d.max_connections),
-    };
+    let max_key_bytes = count_in(
+        cx,
+        &t,
+        "max_key_bytes",
+        (1, 65_536),
+        "bytes",
+        d.max_key_bytes,
+    );
+    let max_value_bytes = count_in(
+        cx,
+        &t,
+        "max_value_bytes",
+        (1, 64 * 1024 * 1024),
+        "bytes",
+        d.max_value_bytes,
+    );
+    let read_cache_bytes = count_in(
+        cx,
+        &t,
+        "read_cache_bytes",
+        (0, 64 << 30),
+        "bytes",
+        d.read_cache_bytes,
+    );
+    let max_pending_writes = count_in(
+        cx,
+        &t,
+        "max_pending_writes",
+        (1, 1_000_000),
+        "writes",
+        d.max_pending_writes,
+    );
+    let max_connections = count_in(
+        cx,
+        &t,
+        "max_connections",
+        (1, 1_000_000),
+        "connections",
+        d.max_connections,
+    );
     let client_header_timeout = duration_in(
         cx,
         &t,
@@ -612,6 +628,24 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         max_pending_writes: max_pending_writes?,
         max_connections: max_connections?,
     })
+}
+
+/// The count at `key` of `t` (bytes, writes, connections: `what`), within `lo..=hi` (both
+/// included); `default` when absent; `None`, with an error at the value, when it is not an
+/// integer in range.
+fn count_in(
+    cx: &mut Cx<'_>,
+    t: &Tbl<'_>,
+    key: &str,
+    (lo, hi): (i64, i64),
+    what: &str,
+    default: usize,
+) -> Option<usize> {
+    match t.int_in(cx, key, lo, hi, what) {
+        Some(v) => usize::try_from(v.v).ok(),
+        None if t.has(key) => None,
+        None => Some(default),
+    }
 }
 
 /// The duration at `key` of `t`, within `lo..=hi` (both included); `default` when absent; an
@@ -1226,11 +1260,14 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             UPSTREAM_TIMEOUTS,
             EDGE_UPSTREAM_TIMEOUT,
         );
-        let max_connections = match t.int_in(cx, "max_connections", 1, 1_000_000, "connections") {
-            Some(v) => usize::try_from(v.v).ok(),
-            None if t.has("max_connections") => None,
-            None => Some(EDGE_MAX_CONNECTIONS),
-        };
+        let max_connections = count_in(
+            cx,
+            &t,
+            "max_connections",
+            (1, 1_000_000),
+            "connections",
+            EDGE_MAX_CONNECTIONS,
+        );
         if let (
             Some(name),
             Some(l),
