@@ -497,7 +497,7 @@ async fn client(
     Ok(())
 }
 
-/// The data of every replica, pinned keys aside, at simulated time `elapsed`.
+/// The data of every replica at simulated time `elapsed`.
 fn states(
     topology: &meridian_core::config::Topology,
     stores: &[Store],
@@ -506,30 +506,7 @@ fn states(
     let now = Timestamp::from_parts(START_MS + elapsed.as_millis() as u64, 0);
     stores
         .iter()
-        .map(|s| {
-            let mut st = meridian_sim::state(topology, s, now)?;
-            st.remove("pinned");
-            Ok(st)
-        })
-        .collect()
-}
-
-/// The `pinned` keyspace's keys as each region of [`PINNED_ZONE`] holds them.
-fn zone_pinned(
-    topology: &meridian_core::config::Topology,
-    regions: &[&str],
-    stores: &[Store],
-    elapsed: Duration,
-) -> Result<Vec<BTreeMap<String, String>>, String> {
-    let now = Timestamp::from_parts(START_MS + elapsed.as_millis() as u64, 0);
-    regions
-        .iter()
-        .zip(stores)
-        .filter(|(r, _)| PINNED_ZONE.contains(r))
-        .map(|(_, s)| {
-            let mut st = meridian_sim::state(topology, s, now)?;
-            Ok(st.remove("pinned").unwrap_or_default())
-        })
+        .map(|s| meridian_sim::state(topology, s, now))
         .collect()
 }
 
@@ -722,11 +699,15 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
                 return Err(fail(e.to_string(), &shared));
             }
         }
-        let s = states(&topology, &stores, sim.elapsed()).map_err(|e| fail(e, &shared))?;
+        let mut s = states(&topology, &stores, sim.elapsed()).map_err(|e| fail(e, &shared))?;
         // The pinned keys agree only among the zone's regions, and a damaged one is mended only
-        // by a digest comparison between two of them: wait for that too.
-        let pinned = zone_pinned(&topology, &regions, &stores, sim.elapsed())
-            .map_err(|e| fail(e, &shared))?;
+        // by a digest comparison between two of them: compared apart, and waited for too.
+        let pinned: Vec<_> = regions
+            .iter()
+            .zip(s.iter_mut())
+            .map(|(r, st)| (PINNED_ZONE.contains(r), st.remove("pinned")))
+            .filter_map(|(in_zone, p)| in_zone.then_some(p))
+            .collect();
         // Agreeing, every `tmp` set whose newest write had a TTL expired, and every dead record
         // collected (expired ones reset first): that takes a few of the nodes' collection
         // passes after the repair.
