@@ -7,9 +7,10 @@
 //! namespaces or root), so the test needs no privileges and leaves no mount behind.
 #![cfg(target_os = "linux")]
 
-use std::net::TcpListener;
+mod support;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -40,27 +41,17 @@ rm "$1/filler"
 exec "$2" region --config "$3" --region us-east-1 --data "$1/data" --listen "$4"
 "#;
 
-/// The script's processes, killed when the test ends, passed or not: the script itself (the
-/// second node, once it `exec`s) and the first node, whose pid the script wrote.
-struct Processes {
-    script: Child,
-    first_pid: PathBuf,
-}
+/// The first node (a child of the script, not the script itself), killed when the test ends
+/// before it did so: the script wrote its pid to this file, which the test removes once it has
+/// killed the node, so a reused pid is never killed.
+struct FirstNode(PathBuf);
 
-impl Drop for Processes {
+impl Drop for FirstNode {
     fn drop(&mut self) {
-        // The file is removed once the test has killed the first node itself.
-        if let Ok(pid) = std::fs::read_to_string(&self.first_pid) {
+        if let Ok(pid) = std::fs::read_to_string(&self.0) {
             let _ = Command::new("kill").args(["-KILL", pid.trim()]).status();
         }
-        let _ = self.script.kill();
-        let _ = self.script.wait();
     }
-}
-
-fn free_addr() -> String {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").to_string()
 }
 
 /// The last lines the node logged, for failure messages.
@@ -112,7 +103,7 @@ async fn a_full_disk_stops_writes_and_loses_no_acknowledged_one() {
     std::fs::create_dir(&mount).expect("mount point");
     let pid_file = dir.path().join("first.pid");
     let log = dir.path().join("node.log");
-    let addr = free_addr();
+    let addr = format!("127.0.0.1:{}", support::dns::free_port());
     let base = format!("http://{addr}");
     let child = Command::new("unshare")
         .args(["-rm", "sh", "-c", SCRIPT, "sh"])
@@ -126,10 +117,10 @@ async fn a_full_disk_stops_writes_and_loses_no_acknowledged_one() {
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn unshare");
-    let _processes = Processes {
-        script: child,
-        first_pid: pid_file.clone(),
-    };
+    // Killed when the test ends, passed or not: the script (the second node, once it
+    // `exec`s) and the first node.
+    let _script = support::dns::Kill(child);
+    let _first = FirstNode(pid_file.clone());
     let client = reqwest::Client::new();
     wait_ready(&client, &base, &log).await;
 
