@@ -32,6 +32,65 @@ fn world_processes(world: &Path) -> Vec<String> {
     found
 }
 
+/// A `meridian demo` or `meridian lab run` as a child process. [`Run::interrupt`] stops it as
+/// Ctrl-C does; dropped while it still runs — a failed assertion — it is interrupted the same
+/// way and killed if it outlives 20 s, so no test leaves a world running.
+struct Run(std::process::Child);
+
+impl Run {
+    /// Sends SIGINT and waits at most `within` for the exit; panics saying `what` past that.
+    fn interrupt(&mut self, within: Duration, what: &str) -> std::process::ExitStatus {
+        let sent = Command::new("kill")
+            .args(["-INT", &self.0.id().to_string()])
+            .status()
+            .expect("kill -INT");
+        assert!(sent.success());
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(exit) = self.0.try_wait().expect("wait") {
+                return exit;
+            }
+            assert!(Instant::now() < deadline, "{what}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Run {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = Command::new("kill")
+                .args(["-INT", &self.0.id().to_string()])
+                .status();
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while matches!(self.0.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// Appends the lines `printed` carries to `out` until `out` holds `needle`; false once
+/// `deadline` has passed without it.
+fn read_until(
+    printed: &std::sync::mpsc::Receiver<String>,
+    out: &mut String,
+    needle: &str,
+    deadline: Instant,
+) -> bool {
+    while !out.contains(needle) {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let Ok(line) = printed.recv_timeout(left) else {
+            return false;
+        };
+        out.push_str(&line);
+        out.push('\n');
+    }
+    true
+}
+
 fn workspace_root() -> &'static Path {
     // invariant: this crate lives at <root>/crates/meridian
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -122,7 +181,7 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report_dir = dir.path().join("report");
     let begun = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let mut run = Run(Command::new(env!("CARGO_BIN_EXE_meridian"))
         .current_dir(workspace_root())
         .args([
             "lab",
@@ -136,16 +195,16 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("run meridian lab run");
+        .expect("run meridian lab run"));
     let (lines, printed) = std::sync::mpsc::channel();
-    let out = child.stdout.take().expect("stdout");
+    let out = run.0.stdout.take().expect("stdout");
     let reader = std::thread::spawn(move || {
         for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
             // The test may have stopped listening after a failure; nothing to do then.
             let _ = lines.send(line);
         }
     });
-    let mut err = child.stderr.take().expect("stderr");
+    let mut err = run.0.stderr.take().expect("stderr");
     let err_reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = err.read_to_string(&mut text);
@@ -153,48 +212,27 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
     });
     // Everything up to the Ctrl-C prompt, within a bound.
     let mut stdout = String::new();
-    let deadline = begun + Duration::from_secs(150);
-    while !stdout.contains("Ctrl-C stops it") {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match printed.recv_timeout(left) {
-            Ok(line) => {
-                stdout.push_str(&line);
-                stdout.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                panic!("no `--keep` prompt within 150 s:\n{stdout}");
-            }
-        }
-    }
+    let prompt = read_until(
+        &printed,
+        &mut stdout,
+        "Ctrl-C stops it",
+        begun + Duration::from_secs(150),
+    );
+    assert!(prompt, "no `--keep` prompt within 150 s:\n{stdout}");
     let took = begun.elapsed();
     // The admin-token line follows the prompt and the region lines.
-    while !stdout.contains("admin token:") {
-        match printed.recv_timeout(Duration::from_secs(5)) {
-            Ok(line) => {
-                stdout.push_str(&line);
-                stdout.push('\n');
-            }
-            Err(_) => panic!("no admin token line:\n{stdout}"),
-        }
-    }
+    let token = read_until(
+        &printed,
+        &mut stdout,
+        "admin token:",
+        Instant::now() + Duration::from_secs(5),
+    );
+    assert!(token, "no admin token line:\n{stdout}");
     check_kept_world(&stdout);
-    let interrupted = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(interrupted.success());
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the kept world did not stop on Ctrl-C"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let status = run.interrupt(
+        Duration::from_secs(20),
+        "the kept world did not stop on Ctrl-C",
+    );
     reader.join().expect("stdout reader");
     while let Ok(line) = printed.try_recv() {
         stdout.push_str(&line);
@@ -306,14 +344,14 @@ fn a_bad_scenario_is_refused_with_exit_2() {
 fn ctrl_c_stops_every_process_of_the_world() {
     let dir = tempfile::tempdir().expect("tempdir");
     let report_dir = dir.path().join("report");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+    let mut run = Run(Command::new(env!("CARGO_BIN_EXE_meridian"))
         .current_dir(workspace_root())
         .args(["demo", "--duration", "30s", "--quiet", "--report"])
         .arg(&report_dir)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
-        .expect("start meridian demo");
+        .expect("start meridian demo"));
     let world = report_dir.join("world");
     // Generous: a loaded CI machine builds nothing here but may start nine processes slowly.
     let deadline = Instant::now() + Duration::from_secs(90);
@@ -322,24 +360,12 @@ fn ctrl_c_stops_every_process_of_the_world() {
         assert!(Instant::now() < deadline, "the world did not start");
         std::thread::sleep(Duration::from_millis(100));
     }
-    let status = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .expect("kill -INT");
-    assert!(status.success());
-    let deadline = Instant::now() + Duration::from_secs(15);
-    let exit = loop {
-        if let Some(exit) = child.try_wait().expect("wait") {
-            break exit;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "meridian demo did not stop on SIGINT"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let exit = run.interrupt(
+        Duration::from_secs(15),
+        "meridian demo did not stop on SIGINT",
+    );
     let mut stderr = String::new();
-    if let Some(mut e) = child.stderr.take() {
+    if let Some(mut e) = run.0.stderr.take() {
         use std::io::Read as _;
         let _ = e.read_to_string(&mut stderr);
     }
