@@ -71,6 +71,29 @@ async fn closed_port() -> String {
     format!("http://{addr}")
 }
 
+impl RunningNode {
+    /// Waits until the node answers `/health/ready` 200: a new store first joins its peers.
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let status = client
+                .get(format!("{}/health/ready", self.base))
+                .send()
+                .await
+                .map(|r| r.status());
+            if status.as_ref().is_ok_and(|s| s.is_success()) {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the node is not ready: {status:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+}
+
 async fn start_node(
     region: &str,
     listener: TcpListener,
@@ -142,8 +165,11 @@ impl World {
         };
         let peers = BTreeMap::from([(EU.to_string(), eu_url)]);
         let us = start_node(US, us_listener, peers).await;
-        let app = start_app(&us.base).await;
         nodes.push(us);
+        for n in &nodes {
+            n.wait_ready().await;
+        }
+        let app = start_app(&nodes[nodes.len() - 1].base).await;
         World {
             app,
             client: reqwest::Client::new(),
@@ -250,6 +276,7 @@ async fn messages_are_appended_and_read_back_in_order() {
 #[tokio::test]
 async fn messages_of_the_same_millisecond_are_ordered_by_id() {
     let node = start_node(US, loopback().await, BTreeMap::new()).await;
+    node.wait_ready().await;
     let app = start_app_with_clock(&node.base, || 1_700_000_000_000).await;
     let client = reqwest::Client::new();
     for key in ["m-c", "m-a", "m-b"] {

@@ -98,6 +98,19 @@ async fn replicated_values_are_seen_on_the_link_and_pinned_ones_never_leave_thei
     let eu = start(EU, eu_dir.path(), eu_listener, (US, eu_to_us.addr())).await;
 
     let client = reqwest::Client::new();
+    // New stores join their peers before they serve.
+    for addr in [us_addr, eu_addr] {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while !client
+            .get(format!("http://{addr}/health/ready"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            assert!(std::time::Instant::now() < deadline, "{addr} is not ready");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
     let pinned = "CANARY-eu-passport-5d1c9e07b2";
     // Compressible, so its frame is LZ4-compressed and the value is not on the wire as is.
     let marker = "MARKER-replicated-0a9f4e-".repeat(24);

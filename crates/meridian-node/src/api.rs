@@ -20,7 +20,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::input::{self, WriteHeaders, names};
-use crate::state::Node;
+use crate::state::{Join, Node};
 use crate::write::{self, Mutation, Outcome};
 use crate::{feed, keys, metrics, read, render};
 
@@ -67,12 +67,15 @@ pub fn router(node: Node) -> Router {
             get(crate::repl::hashes),
         )
         .route("/v1/repl/records/{keyspace}", post(crate::repl::records))
+        .route("/v1/repl/heads", post(crate::repl::heads))
+        .route("/v1/repl/copy/{keyspace}/{table}", get(crate::repl::copy))
         .route(
             "/v1/admin/status",
             get(admin_status).layer(middleware::from_fn_with_state(admin_token, admin_auth)),
         )
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(node.clone(), joining_gate))
         .layer(middleware::from_fn_with_state(node.clone(), observe))
         .with_state(node)
 }
@@ -95,6 +98,32 @@ async fn observe(State(node): State<Node>, req: Request, next: Next) -> Response
     }
     metrics::request(&route, &method, resp.status().as_u16(), started.elapsed());
     resp
+}
+
+/// 503 `joining` while the node's new store joins its peers (see [`crate::repl::join`]).
+fn joining(node: &Node) -> Option<ApiError> {
+    (node.join_state() == Join::Running).then(|| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "joining",
+            "this node's store is new and is still learning from its peers what it must hold",
+            "retry in a moment or in another region; the node's log says which peers it waits for",
+        )
+        .with_header("retry-after", "1")
+    })
+}
+
+/// Refuses clients' data requests (`/v1/kv/…`, `/v1/watch/…`) while the node joins: its
+/// store may not hold yet what the peers hold, and a write made now could reuse the numbers of
+/// one made before its data was lost.
+async fn joining_gate(State(node): State<Node>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if (path.starts_with("/v1/kv/") || path.starts_with("/v1/watch/"))
+        && let Some(refused) = joining(&node)
+    {
+        return refused.into_response();
+    }
+    next.run(req).await
 }
 
 async fn admin_auth(State(token): State<Option<String>>, req: Request, next: Next) -> Response {
@@ -156,7 +185,7 @@ async fn live(State(node): State<Node>) -> Response {
 }
 
 async fn ready(State(node): State<Node>) -> Response {
-    if let Some(failed) = store_failed(&node) {
+    if let Some(failed) = store_failed(&node).or_else(|| joining(&node)) {
         return failed.into_response();
     }
     match node.store().get(Table::Meta, keys::META_LAST_SEQ) {

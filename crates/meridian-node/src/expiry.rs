@@ -33,6 +33,7 @@ pub const SWEEP_BATCH: usize = 512;
 
 /// Sweeps expired records and idempotency outcomes every `every`, until the task is dropped.
 pub async fn run(node: Node, every: Duration) {
+    node.joined().await;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -196,7 +197,7 @@ mod tests {
         let gc = crate::repl::gc::collect;
         assert_eq!(gc(&node).await.expect("gc").tombstones, 0);
         let everything = meridian_core::version::VersionVector::parse_token("a:2").expect("vv");
-        node.peer_heads("b", &everything);
+        node.peer_heads("b", None, &everything);
         assert_eq!(
             gc(&node).await.expect("gc").tombstones,
             0,

@@ -36,7 +36,10 @@ impl HotRead {
     /// hold, with no query but `consistency=local`: exactly what the router would answer,
     /// counted in the same metrics series. `None` for every other request.
     pub fn answer<B>(&self, req: &Request<B>) -> Option<Response> {
-        if req.method() != Method::GET || !local_query(req.uri().query()) {
+        if req.method() != Method::GET
+            || !local_query(req.uri().query())
+            || self.node.join_state() == crate::state::Join::Running
+        {
             return None;
         }
         let started = Instant::now();

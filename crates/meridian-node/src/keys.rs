@@ -52,6 +52,17 @@ pub fn decode_floor(v: &[u8]) -> Option<meridian_core::op::Floor> {
     })
 }
 
+/// `Table::Meta` key holding this store's incarnation: a random u64 chosen when the store was
+/// created, by which peers tell a region's new store (a lost disk) from its old one.
+pub const META_INCARNATION: &[u8] = b"node/incarnation";
+/// `Table::Meta` key of the store's join state: [`JOINING`] from the creation of a store in a
+/// topology with peers until it has learnt from them what it must hold, then [`JOINED`].
+pub const META_JOIN: &[u8] = b"node/join";
+/// [`META_JOIN`] of a store still to learn from its peers.
+pub const JOINING: &[u8] = b"joining";
+/// [`META_JOIN`] of a store that has.
+pub const JOINED: &[u8] = b"joined";
+
 /// `Table::Meta` key holding the highest HLC timestamp this region issued (restored at start).
 pub const META_HLC: &[u8] = b"node/hlc";
 /// `Table::Meta` prefix of the applied sequence per remote origin: `vv/<origin>` → u64 BE.

@@ -87,7 +87,14 @@ impl Default for Background {
 /// as `background` says), the TTL sweeper and replicated garbage collection. The tasks run
 /// until aborted.
 pub fn start(node: &Node, background: &Background) -> Vec<tokio::task::JoinHandle<()>> {
-    let mut tasks = repl::start(node, background);
+    let mut tasks = Vec::new();
+    if node.join_state() == state::Join::Needed {
+        // Before anything is served: no client request may see the store before it joined.
+        node.set_join(state::Join::Running);
+        let dialer = Arc::clone(&background.dialer);
+        tasks.push(tokio::spawn(repl::join::run(node.clone(), dialer)));
+    }
+    tasks.extend(repl::start(node, background));
     tasks.push(tokio::spawn(expiry::run(node.clone(), SWEEP_INTERVAL)));
     tasks.push(tokio::spawn(repl::gc::run(node.clone(), GC_INTERVAL)));
     tasks

@@ -99,6 +99,8 @@ pub const HTTP_CONNECTIONS: &str = "meridian_http_connections";
 pub const HTTP_CONNECTIONS_LIMITED: &str = "meridian_http_connections_limited_total";
 /// 1 once a commit to the store has failed (it then refuses every write until a restart), else 0.
 pub const STORE_FAILED: &str = "meridian_store_failed";
+/// 1 while the node's new store joins its peers (clients are answered 503 `joining`), else 0.
+pub const NODE_JOINING: &str = "meridian_node_joining";
 /// Record reads answered from the store's read cache.
 pub const STORE_READ_CACHE_HITS: &str = "meridian_store_read_cache_hits_total";
 /// Record reads that missed the store's read cache and read the engine.
@@ -123,6 +125,11 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::counter!(STORE_READ_CACHE_MISSES).absolute(stats.read_cache_misses);
     metrics::gauge!(KV_WRITES_PENDING).set(node.pending_writes() as f64);
     metrics::gauge!(HTTP_CONNECTIONS).set(node.connection_slots().open() as f64);
+    metrics::gauge!(NODE_JOINING).set(if node.join_state() == crate::state::Join::Running {
+        1.0
+    } else {
+        0.0
+    });
     metrics::gauge!(STORE_FAILED).set(if node.store().failure().is_some() {
         1.0
     } else {

@@ -38,6 +38,18 @@ pub struct Change {
     pub region: String,
 }
 
+/// Where a node's store stands with its peers (see [`crate::repl::join`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Join {
+    /// The store knows what it holds: it existed before this start, or it has joined.
+    Done,
+    /// A new store in a topology with peers, not joined yet; [`crate::start`] joins it.
+    Needed,
+    /// Joining now: client requests are refused (503 `joining`) and the background work that
+    /// reads or writes replicated state waits.
+    Running,
+}
+
 /// How many recent conflicts `/v1/conflicts` keeps.
 pub const CONFLICTS_KEPT: usize = 1_000;
 
@@ -117,6 +129,12 @@ struct Inner {
     terms: String,
     /// See [`Node::connection_slots`].
     connections: meridian_http::Slots,
+    /// See [`Node::incarnation`].
+    incarnation: u64,
+    /// See [`Node::join_state`].
+    join: watch::Sender<Join>,
+    /// The incarnation each peer last stated (see [`Node::peer_heads`]).
+    peer_incarnations: Mutex<BTreeMap<String, u64>>,
 }
 
 /// One client write's place among those waiting for the store (see [`Node::admit_write`]);
@@ -147,6 +165,7 @@ impl Node {
             });
         }
         let last_seq = meta_u64(&store, keys::META_LAST_SEQ)?;
+        let (incarnation, join) = identity(&store, topology.regions.len() > 1, clock.wall_ms())?;
         let floor = stored_floor(&store, region)?;
         let mut hlc = Hlc::new(MAX_CLOCK_OFFSET_MS);
         hlc.restore(Timestamp(meta_u64(&store, keys::META_HLC)?));
@@ -190,6 +209,9 @@ impl Node {
                 pending_writes: AtomicUsize::new(0),
                 terms,
                 connections,
+                incarnation,
+                join: watch::channel(join).0,
+                peer_incarnations: Mutex::new(BTreeMap::new()),
             }),
         })
     }
@@ -383,11 +405,76 @@ impl Node {
         self.inner.applied.send_modify(|applied| applied.merge(vv));
     }
 
-    /// Records what `peer` says it has applied.
-    pub(crate) fn peer_heads(&self, peer: &str, vv: &VersionVector) {
-        self.inner
-            .acked
-            .send_modify(|m| m.entry(peer.to_string()).or_default().merge(vv));
+    /// Records what `peer` says it has applied, as of its store `incarnation` when it states
+    /// one. What a peer says only grows — except when it names a new incarnation: its old store
+    /// is gone (a lost disk), so what that one had applied is forgotten, and garbage
+    /// collection and sync writes go by what the new one has.
+    pub(crate) fn peer_heads(&self, peer: &str, incarnation: Option<u64>, vv: &VersionVector) {
+        let renewed = incarnation.is_some_and(|new| {
+            let mut known = self
+                .inner
+                .peer_incarnations
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            known
+                .insert(peer.to_string(), new)
+                .is_some_and(|old| old != new)
+        });
+        if renewed {
+            tracing::warn!(
+                %peer,
+                "the peer runs on a new store (its data directory was lost or replaced): what its \
+                 old store had applied is forgotten until the new one reports it"
+            );
+        }
+        self.inner.acked.send_modify(|m| {
+            let known = m.entry(peer.to_string()).or_default();
+            if renewed {
+                *known = vv.clone();
+            } else {
+                known.merge(vv);
+            }
+        });
+    }
+
+    /// This store's incarnation: a random number chosen when the store was created and kept
+    /// with it, so peers tell a region's new store (a lost or replaced disk) from the old one.
+    pub fn incarnation(&self) -> u64 {
+        self.inner.incarnation
+    }
+
+    /// Where the store stands with its peers.
+    pub fn join_state(&self) -> Join {
+        *self.inner.join.borrow()
+    }
+
+    /// Moves the join to `state`.
+    pub(crate) fn set_join(&self, state: Join) {
+        self.inner.join.send_replace(state);
+    }
+
+    /// Resolves once no join is running: background work that reads or writes replicated
+    /// state waits here, so it never acts on a store that has not learnt what it must hold.
+    pub async fn joined(&self) {
+        let mut rx = self.inner.join.subscribe();
+        // An error means the sender is gone, which only happens when the node is dropped.
+        let _ = rx.wait_for(|j| *j != Join::Running).await;
+    }
+
+    /// Takes what a join learnt: the op-log sequence this region's next write follows, the
+    /// HLC it must stamp after, the floor of what it issued, and the state it now holds
+    /// (`applied`, with this region's own entry the sequence).
+    pub(crate) fn adopt(
+        &self,
+        last_seq: u64,
+        hlc: Timestamp,
+        floor: Floor,
+        applied: &VersionVector,
+    ) {
+        self.inner.last_seq.fetch_max(last_seq, Ordering::SeqCst);
+        self.lock_hlc().restore(hlc);
+        *self.lock_floor() = floor;
+        self.inner.applied.send_modify(|vv| vv.merge(applied));
     }
 
     /// What each peer has said it applied.
@@ -477,6 +564,76 @@ fn stored_floor(store: &Store, region: &str) -> Result<Floor, meridian_store::Er
     {
         return Ok(floor);
     }
+    let floor = scan_floor(store, region)?;
+    let bytes = keys::encode_floor(&floor);
+    store.transact_blocking(move |txn| txn.put(Table::Meta, keys::META_FLOOR, &bytes))?;
+    Ok(floor)
+}
+
+/// The store's incarnation, chosen and stored when absent, and whether it must join its peers:
+/// a store created now (nothing in it) in a topology `with_peers` must; one that was joining
+/// when the node stopped still must; one that holds anything else (written before joins
+/// existed) is taken as joined.
+fn identity(
+    store: &Store,
+    with_peers: bool,
+    wall_ms: u64,
+) -> Result<(u64, Join), meridian_store::Error> {
+    let incarnation = match meta_u64(store, keys::META_INCARNATION)? {
+        0 => new_incarnation(wall_ms),
+        known => known,
+    };
+    let state = store.get(Table::Meta, keys::META_JOIN)?;
+    let join = match state.as_deref() {
+        Some(keys::JOINED) => Join::Done,
+        Some(_) => Join::Needed,
+        None => {
+            let fresh = store.scan(Table::Meta, b"", None, 2)?.len() <= 1
+                && store.scan(Table::Data, b"", None, 1)?.is_empty();
+            if fresh && with_peers {
+                Join::Needed
+            } else {
+                Join::Done
+            }
+        }
+    };
+    let marker = if join == Join::Done {
+        keys::JOINED
+    } else {
+        keys::JOINING
+    };
+    if state.as_deref() != Some(marker) || meta_u64(store, keys::META_INCARNATION)? != incarnation {
+        store.transact_blocking(move |txn| {
+            txn.put(
+                Table::Meta,
+                keys::META_INCARNATION,
+                &incarnation.to_be_bytes(),
+            );
+            txn.put(Table::Meta, keys::META_JOIN, marker);
+        })?;
+    }
+    Ok((incarnation, join))
+}
+
+/// A new store's incarnation: random, never 0 (which stands for none).
+fn new_incarnation(wall_ms: u64) -> u64 {
+    use rand::TryRngCore as _;
+    rand::rngs::OsRng
+        .try_next_u64()
+        .unwrap_or_else(|_| {
+            // Without the OS's randomness, the time and the process tell stores apart well enough.
+            let seed = [
+                wall_ms.to_le_bytes(),
+                u64::from(std::process::id()).to_le_bytes(),
+            ]
+            .concat();
+            xxhash_rust::xxh3::xxh3_64(&seed)
+        })
+        .max(1)
+}
+
+/// What `region` holds in every record of `store` (see [`Floor`]), found by a scan.
+pub(crate) fn scan_floor(store: &Store, region: &str) -> Result<Floor, meridian_store::Error> {
     let mut floor = Floor::default();
     store.scan_each(Table::Data, b"", None, |_, v| {
         if let Ok(record) = meridian_core::record::Record::decode(v) {
@@ -484,8 +641,6 @@ fn stored_floor(store: &Store, region: &str) -> Result<Floor, meridian_store::Er
         }
         std::ops::ControlFlow::Continue(())
     })?;
-    let bytes = keys::encode_floor(&floor);
-    store.transact_blocking(move |txn| txn.put(Table::Meta, keys::META_FLOOR, &bytes))?;
     Ok(floor)
 }
 

@@ -3,6 +3,8 @@
 //! conflicts surfaced, catch-up after a restart, and reads forwarded for `session` and
 //! `strong` consistency while replication into the reading region is held back.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -133,7 +135,15 @@ impl World {
         for r in REGIONS {
             w.start(r, &[]).await;
         }
+        for r in REGIONS {
+            w.wait_ready(r).await;
+        }
         w
+    }
+
+    /// Waits until `region` answers `/health/ready` 200: new stores first join their peers.
+    async fn wait_ready(&self, region: &str) {
+        common::wait_ready(&self.client, &self.url(region, "")).await;
     }
 
     /// Starts `region`; peers listed in `cut` are given an unreachable URL (a partition of the

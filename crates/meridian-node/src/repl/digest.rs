@@ -325,7 +325,7 @@ fn records_of(
 }
 
 /// Runs `f` on the blocking pool (scans of a whole keyspace must not hold a runtime worker).
-async fn blocking<T: Send + 'static>(
+pub(super) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, String> + Send + 'static,
 ) -> Result<T, String> {
     tokio::task::spawn_blocking(f)
@@ -378,11 +378,45 @@ pub(crate) async fn digest(
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
 
-/// Query of the hashes endpoint.
+/// Query of a paged endpoint (hashes, a join's copy).
 #[derive(serde::Deserialize)]
 pub(crate) struct PageQuery {
     /// Base64url of the last key of the previous page.
     after: Option<String>,
+}
+
+impl PageQuery {
+    /// The key the page starts after; a 400 when it is not base64url.
+    pub(super) fn after(&self) -> Result<Option<Vec<u8>>, ApiError> {
+        self.after
+            .as_ref()
+            .map(|a| {
+                URL_SAFE_NO_PAD.decode(a.as_bytes()).map_err(|e| {
+                    ApiError::bad_request(
+                        "bad_after",
+                        format!("`after` is not base64url: {e}"),
+                        format!("the {MORE_HEADER} header of the previous page, as it was"),
+                    )
+                })
+            })
+            .transpose()
+    }
+}
+
+/// A page's answer: `rows` in postcard, with [`MORE_HEADER`] naming `more` (base64url) when
+/// another page follows.
+pub(super) fn page_response<T: serde::Serialize>(
+    rows: &T,
+    more: Option<Vec<u8>>,
+) -> Result<Response, ApiError> {
+    let mut resp =
+        octets(postcard::to_stdvec(rows).map_err(|e| ApiError::internal(e.to_string()))?);
+    if let Some(last) = more
+        && let Ok(v) = URL_SAFE_NO_PAD.encode(last).parse()
+    {
+        resp.headers_mut().insert(MORE_HEADER, v);
+    }
+    Ok(resp)
 }
 
 /// `GET /v1/repl/hashes/{keyspace}/{list}?after=K`: postcard `Vec<(data key, hash)>` of the
@@ -398,28 +432,12 @@ pub(crate) async fn hashes(
         let peer = super::serve::authenticate(&node, &headers)?;
         digested_keyspace(&node, &ks, &peer)?;
         let wanted = bucket_list(&list)?;
-        let after = match page.after {
-            Some(a) => Some(URL_SAFE_NO_PAD.decode(a.as_bytes()).map_err(|e| {
-                ApiError::bad_request(
-                    "bad_after",
-                    format!("`after` is not base64url: {e}"),
-                    format!("the {MORE_HEADER} header of the previous page, as it was"),
-                )
-            })?),
-            None => None,
-        };
+        let after = page.after()?;
         let (rows, more) = node
             .hashes(&ks, &wanted, after.as_deref())
             .await
             .map_err(ApiError::internal)?;
-        let mut resp =
-            octets(postcard::to_stdvec(&rows).map_err(|e| ApiError::internal(e.to_string()))?);
-        if let Some(last) = more
-            && let Ok(v) = URL_SAFE_NO_PAD.encode(last).parse()
-        {
-            resp.headers_mut().insert(MORE_HEADER, v);
-        }
-        Ok::<_, ApiError>(resp)
+        page_response(&rows, more)
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -582,6 +600,29 @@ impl DigestPeer for Node {
 /// How long [`HttpPeer`] waits for an answer, and then for its body.
 pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
+/// Why a request to a peer failed.
+#[derive(Debug)]
+pub(super) struct AskError {
+    /// Nothing answered at the peer's address: the connection was refused, or closed before
+    /// any answer.
+    pub(super) unreachable: bool,
+    /// The peer's status, when it answered with an error.
+    pub(super) status: Option<StatusCode>,
+    message: String,
+}
+
+impl std::fmt::Display for AskError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<AskError> for String {
+    fn from(e: AskError) -> String {
+        e.message
+    }
+}
+
 /// A peer reached over the replication API, asked as `node` (its authorization header), over
 /// one HTTP/1.1 connection from a [`Dialer`] kept between requests and opened again after a
 /// failure.
@@ -622,20 +663,25 @@ impl HttpPeer {
     /// Sends `method` `path` (under the peer's base path) with `body` as this node's
     /// replication identity; answers the decoded postcard body and the [`MORE_HEADER`], if
     /// any. A failed connection is dropped, and the next request opens another.
-    async fn send<T: serde::de::DeserializeOwned>(
+    pub(super) async fn send<T: serde::de::DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<(T, Option<String>), String> {
+    ) -> Result<(T, Option<String>), AskError> {
         let url = format!("{}{path}", self.url);
+        let failed = |unreachable: bool, e: &dyn std::fmt::Display| AskError {
+            unreachable,
+            status: None,
+            message: format!("{url}: {e}"),
+        };
         let req = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.target.base_path))
             .header(HOST, &self.target.authority)
             .header(AUTHORIZATION, super::auth_header(&self.node))
             .body(Full::new(Bytes::from(body)))
-            .map_err(|e| format!("{url}: {e}"))?;
+            .map_err(|e| failed(false, &e))?;
         let mut conn = self.conn.lock().await;
         let answer = async {
             let usable = match conn.as_mut() {
@@ -643,44 +689,68 @@ impl HttpPeer {
                 None => false,
             };
             if !usable {
-                *conn = Some(self.connect().await?);
+                *conn = Some(self.connect().await.map_err(|e| (true, e))?);
             }
-            let open = conn.as_mut().ok_or("no connection")?;
-            let resp = open
-                .sender
-                .send_request(req)
-                .await
-                .map_err(|e| e.to_string())?;
+            let open = conn.as_mut().ok_or((false, "no connection".to_string()))?;
+            let resp = open.sender.send_request(req).await.map_err(|e| {
+                // Closed before any answer: nothing serves there (a relay whose upstream is
+                // down accepts, then closes).
+                (e.is_incomplete_message() || e.is_closed(), e.to_string())
+            })?;
             let (parts, body) = resp.into_parts();
             let body = Limited::new(body, self.answer_limit())
                 .collect()
                 .await
-                .map_err(|e| e.to_string())?
+                .map_err(|e| (false, e.to_string()))?
                 .to_bytes();
-            Ok::<_, String>((parts, body))
+            Ok::<_, (bool, String)>((parts, body))
         };
         let (parts, body) = match tokio::time::timeout(REQUEST_TIMEOUT, answer).await {
             Ok(Ok(answer)) => answer,
-            Ok(Err(e)) => {
+            Ok(Err((unreachable, e))) => {
                 *conn = None;
-                return Err(format!("{url}: {e}"));
+                return Err(failed(unreachable, &e));
             }
             Err(_) => {
                 *conn = None;
-                return Err(format!("{url}: no answer within {REQUEST_TIMEOUT:?}"));
+                return Err(failed(
+                    false,
+                    &format!("no answer within {REQUEST_TIMEOUT:?}"),
+                ));
             }
         };
         drop(conn);
         if !parts.status.is_success() {
-            return Err(format!("{url} answered {}", parts.status));
+            return Err(AskError {
+                unreachable: false,
+                status: Some(parts.status),
+                message: format!(
+                    "{url} answered {}: {}",
+                    parts.status,
+                    String::from_utf8_lossy(&body[..body.len().min(512)])
+                ),
+            });
         }
         let more = parts
             .headers
             .get(MORE_HEADER)
             .and_then(|v| v.to_str().ok())
             .map(str::to_string);
-        let value = from_postcard_exact(&body, "answer").map_err(|e| format!("{url}: {e}"))?;
+        let value = from_postcard_exact(&body, "answer").map_err(|e| failed(false, &e))?;
         Ok((value, more))
+    }
+
+    /// One page of a paged endpoint at `path` and the key the next one starts after, if any.
+    pub(super) async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+    ) -> Result<(T, Option<Vec<u8>>), String> {
+        let (page, more) = self.send(Method::GET, path, Vec::new()).await?;
+        let more = more
+            .map(|m| URL_SAFE_NO_PAD.decode(m.as_bytes()))
+            .transpose()
+            .map_err(|e| format!("{}: the page position is not base64url: {e}", self.url))?;
+        Ok((page, more))
     }
 
     /// The most bytes an answer may have: a page and the one record that may take it past the
@@ -742,12 +812,7 @@ impl DigestPeer for HttpPeer {
             .map(|a| format!("?after={}", URL_SAFE_NO_PAD.encode(a)))
             .unwrap_or_default();
         let path = format!("/v1/repl/hashes/{keyspace}/{}{query}", list.join(","));
-        let (page, more) = self.send(Method::GET, &path, Vec::new()).await?;
-        let more = more
-            .map(|m| URL_SAFE_NO_PAD.decode(m.as_bytes()))
-            .transpose()
-            .map_err(|e| format!("{}: the page position is not base64url: {e}", self.url))?;
-        Ok((page, more))
+        self.page(&path).await
     }
 
     async fn records(&self, keyspace: &str, keys: &[Vec<u8>]) -> Result<Vec<MaybeRecord>, String> {
@@ -891,7 +956,11 @@ async fn fetch_and_merge<P: DigestPeer>(
 /// `reanchor/` index until it is ([`super::gc`] resolves it): the op that gave the record its
 /// version may have been applied here already, with the record left live by an older change
 /// it lacked — the repair brings that change, and the op is not coming again.
-async fn merge_rows(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
+pub(super) async fn merge_rows(
+    node: &Node,
+    ks: &str,
+    rows: Vec<KeyValue>,
+) -> Result<usize, String> {
     let ks = ks.to_string();
     let now = node.now();
     let here = node.clone();
@@ -956,6 +1025,7 @@ pub(super) fn repair_anchor(node: &Node, record: &Record) -> Option<(String, u64
 /// Every `every`, compares with one peer (in turn, over connections from `dialer`) and
 /// repairs; runs until dropped. A peer whose URL is not plain HTTP is left out, with a warning.
 pub async fn run(node: Node, every: std::time::Duration, dialer: Arc<dyn Dialer>) {
+    node.joined().await;
     let peers: Vec<(String, HttpPeer)> = super::peer_urls(&node)
         .into_iter()
         .filter_map(|(name, url)| {
@@ -1090,7 +1160,7 @@ mod tests {
         kept_as_scanned(&b, "a digest repair");
 
         let everything = VersionVector::parse_token("a:43").expect("vv");
-        a.peer_heads("b", &everything);
+        a.peer_heads("b", None, &everything);
         let gc = crate::repl::gc::collect;
         assert_eq!(gc(&a).await.expect("gc").tombstones, 0, "phase one notes");
         assert_eq!(

@@ -529,6 +529,7 @@ fn still_dead(txn: &Txn<'_>, data_key: &[u8], etag: &str, now: Timestamp) -> Opt
 
 /// Runs [`collect`] every `every` until the task is dropped.
 pub async fn run(node: Node, every: std::time::Duration) {
+    node.joined().await;
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -569,6 +570,29 @@ mod tests {
         VersionVector::parse_token(token).expect("token")
     }
 
+    /// A peer that names a new store incarnation (its disk was lost) has applied only what the
+    /// new store reports: what the old one had acknowledged no longer lets anything go.
+    #[tokio::test]
+    async fn a_peers_new_store_holds_back_what_its_old_one_had_applied() {
+        let a = node_with_keys(10).await;
+        a.peer_heads("b", Some(7), &applied("a:4"));
+        a.peer_heads("b", Some(8), &applied(""));
+        assert_eq!(
+            collect(&a).await.expect("gc").oplog,
+            0,
+            "b's new store has nothing"
+        );
+        a.peer_heads("b", Some(8), &applied("a:3"));
+        assert_eq!(collect(&a).await.expect("gc").oplog, 3);
+        a.peer_heads("b", None, &applied("a:2"));
+        a.peer_heads("b", Some(8), &applied("a:1"));
+        assert_eq!(
+            collect(&a).await.expect("gc").oplog,
+            0,
+            "the same store's heads only grow"
+        );
+    }
+
     /// Op-log entries go exactly up to what every region applied, oldest first, and nothing
     /// goes before every peer has reported.
     #[tokio::test]
@@ -591,13 +615,13 @@ mod tests {
         assert_eq!(seqs(), (1..=10).collect::<Vec<_>>(), "b has not reported");
         assert_eq!(unheard(&handle.render()), Some(1), "b is unheard");
 
-        a.peer_heads("b", &applied("a:6"));
+        a.peer_heads("b", None, &applied("a:6"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 6);
         assert_eq!(seqs(), (7..=10).collect::<Vec<_>>());
         assert_eq!(a.oplog_start().get("a"), 7, "the next pass seeks from a:7");
         assert_eq!(collect(&a).await.expect("gc").oplog, 0, "nothing twice");
 
-        a.peer_heads("b", &applied("a:10"));
+        a.peer_heads("b", None, &applied("a:10"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 4);
         assert!(seqs().is_empty());
         let text = handle.render();
@@ -613,7 +637,7 @@ mod tests {
     async fn collects_more_than_a_chunk_in_one_pass() {
         let n = super::CHUNK * 2 + 3;
         let a = node_with_keys(n).await;
-        a.peer_heads("b", &applied(&format!("a:{n}")));
+        a.peer_heads("b", None, &applied(&format!("a:{n}")));
         assert_eq!(collect(&a).await.expect("gc").oplog, n);
         let left = a
             .store()
@@ -648,10 +672,10 @@ mod tests {
             tombstones,
             expired: 0,
         };
-        a.peer_heads("b", &applied("a:1"));
+        a.peer_heads("b", None, &applied("a:1"));
         let c = collect(&a).await.expect("gc");
         assert_eq!(c, expect(1, 0), "b has not applied the delete");
-        a.peer_heads("b", &applied("a:2"));
+        a.peer_heads("b", None, &applied("a:2"));
         let c = collect(&a).await.expect("gc");
         assert_eq!(c, expect(1, 0), "phase one notes what was reported");
         assert!(data().is_some());
@@ -689,7 +713,7 @@ mod tests {
         .expect("transact");
         assert_eq!(removed, 0);
         assert!(entry().is_some(), "the new entry stays");
-        a.peer_heads("b", &applied("a:4"));
+        a.peer_heads("b", None, &applied("a:4"));
         for _ in 0..2 {
             collect(&a).await.expect("gc");
         }
@@ -753,7 +777,7 @@ mod tests {
         let record = |ks: &str| stored(&a, ks, "k");
         let (old_set, old_counter) = (record("s").expect("set"), record("c").expect("counter"));
 
-        a.peer_heads("b", &applied("a:6"));
+        a.peer_heads("b", None, &applied("a:6"));
         assert_eq!(collect(&a).await.expect("gc").tombstones, 0, "phase one");
         assert_eq!(collect(&a).await.expect("gc").tombstones, 3, "phase two");
         assert!(record("m").is_none() && record("s").is_none() && record("c").is_none());

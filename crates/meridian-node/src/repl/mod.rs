@@ -8,6 +8,7 @@ pub mod auth;
 pub mod dial;
 pub mod digest;
 pub mod gc;
+pub mod join;
 mod pull;
 mod serve;
 pub mod watermark;
@@ -22,6 +23,7 @@ use crate::metrics;
 use crate::state::Node;
 
 pub(crate) use digest::{digest, hashes, records};
+pub(crate) use join::{copy, heads};
 pub(crate) use serve::stream;
 
 /// The base URL of every peer: `--peer` overrides, else the region's `node` URL.
@@ -235,7 +237,7 @@ pub async fn exchange(source: &Node, dest: &Node, max_entries: usize) -> Result<
         }
     }
     let heads = source.applied().borrow().clone();
-    dest.peer_heads(source.region(), &heads);
+    dest.peer_heads(source.region(), Some(source.incarnation()), &heads);
     if let Some(mark) = source.watermarks().own() {
         dest.watermarks().report(source.region(), mark);
     }

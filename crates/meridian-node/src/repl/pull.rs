@@ -21,7 +21,9 @@ use tokio::sync::mpsc;
 use crate::metrics;
 
 use super::dial::Dialer;
-use super::serve::{FROM_HEADER, TERMS_HEADER, VERSION_HEADER, VERSIONS_HEADER};
+use super::serve::{
+    FROM_HEADER, INCARNATION_HEADER, TERMS_HEADER, VERSION_HEADER, VERSIONS_HEADER,
+};
 use crate::state::Node;
 
 /// First wait before reconnecting a failed link; doubles up to [`MAX_BACKOFF`].
@@ -37,6 +39,7 @@ pub const MAX_APPLY_ENTRIES: usize = 4096;
 
 /// Runs the link to `peer` at `url`, dialing through `dialer`, until the task is aborted.
 pub(crate) async fn run(node: Node, peer: String, url: String, dialer: Arc<dyn Dialer>) {
+    node.joined().await;
     let mut backoff = MIN_BACKOFF;
     loop {
         node.link(&peer, |l| l.state = "connecting");
@@ -143,6 +146,11 @@ async fn pull(
         .and_then(|v| v.to_str().ok()?.parse::<u8>().ok())
         .unwrap_or(1);
     let topology = topology_of(node, peer, resp.headers());
+    // A build before incarnations states none: its heads only ever add up.
+    let incarnation = resp
+        .headers()
+        .get(INCARNATION_HEADER)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     let body = resp.into_body();
     tracing::info!(%peer, version, "replication link up");
     node.link(peer, |l| {
@@ -157,6 +165,7 @@ async fn pull(
     let _reader = LinkTask(tokio::spawn(read(
         node.clone(),
         peer.to_string(),
+        incarnation,
         body,
         queue,
     )));
@@ -221,6 +230,7 @@ fn topology_of(node: &Node, peer: &str, headers: &hyper::HeaderMap) -> Option<St
 async fn read(
     node: Node,
     peer: String,
+    incarnation: Option<u64>,
     mut body: Incoming,
     queue: mpsc::Sender<Result<Vec<Entry>, String>>,
 ) {
@@ -246,7 +256,7 @@ async fn read(
                             return;
                         }
                     }
-                    FrameV1::Heads(vv) => node.peer_heads(&peer, &vv),
+                    FrameV1::Heads(vv) => node.peer_heads(&peer, incarnation, &vv),
                     FrameV1::Watermark { at, seq } => node
                         .watermarks()
                         .report(&peer, super::watermark::Mark { at, seq }),

@@ -58,6 +58,10 @@ pub const VERSION_HEADER: &str = "meridian-repl-version";
 /// [`meridian_core::config::replication_terms`]) for the puller to compare with its own.
 pub const TERMS_HEADER: &str = "meridian-topology-terms";
 
+/// Header stating the sender's store incarnation ([`Node::incarnation`], decimal): on a
+/// stream's answer, whose `Heads` frames it qualifies, and on a join's request.
+pub const INCARNATION_HEADER: &str = "meridian-incarnation";
+
 /// The longest [`TERMS_HEADER`] a node sends (well under the 400 KB hyper reads of a head).
 const MAX_TERMS_BYTES: usize = 64 * 1024;
 
@@ -125,7 +129,7 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
         .and_then(|t| axum::http::HeaderValue::from_str(t).ok());
     tracing::info!(%peer, from = %from.to_token(), version, "replication stream opened");
     let (tx, rx) = mpsc::channel::<Bytes>(8);
-    tokio::spawn(feed(node, peer, from, version, tx));
+    tokio::spawn(feed(node.clone(), peer, from, version, tx));
     let body = futures_util::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -133,6 +137,7 @@ pub(crate) async fn stream(State(node): State<Node>, headers: HeaderMap) -> Resp
         [
             ("content-type", "application/x-meridian-repl".to_string()),
             (VERSION_HEADER, version.to_string()),
+            (INCARNATION_HEADER, node.incarnation().to_string()),
         ],
         Body::from_stream(body),
     )

@@ -129,13 +129,21 @@ impl TestNode {
                 Some(b) => meridian_node::serve_on(n, listener, &b, forever).await,
             }
         });
-        TestNode {
+        let t = TestNode {
             base,
             client: reqwest::Client::new(),
             node,
             _dir: dir,
             _server: server,
-        }
+        };
+        t.wait_ready().await;
+        t
+    }
+
+    /// Waits until `/health/ready` answers 200: a new store first joins its peers (none of the
+    /// test topology's answers, so that takes a moment).
+    pub async fn wait_ready(&self) {
+        wait_ready(&self.client, &self.base).await;
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -170,4 +178,25 @@ pub async fn error_code(resp: reqwest::Response) -> String {
         .as_str()
         .unwrap_or_else(|| panic!("no error.code in {v}"))
         .to_string()
+}
+
+/// Waits until the node at `base` answers `/health/ready` 200 (a new store first joins its
+/// peers); panics after 20 s.
+pub async fn wait_ready(client: &reqwest::Client, base: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let status = client
+            .get(format!("{base}/health/ready"))
+            .send()
+            .await
+            .map(|r| r.status());
+        if status.as_ref().is_ok_and(|s| s.is_success()) {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base} is not ready: {status:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 }

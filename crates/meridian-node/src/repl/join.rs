@@ -1,0 +1,803 @@
+//! Joining: what a region's new store learns from its peers before the node serves.
+//!
+//! A store created where the topology has peers — a region's first start, a region added to a
+//! running cluster, a region whose disk was lost or replaced — starts empty, while its peers
+//! may hold data this region must hold and writes this region made under sequence numbers,
+//! dots and counter totals the new store knows nothing of. Serving at once would lose writes:
+//! new ones numbered again from 1 are taken by the peers for ones they already have, and an
+//! increment counted from nothing is hidden by the old total. So a new store first joins:
+//!
+//! 1. It asks every peer `POST /v1/repl/heads`, stating its incarnation and what it has
+//!    applied (nothing). A peer that knew another incarnation of this region forgets what that
+//!    store had acknowledged ([`Node::peer_heads`]), so it collects nothing this store still
+//!    lacks, and answers what it has applied, its HLC and whether it is joining itself. A peer
+//!    nothing answers for (the connection refused, or closed unanswered) counts as down; one
+//!    that fails otherwise (a timeout, an error status) is asked again each second, and the
+//!    join waits for it.
+//! 2. When no peer that answered holds anything, this is the cluster's first start: done.
+//! 3. Otherwise it copies, keyspace by keyspace, from the peer that holds most of this
+//!    region's own writes among those holding every key of the keyspace this region may hold
+//!    ([`plan`]), every record and idempotency outcome this region may hold
+//!    (`GET /v1/repl/copy/{keyspace}/{table}`, pages of at most 4 MiB, residency checked per
+//!    key by the peer), merging them in as digest repair does. It takes as applied the
+//!    pointwise least of the copy sources' heads, asked again once every peer has been told
+//!    (later writes the copy already brought are merged again harmlessly: every merge is
+//!    idempotent), the highest sequence any peer holds of this region's writes for its next
+//!    one, an HLC past everything the peers saw, and the floor of what it issued from the
+//!    records it now holds. Replication resumes from there.
+//!
+//! Until the join is done the node answers clients 503 `joining`, `/health/ready` says so, and
+//! the background work waits ([`Node::joined`]). A join cut short (a crash) starts again at the
+//! next start: the store says `joining` until the end, when one transaction stores all of it.
+
+use std::collections::BTreeMap;
+use std::ops::ControlFlow;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use hyper::Method;
+use meridian_core::config::{Keyspace, Replication, Residency, Topology};
+use meridian_core::hlc::Timestamp;
+use meridian_core::record::Record;
+use meridian_core::version::{Dot, VersionVector};
+use meridian_core::wire::from_postcard_exact;
+use meridian_store::{KeyValue, Table};
+use serde::{Deserialize, Serialize};
+
+use super::dial::Dialer;
+use super::digest::{HttpPeer, PAGE_BYTES, PageQuery, blocking, merge_rows, page_response};
+use crate::error::ApiError;
+use crate::keys;
+use crate::state::{Join, Node};
+use crate::write::{StoredOutcome, put_idempotency};
+
+/// How long one ask of a peer's heads may take before the peer is asked again.
+pub const ASK_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between rounds of asking the peers that have not answered yet.
+pub const RETRY: Duration = Duration::from_secs(1);
+/// How often a join waiting for peers says which.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// What a joining node states to a peer (postcard body of `POST /v1/repl/heads`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Hello {
+    /// The joining store's incarnation.
+    pub incarnation: u64,
+    /// What it has applied.
+    pub applied: VersionVector,
+}
+
+/// A peer's answer to a [`Hello`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heads {
+    /// The peer's store incarnation.
+    pub incarnation: u64,
+    /// What the peer has applied: every origin's writes up to these sequences.
+    pub applied: VersionVector,
+    /// The peer's HLC: at or after every timestamp it has seen.
+    pub hlc: u64,
+    /// Whether the peer is joining itself (its data is not complete yet).
+    pub joining: bool,
+}
+
+/// The tables a join copies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyTable {
+    /// Records.
+    Data,
+    /// Idempotency outcomes.
+    Idempotency,
+}
+
+impl CopyTable {
+    /// Both, in the order a join copies them.
+    pub const ALL: [CopyTable; 2] = [CopyTable::Data, CopyTable::Idempotency];
+
+    /// The name in the copy endpoint's path.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CopyTable::Data => "data",
+            CopyTable::Idempotency => "idempotency",
+        }
+    }
+
+    fn parse(s: &str) -> Option<CopyTable> {
+        CopyTable::ALL.into_iter().find(|t| t.as_str() == s)
+    }
+}
+
+/// What a join does, decided from the peers' answers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Per keyspace that `region` may hold and some peer holds in full, the peer to copy it
+    /// from.
+    pub sources: BTreeMap<String, String>,
+    /// The highest sequence of `region`'s own writes any peer holds: its next write follows.
+    pub last_seq: u64,
+    /// The greatest HLC any peer stated.
+    pub hlc: u64,
+}
+
+/// Whether `peer` holds every key of `ks` that `region` may hold: every region holds an
+/// unpinned keyspace; a pinned one, the regions it allows; a `home-zone` one, each region the
+/// keys homed in its zone (so a region of `region`'s zone). `local` keyspaces are never copied.
+pub fn holds_all_of(topology: &Topology, ks: &Keyspace, region: &str, peer: &str) -> bool {
+    if ks.replication == Replication::Local {
+        return false;
+    }
+    match &ks.residency {
+        None => true,
+        Some(Residency::HomeZone) => {
+            topology.zone_of(region).is_some() && topology.zone_of(region) == topology.zone_of(peer)
+        }
+        Some(_) => {
+            let allowed = topology.allowed_regions(ks);
+            allowed.contains(&region) && allowed.contains(&peer)
+        }
+    }
+}
+
+/// The join of `region` given each peer's answer (`None`: down). Copies come only from peers
+/// that are not joining themselves and hold something; of those, each keyspace from the one
+/// that [`holds_all_of`] it with the most of `region`'s writes, then the most writes in all,
+/// then the first by name. A first start (no answering peer holds anything) copies nothing.
+pub fn plan(topology: &Topology, region: &str, answers: &BTreeMap<String, Option<Heads>>) -> Plan {
+    let answered: Vec<(&String, &Heads)> = answers
+        .iter()
+        .filter_map(|(peer, heads)| Some((peer, heads.as_ref()?)))
+        .collect();
+    let last_seq = answered
+        .iter()
+        .map(|(_, h)| h.applied.get(region))
+        .max()
+        .unwrap_or(0);
+    let hlc = answered.iter().map(|(_, h)| h.hlc).max().unwrap_or(0);
+    let mut ranked: Vec<(&String, &Heads)> = answered
+        .into_iter()
+        .filter(|(_, h)| !h.joining && !h.applied.is_empty())
+        .collect();
+    let total = |h: &Heads| h.applied.iter().map(|(_, n)| u128::from(n)).sum::<u128>();
+    ranked.sort_by(|(a, ha), (b, hb)| {
+        (hb.applied.get(region), total(hb))
+            .cmp(&(ha.applied.get(region), total(ha)))
+            .then_with(|| a.cmp(b))
+    });
+    let sources = topology
+        .keyspaces
+        .iter()
+        .filter_map(|ks| {
+            let (peer, _) = ranked
+                .iter()
+                .find(|(peer, _)| holds_all_of(topology, ks, region, peer))?;
+            Some((ks.name.clone(), (*peer).clone()))
+        })
+        .collect();
+    Plan {
+        sources,
+        last_seq,
+        hlc,
+    }
+}
+
+/// What the node takes as applied after copying from sources whose heads were `heads`: the
+/// pointwise least of them for every other origin (the copies hold at least that of each), and
+/// `last_seq` for `region` itself.
+pub fn adopted(
+    region: &str,
+    origins: &[&str],
+    heads: &[&VersionVector],
+    last_seq: u64,
+) -> VersionVector {
+    let mut out = VersionVector::default();
+    for origin in origins.iter().filter(|o| **o != region) {
+        let least = heads.iter().map(|h| h.get(origin)).min().unwrap_or(0);
+        out.add(&Dot {
+            origin: (*origin).to_string(),
+            counter: least,
+        });
+    }
+    out.add(&Dot {
+        origin: region.to_string(),
+        counter: last_seq,
+    });
+    out
+}
+
+/// `POST /v1/repl/heads` with a postcard [`Hello`]: records what the joining peer states (a
+/// new incarnation makes this node forget what the peer's old store had acknowledged) and
+/// answers postcard [`Heads`].
+pub(crate) async fn heads(State(node): State<Node>, headers: HeaderMap, body: Bytes) -> Response {
+    let run = async {
+        let peer = super::serve::authenticate(&node, &headers)?;
+        let hello: Hello = from_postcard_exact(&body, "hello").map_err(|e| {
+            ApiError::bad_request(
+                "bad_hello",
+                format!("the body is not a join's hello: {e}"),
+                "a postcard Hello: the joining store's incarnation and applied version vector",
+            )
+        })?;
+        node.peer_heads(&peer, Some(hello.incarnation), &hello.applied);
+        let answer = Heads {
+            incarnation: node.incarnation(),
+            applied: node.applied().borrow().clone(),
+            hlc: node.now().0,
+            joining: node.join_state() != Join::Done,
+        };
+        page_response(&answer, None)
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/repl/copy/{keyspace}/{table}?after=K`: postcard `Vec<(table key, value)>` of the
+/// keyspace's records (`data`) or idempotency outcomes (`idempotency`) that the asking peer
+/// may hold, keys after `K` (base64url) ascending, at most [`PAGE_BYTES`] of them; when cut
+/// there, the `Meridian-More-After` header names the last key read. Records of a pinned
+/// keyspace are each checked against the regions their key may be held in; the idempotency
+/// outcomes of a `home-zone` keyspace are not sent (they do not name their key).
+pub(crate) async fn copy(
+    State(node): State<Node>,
+    headers: HeaderMap,
+    Path((ks, table)): Path<(String, String)>,
+    Query(page): Query<PageQuery>,
+) -> Response {
+    let run = async {
+        let peer = super::serve::authenticate(&node, &headers)?;
+        let topology = node.topology();
+        let keyspace = topology
+            .keyspace(&ks)
+            .filter(|k| holds_all_of(topology, k, &peer, node.region()))
+            .ok_or_else(|| {
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "not_copied",
+                    format!(
+                        "keyspace `{ks}` is unknown, local, or pinned so that `{}` does not hold \
+                         every key of it `{peer}` may hold",
+                        node.region()
+                    ),
+                    "a join copies a keyspace from a region that holds all of it the joining \
+                     region may hold",
+                )
+            })?
+            .clone();
+        let table = CopyTable::parse(&table).ok_or_else(|| {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "no_table",
+                format!("`{table}` is not a table a join copies"),
+                "`data` or `idempotency`",
+            )
+        })?;
+        let after = page.after()?;
+        let here = node.clone();
+        let (rows, more) = blocking(move || {
+            copy_page(&here, &keyspace, table, &peer, after.as_deref(), PAGE_BYTES)
+        })
+        .await
+        .map_err(ApiError::internal)?;
+        page_response(&rows, more)
+    };
+    run.await.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// One page of [`copy`], from one streaming scan: rows until their bytes reach `max_bytes`
+/// (at least one), and the last key read when more may follow.
+fn copy_page(
+    node: &Node,
+    ks: &Keyspace,
+    table: CopyTable,
+    peer: &str,
+    after: Option<&[u8]>,
+    max_bytes: usize,
+) -> Result<(Vec<KeyValue>, Option<Vec<u8>>), String> {
+    let topology = node.topology();
+    let (store_table, prefix) = match table {
+        CopyTable::Data => (Table::Data, keys::data_key(&ks.name, "")),
+        CopyTable::Idempotency => (Table::Idempotency, keys::idempotency_key(&ks.name, "")),
+    };
+    if table == CopyTable::Idempotency && ks.residency == Some(Residency::HomeZone) {
+        return Ok((Vec::new(), None));
+    }
+    let (mut rows, mut bytes, mut last, mut cut) = (Vec::new(), 0, None, false);
+    node.store()
+        .scan_each(store_table, &prefix, after, |k, v| {
+            if bytes >= max_bytes {
+                cut = true;
+                return ControlFlow::Break(());
+            }
+            last = Some(k.to_vec());
+            let send = match table {
+                CopyTable::Idempotency => true,
+                CopyTable::Data => Record::decode(v).is_ok_and(|r| {
+                    let home = r.home.as_deref().unwrap_or(&r.version.origin);
+                    topology
+                        .regions_for_key(ks, home)
+                        .is_none_or(|allowed| allowed.contains(&peer))
+                }),
+            };
+            if send {
+                bytes += k.len() + v.len();
+                rows.push((k.to_vec(), v.to_vec()));
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok((rows, if cut { last } else { None }))
+}
+
+/// Joins the node's new store to its peers (see the module documentation), retrying until it
+/// is done, then lets the node serve. Runs once, from [`crate::start`].
+pub async fn run(node: Node, dialer: Arc<dyn Dialer>) {
+    let started = Instant::now();
+    tracing::info!(
+        incarnation = node.incarnation(),
+        "a new store: asking the peers what this region must hold before serving"
+    );
+    loop {
+        match join(&node, &dialer).await {
+            Ok((records, outcomes)) => {
+                tracing::info!(
+                    records,
+                    idempotency_outcomes = outcomes,
+                    seconds = started.elapsed().as_secs_f64(),
+                    next_seq = node.last_seq() + 1,
+                    "joined the peers; serving"
+                );
+                break;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "joining the peers failed; starting over in 1 s");
+                tokio::time::sleep(RETRY).await;
+            }
+        }
+    }
+    node.set_join(Join::Done);
+}
+
+/// One attempt: asks every peer, copies, stores the outcome. Returns the records and
+/// idempotency outcomes copied.
+async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), String> {
+    let answers = ask_all(node, dialer).await;
+    let topology = node.topology();
+    let plan = plan(topology, node.region(), &answers);
+    let mut copied = (0, 0);
+    let mut heads: BTreeMap<String, VersionVector> = BTreeMap::new();
+    for (ks, source) in &plan.sources {
+        let peer = peer_of(node, dialer, source)?;
+        if !heads.contains_key(source) {
+            // Asked again now that every peer has been told: from here on no peer collects
+            // what this store lacks, so what the source holds beyond these heads still arrives.
+            let (now, _) = peer
+                .send::<Heads>(Method::POST, "/v1/repl/heads", hello(node))
+                .await?;
+            heads.insert(source.clone(), now.applied);
+        }
+        for table in CopyTable::ALL {
+            let n = copy_from(node, &peer, ks, table).await?;
+            match table {
+                CopyTable::Data => copied.0 += n,
+                CopyTable::Idempotency => copied.1 += n,
+            }
+        }
+        tracing::info!(keyspace = %ks, %source, "copied");
+    }
+    let origins: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
+    let from: Vec<&VersionVector> = heads.values().collect();
+    let applied = adopted(
+        node.region(),
+        &origins,
+        &from,
+        plan.last_seq.max(node.last_seq()),
+    );
+    finish(node, &applied, Timestamp(plan.hlc)).await?;
+    Ok(copied)
+}
+
+/// The joining node's [`Hello`], encoded.
+fn hello(node: &Node) -> Vec<u8> {
+    let hello = Hello {
+        incarnation: node.incarnation(),
+        applied: node.applied().borrow().clone(),
+    };
+    // invariant: postcard serialization of plain structs into a Vec cannot fail
+    postcard::to_stdvec(&hello).unwrap_or_default()
+}
+
+fn peer_of(node: &Node, dialer: &Arc<dyn Dialer>, region: &str) -> Result<HttpPeer, String> {
+    let url = super::peer_urls(node)
+        .into_iter()
+        .find(|(r, _)| r == region)
+        .map(|(_, url)| url)
+        .ok_or_else(|| format!("`{region}` is not a peer"))?;
+    HttpPeer::new(node.clone(), Arc::clone(dialer), region, &url)
+}
+
+/// Every peer's answer, `None` for those nothing answers for; asks again, each [`RETRY`],
+/// those that fail otherwise, until none is left.
+async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Option<Heads>> {
+    let peers = super::peer_urls(node);
+    let mut answers: BTreeMap<String, Option<Heads>> = BTreeMap::new();
+    let mut reported = Instant::now();
+    loop {
+        let asks =
+            peers
+                .iter()
+                .filter(|(region, _)| !answers.contains_key(region))
+                .map(|(region, url)| async move {
+                    (region.clone(), ask(node, dialer, region, url).await)
+                });
+        let mut waiting = Vec::new();
+        for (region, asked) in futures_util::future::join_all(asks).await {
+            match asked {
+                Asked::Answered(heads) => {
+                    tracing::info!(peer = %region, applied = %heads.applied.to_token(), joining = heads.joining, "a peer answered the join");
+                    answers.insert(region, Some(heads));
+                }
+                Asked::Down(why) => {
+                    tracing::info!(peer = %region, error = %why, "a peer is down (or predates joins): joining without it");
+                    answers.insert(region, None);
+                }
+                Asked::Failed(why) => waiting.push(format!("{region} ({why})")),
+            }
+        }
+        if waiting.is_empty() {
+            return answers;
+        }
+        if reported.elapsed() >= PROGRESS_EVERY {
+            tracing::warn!(
+                waiting = %waiting.join("; "),
+                "joining: waiting for peers that are up to say what they hold (a peer that \
+                 answers may hold writes of this region that no other holds)"
+            );
+            reported = Instant::now();
+        }
+        tokio::time::sleep(RETRY).await;
+    }
+}
+
+/// One peer's answer to a join's ask.
+enum Asked {
+    Answered(Heads),
+    /// Nothing answers for it (or it predates joins): why.
+    Down(String),
+    /// It may be up but did not answer: why.
+    Failed(String),
+}
+
+async fn ask(node: &Node, dialer: &Arc<dyn Dialer>, region: &str, url: &str) -> Asked {
+    let peer = match HttpPeer::new(node.clone(), Arc::clone(dialer), region, url) {
+        Ok(p) => p,
+        Err(e) => return Asked::Down(format!("its URL is not one a join can use: {e}")),
+    };
+    let asked = peer.send::<Heads>(Method::POST, "/v1/repl/heads", hello(node));
+    match tokio::time::timeout(ASK_TIMEOUT, asked).await {
+        Ok(Ok((heads, _))) => Asked::Answered(heads),
+        Ok(Err(e)) if e.unreachable || e.status == Some(StatusCode::NOT_FOUND) => {
+            Asked::Down(e.to_string())
+        }
+        Ok(Err(e)) => Asked::Failed(e.to_string()),
+        Err(_) => Asked::Failed(format!("no answer within {ASK_TIMEOUT:?}")),
+    }
+}
+
+/// Copies `table` of keyspace `ks` from `peer`, page by page; returns the entries written.
+async fn copy_from(
+    node: &Node,
+    peer: &HttpPeer,
+    ks: &str,
+    table: CopyTable,
+) -> Result<usize, String> {
+    let mut written = 0;
+    let mut after: Option<Vec<u8>> = None;
+    loop {
+        let query = after
+            .as_ref()
+            .map(|a| {
+                use base64::Engine as _;
+                format!(
+                    "?after={}",
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(a)
+                )
+            })
+            .unwrap_or_default();
+        let path = format!("/v1/repl/copy/{ks}/{}{query}", table.as_str());
+        let (rows, more): (Vec<KeyValue>, _) = peer.page(&path).await?;
+        written += match table {
+            CopyTable::Data => merge_rows(node, ks, rows).await?,
+            CopyTable::Idempotency => store_outcomes(node, ks, rows).await?,
+        };
+        match more {
+            Some(m) if Some(&m) != after.as_ref() => after = Some(m),
+            Some(_) => return Err(format!("{ks}: the copy's pages did not advance")),
+            None => return Ok(written),
+        }
+    }
+}
+
+/// Stores the idempotency outcomes of `rows` (keys of `ks`) that are not here and have not
+/// expired; returns how many.
+async fn store_outcomes(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<usize, String> {
+    let prefix = keys::idempotency_key(ks, "");
+    let now = node.now();
+    node.store()
+        .transact(move |txn| -> Result<usize, String> {
+            let mut stored = 0;
+            for (k, v) in rows {
+                // Only outcomes of this keyspace; never trust a peer with other keys.
+                if !k.starts_with(&prefix)
+                    || txn
+                        .get(Table::Idempotency, &k)
+                        .map_err(|e| e.to_string())?
+                        .is_some()
+                {
+                    continue;
+                }
+                let outcome = StoredOutcome::decode(&v).map_err(|e| e.message)?;
+                if outcome.expires > now {
+                    put_idempotency(txn, &k, &outcome);
+                    stored += 1;
+                }
+            }
+            Ok(stored)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+}
+
+/// Stores what the join learnt, with the store's `joined` mark, in one transaction, and hands
+/// it to the node.
+async fn finish(node: &Node, applied: &VersionVector, hlc: Timestamp) -> Result<(), String> {
+    let here = node.clone();
+    let floor = blocking(move || {
+        crate::state::scan_floor(here.store(), here.region()).map_err(|e| e.to_string())
+    })
+    .await?;
+    let region = node.region().to_string();
+    let vv = applied.clone();
+    let last_seq = applied.get(&region);
+    node.store()
+        .transact(move |txn| -> Result<(), String> {
+            for (origin, seq) in vv.iter().filter(|(o, _)| *o != region) {
+                let key = keys::vv_key(origin);
+                let had = txn
+                    .get(Table::Meta, &key)
+                    .map_err(|e| e.to_string())?
+                    .as_deref()
+                    .and_then(keys::decode_u64)
+                    .unwrap_or(0);
+                txn.put(Table::Meta, &key, &had.max(seq).to_be_bytes());
+            }
+            txn.put(Table::Meta, keys::META_LAST_SEQ, &last_seq.to_be_bytes());
+            let had = txn
+                .get(Table::Meta, keys::META_HLC)
+                .map_err(|e| e.to_string())?
+                .as_deref()
+                .and_then(keys::decode_u64)
+                .unwrap_or(0);
+            txn.put(Table::Meta, keys::META_HLC, &had.max(hlc.0).to_be_bytes());
+            txn.put(Table::Meta, keys::META_FLOOR, &keys::encode_floor(&floor));
+            txn.put(Table::Meta, keys::META_JOIN, keys::JOINED);
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+    node.adopt(last_seq, hlc, floor, applied);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+
+    /// Three regions, two of them in zone `eu`; a keyspace of each placement.
+    const TOPOLOGY: &str = r#"
+[cluster]
+name = "t"
+
+[zones]
+eu = ["eu-west-1", "eu-central-1"]
+
+[[region]]
+name = "us-east-1"
+node = "http://127.0.0.1:1"
+
+[[region]]
+name = "eu-west-1"
+node = "http://127.0.0.1:2"
+
+[[region]]
+name = "eu-central-1"
+node = "http://127.0.0.1:3"
+
+[[keyspace]]
+name = "open"
+type = "register"
+
+[[keyspace]]
+name = "eu"
+type = "register"
+residency = "eu"
+
+[[keyspace]]
+name = "homes"
+type = "register"
+residency = "home-zone"
+
+[[keyspace]]
+name = "mine"
+type = "register"
+replication = "local"
+"#;
+
+    fn topology() -> Topology {
+        meridian_core::config::parse("t.toml", TOPOLOGY).expect("topology")
+    }
+
+    fn heads(applied: &str, hlc: u64, joining: bool) -> Option<Heads> {
+        Some(Heads {
+            incarnation: 1,
+            applied: VersionVector::parse_token(applied).expect("token"),
+            hlc,
+            joining,
+        })
+    }
+
+    fn sources(plan: &Plan) -> Vec<(&str, &str)> {
+        plan.sources
+            .iter()
+            .map(|(k, p)| (k.as_str(), p.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn a_first_start_copies_nothing() {
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), heads("", 5, true)),
+            ("eu-central-1".to_string(), None),
+        ]);
+        let plan = plan(&topology(), "eu-west-1", &answers);
+        assert!(plan.sources.is_empty(), "{plan:?}");
+        assert_eq!((plan.last_seq, plan.hlc), (0, 5));
+    }
+
+    #[test]
+    fn each_keyspace_comes_from_a_peer_holding_all_of_it_that_has_most_of_this_regions_writes() {
+        let answers = BTreeMap::from([
+            (
+                "us-east-1".to_string(),
+                heads("eu-west-1:9,us-east-1:50", 70, false),
+            ),
+            (
+                "eu-central-1".to_string(),
+                heads("eu-west-1:7,eu-central-1:3", 90, false),
+            ),
+        ]);
+        let plan = plan(&topology(), "eu-west-1", &answers);
+        // us-east-1 has more of eu-west-1's writes, but may hold neither pinned keyspace.
+        assert_eq!(
+            sources(&plan),
+            [
+                ("eu", "eu-central-1"),
+                ("homes", "eu-central-1"),
+                ("open", "us-east-1")
+            ]
+        );
+        assert_eq!((plan.last_seq, plan.hlc), (9, 90));
+    }
+
+    #[test]
+    fn peers_still_joining_or_empty_are_no_source_but_their_heads_count() {
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), heads("eu-west-1:12", 1, true)),
+            ("eu-central-1".to_string(), heads("eu-west-1:4", 2, false)),
+        ]);
+        let plan = plan(&topology(), "eu-west-1", &answers);
+        assert_eq!(
+            sources(&plan),
+            [
+                ("eu", "eu-central-1"),
+                ("homes", "eu-central-1"),
+                ("open", "eu-central-1")
+            ]
+        );
+        assert_eq!(
+            plan.last_seq, 12,
+            "the next write follows every sequence any peer holds"
+        );
+    }
+
+    #[test]
+    fn ties_go_to_the_most_writes_then_the_name() {
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), heads("eu-west-1:3,x:1", 0, false)),
+            (
+                "eu-central-1".to_string(),
+                heads("eu-west-1:3,x:1", 0, false),
+            ),
+        ]);
+        assert_eq!(
+            plan(&topology(), "eu-west-1", &answers).sources["open"],
+            "eu-central-1"
+        );
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), heads("eu-west-1:3,x:2", 0, false)),
+            (
+                "eu-central-1".to_string(),
+                heads("eu-west-1:3,x:1", 0, false),
+            ),
+        ]);
+        assert_eq!(
+            plan(&topology(), "eu-west-1", &answers).sources["open"],
+            "us-east-1"
+        );
+    }
+
+    #[test]
+    fn a_region_alone_in_no_zone_copies_no_home_zone_keyspace() {
+        let t = topology();
+        let homes = t.keyspace("homes").expect("homes");
+        assert!(!holds_all_of(&t, homes, "us-east-1", "eu-west-1"));
+        assert!(holds_all_of(&t, homes, "eu-central-1", "eu-west-1"));
+        let local = t.keyspace("mine").expect("mine");
+        assert!(!holds_all_of(&t, local, "eu-central-1", "eu-west-1"));
+    }
+
+    #[test]
+    fn what_is_adopted_is_the_least_of_the_sources_and_the_own_sequence() {
+        let a = VersionVector::parse_token("us-east-1:10,eu-central-1:4,eu-west-1:2").expect("a");
+        let b = VersionVector::parse_token("us-east-1:7,eu-central-1:9").expect("b");
+        let origins = ["us-east-1", "eu-west-1", "eu-central-1"];
+        let vv = adopted("eu-west-1", &origins, &[&a, &b], 11);
+        assert_eq!(vv.to_token(), "eu-central-1:4,eu-west-1:11,us-east-1:7");
+    }
+
+    /// A store made by this node's writes, copied page by page into a new one: the copy holds
+    /// the same records, and the pinned keyspace's records only where the asker may hold them.
+    #[tokio::test]
+    async fn pages_cover_every_record_the_asker_may_hold_exactly_once() {
+        let clock = Arc::new(AtomicU64::new(1_000_000));
+        let node = crate::testing::node(TOPOLOGY, "eu-central-1", &clock);
+        for i in 0..50 {
+            let m = crate::testing::put(&node, "open", &format!("k{i:02}"), Default::default());
+            crate::write::write(&node, m).await.expect("write");
+            let m = crate::testing::put(&node, "eu", &format!("k{i:02}"), Default::default());
+            crate::write::write(&node, m).await.expect("write");
+        }
+        let t = node.topology().clone();
+        for (asker, ks, want) in [
+            ("eu-west-1", "open", 50),
+            ("eu-west-1", "eu", 50),
+            ("us-east-1", "eu", 0),
+        ] {
+            let keyspace = t.keyspace(ks).expect("keyspace");
+            let (mut all, mut after) = (Vec::new(), None::<Vec<u8>>);
+            for _ in 0..100 {
+                let (rows, more) = copy_page(
+                    &node,
+                    keyspace,
+                    CopyTable::Data,
+                    asker,
+                    after.as_deref(),
+                    300,
+                )
+                .expect("page");
+                all.extend(rows);
+                match more {
+                    Some(m) => after = Some(m),
+                    None => break,
+                }
+            }
+            assert_eq!(all.len(), want, "{asker} {ks}");
+            let mut keys: Vec<&Vec<u8>> = all.iter().map(|(k, _)| k).collect();
+            keys.dedup();
+            assert_eq!(keys.len(), want, "{asker} {ks}: a key twice");
+        }
+    }
+}

@@ -1,0 +1,366 @@
+//! A region that loses its disk: three real `meridian region` processes, eu-west-1 killed with
+//! SIGKILL, its data directory deleted, and started again on an empty one. Before this node
+//! joined its peers on a new store, it served at once: its new writes reused the op-log
+//! sequence numbers its peers had already applied (so they never replicated), an increment
+//! counted from nothing was hidden by the old total, and its data came back only by digest
+//! comparison, 30 s later, or never (`home-zone` keyspaces). The checker demands that, as soon
+//! as the node says it is ready, it holds everything it held — every type, pinned keys from
+//! the other region of its zone, an idempotency outcome, a delete — and that its new writes
+//! reach every region, counted exactly, with nothing pinned leaving the zone.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use support::dns::{Kill, free_port};
+
+const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "eu-central-1"];
+/// The region whose disk is lost.
+const VICTIM: &str = "eu-west-1";
+const SECRET: &str = "lost-disk-test-secret-0123456789abcdef";
+/// A pinned value that must never reach us-east-1's disk.
+const CANARY: &str = "CANARY-eu-passport-93e1";
+
+fn topology(ports: &BTreeMap<&str, u16>) -> String {
+    let mut t = String::from(
+        r#"
+[cluster]
+name = "lost-disk"
+secret_file = "cluster.secret"
+
+[zones]
+eu = ["eu-west-1", "eu-central-1"]
+"#,
+    );
+    for r in REGIONS {
+        t.push_str(&format!(
+            "\n[[region]]\nname = \"{r}\"\nnode = \"http://127.0.0.1:{}\"\n",
+            ports[r]
+        ));
+    }
+    t.push_str(
+        r#"
+[[keyspace]]
+name = "hits"
+type = "counter"
+
+[[keyspace]]
+name = "notes"
+type = "map"
+
+[[keyspace]]
+name = "tags"
+type = "set"
+
+[[keyspace]]
+name = "orders"
+type = "register"
+replication = "sync"
+quorum = 2
+
+[[keyspace]]
+name = "passports"
+type = "register"
+residency = "eu"
+
+[[keyspace]]
+name = "sessions"
+type = "register"
+residency = "home-zone"
+"#,
+    );
+    t
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    ports: BTreeMap<&'static str, u16>,
+    nodes: BTreeMap<&'static str, Kill>,
+    client: reqwest::Client,
+}
+
+impl World {
+    fn new() -> World {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ports: BTreeMap<_, _> = REGIONS.iter().map(|r| (*r, free_port())).collect();
+        std::fs::write(dir.path().join("cluster.secret"), SECRET).expect("secret");
+        std::fs::write(dir.path().join("meridian.toml"), topology(&ports)).expect("topology");
+        World {
+            dir,
+            ports,
+            nodes: BTreeMap::new(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    fn data(&self, region: &str) -> PathBuf {
+        self.dir.path().join("data").join(region)
+    }
+
+    fn start(&mut self, region: &'static str) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join(format!("{region}.log")))
+            .expect("log");
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["region", "--config"])
+            .arg(self.dir.path().join("meridian.toml"))
+            .args(["--region", region, "--data"])
+            .arg(self.data(region))
+            .env("MERIDIAN_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .expect("spawn meridian region");
+        self.nodes.insert(region, Kill(child));
+    }
+
+    fn url(&self, region: &str, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.ports[region])
+    }
+
+    /// Waits for `/health/ready` 200; returns the distinct non-200 answers seen on the way.
+    async fn wait_ready(&self, region: &str) -> Vec<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut seen = Vec::new();
+        loop {
+            match self
+                .client
+                .get(self.url(region, "/health/ready"))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => return seen,
+                Ok(r) => {
+                    let code = r
+                        .json::<Value>()
+                        .await
+                        .ok()
+                        .map(|b| b["error"]["code"].to_string());
+                    let code = code.unwrap_or_default();
+                    if !seen.contains(&code) {
+                        seen.push(code);
+                    }
+                }
+                Err(_) => {}
+            }
+            assert!(Instant::now() < deadline, "{region} never became ready");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    async fn send(&self, region: &str, method: &str, path: &str, body: Value) -> reqwest::Response {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut req = self.client.request(method, self.url(region, path));
+        if !body.is_null() {
+            req = req.body(body.to_string());
+        }
+        req.send().await.expect("request")
+    }
+
+    async fn ok(&self, region: &str, method: &str, path: &str, body: Value) {
+        let r = self.send(region, method, path, body).await;
+        let status = r.status();
+        let text = r.text().await.unwrap_or_default();
+        assert!(
+            status.is_success(),
+            "{method} {path} at {region}: {status} {text}"
+        );
+    }
+
+    /// The victim's sync write of order `o1`, under one idempotency key each time.
+    async fn order(&self) -> reqwest::Response {
+        self.client
+            .put(self.url(VICTIM, "/v1/kv/orders/o1"))
+            .header("idempotency-key", "order-o1")
+            .body("\"paid\"")
+            .send()
+            .await
+            .expect("sync write")
+    }
+
+    /// The JSON at `path` in `region`, or `None` when it is 404.
+    async fn get(&self, region: &str, path: &str) -> Option<Value> {
+        let r = self.send(region, "GET", path, Value::Null).await;
+        if r.status() == StatusCode::NOT_FOUND {
+            return None;
+        }
+        assert!(
+            r.status().is_success(),
+            "GET {path} at {region}: {}",
+            r.status()
+        );
+        Some(r.json().await.expect("json"))
+    }
+
+    /// Waits until `path` reads `want` in every region listed.
+    async fn converge(&self, regions: &[&str], path: &str, want: &Option<Value>) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for r in regions {
+            loop {
+                let got = self.get(r, path).await;
+                if &got == want {
+                    break;
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "{path} at {r}: {got:?}, want {want:?}"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+fn grep_dir(dir: &Path, needle: &[u8]) -> bool {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    entries.flatten().any(|e| {
+        let p = e.path();
+        if p.is_dir() {
+            grep_dir(&p, needle)
+        } else {
+            std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_that_lost_its_disk_rejoins_with_everything_it_held() {
+    let mut w = World::new();
+    for r in REGIONS {
+        w.start(r);
+    }
+    for r in REGIONS {
+        w.wait_ready(r).await;
+    }
+
+    // Before the loss: writes of every kind in every region, the victim's own among them.
+    for (i, r) in REGIONS.iter().enumerate() {
+        w.ok(r, "POST", "/v1/kv/hits/h/incr", json!({"by": 10 + i}))
+            .await;
+        w.ok(
+            r,
+            "PATCH",
+            "/v1/kv/notes/n",
+            json!({ format!("by-{r}"): i }),
+        )
+        .await;
+        w.ok(
+            r,
+            "POST",
+            "/v1/kv/tags/t/add",
+            json!({"members": [format!("tag-{r}")]}),
+        )
+        .await;
+    }
+    w.ok(VICTIM, "PUT", "/v1/kv/passports/p1", json!(CANARY))
+        .await;
+    w.ok(VICTIM, "PUT", "/v1/kv/sessions/s1", json!("signed-in"))
+        .await;
+    w.ok(VICTIM, "PUT", "/v1/kv/notes/gone", json!({"x": 1}))
+        .await;
+    let r = w.order().await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    w.ok(VICTIM, "DELETE", "/v1/kv/notes/gone", Value::Null)
+        .await;
+    let total = Some(json!(10 + 11 + 12));
+    w.converge(&REGIONS, "/v1/kv/hits/h", &total).await;
+    w.converge(
+        &["eu-central-1"],
+        "/v1/kv/sessions/s1",
+        &Some(json!("signed-in")),
+    )
+    .await;
+    w.converge(
+        &["eu-central-1"],
+        "/v1/kv/passports/p1",
+        &Some(json!(CANARY)),
+    )
+    .await;
+    w.converge(&REGIONS, "/v1/kv/notes/gone", &None).await;
+    let notes = w.get("us-east-1", "/v1/kv/notes/n").await;
+    let tags = w.get("us-east-1", "/v1/kv/tags/t").await;
+    w.converge(&REGIONS, "/v1/kv/notes/n", &notes).await;
+    w.converge(&REGIONS, "/v1/kv/tags/t", &tags).await;
+
+    // The loss: SIGKILL, the data directory gone, a start on an empty one.
+    w.nodes.remove(VICTIM);
+    std::fs::remove_dir_all(w.data(VICTIM)).expect("remove the victim's data");
+    w.start(VICTIM);
+    let refusals = w.wait_ready(VICTIM).await;
+    assert!(
+        refusals.iter().all(|c| c == "\"joining\""),
+        "before ready the node may only say it is joining: {refusals:?}"
+    );
+
+    // Ready means whole: everything is there at once, no digest comparison waited for.
+    assert_eq!(w.get(VICTIM, "/v1/kv/hits/h").await, total);
+    assert_eq!(w.get(VICTIM, "/v1/kv/notes/n").await, notes);
+    assert_eq!(w.get(VICTIM, "/v1/kv/tags/t").await, tags);
+    assert_eq!(
+        w.get(VICTIM, "/v1/kv/notes/gone").await,
+        None,
+        "a delete came back"
+    );
+    assert_eq!(
+        w.get(VICTIM, "/v1/kv/passports/p1").await,
+        Some(json!(CANARY))
+    );
+    assert_eq!(
+        w.get(VICTIM, "/v1/kv/sessions/s1").await,
+        Some(json!("signed-in"))
+    );
+    let retry = w.order().await;
+    assert_eq!(retry.status(), StatusCode::CREATED);
+    assert_eq!(
+        retry
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..]),
+        "the retry was not recognised"
+    );
+
+    // New writes of the new store reach every region, and count exactly.
+    w.ok(VICTIM, "POST", "/v1/kv/hits/h/incr", json!({"by": 100}))
+        .await;
+    w.ok(VICTIM, "PATCH", "/v1/kv/notes/after", json!({"f": "new"}))
+        .await;
+    w.ok(
+        VICTIM,
+        "POST",
+        "/v1/kv/tags/t/add",
+        json!({"members": ["after-loss"]}),
+    )
+    .await;
+    w.converge(&REGIONS, "/v1/kv/hits/h", &Some(json!(133)))
+        .await;
+    w.converge(&REGIONS, "/v1/kv/notes/after", &Some(json!({"f": "new"})))
+        .await;
+    let tags = w.get(VICTIM, "/v1/kv/tags/t").await;
+    assert!(
+        tags.as_ref()
+            .and_then(Value::as_array)
+            .is_some_and(|t| t.len() == 4),
+        "{tags:?}"
+    );
+    w.converge(&REGIONS, "/v1/kv/tags/t", &tags).await;
+
+    // Nothing pinned to the EU left it, through the copy or otherwise.
+    assert!(
+        !grep_dir(&w.data("us-east-1"), CANARY.as_bytes()),
+        "the canary is on us-east-1's disk"
+    );
+    assert!(
+        grep_dir(&w.data(VICTIM), CANARY.as_bytes()),
+        "the canary is not on the victim's disk"
+    );
+}
