@@ -669,6 +669,8 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
             "read_cache_hits": stats.read_cache_hits,
             "read_cache_misses": stats.read_cache_misses,
             "failure": node.store().failure().map(|e| e.to_string()),
+            "incarnation": node.incarnation().to_string(),
+            "joining": node.join_state() == Join::Running,
         },
     }))
 }

@@ -1462,6 +1462,8 @@ async fn admin_status_needs_the_token() {
         "{v}"
     );
     assert_eq!(v["store"]["failure"], Value::Null);
+    assert_eq!(v["store"]["joining"], false, "ready, so joined");
+    assert_eq!(v["store"]["incarnation"], t.node.incarnation().to_string());
 }
 
 /// The OpenAPI document matches the server: every documented path and method is routed (the
