@@ -104,6 +104,7 @@ async fn start_node(
     let config = NodeConfig {
         secret: None,
         peer_urls: peers,
+        ..NodeConfig::default()
     };
     let node = meridian_node::open(Arc::new(topology), region, dir.path(), config).expect("node");
     let base = format!("http://{}", listener.local_addr().expect("addr"));

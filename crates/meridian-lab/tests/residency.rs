@@ -57,6 +57,7 @@ async fn start(
     let config = NodeConfig {
         secret: Some("audit-test-secret-0123456789abcdef".into()),
         peer_urls: [(peer.0.to_string(), format!("http://{}", peer.1))].into(),
+        ..NodeConfig::default()
     };
     let store = Store::open(dir, StoreOptions::default()).expect("store");
     let node = Node::new(

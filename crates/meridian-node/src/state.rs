@@ -61,6 +61,10 @@ pub struct NodeConfig {
     /// Base URL per peer region, overriding the region's `node` URL (the lab points these at
     /// its WAN emulator's relays).
     pub peer_urls: BTreeMap<String, String>,
+    /// How long a new store waits for any peer to answer before it takes a start where every
+    /// peer refuses connections for the cluster's first (see [`crate::repl::join`]). Zero by
+    /// default; `meridian region` waits 10 s.
+    pub join_wait: std::time::Duration,
 }
 
 /// A replication link to one peer, as this node sees it.

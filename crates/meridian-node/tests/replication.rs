@@ -179,6 +179,7 @@ impl World {
         let config = NodeConfig {
             secret: Some(SECRET.into()),
             peer_urls,
+            ..NodeConfig::default()
         };
         let store = Store::open(self.dirs[region].path(), StoreOptions::default()).expect("store");
         let node = Node::new(

@@ -74,6 +74,12 @@ enum Command {
         /// replication through a WAN emulator: --peer eu-west-1=http://127.0.0.1:9702
         #[arg(long = "peer", value_name = "REGION=URL", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
+        /// A new data directory first joins the peers (docs/replication.md): when every peer
+        /// refuses connections, wait this long for one to answer before taking this start
+        /// for the cluster's first. A disk lost while every peer is down would otherwise reuse
+        /// the lost store's write numbers.
+        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
+        join_wait: std::time::Duration,
     },
     /// Run a WAN emulator: a relay per directed region link, each delaying every chunk by the
     /// link's one-way latency, until Ctrl-C.
@@ -409,6 +415,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             data,
             listen,
             peers,
+            join_wait,
         } => {
             let topology = Arc::new(load_topology(&config)?);
             let Some(r) = topology.region(&region) else {
@@ -437,6 +444,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             let node_config = meridian_node::NodeConfig {
                 secret: read_secret(&config, &topology)?,
                 peer_urls: peers.into_iter().collect(),
+                join_wait,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
             runtime.block_on(serve_region(topology, region, data, addr, node_config))

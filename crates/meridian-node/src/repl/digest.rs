@@ -689,7 +689,7 @@ impl HttpPeer {
                 None => false,
             };
             if !usable {
-                *conn = Some(self.connect().await.map_err(|e| (true, e))?);
+                *conn = Some(self.connect().await?);
             }
             let open = conn.as_mut().ok_or((false, "no connection".to_string()))?;
             let resp = open.sender.send_request(req).await.map_err(|e| {
@@ -763,16 +763,22 @@ impl HttpPeer {
             .max(meridian_core::wire::MAX_FRAME_BYTES)
     }
 
-    /// A new connection to the peer.
-    async fn connect(&self) -> Result<Connection, String> {
+    /// A new connection to the peer; the error says whether the peer refused it (nothing
+    /// listens there) and why.
+    async fn connect(&self) -> Result<Connection, (bool, String)> {
         let io = self
             .dialer
             .dial(&self.target.authority)
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| {
+                (
+                    e.kind() == std::io::ErrorKind::ConnectionRefused,
+                    format!("connect: {e}"),
+                )
+            })?;
         let (sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
             .await
-            .map_err(|e| format!("connect: {e}"))?;
+            .map_err(|e| (false, format!("connect: {e}")))?;
         let driver = LinkTask(tokio::spawn(async move {
             // A failed connection shows in the next request's answer.
             let _ = conn.await;

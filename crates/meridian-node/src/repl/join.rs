@@ -10,10 +10,10 @@
 //! 1. It asks every peer `POST /v1/repl/heads`, stating its incarnation and what it has
 //!    applied (nothing). A peer that knew another incarnation of this region forgets what that
 //!    store had acknowledged ([`Node::peer_heads`]), so it collects nothing this store still
-//!    lacks, and answers what it has applied, its HLC and whether it is joining itself. A peer
-//!    nothing answers for (the connection refused, or closed unanswered) counts as down; one
-//!    that fails otherwise (a timeout, an error status) is asked again each second, and the
-//!    join waits for it.
+//!    lacks, and answers what it has applied, its HLC and whether it is joining itself. Peers
+//!    that do not answer are asked again each second until every peer has answered — or, when
+//!    none that answered holds a write of this region (a first start), until the rest are down
+//!    (nothing listens) rather than silent ([`settled`]).
 //! 2. When no peer that answered holds anything, this is the cluster's first start: done.
 //! 3. Otherwise it copies, keyspace by keyspace, from the peer that holds most of this
 //!    region's own writes among those holding every key of the keyspace this region may hold
@@ -416,47 +416,75 @@ fn peer_of(node: &Node, dialer: &Arc<dyn Dialer>, region: &str) -> Result<HttpPe
     HttpPeer::new(node.clone(), Arc::clone(dialer), region, &url)
 }
 
-/// Every peer's answer, `None` for those nothing answers for; asks again, each [`RETRY`],
-/// those that fail otherwise, until none is left.
+/// Every peer's answer, `None` for those nothing answers for; asks again, each [`RETRY`], the
+/// peers that did not answer until [`settled`] says the join may go on.
 async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Option<Heads>> {
     let peers = super::peer_urls(node);
-    let mut answers: BTreeMap<String, Option<Heads>> = BTreeMap::new();
+    let mut answered: BTreeMap<String, Heads> = BTreeMap::new();
+    let started = tokio::time::Instant::now();
     let mut reported = Instant::now();
     loop {
         let asks =
             peers
                 .iter()
-                .filter(|(region, _)| !answers.contains_key(region))
+                .filter(|(region, _)| !answered.contains_key(region))
                 .map(|(region, url)| async move {
                     (region.clone(), ask(node, dialer, region, url).await)
                 });
-        let mut waiting = Vec::new();
+        let (mut down, mut silent) = (Vec::new(), Vec::new());
         for (region, asked) in futures_util::future::join_all(asks).await {
             match asked {
                 Asked::Answered(heads) => {
                     tracing::info!(peer = %region, applied = %heads.applied.to_token(), joining = heads.joining, "a peer answered the join");
-                    answers.insert(region, Some(heads));
+                    answered.insert(region, heads);
                 }
-                Asked::Down(why) => {
-                    tracing::info!(peer = %region, error = %why, "a peer is down (or predates joins): joining without it");
-                    answers.insert(region, None);
-                }
-                Asked::Failed(why) => waiting.push(format!("{region} ({why})")),
+                Asked::Down(why) => down.push(format!("{region} ({why})")),
+                Asked::Failed(why) => silent.push(format!("{region} ({why})")),
             }
         }
-        if waiting.is_empty() {
+        let waited = started.elapsed() >= node.config().join_wait;
+        if settled(node.region(), &answered, down.len(), silent.len(), waited) {
+            if !down.is_empty() {
+                tracing::info!(down = %down.join("; "), "peers are down and no peer that answered holds a write of this region (a first start): joining without them");
+            }
+            let mut answers: BTreeMap<String, Option<Heads>> =
+                peers.iter().map(|(r, _)| (r.clone(), None)).collect();
+            answers.extend(answered.into_iter().map(|(r, h)| (r, Some(h))));
             return answers;
         }
         if reported.elapsed() >= PROGRESS_EVERY {
             tracing::warn!(
-                waiting = %waiting.join("; "),
-                "joining: waiting for peers that are up to say what they hold (a peer that \
-                 answers may hold writes of this region that no other holds)"
+                waiting = %[down, silent].concat().join("; "),
+                "joining: waiting for peers to say what they hold (any of them may hold writes \
+                 of this region that no other holds; a region gone for good leaves the topology \
+                 file)"
             );
             reported = Instant::now();
         }
         tokio::time::sleep(RETRY).await;
     }
+}
+
+/// Whether a join may go on with the peers `answered` so far, `down` peers nothing answers
+/// for (refused or closed connections) and `silent` ones that may be up but did not answer:
+/// when every peer answered; or, when none that answered holds a write of `region` (the
+/// cluster's first start, or a region new to it), when the rest are down — and, if no peer
+/// answered at all, once the node has `waited` its `join_wait` for one. Once some peer holds a
+/// write of `region`, its store was lost, and every peer must answer: any of them may hold
+/// writes of it that the others lack, whose sequence numbers a new write must not reuse.
+pub fn settled(
+    region: &str,
+    answered: &BTreeMap<String, Heads>,
+    down: usize,
+    silent: usize,
+    waited: bool,
+) -> bool {
+    if down == 0 && silent == 0 {
+        return true;
+    }
+    silent == 0
+        && answered.values().all(|h| h.applied.get(region) == 0)
+        && (waited || !answered.is_empty())
 }
 
 /// One peer's answer to a join's ask.
@@ -747,6 +775,27 @@ replication = "local"
         assert!(holds_all_of(&t, homes, "eu-central-1", "eu-west-1"));
         let local = t.keyspace("mine").expect("mine");
         assert!(!holds_all_of(&t, local, "eu-central-1", "eu-west-1"));
+    }
+
+    #[test]
+    fn a_lost_store_waits_for_every_peer_a_first_start_only_for_silent_ones() {
+        let knows = BTreeMap::from([("a".to_string(), heads("eu-west-1:3", 0, false).expect("h"))]);
+        let fresh = BTreeMap::from([("a".to_string(), heads("a:9", 0, false).expect("h"))]);
+        let none = BTreeMap::new();
+        let r = "eu-west-1";
+        assert!(settled(r, &knows, 0, 0, false));
+        assert!(
+            !settled(r, &knows, 1, 0, true),
+            "a down peer may hold more of ours"
+        );
+        assert!(!settled(r, &knows, 0, 1, true));
+        assert!(
+            settled(r, &fresh, 2, 0, false),
+            "a first start goes on without down peers"
+        );
+        assert!(!settled(r, &fresh, 1, 1, true), "but waits for silent ones");
+        assert!(!settled(r, &none, 2, 0, false), "no answer at all: wait");
+        assert!(settled(r, &none, 2, 0, true), "for join_wait");
     }
 
     #[test]
