@@ -8,7 +8,9 @@
 //! zone `eu` (two regions, which replicate and digest-compare it between them only), adds with a TTL and PUTs without one to the set keyspace `tmp`, create-only PUTs
 //! (`If-None-Match: *`) to the `writer = "home"` keyspace `homed`) while a seeded schedule cuts links (both ways, one way, a region isolated), slows
 //! them (latency up to 2.5 s), repairs them, crashes hosts and restarts them. A crashed host's
-//! store outlives it, as a disk would. The client retries a write whose answer it did not get
+//! store outlives it, as a disk would — or, now and then, is lost: the host restarts on a new,
+//! empty store, which joins its peers before it serves (only when another region has applied
+//! every write it made, so that no acknowledged write goes with the disk). The client retries a write whose answer it did not get
 //! (connection lost, timeout, 503) with the same `Idempotency-Key` until it gets one, so every
 //! write ends acknowledged or refused and the checker's sums are exact.
 //!
@@ -70,6 +72,12 @@ const CI_BUDGET: Duration = Duration::from_secs(12);
 const COMPARED: &str = meridian_node::metrics::DIGEST_KEYS_COMPARED;
 const REPAIRED: &str = meridian_node::metrics::DIGEST_REPAIRS;
 const CI_SEEDS: u64 = 50;
+/// Chance that a crashed host restarts on a new, empty store (its disk lost), when no
+/// acknowledged write would go with it ([`safe_to_lose`]).
+const LOSE_DISK: f64 = 0.3;
+/// How long a new store waits for any peer to answer when every one refuses (a partition
+/// refuses connections in turmoil), as `meridian region` does.
+const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// Port every simulated node serves on.
 const PORT: u16 = 7900;
 /// Wall-clock milliseconds at the start of a simulation (before skew).
@@ -378,11 +386,7 @@ async fn send(w: &Write) -> Result<(StatusCode, HeaderMap, Bytes), String> {
 
 /// Sends `w` until it is answered (acknowledged or refused), records an acknowledgement, and
 /// checks that a sync write was on a quorum of stores when acknowledged.
-async fn write_until_answered(
-    w: Write,
-    stores: Vec<Store>,
-    shared: SharedRef,
-) -> Result<(), String> {
+async fn write_until_answered(w: Write, disks: Disks, shared: SharedRef) -> Result<(), String> {
     let what = format!("{}: {} {}", w.region, w.method, w.path);
     loop {
         match send(&w).await {
@@ -410,7 +414,7 @@ async fn write_until_answered(
                 }
                 if w.keyspace == "orders" {
                     let dk = meridian_node::keys::data_key("orders", &w.key);
-                    let holders = stores
+                    let holders = on_disk(&disks)
                         .iter()
                         .filter(|s| matches!(s.get(Table::Data, &dk), Ok(Some(_))))
                         .count();
@@ -472,7 +476,7 @@ async fn write_until_answered(
 async fn client(
     seed: u64,
     regions: Vec<&'static str>,
-    stores: Vec<Store>,
+    disks: Disks,
     shared: SharedRef,
 ) -> turmoil::Result {
     let mut rng = StdRng::seed_from_u64(seed ^ 0xc11e47);
@@ -484,7 +488,7 @@ async fn client(
         let w = random_write(&mut rng, i, region);
         tasks.push(tokio::spawn(write_until_answered(
             w,
-            stores.clone(),
+            Arc::clone(&disks),
             Arc::clone(&shared),
         )));
     }
@@ -495,6 +499,40 @@ async fn client(
         t.await??;
     }
     Ok(())
+}
+
+/// Each region's store, as its disk: it outlives a crash, and a lost disk is replaced by a new,
+/// empty store.
+type Disks = Arc<Mutex<Vec<Store>>>;
+
+/// The stores on the disks now.
+fn on_disk(disks: &Disks) -> Vec<Store> {
+    disks
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clone()
+}
+
+/// Whether region `at`'s disk may be lost without losing an acknowledged write: another
+/// region has applied every write it made — for a region of the pinned zone, the other region
+/// of the zone (the only other holder of its pinned writes). What it holds of other regions'
+/// writes, their origins hold.
+fn safe_to_lose(stores: &[Store], regions: &[&str], at: usize) -> bool {
+    let read = |s: &Store, key: &[u8]| {
+        s.get(Table::Meta, key)
+            .ok()
+            .flatten()
+            .and_then(|v| meridian_node::keys::decode_u64(&v))
+            .unwrap_or(0)
+    };
+    let region = regions[at];
+    let own = read(&stores[at], meridian_node::keys::META_LAST_SEQ);
+    let vv_key = meridian_node::keys::vv_key(region);
+    regions.iter().enumerate().any(|(j, other)| {
+        j != at
+            && (!PINNED_ZONE.contains(&region) || PINNED_ZONE.contains(other))
+            && read(&stores[j], &vv_key) >= own
+    })
 }
 
 /// The data of every replica at simulated time `elapsed`.
@@ -517,6 +555,8 @@ struct Ran {
     faults: usize,
     /// Registers damaged in stopped hosts' stores.
     damaged: usize,
+    /// Disks lost: a crashed host restarted on a new, empty store.
+    lost: usize,
     /// `homed` keys created.
     created: usize,
     converged_after: Duration,
@@ -532,10 +572,14 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let regions: Vec<&'static str> = REGIONS.iter().take(n).copied().collect();
     let topology = Arc::new(meridian_sim::topology_with(n, SYNC_TIMEOUT));
-    let stores: Vec<Store> = regions
-        .iter()
-        .map(|_| Store::in_memory(StoreOptions::default()))
-        .collect();
+    let disks: Disks = Arc::new(Mutex::new(
+        regions
+            .iter()
+            .map(|_| Store::in_memory(StoreOptions::default()))
+            .collect(),
+    ));
+    // Its own stream, so the schedules of seeds from before lost disks stay as they were.
+    let mut losses = StdRng::seed_from_u64(seed ^ 0x1057_d15c);
     let peer_urls: BTreeMap<String, String> = regions
         .iter()
         .map(|r| (r.to_string(), format!("http://{r}:{PORT}")))
@@ -553,14 +597,15 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
             Duration::ZERO,
             format!("{region}: clock skew {offset_ms} ms"),
         );
-        let store = stores[i].clone();
+        let disks = Arc::clone(&disks);
         let topology = Arc::clone(&topology);
         let config = NodeConfig {
             secret: None,
             peer_urls: peer_urls.clone(),
+            join_wait: JOIN_WAIT,
         };
         sim.host(region, move || {
-            let store = store.clone();
+            let store = on_disk(&disks)[i].clone();
             let topology = Arc::clone(&topology);
             let config = config.clone();
             async move {
@@ -591,12 +636,18 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
     }
     sim.client(
         "client",
-        client(seed, regions.clone(), stores.clone(), Arc::clone(&shared)),
+        client(
+            seed,
+            regions.clone(),
+            Arc::clone(&disks),
+            Arc::clone(&shared),
+        ),
     );
 
     let max_down = n / 2;
     let mut down: Vec<&'static str> = Vec::new();
     let mut damaged = BTreeSet::new();
+    let mut lost = 0;
     let mut faults = 0;
     let mut next_fault = Duration::from_millis(500);
     loop {
@@ -647,14 +698,25 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
                         .iter()
                         .position(|x| *x == r)
                         .ok_or_else(|| fail(format!("{r} is not a region"), &shared))?;
+                    let stores = on_disk(&disks);
+                    let lose = losses.random_bool(LOSE_DISK) && safe_to_lose(&stores, &regions, at);
                     let hurt = if rng.random_bool(0.5) {
                         damage_registers(&stores[at], &mut rng, &mut damaged, 3)
                             .map_err(|e| fail(e, &shared))?
                     } else {
                         Vec::new()
                     };
+                    if lose {
+                        let mut disks = disks
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        disks[at] = Store::in_memory(StoreOptions::default());
+                        lost += 1;
+                    }
                     sim.bounce(r);
-                    if hurt.is_empty() {
+                    if lose {
+                        format!("restart {r} on a new, empty store: its disk was lost")
+                    } else if hurt.is_empty() {
                         format!("restart {r}")
                     } else {
                         format!(
@@ -692,6 +754,7 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
     }
     let done = "client done; running until the replicas agree".to_string();
     note_at(&shared, sim.elapsed(), done);
+    let stores = on_disk(&disks);
     let deadline = sim.elapsed() + SETTLE;
     loop {
         for _ in 0..200 {
@@ -743,6 +806,7 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
         sync_acknowledged: s.sync_acknowledged.len(),
         faults,
         damaged: damaged.len(),
+        lost,
         created: s.creates.len(),
         converged_after,
     })
@@ -875,7 +939,7 @@ fn batch(regions: usize) {
     let (seeds, budget) = seeds(regions);
     let started = Instant::now();
     let (mut ran, mut writes, mut sync_acknowledged, mut faults) = (0, 0, 0, 0);
-    let (mut damaged, mut created) = (0, 0);
+    let (mut damaged, mut lost, mut created) = (0, 0, 0);
     for seed in seeds {
         if ran > 0 && budget.is_some_and(|b| started.elapsed() > b) {
             break;
@@ -887,6 +951,7 @@ fn batch(regions: usize) {
                 sync_acknowledged += r.sync_acknowledged;
                 faults += r.faults;
                 damaged += r.damaged;
+                lost += r.lost;
                 created += r.created;
                 eprintln!(
                     "seed {seed}: {} writes acknowledged, {} sync, {} faults, converged at {:?}",
@@ -927,8 +992,12 @@ fn batch(regions: usize) {
         ran < 10 || damaged > 0,
         "the batch must damage registers for digest comparison to mend"
     );
+    assert!(
+        ran < 10 || lost > 0,
+        "the batch must lose disks for new stores to join their peers"
+    );
     eprintln!(
-        "{ran} turmoil seeds of {regions} regions passed in {:?}: {writes} writes acknowledged ({sync_acknowledged} sync), {faults} faults, {damaged} registers damaged; digest comparisons so far (both batches): {compared} keys compared, {repaired} records repaired",
+        "{ran} turmoil seeds of {regions} regions passed in {:?}: {writes} writes acknowledged ({sync_acknowledged} sync), {faults} faults, {damaged} registers damaged, {lost} disks lost; digest comparisons so far (both batches): {compared} keys compared, {repaired} records repaired",
         started.elapsed()
     );
 }
