@@ -106,7 +106,7 @@ pub fn fault_windows(applied: &[Applied], faults: &[FaultReport], end_s: f64) ->
     let mut windows = Vec::new();
     for (i, a) in applied.iter().enumerate() {
         let ends = |later: &Action| match (&a.step.action, later) {
-            (Action::Kill(r), Action::Restart(s)) => r == s,
+            (Action::Kill(r), Action::Restart(s, _)) => r == s,
             (Action::Partition(x, y), Action::Heal(Some((p, q))))
             | (Action::Cut(x, y), Action::Heal(Some((p, q)))) => {
                 (x == p && y == q) || (x == q && y == p)
@@ -249,7 +249,7 @@ fn dead_after(applied: &[Applied], upto: usize) -> BTreeSet<String> {
             Action::Kill(r) => {
                 dead.insert(r.clone());
             }
-            Action::Restart(r) => {
+            Action::Restart(r, _) => {
                 dead.remove(r);
             }
             _ => {}
@@ -286,7 +286,7 @@ pub fn faults(
                 _ => None,
             };
             let convergence_s = match a.step.action {
-                Action::Heal(_) | Action::Restart(_) => {
+                Action::Heal(_) | Action::Restart(..) => {
                     let dead = dead_after(applied, i);
                     let running: Vec<String> = regions
                         .iter()

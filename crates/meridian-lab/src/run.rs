@@ -20,7 +20,7 @@ use crate::report::model::{
     CityInfo, DnsReport, Egress, EgressLink, EntryCount, Finding, LostWrite, RegionInfo, Report,
     Residency, Rpo, Totals,
 };
-use crate::scenario::{Action, Scenario};
+use crate::scenario::{Action, Disk, Scenario};
 use crate::wan::{Profile, profile};
 use crate::workload::{
     AckedWrite, Availability, CityDns, CityPlan, Counters, Entry, Outcome, Workload,
@@ -170,7 +170,7 @@ pub async fn run(
                 Action::Kill(r) => {
                     dead.insert(r.clone());
                 }
-                Action::Restart(r) => {
+                Action::Restart(r, _) => {
                     dead.remove(r);
                     recovering.insert(r.clone());
                 }
@@ -334,7 +334,8 @@ async fn apply(
             availability.set_down(r, true);
             world.kill_region(r).await?;
         }
-        Action::Restart(r) => world.restart_region(r)?,
+        Action::Restart(r, Disk::Kept) => world.restart_region(r)?,
+        Action::Restart(r, Disk::Lost) => world.restart_region_on_a_new_disk(r)?,
         Action::Partition(a, b) => world.wan().partition(a, b)?,
         Action::Cut(a, b) => world.wan().cut(a, b)?,
         Action::Heal(None) => world.wan().heal_all(),

@@ -95,13 +95,23 @@ impl Operation {
     }
 }
 
+/// What a restarted region's node finds in its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disk {
+    /// Its store as the kill left it.
+    Kept,
+    /// Nothing: the directory is deleted before the start, as when a disk is lost or replaced.
+    Lost,
+}
+
 /// One action of the timeline.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// SIGKILL a region's node and app.
     Kill(String),
-    /// Start a killed region again on its data directory.
-    Restart(String),
+    /// Start a killed region again: on its data directory, or on a new, empty one (its disk
+    /// lost, so its node joins its peers before it serves).
+    Restart(String, Disk),
     /// Cut both directions between two regions.
     Partition(String, String),
     /// Cut one direction.
@@ -138,7 +148,8 @@ impl Action {
         };
         Ok(match words.as_slice() {
             ["kill", r] => Action::Kill(region(r)?),
-            ["restart", r] => Action::Restart(region(r)?),
+            ["restart", r] => Action::Restart(region(r)?, Disk::Kept),
+            ["restart", r, "empty"] => Action::Restart(region(r)?, Disk::Lost),
             ["partition", a, b] => {
                 let (a, b) = two(a, b)?;
                 Action::Partition(a, b)
@@ -169,7 +180,8 @@ impl Action {
             }
             _ => {
                 return Err(format!(
-                    "`{text}`: expected one of `kill R`, `restart R`, `partition A B`, `cut A B`, \
+                    "`{text}`: expected one of `kill R`, `restart R`, `restart R empty`, \
+                     `partition A B`, `cut A B`, \
                      `heal`, `heal A B`, `latency A B MS`, `drain R`, `weight R PCT`"
                 ));
             }
@@ -180,7 +192,8 @@ impl Action {
     pub fn kind(&self) -> &'static str {
         match self {
             Action::Kill(_) => "kill",
-            Action::Restart(_) => "restart",
+            Action::Restart(_, Disk::Kept) => "restart",
+            Action::Restart(_, Disk::Lost) => "restart-empty",
             Action::Partition(..) => "partition",
             Action::Cut(..) => "cut",
             Action::Heal(_) => "heal",
@@ -567,7 +580,7 @@ fn check_timeline(timeline: &[Step], regions: &[String]) -> Result<(), String> {
                     ));
                 }
             }
-            Action::Restart(r) => {
+            Action::Restart(r, _) => {
                 if !dead.contains(&r.as_str()) {
                     return Err(format!(
                         "timeline at {}: `restart {r}` but {r} was not killed before",
@@ -617,12 +630,19 @@ regions = ["us-east-1", "eu-west-1"]
         let text = format!(
             "{MINIMAL}\n[[timeline]]\nat = \"10s\"\naction = \"restart eu-west-1\"\n\
              [[timeline]]\nat = \"5s\"\naction = \"kill  eu-west-1\"\n\
-             [[timeline]]\nat = \"12s\"\naction = \"latency us-east-1 eu-west-1 150\"\n"
+             [[timeline]]\nat = \"12s\"\naction = \"latency us-east-1 eu-west-1 150\"\n\
+             [[timeline]]\nat = \"13s\"\naction = \"kill eu-west-1\"\n\
+             [[timeline]]\nat = \"14s\"\naction = \"restart eu-west-1 empty\"\n"
         );
         let s = Scenario::parse(&text).expect("valid");
         assert_eq!(s.timeline[0].action, Action::Kill("eu-west-1".into()));
         assert_eq!(s.timeline[0].text, "kill eu-west-1");
         assert_eq!(s.timeline[1].action.kind(), "restart");
+        assert_eq!(
+            s.timeline[4].action,
+            Action::Restart("eu-west-1".into(), Disk::Lost)
+        );
+        assert_eq!(s.timeline[4].action.kind(), "restart-empty");
         assert_eq!(
             s.timeline[2].action,
             Action::Latency(
@@ -658,6 +678,12 @@ regions = ["us-east-1", "eu-west-1"]
                 "expected one of",
             ),
             (
+                &format!(
+                    "{MINIMAL}[[timeline]]\nat = \"5s\"\naction = \"kill eu-west-1\"\n[[timeline]]\nat = \"6s\"\naction = \"restart eu-west-1 full\"\n"
+                ),
+                "`restart R empty`",
+            ),
+            (
                 &format!("{MINIMAL}[mix]\nteleport = 3\n"),
                 "unknown operation",
             ),
@@ -677,6 +703,20 @@ regions = ["us-east-1", "eu-west-1"]
             let err = Scenario::parse(text).expect_err(text);
             assert!(err.contains(want), "{text}\n→ {err}\n(wanted `{want}`)");
         }
+    }
+
+    /// Every example scenario in `examples/lab/` is valid.
+    #[test]
+    fn the_example_scenarios_are_valid() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/lab");
+        let mut n = 0;
+        for entry in std::fs::read_dir(&dir).expect("examples/lab") {
+            let path = entry.expect("entry").path();
+            let text = std::fs::read_to_string(&path).expect("read");
+            Scenario::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            n += 1;
+        }
+        assert!(n >= 2, "{n} example scenarios");
     }
 
     #[test]

@@ -405,6 +405,23 @@ impl World {
         Ok(())
     }
 
+    /// Deletes the data directory of killed `region`, as a lost disk would, and starts its node
+    /// and app again: the node's new store joins its peers before it serves.
+    pub fn restart_region_on_a_new_disk(&mut self, region: &str) -> Result<(), LabError> {
+        let dir = self.data_dir(region);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(source) => {
+                return Err(LabError::Io {
+                    what: format!("deleting {}", dir.display()),
+                    source,
+                });
+            }
+        }
+        self.restart_region(region)
+    }
+
     /// Whether `region`'s node process is running.
     pub fn is_running(&mut self, region: &str) -> bool {
         self.nodes
