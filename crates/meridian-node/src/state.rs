@@ -135,8 +135,10 @@ struct Inner {
     connections: meridian_http::Slots,
     /// See [`Node::incarnation`].
     incarnation: u64,
-    /// See [`Node::join_state`].
-    join: watch::Sender<Join>,
+    /// See [`Node::join_state`]: read on every client request, so an atomic (a [`Join`] as
+    /// `u8`); `join_changed` wakes [`Node::joined`].
+    join: std::sync::atomic::AtomicU8,
+    join_changed: watch::Sender<()>,
     /// The incarnation each peer last stated (see [`Node::peer_heads`]).
     peer_incarnations: Mutex<BTreeMap<String, u64>>,
 }
@@ -214,7 +216,8 @@ impl Node {
                 terms,
                 connections,
                 incarnation,
-                join: watch::channel(join).0,
+                join: std::sync::atomic::AtomicU8::new(join as u8),
+                join_changed: watch::channel(()).0,
                 peer_incarnations: Mutex::new(BTreeMap::new()),
             }),
         })
@@ -449,20 +452,25 @@ impl Node {
 
     /// Where the store stands with its peers.
     pub fn join_state(&self) -> Join {
-        *self.inner.join.borrow()
+        match self.inner.join.load(Ordering::Acquire) {
+            x if x == Join::Running as u8 => Join::Running,
+            x if x == Join::Needed as u8 => Join::Needed,
+            _ => Join::Done,
+        }
     }
 
     /// Moves the join to `state`.
     pub(crate) fn set_join(&self, state: Join) {
-        self.inner.join.send_replace(state);
+        self.inner.join.store(state as u8, Ordering::Release);
+        self.inner.join_changed.send_replace(());
     }
 
     /// Resolves once no join is running: background work that reads or writes replicated
     /// state waits here, so it never acts on a store that has not learnt what it must hold.
     pub async fn joined(&self) {
-        let mut rx = self.inner.join.subscribe();
+        let mut rx = self.inner.join_changed.subscribe();
         // An error means the sender is gone, which only happens when the node is dropped.
-        let _ = rx.wait_for(|j| *j != Join::Running).await;
+        let _ = rx.wait_for(|()| self.join_state() != Join::Running).await;
     }
 
     /// Takes what a join learnt: the op-log sequence this region's next write follows, the
