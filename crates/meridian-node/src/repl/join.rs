@@ -120,6 +120,10 @@ pub struct Plan {
     pub last_seq: u64,
     /// The greatest HLC any peer stated.
     pub hlc: u64,
+    /// When some peer holds data: each keyspace `region` may hold that no answering peer can
+    /// be copied from, with the down peers that hold all of it. The join waits for them: its
+    /// applied version vector would otherwise claim writes of the keyspace it never copied.
+    pub unsourced: BTreeMap<String, Vec<String>>,
 }
 
 /// Whether `peer` holds every key of `ks` that `region` may hold: every region holds an
@@ -166,7 +170,7 @@ pub fn plan(topology: &Topology, region: &str, answers: &BTreeMap<String, Option
             .cmp(&(ha.applied.get(region), total(ha)))
             .then_with(|| a.cmp(b))
     });
-    let sources = topology
+    let sources: BTreeMap<String, String> = topology
         .keyspaces
         .iter()
         .filter_map(|ks| {
@@ -176,10 +180,24 @@ pub fn plan(topology: &Topology, region: &str, answers: &BTreeMap<String, Option
             Some((ks.name.clone(), (*peer).clone()))
         })
         .collect();
+    let unsourced = topology
+        .keyspaces
+        .iter()
+        .filter(|ks| !ranked.is_empty() && !sources.contains_key(&ks.name))
+        .filter_map(|ks| {
+            let down: Vec<String> = answers
+                .iter()
+                .filter(|(peer, heads)| heads.is_none() && holds_all_of(topology, ks, region, peer))
+                .map(|(peer, _)| peer.clone())
+                .collect();
+            (!down.is_empty()).then(|| (ks.name.clone(), down))
+        })
+        .collect();
     Plan {
         sources,
         last_seq,
         hlc,
+        unsourced,
     }
 }
 
@@ -337,6 +355,7 @@ pub async fn run(node: Node, dialer: Arc<dyn Dialer>) {
         incarnation = node.incarnation(),
         "a new store: asking the peers what this region must hold before serving"
     );
+    let mut warned: Option<Instant> = None;
     loop {
         match join(&node, &dialer).await {
             Ok((records, outcomes)) => {
@@ -350,7 +369,10 @@ pub async fn run(node: Node, dialer: Arc<dyn Dialer>) {
                 break;
             }
             Err(e) => {
-                tracing::warn!(error = %e, "joining the peers failed; starting over in 1 s");
+                if warned.is_none_or(|w| w.elapsed() >= PROGRESS_EVERY) {
+                    tracing::warn!(error = %e, "joining the peers failed; starting over each second");
+                    warned = Some(Instant::now());
+                }
                 tokio::time::sleep(RETRY).await;
             }
         }
@@ -364,6 +386,17 @@ async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), S
     let answers = ask_all(node, dialer).await;
     let topology = node.topology();
     let plan = plan(topology, node.region(), &answers);
+    if !plan.unsourced.is_empty() {
+        let waiting: Vec<String> = plan
+            .unsourced
+            .iter()
+            .map(|(ks, down)| format!("`{ks}` (held by {}, down)", down.join(", ")))
+            .collect();
+        return Err(format!(
+            "no region that answered can give this region all it holds of {}; waiting for one",
+            waiting.join(", ")
+        ));
+    }
     let mut copied = (0, 0);
     let mut heads: BTreeMap<String, VersionVector> = BTreeMap::new();
     for (ks, source) in &plan.sources {
@@ -775,6 +808,44 @@ replication = "local"
         assert!(holds_all_of(&t, homes, "eu-central-1", "eu-west-1"));
         let local = t.keyspace("mine").expect("mine");
         assert!(!holds_all_of(&t, local, "eu-central-1", "eu-west-1"));
+    }
+
+    #[test]
+    fn a_keyspace_only_a_down_peer_holds_in_full_is_waited_for() {
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), heads("us-east-1:50", 0, false)),
+            ("eu-central-1".to_string(), None),
+        ]);
+        let plan = plan(&topology(), "eu-west-1", &answers);
+        assert_eq!(sources(&plan), [("open", "us-east-1")]);
+        let unsourced: Vec<(&str, Vec<String>)> = plan
+            .unsourced
+            .iter()
+            .map(|(k, d)| (k.as_str(), d.clone()))
+            .collect();
+        assert_eq!(
+            unsourced,
+            [
+                ("eu", vec!["eu-central-1".to_string()]),
+                ("homes", vec!["eu-central-1".to_string()])
+            ]
+        );
+        // No data anywhere that answered: a first start, nothing to wait for.
+        let empty = BTreeMap::from([
+            ("us-east-1".to_string(), heads("", 0, false)),
+            ("eu-central-1".to_string(), None),
+        ]);
+        assert!(plan_of(&empty).unsourced.is_empty());
+        // Its zone partner answered, joining too: what only the zone held is gone, no wait.
+        let both_lost = BTreeMap::from([
+            ("us-east-1".to_string(), heads("us-east-1:50", 0, false)),
+            ("eu-central-1".to_string(), heads("", 0, true)),
+        ]);
+        assert!(plan_of(&both_lost).unsourced.is_empty());
+    }
+
+    fn plan_of(answers: &BTreeMap<String, Option<Heads>>) -> Plan {
+        plan(&topology(), "eu-west-1", answers)
     }
 
     #[test]
