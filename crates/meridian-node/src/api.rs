@@ -641,7 +641,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
         .map(|k| {
             (
                 k.name.as_str(),
-                json!({"type": k.kind.as_str(), "replication": format!("{:?}", k.replication).to_lowercase()}),
+                json!({"type": k.kind.as_str(), "replication": k.replication.as_str()}),
             )
         })
         .collect();
