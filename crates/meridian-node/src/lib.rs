@@ -83,9 +83,10 @@ impl Default for Background {
     }
 }
 
-/// Starts a node's background work: the replication links to every peer (and digest repair,
-/// as `background` says), the TTL sweeper and replicated garbage collection. The tasks run
-/// until aborted.
+/// Starts a node's background work: the join of a new store to its peers first when it needs
+/// one ([`repl::join`]; clients are refused and the rest waits until it is done), the
+/// replication links to every peer (and digest repair, as `background` says), the TTL sweeper
+/// and replicated garbage collection. The tasks run until aborted.
 pub fn start(node: &Node, background: &Background) -> Vec<tokio::task::JoinHandle<()>> {
     let mut tasks = Vec::new();
     if node.join_state() == state::Join::Needed {

@@ -591,7 +591,8 @@ fn identity(
     with_peers: bool,
     wall_ms: u64,
 ) -> Result<(u64, Join), meridian_store::Error> {
-    let incarnation = match meta_u64(store, keys::META_INCARNATION)? {
+    let stored = meta_u64(store, keys::META_INCARNATION)?;
+    let incarnation = match stored {
         0 => new_incarnation(wall_ms),
         known => known,
     };
@@ -614,7 +615,7 @@ fn identity(
     } else {
         keys::JOINING
     };
-    if state.as_deref() != Some(marker) || meta_u64(store, keys::META_INCARNATION)? != incarnation {
+    if state.as_deref() != Some(marker) || stored != incarnation {
         store.transact_blocking(move |txn| {
             txn.put(
                 Table::Meta,
@@ -663,4 +664,60 @@ fn meta_u64(store: &Store, key: &[u8]) -> Result<u64, meridian_store::Error> {
         .as_deref()
         .and_then(keys::decode_u64)
         .unwrap_or(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use meridian_store::{Store, StoreOptions, Table};
+
+    use super::{Join, Node};
+    use crate::clock::SystemClock;
+    use crate::keys;
+    use crate::testing::TWO_REGIONS;
+
+    fn node_on(store: &Store, topology: &str) -> Node {
+        let t = meridian_core::config::parse("t.toml", topology).expect("topology");
+        Node::new(
+            Arc::new(t),
+            "a",
+            store.clone(),
+            Arc::new(SystemClock),
+            Default::default(),
+        )
+        .expect("node")
+    }
+
+    /// A new store with peers must join, and still must after a restart until it has; its
+    /// incarnation is chosen once and kept. A store holding data from before joins existed,
+    /// and one with no peers, are taken as joined.
+    #[test]
+    fn a_new_store_with_peers_must_join_and_keeps_its_incarnation() {
+        let store = Store::in_memory(StoreOptions::default());
+        let first = node_on(&store, TWO_REGIONS);
+        assert_eq!(first.join_state(), Join::Needed);
+        let again = node_on(&store, TWO_REGIONS);
+        assert_eq!(
+            again.join_state(),
+            Join::Needed,
+            "a join cut short starts over"
+        );
+        assert_eq!(again.incarnation(), first.incarnation());
+        assert_ne!(first.incarnation(), 0);
+        let other = node_on(&Store::in_memory(StoreOptions::default()), TWO_REGIONS);
+        assert_ne!(other.incarnation(), first.incarnation());
+
+        let old = Store::in_memory(StoreOptions::default());
+        old.transact_blocking(|txn| txn.put(Table::Data, &keys::data_key("rep", "k"), b"x"))
+            .expect("write");
+        assert_eq!(node_on(&old, TWO_REGIONS).join_state(), Join::Done);
+
+        let alone = TWO_REGIONS.replace(
+            "[[region]]\nname = \"b\"\nnode = \"http://127.0.0.1:2\"\n",
+            "",
+        );
+        let single = node_on(&Store::in_memory(StoreOptions::default()), &alone);
+        assert_eq!(single.join_state(), Join::Done);
+    }
 }
