@@ -1,12 +1,18 @@
-//! A region that loses its disk: three real `meridian region` processes, eu-west-1 killed with
-//! SIGKILL, its data directory deleted, and started again on an empty one. Before this node
-//! joined its peers on a new store, it served at once: its new writes reused the op-log
-//! sequence numbers its peers had already applied (so they never replicated), an increment
-//! counted from nothing was hidden by the old total, and its data came back only by digest
-//! comparison, 30 s later, or never (`home-zone` keyspaces). The checker demands that, as soon
-//! as the node says it is ready, it holds everything it held — every type, pinned keys from
-//! the other region of its zone, an idempotency outcome, a delete — and that its new writes
-//! reach every region, counted exactly, with nothing pinned leaving the zone.
+//! New stores join their peers before they serve, with real `meridian region` processes.
+//!
+//! A region that loses its disk: eu-west-1 killed with SIGKILL, its data directory deleted,
+//! and started again on an empty one. Before new stores joined, it served at once: its new
+//! writes reused the op-log sequence numbers its peers had already applied (so they never
+//! replicated), an increment counted from nothing was hidden by the old total, and its data
+//! came back only by digest comparison, 30 s later, or never (`home-zone` keyspaces). The
+//! checker demands that, as soon as the node says it is ready, it holds everything it held —
+//! every type, pinned keys from the other region of its zone, an idempotency outcome, a delete
+//! — and that its new writes reach every region, counted exactly, with nothing pinned leaving
+//! the zone.
+//!
+//! A region added to a running cluster (DynamoDB's "add a replica region"): two regions hold
+//! data and have collected their op logs; the topology gains eu-central-1 in eu-west-1's zone,
+//! the two restart on it, and the new region, once ready, holds everything it may hold.
 
 mod support;
 
@@ -23,24 +29,27 @@ const REGIONS: [&str; 3] = ["us-east-1", "eu-west-1", "eu-central-1"];
 /// The region whose disk is lost.
 const VICTIM: &str = "eu-west-1";
 const SECRET: &str = "lost-disk-test-secret-0123456789abcdef";
+/// A session homed in us-east-1 (zone us): it must never reach a European disk.
+const US_SESSION: &str = "US-ONLY-SESSION-77c1";
 /// A pinned value that must never reach us-east-1's disk.
 const CANARY: &str = "CANARY-eu-passport-93e1";
 
-fn topology(ports: &BTreeMap<&str, u16>) -> String {
-    let mut t = String::from(
-        r#"
-[cluster]
-name = "lost-disk"
-secret_file = "cluster.secret"
-
-[zones]
-eu = ["eu-west-1", "eu-central-1"]
-"#,
+/// The test topology over `regions`: zone `us` holds us-east-1, zone `eu` those of them in
+/// Europe.
+fn topology(ports: &BTreeMap<&str, u16>, regions: &[&str]) -> String {
+    let eu: Vec<String> = regions
+        .iter()
+        .filter(|r| r.starts_with("eu-"))
+        .map(|r| format!("\"{r}\""))
+        .collect();
+    let mut t = format!(
+        "[cluster]\nname = \"new-stores\"\nsecret_file = \"cluster.secret\"\n\n[zones]\nus = [\"us-east-1\"]\neu = [{}]\n",
+        eu.join(", ")
     );
-    for r in REGIONS {
+    for r in regions {
         t.push_str(&format!(
             "\n[[region]]\nname = \"{r}\"\nnode = \"http://127.0.0.1:{}\"\n",
-            ports[r]
+            ports[*r]
         ));
     }
     t.push_str(
@@ -85,17 +94,28 @@ struct World {
 }
 
 impl World {
-    fn new() -> World {
+    /// A world whose topology file has `regions` (each of [`REGIONS`] has a port).
+    fn new(regions: &[&str]) -> World {
         let dir = tempfile::tempdir().expect("tempdir");
         let ports: BTreeMap<_, _> = REGIONS.iter().map(|r| (*r, free_port())).collect();
         std::fs::write(dir.path().join("cluster.secret"), SECRET).expect("secret");
-        std::fs::write(dir.path().join("meridian.toml"), topology(&ports)).expect("topology");
-        World {
+        let w = World {
             dir,
             ports,
             nodes: BTreeMap::new(),
             client: reqwest::Client::new(),
-        }
+        };
+        w.set_regions(regions);
+        w
+    }
+
+    /// Rewrites the topology file with `regions` (nodes read it when they start).
+    fn set_regions(&self, regions: &[&str]) {
+        std::fs::write(
+            self.dir.path().join("meridian.toml"),
+            topology(&self.ports, regions),
+        )
+        .expect("topology");
     }
 
     fn data(&self, region: &str) -> PathBuf {
@@ -234,7 +254,7 @@ fn grep_dir(dir: &Path, needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_that_lost_its_disk_rejoins_with_everything_it_held() {
-    let mut w = World::new();
+    let mut w = World::new(&REGIONS);
     for r in REGIONS {
         w.start(r);
     }
@@ -362,5 +382,82 @@ async fn a_region_that_lost_its_disk_rejoins_with_everything_it_held() {
     assert!(
         grep_dir(&w.data(VICTIM), CANARY.as_bytes()),
         "the canary is not on the victim's disk"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_region_added_to_a_running_cluster_holds_everything_it_may_hold() {
+    const OLD: [&str; 2] = ["us-east-1", "eu-west-1"];
+    const NEW: &str = "eu-central-1";
+    let mut w = World::new(&OLD);
+    for r in OLD {
+        w.start(r);
+    }
+    for r in OLD {
+        w.wait_ready(r).await;
+    }
+    for (i, r) in OLD.iter().enumerate() {
+        w.ok(r, "POST", "/v1/kv/hits/h/incr", json!({"by": 10 + i}))
+            .await;
+        w.ok(
+            r,
+            "PATCH",
+            "/v1/kv/notes/n",
+            json!({ format!("by-{r}"): i }),
+        )
+        .await;
+    }
+    w.ok("eu-west-1", "PUT", "/v1/kv/passports/p1", json!(CANARY))
+        .await;
+    w.ok("eu-west-1", "PUT", "/v1/kv/sessions/s1", json!("signed-in"))
+        .await;
+    w.ok("us-east-1", "PUT", "/v1/kv/sessions/s2", json!(US_SESSION))
+        .await;
+    w.converge(&OLD, "/v1/kv/hits/h", &Some(json!(21))).await;
+    let notes = w.get("us-east-1", "/v1/kv/notes/n").await;
+    w.converge(&OLD, "/v1/kv/notes/n", &notes).await;
+    // Long enough for both regions to collect the op-log entries both have applied: the new
+    // region cannot be brought up to date from the logs.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The topology gains eu-central-1 (in eu-west-1's zone); the running regions restart on
+    // it, then the new one starts on an empty data directory.
+    w.set_regions(&REGIONS);
+    for r in OLD {
+        w.nodes.remove(r);
+        w.start(r);
+    }
+    w.start(NEW);
+    for r in REGIONS {
+        w.wait_ready(r).await;
+    }
+    assert_eq!(w.get(NEW, "/v1/kv/hits/h").await, Some(json!(21)));
+    assert_eq!(w.get(NEW, "/v1/kv/notes/n").await, notes);
+    assert_eq!(w.get(NEW, "/v1/kv/passports/p1").await, Some(json!(CANARY)));
+    assert_eq!(
+        w.get(NEW, "/v1/kv/sessions/s1").await,
+        Some(json!("signed-in"))
+    );
+    assert_eq!(
+        w.get(NEW, "/v1/kv/sessions/s2").await,
+        None,
+        "a session homed in zone us was copied out of it"
+    );
+
+    w.ok(NEW, "POST", "/v1/kv/hits/h/incr", json!({"by": 100}))
+        .await;
+    w.converge(&REGIONS, "/v1/kv/hits/h", &Some(json!(121)))
+        .await;
+    assert!(
+        !grep_dir(&w.data("us-east-1"), CANARY.as_bytes()),
+        "the canary is on us-east-1's disk"
+    );
+    assert!(
+        grep_dir(&w.data(NEW), CANARY.as_bytes()),
+        "the canary was not copied to {NEW}"
+    );
+    assert!(
+        !grep_dir(&w.data(NEW), US_SESSION.as_bytes()),
+        "a us session is on {NEW}'s disk"
     );
 }
