@@ -109,6 +109,34 @@ impl World {
         w
     }
 
+    /// A world of `regions`, each started and ready.
+    async fn started(regions: &[&'static str]) -> World {
+        let mut w = World::new(regions);
+        for r in regions {
+            w.start(r);
+        }
+        for r in regions {
+            w.wait_ready(r).await;
+        }
+        w
+    }
+
+    /// In each of `regions` (the i-th): `hits/h` incremented by 10 + i, field `by-<region>`
+    /// of `notes/n` set to i.
+    async fn count_and_note(&self, regions: &[&str]) {
+        for (i, r) in regions.iter().enumerate() {
+            self.ok(r, "POST", "/v1/kv/hits/h/incr", json!({"by": 10 + i}))
+                .await;
+            self.ok(
+                r,
+                "PATCH",
+                "/v1/kv/notes/n",
+                json!({ format!("by-{r}"): i }),
+            )
+            .await;
+        }
+    }
+
     /// Rewrites the topology file with `regions` (nodes read it when they start).
     fn set_regions(&self, regions: &[&str]) {
         std::fs::write(
@@ -254,25 +282,11 @@ fn grep_dir(dir: &Path, needle: &[u8]) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_region_that_lost_its_disk_rejoins_with_everything_it_held() {
-    let mut w = World::new(&REGIONS);
-    for r in REGIONS {
-        w.start(r);
-    }
-    for r in REGIONS {
-        w.wait_ready(r).await;
-    }
+    let mut w = World::started(&REGIONS).await;
 
     // Before the loss: writes of every kind in every region, the victim's own among them.
-    for (i, r) in REGIONS.iter().enumerate() {
-        w.ok(r, "POST", "/v1/kv/hits/h/incr", json!({"by": 10 + i}))
-            .await;
-        w.ok(
-            r,
-            "PATCH",
-            "/v1/kv/notes/n",
-            json!({ format!("by-{r}"): i }),
-        )
-        .await;
+    w.count_and_note(&REGIONS).await;
+    for r in REGIONS {
         w.ok(
             r,
             "POST",
@@ -389,24 +403,8 @@ async fn a_region_that_lost_its_disk_rejoins_with_everything_it_held() {
 async fn a_region_added_to_a_running_cluster_holds_everything_it_may_hold() {
     const OLD: [&str; 2] = ["us-east-1", "eu-west-1"];
     const NEW: &str = "eu-central-1";
-    let mut w = World::new(&OLD);
-    for r in OLD {
-        w.start(r);
-    }
-    for r in OLD {
-        w.wait_ready(r).await;
-    }
-    for (i, r) in OLD.iter().enumerate() {
-        w.ok(r, "POST", "/v1/kv/hits/h/incr", json!({"by": 10 + i}))
-            .await;
-        w.ok(
-            r,
-            "PATCH",
-            "/v1/kv/notes/n",
-            json!({ format!("by-{r}"): i }),
-        )
-        .await;
-    }
+    let mut w = World::started(&OLD).await;
+    w.count_and_note(&OLD).await;
     w.ok("eu-west-1", "PUT", "/v1/kv/passports/p1", json!(CANARY))
         .await;
     w.ok("eu-west-1", "PUT", "/v1/kv/sessions/s1", json!("signed-in"))
