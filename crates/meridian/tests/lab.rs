@@ -320,6 +320,64 @@ fn outage_scenario_loses_no_sync_write_and_leaks_nothing() {
     assert!(stdout.contains("PASS"), "{stdout}");
 }
 
+/// The lost-disk scenario: eu-west-1 restarted on an empty data directory joins its peers;
+/// no sync write is lost, and the async writes the run reports lost are what only that region
+/// held when it was killed: profiles pinned to its one-region zone, and writes acknowledged
+/// there in the last second before the kill (async: possibly not shipped yet).
+#[test]
+fn a_region_restarted_on_an_empty_disk_loses_only_what_it_alone_held() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let report_dir = dir.path().join("report");
+    let out = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .current_dir(workspace_root())
+        .args([
+            "lab",
+            "run",
+            "examples/lab/lost-disk.toml",
+            "--quiet",
+            "--report",
+        ])
+        .arg(&report_dir)
+        .output()
+        .expect("run meridian lab run");
+    let context = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(report_dir.join("report.json"))
+        .unwrap_or_else(|e| panic!("no report.json ({e})\n{context}"));
+    let r: Value = serde_json::from_str(&text).expect("report.json is JSON");
+    assert!(
+        out.status.success(),
+        "expectations: {}\n{context}",
+        r["expectations"]
+    );
+    let kinds: Vec<&str> = r["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .filter_map(|f| f["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["kill", "restart-empty"], "{context}");
+    assert_eq!(r["rpo"]["sync_lost"].as_array().map(Vec::len), Some(0));
+    let lost = r["rpo"]["async_lost"].as_array().expect("async_lost");
+    assert!(
+        !lost.is_empty(),
+        "the profiles only eu-west-1 held are gone\n{context}"
+    );
+    for w in lost {
+        assert_eq!(w["acked_by"], "eu-west-1", "{w}");
+        // The kill is at 8 s: what was acknowledged after the restart is kept.
+        let at = w["acked_at_s"].as_f64().expect("acked_at_s");
+        assert!(at < 8.0, "{w}");
+        assert!(
+            w["keyspace"] == "profiles" || at > 7.0,
+            "{w}: only pinned profiles, or writes not shipped before the kill, may be lost"
+        );
+    }
+}
+
 #[test]
 fn a_bad_scenario_is_refused_with_exit_2() {
     let dir = tempfile::tempdir().expect("tempdir");
