@@ -116,6 +116,17 @@ fn joining(node: &Node) -> Option<ApiError> {
 /// Refuses clients' data requests (`/v1/kv/…`, `/v1/watch/…`) while the node joins: its
 /// store may not hold yet what the peers hold, and a write made now could reuse the numbers of
 /// one made before its data was lost.
+/// 503 `sequence_conflict`: see [`Node::sequence_conflict`].
+pub(crate) fn sequence_conflict(detail: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "sequence_conflict",
+        format!("{detail}; this node refuses writes so that none is silently ignored"),
+        "stop the node, delete its data directory and start it again while its peers are \
+         reachable: it then joins them (docs/replication.md)",
+    )
+}
+
 async fn joining_gate(State(node): State<Node>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     if (path.starts_with("/v1/kv/") || path.starts_with("/v1/watch/"))
@@ -185,7 +196,10 @@ async fn live(State(node): State<Node>) -> Response {
 }
 
 async fn ready(State(node): State<Node>) -> Response {
-    if let Some(failed) = store_failed(&node).or_else(|| joining(&node)) {
+    if let Some(failed) = store_failed(&node)
+        .or_else(|| joining(&node))
+        .or_else(|| node.sequence_conflict().map(sequence_conflict))
+    {
         return failed.into_response();
     }
     match node.store().get(Table::Meta, keys::META_LAST_SEQ) {
@@ -671,6 +685,7 @@ async fn admin_status(State(node): State<Node>) -> Json<serde_json::Value> {
             "failure": node.store().failure().map(|e| e.to_string()),
             "incarnation": node.incarnation().to_string(),
             "joining": node.join_state() == Join::Running,
+            "sequence_conflict": node.sequence_conflict(),
         },
     }))
 }

@@ -101,6 +101,9 @@ pub const HTTP_CONNECTIONS_LIMITED: &str = "meridian_http_connections_limited_to
 pub const STORE_FAILED: &str = "meridian_store_failed";
 /// 1 while the node's new store joins its peers (clients are answered 503 `joining`), else 0.
 pub const NODE_JOINING: &str = "meridian_node_joining";
+/// 1 once a peer reported writes of this region past any this store made (a new store that
+/// took its start for the cluster's first): writes are refused from then on, else 0.
+pub const SEQUENCE_CONFLICT: &str = "meridian_repl_sequence_conflict";
 /// Record reads answered from the store's read cache.
 pub const STORE_READ_CACHE_HITS: &str = "meridian_store_read_cache_hits_total";
 /// Record reads that missed the store's read cache and read the engine.
@@ -126,6 +129,11 @@ pub async fn render(State(node): State<Node>) -> ([(&'static str, &'static str);
     metrics::gauge!(KV_WRITES_PENDING).set(node.pending_writes() as f64);
     metrics::gauge!(HTTP_CONNECTIONS).set(node.connection_slots().open() as f64);
     metrics::gauge!(NODE_JOINING).set(if node.join_state() == crate::state::Join::Running {
+        1.0
+    } else {
+        0.0
+    });
+    metrics::gauge!(SEQUENCE_CONFLICT).set(if node.sequence_conflict().is_some() {
         1.0
     } else {
         0.0

@@ -141,6 +141,8 @@ struct Inner {
     join_changed: watch::Sender<()>,
     /// The incarnation each peer last stated (see [`Node::peer_heads`]).
     peer_incarnations: Mutex<BTreeMap<String, u64>>,
+    /// See [`Node::sequence_conflict`].
+    sequence_conflict: std::sync::OnceLock<String>,
 }
 
 /// One client write's place among those waiting for the store (see [`Node::admit_write`]);
@@ -219,6 +221,7 @@ impl Node {
                 join: std::sync::atomic::AtomicU8::new(join as u8),
                 join_changed: watch::channel(()).0,
                 peer_incarnations: Mutex::new(BTreeMap::new()),
+                sequence_conflict: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -442,6 +445,32 @@ impl Node {
                 known.merge(vv);
             }
         });
+        let theirs = vv.get(&self.inner.region);
+        let ours = self.last_seq();
+        if theirs > ours && self.join_state() != Join::Running {
+            let detail = format!(
+                "peer `{peer}` has applied writes of this region up to sequence {theirs}, past \
+                 the {ours} this store has made: the store is new and took its start for the \
+                 cluster's first while the peers that knew the lost one were unreachable, so \
+                 its writes reuse that store's sequence numbers"
+            );
+            if self.inner.sequence_conflict.set(detail.clone()).is_ok() {
+                tracing::error!(
+                    %peer,
+                    theirs,
+                    ours,
+                    "{detail}; this node refuses writes and is not ready from now on: stop it, \
+                     delete its data directory and start it while the peers are reachable"
+                );
+            }
+        }
+    }
+
+    /// Why this node's writes would reuse sequence numbers a peer has already applied, once a
+    /// peer reported writes of this region past any this store made (see
+    /// [`Node::peer_heads`]): its writes are refused and `/health/ready` fails from then on.
+    pub fn sequence_conflict(&self) -> Option<&str> {
+        self.inner.sequence_conflict.get().map(String::as_str)
     }
 
     /// This store's incarnation: a random number chosen when the store was created and kept

@@ -110,6 +110,9 @@ pub async fn write(node: &Node, m: Mutation) -> Result<Written, ApiError> {
     let session_in = m.headers.session.clone();
     let keyspace = m.keyspace.clone();
     let op_name = m.op.name();
+    if let Some(conflict) = node.sequence_conflict() {
+        return Err(crate::api::sequence_conflict(conflict));
+    }
     let Some(place) = node.admit_write() else {
         metrics::write_shed(&keyspace.name);
         return Err(ApiError::new(

@@ -10,6 +10,11 @@
 //! — and that its new writes reach every region, counted exactly, with nothing pinned leaving
 //! the zone.
 //!
+//! A new store that every peer refused for longer than `--join-wait` takes its start for the
+//! cluster's first; once a peer that knew the lost store is back, the node sees the peer
+//! ahead of it, refuses writes and is not ready — and the documented recovery (delete the
+//! directory, start again with the peers up) brings it back whole.
+//!
 //! A region added to a running cluster (DynamoDB's "add a replica region"): two regions hold
 //! data and have collected their op logs; the topology gains eu-central-1 in eu-west-1's zone,
 //! the two restart on it, and the new region, once ready, holds everything it may hold.
@@ -151,6 +156,11 @@ impl World {
     }
 
     fn start(&mut self, region: &'static str) {
+        self.start_with(region, &[]);
+    }
+
+    /// Starts `region` with `args` added to its command line.
+    fn start_with(&mut self, region: &'static str, args: &[&str]) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -161,6 +171,7 @@ impl World {
             .arg(self.dir.path().join("meridian.toml"))
             .args(["--region", region, "--data"])
             .arg(self.data(region))
+            .args(args)
             .env("MERIDIAN_LOG", "info")
             .stdout(Stdio::null())
             .stderr(Stdio::from(log))
@@ -458,4 +469,75 @@ async fn a_region_added_to_a_running_cluster_holds_everything_it_may_hold() {
         !grep_dir(&w.data(NEW), US_SESSION.as_bytes()),
         "a us session is on {NEW}'s disk"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_disk_taken_for_a_first_start_is_caught_and_recovered() {
+    let mut w = World::started(&REGIONS).await;
+    w.count_and_note(&REGIONS).await;
+    // The lost store made more writes than the new one will before the peers are back (the
+    // check compares the two stores' sequences).
+    for _ in 0..5 {
+        w.ok(VICTIM, "PATCH", "/v1/kv/notes/v", json!({"x": 1}))
+            .await;
+    }
+    w.converge(&REGIONS, "/v1/kv/hits/h", &Some(json!(33)))
+        .await;
+    w.converge(&REGIONS, "/v1/kv/notes/v", &Some(json!({"x": 1})))
+        .await;
+    // Every peer down, then the victim's disk lost: with a short --join-wait, the new store
+    // takes its start for the cluster's first.
+    for r in REGIONS {
+        w.nodes.remove(r);
+    }
+    std::fs::remove_dir_all(w.data(VICTIM)).expect("remove the victim's data");
+    w.start_with(VICTIM, &["--join-wait", "1s"]);
+    w.wait_ready(VICTIM).await;
+    assert_eq!(
+        w.get(VICTIM, "/v1/kv/hits/h").await,
+        None,
+        "nothing to copy from"
+    );
+    w.ok(VICTIM, "POST", "/v1/kv/hits/h/incr", json!({"by": 100}))
+        .await;
+    // The peers come back: their heads are past anything the new store made.
+    for r in REGIONS.iter().filter(|r| **r != VICTIM) {
+        w.start(r);
+    }
+    // Seen once a peer's heads arrive: not ready, and writes refused with the way out.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let r = w.send(VICTIM, "GET", "/health/ready", Value::Null).await;
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            let body: Value = r.json().await.expect("json");
+            if body["error"]["code"] == "sequence_conflict" {
+                break;
+            }
+        }
+        assert!(Instant::now() < deadline, "the conflict was never seen");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let r = w
+        .send(VICTIM, "POST", "/v1/kv/hits/h/incr", json!({"by": 1}))
+        .await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let refusal: Value = r.json().await.expect("json");
+    assert_eq!(refusal["error"]["code"], "sequence_conflict", "{refusal}");
+    assert!(
+        refusal["error"]["hint"]
+            .as_str()
+            .is_some_and(|h| h.contains("delete its data directory")),
+        "{refusal}"
+    );
+
+    // The recovery the answer gives: a new directory, started with the peers up.
+    w.nodes.remove(VICTIM);
+    std::fs::remove_dir_all(w.data(VICTIM)).expect("remove the victim's data");
+    w.start(VICTIM);
+    w.wait_ready(VICTIM).await;
+    assert_eq!(w.get(VICTIM, "/v1/kv/hits/h").await, Some(json!(33)));
+    w.ok(VICTIM, "POST", "/v1/kv/hits/h/incr", json!({"by": 100}))
+        .await;
+    w.converge(&REGIONS, "/v1/kv/hits/h", &Some(json!(133)))
+        .await;
 }

@@ -570,6 +570,24 @@ mod tests {
         VersionVector::parse_token(token).expect("token")
     }
 
+    /// A peer that reports writes of this region past any this store made (a new store that
+    /// took its start for the cluster's first) stops its writes: they would reuse numbers the
+    /// peer has applied, and it would ignore them.
+    #[tokio::test]
+    async fn a_peer_ahead_of_this_store_stops_its_writes() {
+        let a = node_with_keys(10).await;
+        a.peer_heads("b", None, &applied("a:10"));
+        assert!(a.sequence_conflict().is_none(), "caught up is not ahead");
+        a.peer_heads("b", None, &applied("a:12"));
+        let why = a.sequence_conflict().expect("a conflict");
+        assert!(why.contains("`b`") && why.contains("12"), "{why}");
+        let refused = write(&a, put(&a, "rep", "k", WriteHeaders::default()))
+            .await
+            .err()
+            .expect("the write is refused");
+        assert_eq!(refused.code, "sequence_conflict");
+    }
+
     /// A peer that names a new store incarnation (its disk was lost) has applied only what the
     /// new store reports: what the old one had acknowledged no longer lets anything go.
     #[tokio::test]
