@@ -7,7 +7,7 @@
 //! records that differ or are missing here ([`RECORDS_PER_REQUEST`] keys per request). The
 //! bucket digests themselves are kept in memory ([`Digests`]): built by one scan when the node
 //! starts, then changed by every transaction that writes or removes a record, once it has
-//! committed ([`transact`]) — a comparison reads 256 numbers per keyspace, not every record. A
+//! committed (`transact`) — a comparison reads 256 numbers per keyspace, not every record. A
 //! store changed while the node was stopped is seen at the next start; bit rot in the running
 //! store's files fails the engine's block checksums at the read. Writes still in flight make
 //! buckets differ all the time under load: a comparison walks only the buckets that differ and
@@ -64,7 +64,7 @@ const REQUEST_KEY_BYTES: usize = 1 << 20;
 /// given back as `?after=` for the next page.
 pub const MORE_HEADER: &str = "meridian-more-after";
 
-/// A data key and the hash of its stored record ([`entry_hash`]).
+/// A data key and the hash of its stored record (`entry_hash`).
 pub type KeyHash = (Vec<u8>, u64);
 /// A data key and its stored record, `None` where it holds nothing.
 pub type MaybeRecord = (Vec<u8>, Option<Vec<u8>>);

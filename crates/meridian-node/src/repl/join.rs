@@ -9,17 +9,19 @@
 //!
 //! 1. It asks every peer `POST /v1/repl/heads`, stating its incarnation and what it has
 //!    applied (nothing). A peer that knew another incarnation of this region forgets what that
-//!    store had acknowledged ([`Node::peer_heads`]), so it collects nothing this store still
+//!    store had acknowledged (`Node::peer_heads`), so it collects nothing this store still
 //!    lacks, and answers what it has applied, its HLC and whether it is joining itself. Peers
 //!    that do not answer are asked again each second until every peer has answered — or, when
 //!    none that answered holds a write of this region (a first start), until the rest are down
-//!    (nothing listens) rather than silent ([`settled`]).
+//!    (nothing listens) rather than silent — and, when none answered at all, for
+//!    `NodeConfig::join_wait` ([`settled`]).
 //! 2. When no peer that answered holds anything, this is the cluster's first start: done.
 //! 3. Otherwise it copies, keyspace by keyspace, from the peer that holds most of this
 //!    region's own writes among those holding every key of the keyspace this region may hold
 //!    ([`plan`]), every record and idempotency outcome this region may hold
 //!    (`GET /v1/repl/copy/{keyspace}/{table}`, pages of at most 4 MiB, residency checked per
-//!    key by the peer), merging them in as digest repair does. It takes as applied the
+//!    key by the peer), merging them in as digest repair does; a keyspace only a down peer
+//!    could give waits for that peer ([`Plan::unsourced`]). It takes as applied the
 //!    pointwise least of the copy sources' heads, asked again once every peer has been told
 //!    (later writes the copy already brought are merged again harmlessly: every merge is
 //!    idempotent), the highest sequence any peer holds of this region's writes for its next
@@ -29,6 +31,9 @@
 //! Until the join is done the node answers clients 503 `joining`, `/health/ready` says so, and
 //! the background work waits ([`Node::joined`]). A join cut short (a crash) starts again at the
 //! next start: the store says `joining` until the end, when one transaction stores all of it.
+//! A lost store taken for a first start (every peer down past the wait) is caught later, when
+//! a peer reports more of this region's writes than the new store made
+//! ([`Node::sequence_conflict`]).
 
 use std::collections::BTreeMap;
 use std::ops::ControlFlow;
