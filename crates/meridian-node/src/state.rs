@@ -468,7 +468,7 @@ impl Node {
 
     /// Why this node's writes would reuse sequence numbers a peer has already applied, once a
     /// peer reported writes of this region past any this store made (see
-    /// [`Node::peer_heads`]): its writes are refused and `/health/ready` fails from then on.
+    /// `Node::peer_heads`): its writes are refused and `/health/ready` fails from then on.
     pub fn sequence_conflict(&self) -> Option<&str> {
         self.inner.sequence_conflict.get().map(String::as_str)
     }

@@ -112,7 +112,7 @@ pub fn scan_digests(store: &Store, keyspace: &str) -> Result<Vec<u64>, meridian_
 }
 
 /// The bucket digests of every digested keyspace of a node, as [`scan_digests`] would find
-/// them once every committed transaction's [`Changes`] are applied. A digest is an XOR of
+/// them once every committed transaction's `Changes` are applied. A digest is an XOR of
 /// entry hashes, so changes apply in any order, and at once from any thread.
 pub struct Digests(HashMap<String, Box<[AtomicU64]>>);
 

@@ -1,5 +1,5 @@
 //! Garbage collection of replicated state, by the rules of `meridian_core::gc`: op-log entries
-//! every region has applied, and dead records ([`collectable`]: deleted ones, and expired
+//! every region has applied, and dead records (`collectable`: deleted ones, and expired
 //! registers) once no write they superseded can still be in flight anywhere. Nothing is
 //! collected while any peer's applied state is unknown (a peer down since this node started,
 //! however long), so a delete never comes back.
