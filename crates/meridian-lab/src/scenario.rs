@@ -19,8 +19,8 @@
 //!
 //! [[timeline]]
 //! at = "15s"
-//! action = "kill eu-west-1"     # kill R | restart R | partition A B | cut A B | heal [A B]
-//!                               # latency A B MS | drain R | weight R PCT
+//! action = "kill eu-west-1"     # kill R | restart R [empty] | partition A B | cut A B
+//!                               # heal [A B] | latency A B MS | drain R | weight R PCT
 //! [expect]
 //! sync_writes_lost = 0
 //! rto_max = "10s"
