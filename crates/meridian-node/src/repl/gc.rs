@@ -351,12 +351,17 @@ pub async fn collect(node: &Node) -> Result<Collected, String> {
 /// Of `indexed` (keys of the reset index, in order), empties the expired records whose expiry
 /// is at or before `cutoff` — before which every peer's writes are applied here — and that this
 /// region wrote last (each region resets the ones it wrote last; a record rewritten since its
-/// expiry has nothing to reset). Returns how many it reset.
+/// expiry has nothing to reset). Returns how many it reset. None while the node has a
+/// sequence conflict: a reset is a write of this region, numbered like the clients' writes
+/// the node refuses then (`Node::sequence_conflict`).
 async fn reset_expired(
     node: &Node,
     indexed: Vec<Vec<u8>>,
     cutoff: Timestamp,
 ) -> Result<usize, String> {
+    if node.sequence_conflict().is_some() {
+        return Ok(0);
+    }
     let due: Vec<Vec<u8>> = indexed
         .into_iter()
         .take_while(|k| keys::parse_reset_key(k).is_some_and(|(at, _)| at <= cutoff))
@@ -859,6 +864,36 @@ mod tests {
         crate::repl::exchange(from, to, usize::MAX)
             .await
             .expect("exchange");
+    }
+
+    /// A node with a sequence conflict issues no reset (a write of its own, numbered like the
+    /// clients' writes it refuses); the expired record waits in the reset index.
+    #[tokio::test]
+    async fn a_sequence_conflict_stops_the_resets_too() {
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let (a, b) = pair(&clock);
+        let op = meridian_core::op::Op::Incr { by: 5 };
+        write(&a, mutation(&a, "c", "k", op, ttl()))
+            .await
+            .expect("incr");
+        deliver(&a, &b).await;
+        clock.fetch_add(1_500, std::sync::atomic::Ordering::SeqCst);
+        crate::expiry::sweep_once(&a).await.expect("sweep");
+        crate::expiry::sweep_once(&b).await.expect("sweep");
+        // Each pass takes its node's watermark: once b's reaches a, a would reset (the test
+        // above), but for the conflict.
+        collect(&a).await.expect("gc");
+        collect(&b).await.expect("gc");
+        deliver(&b, &a).await;
+        a.peer_heads("b", None, &applied("a:1000"));
+        assert!(a.sequence_conflict().is_some());
+        assert_eq!(collect(&a).await.expect("gc").expired, 0);
+        let indexed = a
+            .store()
+            .scan(Table::Meta, crate::keys::RESET_PREFIX, None, usize::MAX)
+            .expect("scan")
+            .len();
+        assert_eq!(indexed, 1, "still waiting");
     }
 
     /// An expired map, set and counter are emptied by a reset from the region that wrote them
