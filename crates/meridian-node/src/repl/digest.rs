@@ -740,12 +740,18 @@ impl HttpPeer {
         Ok((value, more))
     }
 
-    /// One page of a paged endpoint at `path` and the key the next one starts after, if any.
+    /// The page of the paged endpoint at `path` that starts after key `after` (the first page
+    /// when `None`), and the key the next one starts after, if any.
     pub(super) async fn page<T: serde::de::DeserializeOwned>(
         &self,
         path: &str,
+        after: Option<&[u8]>,
     ) -> Result<(T, Option<Vec<u8>>), String> {
-        let (page, more) = self.send(Method::GET, path, Vec::new()).await?;
+        let path = match after {
+            Some(a) => format!("{path}?after={}", URL_SAFE_NO_PAD.encode(a)),
+            None => path.to_string(),
+        };
+        let (page, more) = self.send(Method::GET, &path, Vec::new()).await?;
         let more = more
             .map(|m| URL_SAFE_NO_PAD.decode(m.as_bytes()))
             .transpose()
@@ -814,11 +820,8 @@ impl DigestPeer for HttpPeer {
             .filter(|b| buckets.get(*b) == Some(&true))
             .map(|b| b.to_string())
             .collect();
-        let query = after
-            .map(|a| format!("?after={}", URL_SAFE_NO_PAD.encode(a)))
-            .unwrap_or_default();
-        let path = format!("/v1/repl/hashes/{keyspace}/{}{query}", list.join(","));
-        self.page(&path).await
+        let path = format!("/v1/repl/hashes/{keyspace}/{}", list.join(","));
+        self.page(&path, after).await
     }
 
     async fn records(&self, keyspace: &str, keys: &[Vec<u8>]) -> Result<Vec<MaybeRecord>, String> {

@@ -409,10 +409,7 @@ async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), S
         if !heads.contains_key(source) {
             // Asked again now that every peer has been told: from here on no peer collects
             // what this store lacks, so what the source holds beyond these heads still arrives.
-            let (now, _) = peer
-                .send::<Heads>(Method::POST, "/v1/repl/heads", hello(node))
-                .await?;
-            heads.insert(source.clone(), now.applied);
+            heads.insert(source.clone(), ask_heads(node, &peer).await?.applied);
         }
         for table in CopyTable::ALL {
             let n = copy_from(node, &peer, ks, table).await?;
@@ -435,14 +432,16 @@ async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), S
     Ok(copied)
 }
 
-/// The joining node's [`Hello`], encoded.
-fn hello(node: &Node) -> Vec<u8> {
+/// `peer`'s answer to the joining node's [`Hello`].
+async fn ask_heads(node: &Node, peer: &HttpPeer) -> Result<Heads, super::digest::AskError> {
     let hello = Hello {
         incarnation: node.incarnation(),
         applied: node.applied().borrow().clone(),
     };
     // invariant: postcard serialization of plain structs into a Vec cannot fail
-    postcard::to_stdvec(&hello).unwrap_or_default()
+    let body = postcard::to_stdvec(&hello).unwrap_or_default();
+    let (heads, _) = peer.send(Method::POST, "/v1/repl/heads", body).await?;
+    Ok(heads)
 }
 
 fn peer_of(node: &Node, dialer: &Arc<dyn Dialer>, region: &str) -> Result<HttpPeer, String> {
@@ -539,9 +538,8 @@ async fn ask(node: &Node, dialer: &Arc<dyn Dialer>, region: &str, url: &str) -> 
         Ok(p) => p,
         Err(e) => return Asked::Down(format!("its URL is not one a join can use: {e}")),
     };
-    let asked = peer.send::<Heads>(Method::POST, "/v1/repl/heads", hello(node));
-    match tokio::time::timeout(ASK_TIMEOUT, asked).await {
-        Ok(Ok((heads, _))) => Asked::Answered(heads),
+    match tokio::time::timeout(ASK_TIMEOUT, ask_heads(node, &peer)).await {
+        Ok(Ok(heads)) => Asked::Answered(heads),
         Ok(Err(e)) if e.unreachable || e.status == Some(StatusCode::NOT_FOUND) => {
             Asked::Down(e.to_string())
         }
@@ -560,18 +558,8 @@ async fn copy_from(
     let mut written = 0;
     let mut after: Option<Vec<u8>> = None;
     loop {
-        let query = after
-            .as_ref()
-            .map(|a| {
-                use base64::Engine as _;
-                format!(
-                    "?after={}",
-                    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(a)
-                )
-            })
-            .unwrap_or_default();
-        let path = format!("/v1/repl/copy/{ks}/{}{query}", table.as_str());
-        let (rows, more): (Vec<KeyValue>, _) = peer.page(&path).await?;
+        let path = format!("/v1/repl/copy/{ks}/{}", table.as_str());
+        let (rows, more): (Vec<KeyValue>, _) = peer.page(&path, after.as_deref()).await?;
         written += match table {
             CopyTable::Data => merge_rows(node, ks, rows).await?,
             CopyTable::Idempotency => store_outcomes(node, ks, rows).await?,
