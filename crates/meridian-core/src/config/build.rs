@@ -107,6 +107,8 @@ const LIMITS_KEYS: &[&str] = &[
 ];
 /// The range of a `client_header_timeout` (node or edge), both ends included.
 const HEADER_TIMEOUTS: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(3600));
+/// The range of a `max_connections` (node or edge), both ends included.
+const MAX_CONNECTIONS: (i64, i64) = (1, 1_000_000);
 /// The range of an edge's `upstream_timeout`, both ends included.
 const UPSTREAM_TIMEOUTS: (Duration, Duration) =
     (Duration::from_millis(100), Duration::from_secs(3600));
@@ -593,7 +595,7 @@ fn limits(cx: &mut Cx<'_>, root: &Tbl<'_>) -> Option<Limits> {
         cx,
         &t,
         "max_connections",
-        (1, 1_000_000),
+        MAX_CONNECTIONS,
         "connections",
         d.max_connections,
     );
@@ -1264,7 +1266,7 @@ fn edges(cx: &mut Cx<'_>, root: &Tbl<'_>, listeners: &mut Vec<Listener>) -> Vec<
             cx,
             &t,
             "max_connections",
-            (1, 1_000_000),
+            MAX_CONNECTIONS,
             "connections",
             EDGE_MAX_CONNECTIONS,
         );
