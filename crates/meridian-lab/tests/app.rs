@@ -2,6 +2,9 @@
 //! checkout on a sync keyspace (and its refusal without a quorum), residency replays, readiness
 //! following the node, and bad input refused with JSON errors.
 
+#[path = "common/node_ready.rs"]
+mod node_ready;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -74,23 +77,7 @@ async fn closed_port() -> String {
 impl RunningNode {
     /// Waits until the node answers `/health/ready` 200: a new store first joins its peers.
     async fn wait_ready(&self) {
-        let client = reqwest::Client::new();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        loop {
-            let status = client
-                .get(format!("{}/health/ready", self.base))
-                .send()
-                .await
-                .map(|r| r.status());
-            if status.as_ref().is_ok_and(|s| s.is_success()) {
-                return;
-            }
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the node is not ready: {status:?}"
-            );
-            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
-        }
+        node_ready::wait_ready(&self.base).await;
     }
 }
 

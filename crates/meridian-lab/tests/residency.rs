@@ -3,6 +3,9 @@
 //! from the compressed frames of the chunked stream, and must not find the pinned canary
 //! anywhere outside its zone.
 
+#[path = "common/node_ready.rs"]
+mod node_ready;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -101,16 +104,7 @@ async fn replicated_values_are_seen_on_the_link_and_pinned_ones_never_leave_thei
     let client = reqwest::Client::new();
     // New stores join their peers before they serve.
     for addr in [us_addr, eu_addr] {
-        let deadline = std::time::Instant::now() + Duration::from_secs(20);
-        while !client
-            .get(format!("http://{addr}/health/ready"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status().is_success())
-        {
-            assert!(std::time::Instant::now() < deadline, "{addr} is not ready");
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        node_ready::wait_ready(&format!("http://{addr}")).await;
     }
     let pinned = "CANARY-eu-passport-5d1c9e07b2";
     // Compressible, so its frame is LZ4-compressed and the value is not on the wire as is.
