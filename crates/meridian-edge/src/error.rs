@@ -77,6 +77,12 @@ pub enum Error {
         /// What was wrong.
         message: String,
     },
+    /// A bearer token names a key ID (`kid`) none of the edge's identity-provider keys has.
+    #[error("token rejected: no key has kid `{kid}`")]
+    TokenKeyUnknown {
+        /// The token's `kid`.
+        kid: String,
+    },
     /// The topology cannot be served by this edge (unknown edge name, bad backend URL, …).
     #[error("{message}")]
     Config {
@@ -101,9 +107,10 @@ impl Error {
             | Error::Exchange { .. }
             | Error::ResponseBody { .. }
             | Error::Timeout { .. } => Origin::Upstream,
-            Error::RequestBody { .. } | Error::GrpcWebText { .. } | Error::Token { .. } => {
-                Origin::Downstream
-            }
+            Error::RequestBody { .. }
+            | Error::GrpcWebText { .. }
+            | Error::Token { .. }
+            | Error::TokenKeyUnknown { .. } => Origin::Downstream,
             Error::Config { .. } | Error::Listen { .. } => Origin::Internal,
         }
     }

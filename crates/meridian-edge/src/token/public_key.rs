@@ -97,6 +97,27 @@ impl PublicKey {
         }
     }
 
+    /// An `RS256` key from its modulus `n` and public exponent `e` (big-endian, as a JWK
+    /// gives them). Fails for a modulus outside 2048 to 8192 bits or an empty exponent.
+    pub(super) fn rsa(n: &[u8], e: &[u8]) -> Result<PublicKey, String> {
+        let mut ints = Vec::with_capacity(n.len() + e.len() + 16);
+        der_unsigned(n, &mut ints);
+        der_unsigned(e, &mut ints);
+        let mut der = vec![SEQUENCE];
+        der_length(ints.len(), &mut der);
+        der.extend_from_slice(&ints);
+        if e.iter().all(|b| *b == 0) {
+            return Err("an RSA key whose exponent is zero or empty".to_string());
+        }
+        match rsa_modulus_bits(&der) {
+            Some(bits) if (2048..=8192).contains(&bits) => Ok(PublicKey::Rs256(der)),
+            Some(bits) => Err(format!(
+                "an RSA key of {bits} bits; RS256 keys must have 2048 to 8192 bits"
+            )),
+            None => Err("an RSA key that does not encode".to_string()),
+        }
+    }
+
     /// Whether `signature` is this key's over `signed`.
     pub(crate) fn verifies(&self, signed: &[u8], signature: &[u8]) -> bool {
         use ring::signature as sig;
@@ -133,6 +154,42 @@ fn expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         (len, rest)
     };
     rest.split_at_checked(len)
+}
+
+/// Appends the DER length `len` (short form below 128, else long form).
+fn der_length(len: usize, out: &mut Vec<u8>) {
+    match u8::try_from(len) {
+        Ok(short) if short < 0x80 => out.push(short),
+        _ => {
+            let bytes = len.to_be_bytes();
+            let first = bytes
+                .iter()
+                .position(|b| *b != 0)
+                .unwrap_or(bytes.len() - 1);
+            let count = bytes.len() - first;
+            // At most size_of::<usize>() bytes: far below 0x7f.
+            out.push(0x80 | u8::try_from(count).unwrap_or(0x7f));
+            out.extend_from_slice(&bytes[first..]);
+        }
+    }
+}
+
+/// Appends the DER `INTEGER` of the unsigned big-endian `value`: leading zeros dropped, one
+/// zero put back when the top bit is set (so it is not read as negative).
+fn der_unsigned(value: &[u8], out: &mut Vec<u8>) {
+    let first = value.iter().position(|b| *b != 0).unwrap_or(value.len());
+    let digits = if first == value.len() {
+        &[0u8][..]
+    } else {
+        &value[first..]
+    };
+    let pad = digits[0] & 0x80 != 0;
+    out.push(INTEGER);
+    der_length(digits.len() + usize::from(pad), out);
+    if pad {
+        out.push(0);
+    }
+    out.extend_from_slice(digits);
 }
 
 /// The size in bits of the modulus of a DER `RSAPublicKey` (`SEQUENCE { n INTEGER, e INTEGER }`).
@@ -175,6 +232,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("not a PEM public key"), "{e}");
+    }
+
+    /// `n` and `e` of a DER `RSAPublicKey`, as unsigned big-endian numbers.
+    fn components(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
+        let (key, _) = expect(der, SEQUENCE).unwrap();
+        let (n, rest) = expect(key, INTEGER).unwrap();
+        let (e, _) = expect(rest, INTEGER).unwrap();
+        let strip = |v: &[u8]| v[v.iter().position(|b| *b != 0).unwrap()..].to_vec();
+        (strip(n), strip(e))
+    }
+
+    #[test]
+    fn rsa_keys_from_components_encode_as_the_pem_ones() {
+        let PublicKey::Rs256(der) = PublicKey::from_pem(&key("rsa2048.pub")).unwrap() else {
+            panic!("rsa2048.pub is an RSA key");
+        };
+        let (n, e) = components(&der);
+        assert_eq!(
+            PublicKey::rsa(&n, &e).unwrap(),
+            PublicKey::Rs256(der.clone())
+        );
+        // Leading zeros in the JWK's numbers change nothing.
+        let padded = [&[0u8, 0][..], &n].concat();
+        assert_eq!(PublicKey::rsa(&padded, &e).unwrap(), PublicKey::Rs256(der));
+        let err = PublicKey::rsa(&[0xc5; 128], &[1, 0, 1]).unwrap_err();
+        assert!(err.contains("1024 bits"), "{err}");
+        assert!(PublicKey::rsa(&[0xff; 256], &[]).is_err(), "no exponent");
+        assert!(PublicKey::rsa(&[], &[1, 0, 1]).is_err(), "no modulus");
+        let mut long = Vec::new();
+        der_length(300, &mut long);
+        assert_eq!(long, [0x82, 0x01, 0x2c]);
     }
 
     #[test]
