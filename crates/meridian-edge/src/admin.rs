@@ -158,10 +158,16 @@ async fn status(State(edge): State<Edge>) -> Json<Value> {
             })
         })
         .collect();
+    let keys = edge.token_keys();
+    let jwks: Vec<crate::jwks::Status> = edge.jwks_sources().iter().map(|s| s.status()).collect();
     Json(json!({
         "edge": routes.edge.name,
         "policy": routes.topology.routing.policy.as_str(),
         "regions": regions,
+        "tokens": {
+            "keys": keys.iter().map(|k| json!({"kid": k.kid, "alg": k.key.alg()})).collect::<Vec<_>>(),
+            "jwks": jwks,
+        },
     }))
 }
 

@@ -11,6 +11,7 @@ pub mod clock;
 mod dns;
 mod error;
 pub mod geo;
+pub mod jwks;
 pub mod metrics;
 mod probe;
 mod proxy;
@@ -22,6 +23,7 @@ mod upstream;
 
 use std::future::{Future, IntoFuture as _};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use hyper::service::service_fn;
@@ -143,6 +145,11 @@ async fn run(
         ),
     );
     let probes = tokio::spawn(probe::run(edge.clone()));
+    let fetchers: Vec<_> = edge
+        .jwks_sources()
+        .iter()
+        .map(|source| tokio::spawn(jwks::run(edge.clone(), Arc::clone(source))))
+        .collect();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut admin_stop = stop_rx.clone();
     let admin_task = tokio::spawn(
@@ -172,6 +179,9 @@ async fn run(
     }
     let _ = stop_tx.send(true);
     probes.abort();
+    for f in &fetchers {
+        f.abort();
+    }
     let _ = local.await;
     for done in threads {
         let _ = done.await;

@@ -17,7 +17,7 @@ use meridian_core::health::Event;
 use meridian_core::routing::{self, ClientFacts, Decision, Outcome};
 
 use crate::state::{Edge, Pick, ProxyBody, Routes};
-use crate::{Error, RetryClass, access_log, clock, metrics, token, upstream};
+use crate::{Error, RetryClass, access_log, clock, metrics, upstream};
 
 mod grpc_web;
 mod switch;
@@ -205,25 +205,12 @@ pub(crate) fn facts(
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok()),
     );
-    if let Some(t) = bearer {
-        let opts = edge.options();
-        let now = clock::unix_now();
-        let claims = opts
-            .secret
-            .as_ref()
-            .and_then(|s| token::verify(t, s.as_bytes(), now).ok())
-            .or_else(|| {
-                edge.token_keys()
-                    .iter()
-                    .find_map(|key| token::verify_with(t, token::Key::Public(key), now).ok())
-            });
-        if let Some(c) = claims {
-            f.zone = c.zone;
-            // A home the topology does not know (a region since removed) cannot be followed:
-            // like such a `Meridian-Home`, it is no claim. An unknown zone stays — nothing may
-            // then serve the request, which is what residency asks.
-            f.home = c.home.filter(|h| routes.topology.region(h).is_some());
-        }
+    if let Some(c) = bearer.and_then(|t| edge.token_claims(t, clock::unix_now())) {
+        f.zone = c.zone;
+        // A home the topology does not know (a region since removed) cannot be followed:
+        // like such a `Meridian-Home`, it is no claim. An unknown zone stays — nothing may
+        // then serve the request, which is what residency asks.
+        f.home = c.home.filter(|h| routes.topology.region(h).is_some());
     }
     if f.zone.is_none() && Edge::trusted(routes, peer) {
         f.zone = headers

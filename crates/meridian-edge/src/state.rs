@@ -71,11 +71,28 @@ pub struct EdgeOptions {
     /// (clients are not located).
     pub geoip: Option<Arc<crate::geo::GeoIp>>,
     /// Public keys verifying residency tokens signed by an identity provider (`EdDSA`,
-    /// `RS256`, `ES256`: see [`crate::token::PublicKey`]); a token is accepted when a key of
-    /// its `alg` verifies it, so an old and a new key can be given while the provider rotates.
-    /// The keys the edge starts with; [`Edge::set_token_keys`] replaces them. Default: none
-    /// (only HS256 tokens with the cluster secret).
-    pub token_public_keys: Vec<crate::token::PublicKey>,
+    /// `RS256`, `ES256`: see [`crate::token::PublicKey`]), from PEM files and JWKS files; a
+    /// token is accepted when a key of its `alg` (and of its `kid`, when it names one)
+    /// verifies it, so an old and a new key can be given while the provider rotates. The keys
+    /// the edge starts with; [`Edge::set_token_keys`] replaces them. Default: none (only
+    /// HS256 tokens with the cluster secret).
+    pub token_public_keys: Vec<crate::token::NamedKey>,
+    /// JWKS URLs (`https://`, or `http://`) of identity providers whose keys the edge fetches
+    /// and keeps fresh beside [`EdgeOptions::token_public_keys`] (see [`crate::jwks`]'s
+    /// behaviour in `docs/edge.md`). Checked when the edge is built. Default: none.
+    pub token_jwks: Vec<String>,
+    /// TLS towards `https://` JWKS URLs. Default: `None` (the system's trust store, as
+    /// [`crate::tls::backend_client_config`] without a CA file).
+    pub token_jwks_tls: Option<Arc<rustls::ClientConfig>>,
+    /// How often each JWKS URL is fetched again. Default: 5 minutes (Envoy's
+    /// `cache_duration`); never more often than `token_jwks_cooldown`.
+    pub token_jwks_refresh: Duration,
+    /// The soonest a JWKS URL is fetched again after its last fetch began when a token names
+    /// an unknown `kid`. Default: [`crate::jwks::MIN_REFETCH`] (jose's `cooldownDuration`).
+    pub token_jwks_cooldown: Duration,
+    /// What identity providers' tokens must claim besides their signature (`iss`, `aud`).
+    /// Default: nothing more.
+    pub token_expect: crate::token::Expect,
     /// TLS towards `https://` app backends (see [`crate::tls::backend_client_config`]).
     /// Default: `None` (a topology with an `https://` backend is refused).
     pub backend_tls: Option<Arc<rustls::ClientConfig>>,
@@ -97,6 +114,9 @@ pub struct EdgeOptions {
 /// period of the edge's HTTP/2 connections to backends.
 pub const HTTP2_KEEPALIVE: Duration = Duration::from_secs(20);
 
+/// [`EdgeOptions::token_jwks_refresh`] by default.
+pub const TOKEN_JWKS_REFRESH: Duration = Duration::from_secs(300);
+
 impl EdgeOptions {
     /// Options with every default, for edge `name`.
     pub fn new(name: &str) -> Self {
@@ -113,6 +133,11 @@ impl EdgeOptions {
             tls: None,
             geoip: None,
             token_public_keys: Vec::new(),
+            token_jwks: Vec::new(),
+            token_jwks_tls: None,
+            token_jwks_refresh: TOKEN_JWKS_REFRESH,
+            token_jwks_cooldown: crate::jwks::MIN_REFETCH,
+            token_expect: crate::token::Expect::default(),
             backend_tls: None,
             access_log: None,
             max_connections: config::EDGE_MAX_CONNECTIONS,
@@ -232,8 +257,23 @@ struct Inner {
     tunnels: crate::tunnels::Tunnels,
     /// One slot per client connection being served, over every proxy thread.
     connections: meridian_http::Slots,
-    /// The identity providers' keys in use (see [`Edge::token_keys`]).
-    token_keys: ArcSwap<Vec<crate::token::PublicKey>>,
+    /// The identity providers' keys in use (see [`Edge::token_keys`]): `token_files`'
+    /// followed by every JWKS URL's.
+    token_keys: ArcSwap<Vec<crate::token::NamedKey>>,
+    /// Where `token_keys` comes from.
+    token_sources: Mutex<TokenSources>,
+    /// The JWKS URLs fetched.
+    jwks: Vec<Arc<crate::jwks::Source>>,
+    /// Woken when a token names a `kid` no key has.
+    jwks_wanted: tokio::sync::Notify,
+}
+
+/// The parts of [`Edge::token_keys`].
+struct TokenSources {
+    /// From files: [`EdgeOptions::token_public_keys`], then [`Edge::set_token_keys`].
+    files: Vec<crate::token::NamedKey>,
+    /// From each JWKS URL's last good fetch.
+    fetched: BTreeMap<String, Vec<crate::token::NamedKey>>,
 }
 
 /// A health view computed at `at` (edge time) while the generation was `generation`.
@@ -261,9 +301,28 @@ impl Edge {
         let connections =
             meridian_http::Slots::new(opts.max_connections, "[[edge]] max_connections");
         let token_keys = ArcSwap::from_pointee(opts.token_public_keys.clone());
+        let token_sources = Mutex::new(TokenSources {
+            files: opts.token_public_keys.clone(),
+            fetched: BTreeMap::new(),
+        });
+        let jwks = if opts.token_jwks.is_empty() {
+            Vec::new()
+        } else {
+            let tls = match &opts.token_jwks_tls {
+                Some(tls) => Arc::clone(tls),
+                None => crate::tls::backend_client_config(None, None)?,
+            };
+            opts.token_jwks
+                .iter()
+                .map(|url| crate::jwks::Source::new(url, &tls).map(Arc::new))
+                .collect::<Result<Vec<_>, _>>()?
+        };
         Ok(Edge {
             inner: Arc::new(Inner {
                 token_keys,
+                token_sources,
+                jwks,
+                jwks_wanted: tokio::sync::Notify::new(),
                 rng: AtomicU64::new(opts.seed),
                 geoip: arc_swap::ArcSwapOption::new(opts.geoip.clone()),
                 opts,
@@ -335,16 +394,77 @@ impl Edge {
         &self.inner.connections
     }
 
-    /// The public keys residency tokens are verified with now: [`EdgeOptions::token_public_keys`]
-    /// until [`Edge::set_token_keys`] replaces them.
-    pub fn token_keys(&self) -> Arc<Vec<crate::token::PublicKey>> {
+    /// The public keys residency tokens are verified with now: those of files
+    /// ([`EdgeOptions::token_public_keys`] until [`Edge::set_token_keys`] replaces them), then
+    /// those of each JWKS URL's last good fetch.
+    pub fn token_keys(&self) -> Arc<Vec<crate::token::NamedKey>> {
         self.inner.token_keys.load_full()
     }
 
-    /// Verifies tokens with `keys` from now on (all at once: a request sees the old set or
-    /// the new one), e.g. after an identity provider rotated its key.
-    pub fn set_token_keys(&self, keys: Vec<crate::token::PublicKey>) {
-        self.inner.token_keys.store(Arc::new(keys));
+    /// Verifies tokens with `keys` (and the JWKS URLs' keys) from now on, all at once: a
+    /// request sees the old set or the new one; e.g. after an identity provider rotated its key.
+    pub fn set_token_keys(&self, keys: Vec<crate::token::NamedKey>) {
+        let mut sources = lock(&self.inner.token_sources);
+        sources.files = keys;
+        self.combine_token_keys(&sources);
+    }
+
+    /// Replaces the keys of JWKS URL `url` with those of its latest fetch.
+    pub(crate) fn set_fetched_keys(&self, url: &str, keys: Vec<crate::token::NamedKey>) {
+        let mut sources = lock(&self.inner.token_sources);
+        sources.fetched.insert(url.to_string(), keys);
+        self.combine_token_keys(&sources);
+        let fetched: usize = sources.fetched.values().map(Vec::len).sum();
+        // Key counts are far below f64's exact integers.
+        #[allow(clippy::cast_precision_loss)]
+        crate::metrics::gauge!(crate::jwks::KEYS).set(fetched as f64);
+    }
+
+    fn combine_token_keys(&self, sources: &TokenSources) {
+        let all = sources
+            .files
+            .iter()
+            .chain(sources.fetched.values().flatten())
+            .cloned()
+            .collect();
+        self.inner.token_keys.store(Arc::new(all));
+    }
+
+    /// The residency claims of a bearer token: an HS256 token of the cluster secret, else one
+    /// an identity provider's key verifies and whose claims meet
+    /// [`EdgeOptions::token_expect`]. `None` when it verifies with neither (it may be the
+    /// app's own token); one naming an unknown `kid` asks the JWKS URLs to be fetched again.
+    pub(crate) fn token_claims(&self, token: &str, now_unix: u64) -> Option<crate::token::Claims> {
+        let opts = &self.inner.opts;
+        if let Some(claims) = opts
+            .secret
+            .as_ref()
+            .and_then(|s| crate::token::verify(token, s.as_bytes(), now_unix).ok())
+        {
+            return Some(claims);
+        }
+        let keys = self.inner.token_keys.load();
+        if keys.is_empty() && self.inner.jwks.is_empty() {
+            return None;
+        }
+        match crate::token::verify_public(token, &keys, &opts.token_expect, now_unix) {
+            Ok(claims) => Some(claims),
+            Err(Error::TokenKeyUnknown { .. }) => {
+                self.inner.jwks_wanted.notify_waiters();
+                None
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// The JWKS URLs this edge fetches.
+    pub(crate) fn jwks_sources(&self) -> &[Arc<crate::jwks::Source>] {
+        &self.inner.jwks
+    }
+
+    /// Resolves when a token names a `kid` no key has (see [`Edge::token_claims`]).
+    pub(crate) fn jwks_wanted(&self) -> tokio::sync::futures::Notified<'_> {
+        self.inner.jwks_wanted.notified()
     }
 
     /// Client connections being served now, over every proxy thread.

@@ -1012,8 +1012,10 @@ async fn eddsa_tokens_keep_requests_in_their_zone() {
     let public = key.public_key().as_ref().to_vec();
     let rsa_pub = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/keys/rsa2048.pub");
     let keys = vec![
-        meridian_edge::token::PublicKey::from_pem(&rsa_pub).unwrap(),
-        meridian_edge::token::PublicKey::Ed25519(public.clone()),
+        meridian_edge::token::PublicKey::from_pem(&rsa_pub)
+            .unwrap()
+            .into(),
+        meridian_edge::token::PublicKey::Ed25519(public.clone()).into(),
     ];
     let extra = "[routing]\npolicy = \"failover\"\nall_down = \"fail-closed\"\n";
     let mut w = world_tuned(extra, true, |o| o.token_public_keys = keys).await;
@@ -1082,6 +1084,205 @@ async fn eddsa_tokens_keep_requests_in_their_zone() {
         "a",
         "others still served"
     );
+}
+
+/// An identity provider's JWKS endpoint: answers `GET /jwks.json` with the status and body
+/// set last, and counts the fetches.
+struct Idp {
+    url: String,
+    answer: Arc<std::sync::Mutex<(u16, String)>>,
+    fetches: Arc<AtomicUsize>,
+}
+
+impl Idp {
+    async fn start(body: String) -> Idp {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/jwks.json", listener.local_addr().unwrap());
+        let answer = Arc::new(std::sync::Mutex::new((200, body)));
+        let fetches = Arc::new(AtomicUsize::new(0));
+        let (a, f) = (answer.clone(), fetches.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (a, f) = (a.clone(), f.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req: Request<hyper::body::Incoming>| {
+                        let (status, body) = a.lock().unwrap().clone();
+                        if req.uri().path() == "/jwks.json" {
+                            f.fetch_add(1, Ordering::SeqCst);
+                        }
+                        async move {
+                            let mut r = Response::new(Full::new(Bytes::from(body)));
+                            *r.status_mut() = hyper::StatusCode::from_u16(status).unwrap();
+                            Ok::<_, std::convert::Infallible>(r)
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .await;
+                });
+            }
+        });
+        Idp {
+            url,
+            answer,
+            fetches,
+        }
+    }
+
+    fn set(&self, status: u16, body: String) {
+        *self.answer.lock().unwrap() = (status, body);
+    }
+
+    fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// A JWKS document of Ed25519 keys under their `kid`s.
+fn jwks_of(keys: &[(&str, &ring::signature::Ed25519KeyPair)]) -> String {
+    use base64::Engine as _;
+    use ring::signature::KeyPair as _;
+    let keys: Vec<serde_json::Value> = keys
+        .iter()
+        .map(|(kid, pair)| {
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "use": "sig", "kid": kid,
+                "x": base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            })
+        })
+        .collect();
+    serde_json::json!({ "keys": keys }).to_string()
+}
+
+/// An EdDSA token of `claims` whose header names key `kid`.
+fn sign_eddsa_kid(
+    claims: &serde_json::Value,
+    kid: &str,
+    key: &ring::signature::Ed25519KeyPair,
+) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    let header = serde_json::json!({"alg": "EdDSA", "kid": kid}).to_string();
+    let signed = format!(
+        "{}.{}",
+        b64(header.as_bytes()),
+        b64(claims.to_string().as_bytes())
+    );
+    format!("{signed}.{}", b64(key.sign(signed.as_bytes()).as_ref()))
+}
+
+/// Keys from a JWKS URL (`EdgeOptions::token_jwks`): a token whose `kid` the fetched set has
+/// carries its zone once the set is in, if its `iss` and `aud` are the expected ones; after
+/// the provider rotates to a new key, the first token naming it makes the edge fetch again
+/// (at most once per cooldown, however many such tokens come), and the new key's tokens count
+/// while the withdrawn key's no longer do; when the provider then fails, the last good keys
+/// stay in use and the admin API says why the fetch failed.
+#[tokio::test]
+async fn jwks_keys_are_fetched_refetched_for_a_new_kid_and_kept_when_the_provider_fails() {
+    let (k1, k2) = (ed25519_key(), ed25519_key());
+    let idp = Idp::start(jwks_of(&[("k1", &k1)])).await;
+    let w = world_tuned(FAILOVER, true, |o| {
+        o.token_jwks = vec![idp.url.clone()];
+        o.token_jwks_cooldown = Duration::from_secs(1);
+        o.token_expect = meridian_edge::token::Expect {
+            issuer: Some("https://idp.test".into()),
+            audiences: vec!["meridian".into()],
+        };
+    })
+    .await;
+    let c = client();
+    let region_for = |token: String| {
+        let req = c.get(format!("{}/j", w.proxy)).bearer_auth(token);
+        async move { served_by(&req.send().await.unwrap()) }
+    };
+    // Zone `us` is regions b and c; without a zone the failover order starts at a.
+    let claims = serde_json::json!({"zone": "us", "iss": "https://idp.test", "aud": "meridian"});
+    let t1 = sign_eddsa_kid(&claims, "k1", &k1);
+    let started = Instant::now();
+    while region_for(t1.clone()).await != "b" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the key set was not fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for (claims, why) in [
+        (
+            serde_json::json!({"zone": "us", "iss": "https://idp.test", "aud": "another-app"}),
+            "a token for another audience",
+        ),
+        (
+            serde_json::json!({"zone": "us", "iss": "https://other.test", "aud": "meridian"}),
+            "a token of another issuer",
+        ),
+    ] {
+        assert_eq!(
+            region_for(sign_eddsa_kid(&claims, "k1", &k1)).await,
+            "a",
+            "{why} carries no zone"
+        );
+    }
+
+    // The provider rotates: only k2 from now on.
+    idp.set(200, jwks_of(&[("k2", &k2)]));
+    let before = idp.fetches();
+    let t2 = sign_eddsa_kid(&claims, "k2", &k2);
+    // Made-up kids: each asks for a fetch, and the cooldown keeps them to one a second.
+    let t3 = sign_eddsa_kid(&claims, "k3", &k2);
+    let started = Instant::now();
+    for _ in 0..20 {
+        assert_eq!(region_for(t3.clone()).await, "a", "no key has kid k3");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    while region_for(t2.clone()).await != "b" {
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "the new key was not fetched"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let fetched = idp.fetches() - before;
+    let allowed = started.elapsed().as_secs() as usize + 2;
+    assert!(
+        (1..=allowed).contains(&fetched),
+        "{fetched} fetches for 20 tokens naming an unknown kid in {:?} (cooldown 1 s)",
+        started.elapsed()
+    );
+    assert_eq!(region_for(t1.clone()).await, "a", "the withdrawn key");
+
+    // The provider fails: k2 stays in use, and the status says why.
+    idp.set(500, "down for maintenance".into());
+    let before = idp.fetches();
+    let started = Instant::now();
+    while idp.fetches() == before {
+        assert_eq!(region_for(t3.clone()).await, "a", "no key has kid k3");
+        assert!(started.elapsed() < Duration::from_secs(5), "no fetch");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let started = Instant::now();
+    let jwks = loop {
+        let s: serde_json::Value = c
+            .get(format!("{}/v1/status", w.admin))
+            .bearer_auth(SECRET)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let jwks = s["tokens"]["jwks"][0].clone();
+        if !jwks["error"].is_null() {
+            break jwks;
+        }
+        assert!(started.elapsed() < Duration::from_secs(5), "{s}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(jwks["error"].as_str().unwrap().contains("500"), "{jwks}");
+    assert_eq!(jwks["keys"], 1, "{jwks}");
+    assert_eq!(region_for(t2).await, "b", "the last good keys stay in use");
 }
 
 #[tokio::test]

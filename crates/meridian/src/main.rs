@@ -36,6 +36,8 @@ enum LogFormat {
     Json,
 }
 
+// Parsed once at start and matched at once: the edge's many options cost nothing to carry.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Validate a topology file and print the resolved topology.
@@ -140,12 +142,8 @@ enum Command {
         /// PEM private key for --tls-cert.
         #[arg(long, value_name = "FILE", requires = "tls_cert")]
         tls_key: Option<PathBuf>,
-        /// PEM public key (`openssl pkey -pubout`) of an identity provider whose residency
-        /// tokens the edge accepts besides HS256 tokens of the cluster secret: Ed25519
-        /// (EdDSA), RSA of 2048+ bits (RS256) or P-256 (ES256). Repeat it to accept an old and
-        /// a new key while the provider rotates.
-        #[arg(long, value_name = "FILE")]
-        token_public_key: Vec<PathBuf>,
+        #[command(flatten)]
+        tokens: TokenArgs,
         /// PEM bundle of the CA certificates that sign the `https://` app backends'
         /// certificates (a private CA). Default: the system's trust store.
         #[arg(long, value_name = "FILE")]
@@ -454,7 +452,7 @@ fn run(command: Command) -> anyhow::Result<()> {
             edge,
             tls_cert,
             tls_key,
-            token_public_key,
+            tokens,
             backend_ca,
             backend_cert,
             backend_key,
@@ -502,8 +500,19 @@ fn run(command: Command) -> anyhow::Result<()> {
                 )
                 .map_err(|e| BadConfig(e.to_string()))?,
             );
-            opts.token_public_keys =
-                read_token_keys(&token_public_key).map_err(|e| BadConfig(e.to_string()))?;
+            opts.token_public_keys = tokens.read_files().map_err(BadConfig)?;
+            opts.token_jwks = tokens.jwks_urls();
+            if let Some(ca) = &tokens.token_jwks_ca {
+                opts.token_jwks_tls = Some(
+                    meridian_edge::tls::backend_client_config(Some(ca), None)
+                        .map_err(|e| BadConfig(format!("--token-jwks-ca: {e}")))?,
+                );
+            }
+            opts.token_jwks_refresh = tokens.token_jwks_refresh;
+            opts.token_expect = meridian_edge::token::Expect {
+                issuer: tokens.token_issuer.clone(),
+                audiences: tokens.token_audience.clone(),
+            };
             let mut certs = None;
             if let (Some(cert), Some(key)) = (&tls_cert, &tls_key) {
                 let files = meridian_edge::tls::CertFiles::load(cert, key)
@@ -532,14 +541,7 @@ fn run(command: Command) -> anyhow::Result<()> {
                 admin: admin_listen,
                 dns: dns_listen,
             };
-            runtime.block_on(serve_edge(
-                e,
-                config,
-                threads,
-                certs,
-                binds,
-                token_public_key,
-            ))
+            runtime.block_on(serve_edge(e, config, threads, certs, binds, tokens))
         }
         Command::Ctl {
             admin,
@@ -622,6 +624,95 @@ fn open_geoip(
 
 /// Addresses `meridian edge` binds instead of the topology's (`--listen`, `--admin-listen`,
 /// `--dns-listen`).
+/// Identity providers whose residency tokens `meridian edge` accepts besides HS256 tokens of
+/// the cluster secret, and what those tokens must claim.
+#[derive(clap::Args, Debug, Clone)]
+struct TokenArgs {
+    /// PEM public key (`openssl pkey -pubout`) of an identity provider whose residency
+    /// tokens the edge accepts besides HS256 tokens of the cluster secret: Ed25519
+    /// (EdDSA), RSA of 2048+ bits (RS256) or P-256 (ES256). Repeat it to accept an old and
+    /// a new key while the provider rotates.
+    #[arg(long, value_name = "FILE")]
+    token_public_key: Vec<PathBuf>,
+    /// An identity provider's JSON Web Key Set: its JWKS URL (https://, or http://), fetched
+    /// at start, every --token-jwks-refresh, and sooner (at most every 30s) when a token names
+    /// a key ID (`kid`) the set lacks — a failed fetch keeps the last good keys; or a JWKS file,
+    /// re-read on SIGHUP. Its Ed25519, RSA (2048+ bits) and P-256 signing keys are used, and a
+    /// token's `kid` picks among them. Repeatable.
+    #[arg(long, value_name = "URL|FILE")]
+    token_jwks: Vec<String>,
+    /// PEM bundle of the CA certificates that sign the https:// JWKS URLs' certificates (a
+    /// private identity provider). Default: the system's trust store.
+    #[arg(long, value_name = "FILE")]
+    token_jwks_ca: Option<PathBuf>,
+    /// How often each JWKS URL is fetched again (at least 30s).
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_jwks_refresh)]
+    token_jwks_refresh: std::time::Duration,
+    /// The `iss` claim an identity provider's tokens must carry to count (e.g. your OpenID
+    /// provider's issuer URL). HS256 tokens of the cluster secret are not checked.
+    #[arg(long, value_name = "ISS")]
+    token_issuer: Option<String>,
+    /// An audience this edge's tokens are made for: an identity provider's token counts only
+    /// when its `aud` claim names one of the given ones. Repeatable. Default: any.
+    #[arg(long, value_name = "AUD")]
+    token_audience: Vec<String>,
+}
+
+impl TokenArgs {
+    /// The `--token-jwks` values that are URLs.
+    fn jwks_urls(&self) -> Vec<String> {
+        self.token_jwks
+            .iter()
+            .filter(|s| is_url(s))
+            .cloned()
+            .collect()
+    }
+
+    /// Whether any key comes from a file (re-read on SIGHUP).
+    fn has_files(&self) -> bool {
+        !self.token_public_key.is_empty() || self.token_jwks.iter().any(|s| !is_url(s))
+    }
+
+    /// The keys of every `--token-public-key` file and `--token-jwks` file, or the first
+    /// file's error.
+    fn read_files(&self) -> Result<Vec<meridian_edge::token::NamedKey>, String> {
+        let mut keys = Vec::new();
+        for p in &self.token_public_key {
+            let key = meridian_edge::token::PublicKey::from_pem(p).map_err(|e| e.to_string())?;
+            keys.push(key.into());
+        }
+        for f in self.token_jwks.iter().filter(|s| !is_url(s)) {
+            let bytes = std::fs::read(f).map_err(|e| {
+                format!("--token-jwks {f}: {e}; give a JWKS file or an https:// URL")
+            })?;
+            let set = meridian_edge::token::jwks::parse(&bytes)
+                .map_err(|e| format!("--token-jwks {f}: {e}"))?;
+            for why in &set.skipped {
+                tracing::warn!(file = %f, "--token-jwks: {why}: left out");
+            }
+            keys.extend(set.keys);
+        }
+        Ok(keys)
+    }
+}
+
+/// Whether a `--token-jwks` value is a URL (else a file path).
+fn is_url(s: &str) -> bool {
+    let lower = s.get(..8).unwrap_or(s).to_ascii_lowercase();
+    lower.starts_with("https://") || lower.starts_with("http://")
+}
+
+fn parse_jwks_refresh(s: &str) -> Result<std::time::Duration, String> {
+    let d = parse_duration_arg(s)?;
+    if d < meridian_edge::jwks::MIN_REFETCH {
+        return Err(format!(
+            "at least {}s, so the identity provider is not asked more often than that",
+            meridian_edge::jwks::MIN_REFETCH.as_secs()
+        ));
+    }
+    Ok(d)
+}
+
 struct EdgeBinds {
     proxy: Option<std::net::SocketAddr>,
     admin: Option<std::net::SocketAddr>,
@@ -634,7 +725,7 @@ async fn serve_edge(
     threads: usize,
     certs: Option<Arc<meridian_edge::tls::CertFiles>>,
     binds: EdgeBinds,
-    token_public_key: Vec<PathBuf>,
+    tokens: TokenArgs,
 ) -> anyhow::Result<()> {
     let topo = edge.topology();
     let me = topo
@@ -702,8 +793,8 @@ async fn serve_edge(
                 if let Some(log) = &reloader.options().access_log {
                     log.reopen();
                 }
-                if !token_public_key.is_empty() {
-                    match read_token_keys(&token_public_key) {
+                if tokens.has_files() {
+                    match tokens.read_files() {
                         Ok(keys) => {
                             reloader.set_token_keys(keys);
                             tracing::info!("SIGHUP: token public keys reloaded");
@@ -725,7 +816,7 @@ async fn serve_edge(
         });
     }
     #[cfg(not(unix))]
-    let _ = (config, certs, token_public_key);
+    let _ = (config, certs, tokens);
     let served = meridian_edge::serve_threads(edge, listeners, admin, shutdown_signal()).await;
     if let Some(dns) = dns {
         dns.abort();
@@ -1093,16 +1184,6 @@ fn log_advice(topology: &Topology) {
     for advice in meridian_core::config::advice(topology) {
         tracing::warn!("topology advice: {advice}");
     }
-}
-
-/// Every `--token-public-key` file's key, or the first file's error.
-fn read_token_keys(
-    paths: &[PathBuf],
-) -> Result<Vec<meridian_edge::token::PublicKey>, meridian_edge::Error> {
-    paths
-        .iter()
-        .map(|p| meridian_edge::token::PublicKey::from_pem(p))
-        .collect()
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

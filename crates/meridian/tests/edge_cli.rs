@@ -643,3 +643,96 @@ fn token_public_keys_are_reread_on_sighup() {
     );
     drop(edge);
 }
+
+/// `--token-jwks` with a JWKS file: its keys verify an identity provider's tokens (the token
+/// names no `kid`, so any key of its `alg` may), `--token-issuer` and `--token-audience` make
+/// a token without those claims count for nothing, and a file that is no key set, a missing
+/// file, a URL without a host and a refresh period under 30 s are bad config (exit 2).
+#[test]
+fn token_jwks_files_issuer_audience_and_refusals() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (listen, admin, app) = (free_port(), free_port(), free_port());
+    let cfg = dir.path().join("m.toml");
+    let secret = dir.path().join("secret");
+    std::fs::write(&secret, "0123456789abcdef0123\n").expect("write");
+    let text = config("failover", listen, admin, app)
+        .replace("[routing]", "[zones]\nus = [\"r2\"]\n[routing]");
+    std::fs::write(&cfg, text).expect("write");
+    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meridian-edge/tests/keys");
+    let jwks = keys.join("idp.jwks.json");
+    let token = std::fs::read_to_string(keys.join("rs256-zone-us.jwt")).expect("token");
+    let garbage = dir.path().join("garbage.json");
+    std::fs::write(&garbage, "{\"keys\": 7}").expect("write");
+    let missing = dir.path().join("missing.json");
+    for (args, why) in [
+        (
+            vec!["--token-jwks", garbage.to_str().expect("utf8")],
+            "not a JSON Web Key Set",
+        ),
+        (
+            vec!["--token-jwks", missing.to_str().expect("utf8")],
+            "give a JWKS file or an https:// URL",
+        ),
+        (vec!["--token-jwks", "https://"], "--token-jwks https://"),
+        (
+            vec![
+                "--token-jwks-refresh",
+                "5s",
+                "--token-jwks",
+                "https://idp.test/jwks",
+            ],
+            "at least 30s",
+        ),
+    ] {
+        let out = edge_command(&cfg)
+            .args(&args)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .expect("run");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(why), "{args:?}: {err}");
+    }
+    let admin_url = format!("http://127.0.0.1:{admin}");
+    let explained = |extra: &[&str]| {
+        let _edge = Kill(
+            edge_command(&cfg)
+                .arg("--token-jwks")
+                .arg(&jwks)
+                .args(extra)
+                .spawn()
+                .expect("spawn"),
+        );
+        let started = Instant::now();
+        loop {
+            let (code, out, _) = ctl(
+                &admin_url,
+                secret.to_str().expect("utf8"),
+                &["explain", "--ip", "203.0.113.5", "--token", token.trim()],
+            );
+            if code == 0 {
+                return out;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the edge did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    let out = explained(&[]);
+    assert!(
+        out.contains("residency zone `us`"),
+        "the JWKS file's RSA key did not verify the token: {out}"
+    );
+    for extra in [
+        &["--token-issuer", "https://idp.test"][..],
+        &["--token-audience", "meridian"],
+    ] {
+        let out = explained(extra);
+        assert!(
+            !out.contains("residency zone `us`"),
+            "{extra:?}: a token without the claim counted: {out}"
+        );
+    }
+}
