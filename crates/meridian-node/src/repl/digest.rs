@@ -668,7 +668,7 @@ impl HttpPeer {
         method: Method,
         path: &str,
         body: Vec<u8>,
-    ) -> Result<(T, Option<String>), AskError> {
+    ) -> Result<(T, HeaderMap), AskError> {
         let url = format!("{}{path}", self.url);
         let failed = |unreachable: bool, e: &dyn std::fmt::Display| AskError {
             unreachable,
@@ -731,13 +731,8 @@ impl HttpPeer {
                 ),
             });
         }
-        let more = parts
-            .headers
-            .get(MORE_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
         let value = from_postcard_exact(&body, "answer").map_err(|e| failed(false, &e))?;
-        Ok((value, more))
+        Ok((value, parts.headers))
     }
 
     /// The page of the paged endpoint at `path` that starts after key `after` (the first page
@@ -751,8 +746,9 @@ impl HttpPeer {
             Some(a) => format!("{path}?after={}", URL_SAFE_NO_PAD.encode(a)),
             None => path.to_string(),
         };
-        let (page, more) = self.send(Method::GET, &path, Vec::new()).await?;
-        let more = more
+        let (page, headers) = self.send(Method::GET, &path, Vec::new()).await?;
+        let more = headers
+            .get(MORE_HEADER)
             .map(|m| URL_SAFE_NO_PAD.decode(m.as_bytes()))
             .transpose()
             .map_err(|e| format!("{}: the page position is not base64url: {e}", self.url))?;
@@ -948,16 +944,30 @@ async fn fetch_and_merge<P: DigestPeer>(
             .into_iter()
             .filter_map(|(k, v)| Some((k, v?)))
             .collect();
-        changed += merge_rows(node, ks, present).await?;
+        changed += merge_rows(node, ks, present, MissingDead::Skip).await?;
     }
     Ok(changed)
 }
 
+/// What [`merge_rows`] does with a peer's dead record ([`super::gc::collectable`]) for a key
+/// that has no record here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum MissingDead {
+    /// Not stored (digest repair): no record reads the same, and this node may have
+    /// collected that very tombstone already (peers collect a few seconds apart) — storing
+    /// it again would keep it forever, for it would not be indexed for collection a second
+    /// time. The op that made it still reaches this node, or has.
+    Skip,
+    /// Stored (a join's copy): the join takes the source's heads as applied, so the op that
+    /// made the record is not coming again, and a write older than it still on its way (from
+    /// an origin past those heads) would otherwise live here alone — and be spread back to
+    /// every region by digest repair once they collected the tombstone.
+    Store,
+}
+
 /// Merges a peer's records `rows` (data keys of `ks`) into this node's; returns how many changed
-/// here. A peer's dead record that garbage collection removes ([`super::gc::collectable`]) and
-/// that has no record here is not stored: no record reads the same, and this node may have
-/// collected that very tombstone already (peers collect a few seconds apart) — storing it again
-/// would keep it forever, for it would not be indexed for collection a second time.
+/// here. A peer's dead record for a key without a record here is stored or not as `missing`
+/// says.
 ///
 /// A record the merge leaves deleted, or with an expiry, is indexed for collection or the
 /// sweep like one a replicated op writes ([`repair_anchor`]), so a repair never leaves a dead
@@ -969,6 +979,7 @@ pub(super) async fn merge_rows(
     node: &Node,
     ks: &str,
     rows: Vec<KeyValue>,
+    missing: MissingDead,
 ) -> Result<usize, String> {
     let ks = ks.to_string();
     let now = node.now();
@@ -989,7 +1000,9 @@ pub(super) async fn merge_rows(
                     let encoded = ours.encode();
                     (encoded != *bytes).then_some((ours, encoded))
                 }
-                None if super::gc::collectable(&theirs, now) => None,
+                None if missing == MissingDead::Skip && super::gc::collectable(&theirs, now) => {
+                    None
+                }
                 None => {
                     let encoded = theirs.encode();
                     Some((theirs, encoded))
@@ -1165,7 +1178,12 @@ mod tests {
             .store()
             .scan(Table::Data, &keys::data_key("rep", "only"), None, 10)
             .expect("scan");
-        assert_eq!(super::merge_rows(&b, "rep", rows).await.expect("merge"), 1);
+        assert_eq!(
+            super::merge_rows(&b, "rep", rows, super::MissingDead::Skip)
+                .await
+                .expect("merge"),
+            1
+        );
         kept_as_scanned(&b, "a digest repair");
 
         let everything = VersionVector::parse_token("a:43").expect("vv");
@@ -1365,7 +1383,7 @@ mod tests {
         };
         let merge = |rows: Vec<(Vec<u8>, Record)>| {
             let rows = rows.into_iter().map(|(k, r)| (k, r.encode())).collect();
-            super::merge_rows(&node, "rep", rows)
+            super::merge_rows(&node, "rep", rows, super::MissingDead::Skip)
         };
 
         let (own, peer) = (newer(0, "a", true), newer(1, "b", true));
@@ -1470,16 +1488,22 @@ mod tests {
         let row =
             |i: usize, rec: &Record| (keys::data_key("rep", &format!("k{i:03}")), rec.encode());
 
-        let changed = super::merge_rows(&node, "rep", vec![row(7, &dead), row(8, &live)])
-            .await
-            .expect("merge");
+        let changed = super::merge_rows(
+            &node,
+            "rep",
+            vec![row(7, &dead), row(8, &live)],
+            super::MissingDead::Skip,
+        )
+        .await
+        .expect("merge");
         assert_eq!(changed, 1);
         assert!(stored(7).is_none(), "the dead one missing here");
         assert!(stored(8).is_some(), "the live one missing here");
 
-        let changed = super::merge_rows(&node, "rep", vec![row(0, &dead)])
-            .await
-            .expect("merge");
+        let changed =
+            super::merge_rows(&node, "rep", vec![row(0, &dead)], super::MissingDead::Skip)
+                .await
+                .expect("merge");
         assert_eq!(changed, 1, "a newer delete of a record held here");
         let here = Record::decode(&stored(0).expect("k000")).expect("record");
         assert!(!here.is_live(node.now()));

@@ -187,6 +187,27 @@ fn index(txn: &mut Txn<'_>, data_key: &[u8], record: &Record, origin: &str, seq:
     txn.put(Table::Meta, &[keys::TOMB_PREFIX, data_key].concat(), &bytes);
 }
 
+/// The highest sequence of `region`'s writes that a pending tombstone collection waits for
+/// every region to apply (its noted snapshot), 0 when none does. A join of `region`'s new
+/// store numbers its writes past it (see `join`), so a snapshot noted while its lost store
+/// reported writes no other region received is still reached.
+pub(crate) fn noted_max(node: &Node, region: &str) -> Result<u64, String> {
+    let mut max = 0;
+    node.store()
+        .scan_each(Table::Meta, keys::TOMB_PREFIX, None, |_, v| {
+            let noted = postcard::from_bytes::<Tombstone>(v)
+                .ok()
+                .and_then(|t| t.noted)
+                .and_then(|n| VersionVector::parse_token(&n).ok());
+            if let Some(snapshot) = noted {
+                max = max.max(snapshot.get(region));
+            }
+            std::ops::ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(max)
+}
+
 /// Where each origin's op log starts, as far as this process knows: the sequence number after
 /// the last entry a pass deleted (every entry below it is gone). A deleted entry stays in the
 /// LSM tree as a tombstone until compaction drops it, so a seek from the start of an origin's

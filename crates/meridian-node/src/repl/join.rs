@@ -49,12 +49,14 @@ use meridian_core::config::{Keyspace, Replication, Residency, Topology};
 use meridian_core::hlc::Timestamp;
 use meridian_core::record::Record;
 use meridian_core::version::{Dot, VersionVector};
-use meridian_core::wire::from_postcard_exact;
+use meridian_core::wire::{LogBody, encode_log_body, from_postcard_exact};
 use meridian_store::{KeyValue, Table};
 use serde::{Deserialize, Serialize};
 
 use super::dial::Dialer;
-use super::digest::{HttpPeer, PAGE_BYTES, PageQuery, blocking, merge_rows, page_response};
+use super::digest::{
+    HttpPeer, MissingDead, PAGE_BYTES, PageQuery, blocking, merge_rows, page_response,
+};
 use crate::error::ApiError;
 use crate::keys;
 use crate::state::{Join, Node};
@@ -87,7 +89,17 @@ pub struct Heads {
     pub hlc: u64,
     /// Whether the peer is joining itself (its data is not complete yet).
     pub joining: bool,
+    /// The highest sequence of the asking region's writes the peer knows any store of that
+    /// region to have made: what it applied of them, what that region's stores and every other
+    /// region reported applying of them, and what its pending tombstone collections wait for
+    /// of them. Carried in the [`CLAIMED_HEADER`] (the postcard body keeps its first layout);
+    /// a peer that does not send it claims what it applied.
+    #[serde(skip)]
+    pub claimed: u64,
 }
+
+/// The response header of `POST /v1/repl/heads` carrying [`Heads::claimed`].
+pub const CLAIMED_HEADER: &str = "meridian-claimed";
 
 /// The tables a join copies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -121,14 +133,36 @@ pub struct Plan {
     /// Per keyspace that `region` may hold and some peer holds in full, the peer to copy it
     /// from.
     pub sources: BTreeMap<String, String>,
-    /// The highest sequence of `region`'s own writes any peer holds: its next write follows.
+    /// The highest sequence of `region`'s own writes any peer holds.
     pub last_seq: u64,
+    /// The highest sequence of `region`'s writes any peer knows a store of it made (at least
+    /// `last_seq`): its next write follows. The writes between are lost with the old store
+    /// (no peer holds them), and the join fills their places with skips, so no sequence number
+    /// is used twice and every region's version vector passes them.
+    pub claimed: u64,
     /// The greatest HLC any peer stated.
     pub hlc: u64,
     /// When some peer holds data: each keyspace `region` may hold that no answering peer can
     /// be copied from, with the down peers that hold all of it. The join waits for them: its
     /// applied version vector would otherwise claim writes of the keyspace it never copied.
     pub unsourced: BTreeMap<String, Vec<String>>,
+}
+
+/// [`Heads::claimed`] for `region`, as this node knows it now.
+async fn claimed_of(node: &Node, region: &str) -> Result<u64, ApiError> {
+    let applied = node.applied().borrow().get(region);
+    let reported = node
+        .acked()
+        .borrow()
+        .values()
+        .map(|vv| vv.get(region))
+        .max()
+        .unwrap_or(0);
+    let (here, owned) = (node.clone(), region.to_string());
+    let noted = blocking(move || super::gc::noted_max(&here, &owned))
+        .await
+        .map_err(ApiError::internal)?;
+    Ok(applied.max(reported).max(noted))
 }
 
 /// Whether `peer` holds every key of `ks` that `region` may hold: every region holds an
@@ -164,6 +198,12 @@ pub fn plan(topology: &Topology, region: &str, answers: &BTreeMap<String, Option
         .map(|(_, h)| h.applied.get(region))
         .max()
         .unwrap_or(0);
+    let claimed = answered
+        .iter()
+        .map(|(_, h)| h.claimed)
+        .max()
+        .unwrap_or(0)
+        .max(last_seq);
     let hlc = answered.iter().map(|(_, h)| h.hlc).max().unwrap_or(0);
     let mut ranked: Vec<(&String, &Heads)> = answered
         .into_iter()
@@ -201,6 +241,7 @@ pub fn plan(topology: &Topology, region: &str, answers: &BTreeMap<String, Option
     Plan {
         sources,
         last_seq,
+        claimed,
         hlc,
         unsourced,
     }
@@ -243,14 +284,20 @@ pub(crate) async fn heads(State(node): State<Node>, headers: HeaderMap, body: By
                 "a postcard Hello: the joining store's incarnation and applied version vector",
             )
         })?;
+        // Before the hello makes this node forget what the peer's old store reported.
+        let claimed = claimed_of(&node, &peer).await?;
         node.peer_heads(&peer, Some(hello.incarnation), &hello.applied);
         let answer = Heads {
             incarnation: node.incarnation(),
             applied: node.applied().borrow().clone(),
             hlc: node.now().0,
             joining: node.join_state() != Join::Done,
+            claimed,
         };
-        page_response(&answer, None)
+        let mut resp = page_response(&answer, None)?;
+        resp.headers_mut()
+            .insert(CLAIMED_HEADER, axum::http::HeaderValue::from(claimed));
+        Ok::<_, ApiError>(resp)
     };
     run.await.unwrap_or_else(IntoResponse::into_response)
 }
@@ -422,13 +469,19 @@ async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), S
     }
     let origins: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
     let from: Vec<&VersionVector> = heads.values().collect();
-    let applied = adopted(
-        node.region(),
-        &origins,
-        &from,
-        plan.last_seq.max(node.last_seq()),
-    );
-    finish(node, &applied, Timestamp(plan.hlc)).await?;
+    let held = plan.last_seq.max(node.last_seq());
+    let next = plan.claimed.max(held);
+    if next > held {
+        tracing::warn!(
+            held,
+            claimed = next,
+            "writes {}..={next} of this region are gone with its old store (no peer holds them): \
+             their places are skipped",
+            held + 1
+        );
+    }
+    let applied = adopted(node.region(), &origins, &from, next);
+    finish(node, &applied, Timestamp(plan.hlc), held + 1..=next).await?;
     Ok(copied)
 }
 
@@ -440,7 +493,12 @@ async fn ask_heads(node: &Node, peer: &HttpPeer) -> Result<Heads, super::digest:
     };
     // invariant: postcard serialization of plain structs into a Vec cannot fail
     let body = postcard::to_stdvec(&hello).unwrap_or_default();
-    let (heads, _) = peer.send(Method::POST, "/v1/repl/heads", body).await?;
+    let (mut heads, headers): (Heads, _) = peer.send(Method::POST, "/v1/repl/heads", body).await?;
+    heads.claimed = headers
+        .get(CLAIMED_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| heads.applied.get(node.region()));
     Ok(heads)
 }
 
@@ -561,7 +619,7 @@ async fn copy_from(
         let path = format!("/v1/repl/copy/{ks}/{}", table.as_str());
         let (rows, more): (Vec<KeyValue>, _) = peer.page(&path, after.as_deref()).await?;
         written += match table {
-            CopyTable::Data => merge_rows(node, ks, rows).await?,
+            CopyTable::Data => merge_rows(node, ks, rows, MissingDead::Store).await?,
             CopyTable::Idempotency => store_outcomes(node, ks, rows).await?,
         };
         match more {
@@ -603,8 +661,14 @@ async fn store_outcomes(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<us
 }
 
 /// Stores what the join learnt, with the store's `joined` mark, in one transaction, and hands
-/// it to the node.
-async fn finish(node: &Node, applied: &VersionVector, hlc: Timestamp) -> Result<(), String> {
+/// it to the node; `skipped` are this region's sequence numbers its lost store used for writes
+/// no peer holds, each logged as a bare skip that no region holds (replicated like any entry).
+async fn finish(
+    node: &Node,
+    applied: &VersionVector,
+    hlc: Timestamp,
+    skipped: std::ops::RangeInclusive<u64>,
+) -> Result<(), String> {
     let here = node.clone();
     let floor = blocking(move || {
         crate::state::scan_floor(here.store(), here.region()).map_err(|e| e.to_string())
@@ -624,6 +688,12 @@ async fn finish(node: &Node, applied: &VersionVector, hlc: Timestamp) -> Result<
                     .and_then(keys::decode_u64)
                     .unwrap_or(0);
                 txn.put(Table::Meta, &key, &had.max(seq).to_be_bytes());
+            }
+            let skip = encode_log_body(&LogBody::Skip {
+                allowed: Vec::new(),
+            });
+            for seq in skipped {
+                txn.put(Table::OpLog, &keys::oplog_key(&region, seq), &skip);
             }
             txn.put(Table::Meta, keys::META_LAST_SEQ, &last_seq.to_be_bytes());
             let had = txn
@@ -700,6 +770,7 @@ replication = "local"
             applied: VersionVector::parse_token(applied).expect("token"),
             hlc,
             joining,
+            claimed: 0,
         })
     }
 
@@ -765,6 +836,27 @@ replication = "local"
             plan.last_seq, 12,
             "the next write follows every sequence any peer holds"
         );
+    }
+
+    /// A peer that knows the lost store made writes no peer holds (it reported them, or a
+    /// tombstone collection waits for them) moves the next write past them; claims below what
+    /// a peer holds change nothing.
+    #[test]
+    fn the_next_write_follows_every_sequence_a_peer_knows_the_old_store_made() {
+        let claiming =
+            |applied: &str, claimed: u64| heads(applied, 0, false).map(|h| Heads { claimed, ..h });
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), claiming("eu-west-1:12", 30)),
+            ("eu-central-1".to_string(), claiming("eu-west-1:20", 20)),
+        ]);
+        let p = plan(&topology(), "eu-west-1", &answers);
+        assert_eq!((p.last_seq, p.claimed), (20, 30));
+        let answers = BTreeMap::from([
+            ("us-east-1".to_string(), claiming("eu-west-1:12", 0)),
+            ("eu-central-1".to_string(), None),
+        ]);
+        let p = plan(&topology(), "eu-west-1", &answers);
+        assert_eq!((p.last_seq, p.claimed), (12, 12));
     }
 
     #[test]
@@ -869,6 +961,82 @@ replication = "local"
         let origins = ["us-east-1", "eu-west-1", "eu-central-1"];
         let vv = adopted("eu-west-1", &origins, &[&a, &b], 11);
         assert_eq!(vv.to_token(), "eu-central-1:4,eu-west-1:11,us-east-1:7");
+    }
+
+    /// A join stores every record it copies, deleted ones too: it takes the source's heads as
+    /// applied, so the delete's op is not coming again, and an older write still on its way
+    /// would otherwise live here alone (seed 5013250 of the turmoil test). And the places of
+    /// writes its lost store made that no peer holds are logged as bare skips no region holds.
+    #[tokio::test]
+    async fn a_join_keeps_copied_tombstones_and_skips_the_lost_stores_unheld_writes() {
+        let clock = Arc::new(AtomicU64::new(1_000_000));
+        let source = crate::testing::node(TOPOLOGY, "eu-central-1", &clock);
+        for key in ["live", "gone"] {
+            let m = crate::testing::put(&source, "open", key, Default::default());
+            crate::write::write(&source, m).await.expect("put");
+        }
+        let delete = meridian_core::op::Op::Delete { context: None };
+        let m = crate::testing::mutation(&source, "open", "gone", delete, Default::default());
+        crate::write::write(&source, m).await.expect("delete");
+        let keyspace = source.topology().keyspace("open").expect("open").clone();
+        let (rows, more) = copy_page(
+            &source,
+            &keyspace,
+            CopyTable::Data,
+            "eu-west-1",
+            None,
+            1 << 20,
+        )
+        .expect("page");
+        assert_eq!(
+            (rows.len(), more),
+            (2, None),
+            "the copy sends the tombstone"
+        );
+
+        let fresh = crate::testing::node(TOPOLOGY, "eu-west-1", &clock);
+        let stored = merge_rows(&fresh, "open", rows.clone(), MissingDead::Store)
+            .await
+            .expect("merge");
+        assert_eq!(stored, 2, "the live record and the tombstone");
+        let gone = fresh
+            .store()
+            .get(Table::Data, &keys::data_key("open", "gone"))
+            .expect("get")
+            .expect("the tombstone is stored");
+        assert!(!Record::decode(&gone).expect("record").is_live(fresh.now()));
+        let repaired = crate::testing::node(TOPOLOGY, "eu-west-1", &clock);
+        let stored = merge_rows(&repaired, "open", rows, MissingDead::Skip)
+            .await
+            .expect("merge");
+        assert_eq!(stored, 1, "digest repair leaves a tombstone it lacks alone");
+
+        let applied = VersionVector::parse_token("eu-central-1:3,eu-west-1:7").expect("vv");
+        finish(&fresh, &applied, Timestamp(0), 5..=7)
+            .await
+            .expect("finish");
+        assert_eq!(fresh.last_seq(), 7);
+        let log = fresh
+            .store()
+            .scan(Table::OpLog, b"", None, 100)
+            .expect("scan");
+        let entries: Vec<(String, u64, LogBody)> = log
+            .iter()
+            .map(|(k, v)| {
+                let (origin, seq) = keys::parse_oplog_key(k).expect("key");
+                let body = meridian_core::wire::decode_log_body(v).expect("body");
+                (origin.to_string(), seq, body)
+            })
+            .collect();
+        let skip = LogBody::Skip {
+            allowed: Vec::new(),
+        };
+        assert_eq!(
+            entries,
+            (5..=7)
+                .map(|seq| ("eu-west-1".to_string(), seq, skip.clone()))
+                .collect::<Vec<_>>()
+        );
     }
 
     /// A store made by this node's writes, copied page by page into a new one: the copy holds
