@@ -643,7 +643,21 @@ pub fn dead_record(replicas: &[Checked<'_>]) -> Result<Option<String>, String> {
             let rec = Record::decode(&v).map_err(|e| e.to_string())?;
             if !rec.is_live(r.now) {
                 let (ks, key) = keys::split_data_key(&k).unwrap_or_default();
-                return Ok(Some(format!("{ks}/{key} in {}", r.region)));
+                let index = |prefix: &[u8]| -> Result<bool, String> {
+                    let at = [prefix, &k[..]].concat();
+                    Ok(r.store
+                        .get(Table::Meta, &at)
+                        .map_err(|e| e.to_string())?
+                        .is_some())
+                };
+                return Ok(Some(format!(
+                    "{ks}/{key} in {} (version {}.{}; awaiting collection: {}, awaiting its op: {})",
+                    r.region,
+                    rec.version.ts,
+                    rec.version.origin,
+                    index(keys::TOMB_PREFIX)?,
+                    index(keys::REANCHOR_PREFIX)?,
+                )));
             }
         }
     }

@@ -516,7 +516,11 @@ fn on_disk(disks: &Disks) -> Vec<Store> {
 /// Whether region `at`'s disk may be lost without losing an acknowledged write: another
 /// region has applied every write it made — for a region of the pinned zone, the other region
 /// of the zone (the only other holder of its pinned writes). What it holds of other regions'
-/// writes, their origins hold.
+/// writes, their origins hold. And no region behind it on some origin's writes depends on its
+/// op log alone for them: a store that joined by copying holds no op-log entries of what it
+/// adopted, so losing the last op log that has them would leave that region stuck behind for
+/// good (seed 3013230: two disks lost in turn while a third region was cut off). The node does
+/// not recover from that today (docs/replication.md, "A new store joins before it serves").
 fn safe_to_lose(stores: &[Store], regions: &[&str], at: usize) -> bool {
     let read = |s: &Store, key: &[u8]| {
         s.get(Table::Meta, key)
@@ -528,11 +532,38 @@ fn safe_to_lose(stores: &[Store], regions: &[&str], at: usize) -> bool {
     let region = regions[at];
     let own = read(&stores[at], meridian_node::keys::META_LAST_SEQ);
     let vv_key = meridian_node::keys::vv_key(region);
-    regions.iter().enumerate().any(|(j, other)| {
+    let others_hold_its_writes = regions.iter().enumerate().any(|(j, other)| {
         j != at
             && (!PINNED_ZONE.contains(&region) || PINNED_ZONE.contains(other))
             && read(&stores[j], &vv_key) >= own
-    })
+    });
+    // What region `j` has applied of `origin`'s writes.
+    let applied = |j: usize, origin: &str| {
+        if regions[j] == origin {
+            read(&stores[j], meridian_node::keys::META_LAST_SEQ)
+        } else {
+            read(&stores[j], &meridian_node::keys::vv_key(origin))
+        }
+    };
+    let logs = |j: usize, origin: &str, seq: u64| {
+        stores[j]
+            .get(Table::OpLog, &meridian_node::keys::oplog_key(origin, seq))
+            .ok()
+            .flatten()
+            .is_some()
+    };
+    let laggards_served = regions.iter().all(|origin| {
+        let here = applied(at, origin);
+        (0..regions.len())
+            .filter(|l| *l != at && applied(*l, origin) < here)
+            .all(|l| {
+                let next = applied(l, origin) + 1;
+                (0..regions.len()).any(|q| {
+                    q != at && q != l && applied(q, origin) >= here && logs(q, origin, next)
+                })
+            })
+    });
+    others_hold_its_writes && laggards_served
 }
 
 /// The data of every replica at simulated time `elapsed`.
@@ -871,6 +902,16 @@ fn repair_all(sim: &turmoil::Sim<'_>, regions: &[&'static str]) {
     }
 }
 
+/// Seeds that once failed, run before the CI batch's range (each names what it found).
+const FOUND: &[u64] = &[
+    // A pinned register damaged while down, mended only by a comparison inside the zone.
+    3_005_446,
+    // A restarted host took refused connections for a first start and reused sequences.
+    3_007_026,
+    // A join's copy dropped a tombstone: an older write still on its way lived again.
+    5_013_250,
+];
+
 fn seeds(regions: usize) -> (Vec<u64>, Option<Duration>) {
     if let Ok(s) = std::env::var("MERIDIAN_TURMOIL_SEED") {
         let seed = s.parse().expect("MERIDIAN_TURMOIL_SEED must be a number");
@@ -888,7 +929,16 @@ fn seeds(regions: usize) -> (Vec<u64>, Option<Duration>) {
                 .unwrap_or(1);
             ((base + first..base + first + count).collect(), None)
         }
-        Err(_) => ((base + 1..=base + CI_SEEDS).collect(), Some(CI_BUDGET)),
+        Err(_) => {
+            let found = FOUND
+                .iter()
+                .copied()
+                .filter(|s| s / 1_000_000 == regions as u64);
+            (
+                found.chain(base + 1..=base + CI_SEEDS).collect(),
+                Some(CI_BUDGET),
+            )
+        }
     }
 }
 
