@@ -34,6 +34,8 @@ pub const REPL_APPLIED: &str = "meridian_repl_applied_total";
 pub const REPL_TOPOLOGY_DIFFERS: &str = "meridian_repl_topology_differs";
 /// 1 while the link to a peer is up, by peer.
 pub const REPL_LINK_UP: &str = "meridian_repl_link_up";
+/// Catch-ups by copy from a peer (see `repl::catchup`), by `outcome` (`ok`, `error`).
+pub const REPL_CATCH_UPS: &str = "meridian_repl_catch_ups_total";
 /// Ops of this region a peer has not acknowledged, by peer.
 pub const REPL_UNACKED: &str = "meridian_repl_unacked_ops";
 /// Seconds since the oldest op a peer has not acknowledged was written, by peer.
@@ -268,6 +270,12 @@ pub fn repl_delay(origin: &str, written_ms: impl Iterator<Item = u64>, applied_m
     for ms in written_ms {
         h.record(applied_ms.saturating_sub(ms) as f64 / 1000.0);
     }
+}
+
+/// Counts a catch-up by copy that succeeded (`ok`) or failed.
+pub fn catch_up(ok: bool) {
+    let outcome = if ok { "ok" } else { "error" };
+    metrics::counter!(REPL_CATCH_UPS, "outcome" => outcome).increment(1);
 }
 
 /// Sets the link state of `peer`.

@@ -124,6 +124,8 @@ struct Inner {
     links: Mutex<BTreeMap<String, PeerLink>>,
     conflicts: Mutex<VecDeque<Conflict>>,
     closing: watch::Sender<bool>,
+    /// Bumped when the node caught up by copy: its links reopen with their new heads.
+    resyncs: watch::Sender<u64>,
     oplog_start: crate::repl::gc::OpLogStart,
     watermarks: crate::repl::watermark::Watermarks,
     digests: crate::repl::digest::Digests,
@@ -211,6 +213,7 @@ impl Node {
                 links: Mutex::new(BTreeMap::new()),
                 conflicts: Mutex::new(VecDeque::new()),
                 closing: watch::channel(false).0,
+                resyncs: watch::channel(0).0,
                 oplog_start: crate::repl::gc::OpLogStart::default(),
                 watermarks: crate::repl::watermark::Watermarks::default(),
                 digests,
@@ -516,6 +519,17 @@ impl Node {
         self.lock_hlc().restore(hlc);
         *self.lock_floor() = floor;
         self.inner.applied.send_modify(|vv| vv.merge(applied));
+    }
+
+    /// Changes each time the node caught up by copy (see `repl::catchup`): a replication link
+    /// then reopens, so the peer serves it from the heads it holds now.
+    pub(crate) fn resyncs(&self) -> watch::Receiver<u64> {
+        self.inner.resyncs.subscribe()
+    }
+
+    /// Makes every replication link reopen (see [`Node::resyncs`]).
+    pub(crate) fn resync(&self) {
+        self.inner.resyncs.send_modify(|n| *n += 1);
     }
 
     /// What each peer has said it applied.

@@ -486,7 +486,10 @@ async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), S
 }
 
 /// `peer`'s answer to the joining node's [`Hello`].
-async fn ask_heads(node: &Node, peer: &HttpPeer) -> Result<Heads, super::digest::AskError> {
+pub(super) async fn ask_heads(
+    node: &Node,
+    peer: &HttpPeer,
+) -> Result<Heads, super::digest::AskError> {
     let hello = Hello {
         incarnation: node.incarnation(),
         applied: node.applied().borrow().clone(),
@@ -502,7 +505,11 @@ async fn ask_heads(node: &Node, peer: &HttpPeer) -> Result<Heads, super::digest:
     Ok(heads)
 }
 
-fn peer_of(node: &Node, dialer: &Arc<dyn Dialer>, region: &str) -> Result<HttpPeer, String> {
+pub(super) fn peer_of(
+    node: &Node,
+    dialer: &Arc<dyn Dialer>,
+    region: &str,
+) -> Result<HttpPeer, String> {
     let url = super::peer_urls(node)
         .into_iter()
         .find(|(r, _)| r == region)
@@ -607,7 +614,7 @@ async fn ask(node: &Node, dialer: &Arc<dyn Dialer>, region: &str, url: &str) -> 
 }
 
 /// Copies `table` of keyspace `ks` from `peer`, page by page; returns the entries written.
-async fn copy_from(
+pub(super) async fn copy_from(
     node: &Node,
     peer: &HttpPeer,
     ks: &str,

@@ -5,6 +5,7 @@
 
 mod apply;
 pub mod auth;
+pub mod catchup;
 pub mod dial;
 pub mod digest;
 pub mod gc;
@@ -62,6 +63,10 @@ pub fn start(node: &Node, background: &crate::Background) -> Vec<tokio::task::Jo
             tokio::spawn(pull::run(node.clone(), peer, url, dialer))
         })
         .collect();
+    tasks.push(tokio::spawn(catchup::run(
+        node.clone(),
+        std::sync::Arc::clone(&background.dialer),
+    )));
     if let Some(every) = background.digest_every {
         let dialer = std::sync::Arc::clone(&background.dialer);
         tasks.push(tokio::spawn(digest::run(node.clone(), every, dialer)));

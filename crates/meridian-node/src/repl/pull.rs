@@ -101,6 +101,8 @@ async fn pull(
     url: &str,
     backoff: &mut Duration,
 ) -> Result<(), String> {
+    // Subscribed before the heads are read: a catch-up after this reopens the link.
+    let mut resyncs = node.resyncs();
     let from = node.applied().borrow().to_token();
     let versions: Vec<String> = VERSIONS.iter().map(u8::to_string).collect();
     let target = Target::parse(url).map_err(|e| format!("connect: {e}"))?;
@@ -169,7 +171,16 @@ async fn pull(
         body,
         queue,
     )));
-    while let Some(first) = batches.recv().await {
+    loop {
+        let first = tokio::select! {
+            batch = batches.recv() => match batch {
+                Some(batch) => batch,
+                None => break,
+            },
+            _ = resyncs.changed() => {
+                return Err("caught up by copy from a peer; reopening from the new heads".into());
+            }
+        };
         let mut entries = first?;
         let mut ended = None;
         while entries.len() < MAX_APPLY_ENTRIES {
