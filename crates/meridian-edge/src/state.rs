@@ -257,7 +257,7 @@ struct Inner {
     tunnels: crate::tunnels::Tunnels,
     /// One slot per client connection being served, over every proxy thread.
     connections: meridian_http::Slots,
-    /// The identity providers' keys in use (see [`Edge::token_keys`]): `token_files`'
+    /// The identity providers' keys in use (see [`Edge::token_keys`]): the files' keys
     /// followed by every JWKS URL's.
     token_keys: ArcSwap<Vec<crate::token::NamedKey>>,
     /// Where `token_keys` comes from.

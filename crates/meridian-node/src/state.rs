@@ -143,6 +143,9 @@ struct Inner {
     join_changed: watch::Sender<()>,
     /// The incarnation each peer last stated (see [`Node::peer_heads`]).
     peer_incarnations: Mutex<BTreeMap<String, u64>>,
+    /// Per peer whose store was replaced, the highest sequence of its own writes an old store
+    /// of it reported applying (see [`Node::lost_claim`]).
+    lost_claims: Mutex<BTreeMap<String, u64>>,
     /// See [`Node::sequence_conflict`].
     sequence_conflict: std::sync::OnceLock<String>,
 }
@@ -224,6 +227,7 @@ impl Node {
                 join: std::sync::atomic::AtomicU8::new(join as u8),
                 join_changed: watch::channel(()).0,
                 peer_incarnations: Mutex::new(BTreeMap::new()),
+                lost_claims: Mutex::new(BTreeMap::new()),
                 sequence_conflict: std::sync::OnceLock::new(),
             }),
         })
@@ -443,6 +447,14 @@ impl Node {
         self.inner.acked.send_modify(|m| {
             let known = m.entry(peer.to_string()).or_default();
             if renewed {
+                let made = known.get(peer);
+                self.inner
+                    .lost_claims
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(peer.to_string())
+                    .and_modify(|c| *c = (*c).max(made))
+                    .or_insert(made);
                 *known = vv.clone();
             } else {
                 known.merge(vv);
@@ -467,6 +479,19 @@ impl Node {
                 );
             }
         }
+    }
+
+    /// The highest sequence of `peer`'s own writes that a store of it since replaced reported
+    /// applying, as far as this process heard (0: none): a join of `peer`'s new store numbers
+    /// its writes past it (`repl::join`'s `Heads::claimed`), however often it asks.
+    pub(crate) fn lost_claim(&self, peer: &str) -> u64 {
+        self.inner
+            .lost_claims
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(peer)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// Why this node's writes would reuse sequence numbers a peer has already applied, once a

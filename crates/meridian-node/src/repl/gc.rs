@@ -619,13 +619,17 @@ mod tests {
     #[tokio::test]
     async fn a_peers_new_store_holds_back_what_its_old_one_had_applied() {
         let a = node_with_keys(10).await;
-        a.peer_heads("b", Some(7), &applied("a:4"));
+        a.peer_heads("b", Some(7), &applied("a:4,b:6"));
+        assert_eq!(a.lost_claim("b"), 0, "b's store is the one it knew");
         a.peer_heads("b", Some(8), &applied(""));
         assert_eq!(
             collect(&a).await.expect("gc").oplog,
             0,
             "b's new store has nothing"
         );
+        assert_eq!(a.lost_claim("b"), 6, "what b's old store said it made");
+        a.peer_heads("b", Some(9), &applied(""));
+        assert_eq!(a.lost_claim("b"), 6, "kept across a second replacement");
         a.peer_heads("b", Some(8), &applied("a:3"));
         assert_eq!(collect(&a).await.expect("gc").oplog, 3);
         a.peer_heads("b", None, &applied("a:2"));

@@ -162,7 +162,10 @@ async fn claimed_of(node: &Node, region: &str) -> Result<u64, ApiError> {
     let noted = blocking(move || super::gc::noted_max(&here, &owned))
         .await
         .map_err(ApiError::internal)?;
-    Ok(applied.max(reported).max(noted))
+    Ok(applied
+        .max(reported)
+        .max(noted)
+        .max(node.lost_claim(region)))
 }
 
 /// Whether `peer` holds every key of `ks` that `region` may hold: every region holds an
