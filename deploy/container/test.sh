@@ -45,7 +45,7 @@ docker volume create "$VOL" >/dev/null
 start() {
   docker run -d --name "$NAME" -v "$ROOT/examples:/etc/meridian:ro" -v "$VOL:/var/lib/meridian" \
     -p 127.0.0.1::7601 "$TAG" region --config /etc/meridian/meridian.toml --region us-east-1 \
-    --data /var/lib/meridian --listen 0.0.0.0:7601 >/dev/null
+    --data /var/lib/meridian --listen 0.0.0.0:7601 --join-wait 1s >/dev/null
   addr=$(docker port "$NAME" 7601/tcp | head -1)
   for _ in $(seq 1 100); do
     curl -sf "http://$addr/health/ready" >/dev/null && return 0

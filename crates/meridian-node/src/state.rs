@@ -54,7 +54,7 @@ pub enum Join {
 pub const CONFLICTS_KEPT: usize = 1_000;
 
 /// Settings of a node beyond the topology.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct NodeConfig {
     /// The cluster secret: authenticates peers and admin calls. `None` leaves both open.
     pub secret: Option<String>,
@@ -62,9 +62,21 @@ pub struct NodeConfig {
     /// its WAN emulator's relays).
     pub peer_urls: BTreeMap<String, String>,
     /// How long a new store waits for any peer to answer before it takes a start where every
-    /// peer refuses connections for the cluster's first (see [`crate::repl::join`]). Zero by
-    /// default; `meridian region` waits 10 s.
-    pub join_wait: std::time::Duration,
+    /// peer refuses connections for the cluster's first (see [`crate::repl::join`]); `None`:
+    /// until one answers, for a disk lost while every peer was down would reuse the lost
+    /// store's write numbers (`meridian region` without `--join-wait`). Zero by default, for
+    /// tests that start one node of a larger topology.
+    pub join_wait: Option<std::time::Duration>,
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        NodeConfig {
+            secret: None,
+            peer_urls: BTreeMap::new(),
+            join_wait: Some(std::time::Duration::ZERO),
+        }
+    }
 }
 
 /// A replication link to one peer, as this node sees it.
@@ -444,22 +456,9 @@ impl Node {
                  old store had applied is forgotten until the new one reports it"
             );
         }
-        self.inner.acked.send_modify(|m| {
-            let known = m.entry(peer.to_string()).or_default();
-            if renewed {
-                let made = known.get(peer);
-                self.inner
-                    .lost_claims
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner)
-                    .entry(peer.to_string())
-                    .and_modify(|c| *c = (*c).max(made))
-                    .or_insert(made);
-                *known = vv.clone();
-            } else {
-                known.merge(vv);
-            }
-        });
+        // Checked before the report is recorded: a peer that applied writes numbered like
+        // this store's new ones, made by a store of this region since lost, must not count
+        // as having applied the new ones (a sync write's quorum, collection).
         let theirs = vv.get(&self.inner.region);
         let ours = self.last_seq();
         if theirs > ours && self.join_state() != Join::Running {
@@ -479,6 +478,25 @@ impl Node {
                 );
             }
         }
+        if self.sequence_conflict().is_some() {
+            return;
+        }
+        self.inner.acked.send_modify(|m| {
+            let known = m.entry(peer.to_string()).or_default();
+            if renewed {
+                let made = known.get(peer);
+                self.inner
+                    .lost_claims
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .entry(peer.to_string())
+                    .and_modify(|c| *c = (*c).max(made))
+                    .or_insert(made);
+                *known = vv.clone();
+            } else {
+                known.merge(vv);
+            }
+        });
     }
 
     /// The highest sequence of `peer`'s own writes that a store of it since replaced reported

@@ -75,9 +75,6 @@ const CI_SEEDS: u64 = 50;
 /// Chance that a crashed host restarts on a new, empty store (its disk lost), when no
 /// acknowledged write would go with it ([`safe_to_lose`]).
 const LOSE_DISK: f64 = 0.3;
-/// How long a new store waits for any peer to answer when every one refuses (a partition
-/// refuses connections in turmoil), as `meridian region` does.
-const JOIN_WAIT: Duration = Duration::from_secs(10);
 /// Port every simulated node serves on.
 const PORT: u16 = 7900;
 /// Wall-clock milliseconds at the start of a simulation (before skew).
@@ -603,7 +600,9 @@ fn simulate(seed: u64, n: usize) -> Result<Ran, (String, Vec<String>)> {
         let config = NodeConfig {
             secret: None,
             peer_urls: peer_urls.clone(),
-            join_wait: JOIN_WAIT,
+            // As `meridian region` without `--join-wait`: a new store whose peers all refuse
+            // (a partition refuses connections in turmoil) waits until one answers.
+            join_wait: None,
         };
         sim.host(region, move || {
             let store = on_disk(&disks)[i].clone();

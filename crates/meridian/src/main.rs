@@ -76,12 +76,14 @@ enum Command {
         /// replication through a WAN emulator: --peer eu-west-1=http://127.0.0.1:9702
         #[arg(long = "peer", value_name = "REGION=URL", value_parser = parse_peer)]
         peers: Vec<(String, String)>,
-        /// A new data directory first joins the peers (docs/replication.md): when every peer
-        /// refuses connections, wait this long for one to answer before taking this start
-        /// for the cluster's first. A disk lost while every peer is down would otherwise reuse
-        /// the lost store's write numbers.
-        #[arg(long, value_name = "DURATION", default_value = "10s", value_parser = parse_duration_arg)]
-        join_wait: std::time::Duration,
+        /// A new data directory first joins the peers (docs/replication.md). When every peer
+        /// refuses connections it waits until one answers — a disk lost while every peer is
+        /// down must not be taken for the cluster's first start, whose write numbers would
+        /// reuse the lost store's. With this, it takes the start for the cluster's first once
+        /// no peer answered for DURATION: for starting one region of a topology alone (a
+        /// trial, the first region of a new cluster), e.g. --join-wait 5s.
+        #[arg(long, value_name = "DURATION", value_parser = parse_duration_arg)]
+        join_wait: Option<std::time::Duration>,
     },
     /// Run a WAN emulator: a relay per directed region link, each delaying every chunk by the
     /// link's one-way latency, until Ctrl-C.

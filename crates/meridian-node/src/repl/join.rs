@@ -540,14 +540,17 @@ async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Opti
         for (region, asked) in futures_util::future::join_all(asks).await {
             match asked {
                 Asked::Answered(heads) => {
-                    tracing::info!(peer = %region, applied = %heads.applied.to_token(), joining = heads.joining, "a peer answered the join");
+                    tracing::info!(peer = %region, applied = %heads.applied.to_token(), claimed = heads.claimed, joining = heads.joining, "a peer answered the join");
                     answered.insert(region, heads);
                 }
                 Asked::Down(why) => down.push(format!("{region} ({why})")),
                 Asked::Failed(why) => silent.push(format!("{region} ({why})")),
             }
         }
-        let waited = started.elapsed() >= node.config().join_wait;
+        let waited = node
+            .config()
+            .join_wait
+            .is_some_and(|wait| started.elapsed() >= wait);
         if settled(node.region(), &answered, down.len(), silent.len(), waited) {
             if !down.is_empty() {
                 tracing::info!(down = %down.join("; "), "peers are down and no peer that answered holds a write of this region (a first start): joining without them");
@@ -558,11 +561,18 @@ async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Opti
             return answers;
         }
         if reported.elapsed() >= PROGRESS_EVERY {
+            let alone = answered.is_empty() && silent.is_empty();
             tracing::warn!(
                 waiting = %[down, silent].concat().join("; "),
                 "joining: waiting for peers to say what they hold (any of them may hold writes \
                  of this region that no other holds; a region gone for good leaves the topology \
-                 file)"
+                 file){}",
+                if alone {
+                    "; no peer is running: if this is the first region of a new cluster, start \
+                     the others, or restart this one with --join-wait 5s to start it alone"
+                } else {
+                    ""
+                }
             );
             reported = Instant::now();
         }
@@ -575,8 +585,9 @@ async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Opti
 /// when every peer answered; or, when none that answered holds a write of `region` (the
 /// cluster's first start, or a region new to it), when the rest are down — and, if no peer
 /// answered at all, once the node has `waited` its `join_wait` for one. Once some peer holds a
-/// write of `region`, its store was lost, and every peer must answer: any of them may hold
-/// writes of it that the others lack, whose sequence numbers a new write must not reuse.
+/// write of `region` — or knows one was made ([`Heads::claimed`]: another peer, down now,
+/// reported applying it) — its store was lost, and every peer must answer: any of them may
+/// hold writes of it that the others lack, whose sequence numbers a new write must not reuse.
 pub fn settled(
     region: &str,
     answered: &BTreeMap<String, Heads>,
@@ -588,7 +599,9 @@ pub fn settled(
         return true;
     }
     silent == 0
-        && answered.values().all(|h| h.applied.get(region) == 0)
+        && answered
+            .values()
+            .all(|h| h.applied.get(region) == 0 && h.claimed == 0)
         && (waited || !answered.is_empty())
 }
 
@@ -960,6 +973,17 @@ replication = "local"
             "a first start goes on without down peers"
         );
         assert!(!settled(r, &fresh, 1, 1, true), "but waits for silent ones");
+        let heard = BTreeMap::from([(
+            "a".to_string(),
+            Heads {
+                claimed: 4,
+                ..heads("a:9", 0, false).expect("h")
+            },
+        )]);
+        assert!(
+            !settled(r, &heard, 1, 0, true),
+            "a peer heard a down one apply writes of ours: that one may hold them alone"
+        );
         assert!(!settled(r, &none, 2, 0, false), "no answer at all: wait");
         assert!(settled(r, &none, 2, 0, true), "for join_wait");
     }
