@@ -996,17 +996,18 @@ fn batch(regions: usize) {
         }
     }
     assert!(ran > 0, "no seed ran");
+    // What a batch must have exercised (a single replayed seed need not).
     assert!(
-        sync_acknowledged > 0,
+        ran < 10 || sync_acknowledged > 0,
         "the batch must acknowledge sync writes"
     );
     let (compared, repaired) = (counted(COMPARED), counted(REPAIRED));
     assert!(
-        compared > 0.0,
+        ran < 10 || compared > 0.0,
         "digest comparisons must walk differing buckets"
     );
     assert!(
-        created > 0,
+        ran < 10 || created > 0,
         "the batch must create home keys for the create-once check to hold to"
     );
     assert!(

@@ -583,8 +583,9 @@ async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Opti
 /// Whether a join may go on with the peers `answered` so far, `down` peers nothing answers
 /// for (refused or closed connections) and `silent` ones that may be up but did not answer:
 /// when every peer answered; or, when none that answered holds a write of `region` (the
-/// cluster's first start, or a region new to it), when the rest are down — and, if no peer
-/// answered at all, once the node has `waited` its `join_wait` for one. Once some peer holds a
+/// cluster's first start, or a region new to it), when the rest are down — provided a peer
+/// that is not joining itself answered (a joining peer's empty answer vouches for nothing: it
+/// may be a lost store too, seed 5014953), or once the node has `waited` its `join_wait`. Once some peer holds a
 /// write of `region` — or knows one was made ([`Heads::claimed`]: another peer, down now,
 /// reported applying it) — its store was lost, and every peer must answer: any of them may
 /// hold writes of it that the others lack, whose sequence numbers a new write must not reuse.
@@ -602,7 +603,7 @@ pub fn settled(
         && answered
             .values()
             .all(|h| h.applied.get(region) == 0 && h.claimed == 0)
-        && (waited || !answered.is_empty())
+        && (waited || answered.values().any(|h| !h.joining))
 }
 
 /// One peer's answer to a join's ask.
@@ -983,6 +984,16 @@ replication = "local"
         assert!(
             !settled(r, &heard, 1, 0, true),
             "a peer heard a down one apply writes of ours: that one may hold them alone"
+        );
+        let joining = BTreeMap::from([("a".to_string(), heads("", 0, true).expect("h"))]);
+        assert!(
+            !settled(r, &joining, 1, 0, false),
+            "a joining peer's empty answer does not vouch that the down ones hold nothing"
+        );
+        assert!(settled(r, &joining, 1, 0, true), "but --join-wait opts in");
+        assert!(
+            settled(r, &joining, 0, 0, false),
+            "and every peer answering settles"
         );
         assert!(!settled(r, &none, 2, 0, false), "no answer at all: wait");
         assert!(settled(r, &none, 2, 0, true), "for join_wait");
