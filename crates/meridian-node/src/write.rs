@@ -203,6 +203,27 @@ fn apply_in_txn(
                     "use a new Idempotency-Key for a new request; reuse one only to retry the identical request",
                 ));
             }
+            // A sync write's replay claims a quorum: not for a write no other region got.
+            // (An async one's claims it is durable here, which the copy that brought the
+            // outcome made true.)
+            if m.keyspace.replication == Replication::Sync
+                && let Some((origin, seq)) = &stored.seq
+                && *origin == region
+                && lost_seq(txn, *seq)?
+            {
+                return Err(ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "outcome_lost",
+                    format!(
+                        "the write under this Idempotency-Key was made by this region's store \
+                         before its data was lost (write {seq}), and no other region received \
+                         it: whether it took effect cannot be confirmed, and retrying under \
+                         this key will not change that"
+                    ),
+                    "read the key to see what it holds; send the write again under a new \
+                     Idempotency-Key if it is still wanted",
+                ));
+            }
             return Ok(TxnResult::Replayed {
                 outcome: stored.outcome,
                 seq: stored.seq,
@@ -337,6 +358,16 @@ fn apply_in_txn(
         seq: Some(seq),
         home: new.home,
     })
+}
+
+/// Whether this region's write number `seq` was made by a lost store of it and held by no peer
+/// when the present store joined ([`keys::META_LOST_SEQS`]).
+fn lost_seq(txn: &Txn<'_>, seq: u64) -> Result<bool, ApiError> {
+    let Some(bytes) = txn.get(Table::Meta, keys::META_LOST_SEQS)? else {
+        return Ok(false);
+    };
+    let ranges: Vec<(u64, u64)> = postcard::from_bytes(&bytes).unwrap_or_default();
+    Ok(ranges.iter().any(|(from, to)| (*from..=*to).contains(&seq)))
 }
 
 /// Stages this region's op number `seq` in the transaction that writes its record: its op-log
@@ -595,6 +626,46 @@ mod tests {
 
     use crate::input::WriteHeaders;
     use crate::testing::{TWO_REGIONS, node, put};
+
+    /// A `sync` write's outcome that names a write of this region's lost store (a number the
+    /// join recorded as held by no peer) is not replayed: 503 `outcome_lost`. An `async`
+    /// one's is, and so is one of a number outside the lost ranges.
+    #[tokio::test]
+    async fn a_lost_stores_sync_outcome_is_not_replayed() {
+        let topology = format!(
+            "{TWO_REGIONS}\n[[keyspace]]\nname = \"orders\"\ntype = \"register\"\n\
+             replication = \"sync\"\nquorum = 1\n"
+        );
+        let clock = Arc::new(AtomicU64::new(1_700_000_000_000));
+        let node = node(&topology, "a", &clock);
+        let keyed = |k: &str| WriteHeaders {
+            idempotency_key: Some(k.into()),
+            ..Default::default()
+        };
+        for (ks, key) in [("orders", "lost"), ("rep", "lost"), ("orders", "kept")] {
+            let m = put(&node, ks, key, keyed(key));
+            super::write(&node, m).await.expect("first write");
+        }
+        // The store as a join leaves it when its writes 1..=2 were the lost store's.
+        let lost = postcard::to_stdvec(&vec![(1u64, 2u64)]).expect("encode");
+        node.store()
+            .transact(move |txn| txn.put(super::Table::Meta, super::keys::META_LOST_SEQS, &lost))
+            .await
+            .expect("store");
+        let err = super::write(&node, put(&node, "orders", "lost", keyed("lost")))
+            .await
+            .err()
+            .expect("refused");
+        assert_eq!((err.status.as_u16(), err.code), (503, "outcome_lost"));
+        let replayed = super::write(&node, put(&node, "rep", "lost", keyed("lost")))
+            .await
+            .expect("an async outcome");
+        assert!(replayed.replayed);
+        let replayed = super::write(&node, put(&node, "orders", "kept", keyed("kept")))
+            .await
+            .expect("write 3 is no lost one");
+        assert!(replayed.replayed);
+    }
 
     /// An Idempotency-Key's stored outcome is replayed, and a different request under the key
     /// refused, until `[limits] idempotency_ttl` (24 h by default) has passed; after that the

@@ -454,6 +454,14 @@ async fn write_until_answered(w: Write, disks: Disks, shared: SharedRef) -> Resu
                 note(&shared, format!("{what} -> {status}"));
                 return Ok(());
             }
+            // A sync write of a lost store whose outcome a join copied: not acknowledged, and
+            // no retry under its key can change that.
+            Ok((StatusCode::SERVICE_UNAVAILABLE, _, body))
+                if String::from_utf8_lossy(&body).contains("\"outcome_lost\"") =>
+            {
+                note(&shared, format!("{what} -> 503 outcome_lost, given up"));
+                return Ok(());
+            }
             Ok((StatusCode::SERVICE_UNAVAILABLE, _, _)) => {
                 note(&shared, format!("{what} -> 503, retrying"));
             }

@@ -473,7 +473,11 @@ async fn join(node: &Node, dialer: &Arc<dyn Dialer>) -> Result<(usize, usize), S
     let origins: Vec<&str> = topology.regions.iter().map(|r| r.name.as_str()).collect();
     let from: Vec<&VersionVector> = heads.values().collect();
     let held = plan.last_seq.max(node.last_seq());
-    let next = plan.claimed.max(held);
+    // An outcome a copy brought may name a write of the lost store no peer holds any more
+    // (its holder lost its disk after an earlier attempt copied from it): past it too.
+    let here = node.clone();
+    let outcomes = blocking(move || own_outcome_max(&here)).await?;
+    let next = plan.claimed.max(held).max(outcomes);
     if next > held {
         tracing::warn!(
             held,
@@ -684,6 +688,25 @@ async fn store_outcomes(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<us
         .map_err(|e| e.to_string())?
 }
 
+/// The highest sequence of this region's writes that an idempotency outcome held here names.
+fn own_outcome_max(node: &Node) -> Result<u64, String> {
+    let mut max = 0;
+    node.store()
+        .scan_each(Table::Idempotency, b"", None, |_, v| {
+            if let Ok(StoredOutcome {
+                seq: Some((origin, seq)),
+                ..
+            }) = StoredOutcome::decode(v)
+                && origin == node.region()
+            {
+                max = max.max(seq);
+            }
+            ControlFlow::Continue(())
+        })
+        .map_err(|e| e.to_string())?;
+    Ok(max)
+}
+
 /// Stores what the join learnt, with the store's `joined` mark, in one transaction, and hands
 /// it to the node; `skipped` are this region's sequence numbers its lost store used for writes
 /// no peer holds, each logged as a bare skip that no region holds (replicated like any entry).
@@ -716,6 +739,17 @@ async fn finish(
             let skip = encode_log_body(&LogBody::Skip {
                 allowed: Vec::new(),
             });
+            if !skipped.is_empty() {
+                let mut lost: Vec<(u64, u64)> = txn
+                    .get(Table::Meta, keys::META_LOST_SEQS)
+                    .map_err(|e| e.to_string())?
+                    .and_then(|b| postcard::from_bytes(&b).ok())
+                    .unwrap_or_default();
+                lost.push((*skipped.start(), *skipped.end()));
+                // invariant: postcard serialization of a Vec of pairs cannot fail
+                let bytes = postcard::to_stdvec(&lost).unwrap_or_default();
+                txn.put(Table::Meta, keys::META_LOST_SEQS, &bytes);
+            }
             for seq in skipped {
                 txn.put(Table::OpLog, &keys::oplog_key(&region, seq), &skip);
             }
