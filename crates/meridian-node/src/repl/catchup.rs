@@ -17,11 +17,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use meridian_core::version::VersionVector;
-use meridian_store::Table;
 
 use super::dial::Dialer;
 use super::join::{CopyTable, Heads, ask_heads, copy_from, peer_of, plan};
-use crate::keys;
 use crate::state::Node;
 
 /// How long an origin's applied sequence must stay put, while a linked peer is ahead on it,
@@ -192,26 +190,7 @@ async fn raise(node: &Node, heads: &VersionVector) -> Result<(), String> {
     let heads = heads.clone();
     let raised = node
         .store()
-        .transact(move |txn| -> Result<VersionVector, String> {
-            let mut raised = VersionVector::default();
-            for (origin, seq) in heads.iter().filter(|(o, _)| *o != region) {
-                let key = keys::vv_key(origin);
-                let had = txn
-                    .get(Table::Meta, &key)
-                    .map_err(|e| e.to_string())?
-                    .as_deref()
-                    .and_then(keys::decode_u64)
-                    .unwrap_or(0);
-                if seq > had {
-                    txn.put(Table::Meta, &key, &seq.to_be_bytes());
-                    raised.add(&meridian_core::version::Dot {
-                        origin: origin.to_string(),
-                        counter: seq,
-                    });
-                }
-            }
-            Ok(raised)
-        })
+        .transact(move |txn| super::join::raise_applied(txn, &region, &heads))
         .await
         .map_err(|e| e.to_string())??;
     node.applied_remote(&raised);

@@ -688,6 +688,33 @@ async fn store_outcomes(node: &Node, ks: &str, rows: Vec<KeyValue>) -> Result<us
         .map_err(|e| e.to_string())?
 }
 
+/// Stages `vv` as applied for every origin but `region`, where it is ahead of what is stored;
+/// returns what it raised.
+pub(super) fn raise_applied(
+    txn: &mut meridian_store::Txn<'_>,
+    region: &str,
+    vv: &VersionVector,
+) -> Result<VersionVector, String> {
+    let mut raised = VersionVector::default();
+    for (origin, seq) in vv.iter().filter(|(o, _)| *o != region) {
+        let key = keys::vv_key(origin);
+        let had = txn
+            .get(Table::Meta, &key)
+            .map_err(|e| e.to_string())?
+            .as_deref()
+            .and_then(keys::decode_u64)
+            .unwrap_or(0);
+        if seq > had {
+            txn.put(Table::Meta, &key, &seq.to_be_bytes());
+            raised.add(&Dot {
+                origin: origin.to_string(),
+                counter: seq,
+            });
+        }
+    }
+    Ok(raised)
+}
+
 /// The highest sequence of this region's writes that an idempotency outcome held here names.
 fn own_outcome_max(node: &Node) -> Result<u64, String> {
     let mut max = 0;
@@ -726,16 +753,7 @@ async fn finish(
     let last_seq = applied.get(&region);
     node.store()
         .transact(move |txn| -> Result<(), String> {
-            for (origin, seq) in vv.iter().filter(|(o, _)| *o != region) {
-                let key = keys::vv_key(origin);
-                let had = txn
-                    .get(Table::Meta, &key)
-                    .map_err(|e| e.to_string())?
-                    .as_deref()
-                    .and_then(keys::decode_u64)
-                    .unwrap_or(0);
-                txn.put(Table::Meta, &key, &had.max(seq).to_be_bytes());
-            }
+            raise_applied(txn, &region, &vv)?;
             let skip = encode_log_body(&LogBody::Skip {
                 allowed: Vec::new(),
             });
