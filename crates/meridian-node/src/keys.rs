@@ -58,6 +58,10 @@ pub const META_INCARNATION: &[u8] = b"node/incarnation";
 /// `Table::Meta` key of the store's join state: [`JOINING`] from the creation of a store in a
 /// topology with peers until it has learnt from them what it must hold, then [`JOINED`].
 pub const META_JOIN: &[u8] = b"node/join";
+/// `Table::Meta`, present once a peer answering this store's join held or knew writes of this
+/// region (the store replaces a lost one): every later attempt of the join, after a crash too,
+/// waits for every peer.
+pub const META_JOIN_LOST: &[u8] = b"node/join_lost";
 /// `Table::Meta`: the ranges of this region's sequence numbers whose writes were made by a lost
 /// store of it and held by no peer when a new store joined (postcard `Vec<(u64, u64)>`, each
 /// inclusive): an idempotency outcome naming one cannot be confirmed (see `write`).

@@ -530,6 +530,12 @@ pub(super) fn peer_of(
 async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Option<Heads>> {
     let peers = super::peer_urls(node);
     let mut answered: BTreeMap<String, Heads> = BTreeMap::new();
+    // What an earlier attempt learnt stays learnt (seed 3016741: a peer holding writes of this
+    // region answered one attempt and was down for the next, which took a first start).
+    let mut lost = matches!(
+        node.store().get(Table::Meta, keys::META_JOIN_LOST),
+        Ok(Some(_))
+    );
     let started = tokio::time::Instant::now();
     let mut reported = Instant::now();
     loop {
@@ -555,7 +561,22 @@ async fn ask_all(node: &Node, dialer: &Arc<dyn Dialer>) -> BTreeMap<String, Opti
             .config()
             .join_wait
             .is_some_and(|wait| started.elapsed() >= wait);
-        if settled(node.region(), &answered, down.len(), silent.len(), waited) {
+        let region = node.region();
+        if !lost
+            && answered
+                .values()
+                .any(|h| h.applied.get(region) > 0 || h.claimed > 0)
+        {
+            lost = true;
+            if let Err(e) = node
+                .store()
+                .transact(|txn| txn.put(Table::Meta, keys::META_JOIN_LOST, b"1"))
+                .await
+            {
+                tracing::warn!(error = %e, "joining: could not store that this store replaces a lost one");
+            }
+        }
+        if settled(region, &answered, down.len(), silent.len(), waited, lost) {
             if !down.is_empty() {
                 tracing::info!(down = %down.join("; "), "peers are down and no peer that answered holds a write of this region (a first start): joining without them");
             }
@@ -599,11 +620,13 @@ pub fn settled(
     down: usize,
     silent: usize,
     waited: bool,
+    lost: bool,
 ) -> bool {
     if down == 0 && silent == 0 {
         return true;
     }
-    silent == 0
+    !lost
+        && silent == 0
         && answered
             .values()
             .all(|h| h.applied.get(region) == 0 && h.claimed == 0)
@@ -1015,17 +1038,20 @@ replication = "local"
         let fresh = BTreeMap::from([("a".to_string(), heads("a:9", 0, false).expect("h"))]);
         let none = BTreeMap::new();
         let r = "eu-west-1";
-        assert!(settled(r, &knows, 0, 0, false));
+        assert!(settled(r, &knows, 0, 0, false, false));
         assert!(
-            !settled(r, &knows, 1, 0, true),
+            !settled(r, &knows, 1, 0, true, false),
             "a down peer may hold more of ours"
         );
-        assert!(!settled(r, &knows, 0, 1, true));
+        assert!(!settled(r, &knows, 0, 1, true, false));
         assert!(
-            settled(r, &fresh, 2, 0, false),
+            settled(r, &fresh, 2, 0, false, false),
             "a first start goes on without down peers"
         );
-        assert!(!settled(r, &fresh, 1, 1, true), "but waits for silent ones");
+        assert!(
+            !settled(r, &fresh, 1, 1, true, false),
+            "but waits for silent ones"
+        );
         let heard = BTreeMap::from([(
             "a".to_string(),
             Heads {
@@ -1034,21 +1060,32 @@ replication = "local"
             },
         )]);
         assert!(
-            !settled(r, &heard, 1, 0, true),
+            !settled(r, &heard, 1, 0, true, false),
             "a peer heard a down one apply writes of ours: that one may hold them alone"
         );
         let joining = BTreeMap::from([("a".to_string(), heads("", 0, true).expect("h"))]);
         assert!(
-            !settled(r, &joining, 1, 0, false),
+            !settled(r, &joining, 1, 0, false, false),
             "a joining peer's empty answer does not vouch that the down ones hold nothing"
         );
-        assert!(settled(r, &joining, 1, 0, true), "but --join-wait opts in");
         assert!(
-            settled(r, &joining, 0, 0, false),
+            settled(r, &joining, 1, 0, true, false),
+            "but --join-wait opts in"
+        );
+        assert!(
+            settled(r, &joining, 0, 0, false, false),
             "and every peer answering settles"
         );
-        assert!(!settled(r, &none, 2, 0, false), "no answer at all: wait");
-        assert!(settled(r, &none, 2, 0, true), "for join_wait");
+        assert!(
+            !settled(r, &fresh, 2, 0, true, true),
+            "an earlier attempt met a peer holding writes of ours: every peer, however long"
+        );
+        assert!(settled(r, &fresh, 0, 0, false, true));
+        assert!(
+            !settled(r, &none, 2, 0, false, false),
+            "no answer at all: wait"
+        );
+        assert!(settled(r, &none, 2, 0, true, false), "for join_wait");
     }
 
     #[test]
