@@ -568,56 +568,93 @@ fn token_public_keys_of_each_kind_and_refusals() {
     drop(edge);
 }
 
+/// A topology for the identity-provider token tests, in a temporary directory: the
+/// `failover` one of [`config`] with region r2 in zone `us` (so a verified token's zone shows
+/// in an explanation), and the admin secret beside it.
+struct TokenWorld {
+    dir: tempfile::TempDir,
+    cfg: std::path::PathBuf,
+    secret: std::path::PathBuf,
+    admin_url: String,
+    /// The test keys of `meridian-edge` (tests/keys/README.md).
+    keys: std::path::PathBuf,
+    /// An RS256 token of `{"zone":"us"}`, signed by `keys/rsa2048.key`, naming no `kid`.
+    token: String,
+}
+
+impl TokenWorld {
+    fn new() -> TokenWorld {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (listen, admin, app) = (free_port(), free_port(), free_port());
+        let cfg = dir.path().join("m.toml");
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, "0123456789abcdef0123\n").expect("write");
+        let text = config("failover", listen, admin, app)
+            .replace("[routing]", "[zones]\nus = [\"r2\"]\n[routing]");
+        std::fs::write(&cfg, text).expect("write");
+        let keys =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meridian-edge/tests/keys");
+        let token = std::fs::read_to_string(keys.join("rs256-zone-us.jwt")).expect("token");
+        TokenWorld {
+            dir,
+            cfg,
+            secret,
+            admin_url: format!("http://127.0.0.1:{admin}"),
+            keys,
+            token: token.trim().to_string(),
+        }
+    }
+
+    /// `meridian ctl explain` of [`TokenWorld::token`] from a client IP: (exit code, stdout,
+    /// stderr).
+    fn explain(&self) -> (i32, String, String) {
+        ctl(
+            &self.admin_url,
+            self.secret.to_str().expect("utf8"),
+            &["explain", "--ip", "203.0.113.5", "--token", &self.token],
+        )
+    }
+
+    /// [`TokenWorld::explain`]'s output once the edge answers (it may still be starting;
+    /// 10 s at most).
+    fn explain_when_up(&self) -> String {
+        let started = Instant::now();
+        loop {
+            let (code, out, _) = self.explain();
+            if code == 0 {
+                return out;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "the edge did not start"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
 /// SIGHUP re-reads the `--token-public-key` files: a provider's new key is accepted without a
 /// restart, and a file that no longer holds a usable key leaves the old keys in place.
 #[test]
 fn token_public_keys_are_reread_on_sighup() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, app) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("m.toml");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "0123456789abcdef0123\n").expect("write");
-    // Region r2 is in zone `us`, so a verified token's zone shows in the explanation.
-    let text = config("failover", listen, admin, app)
-        .replace("[routing]", "[zones]\nus = [\"r2\"]\n[routing]");
-    std::fs::write(&cfg, text).expect("write");
-    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meridian-edge/tests/keys");
-    let token = std::fs::read_to_string(keys.join("rs256-zone-us.jwt")).expect("token");
-    let key = dir.path().join("idp.pem");
+    let w = TokenWorld::new();
+    let (cfg, keys) = (&w.cfg, &w.keys);
+    let key = w.dir.path().join("idp.pem");
     std::fs::copy(keys.join("p256.pub"), &key).expect("copy");
     let edge = Kill(
-        edge_command(&cfg)
+        edge_command(cfg)
             .arg("--token-public-key")
             .arg(&key)
             .spawn()
             .expect("spawn"),
     );
     let pid = edge.0.id().to_string();
-    let admin_url = format!("http://127.0.0.1:{admin}");
-    let zone = || {
-        let (code, out, err) = ctl(
-            &admin_url,
-            secret.to_str().expect("utf8"),
-            &["explain", "--ip", "203.0.113.5", "--token", token.trim()],
-        );
-        (code, out, err)
-    };
-    let started = Instant::now();
-    loop {
-        let (code, out, _) = zone();
-        if code == 0 {
-            assert!(
-                !out.contains("residency zone `us`"),
-                "a P-256 key verified an RS256 token: {out}"
-            );
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the edge did not start"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let zone = || w.explain();
+    let out = w.explain_when_up();
+    assert!(
+        !out.contains("residency zone `us`"),
+        "a P-256 key verified an RS256 token: {out}"
+    );
     let hup = || {
         Command::new("kill")
             .args(["-HUP", &pid])
@@ -650,20 +687,12 @@ fn token_public_keys_are_reread_on_sighup() {
 /// file, a URL without a host and a refresh period under 30 s are bad config (exit 2).
 #[test]
 fn token_jwks_files_issuer_audience_and_refusals() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let (listen, admin, app) = (free_port(), free_port(), free_port());
-    let cfg = dir.path().join("m.toml");
-    let secret = dir.path().join("secret");
-    std::fs::write(&secret, "0123456789abcdef0123\n").expect("write");
-    let text = config("failover", listen, admin, app)
-        .replace("[routing]", "[zones]\nus = [\"r2\"]\n[routing]");
-    std::fs::write(&cfg, text).expect("write");
-    let keys = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../meridian-edge/tests/keys");
-    let jwks = keys.join("idp.jwks.json");
-    let token = std::fs::read_to_string(keys.join("rs256-zone-us.jwt")).expect("token");
-    let garbage = dir.path().join("garbage.json");
+    let w = TokenWorld::new();
+    let cfg = &w.cfg;
+    let jwks = w.keys.join("idp.jwks.json");
+    let garbage = w.dir.path().join("garbage.json");
     std::fs::write(&garbage, "{\"keys\": 7}").expect("write");
-    let missing = dir.path().join("missing.json");
+    let missing = w.dir.path().join("missing.json");
     for (args, why) in [
         (
             vec!["--token-jwks", garbage.to_str().expect("utf8")],
@@ -684,7 +713,7 @@ fn token_jwks_files_issuer_audience_and_refusals() {
             "at least 30s",
         ),
     ] {
-        let out = edge_command(&cfg)
+        let out = edge_command(cfg)
             .args(&args)
             .stderr(std::process::Stdio::piped())
             .output()
@@ -693,32 +722,16 @@ fn token_jwks_files_issuer_audience_and_refusals() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(why), "{args:?}: {err}");
     }
-    let admin_url = format!("http://127.0.0.1:{admin}");
     let explained = |extra: &[&str]| {
         let _edge = Kill(
-            edge_command(&cfg)
+            edge_command(cfg)
                 .arg("--token-jwks")
                 .arg(&jwks)
                 .args(extra)
                 .spawn()
                 .expect("spawn"),
         );
-        let started = Instant::now();
-        loop {
-            let (code, out, _) = ctl(
-                &admin_url,
-                secret.to_str().expect("utf8"),
-                &["explain", "--ip", "203.0.113.5", "--token", token.trim()],
-            );
-            if code == 0 {
-                return out;
-            }
-            assert!(
-                started.elapsed() < Duration::from_secs(10),
-                "the edge did not start"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        w.explain_when_up()
     };
     let out = explained(&[]);
     assert!(
