@@ -293,16 +293,18 @@ fn client() -> reqwest::Client {
         .unwrap()
 }
 
+/// The admin API's `GET /v1/status`, with the bearer `token` when the edge has a secret.
+async fn admin_status(c: &reqwest::Client, admin: &str, token: Option<&str>) -> serde_json::Value {
+    let mut req = c.get(format!("{admin}/v1/status"));
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    req.send().await.unwrap().json().await.unwrap()
+}
+
 /// Region `region`'s (first) backend as the admin status shows it.
 async fn first_backend(c: &reqwest::Client, admin: &str, region: &str) -> serde_json::Value {
-    let s: serde_json::Value = c
-        .get(format!("{admin}/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = admin_status(c, admin, None).await;
     let r = s["regions"]
         .as_array()
         .unwrap()
@@ -1264,15 +1266,7 @@ async fn jwks_keys_are_fetched_refetched_for_a_new_kid_and_kept_when_the_provide
     }
     let started = Instant::now();
     let jwks = loop {
-        let s: serde_json::Value = c
-            .get(format!("{}/v1/status", w.admin))
-            .bearer_auth(SECRET)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s = admin_status(&c, &w.admin, Some(SECRET)).await;
         let jwks = s["tokens"]["jwks"][0].clone();
         if !jwks["error"].is_null() {
             break jwks;
@@ -1420,14 +1414,7 @@ async fn admin_api_weights_explain_and_metrics() {
 }
 
 async fn region_up(c: &reqwest::Client, admin: &str, region: &str) -> (bool, bool) {
-    let s: serde_json::Value = c
-        .get(format!("{admin}/v1/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let s = admin_status(c, admin, None).await;
     let r = s["regions"]
         .as_array()
         .unwrap()
